@@ -1,0 +1,9 @@
+//! Orchestration: planning, scheduling workers, synthesis. Never imports terminal code.
+//!
+//! `run` decides (a pure state machine: input → effects), `executor` acts (provider calls,
+//! timers, cancellation) and feeds results back as inputs. `plan`, `prompt` and `roles` are
+//! pure helpers of the state machine.
+
+pub mod plan;
+pub mod prompt;
+pub mod roles;

@@ -1,0 +1,211 @@
+//! Talking to language models: a provider-neutral request, streamed text, usage and a
+//! classified error, and the adapters that speak each wire protocol.
+//!
+//! Adapters do one call each: no retry loop and no overall deadline here. Retrying is the run
+//! state machine's decision (it knows attempts, limits and what has already been shown) and the
+//! overall timeout is applied by the executor; an adapter only classifies what went wrong
+//! (`CallError::retryable`, `retry_after`) and enforces the idle timeout between stream chunks,
+//! which only it can see. Nothing here knows about runs, subtasks or the terminal.
+
+pub mod anthropic;
+pub mod demo;
+pub mod openai;
+pub mod sse;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::protocol::{CallRole, Usage};
+
+/// An API key read from the environment. Its `Debug` never shows it, so it cannot leak into
+/// logs or error messages by accident; `expose` is called only where a header is built.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// One chat call, in the terms both wire protocols share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    /// What the call is for. Providers send nothing of it; the demo provider and logs use it.
+    pub role: CallRole,
+    pub system: String,
+    pub messages: Vec<Message>,
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: MessageRole,
+    pub content: String,
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: MessageRole::User,
+            content: content.into(),
+        }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: MessageRole::Assistant,
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+/// A finished call: the whole text and what the provider reported of its usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    /// `None` when the provider sent no usage; the engine then estimates it.
+    pub usage: Option<Usage>,
+}
+
+/// Where an adapter sends text as it streams in. Dropped deltas (a receiver that went away
+/// because the call was cancelled) are not an error for the adapter.
+#[derive(Debug, Clone)]
+pub struct DeltaSink(mpsc::UnboundedSender<String>);
+
+impl DeltaSink {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(tx), rx)
+    }
+    /// A sink that throws everything away (non-streaming callers, tests).
+    pub fn discard() -> Self {
+        Self::new().0
+    }
+    pub fn send(&self, text: &str) {
+        if !text.is_empty() {
+            let _ = self.0.send(text.to_owned());
+        }
+    }
+}
+
+/// Why a call failed, classified so the engine can decide whether to try again.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct CallError {
+    /// What a user reads: the provider's own message where there is one.
+    pub message: String,
+    /// A short label for progress lines: `429`, `503`, `timeout`, `stream cut`.
+    pub reason: String,
+    /// Worth another attempt: 429 (unless a hard spend limit), 5xx, 529, timeouts, connection
+    /// errors, streams cut before their end.
+    pub retryable: bool,
+    /// The server's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl CallError {
+    pub fn fatal(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            reason: reason.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+    pub fn transient(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            reason: reason.into(),
+            retryable: true,
+            retry_after: None,
+        }
+    }
+    pub fn timeout(after: Duration) -> Self {
+        Self::transient(
+            "timeout",
+            format!("no complete answer within {}", human_duration(after)),
+        )
+    }
+    pub fn idle(after: Duration) -> Self {
+        Self::transient(
+            "idle timeout",
+            format!("the stream went silent for {}", human_duration(after)),
+        )
+    }
+    /// Classify an HTTP error status the same way for every provider. `message` should be the
+    /// provider's own error text.
+    pub fn from_status(status: u16, message: String, retry_after: Option<Duration>) -> Self {
+        let retryable = matches!(status, 408 | 409 | 429 | 500..=599);
+        Self {
+            message: format!("HTTP {status}: {message}"),
+            reason: status.to_string(),
+            retryable,
+            retry_after,
+        }
+    }
+}
+
+/// `2.5s`, `30s`, `2m`: for messages.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 && ms < 120_000 {
+        format!("{}s", ms / 1000)
+    } else if ms < 120_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m", ms / 60_000)
+    }
+}
+
+/// Parse a `Retry-After` header value given in seconds (the HTTP-date form is rare from LLM
+/// APIs and is treated as absent). Also reads `retry-after-ms`, which OpenAI sends.
+pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Completion, CallError>> + Send + 'a>>;
+
+/// A model provider. One call per `complete`; text is sent to `sink` as it arrives (all at
+/// once at the end when not streaming) and the whole text is returned.
+pub trait Provider: Send + Sync {
+    /// `openai`, `anthropic` or `demo`, for the status line and reports.
+    fn name(&self) -> &str;
+    fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_>;
+}

@@ -1,0 +1,344 @@
+//! The contract between the engine and whoever watches or steers it (the dashboard, the
+//! headless printer, tests): commands in, events out.
+//!
+//! This module owns only plain data. It must not import the engine, the providers or any
+//! terminal code, so that both sides can depend on it without depending on each other.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::plan::Plan;
+
+/// Identifies one run (one query and everything done for it). Time-sortable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub uuid::Uuid);
+
+impl RunId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A subtask's id as the plan names it (`task_1`, `emissions`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SubtaskId(pub String);
+
+impl SubtaskId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SubtaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for SubtaskId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// Token counts. `estimated` is true when a provider reported no usage and the figures were
+/// derived from text length (about four characters a token).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.tokens_in += other.tokens_in;
+        self.tokens_out += other.tokens_out;
+        self.estimated |= other.estimated;
+    }
+    pub fn total(&self) -> u64 {
+        self.tokens_in + self.tokens_out
+    }
+}
+
+/// Where a subtask stands. Terminal states can be left again by a re-run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubtaskStatus {
+    /// Waiting for its dependencies or for a free worker slot.
+    Pending,
+    /// A worker call is in flight.
+    Running,
+    /// The last attempt failed and another is scheduled.
+    Retrying,
+    Succeeded,
+    Failed,
+    /// A dependency failed, was cancelled or is itself blocked; runs if that changes.
+    Blocked,
+    Cancelled,
+}
+
+impl SubtaskStatus {
+    /// No work is in flight or scheduled for it.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Blocked | Self::Cancelled
+        )
+    }
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "done",
+            Self::Failed => "failed",
+            Self::Blocked => "blocked",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every subtask and the synthesis succeeded.
+    Succeeded,
+    /// A report was written, with gaps: some subtasks failed, were blocked or cancelled, or the
+    /// synthesis failed and the worker results were joined unsynthesised.
+    Partial,
+    /// Nothing worth a report: planning failed or every subtask failed.
+    Failed,
+    /// The user cancelled the run.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The three kinds of model call a run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallRole {
+    Planner,
+    Worker,
+    Synthesizer,
+}
+
+/// Requests into the engine. Each says which events answer it.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Start a new run. Answered by `RunStarted`, then planning events (or `PlanReady` at once
+    /// when a plan is given), subtask events, synthesis events and `RunFinished`.
+    StartRun {
+        id: RunId,
+        query: String,
+        plan: Option<Plan>,
+    },
+    /// Steer a run that exists. Unknown run ids are ignored with a `Notice`.
+    Run { id: RunId, command: RunCommand },
+    /// Cancel everything and stop the engine. Answered by `RunFinished(cancelled)` for every
+    /// active run; the event channel closes afterwards.
+    Shutdown,
+}
+
+/// Steering a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunCommand {
+    /// Run a failed, cancelled or blocked-by-nothing subtask again. Answered by
+    /// `SubtaskStarted` (or `SubtaskBlocked` when a dependency is still missing), then as
+    /// any subtask; blocked dependents follow, then a new synthesis and `RunFinished`.
+    /// Refused with a `Notice` for a subtask that is pending, running or retrying.
+    RetrySubtask(SubtaskId),
+    /// Re-run every failed or cancelled subtask. Answered as `RetrySubtask` for each.
+    RetryFailed,
+    /// Stop a subtask. Answered by `SubtaskCancelled`; its dependents get `SubtaskBlocked`.
+    CancelSubtask(SubtaskId),
+    /// Stop the whole run. Answered by `SubtaskCancelled` for unfinished subtasks and
+    /// `RunFinished(cancelled)`.
+    CancelRun,
+    /// Change a subtask's description and/or worker role, then run it again (cancelling an
+    /// attempt in flight). Answered by `SubtaskEdited`, then as `RetrySubtask`.
+    EditSubtask {
+        id: SubtaskId,
+        description: Option<String>,
+        worker: Option<String>,
+    },
+    /// Write the synthesis again from the current results. Answered by `SynthesisStarted`…
+    /// `SynthesisFinished` and `RunFinished`; refused with a `Notice` while subtasks still run.
+    Resynthesize,
+}
+
+/// One thing that happened, in order, for one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub run: RunId,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened. Subtask events carry the subtask's id and the attempt they belong to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted {
+        query: String,
+    },
+    PlanningStarted {
+        attempt: u32,
+        model: String,
+    },
+    /// The planner call failed with `reason`; it is tried again after `delay_ms`.
+    PlanningRetrying {
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    /// The planner's answer was unusable; it is asked again (or the run fails).
+    PlanRejected {
+        attempt: u32,
+        error: String,
+    },
+    PlanReady {
+        plan: Plan,
+    },
+    /// Something worth telling the user that changes nothing by itself (an unknown worker role
+    /// replaced by the default, a plan cut to `max_subtasks`, a refused command).
+    Notice {
+        message: String,
+    },
+    SubtaskStarted {
+        subtask: SubtaskId,
+        attempt: u32,
+        worker: String,
+        model: String,
+    },
+    /// Streamed text of one attempt, coalesced (not one event per token).
+    SubtaskDelta {
+        subtask: SubtaskId,
+        attempt: u32,
+        text: String,
+    },
+    /// `attempt` failed with `reason`; attempt `attempt + 1` starts after `delay_ms`.
+    SubtaskRetrying {
+        subtask: SubtaskId,
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    SubtaskSucceeded {
+        subtask: SubtaskId,
+        attempt: u32,
+        elapsed_ms: u64,
+        usage: Usage,
+        result: String,
+    },
+    SubtaskFailed {
+        subtask: SubtaskId,
+        attempt: u32,
+        elapsed_ms: u64,
+        error: String,
+        /// Text the attempt streamed before it failed; kept, never merged into a later attempt.
+        partial: String,
+    },
+    SubtaskBlocked {
+        subtask: SubtaskId,
+        waiting_on: Vec<SubtaskId>,
+    },
+    SubtaskCancelled {
+        subtask: SubtaskId,
+        attempt: u32,
+    },
+    SubtaskEdited {
+        subtask: SubtaskId,
+        description: String,
+        worker: String,
+    },
+    SynthesisStarted {
+        attempt: u32,
+        model: String,
+    },
+    SynthesisDelta {
+        attempt: u32,
+        text: String,
+    },
+    SynthesisRetrying {
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    /// The report. `synthesized` is false when the synthesis call failed and `text` is the
+    /// worker results joined under their titles.
+    SynthesisFinished {
+        attempt: u32,
+        text: String,
+        synthesized: bool,
+        usage: Usage,
+        error: Option<String>,
+    },
+    RunFinished {
+        status: RunStatus,
+        elapsed_ms: u64,
+        usage: Usage,
+        succeeded: u32,
+        failed: u32,
+        total: u32,
+    },
+}
+
+impl EventKind {
+    /// The subtask this event is about, if any.
+    pub fn subtask(&self) -> Option<&SubtaskId> {
+        match self {
+            Self::SubtaskStarted { subtask, .. }
+            | Self::SubtaskDelta { subtask, .. }
+            | Self::SubtaskRetrying { subtask, .. }
+            | Self::SubtaskSucceeded { subtask, .. }
+            | Self::SubtaskFailed { subtask, .. }
+            | Self::SubtaskBlocked { subtask, .. }
+            | Self::SubtaskCancelled { subtask, .. }
+            | Self::SubtaskEdited { subtask, .. } => Some(subtask),
+            Self::RunStarted { .. }
+            | Self::PlanningStarted { .. }
+            | Self::PlanningRetrying { .. }
+            | Self::PlanRejected { .. }
+            | Self::PlanReady { .. }
+            | Self::Notice { .. }
+            | Self::SynthesisStarted { .. }
+            | Self::SynthesisDelta { .. }
+            | Self::SynthesisRetrying { .. }
+            | Self::SynthesisFinished { .. }
+            | Self::RunFinished { .. } => None,
+        }
+    }
+}
