@@ -1,1 +1,102 @@
-fn main() {}
+//! The `maestro` binary: parse the command line, set up logging to a file, dispatch. Thin on
+//! purpose; everything it calls lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use maestro::cli::{Cli, CommandLine};
+use maestro::config::Config;
+use maestro::headless::{self, exit};
+
+/// The query the demo runs when maestro starts with no subcommand.
+const DEMO_QUERY: &str = "What are the environmental and economic impacts of EV adoption in cities?";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _log_guard = init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("maestro: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED as u8);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    // Calls still in flight (a cancelled run's) must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code as u8)
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("maestro: {e}");
+            return exit::USAGE;
+        }
+    };
+    tracing::info!(provider = %config.describe(), "starting");
+    let provider = config.provider.build();
+    let result = match cli.command {
+        Some(CommandLine::Run(args)) => {
+            let query = match headless::read_query(&args.query) {
+                Ok(q) => q,
+                Err(e) => return usage_error(e),
+            };
+            let plan = match args.plan.as_deref().map(headless::read_plan).transpose() {
+                Ok(p) => p,
+                Err(e) => return usage_error(e),
+            };
+            headless::run(config, provider, query, plan, &args).await
+        }
+        Some(CommandLine::Plan(args)) => {
+            let query = match headless::read_query(&args.query) {
+                Ok(q) => q,
+                Err(e) => return usage_error(e),
+            };
+            headless::plan(config, provider, query).await
+        }
+        None => {
+            // Until the dashboard is here, a bare `maestro` shows a demo analysis headless.
+            let args = maestro::cli::RunArgs {
+                query: DEMO_QUERY.to_owned(),
+                format: maestro::cli::Format::Markdown,
+                events: None,
+                plan: None,
+                quiet: false,
+            };
+            headless::run(config, provider, DEMO_QUERY.to_owned(), None, &args).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("maestro: {e:#}");
+            exit::FAILED
+        }
+    }
+}
+
+fn usage_error(e: anyhow::Error) -> i32 {
+    eprintln!("maestro: {e:#}");
+    exit::USAGE
+}
+
+/// Logs go to `maestro.log` in the platform data dir (never to the screen). `MAESTRO_LOG`
+/// sets the filter (default `info`). If the directory cannot be made, there are no logs.
+fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let dir = maestro::config::data_dir()?;
+    std::fs::create_dir_all(&dir).ok()?;
+    let appender = tracing_appender::rolling::never(&dir, "maestro.log");
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAESTRO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init()
+        .ok()?;
+    Some(guard)
+}

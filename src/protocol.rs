@@ -237,6 +237,12 @@ pub enum EventKind {
     Notice {
         message: String,
     },
+    /// The subtask is waiting again (re-run requested, or a dependency it was blocked on is
+    /// being re-run). `waiting_on` lists unfinished dependencies; empty means "for a free slot".
+    SubtaskQueued {
+        subtask: SubtaskId,
+        waiting_on: Vec<SubtaskId>,
+    },
     SubtaskStarted {
         subtask: SubtaskId,
         attempt: u32,
@@ -311,8 +317,12 @@ pub enum EventKind {
         elapsed_ms: u64,
         usage: Usage,
         succeeded: u32,
+        /// Subtasks without a result: failed, blocked or cancelled.
         failed: u32,
         total: u32,
+        /// Why the run failed or was cut short, for `Failed` (and `Partial` when the synthesis
+        /// failed).
+        error: Option<String>,
     },
 }
 
@@ -320,7 +330,8 @@ impl EventKind {
     /// The subtask this event is about, if any.
     pub fn subtask(&self) -> Option<&SubtaskId> {
         match self {
-            Self::SubtaskStarted { subtask, .. }
+            Self::SubtaskQueued { subtask, .. }
+            | Self::SubtaskStarted { subtask, .. }
             | Self::SubtaskDelta { subtask, .. }
             | Self::SubtaskRetrying { subtask, .. }
             | Self::SubtaskSucceeded { subtask, .. }

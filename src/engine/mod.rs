@@ -4,6 +4,8 @@
 //! timers, cancellation) and feeds results back as inputs. `plan`, `prompt` and `roles` are
 //! pure helpers of the state machine.
 
+pub mod executor;
 pub mod plan;
 pub mod prompt;
 pub mod roles;
+pub mod run;

@@ -1,0 +1,531 @@
+//! Configuration: the TOML file, environment variables and command-line flags, merged with
+//! the precedence flags > environment > file > defaults, and checked with errors that name the
+//! key, the file and the line.
+//!
+//! Values are validated while they are deserialised (through small checked types), so the
+//! TOML parser can point at the offending line. API keys are read from the environment
+//! variable the config names, kept in an `ApiKey` (which never prints) and never written
+//! anywhere. This module reads files and the environment; it starts nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::engine::executor::ExecutorSettings;
+use crate::engine::prompt::CallSpec;
+use crate::engine::roles::{self, WorkerRole};
+use crate::engine::run::RunSettings;
+use crate::llm::anthropic::AnthropicConfig;
+use crate::llm::demo::DemoConfig;
+use crate::llm::openai::OpenAiConfig;
+use crate::llm::ApiKey;
+
+/// A configuration problem. Every one is a usage error (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "the {provider} provider needs an API key, but the environment variable {var} is not set \
+         (set it, or name another variable with `api_key_env` / --api-key-env)"
+    )]
+    MissingKey { provider: &'static str, var: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Demo,
+    #[value(name = "openai")]
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Demo => "demo",
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        })
+    }
+}
+
+// ---- the file --------------------------------------------------------------------------
+
+/// The config file as written. Every section and key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub provider: Option<ProviderKind>,
+    #[serde(default)]
+    pub openai: OpenAiSection,
+    #[serde(default)]
+    pub anthropic: AnthropicSection,
+    #[serde(default)]
+    pub demo: DemoSection,
+    #[serde(default)]
+    pub models: ModelsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleSection>,
+    #[serde(default)]
+    pub ui: UiSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiSection {
+    pub base_url: Option<HttpUrl>,
+    pub api_key_env: Option<EnvName>,
+    pub stream: Option<bool>,
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicSection {
+    pub base_url: Option<HttpUrl>,
+    pub api_key_env: Option<EnvName>,
+    pub stream: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSection {
+    pub failure_rate: Option<Fraction>,
+    pub failures_per_subtask: Option<u32>,
+    pub tokens_per_second: Option<Positive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    pub planner: Option<NonEmpty>,
+    pub worker: Option<NonEmpty>,
+    pub synthesizer: Option<NonEmpty>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub concurrency: Option<Positive>,
+    pub max_subtasks: Option<Positive>,
+    pub timeout_secs: Option<Positive>,
+    pub idle_timeout_secs: Option<Positive>,
+    pub retries: Option<u32>,
+    pub max_tokens: Option<Positive>,
+    pub temperature: Option<f32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSection {
+    pub description: Option<String>,
+    pub system_prompt: Option<String>,
+    pub model: Option<NonEmpty>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    pub bell: Option<bool>,
+}
+
+/// Checked value types: a bad value fails deserialisation, so the error carries its line.
+macro_rules! checked {
+    ($name:ident, $inner:ty, $expect:literal, |$v:ident| $ok:expr) => {
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name(pub $inner);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let $v = <$inner>::deserialize(d)?;
+                if $ok {
+                    Ok(Self($v))
+                } else {
+                    Err(serde::de::Error::custom(format!(
+                        concat!("invalid value {:?}: expected ", $expect),
+                        $v
+                    )))
+                }
+            }
+        }
+    };
+}
+
+checked!(Positive, u64, "a whole number above 0", |v| v > 0);
+checked!(Fraction, f64, "a number from 0.0 to 1.0", |v| (0.0..=1.0)
+    .contains(&v));
+checked!(NonEmpty, String, "a non-empty string", |v| !v.trim().is_empty());
+checked!(HttpUrl, String, "a URL starting with http:// or https://", |v| {
+    v.starts_with("http://") || v.starts_with("https://")
+});
+checked!(EnvName, String, "an environment variable name (letters, digits, _)", |v| {
+    !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+});
+
+/// Where the config file is looked for when `--config` is not given.
+pub fn default_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "maestro").map(|d| d.config_dir().join("config.toml"))
+}
+
+/// Where logs (and later the run history) go.
+pub fn data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "maestro").map(|d| d.data_dir().to_path_buf())
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Read `explicit` (which must exist) or the default path (which may not).
+    pub fn load(explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => match default_config_path() {
+                Some(p) => (p, false),
+                None => return Ok((Self::default(), None)),
+            },
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((Self::parse(&text, &path)?, Some(path))),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok((Self::default(), None))
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+}
+
+// ---- flags -----------------------------------------------------------------------------
+
+/// Options shared by every command that runs the engine. Each can also come from a
+/// `MAESTRO_*` environment variable; a flag wins over the variable, which wins over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EngineArgs {
+    /// Config file [default: the platform config dir's maestro/config.toml]
+    #[arg(long, env = "MAESTRO_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// Model provider
+    #[arg(long, env = "MAESTRO_PROVIDER", global = true)]
+    pub provider: Option<ProviderKind>,
+    /// Provider base URL (openai: ends in /v1; anthropic: the host root)
+    #[arg(long, env = "MAESTRO_BASE_URL", value_name = "URL", global = true)]
+    pub base_url: Option<String>,
+    /// Environment variable that holds the API key
+    #[arg(long, env = "MAESTRO_API_KEY_ENV", value_name = "VAR", global = true)]
+    pub api_key_env: Option<String>,
+    /// Model for every role (planner, workers, synthesiser)
+    #[arg(long, env = "MAESTRO_MODEL", global = true)]
+    pub model: Option<String>,
+    /// Model for the planner
+    #[arg(long, env = "MAESTRO_PLANNER_MODEL", value_name = "MODEL", global = true)]
+    pub planner_model: Option<String>,
+    /// Model for the workers
+    #[arg(long, env = "MAESTRO_WORKER_MODEL", value_name = "MODEL", global = true)]
+    pub worker_model: Option<String>,
+    /// Model for the synthesiser
+    #[arg(long, env = "MAESTRO_SYNTH_MODEL", value_name = "MODEL", global = true)]
+    pub synth_model: Option<String>,
+    /// Worker calls in flight at once [default: 4]
+    #[arg(long, env = "MAESTRO_CONCURRENCY", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub concurrency: Option<u64>,
+    /// Most subtasks a plan may have [default: 8]
+    #[arg(long, env = "MAESTRO_MAX_SUBTASKS", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_subtasks: Option<u64>,
+    /// Seconds one model call may take [default: 120]
+    #[arg(long, env = "MAESTRO_TIMEOUT", value_name = "SECS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Retries of a failed call (429, 5xx, timeouts, cut streams) [default: 2]
+    #[arg(long, env = "MAESTRO_RETRIES", value_name = "N", global = true)]
+    pub retries: Option<u32>,
+}
+
+// ---- the resolved config ---------------------------------------------------------------
+
+/// Which provider, fully configured.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    Demo(DemoConfig),
+    OpenAi(OpenAiConfig),
+    Anthropic(AnthropicConfig),
+}
+
+impl ProviderConfig {
+    /// The provider this config describes.
+    pub fn build(&self) -> std::sync::Arc<dyn crate::llm::Provider> {
+        use crate::llm::{anthropic::Anthropic, demo::Demo, openai::OpenAi};
+        match self {
+            Self::Demo(c) => std::sync::Arc::new(Demo::new(c.clone())),
+            Self::OpenAi(c) => std::sync::Arc::new(OpenAi::new(c.clone())),
+            Self::Anthropic(c) => std::sync::Arc::new(Anthropic::new(c.clone())),
+        }
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Self::Demo(_) => ProviderKind::Demo,
+            Self::OpenAi(_) => ProviderKind::OpenAi,
+            Self::Anthropic(_) => ProviderKind::Anthropic,
+        }
+    }
+}
+
+/// Everything the engine and the front ends need, after merging and checking.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub provider: ProviderConfig,
+    pub run: RunSettings,
+    pub executor: ExecutorSettings,
+    /// Ring the terminal bell when a long run ends (dashboard).
+    pub bell: bool,
+    /// The file the settings came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+pub const DEFAULT_OPENAI_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_ANTHROPIC_URL: &str = "https://api.anthropic.com";
+
+impl Config {
+    /// Load the file named by the flags (or the default one) and merge everything. `env`
+    /// looks up environment variables (the real environment outside tests).
+    pub fn resolve(
+        args: &EngineArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let (file, source) = FileConfig::load(args.config.as_deref())?;
+        let mut config = Self::merge(args, file, env)?;
+        config.source = source;
+        Ok(config)
+    }
+
+    /// Merge flags (already combined with `MAESTRO_*` variables by clap) over the file over
+    /// the defaults.
+    pub fn merge(
+        args: &EngineArgs,
+        file: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let kind = args.provider.or(file.provider).unwrap_or(ProviderKind::Demo);
+        let limits = &file.limits;
+        let timeout = Duration::from_secs(
+            args.timeout
+                .or(limits.timeout_secs.as_ref().map(|v| v.0))
+                .unwrap_or(120),
+        );
+        let idle = Duration::from_secs(limits.idle_timeout_secs.as_ref().map_or(30, |v| v.0));
+        if let Some(url) = &args.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--base-url {url:?}: expected a URL starting with http:// or https://"
+            )));
+        }
+        if let Some(var) = &args.api_key_env
+            && (var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--api-key-env {var:?}: expected an environment variable name"
+            )));
+        }
+        let read_key = |var: &str| env(var).filter(|k| !k.trim().is_empty()).map(ApiKey::new);
+
+        let (provider, default_model) = match kind {
+            ProviderKind::Demo => {
+                let d = &file.demo;
+                (
+                    ProviderConfig::Demo(DemoConfig {
+                        failure_rate: d.failure_rate.as_ref().map_or(0.2, |v| v.0),
+                        failures_per_subtask: d.failures_per_subtask.unwrap_or(3),
+                        tokens_per_second: d.tokens_per_second.as_ref().map_or(60, |v| v.0) as f64,
+                    }),
+                    "demo",
+                )
+            }
+            ProviderKind::OpenAi => {
+                let s = &file.openai;
+                let base_url = args
+                    .base_url
+                    .clone()
+                    .or(s.base_url.as_ref().map(|u| u.0.clone()))
+                    .unwrap_or_else(|| DEFAULT_OPENAI_URL.to_owned());
+                let named = args
+                    .api_key_env
+                    .clone()
+                    .or(s.api_key_env.as_ref().map(|v| v.0.clone()));
+                let var = named.clone().unwrap_or_else(|| "OPENAI_API_KEY".to_owned());
+                let api_key = read_key(&var);
+                // A local server (Ollama, llama.cpp, vLLM…) needs no key, so a missing
+                // default variable is only an error for OpenAI's own API or when a variable
+                // was named on purpose.
+                if api_key.is_none() && (named.is_some() || base_url.contains("api.openai.com")) {
+                    return Err(ConfigError::MissingKey {
+                        provider: "openai",
+                        var,
+                    });
+                }
+                (
+                    ProviderConfig::OpenAi(OpenAiConfig {
+                        base_url,
+                        api_key,
+                        stream: s.stream.unwrap_or(true),
+                        include_usage: s.include_usage.unwrap_or(true),
+                        idle_timeout: idle,
+                    }),
+                    "gpt-4o-mini",
+                )
+            }
+            ProviderKind::Anthropic => {
+                let s = &file.anthropic;
+                let var = args
+                    .api_key_env
+                    .clone()
+                    .or(s.api_key_env.as_ref().map(|v| v.0.clone()))
+                    .unwrap_or_else(|| "ANTHROPIC_API_KEY".to_owned());
+                let Some(api_key) = read_key(&var) else {
+                    return Err(ConfigError::MissingKey {
+                        provider: "anthropic",
+                        var,
+                    });
+                };
+                (
+                    ProviderConfig::Anthropic(AnthropicConfig {
+                        base_url: args
+                            .base_url
+                            .clone()
+                            .or(s.base_url.as_ref().map(|u| u.0.clone()))
+                            .unwrap_or_else(|| DEFAULT_ANTHROPIC_URL.to_owned()),
+                        api_key,
+                        stream: s.stream.unwrap_or(true),
+                        idle_timeout: idle,
+                    }),
+                    "claude-sonnet-4-5",
+                )
+            }
+        };
+
+        let m = &file.models;
+        let pick = |specific: &Option<String>, from_file: &Option<NonEmpty>| -> String {
+            specific
+                .clone()
+                .or(args.model.clone())
+                .or(from_file.as_ref().map(|v| v.0.clone()))
+                .unwrap_or_else(|| default_model.to_owned())
+        };
+        let max_tokens = limits.max_tokens.as_ref().map_or(4096, |v| v.0.min(u32::MAX as u64) as u32);
+        let spec = |model: String| CallSpec {
+            model,
+            max_tokens,
+            temperature: limits.temperature,
+        };
+
+        let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
+        Ok(Self {
+            provider,
+            run: RunSettings {
+                max_subtasks: args
+                    .max_subtasks
+                    .or(limits.max_subtasks.as_ref().map(|v| v.0))
+                    .unwrap_or(8) as usize,
+                concurrency: args
+                    .concurrency
+                    .or(limits.concurrency.as_ref().map(|v| v.0))
+                    .unwrap_or(4) as usize,
+                retries: args.retries.or(limits.retries).unwrap_or(2),
+                retry_base: Duration::from_secs(1),
+                retry_max: Duration::from_secs(30),
+                retry_after_limit: Duration::from_secs(120),
+                planner: spec(pick(&args.planner_model, &m.planner)),
+                worker: spec(pick(&args.worker_model, &m.worker)),
+                synthesizer: spec(pick(&args.synth_model, &m.synthesizer)),
+                roles,
+                seed: 0x9E37_79B9_7F4A_7C15,
+                stop_after_plan: false,
+            },
+            executor: ExecutorSettings {
+                call_timeout: timeout,
+                ..ExecutorSettings::default()
+            },
+            bell: file.ui.bell.unwrap_or(true),
+            source: None,
+        })
+    }
+
+    /// `openai · planner gpt-4o · workers gpt-4o-mini`: for status lines. Never shows a key.
+    pub fn describe(&self) -> String {
+        let r = &self.run;
+        if r.planner.model == r.worker.model && r.worker.model == r.synthesizer.model {
+            format!("{} · {}", self.provider.kind(), r.worker.model)
+        } else {
+            format!(
+                "{} · planner {} · workers {} · synth {}",
+                self.provider.kind(),
+                r.planner.model,
+                r.worker.model,
+                r.synthesizer.model
+            )
+        }
+    }
+}
+
+/// Built-in roles with the file's `[roles.NAME]` tables applied: fields of a known role are
+/// replaced, a new name adds a role (it then needs a description and a system prompt).
+fn merge_roles(
+    mut roles: Vec<WorkerRole>,
+    sections: &BTreeMap<String, RoleSection>,
+) -> Result<Vec<WorkerRole>, ConfigError> {
+    for (name, section) in sections {
+        let existing = roles
+            .iter_mut()
+            .find(|r| r.name.eq_ignore_ascii_case(name));
+        match existing {
+            Some(role) => {
+                if let Some(d) = &section.description {
+                    role.description = d.clone();
+                }
+                if let Some(p) = &section.system_prompt {
+                    role.system_prompt = p.clone();
+                }
+                if let Some(m) = &section.model {
+                    role.model = Some(m.0.clone());
+                }
+            }
+            None => {
+                let (Some(description), Some(system_prompt)) =
+                    (&section.description, &section.system_prompt)
+                else {
+                    return Err(ConfigError::Invalid(format!(
+                        "[roles.{name}] is a new worker role, so it needs both `description` and \
+                         `system_prompt`"
+                    )));
+                };
+                roles.push(WorkerRole {
+                    name: name.clone(),
+                    description: description.clone(),
+                    system_prompt: system_prompt.clone(),
+                    model: section.model.as_ref().map(|m| m.0.clone()),
+                });
+            }
+        }
+    }
+    Ok(roles)
+}

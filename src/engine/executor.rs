@@ -1,0 +1,282 @@
+//! The engine task: owns every run's state machine and performs their effects.
+//!
+//! It receives `Command`s, turns them and call results into `Input`s for `Run::handle`, and
+//! carries out the `Effect`s that come back: provider calls in their own tasks (each with a
+//! cancellation token, the overall timeout and delta coalescing), backoff timers, and events
+//! out. It makes no decisions of its own; concurrency limits, retries and staleness are the
+//! state machine's. Events leave in the order the state machine produced them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::plan::Plan;
+use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
+use crate::llm::{CallError, ChatRequest, DeltaSink, Provider};
+use crate::protocol::{Command, Event, EventKind, RunCommand, RunId};
+
+/// How the executor treats calls.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    /// The longest one call may take, streaming included.
+    pub call_timeout: Duration,
+    /// Streamed text is gathered for this long before it becomes one event, so a fast model
+    /// does not send one event per token across the channel.
+    pub coalesce: Duration,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(120),
+            coalesce: Duration::from_millis(40),
+        }
+    }
+}
+
+/// A handle to a running engine: send commands; events arrive on the receiver that
+/// `Engine::spawn` returned. Cloning is cheap. The engine stops on `Command::Shutdown` or
+/// when every handle is dropped.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl EngineHandle {
+    /// Start a run and return its id. `plan` skips the planner.
+    pub fn start_run(&self, query: impl Into<String>, plan: Option<Plan>) -> RunId {
+        let id = RunId::new();
+        self.send(Command::StartRun {
+            id,
+            query: query.into(),
+            plan,
+        });
+        id
+    }
+
+    pub fn steer(&self, id: RunId, command: RunCommand) {
+        self.send(Command::Run { id, command });
+    }
+
+    /// Never blocks; a command sent after the engine stopped is dropped.
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+}
+
+pub struct Engine;
+
+impl Engine {
+    /// Start the engine on the current tokio runtime.
+    pub fn spawn(
+        provider: Arc<dyn Provider>,
+        settings: RunSettings,
+        executor: ExecutorSettings,
+    ) -> (EngineHandle, mpsc::UnboundedReceiver<Event>) {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let state = Executor {
+            provider,
+            settings,
+            executor,
+            runs: HashMap::new(),
+            calls: HashMap::new(),
+            events: event_tx,
+            inputs: input_tx,
+            root: CancellationToken::new(),
+        };
+        tokio::spawn(state.run(cmd_rx, input_rx));
+        (EngineHandle { commands: cmd_tx }, event_rx)
+    }
+}
+
+struct Slot {
+    run: Run,
+    created: Instant,
+}
+
+struct Executor {
+    provider: Arc<dyn Provider>,
+    settings: RunSettings,
+    executor: ExecutorSettings,
+    runs: HashMap<RunId, Slot>,
+    calls: HashMap<(RunId, CallId), CancellationToken>,
+    events: mpsc::UnboundedSender<Event>,
+    inputs: mpsc::UnboundedSender<(RunId, Input)>,
+    root: CancellationToken,
+}
+
+impl Executor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut inputs: mpsc::UnboundedReceiver<(RunId, Input)>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(command) => self.on_command(command),
+                },
+                Some((id, input)) = inputs.recv() => {
+                    if let Input::Reply { call, .. } = &input {
+                        self.calls.remove(&(id, call.clone()));
+                    }
+                    self.feed(id, input);
+                }
+            }
+        }
+        self.shutdown();
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::StartRun { id, query, plan } => {
+                let mut settings = self.settings.clone();
+                let (hi, lo) = id.0.as_u64_pair();
+                settings.seed ^= hi ^ lo;
+                self.runs.insert(
+                    id,
+                    Slot {
+                        run: Run::new(query, settings, plan),
+                        created: Instant::now(),
+                    },
+                );
+                self.feed(id, Input::Start);
+            }
+            Command::Run { id, command } => {
+                if self.runs.contains_key(&id) {
+                    self.feed(id, Input::Command(command));
+                } else {
+                    self.emit(
+                        id,
+                        EventKind::Notice {
+                            message: format!("there is no run {id}"),
+                        },
+                    );
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Cancel every active run (so each ends with `RunFinished`) and every call in flight.
+    fn shutdown(&mut self) {
+        let active: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, slot)| !slot.run.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in active {
+            self.feed(id, Input::Command(RunCommand::CancelRun));
+        }
+        self.root.cancel();
+    }
+
+    fn feed(&mut self, id: RunId, input: Input) {
+        let Some(slot) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let now = slot.created.elapsed().as_millis() as u64;
+        let effects = slot.run.handle(input, now);
+        for effect in effects {
+            self.perform(id, effect);
+        }
+    }
+
+    fn emit(&self, run: RunId, kind: EventKind) {
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        // A consumer that went away is not the engine's failure; runs go on to their end.
+        let _ = self.events.send(Event { run, ts_ms, kind });
+    }
+
+    fn perform(&mut self, id: RunId, effect: Effect) {
+        match effect {
+            Effect::Emit(kind) => self.emit(id, kind),
+            Effect::Call { call, request } => {
+                let token = self.root.child_token();
+                self.calls.insert((id, call.clone()), token.clone());
+                tokio::spawn(perform_call(
+                    self.provider.clone(),
+                    request,
+                    token,
+                    self.inputs.clone(),
+                    id,
+                    call,
+                    self.executor.clone(),
+                ));
+            }
+            Effect::Abort(call) => {
+                if let Some(token) = self.calls.remove(&(id, call)) {
+                    token.cancel();
+                }
+            }
+            Effect::Wake { call, after } => {
+                let inputs = self.inputs.clone();
+                let stop = self.root.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(after) => {
+                            let _ = inputs.send((id, Input::Wake { call }));
+                        }
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One provider call: stream deltas (coalesced) and then the reply back to the engine, unless
+/// cancelled, in which case nothing more is sent.
+async fn perform_call(
+    provider: Arc<dyn Provider>,
+    request: ChatRequest,
+    cancel: CancellationToken,
+    inputs: mpsc::UnboundedSender<(RunId, Input)>,
+    run: RunId,
+    call: CallId,
+    settings: ExecutorSettings,
+) {
+    let (sink, mut deltas) = DeltaSink::new();
+    let completion = tokio::time::timeout(settings.call_timeout, provider.complete(request, sink));
+    tokio::pin!(completion);
+    let mut pending = String::new();
+    let mut flush = tokio::time::interval(settings.coalesce.max(Duration::from_millis(1)));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let send_delta = |text: String| {
+        let _ = inputs.send((
+            run,
+            Input::Delta {
+                call: call.clone(),
+                text,
+            },
+        ));
+    };
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            result = &mut completion => {
+                break result.unwrap_or_else(|_| Err(CallError::timeout(settings.call_timeout)));
+            }
+            Some(text) = deltas.recv() => pending.push_str(&text),
+            _ = flush.tick(), if !pending.is_empty() => send_delta(std::mem::take(&mut pending)),
+        }
+    };
+    while let Ok(text) = deltas.try_recv() {
+        pending.push_str(&text);
+    }
+    if !pending.is_empty() {
+        send_delta(pending);
+    }
+    let _ = inputs.send((run, Input::Reply { call, result }));
+}

@@ -1,0 +1,1122 @@
+//! One run as a pure state machine: `Run::handle(input, now) -> Vec<Effect>`.
+//!
+//! Every decision lives here: when a subtask may start (all dependencies succeeded, a free
+//! slot, higher priority first), what a failure means (retry with backoff, fail, block the
+//! dependents), what a command does to a run in any phase, when to synthesise and how the run
+//! ends. It performs no I/O and reads no clock: time comes in as `now_ms` (milliseconds since
+//! the run was created) and everything that must happen goes out as an `Effect` for the
+//! executor. That is what lets the rules be tested as short stories without a network.
+//!
+//! Every call carries a `CallId` (what it is for and which attempt); a reply, delta or timer
+//! whose attempt is not the one in flight is dropped, so a late answer from a cancelled or
+//! timed-out attempt never overwrites a newer one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
+use crate::engine::prompt::{self, CallSpec, Finding, Gap};
+use crate::engine::roles::{self, WorkerRole};
+use crate::llm::{CallError, ChatRequest, Completion};
+use crate::protocol::{EventKind, RunCommand, RunStatus, SubtaskId, SubtaskStatus, Usage};
+
+/// What a run needs to know to make its decisions.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub max_subtasks: usize,
+    /// Worker calls in flight at once, for this run.
+    pub concurrency: usize,
+    /// Further attempts after a retryable failure (so `1 + retries` calls at most per start).
+    pub retries: u32,
+    /// First backoff delay; doubled for each further retry, with jitter.
+    pub retry_base: Duration,
+    /// Longest backoff delay.
+    pub retry_max: Duration,
+    /// A `Retry-After` longer than this is not waited for: the call fails instead.
+    pub retry_after_limit: Duration,
+    pub planner: CallSpec,
+    /// The worker model; a role's own `model` overrides it.
+    pub worker: CallSpec,
+    pub synthesizer: CallSpec,
+    /// Worker roles, the default first.
+    pub roles: Vec<WorkerRole>,
+    /// Seed for the backoff jitter, so tests are repeatable.
+    pub seed: u64,
+    /// End the run as soon as the plan is ready (`maestro plan`).
+    pub stop_after_plan: bool,
+}
+
+impl RunSettings {
+    pub fn plan_rules(&self) -> PlanRules {
+        PlanRules {
+            max_subtasks: self.max_subtasks,
+            roles: self.roles.iter().map(|r| r.name.clone()).collect(),
+            default_role: self
+                .roles
+                .first()
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What a call is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CallTarget {
+    Planner,
+    Subtask(SubtaskId),
+    Synthesis,
+}
+
+/// One call: its purpose and its attempt number (1-based, counting every call for the target).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallId {
+    pub target: CallTarget,
+    pub attempt: u32,
+}
+
+/// What reaches the state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The run begins: plan it (or use the plan it was given).
+    Start,
+    /// Text streamed by a call, coalesced by the executor.
+    Delta { call: CallId, text: String },
+    /// A call ended.
+    Reply {
+        call: CallId,
+        result: Result<Completion, CallError>,
+    },
+    /// A backoff delay requested by `Effect::Wake` is over.
+    Wake { call: CallId },
+    Command(RunCommand),
+}
+
+/// What the executor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Publish an event (the executor adds the run id and a timestamp).
+    Emit(EventKind),
+    /// Make a provider call; answer with `Delta`s and one `Reply` tagged with `call`.
+    Call { call: CallId, request: ChatRequest },
+    /// Stop a call in flight; its late `Delta`/`Reply` are ignored anyway.
+    Abort(CallId),
+    /// Feed `Input::Wake { call }` back after `after`.
+    Wake { call: CallId, after: Duration },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Planning,
+    Working,
+    Synthesizing,
+    Finished(RunStatus),
+}
+
+#[derive(Debug, Clone)]
+struct Task {
+    spec: PlannedSubtask,
+    status: SubtaskStatus,
+    /// The latest attempt number used (0 before the first start).
+    attempt: u32,
+    /// Retryable failures since the last start by the scheduler or the user.
+    failures: u32,
+    started_ms: u64,
+    prompt_chars: usize,
+    /// What the current attempt has streamed.
+    output: String,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+/// Planner or synthesis call state.
+#[derive(Debug, Clone, Default)]
+struct Single {
+    attempt: u32,
+    failures: u32,
+    in_flight: bool,
+    waiting: bool,
+    prompt_chars: usize,
+    output: String,
+}
+
+/// One run's state. Create with `Run::new`, then feed `Input::Start`.
+#[derive(Debug, Clone)]
+pub struct Run {
+    query: String,
+    settings: RunSettings,
+    phase: Phase,
+    given_plan: Option<Plan>,
+    plan: Option<Plan>,
+    tasks: Vec<Task>,
+    index: HashMap<SubtaskId, usize>,
+    planner: Single,
+    /// The first unusable planner answer and what was wrong with it, once the planner has
+    /// been asked to correct itself (it is asked once).
+    plan_reask: Option<(String, String)>,
+    synthesis: Single,
+    synthesis_text: Option<String>,
+    usage: Usage,
+    rng: u64,
+}
+
+impl Run {
+    /// A run for `query`. With `plan`, planning is skipped (the plan is still checked).
+    pub fn new(query: impl Into<String>, settings: RunSettings, plan: Option<Plan>) -> Self {
+        let rng = settings.seed | 1;
+        Self {
+            query: query.into(),
+            settings,
+            phase: Phase::Planning,
+            given_plan: plan,
+            plan: None,
+            tasks: Vec::new(),
+            index: HashMap::new(),
+            planner: Single::default(),
+            plan_reask: None,
+            synthesis: Single::default(),
+            synthesis_text: None,
+            usage: Usage::default(),
+            rng,
+        }
+    }
+
+    /// The status of a subtask, if the plan has it.
+    pub fn subtask_status(&self, id: &SubtaskId) -> Option<SubtaskStatus> {
+        self.index.get(id).map(|&i| self.tasks[i].status)
+    }
+
+    /// The run has ended (it can still be reopened by a command).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished(_))
+    }
+
+    pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => self.start(&mut out),
+            Input::Delta { call, text } => self.on_delta(call, text, &mut out),
+            Input::Reply { call, result } => self.on_reply(call, result, now_ms, &mut out),
+            Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
+            Input::Command(command) => self.on_command(command, now_ms, &mut out),
+        }
+        out
+    }
+
+    // ---- planning -------------------------------------------------------------------------
+
+    fn start(&mut self, out: &mut Vec<Effect>) {
+        out.push(Effect::Emit(EventKind::RunStarted {
+            query: self.query.clone(),
+        }));
+        match self.given_plan.take() {
+            Some(given) => match plan::check_plan(given, &self.settings.plan_rules()) {
+                Ok(checked) => self.accept_plan(checked, out),
+                Err(e) => self.finish(
+                    RunStatus::Failed,
+                    Some(format!("the given plan is invalid: {e}")),
+                    0,
+                    out,
+                ),
+            },
+            None => self.call_planner(out),
+        }
+    }
+
+    fn call_planner(&mut self, out: &mut Vec<Effect>) {
+        self.planner.attempt += 1;
+        self.planner.in_flight = true;
+        self.planner.waiting = false;
+        let request = prompt::planner_request(
+            &self.query,
+            &self.settings.roles,
+            &self.settings.plan_rules(),
+            &self.settings.planner,
+            self.plan_reask
+                .as_ref()
+                .map(|(answer, error)| (answer.as_str(), error.as_str())),
+        );
+        self.planner.prompt_chars = request_chars(&request);
+        out.push(Effect::Emit(EventKind::PlanningStarted {
+            attempt: self.planner.attempt,
+            model: request.model.clone(),
+        }));
+        out.push(Effect::Call {
+            call: CallId {
+                target: CallTarget::Planner,
+                attempt: self.planner.attempt,
+            },
+            request,
+        });
+    }
+
+    fn on_planner_reply(
+        &mut self,
+        result: Result<Completion, CallError>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        self.planner.in_flight = false;
+        match result {
+            Ok(done) => {
+                self.usage
+                    .add(usage_or_estimate(&done, self.planner.prompt_chars));
+                match plan::parse_plan(&done.text, &self.settings.plan_rules()) {
+                    Ok(checked) => self.accept_plan(checked, out),
+                    Err(e) => {
+                        let error = e.to_string();
+                        out.push(Effect::Emit(EventKind::PlanRejected {
+                            attempt: self.planner.attempt,
+                            error: error.clone(),
+                        }));
+                        if self.plan_reask.is_some() {
+                            self.finish(
+                                RunStatus::Failed,
+                                Some(format!(
+                                    "the planner gave no usable plan twice; last problem: {error}"
+                                )),
+                                now,
+                                out,
+                            );
+                        } else {
+                            self.plan_reask = Some((done.text, error));
+                            self.planner.failures = 0;
+                            self.call_planner(out);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let call = CallId {
+                    target: CallTarget::Planner,
+                    attempt: self.planner.attempt,
+                };
+                if let Some(delay) = self.retry_delay(&e, self.planner.failures) {
+                    self.planner.failures += 1;
+                    self.planner.waiting = true;
+                    out.push(Effect::Emit(EventKind::PlanningRetrying {
+                        attempt: self.planner.attempt,
+                        delay_ms: millis(delay),
+                        reason: e.reason.clone(),
+                    }));
+                    out.push(Effect::Wake { call, after: delay });
+                } else {
+                    self.finish(
+                        RunStatus::Failed,
+                        Some(format!("planning failed: {}", e.message)),
+                        now,
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    fn accept_plan(&mut self, checked: CheckedPlan, out: &mut Vec<Effect>) {
+        for message in checked.warnings {
+            out.push(Effect::Emit(EventKind::Notice { message }));
+        }
+        let plan = checked.plan;
+        self.tasks = plan
+            .subtasks
+            .iter()
+            .map(|spec| Task {
+                spec: spec.clone(),
+                status: SubtaskStatus::Pending,
+                attempt: 0,
+                failures: 0,
+                started_ms: 0,
+                prompt_chars: 0,
+                output: String::new(),
+                result: None,
+                error: None,
+            })
+            .collect();
+        self.index = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.spec.id.clone(), i))
+            .collect();
+        out.push(Effect::Emit(EventKind::PlanReady { plan: plan.clone() }));
+        self.plan = Some(plan);
+        if self.settings.stop_after_plan {
+            self.finish(RunStatus::Succeeded, None, 0, out);
+            return;
+        }
+        self.phase = Phase::Working;
+        self.pump(0, out);
+    }
+
+    // ---- scheduling -----------------------------------------------------------------------
+
+    /// Bring the run forward: block or unblock, start what may start, synthesise or finish
+    /// when everything is settled. Called after every change.
+    fn pump(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if self.phase != Phase::Working {
+            return;
+        }
+        self.propagate_blocking(out);
+
+        let running = self
+            .tasks
+            .iter()
+            .filter(|t| t.status == SubtaskStatus::Running)
+            .count();
+        let free = self.settings.concurrency.max(1).saturating_sub(running);
+        let mut ready: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| self.tasks[i].status == SubtaskStatus::Pending && self.deps_done(i))
+            .collect();
+        // Stable sort: plan order breaks ties between equal priorities.
+        ready.sort_by_key(|&i| self.tasks[i].spec.priority);
+        for i in ready.into_iter().take(free) {
+            self.start_task(i, now, out);
+        }
+
+        if self.tasks.iter().all(|t| t.status.is_settled()) {
+            if self.tasks.iter().any(|t| t.status == SubtaskStatus::Succeeded) {
+                self.start_synthesis(out);
+            } else {
+                self.finish(
+                    RunStatus::Failed,
+                    Some("no subtask succeeded, so there is nothing to synthesise".into()),
+                    now,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// A subtask waits while its dependencies may still succeed and is blocked once one of
+    /// them cannot (failed, cancelled or itself blocked). Repeated to a fixpoint because
+    /// blocking travels down chains.
+    fn propagate_blocking(&mut self, out: &mut Vec<Effect>) {
+        loop {
+            let mut changed = false;
+            for i in 0..self.tasks.len() {
+                let dead: Vec<SubtaskId> = self.tasks[i]
+                    .spec
+                    .depends_on
+                    .iter()
+                    .filter(|d| {
+                        self.status_of(d).is_some_and(|s| {
+                            matches!(
+                                s,
+                                SubtaskStatus::Failed
+                                    | SubtaskStatus::Cancelled
+                                    | SubtaskStatus::Blocked
+                            )
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                let status = self.tasks[i].status;
+                if status == SubtaskStatus::Pending && !dead.is_empty() {
+                    self.tasks[i].status = SubtaskStatus::Blocked;
+                    out.push(Effect::Emit(EventKind::SubtaskBlocked {
+                        subtask: self.tasks[i].spec.id.clone(),
+                        waiting_on: dead,
+                    }));
+                    changed = true;
+                } else if status == SubtaskStatus::Blocked && dead.is_empty() {
+                    self.tasks[i].status = SubtaskStatus::Pending;
+                    self.tasks[i].failures = 0;
+                    out.push(Effect::Emit(EventKind::SubtaskQueued {
+                        subtask: self.tasks[i].spec.id.clone(),
+                        waiting_on: self.unfinished_deps(i),
+                    }));
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    fn status_of(&self, id: &SubtaskId) -> Option<SubtaskStatus> {
+        self.index.get(id).map(|&i| self.tasks[i].status)
+    }
+
+    fn deps_done(&self, i: usize) -> bool {
+        self.tasks[i]
+            .spec
+            .depends_on
+            .iter()
+            .all(|d| self.status_of(d) == Some(SubtaskStatus::Succeeded))
+    }
+
+    fn unfinished_deps(&self, i: usize) -> Vec<SubtaskId> {
+        self.tasks[i]
+            .spec
+            .depends_on
+            .iter()
+            .filter(|d| self.status_of(d) != Some(SubtaskStatus::Succeeded))
+            .cloned()
+            .collect()
+    }
+
+    fn role(&self, name: &str) -> WorkerRole {
+        roles::find(&self.settings.roles, name)
+            .or(self.settings.roles.first())
+            .cloned()
+            .unwrap_or_else(|| WorkerRole {
+                name: name.to_owned(),
+                description: String::new(),
+                system_prompt: String::new(),
+                model: None,
+            })
+    }
+
+    fn start_task(&mut self, i: usize, now: u64, out: &mut Vec<Effect>) {
+        let role = self.role(&self.tasks[i].spec.worker);
+        let mut spec = self.settings.worker.clone();
+        if let Some(model) = &role.model {
+            spec.model = model.clone();
+        }
+        let deps: Vec<(&PlannedSubtask, &str)> = self.tasks[i]
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| self.index.get(d))
+            .map(|&j| {
+                let t = &self.tasks[j];
+                (&t.spec, t.result.as_deref().unwrap_or(""))
+            })
+            .collect();
+        let request = prompt::worker_request(&self.query, &self.tasks[i].spec, &role, &deps, &spec);
+        let task = &mut self.tasks[i];
+        task.attempt += 1;
+        task.status = SubtaskStatus::Running;
+        task.started_ms = now;
+        task.prompt_chars = request_chars(&request);
+        task.output.clear();
+        task.error = None;
+        out.push(Effect::Emit(EventKind::SubtaskStarted {
+            subtask: task.spec.id.clone(),
+            attempt: task.attempt,
+            worker: role.name.clone(),
+            model: request.model.clone(),
+        }));
+        out.push(Effect::Call {
+            call: CallId {
+                target: CallTarget::Subtask(task.spec.id.clone()),
+                attempt: task.attempt,
+            },
+            request,
+        });
+    }
+
+    fn on_task_reply(
+        &mut self,
+        i: usize,
+        result: Result<Completion, CallError>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let elapsed_ms = now.saturating_sub(self.tasks[i].started_ms);
+        match result {
+            Ok(done) => {
+                let usage = usage_or_estimate(&done, self.tasks[i].prompt_chars);
+                self.usage.add(usage);
+                let task = &mut self.tasks[i];
+                task.status = SubtaskStatus::Succeeded;
+                task.output.clear();
+                task.result = Some(done.text.clone());
+                out.push(Effect::Emit(EventKind::SubtaskSucceeded {
+                    subtask: task.spec.id.clone(),
+                    attempt: task.attempt,
+                    elapsed_ms,
+                    usage,
+                    result: done.text,
+                }));
+            }
+            Err(e) => {
+                let delay = self.retry_delay(&e, self.tasks[i].failures);
+                let task = &mut self.tasks[i];
+                let call = CallId {
+                    target: CallTarget::Subtask(task.spec.id.clone()),
+                    attempt: task.attempt,
+                };
+                if let Some(delay) = delay {
+                    task.failures += 1;
+                    task.status = SubtaskStatus::Retrying;
+                    task.error = Some(e.message.clone());
+                    out.push(Effect::Emit(EventKind::SubtaskRetrying {
+                        subtask: task.spec.id.clone(),
+                        attempt: task.attempt,
+                        delay_ms: millis(delay),
+                        reason: e.reason.clone(),
+                    }));
+                    out.push(Effect::Wake { call, after: delay });
+                } else {
+                    task.status = SubtaskStatus::Failed;
+                    task.error = Some(e.message.clone());
+                    out.push(Effect::Emit(EventKind::SubtaskFailed {
+                        subtask: task.spec.id.clone(),
+                        attempt: task.attempt,
+                        elapsed_ms,
+                        error: e.message,
+                        partial: std::mem::take(&mut task.output),
+                    }));
+                }
+            }
+        }
+        self.pump(now, out);
+    }
+
+    // ---- synthesis and the end ------------------------------------------------------------
+
+    fn findings_and_gaps(&self) -> (Vec<Finding<'_>>, Vec<Gap<'_>>) {
+        let mut findings = Vec::new();
+        let mut gaps = Vec::new();
+        for t in &self.tasks {
+            match (&t.status, &t.result) {
+                (SubtaskStatus::Succeeded, Some(result)) => findings.push(Finding {
+                    title: &t.spec.title,
+                    result,
+                }),
+                (status, _) => gaps.push(Gap {
+                    title: &t.spec.title,
+                    why: match status {
+                        SubtaskStatus::Failed => t.error.as_deref().unwrap_or("failed"),
+                        SubtaskStatus::Blocked => "blocked: a subtask it depends on has no result",
+                        SubtaskStatus::Cancelled => "cancelled",
+                        _ => status.word(),
+                    },
+                }),
+            }
+        }
+        (findings, gaps)
+    }
+
+    fn start_synthesis(&mut self, out: &mut Vec<Effect>) {
+        self.phase = Phase::Synthesizing;
+        self.synthesis.failures = 0;
+        self.call_synthesis(out);
+    }
+
+    fn call_synthesis(&mut self, out: &mut Vec<Effect>) {
+        let guidance = self
+            .plan
+            .as_ref()
+            .map(|p| p.synthesis_guidance.as_str())
+            .unwrap_or("");
+        let (findings, gaps) = self.findings_and_gaps();
+        let request = prompt::synthesis_request(
+            &self.query,
+            guidance,
+            &findings,
+            &gaps,
+            &self.settings.synthesizer,
+        );
+        self.synthesis.attempt += 1;
+        self.synthesis.in_flight = true;
+        self.synthesis.waiting = false;
+        self.synthesis.prompt_chars = request_chars(&request);
+        self.synthesis.output.clear();
+        out.push(Effect::Emit(EventKind::SynthesisStarted {
+            attempt: self.synthesis.attempt,
+            model: request.model.clone(),
+        }));
+        out.push(Effect::Call {
+            call: CallId {
+                target: CallTarget::Synthesis,
+                attempt: self.synthesis.attempt,
+            },
+            request,
+        });
+    }
+
+    fn on_synthesis_reply(
+        &mut self,
+        result: Result<Completion, CallError>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        self.synthesis.in_flight = false;
+        let attempt = self.synthesis.attempt;
+        match result {
+            Ok(done) => {
+                let usage = usage_or_estimate(&done, self.synthesis.prompt_chars);
+                self.usage.add(usage);
+                self.synthesis_text = Some(done.text.clone());
+                out.push(Effect::Emit(EventKind::SynthesisFinished {
+                    attempt,
+                    text: done.text,
+                    synthesized: true,
+                    usage,
+                    error: None,
+                }));
+                let status = if self
+                    .tasks
+                    .iter()
+                    .all(|t| t.status == SubtaskStatus::Succeeded)
+                {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Partial
+                };
+                self.finish(status, None, now, out);
+            }
+            Err(e) => {
+                if let Some(delay) = self.retry_delay(&e, self.synthesis.failures) {
+                    self.synthesis.failures += 1;
+                    self.synthesis.waiting = true;
+                    out.push(Effect::Emit(EventKind::SynthesisRetrying {
+                        attempt,
+                        delay_ms: millis(delay),
+                        reason: e.reason.clone(),
+                    }));
+                    out.push(Effect::Wake {
+                        call: CallId {
+                            target: CallTarget::Synthesis,
+                            attempt,
+                        },
+                        after: delay,
+                    });
+                    return;
+                }
+                let (findings, gaps) = self.findings_and_gaps();
+                let text = prompt::unsynthesized_report(&self.query, &findings, &gaps, &e.message);
+                self.synthesis_text = Some(text.clone());
+                out.push(Effect::Emit(EventKind::SynthesisFinished {
+                    attempt,
+                    text,
+                    synthesized: false,
+                    usage: Usage::default(),
+                    error: Some(e.message.clone()),
+                }));
+                self.finish(
+                    RunStatus::Partial,
+                    Some(format!("the synthesis failed: {}", e.message)),
+                    now,
+                    out,
+                );
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        status: RunStatus,
+        error: Option<String>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        self.phase = Phase::Finished(status);
+        let total = self.tasks.len() as u32;
+        let succeeded = self
+            .tasks
+            .iter()
+            .filter(|t| t.status == SubtaskStatus::Succeeded)
+            .count() as u32;
+        out.push(Effect::Emit(EventKind::RunFinished {
+            status,
+            elapsed_ms: now,
+            usage: self.usage,
+            succeeded,
+            failed: total - succeeded,
+            total,
+            error,
+        }));
+    }
+
+    // ---- streamed text, timers, commands --------------------------------------------------
+
+    fn is_current(&self, call: &CallId) -> bool {
+        match &call.target {
+            CallTarget::Planner => {
+                self.phase == Phase::Planning
+                    && self.planner.in_flight
+                    && call.attempt == self.planner.attempt
+            }
+            CallTarget::Synthesis => {
+                self.phase == Phase::Synthesizing
+                    && self.synthesis.in_flight
+                    && call.attempt == self.synthesis.attempt
+            }
+            CallTarget::Subtask(id) => self.index.get(id).is_some_and(|&i| {
+                self.tasks[i].status == SubtaskStatus::Running
+                    && self.tasks[i].attempt == call.attempt
+            }),
+        }
+    }
+
+    fn on_delta(&mut self, call: CallId, text: String, out: &mut Vec<Effect>) {
+        if !self.is_current(&call) || text.is_empty() {
+            return;
+        }
+        match call.target {
+            CallTarget::Planner => self.planner.output.push_str(&text),
+            CallTarget::Synthesis => {
+                self.synthesis.output.push_str(&text);
+                out.push(Effect::Emit(EventKind::SynthesisDelta {
+                    attempt: call.attempt,
+                    text,
+                }));
+            }
+            CallTarget::Subtask(id) => {
+                if let Some(&i) = self.index.get(&id) {
+                    self.tasks[i].output.push_str(&text);
+                }
+                out.push(Effect::Emit(EventKind::SubtaskDelta {
+                    subtask: id,
+                    attempt: call.attempt,
+                    text,
+                }));
+            }
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        call: CallId,
+        result: Result<Completion, CallError>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        if !self.is_current(&call) {
+            return;
+        }
+        match &call.target {
+            CallTarget::Planner => self.on_planner_reply(result, now, out),
+            CallTarget::Synthesis => self.on_synthesis_reply(result, now, out),
+            CallTarget::Subtask(id) => {
+                if let Some(&i) = self.index.get(id) {
+                    self.on_task_reply(i, result, now, out);
+                }
+            }
+        }
+    }
+
+    fn on_wake(&mut self, call: CallId, now: u64, out: &mut Vec<Effect>) {
+        match &call.target {
+            CallTarget::Planner => {
+                if self.phase == Phase::Planning
+                    && self.planner.waiting
+                    && call.attempt == self.planner.attempt
+                {
+                    self.call_planner(out);
+                }
+            }
+            CallTarget::Synthesis => {
+                if self.phase == Phase::Synthesizing
+                    && self.synthesis.waiting
+                    && call.attempt == self.synthesis.attempt
+                {
+                    self.call_synthesis(out);
+                }
+            }
+            CallTarget::Subtask(id) => {
+                if let Some(&i) = self.index.get(id)
+                    && self.tasks[i].status == SubtaskStatus::Retrying
+                    && self.tasks[i].attempt == call.attempt
+                {
+                    self.tasks[i].status = SubtaskStatus::Pending;
+                    self.pump(now, out);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: RunCommand, now: u64, out: &mut Vec<Effect>) {
+        match command {
+            RunCommand::RetrySubtask(id) => {
+                if let Some(i) = self.lookup(&id, out) {
+                    self.rerun(i, now, out);
+                }
+            }
+            RunCommand::RetryFailed => {
+                let targets: Vec<usize> = (0..self.tasks.len())
+                    .filter(|&i| {
+                        matches!(
+                            self.tasks[i].status,
+                            SubtaskStatus::Failed | SubtaskStatus::Cancelled
+                        )
+                    })
+                    .collect();
+                if targets.is_empty() {
+                    notice(out, "no failed or cancelled subtask to re-run");
+                }
+                for i in targets {
+                    self.rerun(i, now, out);
+                }
+            }
+            RunCommand::CancelSubtask(id) => {
+                if let Some(i) = self.lookup(&id, out) {
+                    self.cancel_task(i, out);
+                    self.pump(now, out);
+                }
+            }
+            RunCommand::CancelRun => self.cancel_run(now, out),
+            RunCommand::EditSubtask {
+                id,
+                description,
+                worker,
+            } => {
+                if let Some(i) = self.lookup(&id, out) {
+                    self.edit(i, description, worker, now, out);
+                }
+            }
+            RunCommand::Resynthesize => self.resynthesize(now, out),
+        }
+    }
+
+    fn lookup(&self, id: &SubtaskId, out: &mut Vec<Effect>) -> Option<usize> {
+        let found = self.index.get(id).copied();
+        if found.is_none() {
+            notice(out, &format!("there is no subtask `{id}` in this run"));
+        }
+        found
+    }
+
+    /// Run a settled subtask again. Its dependents that were blocked wait for it; the run
+    /// reopens if it had finished, and a synthesis in flight is dropped (it would be stale).
+    fn rerun(&mut self, i: usize, now: u64, out: &mut Vec<Effect>) {
+        let status = self.tasks[i].status;
+        let id = self.tasks[i].spec.id.clone();
+        match status {
+            SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {}
+            SubtaskStatus::Blocked => {
+                let waiting = self.unfinished_deps(i);
+                notice(
+                    out,
+                    &format!(
+                        "`{id}` is blocked on {}; re-run that first",
+                        join_ids(&waiting)
+                    ),
+                );
+                return;
+            }
+            SubtaskStatus::Pending | SubtaskStatus::Running | SubtaskStatus::Retrying => {
+                notice(out, &format!("`{id}` is {} already", status.word()));
+                return;
+            }
+        }
+        if self.phase == Phase::Planning {
+            return;
+        }
+        self.abort_synthesis(out);
+        self.phase = Phase::Working;
+        let task = &mut self.tasks[i];
+        task.status = SubtaskStatus::Pending;
+        task.failures = 0;
+        task.result = None;
+        out.push(Effect::Emit(EventKind::SubtaskQueued {
+            subtask: id,
+            waiting_on: self.unfinished_deps(i),
+        }));
+        self.pump(now, out);
+    }
+
+    fn abort_synthesis(&mut self, out: &mut Vec<Effect>) {
+        if self.phase == Phase::Synthesizing {
+            if self.synthesis.in_flight {
+                out.push(Effect::Abort(CallId {
+                    target: CallTarget::Synthesis,
+                    attempt: self.synthesis.attempt,
+                }));
+            }
+            self.synthesis.in_flight = false;
+            self.synthesis.waiting = false;
+        }
+    }
+
+    fn cancel_task(&mut self, i: usize, out: &mut Vec<Effect>) {
+        let task = &mut self.tasks[i];
+        match task.status {
+            SubtaskStatus::Running => {
+                out.push(Effect::Abort(CallId {
+                    target: CallTarget::Subtask(task.spec.id.clone()),
+                    attempt: task.attempt,
+                }));
+            }
+            SubtaskStatus::Pending | SubtaskStatus::Retrying | SubtaskStatus::Blocked => {}
+            SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
+                let message = format!("`{}` is {}; nothing to cancel", task.spec.id, task.status.word());
+                notice(out, &message);
+                return;
+            }
+        }
+        task.status = SubtaskStatus::Cancelled;
+        task.output.clear();
+        out.push(Effect::Emit(EventKind::SubtaskCancelled {
+            subtask: task.spec.id.clone(),
+            attempt: task.attempt,
+        }));
+    }
+
+    fn cancel_run(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if self.is_finished() {
+            notice(out, "the run has already finished");
+            return;
+        }
+        if self.phase == Phase::Planning && self.planner.in_flight {
+            out.push(Effect::Abort(CallId {
+                target: CallTarget::Planner,
+                attempt: self.planner.attempt,
+            }));
+        }
+        self.planner.in_flight = false;
+        self.planner.waiting = false;
+        self.abort_synthesis(out);
+        for i in 0..self.tasks.len() {
+            if !self.tasks[i].status.is_settled() {
+                self.cancel_task(i, out);
+            }
+        }
+        self.finish(RunStatus::Cancelled, Some("cancelled by the user".into()), now, out);
+    }
+
+    fn edit(
+        &mut self,
+        i: usize,
+        description: Option<String>,
+        worker: Option<String>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let worker = match worker {
+            Some(name) => match roles::find(&self.settings.roles, &name) {
+                Some(role) => Some(role.name.clone()),
+                None => {
+                    let known: Vec<&str> =
+                        self.settings.roles.iter().map(|r| r.name.as_str()).collect();
+                    notice(
+                        out,
+                        &format!(
+                            "there is no worker role `{name}` (roles: {})",
+                            known.join(", ")
+                        ),
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
+        let task = &mut self.tasks[i];
+        if let Some(d) = description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()) {
+            task.spec.description = d;
+        }
+        if let Some(w) = worker {
+            task.spec.worker = w;
+        }
+        out.push(Effect::Emit(EventKind::SubtaskEdited {
+            subtask: task.spec.id.clone(),
+            description: task.spec.description.clone(),
+            worker: task.spec.worker.clone(),
+        }));
+        if let Some(plan) = self.plan.as_mut()
+            && let Some(p) = plan.subtasks.get_mut(i)
+        {
+            *p = self.tasks[i].spec.clone();
+        }
+        match self.tasks[i].status {
+            // Not started yet: the edit is used when it starts.
+            SubtaskStatus::Pending | SubtaskStatus::Blocked => {}
+            SubtaskStatus::Running | SubtaskStatus::Retrying => {
+                self.cancel_task(i, out);
+                self.rerun(i, now, out);
+            }
+            SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
+                self.rerun(i, now, out);
+            }
+        }
+    }
+
+    fn resynthesize(&mut self, now: u64, out: &mut Vec<Effect>) {
+        match self.phase {
+            Phase::Planning => notice(out, "the run is still being planned"),
+            Phase::Working => notice(
+                out,
+                "subtasks are still running; the synthesis follows when they finish",
+            ),
+            Phase::Synthesizing | Phase::Finished(_) => {
+                if !self.tasks.iter().any(|t| t.status == SubtaskStatus::Succeeded) {
+                    notice(out, "no subtask has a result to synthesise");
+                    return;
+                }
+                if self.tasks.iter().any(|t| !t.status.is_settled()) {
+                    notice(out, "subtasks are still running");
+                    return;
+                }
+                self.abort_synthesis(out);
+                let _ = now;
+                self.start_synthesis(out);
+            }
+        }
+    }
+
+    // ---- helpers --------------------------------------------------------------------------
+
+    /// How long to wait before the next attempt, or `None` when the failure is final: not
+    /// retryable, retries used up, or a `Retry-After` longer than we are willing to wait.
+    fn retry_delay(&mut self, error: &CallError, failures_so_far: u32) -> Option<Duration> {
+        if !error.retryable || failures_so_far >= self.settings.retries {
+            return None;
+        }
+        if let Some(after) = error.retry_after {
+            return (after <= self.settings.retry_after_limit).then_some(after);
+        }
+        let exp = self
+            .settings
+            .retry_base
+            .saturating_mul(1u32 << failures_so_far.min(16));
+        let cap = exp.min(self.settings.retry_max);
+        // "Equal jitter": half fixed, half random, so retries of many subtasks that failed
+        // together spread out without ever retrying at once.
+        let half = cap / 2;
+        let jitter = half.mul_f64(self.next_unit());
+        Some(half + jitter)
+    }
+
+    /// xorshift64*: a uniform number in [0, 1), reproducible from the seed.
+    fn next_unit(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn notice(out: &mut Vec<Effect>, message: &str) {
+    out.push(Effect::Emit(EventKind::Notice {
+        message: message.to_owned(),
+    }));
+}
+
+fn join_ids(ids: &[SubtaskId]) -> String {
+    ids.iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+fn request_chars(request: &ChatRequest) -> usize {
+    request.system.chars().count()
+        + request
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum::<usize>()
+}
+
+/// The provider's usage, or an estimate (about four characters a token) marked as such.
+fn usage_or_estimate(done: &Completion, prompt_chars: usize) -> Usage {
+    done.usage.unwrap_or(Usage {
+        tokens_in: prompt_chars.div_ceil(4) as u64,
+        tokens_out: done.text.chars().count().div_ceil(4) as u64,
+        estimated: true,
+    })
+}
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -1,0 +1,695 @@
+//! Stories of the run state machine: inputs in, effects out, no network and no clock.
+
+use std::time::Duration;
+
+use super::*;
+use crate::engine::plan::Priority;
+use crate::llm::MessageRole;
+
+fn settings() -> RunSettings {
+    let spec = |model: &str| CallSpec {
+        model: model.into(),
+        max_tokens: 1000,
+        temperature: None,
+    };
+    RunSettings {
+        max_subtasks: 8,
+        concurrency: 4,
+        retries: 2,
+        retry_base: Duration::from_millis(1000),
+        retry_max: Duration::from_secs(30),
+        retry_after_limit: Duration::from_secs(120),
+        planner: spec("planner-model"),
+        worker: spec("worker-model"),
+        synthesizer: spec("synth-model"),
+        roles: roles::builtin_roles(),
+        seed: 42,
+        stop_after_plan: false,
+    }
+}
+
+fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
+    PlannedSubtask {
+        id: id.into(),
+        worker: "research".into(),
+        title: format!("Title of {id}"),
+        description: format!("Description of {id}"),
+        focus_areas: vec![],
+        depends_on: deps.iter().map(|d| SubtaskId::from(*d)).collect(),
+        priority: Priority::Medium,
+    }
+}
+
+fn plan(tasks: Vec<PlannedSubtask>) -> Plan {
+    Plan {
+        query_analysis: String::new(),
+        subtasks: tasks,
+        synthesis_guidance: "Be brief.".into(),
+    }
+}
+
+fn ok(text: &str) -> Result<Completion, CallError> {
+    Ok(Completion {
+        text: text.into(),
+        usage: Some(Usage {
+            tokens_in: 10,
+            tokens_out: 5,
+            estimated: false,
+        }),
+    })
+}
+
+fn server_error() -> Result<Completion, CallError> {
+    Err(CallError::from_status(500, "upstream broke".into(), None))
+}
+
+/// A run being driven by hand; `effects` holds what the last input produced.
+struct Story {
+    run: Run,
+    now: u64,
+    effects: Vec<Effect>,
+    all_events: Vec<EventKind>,
+}
+
+impl Story {
+    fn new(query: &str, settings: RunSettings, plan: Option<Plan>) -> Self {
+        let mut s = Self {
+            run: Run::new(query, settings, plan),
+            now: 0,
+            effects: vec![],
+            all_events: vec![],
+        };
+        s.feed(Input::Start);
+        s
+    }
+
+    fn planned(tasks: Vec<PlannedSubtask>) -> Self {
+        Self::new("the query", settings(), Some(plan(tasks)))
+    }
+
+    fn feed(&mut self, input: Input) -> &mut Self {
+        self.effects = self.run.handle(input, self.now);
+        for e in &self.effects {
+            if let Effect::Emit(kind) = e {
+                self.all_events.push(kind.clone());
+            }
+        }
+        self
+    }
+
+    fn at(&mut self, ms: u64) -> &mut Self {
+        self.now = ms;
+        self
+    }
+
+    /// Ids of subtasks whose calls the last input started.
+    fn started(&self) -> Vec<String> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Call {
+                    call:
+                        CallId {
+                            target: CallTarget::Subtask(id),
+                            ..
+                        },
+                    ..
+                } => Some(id.0.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn request_for(&self, target: &CallTarget) -> Option<&ChatRequest> {
+        self.effects.iter().find_map(|e| match e {
+            Effect::Call { call, request } if &call.target == target => Some(request),
+            _ => None,
+        })
+    }
+
+    fn events(&self) -> Vec<&EventKind> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Emit(k) => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status(&self, id: &str) -> SubtaskStatus {
+        self.run.subtask_status(&id.into()).expect("subtask exists")
+    }
+
+    fn attempt(&self, id: &str) -> u32 {
+        self.run.tasks[self.run.index[&SubtaskId::from(id)]].attempt
+    }
+
+    fn reply(&mut self, id: &str, result: Result<Completion, CallError>) -> &mut Self {
+        let attempt = self.attempt(id);
+        self.reply_attempt(id, attempt, result)
+    }
+
+    fn reply_attempt(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        result: Result<Completion, CallError>,
+    ) -> &mut Self {
+        self.feed(Input::Reply {
+            call: CallId {
+                target: CallTarget::Subtask(id.into()),
+                attempt,
+            },
+            result,
+        })
+    }
+
+    fn wake(&mut self, id: &str) -> &mut Self {
+        let attempt = self.attempt(id);
+        self.feed(Input::Wake {
+            call: CallId {
+                target: CallTarget::Subtask(id.into()),
+                attempt,
+            },
+        })
+    }
+
+    fn synth_reply(&mut self, result: Result<Completion, CallError>) -> &mut Self {
+        let attempt = self.run.synthesis.attempt;
+        self.feed(Input::Reply {
+            call: CallId {
+                target: CallTarget::Synthesis,
+                attempt,
+            },
+            result,
+        })
+    }
+
+    fn command(&mut self, command: RunCommand) -> &mut Self {
+        self.feed(Input::Command(command))
+    }
+
+    fn finished(&self) -> Option<RunStatus> {
+        self.events().into_iter().find_map(|e| match e {
+            EventKind::RunFinished { status, .. } => Some(*status),
+            _ => None,
+        })
+    }
+
+    fn wake_delay(&self) -> Option<Duration> {
+        self.effects.iter().find_map(|e| match e {
+            Effect::Wake { after, .. } => Some(*after),
+            _ => None,
+        })
+    }
+}
+
+fn user_text(request: &ChatRequest) -> String {
+    request
+        .messages
+        .iter()
+        .filter(|m| m.role == MessageRole::User)
+        .map(|m| m.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn independent_subtasks_start_at_once_up_to_the_concurrency_limit() {
+    let mut settings = settings();
+    settings.concurrency = 2;
+    let tasks = vec![task("a", &[]), task("b", &[]), task("c", &[])];
+    let mut s = Story::new("q", settings, Some(plan(tasks)));
+    assert_eq!(s.started(), ["a", "b"]);
+    assert_eq!(s.status("c"), SubtaskStatus::Pending);
+    s.reply("a", ok("A"));
+    assert_eq!(s.started(), ["c"], "a freed slot is used at once");
+}
+
+#[test]
+fn a_dependent_starts_as_soon_as_its_dependencies_succeed_not_in_waves() {
+    let tasks = vec![task("a", &[]), task("slow", &[]), task("c", &["a"])];
+    let mut s = Story::planned(tasks);
+    assert_eq!(s.started(), ["a", "slow"]);
+    s.reply("a", ok("A result"));
+    assert_eq!(s.started(), ["c"], "c does not wait for the unrelated slow subtask");
+    assert_eq!(s.status("slow"), SubtaskStatus::Running);
+}
+
+#[test]
+fn dependency_results_reach_the_dependent_in_full() {
+    let long = "finding ".repeat(500);
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"])]);
+    s.reply("a", ok(&long));
+    let request = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b starts");
+    let text = user_text(request);
+    assert!(text.contains(long.trim()), "the full result of a is in b's prompt");
+    assert!(text.contains("Title of a"));
+    assert!(text.contains("the query"));
+}
+
+#[test]
+fn higher_priority_starts_first_among_ready_subtasks() {
+    let mut settings = settings();
+    settings.concurrency = 1;
+    let mut low = task("low", &[]);
+    low.priority = Priority::Low;
+    let mut high = task("high", &[]);
+    high.priority = Priority::High;
+    let medium = task("medium", &[]);
+    let mut s = Story::new("q", settings, Some(plan(vec![low, medium, high])));
+    assert_eq!(s.started(), ["high"]);
+    s.reply("high", ok("h"));
+    assert_eq!(s.started(), ["medium"]);
+    s.reply("medium", ok("m"));
+    assert_eq!(s.started(), ["low"]);
+}
+
+#[test]
+fn a_retryable_failure_is_retried_with_growing_backoff_until_the_limit() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.at(100).reply("a", server_error());
+    assert_eq!(s.status("a"), SubtaskStatus::Retrying);
+    let first = s.wake_delay().expect("a backoff timer");
+    assert!(first >= Duration::from_millis(500) && first <= Duration::from_millis(1000));
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskRetrying { attempt: 1, reason, .. } if reason == "500")));
+    s.wake("a");
+    assert_eq!(s.started(), ["a"]);
+    assert_eq!(s.attempt("a"), 2);
+    s.reply("a", server_error());
+    let second = s.wake_delay().expect("a second backoff");
+    assert!(second >= Duration::from_millis(1000) && second <= Duration::from_millis(2000));
+    s.wake("a");
+    s.reply("a", server_error());
+    assert_eq!(s.status("a"), SubtaskStatus::Failed, "1 + 2 retries, then failed");
+    assert_eq!(s.wake_delay(), None);
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskFailed { attempt: 3, error, .. } if error.contains("upstream broke"))));
+}
+
+#[test]
+fn a_client_error_fails_at_once_with_the_providers_message() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.reply(
+        "a",
+        Err(CallError::from_status(401, "invalid x-api-key".into(), None)),
+    );
+    assert_eq!(s.status("a"), SubtaskStatus::Failed);
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskFailed { error, .. } if error.contains("invalid x-api-key"))));
+}
+
+#[test]
+fn retry_after_is_honoured_and_an_unreasonable_one_is_not_waited_for() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    let mut e = CallError::from_status(429, "slow down".into(), Some(Duration::from_secs(7)));
+    s.reply("a", Err(e.clone()));
+    assert_eq!(s.wake_delay(), Some(Duration::from_secs(7)));
+    s.wake("a");
+    e.retry_after = Some(Duration::from_secs(3600));
+    s.reply("a", Err(e));
+    assert_eq!(s.status("a"), SubtaskStatus::Failed);
+}
+
+#[test]
+fn a_failed_dependency_blocks_its_dependents_and_a_rerun_unblocks_them() {
+    let tasks = vec![
+        task("a", &[]),
+        task("b", &["a"]),
+        task("c", &["b"]),
+        task("d", &[]),
+    ];
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new("q", settings, Some(plan(tasks)));
+    s.reply("d", ok("D"));
+    s.reply("a", server_error());
+    assert_eq!(s.status("a"), SubtaskStatus::Failed);
+    assert_eq!(s.status("b"), SubtaskStatus::Blocked);
+    assert_eq!(s.status("c"), SubtaskStatus::Blocked, "blocking travels down the chain");
+    // Everything settled: a synthesis of what there is, naming the gaps.
+    let synth = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("synthesis starts");
+    let text = user_text(synth);
+    assert!(text.contains("Title of d") && text.contains("Title of a"));
+    s.synth_reply(ok("report v1"));
+    assert_eq!(s.finished(), Some(RunStatus::Partial));
+
+    s.command(RunCommand::RetrySubtask("a".into()));
+    assert_eq!(s.started(), ["a"]);
+    assert_eq!(s.status("b"), SubtaskStatus::Pending);
+    assert_eq!(s.status("c"), SubtaskStatus::Pending);
+    s.reply("a", ok("A"));
+    assert_eq!(s.started(), ["b"]);
+    s.reply("b", ok("B"));
+    s.reply("c", ok("C"));
+    let synth = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("a new synthesis");
+    assert!(user_text(synth).contains('C'));
+    s.synth_reply(ok("report v2"));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+#[test]
+fn retry_reruns_only_the_failed_subtree() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let tasks = vec![task("a", &[]), task("b", &["a"]), task("ok", &[])];
+    let mut s = Story::new("q", settings, Some(plan(tasks)));
+    s.reply("ok", ok("fine"));
+    s.reply("a", server_error());
+    s.synth_reply(ok("r"));
+    s.command(RunCommand::RetryFailed);
+    assert_eq!(s.started(), ["a"]);
+    assert_eq!(s.status("ok"), SubtaskStatus::Succeeded, "untouched");
+    assert_eq!(s.attempt("ok"), 1);
+}
+
+#[test]
+fn late_reply_from_a_cancelled_attempt_is_ignored() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.command(RunCommand::CancelSubtask("a".into()));
+    assert!(s.effects.iter().any(|e| matches!(e, Effect::Abort(c)
+        if c.target == CallTarget::Subtask("a".into()) && c.attempt == 1)));
+    assert_eq!(s.status("a"), SubtaskStatus::Cancelled);
+    s.reply_attempt("a", 1, ok("too late"));
+    assert!(s.effects.is_empty(), "nothing happens");
+    assert_eq!(s.status("a"), SubtaskStatus::Cancelled);
+}
+
+#[test]
+fn late_reply_from_an_older_attempt_never_overwrites_the_newer_one() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.reply("a", Err(CallError::timeout(Duration::from_secs(120))));
+    s.wake("a");
+    assert_eq!(s.attempt("a"), 2);
+    s.reply_attempt("a", 1, ok("stale answer"));
+    assert_eq!(s.status("a"), SubtaskStatus::Running);
+    s.feed(Input::Delta {
+        call: CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt: 1,
+        },
+        text: "stale delta".into(),
+    });
+    assert!(s.effects.is_empty());
+    s.reply("a", ok("fresh answer"));
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskSucceeded { attempt: 2, result, .. } if result == "fresh answer")));
+}
+
+#[test]
+fn when_every_subtask_fails_the_run_fails_without_synthesis() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[]), task("b", &[])])));
+    s.reply("a", server_error());
+    s.reply("b", server_error());
+    assert!(s.request_for(&CallTarget::Synthesis).is_none());
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+}
+
+#[test]
+fn a_failed_synthesis_still_ends_with_the_results_joined_and_marked() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[])])));
+    s.reply("a", ok("the finding of a"));
+    s.synth_reply(server_error());
+    let finished = s.events().into_iter().find_map(|e| match e {
+        EventKind::SynthesisFinished {
+            text, synthesized, ..
+        } => Some((text.clone(), *synthesized)),
+        _ => None,
+    });
+    let (text, synthesized) = finished.expect("a report anyway");
+    assert!(!synthesized);
+    assert!(text.contains("the finding of a"));
+    assert!(text.to_lowercase().contains("unsynthesised"));
+    assert_eq!(s.finished(), Some(RunStatus::Partial));
+}
+
+#[test]
+fn an_unusable_plan_is_asked_for_again_once_then_the_run_fails() {
+    let mut s = Story::new("q", settings(), None);
+    let planner = |attempt| CallId {
+        target: CallTarget::Planner,
+        attempt,
+    };
+    assert!(s.request_for(&CallTarget::Planner).is_some());
+    s.feed(Input::Reply {
+        call: planner(1),
+        result: ok("I cannot do JSON today"),
+    });
+    let again = s
+        .request_for(&CallTarget::Planner)
+        .expect("asked again");
+    assert!(
+        again.messages.len() >= 3,
+        "the second ask carries the first answer and the error"
+    );
+    s.feed(Input::Reply {
+        call: planner(2),
+        result: ok(r#"{"subtasks": [{"id": "a", "title": "A", "description": "x", "depends_on": ["a"]}]}"#),
+    });
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+    let error = s.events().into_iter().find_map(|e| match e {
+        EventKind::RunFinished { error, .. } => error.clone(),
+        _ => None,
+    });
+    assert!(error.expect("a reason").contains("cycle"));
+}
+
+#[test]
+fn a_planner_failure_is_retried_like_any_call() {
+    let mut s = Story::new("q", settings(), None);
+    s.feed(Input::Reply {
+        call: CallId {
+            target: CallTarget::Planner,
+            attempt: 1,
+        },
+        result: Err(CallError::from_status(529, "overloaded".into(), None)),
+    });
+    assert!(s.wake_delay().is_some());
+    s.feed(Input::Wake {
+        call: CallId {
+            target: CallTarget::Planner,
+            attempt: 1,
+        },
+    });
+    assert!(s.request_for(&CallTarget::Planner).is_some());
+    s.feed(Input::Reply {
+        call: CallId {
+            target: CallTarget::Planner,
+            attempt: 2,
+        },
+        result: ok(r#"{"subtasks": [{"id": "a", "title": "A", "description": "do a"}]}"#),
+    });
+    assert_eq!(s.started(), ["a"]);
+}
+
+#[test]
+fn usage_is_estimated_and_marked_when_the_provider_sends_none() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.reply(
+        "a",
+        Ok(Completion {
+            text: "x".repeat(400),
+            usage: None,
+        }),
+    );
+    let usage = s.events().into_iter().find_map(|e| match e {
+        EventKind::SubtaskSucceeded { usage, .. } => Some(*usage),
+        _ => None,
+    });
+    let usage = usage.expect("succeeded");
+    assert!(usage.estimated);
+    assert_eq!(usage.tokens_out, 100);
+    assert!(usage.tokens_in > 0);
+}
+
+#[test]
+fn run_totals_add_up_every_call() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.reply("a", ok("A")).reply("b", ok("B"));
+    s.synth_reply(ok("report"));
+    let usage = s.events().into_iter().find_map(|e| match e {
+        EventKind::RunFinished { usage, .. } => Some(*usage),
+        _ => None,
+    });
+    assert_eq!(
+        usage,
+        Some(Usage {
+            tokens_in: 30,
+            tokens_out: 15,
+            estimated: false
+        })
+    );
+}
+
+#[test]
+fn editing_a_failed_subtask_changes_it_and_runs_it_again() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[]), task("b", &[])])));
+    s.reply("b", ok("B"));
+    s.reply("a", server_error());
+    s.synth_reply(ok("r"));
+    s.command(RunCommand::EditSubtask {
+        id: "a".into(),
+        description: Some("A sharper description".into()),
+        worker: Some("critique".into()),
+    });
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskEdited { worker, description, .. }
+            if worker == "critique" && description == "A sharper description")));
+    let request = s
+        .request_for(&CallTarget::Subtask("a".into()))
+        .expect("re-run");
+    assert!(user_text(request).contains("A sharper description"));
+    let critique = roles::find(&roles::builtin_roles(), "critique")
+        .expect("a built-in role")
+        .system_prompt
+        .clone();
+    assert_eq!(request.system, critique);
+}
+
+#[test]
+fn editing_with_an_unknown_role_is_refused() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.command(RunCommand::EditSubtask {
+        id: "a".into(),
+        description: None,
+        worker: Some("astrologer".into()),
+    });
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::Notice { message } if message.contains("astrologer"))));
+    assert_eq!(s.attempt("a"), 1, "not re-run");
+}
+
+#[test]
+fn cancelling_the_run_stops_everything_and_ends_it_cancelled() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"])]);
+    s.command(RunCommand::CancelRun);
+    assert_eq!(s.status("a"), SubtaskStatus::Cancelled);
+    assert_eq!(s.status("b"), SubtaskStatus::Cancelled);
+    assert!(s.effects.iter().any(|e| matches!(e, Effect::Abort(_))));
+    assert_eq!(s.finished(), Some(RunStatus::Cancelled));
+    s.reply_attempt("a", 1, ok("late"));
+    assert!(s.effects.is_empty());
+}
+
+#[test]
+fn cancelling_a_subtask_blocks_its_dependents_and_the_rest_goes_on() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"]), task("c", &[])]);
+    s.command(RunCommand::CancelSubtask("a".into()));
+    assert_eq!(s.status("b"), SubtaskStatus::Blocked);
+    s.reply("c", ok("C"));
+    assert!(s.request_for(&CallTarget::Synthesis).is_some());
+}
+
+#[test]
+fn resynthesis_is_refused_while_subtasks_run_and_redone_after() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.command(RunCommand::Resynthesize);
+    assert!(s.events().iter().any(|e| matches!(e, EventKind::Notice { .. })));
+    assert!(s.request_for(&CallTarget::Synthesis).is_none());
+    s.reply("a", ok("A"));
+    s.synth_reply(ok("first"));
+    s.command(RunCommand::Resynthesize);
+    assert!(s.request_for(&CallTarget::Synthesis).is_some());
+    s.synth_reply(ok("second"));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+#[test]
+fn a_rerun_during_synthesis_drops_the_stale_synthesis() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.reply("a", ok("A")).reply("b", ok("B"));
+    let stale = s.run.synthesis.attempt;
+    s.command(RunCommand::RetrySubtask("a".into()));
+    assert!(s.effects.iter().any(|e| matches!(e, Effect::Abort(c)
+        if c.target == CallTarget::Synthesis && c.attempt == stale)));
+    assert_eq!(s.started(), ["a"]);
+    s.feed(Input::Reply {
+        call: CallId {
+            target: CallTarget::Synthesis,
+            attempt: stale,
+        },
+        result: ok("stale report"),
+    });
+    assert!(s.effects.is_empty(), "the stale synthesis is dropped");
+}
+
+#[test]
+fn rerunning_a_running_subtask_is_refused() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.command(RunCommand::RetrySubtask("a".into()));
+    assert!(s.started().is_empty());
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::Notice { message } if message.contains("running"))));
+}
+
+#[test]
+fn a_retrying_subtask_holds_no_worker_slot() {
+    let mut settings = settings();
+    settings.concurrency = 1;
+    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[]), task("b", &[])])));
+    assert_eq!(s.started(), ["a"]);
+    s.reply("a", server_error());
+    assert_eq!(s.started(), ["b"], "b uses the slot while a waits");
+    s.wake("a");
+    assert!(s.started().is_empty(), "a waits for the slot");
+    s.reply("b", ok("B"));
+    assert_eq!(s.started(), ["a"]);
+}
+
+#[test]
+fn events_say_the_whole_story_in_order() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.feed(Input::Delta {
+        call: CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt: 1,
+        },
+        text: "partial ".into(),
+    });
+    s.at(1500).reply("a", ok("A"));
+    s.synth_reply(ok("report"));
+    let kinds: Vec<&str> = s
+        .all_events
+        .iter()
+        .map(|e| match e {
+            EventKind::RunStarted { .. } => "run_started",
+            EventKind::PlanReady { .. } => "plan_ready",
+            EventKind::SubtaskStarted { .. } => "started",
+            EventKind::SubtaskDelta { .. } => "delta",
+            EventKind::SubtaskSucceeded { .. } => "succeeded",
+            EventKind::SynthesisStarted { .. } => "synthesis_started",
+            EventKind::SynthesisFinished { .. } => "synthesis_finished",
+            EventKind::RunFinished { .. } => "run_finished",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "plan_ready",
+            "started",
+            "delta",
+            "succeeded",
+            "synthesis_started",
+            "synthesis_finished",
+            "run_finished"
+        ]
+    );
+    assert!(s.all_events.iter().any(|e| matches!(e,
+        EventKind::SubtaskSucceeded { elapsed_ms: 1500, .. })));
+}

@@ -1,0 +1,446 @@
+//! A run as its events describe it, and the reports made from that: the markdown report, the
+//! JSON object of `maestro run --format json`, and the figures progress lines show.
+//!
+//! `RunReport::apply` folds events in order; it is the one place that knows what each event
+//! means for a consumer, shared by the headless printer and the dashboard. No I/O here.
+
+use serde::Serialize;
+
+use crate::engine::plan::Plan;
+use crate::protocol::{Event, EventKind, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::sanitize::sanitize_line;
+
+/// One subtask as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubtaskReport {
+    pub id: SubtaskId,
+    pub title: String,
+    pub worker: String,
+    pub description: String,
+    pub focus_areas: Vec<String>,
+    pub depends_on: Vec<SubtaskId>,
+    pub status: SubtaskStatus,
+    /// Attempts made so far (every call, retries and re-runs included).
+    pub attempts: u32,
+    /// The model of the latest attempt.
+    pub model: Option<String>,
+    pub elapsed_ms: Option<u64>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub usage_estimated: bool,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    /// Text of the attempt in flight (or the partial text of a failed one).
+    #[serde(skip)]
+    pub output: String,
+    /// Dependencies it is waiting on or blocked by.
+    #[serde(skip)]
+    pub waiting_on: Vec<SubtaskId>,
+    /// Wait before the next attempt and why, while `Retrying`.
+    #[serde(skip)]
+    pub retry: Option<(u64, String)>,
+    /// When the current attempt started (event time, ms since the epoch).
+    #[serde(skip)]
+    pub started_ts: Option<u64>,
+}
+
+/// A run folded from its events.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunReport {
+    pub id: Option<RunId>,
+    pub query: String,
+    pub started_ts: Option<u64>,
+    pub planning_model: Option<String>,
+    pub plan: Option<Plan>,
+    pub subtasks: Vec<SubtaskReport>,
+    /// The synthesis as far as it has streamed, or the finished report.
+    pub synthesis: String,
+    pub synthesis_model: Option<String>,
+    pub synthesizing: bool,
+    /// False when the report is the unsynthesised fallback.
+    pub synthesized: bool,
+    /// A subtask changed since the synthesis was written.
+    pub synthesis_stale: bool,
+    /// The synthesis attempt in flight has streamed text (until then the previous report
+    /// stays on screen).
+    synthesis_fresh: bool,
+    pub status: Option<RunStatus>,
+    pub error: Option<String>,
+    pub usage: Usage,
+    pub elapsed_ms: Option<u64>,
+    pub notices: Vec<String>,
+}
+
+impl RunReport {
+    pub fn subtask(&self, id: &SubtaskId) -> Option<&SubtaskReport> {
+        self.subtasks.iter().find(|s| &s.id == id)
+    }
+
+    fn subtask_mut(&mut self, id: &SubtaskId) -> Option<&mut SubtaskReport> {
+        self.subtasks.iter_mut().find(|s| &s.id == id)
+    }
+
+    pub fn count(&self, status: SubtaskStatus) -> usize {
+        self.subtasks.iter().filter(|s| s.status == status).count()
+    }
+
+    /// Tokens of every subtask, the planner and the synthesis, as far as known: the run's
+    /// final total once it finished, the sum of finished calls before.
+    pub fn tokens(&self) -> Usage {
+        if self.status.is_some() {
+            return self.usage;
+        }
+        let mut total = Usage::default();
+        for s in &self.subtasks {
+            total.add(Usage {
+                tokens_in: s.tokens_in,
+                tokens_out: s.tokens_out,
+                estimated: s.usage_estimated,
+            });
+        }
+        total
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        self.id.get_or_insert(event.run);
+        self.reopen_if_working(event);
+        match &event.kind {
+            EventKind::RunStarted { query } => {
+                self.query = query.clone();
+                self.started_ts = Some(event.ts_ms);
+            }
+            EventKind::PlanningStarted { model, .. } => {
+                self.planning_model = Some(model.clone());
+            }
+            EventKind::PlanningRetrying { .. } | EventKind::PlanRejected { .. } => {}
+            EventKind::PlanReady { plan } => {
+                self.subtasks = plan
+                    .subtasks
+                    .iter()
+                    .map(|p| SubtaskReport {
+                        id: p.id.clone(),
+                        title: p.title.clone(),
+                        worker: p.worker.clone(),
+                        description: p.description.clone(),
+                        focus_areas: p.focus_areas.clone(),
+                        depends_on: p.depends_on.clone(),
+                        status: SubtaskStatus::Pending,
+                        attempts: 0,
+                        model: None,
+                        elapsed_ms: None,
+                        tokens_in: 0,
+                        tokens_out: 0,
+                        usage_estimated: false,
+                        result: None,
+                        error: None,
+                        output: String::new(),
+                        waiting_on: p.depends_on.clone(),
+                        retry: None,
+                        started_ts: None,
+                    })
+                    .collect();
+                self.plan = Some(plan.clone());
+            }
+            EventKind::Notice { message } => self.notices.push(message.clone()),
+            EventKind::SubtaskQueued {
+                subtask,
+                waiting_on,
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Pending;
+                    s.waiting_on = waiting_on.clone();
+                    s.retry = None;
+                }
+                self.mark_stale();
+            }
+            EventKind::SubtaskStarted {
+                subtask,
+                attempt,
+                worker,
+                model,
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Running;
+                    s.attempts = *attempt;
+                    s.worker = worker.clone();
+                    s.model = Some(model.clone());
+                    s.output.clear();
+                    s.error = None;
+                    s.retry = None;
+                    s.waiting_on.clear();
+                    s.started_ts = Some(event.ts_ms);
+                    s.elapsed_ms = None;
+                }
+            }
+            EventKind::SubtaskDelta {
+                subtask,
+                attempt,
+                text,
+            } => {
+                if let Some(s) = self.subtask_mut(subtask)
+                    && s.attempts == *attempt
+                {
+                    s.output.push_str(text);
+                }
+            }
+            EventKind::SubtaskRetrying {
+                subtask,
+                delay_ms,
+                reason,
+                ..
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Retrying;
+                    s.retry = Some((*delay_ms, reason.clone()));
+                }
+            }
+            EventKind::SubtaskSucceeded {
+                subtask,
+                elapsed_ms,
+                usage,
+                result,
+                ..
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Succeeded;
+                    s.elapsed_ms = Some(*elapsed_ms);
+                    s.tokens_in += usage.tokens_in;
+                    s.tokens_out += usage.tokens_out;
+                    s.usage_estimated |= usage.estimated;
+                    s.result = Some(result.clone());
+                    s.output.clear();
+                }
+            }
+            EventKind::SubtaskFailed {
+                subtask,
+                elapsed_ms,
+                error,
+                partial,
+                ..
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Failed;
+                    s.elapsed_ms = Some(*elapsed_ms);
+                    s.error = Some(error.clone());
+                    s.output = partial.clone();
+                    s.result = None;
+                }
+            }
+            EventKind::SubtaskBlocked {
+                subtask,
+                waiting_on,
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Blocked;
+                    s.waiting_on = waiting_on.clone();
+                }
+            }
+            EventKind::SubtaskCancelled { subtask, .. } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Cancelled;
+                    s.retry = None;
+                }
+            }
+            EventKind::SubtaskEdited {
+                subtask,
+                description,
+                worker,
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.description = description.clone();
+                    s.worker = worker.clone();
+                }
+            }
+            EventKind::SynthesisStarted { model, .. } => {
+                // The previous report stays readable until the new one has text.
+                self.synthesizing = true;
+                self.synthesis_fresh = false;
+                self.synthesis_model = Some(model.clone());
+            }
+            EventKind::SynthesisDelta { text, .. } => {
+                if !self.synthesis_fresh {
+                    self.synthesis.clear();
+                    self.synthesis_fresh = true;
+                    self.synthesis_stale = false;
+                }
+                self.synthesis.push_str(text);
+            }
+            EventKind::SynthesisRetrying { .. } => {}
+            EventKind::SynthesisFinished {
+                text, synthesized, ..
+            } => {
+                self.synthesis = text.clone();
+                self.synthesized = *synthesized;
+                self.synthesizing = false;
+                self.synthesis_stale = false;
+                self.synthesis_fresh = false;
+            }
+            EventKind::RunFinished {
+                status,
+                elapsed_ms,
+                usage,
+                error,
+                ..
+            } => {
+                self.status = Some(*status);
+                self.elapsed_ms = Some(*elapsed_ms);
+                self.usage = *usage;
+                self.error = error.clone();
+                self.synthesizing = false;
+            }
+        }
+    }
+
+    fn mark_stale(&mut self) {
+        if !self.synthesis.is_empty() {
+            self.synthesis_stale = true;
+        }
+    }
+
+    fn reopen_if_working(&mut self, event: &Event) {
+        // A run that gets more work after it finished is active again.
+        if matches!(
+            event.kind,
+            EventKind::SubtaskQueued { .. } | EventKind::SubtaskStarted { .. }
+        ) {
+            self.status = None;
+        }
+    }
+}
+
+/// `maestro run --format json`: one object for the whole run.
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    pub run_id: Option<RunId>,
+    pub query: &'a str,
+    pub status: Option<RunStatus>,
+    pub error: Option<&'a str>,
+    pub plan: Option<&'a Plan>,
+    pub subtasks: &'a [SubtaskReport],
+    pub synthesis: &'a str,
+    pub synthesized: bool,
+    pub usage: Usage,
+    pub elapsed_ms: Option<u64>,
+    pub notices: &'a [String],
+}
+
+impl RunReport {
+    pub fn to_json(&self) -> JsonReport<'_> {
+        JsonReport {
+            run_id: self.id,
+            query: &self.query,
+            status: self.status,
+            error: self.error.as_deref(),
+            plan: self.plan.as_ref(),
+            subtasks: &self.subtasks,
+            synthesis: &self.synthesis,
+            synthesized: self.synthesized,
+            usage: self.usage,
+            elapsed_ms: self.elapsed_ms,
+            notices: &self.notices,
+        }
+    }
+
+    /// The synthesis, then a table of subtasks with status, role, time, tokens and attempts,
+    /// then the errors. Model text is sanitised: this goes to terminals and files alike.
+    pub fn to_markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let synthesis = crate::sanitize::sanitize(self.synthesis.trim_end());
+        if synthesis.is_empty() {
+            let _ = writeln!(out, "# {}\n", sanitize_line(&self.query));
+            let why = self.error.as_deref().unwrap_or("the run produced no report");
+            let _ = writeln!(out, "_No report: {}._\n", sanitize_line(why));
+        } else {
+            let _ = writeln!(out, "{synthesis}\n");
+        }
+        if self.subtasks.is_empty() {
+            return out;
+        }
+        let _ = writeln!(out, "---\n\n## Subtasks\n");
+        let _ = writeln!(
+            out,
+            "| id | title | role | status | time | tokens in/out | attempts |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---:|---:|---:|");
+        for s in &self.subtasks {
+            let est = if s.usage_estimated { "~" } else { "" };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {est}{}/{est}{} | {} |",
+                cell(s.id.as_str()),
+                cell(&s.title),
+                cell(&s.worker),
+                s.status.word(),
+                s.elapsed_ms.map(format_ms).unwrap_or_else(|| "—".into()),
+                format_tokens(s.tokens_in),
+                format_tokens(s.tokens_out),
+                s.attempts
+            );
+        }
+        let problems: Vec<&SubtaskReport> =
+            self.subtasks.iter().filter(|s| s.error.is_some()).collect();
+        if !problems.is_empty() {
+            let _ = writeln!(out, "\n### Errors\n");
+            for s in problems {
+                let _ = writeln!(
+                    out,
+                    "- **{}**: {}",
+                    cell(s.id.as_str()),
+                    sanitize_line(s.error.as_deref().unwrap_or(""))
+                );
+            }
+        }
+        let usage = self.tokens();
+        let est = if usage.estimated { " (partly estimated)" } else { "" };
+        let _ = writeln!(
+            out,
+            "\n_{} of {} subtasks succeeded · {} tokens in, {} out{est} · {}_",
+            self.count(SubtaskStatus::Succeeded),
+            self.subtasks.len(),
+            format_tokens(usage.tokens_in),
+            format_tokens(usage.tokens_out),
+            self.elapsed_ms.map(format_ms).unwrap_or_else(|| "—".into()),
+        );
+        out
+    }
+}
+
+fn cell(text: &str) -> String {
+    sanitize_line(text).replace('|', "\\|")
+}
+
+/// `850ms`, `3.1s`, `2m05s`.
+pub fn format_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// `950`, `1.2k`, `12.3k`, `1.4M`.
+pub fn format_tokens(n: u64) -> String {
+    if n < 1000 {
+        n.to_string()
+    } else if n < 1_000_000 {
+        format!("{:.1}k", n as f64 / 1000.0)
+    } else {
+        format!("{:.1}M", n as f64 / 1_000_000.0)
+    }
+}
+
+/// The glyph that goes with a status (always shown with colour or a word, never colour alone).
+pub fn status_glyph(status: SubtaskStatus) -> &'static str {
+    match status {
+        SubtaskStatus::Pending => "·",
+        SubtaskStatus::Running => "▶",
+        SubtaskStatus::Retrying => "↻",
+        SubtaskStatus::Succeeded => "✓",
+        SubtaskStatus::Failed => "✗",
+        SubtaskStatus::Blocked => "⊘",
+        SubtaskStatus::Cancelled => "⊗",
+    }
+}
