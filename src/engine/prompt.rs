@@ -1,9 +1,23 @@
 //! Building the planner, worker and synthesis requests. Pure: text in, `ChatRequest` out.
 //! The prompt texts live in `assets/prompts/` and are compiled into the binary.
+//!
+//! What each request must contain is a contract (DESIGN §4) and is pinned by the tests below:
+//! a worker sees its dependencies' results in full, the synthesis sees every finding in full
+//! and the titles of the missing parts. Texts the models produced (results, previous answers)
+//! are passed through unchanged; only the engine decides what to cut, never this module.
+//! No I/O, no clock, no knowledge of runs or providers.
+
+use std::fmt::Write as _;
 
 use crate::engine::plan::{PlanRules, PlannedSubtask};
 use crate::engine::roles::WorkerRole;
-use crate::llm::ChatRequest;
+use crate::llm::{ChatRequest, Message};
+use crate::protocol::CallRole;
+
+/// The planner's system prompt, with `{{…}}` placeholders filled in by [`planner_request`].
+const PLANNER_PROMPT: &str = include_str!("../../assets/prompts/planner.md");
+/// The synthesiser's system prompt, used as is.
+const SYNTHESIS_PROMPT: &str = include_str!("../../assets/prompts/synthesis.md");
 
 /// Model and limits for one kind of call.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,6 +25,19 @@ pub struct CallSpec {
     pub model: String,
     pub max_tokens: u32,
     pub temperature: Option<f32>,
+}
+
+impl CallSpec {
+    fn request(&self, role: CallRole, system: String, messages: Vec<Message>) -> ChatRequest {
+        ChatRequest {
+            model: self.model.clone(),
+            role,
+            system,
+            messages,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+        }
+    }
 }
 
 /// The planner request. `retry` holds the previous answer and what was wrong with it, so the
@@ -22,8 +49,51 @@ pub fn planner_request(
     spec: &CallSpec,
     retry: Option<(&str, &str)>,
 ) -> ChatRequest {
-    let _ = (query, roles, rules, spec, retry);
-    todo!()
+    let max = rules.max_subtasks.max(1);
+    let (count, cap) = if max >= 2 {
+        (format!("2 to {max} subtasks"), format!("{max} subtasks"))
+    } else {
+        ("a single subtask".to_owned(), "one subtask".to_owned())
+    };
+    let mut role_list = String::new();
+    for role in roles {
+        let default = if role.name == rules.default_role {
+            " (the default)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            role_list,
+            "  - `{}`{default}: {}",
+            role.name,
+            one_line(&role.description)
+        );
+    }
+    // The example plan must only name roles that exist, or it teaches the model a wrong name.
+    // With the built-in roles it reads naturally: research first, analysis building on it.
+    let default = roles
+        .first()
+        .map_or(rules.default_role.as_str(), |r| &r.name);
+    let role_a = roles.get(1).map_or(default, |r| &r.name);
+    let role_b = default;
+    let system = PLANNER_PROMPT
+        .replace("{{count}}", &count)
+        .replace("{{max_subtasks}}", &cap)
+        .replace("{{role_a}}", role_a)
+        .replace("{{role_b}}", role_b)
+        // Last, so text from role descriptions is never taken for a placeholder.
+        .replace("{{roles}}", role_list.trim_end());
+
+    let mut messages = vec![Message::user(query)];
+    if let Some((previous, error)) = retry {
+        messages.push(Message::assistant(previous));
+        messages.push(Message::user(format!(
+            "Your previous answer could not be used as a plan: {error}\n\n\
+             Answer again with only the corrected JSON plan, in exactly the format described, \
+             and nothing else."
+        )));
+    }
+    spec.request(CallRole::Planner, system, messages)
 }
 
 /// A worker request: the role's system prompt; the query, the subtask and each dependency's
@@ -35,8 +105,42 @@ pub fn worker_request(
     dependencies: &[(&PlannedSubtask, &str)],
     spec: &CallSpec,
 ) -> ChatRequest {
-    let _ = (query, subtask, role, dependencies, spec);
-    todo!()
+    // Model-written texts go between tags rather than under markdown headings: a result is
+    // itself markdown, and its headings must not be mistaken for the end of the section.
+    let mut user = String::new();
+    let _ = writeln!(
+        user,
+        "The user's query, of which your subtask is one part:\n"
+    );
+    push_tagged(&mut user, "query", query);
+    let _ = writeln!(user, "\n# Your subtask: {}\n", one_line(&subtask.title));
+    let _ = writeln!(user, "{}", subtask.description.trim());
+    if !subtask.focus_areas.is_empty() {
+        let _ = writeln!(user, "\nFocus areas:");
+        for area in &subtask.focus_areas {
+            let _ = writeln!(user, "- {}", one_line(area));
+        }
+    }
+    if !dependencies.is_empty() {
+        let _ = writeln!(
+            user,
+            "\n# Results your subtask builds on\n\n\
+             These subtasks are finished. Use their results; do not redo their work."
+        );
+        for (dependency, result) in dependencies {
+            let _ = writeln!(user, "\n## {}\n", one_line(&dependency.title));
+            push_tagged(&mut user, "result", result);
+        }
+    }
+    let _ = write!(
+        user,
+        "\nWrite your part now: the subtask above and its focus areas, nothing else."
+    );
+    spec.request(
+        CallRole::Worker,
+        role.system_prompt.trim().to_owned(),
+        vec![Message::user(user)],
+    )
 }
 
 /// One finished subtask as the synthesis sees it.
@@ -61,13 +165,318 @@ pub fn synthesis_request(
     gaps: &[Gap<'_>],
     spec: &CallSpec,
 ) -> ChatRequest {
-    let _ = (query, guidance, findings, gaps, spec);
-    todo!()
+    let mut user = String::new();
+    let _ = writeln!(user, "The user's query:\n");
+    push_tagged(&mut user, "query", query);
+    let _ = writeln!(user, "\n# Synthesis guidance\n");
+    if guidance.trim().is_empty() {
+        let _ = writeln!(user, "None given: use your judgement.");
+    } else {
+        let _ = writeln!(user, "{}", guidance.trim());
+    }
+    let _ = writeln!(user, "\n# Findings");
+    if findings.is_empty() {
+        let _ = writeln!(user, "\nNo part of the work produced a result.");
+    }
+    for (n, finding) in findings.iter().enumerate() {
+        let _ = writeln!(user, "\n## {}. {}\n", n + 1, one_line(finding.title));
+        push_tagged(&mut user, "finding", finding.result);
+    }
+    let _ = writeln!(user, "\n# Missing\n");
+    if gaps.is_empty() {
+        let _ = writeln!(user, "Nothing: every part of the work produced a result.");
+    } else {
+        let _ = writeln!(
+            user,
+            "These parts of the work produced no result; the report must say what it cannot \
+             cover because of them:\n"
+        );
+        for gap in gaps {
+            let _ = writeln!(user, "- {} ({})", one_line(gap.title), one_line(gap.why));
+        }
+    }
+    let _ = write!(user, "\nWrite the report now.");
+    spec.request(
+        CallRole::Synthesizer,
+        SYNTHESIS_PROMPT.trim().to_owned(),
+        vec![Message::user(user)],
+    )
 }
 
 /// The report when the synthesis call failed: the findings joined under their titles, clearly
 /// marked as unsynthesised, with the gaps listed.
-pub fn unsynthesized_report(query: &str, findings: &[Finding<'_>], gaps: &[Gap<'_>], error: &str) -> String {
-    let _ = (query, findings, gaps, error);
-    todo!()
+pub fn unsynthesized_report(
+    query: &str,
+    findings: &[Finding<'_>],
+    gaps: &[Gap<'_>],
+    error: &str,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {}\n", one_line(query));
+    let _ = writeln!(
+        out,
+        "> **Unsynthesised:** the synthesis step failed ({}); below are the worker results as \
+         they came.",
+        one_line(error)
+    );
+    if findings.is_empty() {
+        let _ = writeln!(out, "\n_No subtask produced a result._");
+    }
+    for finding in findings {
+        let _ = writeln!(out, "\n## {}\n", one_line(finding.title));
+        let _ = writeln!(out, "{}", finding.result.trim());
+    }
+    if !gaps.is_empty() {
+        let _ = writeln!(out, "\n## Missing\n");
+        for gap in gaps {
+            let _ = writeln!(out, "- **{}**: {}", one_line(gap.title), one_line(gap.why));
+        }
+    }
+    out
+}
+
+/// `text` between `<tag>` lines, unchanged but for surrounding blank lines.
+fn push_tagged(out: &mut String, tag: &str, text: &str) {
+    let _ = writeln!(out, "<{tag}>\n{}\n</{tag}>", text.trim_matches('\n'));
+}
+
+/// Collapse whitespace (newlines included) to single spaces: for headings, list items and other
+/// places where a line break would break the markdown.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::{PlanRules, Priority, parse_plan};
+    use crate::engine::roles::builtin_roles;
+    use crate::llm::MessageRole;
+    use crate::protocol::SubtaskId;
+
+    fn spec() -> CallSpec {
+        CallSpec {
+            model: "test-model".to_owned(),
+            max_tokens: 1234,
+            temperature: Some(0.3),
+        }
+    }
+
+    fn subtask(id: &str, title: &str) -> PlannedSubtask {
+        PlannedSubtask {
+            id: SubtaskId::new(id),
+            worker: "analysis".to_owned(),
+            title: title.to_owned(),
+            description: format!("Work out {title}."),
+            focus_areas: vec![],
+            depends_on: vec![],
+            priority: Priority::Medium,
+        }
+    }
+
+    fn rules(max: usize) -> PlanRules {
+        PlanRules::for_roles(&builtin_roles(), max)
+    }
+
+    const QUERY: &str = "What are the impacts of EV adoption in cities?";
+
+    #[test]
+    fn planner_request_lists_every_role_and_the_limits() {
+        let roles = builtin_roles();
+        let req = planner_request(QUERY, &roles, &rules(6), &spec(), None);
+        assert_eq!(req.role, CallRole::Planner);
+        assert_eq!(req.model, "test-model");
+        assert_eq!(req.max_tokens, 1234);
+        assert_eq!(req.temperature, Some(0.3));
+        for role in &roles {
+            assert!(
+                req.system.contains(&format!("`{}`", role.name)),
+                "{}",
+                role.name
+            );
+            assert!(req.system.contains(&role.description), "{}", role.name);
+        }
+        assert!(req.system.contains("`analysis` (the default)"));
+        assert!(req.system.contains("2 to 6 subtasks"));
+        assert!(req.system.contains("never use more than 6 subtasks"));
+        assert!(req.system.contains("ONLY"));
+        assert!(!req.system.contains("{{"), "every placeholder is filled");
+        assert_eq!(req.messages, [Message::user(QUERY)]);
+    }
+
+    #[test]
+    fn planner_example_is_a_valid_plan_with_existing_roles() {
+        // The example in the prompt is what models copy; it must pass our own parser cleanly.
+        let roles = builtin_roles();
+        let req = planner_request(QUERY, &roles, &rules(6), &spec(), None);
+        let checked = parse_plan(&req.system, &rules(6)).expect("the example parses");
+        assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+        assert_eq!(checked.plan.subtasks.len(), 2);
+        assert_eq!(checked.plan.subtasks[0].worker, "research");
+        assert_eq!(checked.plan.subtasks[1].worker, "analysis");
+    }
+
+    #[test]
+    fn planner_with_a_cap_of_one_asks_for_one_subtask() {
+        let req = planner_request(QUERY, &builtin_roles(), &rules(1), &spec(), None);
+        assert!(
+            req.system
+                .contains("Split the query into a single subtask.")
+        );
+        assert!(req.system.contains("never use more than one subtask"));
+    }
+
+    #[test]
+    fn planner_retry_shows_the_previous_answer_and_the_error() {
+        let previous = "{\"subtasks\": [}";
+        let error = "the plan is not valid JSON: expected value at line 1 column 15";
+        let req = planner_request(
+            QUERY,
+            &builtin_roles(),
+            &rules(6),
+            &spec(),
+            Some((previous, error)),
+        );
+        let roles: Vec<MessageRole> = req.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [MessageRole::User, MessageRole::Assistant, MessageRole::User]
+        );
+        assert_eq!(req.messages[0].content, QUERY);
+        assert_eq!(req.messages[1].content, previous);
+        assert!(req.messages[2].content.contains(error));
+        assert!(req.messages[2].content.contains("only the corrected JSON"));
+    }
+
+    #[test]
+    fn worker_request_holds_query_subtask_and_full_dependency_results() {
+        let roles = builtin_roles();
+        let role = &roles[1];
+        let mut task = subtask("task_3", "Grid load");
+        task.focus_areas = vec!["peak demand".to_owned(), "charging at night".to_owned()];
+        task.depends_on = vec![SubtaskId::new("task_1"), SubtaskId::new("task_2")];
+        let dep1 = subtask("task_1", "Emissions");
+        let dep2 = subtask("task_2", "Fleet size");
+        // Long, markdown-laden results must arrive whole: no cutting, no reformatting.
+        let result1 = format!(
+            "# Emissions\n\n{}\n\n## Tail\nlast line",
+            "CO2 falls. ".repeat(2000)
+        );
+        let result2 = "| city | EVs |\n|---|---|\n| Oslo | 30% |";
+        let req = worker_request(
+            QUERY,
+            &task,
+            role,
+            &[(&dep1, &result1), (&dep2, result2)],
+            &spec(),
+        );
+        assert_eq!(req.role, CallRole::Worker);
+        assert_eq!(req.system, role.system_prompt.trim());
+        assert_eq!(req.messages.len(), 1);
+        let user = &req.messages[0].content;
+        assert!(user.contains(&format!("<query>\n{QUERY}\n</query>")));
+        assert!(user.contains("# Your subtask: Grid load"));
+        assert!(user.contains("Work out Grid load."));
+        assert!(user.contains("- peak demand\n- charging at night"));
+        assert!(user.contains("## Emissions"));
+        assert!(user.contains("## Fleet size"));
+        assert!(user.contains(&format!("<result>\n{result1}\n</result>")));
+        assert!(user.contains(&format!("<result>\n{result2}\n</result>")));
+    }
+
+    #[test]
+    fn worker_request_without_dependencies_has_no_results_section() {
+        let roles = builtin_roles();
+        let req = worker_request(QUERY, &subtask("a", "Costs"), &roles[0], &[], &spec());
+        let user = &req.messages[0].content;
+        assert!(!user.contains("<result>"));
+        assert!(!user.contains("builds on"));
+        assert!(!user.contains("Focus areas"));
+    }
+
+    #[test]
+    fn synthesis_request_holds_every_finding_in_full_and_every_gap() {
+        let long = "Detail. ".repeat(3000);
+        let findings = [
+            Finding {
+                title: "Emissions",
+                result: &long,
+            },
+            Finding {
+                title: "Grid load",
+                result: "Peak demand rises 5–10%.",
+            },
+        ];
+        let gaps = [
+            Gap {
+                title: "Costs",
+                why: "failed: HTTP 500 upstream error",
+            },
+            Gap {
+                title: "Jobs",
+                why: "blocked",
+            },
+        ];
+        let req = synthesis_request(QUERY, "Lead with emissions.", &findings, &gaps, &spec());
+        assert_eq!(req.role, CallRole::Synthesizer);
+        assert_eq!(req.model, "test-model");
+        assert!(req.system.contains("markdown"));
+        assert!(req.system.contains("contradict"));
+        let user = &req.messages[0].content;
+        assert!(user.contains(QUERY));
+        assert!(user.contains("Lead with emissions."));
+        assert!(user.contains("## 1. Emissions"));
+        assert!(user.contains("## 2. Grid load"));
+        assert!(user.contains(&format!("<finding>\n{long}\n</finding>")));
+        assert!(user.contains("Peak demand rises 5–10%."));
+        assert!(user.contains("- Costs (failed: HTTP 500 upstream error)"));
+        assert!(user.contains("- Jobs (blocked)"));
+    }
+
+    #[test]
+    fn synthesis_request_says_when_nothing_is_missing_or_no_guidance_given() {
+        let findings = [Finding {
+            title: "A",
+            result: "a",
+        }];
+        let req = synthesis_request(QUERY, "  ", &findings, &[], &spec());
+        let user = &req.messages[0].content;
+        assert!(user.contains("None given"));
+        assert!(user.contains("Nothing: every part of the work produced a result."));
+    }
+
+    #[test]
+    fn unsynthesized_report_marks_itself_and_lists_findings_and_gaps() {
+        let findings = [
+            Finding {
+                title: "Emissions",
+                result: "CO2 falls.\n",
+            },
+            Finding {
+                title: "Grid load",
+                result: "Peaks rise.",
+            },
+        ];
+        let gaps = [Gap {
+            title: "Costs",
+            why: "failed: HTTP 500",
+        }];
+        let report = unsynthesized_report("EVs in\ncities?", &findings, &gaps, "timeout after 2m");
+        assert_eq!(
+            report,
+            "# EVs in cities?\n\n\
+             > **Unsynthesised:** the synthesis step failed (timeout after 2m); below are the \
+             worker results as they came.\n\n\
+             ## Emissions\n\nCO2 falls.\n\n\
+             ## Grid load\n\nPeaks rise.\n\n\
+             ## Missing\n\n- **Costs**: failed: HTTP 500\n"
+        );
+    }
+
+    #[test]
+    fn unsynthesized_report_without_gaps_has_no_missing_section() {
+        let report = unsynthesized_report(QUERY, &[], &[], "boom");
+        assert!(report.contains("_No subtask produced a result._"));
+        assert!(!report.contains("## Missing"));
+    }
 }
