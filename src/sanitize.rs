@@ -11,11 +11,66 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
     if !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }
-    // The vte-based stripper removes whole sequences (an OSC title with its payload, not just
-    // its ESC); the filter after it catches lone controls it lets through, such as a bare CR
-    // or C1 characters.
-    let stripped = strip_ansi_escapes::strip_str(text);
-    Cow::Owned(stripped.chars().filter(|&c| !is_unsafe(c)).collect())
+    Cow::Owned(strip(text))
+}
+
+/// Where the stripper is inside an escape sequence (ECMA-48).
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    Text,
+    /// After ESC: a one-character sequence, an intermediate, or the start of a longer one.
+    Escape,
+    /// CSI parameters and intermediates until a final byte (`@`..`~`).
+    Csi,
+    /// OSC, DCS, SOS, PM, APC: a string ended by BEL or ST (ESC `\` or 0x9C).
+    Str,
+    /// ESC seen inside a string: `\` ends it.
+    StrEscape,
+}
+
+// Hand-written rather than `strip-ansi-escapes`: that crate also drops tabs (which code blocks
+// need) and lets 8-bit C1 introducers such as U+009B (CSI) through with their parameters.
+fn strip(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut state = State::Text;
+    for c in text.chars() {
+        state = match state {
+            State::Text => match c {
+                '\u{1b}' => State::Escape,
+                '\u{9b}' => State::Csi,
+                '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => State::Str,
+                c if is_unsafe(c) => State::Text,
+                c => {
+                    out.push(c);
+                    State::Text
+                }
+            },
+            State::Escape => match c {
+                '[' => State::Csi,
+                ']' | 'P' | 'X' | '^' | '_' => State::Str,
+                // Intermediates (`ESC ( B`) keep the sequence open for one more byte.
+                '\u{20}'..='\u{2f}' => State::Escape,
+                _ => State::Text,
+            },
+            State::Csi => match c {
+                '\u{40}'..='\u{7e}' => State::Text,
+                '\u{1b}' => State::Escape,
+                // Parameters, intermediates, and any control inside a CSI are swallowed.
+                _ => State::Csi,
+            },
+            State::Str => match c {
+                '\u{7}' | '\u{9c}' => State::Text,
+                '\u{1b}' => State::StrEscape,
+                _ => State::Str,
+            },
+            State::StrEscape => match c {
+                '\\' => State::Text,
+                '\u{1b}' => State::StrEscape,
+                _ => State::Str,
+            },
+        };
+    }
+    out
 }
 
 /// The same, for one line: newlines and tabs become spaces too.
@@ -57,7 +112,21 @@ mod tests {
     #[test]
     fn lone_controls_are_removed_but_newline_and_tab_kept() {
         assert_eq!(sanitize("a\rb\u{7}c\u{0}d\n\te\u{7f}"), "abcd\n\te");
-        assert_eq!(sanitize("c1\u{85}\u{90}x"), "c1x");
+        assert_eq!(sanitize("c1\u{85}\u{80}x"), "c1x");
+    }
+
+    #[test]
+    fn unterminated_sequences_swallow_only_themselves() {
+        assert_eq!(sanitize("ok\u{1b}]0;never ends"), "ok");
+        assert_eq!(sanitize("ok\u{1b}[12"), "ok");
+        assert_eq!(sanitize("a\u{1b}(Bb"), "ab");
+        assert_eq!(sanitize("a\u{1b}cb"), "ab");
+    }
+
+    #[test]
+    fn dcs_and_apc_strings_are_removed() {
+        assert_eq!(sanitize("a\u{1b}P1;2|data\u{1b}\\b"), "ab");
+        assert_eq!(sanitize("a\u{1b}_apc\u{9c}b"), "ab");
     }
 
     #[test]

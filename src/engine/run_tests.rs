@@ -557,7 +557,7 @@ fn editing_a_failed_subtask_changes_it_and_runs_it_again() {
         .expect("a built-in role")
         .system_prompt
         .clone();
-    assert_eq!(request.system, critique);
+    assert_eq!(request.system.trim(), critique.trim());
 }
 
 #[test]

@@ -109,7 +109,7 @@ impl Demo {
             }
             CallRole::Worker => {
                 let title = self
-                    .known_titles_in(last_user)
+                    .known_titles_in(section(last_user, "# Your subtask", "\n#"))
                     .into_iter()
                     .next()
                     .unwrap_or_else(|| first_line(last_user));
@@ -119,8 +119,9 @@ impl Demo {
             }
             CallRole::Synthesizer => {
                 let query = query_in(last_user);
-                let titles = self.known_titles_in(last_user);
-                (synthesis_text(&query, &titles), false)
+                let found = self.known_titles_in(section(last_user, "# Findings", "\n# "));
+                let missing = self.known_titles_in(section(last_user, "# Missing", "\n# "));
+                (synthesis_text(&query, &found, &missing), false)
             }
         };
         let words: Vec<&str> = text.split_inclusive(' ').collect();
@@ -187,22 +188,28 @@ fn first_line(text: &str) -> String {
         .collect()
 }
 
-/// The query as the worker and synthesis prompts carry it: the line after a line that
-/// mentions the query, else the first line.
+/// The query as the worker and synthesis prompts carry it (between `<query>` tags), else
+/// the first line.
 fn query_in(message: &str) -> String {
-    let lines: Vec<&str> = message.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        if line.to_lowercase().contains("query") {
-            let rest = line.split_once(':').map(|(_, r)| r.trim()).unwrap_or("");
-            if !rest.is_empty() {
-                return rest.to_owned();
-            }
-            if let Some(next) = lines[i + 1..].iter().map(|l| l.trim()).find(|l| !l.is_empty()) {
-                return next.to_owned();
-            }
-        }
+    message
+        .split_once("<query>")
+        .and_then(|(_, rest)| rest.split_once("</query>"))
+        .map(|(q, _)| q.trim().to_owned())
+        .filter(|q| !q.is_empty())
+        .unwrap_or_else(|| first_line(message))
+}
+
+/// The part of a message from the line starting with `heading` up to the next line starting
+/// with `until` (or the end).
+fn section<'a>(message: &'a str, heading: &str, until: &str) -> &'a str {
+    let Some(start) = message.find(heading) else {
+        return "";
+    };
+    let rest = &message[start..];
+    match rest[heading.len()..].find(until) {
+        Some(end) => &rest[..heading.len() + end],
+        None => rest,
     }
-    first_line(message)
 }
 
 /// A short form of the query for titles and prose.
@@ -286,7 +293,7 @@ fn worker_text(title: &str, query: &str) -> String {
     )
 }
 
-fn synthesis_text(query: &str, titles: &[String]) -> String {
+fn synthesis_text(query: &str, titles: &[String], missing: &[String]) -> String {
     let t = topic(query);
     let mut out = format!(
         "# {t}\n\n{SIMULATED_NOTE}\n\n\
@@ -316,5 +323,11 @@ fn synthesis_text(query: &str, titles: &[String]) -> String {
          plan → workers in parallel → synthesis\n\
          ```\n",
     );
+    if !missing.is_empty() {
+        out.push_str("\n## What this report cannot cover\n\n");
+        for title in missing {
+            out.push_str(&format!("- **{title}** produced no result; re-run it to fill the gap.\n"));
+        }
+    }
     out
 }
