@@ -1,9 +1,23 @@
 //! Anthropic Messages API: `POST {base_url}/v1/messages` with `x-api-key` and
 //! `anthropic-version: 2023-06-01`, SSE streaming or one JSON answer.
+//!
+//! Owns this protocol's request body and its reading of answers: text comes only from
+//! `text_delta`s (thinking, tool input and signatures are skipped), input tokens from
+//! `message_start`, cumulative output tokens from `message_delta`, `message_stop` ends the
+//! stream, and unknown event types are ignored (new ones get added). It must not retry, apply an
+//! overall deadline, sanitise model text, or put the API key anywhere but its header.
 
 use std::time::Duration;
 
-use crate::llm::{ApiKey, CallFuture, ChatRequest, DeltaSink, Provider};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::llm::sse::{self, HttpFailure, SseStream};
+use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
+use crate::protocol::Usage;
+
+/// The API version this adapter speaks (the streaming event shapes depend on it).
+const API_VERSION: &str = "2023-06-01";
 
 #[derive(Debug, Clone)]
 pub struct AnthropicConfig {
@@ -22,8 +36,68 @@ pub struct Anthropic {
 
 impl Anthropic {
     pub fn new(config: AnthropicConfig) -> Self {
-        let _ = &config;
-        todo!()
+        Self {
+            config,
+            client: sse::client(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'))
+    }
+
+    fn body(&self, request: &ChatRequest) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| json!({ "role": m.role, "content": m.content }))
+            .collect();
+        let mut body = json!({
+            "model": request.model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "stream": self.config.stream,
+        });
+        // An empty `system` is rejected by some versions of the API: leave it out instead.
+        if !request.system.is_empty() {
+            body["system"] = json!(request.system);
+        }
+        if let Some(temperature) = request.temperature {
+            body["temperature"] = json!(temperature);
+        }
+        body
+    }
+
+    async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let url = self.url();
+        let idle = self.config.idle_timeout;
+        let mut key = reqwest::header::HeaderValue::from_str(self.config.api_key.expose())
+            .map_err(|_| {
+                CallError::fatal(
+                    "api key",
+                    "the Anthropic API key contains invalid characters",
+                )
+            })?;
+        key.set_sensitive(true);
+        let mut builder = self
+            .client
+            .post(&url)
+            .header("x-api-key", key)
+            .header("anthropic-version", API_VERSION)
+            .json(&self.body(&request));
+        if self.config.stream {
+            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
+        }
+        let response = sse::send(builder, &url, self.config.stream.then_some(idle)).await?;
+        if !response.status().is_success() {
+            return Err(http_error(HttpFailure::read(response, idle).await));
+        }
+        if self.config.stream && !sse::is_json(&response) {
+            read_stream(SseStream::new(response, idle), &sink).await
+        } else {
+            let body = sse::read_body(response, idle).await?;
+            read_answer(&body, &sink)
+        }
     }
 }
 
@@ -32,7 +106,253 @@ impl Provider for Anthropic {
         "anthropic"
     }
     fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_> {
-        let _ = (request, sink, &self.config, &self.client);
-        todo!()
+        Box::pin(self.call(request, sink))
+    }
+}
+
+/// Classified by status, except that a 429 for a hard spend limit will not clear by waiting.
+fn http_error(failure: HttpFailure) -> CallError {
+    let spend_limit = failure.status == 429
+        && failure.json().is_some_and(|json| {
+            json.pointer("/error/details/error_code")
+                .and_then(Value::as_str)
+                == Some("enforced_spend_limit_reached")
+        });
+    let mut error = failure.into_call_error();
+    if spend_limit {
+        error.retryable = false;
+        error.retry_after = None;
+    }
+    error
+}
+
+/// An `error` event after a 200 (or an error JSON with a 200). Overloads and server errors are
+/// worth another attempt; a request the API rejects will be rejected again.
+fn in_band_error(data: &str) -> CallError {
+    let json: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    let kind = json
+        .pointer("/error/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let message = sse::json_message(&json).unwrap_or_else(|| sse::provider_message(data));
+    match kind {
+        "overloaded_error" => CallError::transient("overloaded", message),
+        "rate_limit_error" => CallError::transient("rate limited", message),
+        "invalid_request_error"
+        | "authentication_error"
+        | "permission_error"
+        | "not_found_error"
+        | "request_too_large"
+        | "billing_error" => {
+            CallError::fatal(kind.trim_end_matches("_error").replace('_', " "), message)
+        }
+        // `api_error` and anything new: the server failed, not the request.
+        _ => CallError::transient("stream error", message),
+    }
+}
+
+/// The fields of any stream event that we read, all optional: one lenient shape for every
+/// event type, so a new field or type never breaks parsing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StreamEvent {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// `message_start`.
+    message: Option<StartMessage>,
+    /// `content_block_delta` (text) and `message_delta` (stop reason).
+    delta: Option<EventDelta>,
+    /// `message_delta`.
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StartMessage {
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct EventDelta {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+/// Usage as it builds up over a stream: `None` until the server reports something.
+#[derive(Debug, Default)]
+struct UsageSoFar {
+    tokens_in: Option<u64>,
+    tokens_out: Option<u64>,
+}
+
+impl UsageSoFar {
+    /// Both counts are totals so far (`message_delta`'s output is cumulative), so a later
+    /// report replaces an earlier one rather than adding to it.
+    fn update(&mut self, usage: WireUsage) {
+        if usage.input_tokens.is_some() {
+            self.tokens_in = usage.input_tokens;
+        }
+        if usage.output_tokens.is_some() {
+            self.tokens_out = usage.output_tokens;
+        }
+    }
+
+    fn finish(self) -> Option<Usage> {
+        if self.tokens_in.is_none() && self.tokens_out.is_none() {
+            return None;
+        }
+        Some(Usage {
+            tokens_in: self.tokens_in.unwrap_or(0),
+            tokens_out: self.tokens_out.unwrap_or(0),
+            estimated: false,
+        })
+    }
+}
+
+async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
+    let mut text = String::new();
+    let mut usage = UsageSoFar::default();
+    while let Some(event) = events.next().await? {
+        if event.event == "error" {
+            return Err(in_band_error(&event.data));
+        }
+        let parsed: StreamEvent = match serde_json::from_str(&event.data) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(event = %event.event, error = %e, "skipping an unreadable stream event");
+                continue;
+            }
+        };
+        // The data's `type` is authoritative; the SSE event name is a fallback for proxies
+        // that drop one of them.
+        let kind = parsed.kind.as_deref().unwrap_or(&event.event);
+        match kind {
+            "message_start" => {
+                if let Some(reported) = parsed.message.and_then(|m| m.usage) {
+                    usage.update(reported);
+                }
+            }
+            "content_block_delta" => {
+                let Some(delta) = parsed.delta else { continue };
+                // thinking_delta, input_json_delta and signature_delta are not answer text.
+                if delta.kind.as_deref() == Some("text_delta")
+                    && let Some(piece) = delta.text
+                {
+                    sink.send(&piece);
+                    text.push_str(&piece);
+                }
+            }
+            "message_delta" => {
+                if let Some(reported) = parsed.usage {
+                    usage.update(reported);
+                }
+            }
+            "message_stop" => {
+                return Ok(Completion {
+                    text,
+                    usage: usage.finish(),
+                });
+            }
+            "error" => return Err(in_band_error(&event.data)),
+            // ping, content_block_start/stop and event types added after this was written.
+            _ => {}
+        }
+    }
+    Err(sse::stream_cut())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Answer {
+    content: Option<Vec<ContentBlock>>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ContentBlock {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+}
+
+/// A whole (non-streamed) answer: the text blocks joined, sent to the sink at once.
+fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
+    let json: Value =
+        serde_json::from_slice(body).map_err(|_| sse::bad_response("the answer is not JSON"))?;
+    if json.get("type").and_then(Value::as_str) == Some("error")
+        || json.get("error").is_some_and(|e| !e.is_null())
+    {
+        return Err(in_band_error(&String::from_utf8_lossy(body)));
+    }
+    let answer: Answer = serde_json::from_value(json)
+        .map_err(|_| sse::bad_response("the answer has an unexpected shape"))?;
+    let Some(blocks) = answer.content else {
+        return Err(sse::bad_response("the answer has no content"));
+    };
+    let text: String = blocks
+        .into_iter()
+        .filter(|b| b.kind.as_deref() == Some("text"))
+        .filter_map(|b| b.text)
+        .collect();
+    sink.send(&text);
+    let mut usage = UsageSoFar::default();
+    if let Some(reported) = answer.usage {
+        usage.update(reported);
+    }
+    Ok(Completion {
+        text,
+        usage: usage.finish(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spend_limit_429_is_not_retryable() {
+        let failure = HttpFailure {
+            status: 429,
+            retry_after: Some(Duration::from_secs(5)),
+            body: r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit","details":{"error_code":"enforced_spend_limit_reached"}}}"#.into(),
+        };
+        let error = http_error(failure);
+        assert!(!error.retryable);
+        assert!(error.message.contains("spend limit"));
+    }
+
+    #[test]
+    fn plain_429_is_retryable() {
+        let failure = HttpFailure {
+            status: 429,
+            retry_after: None,
+            body: r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#
+                .into(),
+        };
+        assert!(http_error(failure).retryable);
+    }
+
+    #[test]
+    fn in_band_errors_are_classified_by_type() {
+        let overloaded = in_band_error(
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert!(overloaded.retryable);
+        assert_eq!(overloaded.reason, "overloaded");
+        assert_eq!(overloaded.message, "Overloaded");
+        let invalid = in_band_error(
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}"#,
+        );
+        assert!(!invalid.retryable);
     }
 }

@@ -1,9 +1,20 @@
 //! OpenAI-compatible Chat Completions (OpenAI, Ollama, vLLM, llama.cpp, LM Studio, OpenRouter,
 //! LiteLLM): `POST {base_url}/chat/completions`, SSE streaming or one JSON answer.
+//!
+//! Owns this protocol's request body and its lenient reading of answers: every field is
+//! optional, an `error` key is looked for before `choices`, `data: [DONE]` is compared as text,
+//! and a stream without `[DONE]` is a cut, not a success. It must not retry, apply an overall
+//! deadline, sanitise model text (the consumer does that) or put the API key anywhere but the
+//! `Authorization` header.
 
 use std::time::Duration;
 
-use crate::llm::{ApiKey, CallFuture, ChatRequest, DeltaSink, Provider};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::llm::sse::{self, HttpFailure, SseStream};
+use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
+use crate::protocol::Usage;
 
 #[derive(Debug, Clone)]
 pub struct OpenAiConfig {
@@ -25,8 +36,68 @@ pub struct OpenAi {
 
 impl OpenAi {
     pub fn new(config: OpenAiConfig) -> Self {
-        let _ = &config;
-        todo!()
+        Self {
+            config,
+            client: sse::client(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        )
+    }
+
+    /// The JSON body: the system prompt first (when there is one), then the conversation.
+    fn body(&self, request: &ChatRequest) -> Value {
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        if !request.system.is_empty() {
+            messages.push(json!({ "role": "system", "content": request.system }));
+        }
+        messages.extend(
+            request
+                .messages
+                .iter()
+                .map(|m| json!({ "role": m.role, "content": m.content })),
+        );
+        let mut body = json!({
+            "model": request.model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "stream": self.config.stream,
+        });
+        if let Some(temperature) = request.temperature {
+            body["temperature"] = json!(temperature);
+        }
+        if self.config.stream && self.config.include_usage {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        body
+    }
+
+    async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let url = self.url();
+        let idle = self.config.idle_timeout;
+        let mut builder = self.client.post(&url).json(&self.body(&request));
+        if let Some(key) = &self.config.api_key {
+            // `bearer_auth` marks the header sensitive, so reqwest's own Debug hides it too.
+            builder = builder.bearer_auth(key.expose());
+        }
+        if self.config.stream {
+            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
+        }
+        let response = sse::send(builder, &url, self.config.stream.then_some(idle)).await?;
+        if !response.status().is_success() {
+            return Err(HttpFailure::read(response, idle).await.into_call_error());
+        }
+        // Some servers ignore `stream: true` and answer with one JSON document.
+        if self.config.stream && !sse::is_json(&response) {
+            read_stream(SseStream::new(response, idle), &sink).await
+        } else {
+            let body = sse::read_body(response, idle).await?;
+            read_answer(&body, &sink)
+        }
     }
 }
 
@@ -35,7 +106,173 @@ impl Provider for OpenAi {
         "openai"
     }
     fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_> {
-        let _ = (request, sink, &self.config, &self.client);
-        todo!()
+        Box::pin(self.call(request, sink))
+    }
+}
+
+/// One streamed chunk. Only what we read is declared, all of it optional, so servers that add,
+/// omit or null fields (`finish_reason: ""`, `usage: {}`, no `id`) still parse.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Chunk {
+    choices: Option<Vec<ChunkChoice>>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChunkChoice {
+    delta: Option<Delta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Delta {
+    content: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// `usage: {}` counts as no usage: the engine's estimate beats a reported zero.
+    fn into_usage(self) -> Option<Usage> {
+        if self.prompt_tokens.is_none() && self.completion_tokens.is_none() {
+            return None;
+        }
+        Some(Usage {
+            tokens_in: self.prompt_tokens.unwrap_or(0),
+            tokens_out: self.completion_tokens.unwrap_or(0),
+            estimated: false,
+        })
+    }
+}
+
+/// An error that arrived inside a 200 answer (`data: {"error":…}`, `event: error`, or a JSON
+/// body with an `error` key). Retryable: these are mostly overloads and upstream hiccups.
+fn in_band_error(reason: &str, data: &str) -> CallError {
+    let message = match serde_json::from_str::<Value>(data) {
+        Ok(json) => sse::json_message(&json),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| sse::provider_message(data));
+    CallError::transient(reason, message)
+}
+
+fn has_error(json: &Value) -> bool {
+    json.get("error").is_some_and(|e| !e.is_null())
+}
+
+async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
+    let mut text = String::new();
+    let mut usage = None;
+    while let Some(event) = events.next().await? {
+        if event.event == "error" {
+            return Err(in_band_error("stream error", &event.data));
+        }
+        let data = event.data.trim();
+        // The end marker is not JSON: compare it before parsing.
+        if data == "[DONE]" {
+            return Ok(Completion { text, usage });
+        }
+        let json: Value = match serde_json::from_str(data) {
+            Ok(json) => json,
+            Err(_) => {
+                tracing::warn!(
+                    bytes = data.len(),
+                    "skipping a stream chunk that is not JSON"
+                );
+                continue;
+            }
+        };
+        if has_error(&json) {
+            return Err(in_band_error("stream error", data));
+        }
+        let chunk: Chunk = match serde_json::from_value(json) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a stream chunk of an unexpected shape");
+                continue;
+            }
+        };
+        // Only a usage that says something replaces an earlier one.
+        if let Some(reported) = chunk.usage.and_then(WireUsage::into_usage) {
+            usage = Some(reported);
+        }
+        // `n` is never set, so every choice is choice 0; the usage chunk has `choices: []`.
+        for choice in chunk.choices.unwrap_or_default() {
+            if let Some(content) = choice.delta.and_then(|d| d.content) {
+                sink.send(&content);
+                text.push_str(&content);
+            }
+        }
+    }
+    Err(sse::stream_cut())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Answer {
+    choices: Option<Vec<AnswerChoice>>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AnswerChoice {
+    message: Option<AnswerMessage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AnswerMessage {
+    content: Option<String>,
+}
+
+/// A whole (non-streamed) answer: `choices[0].message.content`, sent to the sink at once.
+fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
+    let json: Value =
+        serde_json::from_slice(body).map_err(|_| sse::bad_response("the answer is not JSON"))?;
+    if has_error(&json) {
+        return Err(in_band_error(
+            "provider error",
+            &String::from_utf8_lossy(body),
+        ));
+    }
+    let answer: Answer = serde_json::from_value(json)
+        .map_err(|_| sse::bad_response("the answer has an unexpected shape"))?;
+    let Some(choice) = answer.choices.unwrap_or_default().into_iter().next() else {
+        return Err(sse::bad_response("the answer has no choices"));
+    };
+    let text = choice.message.and_then(|m| m.content).unwrap_or_default();
+    sink.send(&text);
+    Ok(Completion {
+        text,
+        usage: answer.usage.and_then(WireUsage::into_usage),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_usage_object_is_no_usage() {
+        let chunk: Chunk = serde_json::from_str(r#"{"choices":[],"usage":{}}"#).unwrap();
+        assert_eq!(chunk.usage.and_then(WireUsage::into_usage), None);
+    }
+
+    #[test]
+    fn nulls_and_empty_finish_reason_parse() {
+        let chunk: Chunk = serde_json::from_str(
+            r#"{"choices":[{"index":0,"delta":{"content":null},"finish_reason":""}],"usage":null}"#,
+        )
+        .unwrap();
+        let choices = chunk.choices.unwrap();
+        assert!(choices[0].delta.as_ref().unwrap().content.is_none());
     }
 }

@@ -1,0 +1,1054 @@
+//! An in-process mock LLM server speaking both wire protocols maestro uses:
+//! `POST /v1/chat/completions` (OpenAI-compatible) and `POST /v1/messages` (Anthropic).
+//!
+//! A test gives it a script, a closure from the received request to a `Reply`; the server
+//! records every request (with when it arrived and when its answer was sent) and renders the
+//! reply in the protocol and mode (SSE or one JSON answer) the request asked for, really
+//! incrementally, so gaps and idle timeouts can be observed. Failure modes are replies too:
+//! HTTP errors, cut or silent streams, in-stream errors, raw bodies.
+//!
+//! Shared by the integration tests and by the benchmark (included with `#[path]`), so it must
+//! stay self-contained: only axum, tokio, serde_json, futures-util and std, no `#[test]`, and
+//! nothing from the maestro crate (it checks the adapters from the outside).
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------
+
+/// Which wire protocol a request came in on (decided by its path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `POST /v1/chat/completions`
+    OpenAi,
+    /// `POST /v1/messages`
+    Anthropic,
+}
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub struct MockRequest {
+    pub protocol: Protocol,
+    /// Arrival order, from 0; also the index in `MockServer::requests()`.
+    pub seq: usize,
+    /// The JSON body (`Value::String` holding the raw text when it was not JSON).
+    pub body: Value,
+    /// Header names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub received_at: Instant,
+    /// When the answer's last byte was handed to the connection: set just *before* the final
+    /// chunk is yielded, so "a later request arrived after this answer ended" comparisons never
+    /// fail spuriously. `None` while the answer is still going and for silent replies.
+    pub finished_at: Option<Instant>,
+}
+
+impl MockRequest {
+    /// The system prompt: the first `system` message (OpenAI) or the `system` field (Anthropic;
+    /// a string or an array of text blocks). Empty when absent.
+    pub fn system(&self) -> String {
+        match self.protocol {
+            Protocol::OpenAi => self
+                .raw_messages()
+                .iter()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+                .map(|m| content_text(m.get("content")))
+                .unwrap_or_default(),
+            Protocol::Anthropic => content_text(self.body.get("system")),
+        }
+    }
+
+    /// The content of the last `user` message (empty when there is none).
+    pub fn user(&self) -> String {
+        self.raw_messages()
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .map(|m| content_text(m.get("content")))
+            .unwrap_or_default()
+    }
+
+    /// `(role, content)` of every message in the body, in order (OpenAI's system message
+    /// included, as it was sent).
+    pub fn messages(&self) -> Vec<(String, String)> {
+        self.raw_messages()
+            .iter()
+            .map(|m| {
+                let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+                (role.to_owned(), content_text(m.get("content")))
+            })
+            .collect()
+    }
+
+    pub fn model(&self) -> String {
+        self.body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// Whether the request asked for a stream (`"stream": true`).
+    pub fn stream(&self) -> bool {
+        self.body
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// OpenAI's `stream_options.include_usage`.
+    pub fn include_usage(&self) -> bool {
+        self.body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.body.get("max_tokens").and_then(Value::as_u64)
+    }
+
+    pub fn temperature(&self) -> Option<f64> {
+        self.body.get("temperature").and_then(Value::as_f64)
+    }
+
+    /// A header's value, looked up case-insensitively (the first one when repeated).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// How long the answer took from arrival to its last chunk, once it has finished.
+    pub fn duration(&self) -> Option<Duration> {
+        self.finished_at.map(|f| f.duration_since(self.received_at))
+    }
+
+    fn raw_messages(&self) -> &[Value] {
+        self.body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// A message content as text: a plain string, or the `text` of an array of content blocks.
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+// ---------------------------------------------------------------------------------------------
+
+/// What the server answers to one request. Build with a constructor, adjust with modifiers:
+/// `Reply::text("Hello there").gap(Duration::from_millis(20)).usage(10, 3)`.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    kind: Kind,
+    delay: Duration,
+    gap: Duration,
+    usage: UsageSpec,
+    keep_alive: bool,
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Model text in the request's protocol and mode, then `ending`.
+    Text { chunks: Vec<String>, ending: Ending },
+    /// An HTTP error with the protocol's error body.
+    Status {
+        code: u16,
+        message: String,
+        error_type: Option<String>,
+        error_code: Option<String>,
+    },
+    /// Exactly these bytes, in these pieces.
+    Raw {
+        status: u16,
+        content_type: String,
+        chunks: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Ending {
+    /// The protocol's proper end (`[DONE]`, `message_stop`).
+    Done,
+    /// Close the body cleanly without the end marker.
+    Cut,
+    /// Break the connection (the client sees a body read error).
+    Abort,
+    /// Keep the connection open and send nothing more (until the server shuts down).
+    Silent,
+    /// An in-stream error with this message, after HTTP 200.
+    Error(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum UsageSpec {
+    /// in = user text chars / 4, out = reply text chars / 4.
+    Estimated,
+    Fixed(u64, u64),
+    Omitted,
+}
+
+/// Words per streamed chunk for `Reply::text`.
+const WORDS_PER_CHUNK: usize = 4;
+
+impl Reply {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            delay: Duration::ZERO,
+            gap: Duration::ZERO,
+            usage: UsageSpec::Estimated,
+            keep_alive: false,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A complete answer. Streamed in pieces of about four words (whitespace kept, so the
+    /// pieces concatenate to exactly `text`) when the request asked for a stream, else one
+    /// JSON answer. Usage is included (see `usage`, `no_usage`); OpenAI streams only carry it
+    /// when the request set `stream_options.include_usage`, as the real API does.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::new(Kind::Text {
+            chunks: split_words(&text.into(), WORDS_PER_CHUNK),
+            ending: Ending::Done,
+        })
+    }
+
+    /// A complete answer streamed in exactly these pieces.
+    pub fn chunks<S: Into<String>>(chunks: impl IntoIterator<Item = S>) -> Self {
+        Self::new(Kind::Text {
+            chunks: chunks.into_iter().map(Into::into).collect(),
+            ending: Ending::Done,
+        })
+    }
+
+    /// The first `n_chunks` pieces of `text`, then the body closes without the end marker.
+    /// Without streaming: half of the JSON answer, then the body closes.
+    pub fn cut_after(text: impl Into<String>, n_chunks: usize) -> Self {
+        Self::partial(text.into(), n_chunks, Ending::Cut)
+    }
+
+    /// Like `cut_after`, but the connection breaks instead of closing cleanly, so the client
+    /// gets a read error mid-body.
+    pub fn abort_after(text: impl Into<String>, n_chunks: usize) -> Self {
+        Self::partial(text.into(), n_chunks, Ending::Abort)
+    }
+
+    /// The first `n_chunks` pieces of `text`, then silence with the connection open, until the
+    /// server is dropped or shut down. Without streaming: half of the JSON answer, then silence.
+    pub fn silent_after(text: impl Into<String>, n_chunks: usize) -> Self {
+        Self::partial(text.into(), n_chunks, Ending::Silent)
+    }
+
+    /// All of `text_before` (may be empty), then an in-stream error after HTTP 200:
+    /// `data: {"error":{…}}` (OpenAI) or `event: error` with an `overloaded_error` (Anthropic).
+    /// Without streaming: HTTP 200 whose JSON body is that error.
+    pub fn stream_error(text_before: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(Kind::Text {
+            chunks: split_words(&text_before.into(), WORDS_PER_CHUNK),
+            ending: Ending::Error(message.into()),
+        })
+    }
+
+    /// An HTTP error with the protocol's error body: `{"error":{"message","type","code"}}`
+    /// (OpenAI) or `{"type":"error","error":{"type","message"}}` (Anthropic). The error type
+    /// follows the status (`rate_limit_error` for 429, `overloaded_error` for 529…).
+    pub fn status(code: u16, message: impl Into<String>) -> Self {
+        Self::new(Kind::Status {
+            code,
+            message: message.into(),
+            error_type: None,
+            error_code: None,
+        })
+    }
+
+    /// Anthropic's hard spend limit: a 429 with `error.details.error_code ==
+    /// "enforced_spend_limit_reached"`, which must not be retried.
+    pub fn spend_limit() -> Self {
+        Self::status(429, "You have reached your specified API usage limits.")
+            .error_code("enforced_spend_limit_reached")
+    }
+
+    /// Exactly `body` with this status and content type (non-JSON 200s, proxy error pages).
+    pub fn raw(status: u16, content_type: &str, body: impl Into<String>) -> Self {
+        Self::new(Kind::Raw {
+            status,
+            content_type: content_type.to_owned(),
+            chunks: vec![body.into()],
+        })
+    }
+
+    /// HTTP 200 `text/event-stream` made of exactly these pieces, each written separately
+    /// (with `gap` between them). Each piece should carry its own `\n\n`. For shapes the
+    /// typed replies do not produce: `finish_reason: ""`, `usage: {}`, unknown event types.
+    pub fn raw_sse<S: Into<String>>(pieces: impl IntoIterator<Item = S>) -> Self {
+        Self::new(Kind::Raw {
+            status: 200,
+            content_type: "text/event-stream".to_owned(),
+            chunks: pieces.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    fn partial(text: String, n_chunks: usize, ending: Ending) -> Self {
+        let mut chunks = split_words(&text, WORDS_PER_CHUNK);
+        chunks.truncate(n_chunks);
+        Self::new(Kind::Text { chunks, ending })
+    }
+
+    /// Wait this long before sending the response headers.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Wait this long between two writes of the body.
+    pub fn gap(mut self, gap: Duration) -> Self {
+        self.gap = gap;
+        self
+    }
+
+    /// Report this usage instead of the estimate.
+    pub fn usage(mut self, tokens_in: u64, tokens_out: u64) -> Self {
+        self.usage = UsageSpec::Fixed(tokens_in, tokens_out);
+        self
+    }
+
+    /// Report no usage at all (OpenAI: no usage chunk or field; Anthropic: no `usage` objects).
+    pub fn no_usage(mut self) -> Self {
+        self.usage = UsageSpec::Omitted;
+        self
+    }
+
+    /// Interleave keep-alives between streamed pieces: `: keep-alive` comments (OpenAI) or
+    /// `ping` events (Anthropic).
+    pub fn keep_alive(mut self) -> Self {
+        self.keep_alive = true;
+        self
+    }
+
+    /// Add a response header.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Add `Retry-After: secs`.
+    pub fn retry_after(self, secs: u64) -> Self {
+        self.header("retry-after", secs.to_string())
+    }
+
+    /// Override the error `type` of a `status` reply.
+    pub fn error_type(mut self, error_type: &str) -> Self {
+        if let Kind::Status { error_type: t, .. } = &mut self.kind {
+            *t = Some(error_type.to_owned());
+        }
+        self
+    }
+
+    /// Set an error code on a `status` reply: OpenAI `error.code`, Anthropic
+    /// `error.details.error_code`.
+    pub fn error_code(mut self, code: &str) -> Self {
+        if let Kind::Status { error_code: c, .. } = &mut self.kind {
+            *c = Some(code.to_owned());
+        }
+        self
+    }
+}
+
+/// Split into pieces of `words` whitespace-separated words, keeping every byte.
+fn split_words(text: &str, words: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    let mut count = 0;
+    for piece in text.split_inclusive(char::is_whitespace) {
+        current.push_str(piece);
+        if !piece.trim().is_empty() {
+            count += 1;
+        }
+        if count == words {
+            chunks.push(std::mem::take(&mut current));
+            count = 0;
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Replies in order, one per request; the last one repeats. For "fail twice, then succeed".
+pub fn sequence(replies: Vec<Reply>) -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
+    assert!(!replies.is_empty(), "sequence needs at least one reply");
+    let next = AtomicUsize::new(0);
+    move |_| {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        replies[i.min(replies.len() - 1)].clone()
+    }
+}
+
+/// A base URL (`http://127.0.0.1:PORT`) where nothing listens: connecting is refused.
+pub fn refused_url() -> String {
+    // Bind a free port and release it at once; nothing else on a test machine takes it in
+    // the moment before the test connects.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let port = listener.local_addr().expect("local address").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------------
+
+type Script = dyn Fn(&MockRequest) -> Reply + Send + Sync;
+
+struct Shared {
+    requests: Mutex<Vec<MockRequest>>,
+    script: Mutex<Arc<Script>>,
+    /// Becomes `true` (or closed) when the server stops: ends delays, gaps and silences.
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Lock, ignoring poisoning: a panicking script must not hide every later request.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running mock server on `127.0.0.1`, on the current tokio runtime. Stops when dropped.
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Start a server answering every request with `script(&request)`.
+    pub async fn start(script: impl Fn(&MockRequest) -> Reply + Send + Sync + 'static) -> Self {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            script: Mutex::new(Arc::new(script)),
+            shutdown: shutdown_rx.clone(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(openai))
+            .route("/v1/messages", post(anthropic))
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::disable())
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the mock server");
+        let addr = listener.local_addr().expect("mock server address");
+        let mut signal = shutdown_rx;
+        let task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            };
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await;
+        });
+        Self {
+            addr,
+            shared,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Start a server that gives every request the same reply.
+    pub async fn always(reply: Reply) -> Self {
+        Self::start(move |_| reply.clone()).await
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, for the OpenAI adapter's `base_url`.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`, for the Anthropic adapter's `base_url`.
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The base URL for either protocol.
+    pub fn base_url(&self, protocol: Protocol) -> String {
+        match protocol {
+            Protocol::OpenAi => self.openai_base_url(),
+            Protocol::Anthropic => self.anthropic_base_url(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in arrival order (`seq` == index).
+    pub fn requests(&self) -> Vec<MockRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.requests).len()
+    }
+
+    /// The most recent request. Panics when there is none, with a message saying so.
+    pub fn last_request(&self) -> MockRequest {
+        lock(&self.shared.requests)
+            .last()
+            .cloned()
+            .expect("the mock server has received no request")
+    }
+
+    /// Replace the script; requests arriving from now on use the new one.
+    pub fn set_script(&self, script: impl Fn(&MockRequest) -> Reply + Send + Sync + 'static) {
+        *lock(&self.shared.script) = Arc::new(script);
+    }
+
+    /// Wait until at least `n` requests have arrived and return them all. Panics after
+    /// `timeout`, listing how many came.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<MockRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} requests within {timeout:?}, got {}",
+                requests.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stop now: the port is closed when this returns, and streams still going end (cleanly,
+    /// without their end marker; silent ones too).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        // Aborting the accept loop drops the listener at once; connection tasks end as their
+        // bodies see the shutdown signal.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(shared, Protocol::OpenAi, headers, body).await
+}
+
+async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(shared, Protocol::Anthropic, headers, body).await
+}
+
+async fn not_found() -> Response {
+    let body = json!({ "error": { "message": "mock: no such route", "type": "not_found" } });
+    build(404, "application/json", &[], Body::from(body.to_string()))
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    protocol: Protocol,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let received_at = Instant::now();
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let headers = headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let request = {
+        let mut requests = lock(&shared.requests);
+        let request = MockRequest {
+            protocol,
+            seq: requests.len(),
+            body,
+            headers,
+            received_at,
+            finished_at: None,
+        };
+        requests.push(request.clone());
+        request
+    };
+    let script = lock(&shared.script).clone();
+    let reply = script(&request);
+
+    let mut shutdown = shared.shutdown.clone();
+    if !reply.delay.is_zero() && !sleep_unless_stopped(reply.delay, &mut shutdown).await {
+        return build(503, "text/plain", &[], Body::from("mock stopped"));
+    }
+    let seq = request.seq;
+    let record = shared.clone();
+    let on_finish: Finish = Box::new(move || {
+        if let Some(r) = lock(&record.requests).get_mut(seq) {
+            r.finished_at = Some(Instant::now());
+        }
+    });
+    render(&request, reply, shutdown, on_finish)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------------------
+
+type Finish = Box<dyn FnOnce() + Send>;
+
+fn render(
+    request: &MockRequest,
+    reply: Reply,
+    shutdown: watch::Receiver<bool>,
+    on_finish: Finish,
+) -> Response {
+    let gap = reply.gap;
+    let extra = &reply.headers;
+    let body = |status, content_type, pieces, ending| {
+        let plan = Plan {
+            pieces,
+            gap,
+            started: false,
+            ending,
+            on_finish: Some(on_finish),
+            shutdown,
+        };
+        let stream = futures_util::stream::unfold(plan, next_piece);
+        build(status, content_type, extra, Body::from_stream(stream))
+    };
+    match &reply.kind {
+        Kind::Raw {
+            status,
+            content_type,
+            chunks,
+        } => body(
+            *status,
+            content_type.as_str(),
+            chunks.iter().cloned().collect(),
+            Ending::Done,
+        ),
+        Kind::Status {
+            code,
+            message,
+            error_type,
+            error_code,
+        } => {
+            let error_type = error_type
+                .clone()
+                .unwrap_or_else(|| default_error_type(request.protocol, *code).to_owned());
+            let json = error_body(
+                request.protocol,
+                &error_type,
+                message,
+                error_code.as_deref(),
+            );
+            body(
+                *code,
+                "application/json",
+                VecDeque::from([json.to_string()]),
+                Ending::Done,
+            )
+        }
+        Kind::Text { chunks, ending } if request.stream() => {
+            let pieces = match request.protocol {
+                Protocol::OpenAi => openai_stream(request, &reply, chunks, ending),
+                Protocol::Anthropic => anthropic_stream(request, &reply, chunks, ending),
+            };
+            // The stream's own error/end frames are in `pieces`; only the transport ending
+            // (cut, abort, silence) is left for the body.
+            let transport = match ending {
+                Ending::Abort | Ending::Silent => ending.clone(),
+                _ => Ending::Done,
+            };
+            body(200, "text/event-stream", pieces, transport)
+        }
+        Kind::Text { chunks, ending } => {
+            let text: String = chunks.concat();
+            let json = match ending {
+                Ending::Error(message) => {
+                    let kind = match request.protocol {
+                        Protocol::OpenAi => "server_error",
+                        Protocol::Anthropic => "overloaded_error",
+                    };
+                    error_body(request.protocol, kind, message, None)
+                }
+                _ => answer_json(request, &reply, &text),
+            }
+            .to_string();
+            let pieces = match ending {
+                // Half a JSON document: unreadable for the client, whatever comes next.
+                Ending::Cut | Ending::Abort | Ending::Silent => {
+                    let mut half = json.len() / 2;
+                    while !json.is_char_boundary(half) {
+                        half -= 1;
+                    }
+                    VecDeque::from([json[..half].to_owned()])
+                }
+                _ => VecDeque::from([json]),
+            };
+            let transport = match ending {
+                Ending::Abort | Ending::Silent => ending.clone(),
+                _ => Ending::Done,
+            };
+            body(200, "application/json", pieces, transport)
+        }
+    }
+}
+
+fn usage_of(request: &MockRequest, reply: &Reply, text: &str) -> Option<(u64, u64)> {
+    match reply.usage {
+        UsageSpec::Estimated => Some((
+            (request.user().chars().count() / 4) as u64,
+            (text.chars().count() / 4) as u64,
+        )),
+        UsageSpec::Fixed(i, o) => Some((i, o)),
+        UsageSpec::Omitted => None,
+    }
+}
+
+fn sse_data(json: &Value) -> String {
+    format!("data: {json}\n\n")
+}
+
+fn sse_event(name: &str, json: &Value) -> String {
+    format!("event: {name}\ndata: {json}\n\n")
+}
+
+fn openai_stream(
+    request: &MockRequest,
+    reply: &Reply,
+    chunks: &[String],
+    ending: &Ending,
+) -> VecDeque<String> {
+    let id = format!("chatcmpl-mock-{}", request.seq);
+    let model = request.model();
+    let with_usage = request.include_usage();
+    let chunk = |delta: Value, finish: Value| {
+        let mut json = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        });
+        if with_usage {
+            json["usage"] = Value::Null;
+        }
+        sse_data(&json)
+    };
+    let mut pieces = VecDeque::new();
+    pieces.push_back(chunk(
+        json!({ "role": "assistant", "content": "" }),
+        Value::Null,
+    ));
+    for (i, text) in chunks.iter().enumerate() {
+        if reply.keep_alive && i > 0 {
+            pieces.push_back(": keep-alive\n\n".to_owned());
+        }
+        pieces.push_back(chunk(json!({ "content": text }), Value::Null));
+    }
+    match ending {
+        Ending::Done => {
+            pieces.push_back(chunk(json!({}), json!("stop")));
+            let text = chunks.concat();
+            if let (true, Some((i, o))) = (with_usage, usage_of(request, reply, &text)) {
+                pieces.push_back(sse_data(&json!({
+                    "id": id,
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [],
+                    "usage": { "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o },
+                })));
+            }
+            pieces.push_back("data: [DONE]\n\n".to_owned());
+        }
+        Ending::Error(message) => {
+            pieces.push_back(sse_data(&json!({
+                "error": { "message": message, "type": "server_error", "param": null, "code": null }
+            })));
+        }
+        Ending::Cut | Ending::Abort | Ending::Silent => {}
+    }
+    pieces
+}
+
+fn anthropic_stream(
+    request: &MockRequest,
+    reply: &Reply,
+    chunks: &[String],
+    ending: &Ending,
+) -> VecDeque<String> {
+    let text = chunks.concat();
+    let usage = usage_of(request, reply, &text);
+    let mut message = json!({
+        "id": format!("msg_mock_{}", request.seq),
+        "type": "message",
+        "role": "assistant",
+        "model": request.model(),
+        "content": [],
+        "stop_reason": null,
+        "stop_sequence": null,
+    });
+    if let Some((i, _)) = usage {
+        message["usage"] = json!({ "input_tokens": i, "output_tokens": 1 });
+    }
+    let ping = || sse_event("ping", &json!({ "type": "ping" }));
+    let mut pieces = VecDeque::new();
+    pieces.push_back(sse_event(
+        "message_start",
+        &json!({ "type": "message_start", "message": message }),
+    ));
+    pieces.push_back(sse_event(
+        "content_block_start",
+        &json!({ "type": "content_block_start", "index": 0,
+                 "content_block": { "type": "text", "text": "" } }),
+    ));
+    pieces.push_back(ping());
+    for (i, piece) in chunks.iter().enumerate() {
+        if reply.keep_alive && i > 0 {
+            pieces.push_back(ping());
+        }
+        pieces.push_back(sse_event(
+            "content_block_delta",
+            &json!({ "type": "content_block_delta", "index": 0,
+                     "delta": { "type": "text_delta", "text": piece } }),
+        ));
+    }
+    match ending {
+        Ending::Done => {
+            pieces.push_back(sse_event(
+                "content_block_stop",
+                &json!({ "type": "content_block_stop", "index": 0 }),
+            ));
+            let mut delta = json!({
+                "type": "message_delta",
+                "delta": { "stop_reason": "end_turn", "stop_sequence": null },
+            });
+            if let Some((_, o)) = usage {
+                delta["usage"] = json!({ "output_tokens": o });
+            }
+            pieces.push_back(sse_event("message_delta", &delta));
+            pieces.push_back(sse_event(
+                "message_stop",
+                &json!({ "type": "message_stop" }),
+            ));
+        }
+        Ending::Error(message) => {
+            pieces.push_back(sse_event(
+                "error",
+                &json!({ "type": "error",
+                         "error": { "type": "overloaded_error", "message": message } }),
+            ));
+        }
+        Ending::Cut | Ending::Abort | Ending::Silent => {}
+    }
+    pieces
+}
+
+/// A whole non-streamed answer in the request's protocol.
+fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
+    let usage = usage_of(request, reply, text);
+    match request.protocol {
+        Protocol::OpenAi => {
+            let mut json = json!({
+                "id": format!("chatcmpl-mock-{}", request.seq),
+                "object": "chat.completion",
+                "created": 0,
+                "model": request.model(),
+                "choices": [{
+                    "index": 0,
+                    "message": { "role": "assistant", "content": text },
+                    "finish_reason": "stop",
+                }],
+            });
+            if let Some((i, o)) = usage {
+                json["usage"] =
+                    json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o });
+            }
+            json
+        }
+        Protocol::Anthropic => {
+            let mut json = json!({
+                "id": format!("msg_mock_{}", request.seq),
+                "type": "message",
+                "role": "assistant",
+                "model": request.model(),
+                "content": [{ "type": "text", "text": text }],
+                "stop_reason": "end_turn",
+                "stop_sequence": null,
+            });
+            if let Some((i, o)) = usage {
+                json["usage"] = json!({ "input_tokens": i, "output_tokens": o });
+            }
+            json
+        }
+    }
+}
+
+fn default_error_type(protocol: Protocol, code: u16) -> &'static str {
+    match (protocol, code) {
+        (Protocol::OpenAi, 401) => "invalid_request_error",
+        (Protocol::OpenAi, 429) => "rate_limit_exceeded",
+        (Protocol::OpenAi, 500..) => "server_error",
+        (Protocol::OpenAi, _) => "invalid_request_error",
+        (Protocol::Anthropic, 401) => "authentication_error",
+        (Protocol::Anthropic, 403) => "permission_error",
+        (Protocol::Anthropic, 404) => "not_found_error",
+        (Protocol::Anthropic, 413) => "request_too_large",
+        (Protocol::Anthropic, 429) => "rate_limit_error",
+        (Protocol::Anthropic, 529) => "overloaded_error",
+        (Protocol::Anthropic, 500..) => "api_error",
+        (Protocol::Anthropic, _) => "invalid_request_error",
+    }
+}
+
+fn error_body(protocol: Protocol, error_type: &str, message: &str, code: Option<&str>) -> Value {
+    match protocol {
+        Protocol::OpenAi => json!({
+            "error": { "message": message, "type": error_type, "param": null, "code": code }
+        }),
+        Protocol::Anthropic => {
+            let mut error = json!({ "type": error_type, "message": message });
+            if let Some(code) = code {
+                error["details"] = json!({ "error_code": code });
+            }
+            json!({ "type": "error", "error": error })
+        }
+    }
+}
+
+/// The pieces of a body still to write, and what happens after the last one.
+struct Plan {
+    pieces: VecDeque<String>,
+    gap: Duration,
+    started: bool,
+    ending: Ending,
+    on_finish: Option<Finish>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Plan {
+    fn finish(&mut self) {
+        if let Some(f) = self.on_finish.take() {
+            f();
+        }
+    }
+}
+
+/// Sleep, or return `false` early when the server stops.
+async fn sleep_unless_stopped(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => true,
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    }
+}
+
+/// One step of the body stream: the next piece after the gap, then the ending.
+async fn next_piece(mut plan: Plan) -> Option<(Result<String, std::io::Error>, Plan)> {
+    if let Some(piece) = plan.pieces.pop_front() {
+        if plan.started
+            && !plan.gap.is_zero()
+            && !sleep_unless_stopped(plan.gap, &mut plan.shutdown).await
+        {
+            return None;
+        }
+        plan.started = true;
+        if plan.pieces.is_empty() && plan.ending != Ending::Silent {
+            plan.finish();
+        }
+        return Some((Ok(piece), plan));
+    }
+    match std::mem::replace(&mut plan.ending, Ending::Done) {
+        Ending::Silent => {
+            // Until the server stops (a closed channel counts: the server was dropped).
+            let _ = plan.shutdown.wait_for(|stop| *stop).await;
+            None
+        }
+        Ending::Abort => {
+            plan.finish();
+            // Let the connection flush what came before (hyper writes out while the body is
+            // pending), so the client sees a break mid-body, not a connection that never
+            // answered.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock abort");
+            Some((Err(error), plan))
+        }
+        _ => {
+            plan.finish();
+            None
+        }
+    }
+}
+
+fn build(
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(String, String)],
+    body: Body,
+) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("a valid content type"),
+    );
+    if content_type == "text/event-stream" {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    for (name, value) in extra_headers {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
+            HeaderValue::from_str(value).expect("a valid header value"),
+        );
+    }
+    response
+}

@@ -1,0 +1,8 @@
+//! Helpers shared by the integration tests. The mock LLM server lives in `mock.rs` so the
+//! benchmark can include it by path without the rest.
+
+#![allow(dead_code, unused_imports)]
+
+pub mod mock;
+
+pub use mock::{MockRequest, MockServer, Protocol, Reply};
