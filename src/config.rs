@@ -18,10 +18,10 @@ use crate::engine::executor::ExecutorSettings;
 use crate::engine::prompt::CallSpec;
 use crate::engine::roles::{self, WorkerRole};
 use crate::engine::run::RunSettings;
+use crate::llm::ApiKey;
 use crate::llm::anthropic::AnthropicConfig;
 use crate::llm::demo::DemoConfig;
 use crate::llm::openai::OpenAiConfig;
-use crate::llm::ApiKey;
 
 /// A configuration problem. Every one is a usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -146,18 +146,19 @@ pub struct UiSection {
 
 /// Checked value types: a bad value fails deserialisation, so the error carries its line.
 macro_rules! checked {
-    ($name:ident, $inner:ty, $expect:literal, |$v:ident| $ok:expr) => {
+    ($name:ident, $inner:ty, $expect:literal, $ok:expr) => {
         #[derive(Debug, Clone, PartialEq)]
         pub struct $name(pub $inner);
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let $v = <$inner>::deserialize(d)?;
-                if $ok {
-                    Ok(Self($v))
+                let v = <$inner>::deserialize(d)?;
+                let ok: fn(&$inner) -> bool = $ok;
+                if ok(&v) {
+                    Ok(Self(v))
                 } else {
                     Err(serde::de::Error::custom(format!(
                         concat!("invalid value {:?}: expected ", $expect),
-                        $v
+                        v
                     )))
                 }
             }
@@ -165,16 +166,32 @@ macro_rules! checked {
     };
 }
 
-checked!(Positive, u64, "a whole number above 0", |v| v > 0);
+checked!(Positive, u64, "a whole number above 0", |v| *v > 0);
 checked!(Fraction, f64, "a number from 0.0 to 1.0", |v| (0.0..=1.0)
-    .contains(&v));
-checked!(NonEmpty, String, "a non-empty string", |v| !v.trim().is_empty());
-checked!(HttpUrl, String, "a URL starting with http:// or https://", |v| {
+    .contains(v));
+checked!(NonEmpty, String, "a non-empty string", |v| !v
+    .trim()
+    .is_empty());
+checked!(
+    HttpUrl,
+    String,
+    "a URL starting with http:// or https://",
+    |v| is_http_url(v)
+);
+checked!(
+    EnvName,
+    String,
+    "an environment variable name (letters, digits, _)",
+    |v| is_env_name(v)
+);
+
+fn is_http_url(v: &str) -> bool {
     v.starts_with("http://") || v.starts_with("https://")
-});
-checked!(EnvName, String, "an environment variable name (letters, digits, _)", |v| {
+}
+
+fn is_env_name(v: &str) -> bool {
     !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-});
+}
 
 /// Where the config file is looked for when `--config` is not given.
 pub fn default_config_path() -> Option<PathBuf> {
@@ -235,10 +252,20 @@ pub struct EngineArgs {
     #[arg(long, env = "MAESTRO_MODEL", global = true)]
     pub model: Option<String>,
     /// Model for the planner
-    #[arg(long, env = "MAESTRO_PLANNER_MODEL", value_name = "MODEL", global = true)]
+    #[arg(
+        long,
+        env = "MAESTRO_PLANNER_MODEL",
+        value_name = "MODEL",
+        global = true
+    )]
     pub planner_model: Option<String>,
     /// Model for the workers
-    #[arg(long, env = "MAESTRO_WORKER_MODEL", value_name = "MODEL", global = true)]
+    #[arg(
+        long,
+        env = "MAESTRO_WORKER_MODEL",
+        value_name = "MODEL",
+        global = true
+    )]
     pub worker_model: Option<String>,
     /// Model for the synthesiser
     #[arg(long, env = "MAESTRO_SYNTH_MODEL", value_name = "MODEL", global = true)]
@@ -325,7 +352,10 @@ impl Config {
         file: FileConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let kind = args.provider.or(file.provider).unwrap_or(ProviderKind::Demo);
+        let kind = args
+            .provider
+            .or(file.provider)
+            .unwrap_or(ProviderKind::Demo);
         let limits = &file.limits;
         let timeout = Duration::from_secs(
             args.timeout
@@ -334,14 +364,14 @@ impl Config {
         );
         let idle = Duration::from_secs(limits.idle_timeout_secs.as_ref().map_or(30, |v| v.0));
         if let Some(url) = &args.base_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+            && !is_http_url(url)
         {
             return Err(ConfigError::Invalid(format!(
                 "--base-url {url:?}: expected a URL starting with http:// or https://"
             )));
         }
         if let Some(var) = &args.api_key_env
-            && (var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            && !is_env_name(var)
         {
             return Err(ConfigError::Invalid(format!(
                 "--api-key-env {var:?}: expected an environment variable name"
@@ -431,7 +461,10 @@ impl Config {
                 .or(from_file.as_ref().map(|v| v.0.clone()))
                 .unwrap_or_else(|| default_model.to_owned())
         };
-        let max_tokens = limits.max_tokens.as_ref().map_or(4096, |v| v.0.min(u32::MAX as u64) as u32);
+        let max_tokens = limits
+            .max_tokens
+            .as_ref()
+            .map_or(4096, |v| v.0.min(u32::MAX as u64) as u32);
         let spec = |model: String| CallSpec {
             model,
             max_tokens,
@@ -494,9 +527,7 @@ fn merge_roles(
     sections: &BTreeMap<String, RoleSection>,
 ) -> Result<Vec<WorkerRole>, ConfigError> {
     for (name, section) in sections {
-        let existing = roles
-            .iter_mut()
-            .find(|r| r.name.eq_ignore_ascii_case(name));
+        let existing = roles.iter_mut().find(|r| r.name.eq_ignore_ascii_case(name));
         match existing {
             Some(role) => {
                 if let Some(d) = &section.description {

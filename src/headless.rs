@@ -57,7 +57,8 @@ pub fn read_query(query: &str) -> anyhow::Result<String> {
 pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read plan file {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("plan file {} is not a valid plan", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("plan file {} is not a valid plan", path.display()))
 }
 
 /// `maestro run`. Returns the exit code.
@@ -148,7 +149,11 @@ pub async fn run(
 }
 
 /// `maestro plan`: plan only, print the plan JSON.
-pub async fn plan(mut config: Config, provider: Arc<dyn Provider>, query: String) -> anyhow::Result<i32> {
+pub async fn plan(
+    mut config: Config,
+    provider: Arc<dyn Provider>,
+    query: String,
+) -> anyhow::Result<i32> {
     config.run.stop_after_plan = true;
     let (engine, mut events) = Engine::spawn(provider, config.run, config.executor);
     engine.start_run(query, None);
@@ -159,10 +164,18 @@ pub async fn plan(mut config: Config, provider: Arc<dyn Provider>, query: String
             EventKind::PlanReady { plan: p } => plan = Some(p),
             EventKind::Notice { message } => eprintln!("maestro: {}", sanitize_line(&message)),
             EventKind::PlanRejected { error, .. } => {
-                eprintln!("maestro: the planner's answer was rejected: {}", sanitize_line(&error));
+                eprintln!(
+                    "maestro: the planner's answer was rejected: {}",
+                    sanitize_line(&error)
+                );
             }
-            EventKind::PlanningRetrying { delay_ms, reason, .. } => {
-                eprintln!("maestro: planner call failed ({reason}); retrying in {}", format_ms(delay_ms));
+            EventKind::PlanningRetrying {
+                delay_ms, reason, ..
+            } => {
+                eprintln!(
+                    "maestro: planner call failed ({reason}); retrying in {}",
+                    format_ms(delay_ms)
+                );
             }
             EventKind::RunFinished { error, .. } => {
                 failure = error;
@@ -233,7 +246,10 @@ impl Progress {
                 }
                 _ => {}
             }
-            if !matches!(event.kind, EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. }) {
+            if !matches!(
+                event.kind,
+                EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. }
+            ) {
                 self.redraw(report);
             }
         } else if let Some(line) = event_line(event, report) {
@@ -335,7 +351,12 @@ fn now_ms() -> u64 {
 
 /// `01:04.2`
 fn clock(ms: u64) -> String {
-    format!("{:02}:{:02}.{}", ms / 60_000, (ms / 1000) % 60, (ms / 100) % 10)
+    format!(
+        "{:02}:{:02}.{}",
+        ms / 60_000,
+        (ms / 1000) % 60,
+        (ms / 100) % 10
+    )
 }
 
 fn truncate(line: &str, width: usize) -> String {
@@ -380,7 +401,10 @@ fn live_lines(
             report.subtasks.len()
         )
     };
-    let mut lines = vec![(None, format!("maestro · {describe} · {} · {phase}", clock(elapsed)))];
+    let mut lines = vec![(
+        None,
+        format!("maestro · {describe} · {} · {phase}", clock(elapsed)),
+    )];
     let title_w = report
         .subtasks
         .iter()
@@ -440,7 +464,13 @@ fn live_lines(
     }
     if report.synthesizing {
         let words = report.synthesis.split_whitespace().count();
-        lines.push((None, format!("  {} synthesis · {words} words", SPINNER[tick % SPINNER.len()])));
+        lines.push((
+            None,
+            format!(
+                "  {} synthesis · {words} words",
+                SPINNER[tick % SPINNER.len()]
+            ),
+        ));
     }
     lines
 }
@@ -458,15 +488,23 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         EventKind::PlanningStarted { attempt, model } => {
             format!("planning with {model} (attempt {attempt})")
         }
-        EventKind::PlanningRetrying { delay_ms, reason, .. } => {
-            format!("planner call failed ({reason}); retrying in {}", format_ms(*delay_ms))
+        EventKind::PlanningRetrying {
+            delay_ms, reason, ..
+        } => {
+            format!(
+                "planner call failed ({reason}); retrying in {}",
+                format_ms(*delay_ms)
+            )
         }
         EventKind::PlanRejected { error, .. } => {
             format!("plan rejected: {}", sanitize_line(error))
         }
         EventKind::PlanReady { plan } => format!("plan ready: {} subtasks", plan.subtasks.len()),
         EventKind::Notice { message } => format!("note: {}", sanitize_line(message)),
-        EventKind::SubtaskQueued { subtask, waiting_on } => {
+        EventKind::SubtaskQueued {
+            subtask,
+            waiting_on,
+        } => {
             if waiting_on.is_empty() {
                 format!("· {} queued", title(subtask))
             } else {
@@ -474,16 +512,34 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 format!("· {} queued after {}", title(subtask), ids.join(", "))
             }
         }
-        EventKind::SubtaskStarted { subtask, attempt, worker, model } => {
-            format!("▶ {} started ({worker}, {model}, attempt {attempt})", title(subtask))
+        EventKind::SubtaskStarted {
+            subtask,
+            attempt,
+            worker,
+            model,
+        } => {
+            format!(
+                "▶ {} started ({worker}, {model}, attempt {attempt})",
+                title(subtask)
+            )
         }
         EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. } => return None,
-        EventKind::SubtaskRetrying { subtask, attempt, delay_ms, reason } => format!(
+        EventKind::SubtaskRetrying {
+            subtask,
+            attempt,
+            delay_ms,
+            reason,
+        } => format!(
             "↻ {} attempt {attempt} failed ({reason}); retrying in {}",
             title(subtask),
             format_ms(*delay_ms)
         ),
-        EventKind::SubtaskSucceeded { subtask, elapsed_ms, usage, .. } => format!(
+        EventKind::SubtaskSucceeded {
+            subtask,
+            elapsed_ms,
+            usage,
+            ..
+        } => format!(
             "✓ {} done in {} ({} in, {} out{})",
             title(subtask),
             format_ms(*elapsed_ms),
@@ -491,27 +547,44 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             format_tokens(usage.tokens_out),
             if usage.estimated { ", estimated" } else { "" }
         ),
-        EventKind::SubtaskFailed { subtask, attempt, error, .. } => format!(
+        EventKind::SubtaskFailed {
+            subtask,
+            attempt,
+            error,
+            ..
+        } => format!(
             "✗ {} failed after {attempt} attempt{}: {}",
             title(subtask),
             if *attempt == 1 { "" } else { "s" },
             sanitize_line(error)
         ),
-        EventKind::SubtaskBlocked { subtask, waiting_on } => {
+        EventKind::SubtaskBlocked {
+            subtask,
+            waiting_on,
+        } => {
             let ids: Vec<&str> = waiting_on.iter().map(|d| d.as_str()).collect();
             format!("⊘ {} blocked by {}", title(subtask), ids.join(", "))
         }
         EventKind::SubtaskCancelled { subtask, .. } => format!("⊗ {} cancelled", title(subtask)),
-        EventKind::SubtaskEdited { subtask, worker, .. } => {
+        EventKind::SubtaskEdited {
+            subtask, worker, ..
+        } => {
             format!("✎ {} edited (role {worker})", title(subtask))
         }
         EventKind::SynthesisStarted { attempt, model } => {
             format!("synthesising with {model} (attempt {attempt})")
         }
-        EventKind::SynthesisRetrying { delay_ms, reason, .. } => {
-            format!("synthesis call failed ({reason}); retrying in {}", format_ms(*delay_ms))
+        EventKind::SynthesisRetrying {
+            delay_ms, reason, ..
+        } => {
+            format!(
+                "synthesis call failed ({reason}); retrying in {}",
+                format_ms(*delay_ms)
+            )
         }
-        EventKind::SynthesisFinished { synthesized, error, .. } => {
+        EventKind::SynthesisFinished {
+            synthesized, error, ..
+        } => {
             if *synthesized {
                 "synthesis written".to_owned()
             } else {
@@ -521,7 +594,13 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 )
             }
         }
-        EventKind::RunFinished { status, elapsed_ms, succeeded, total, .. } => format!(
+        EventKind::RunFinished {
+            status,
+            elapsed_ms,
+            succeeded,
+            total,
+            ..
+        } => format!(
             "run {}: {succeeded}/{total} subtasks in {}",
             status.word(),
             format_ms(*elapsed_ms)

@@ -10,7 +10,8 @@ use maestro::config::Config;
 use maestro::headless::{self, exit};
 
 /// The query the demo runs when maestro starts with no subcommand.
-const DEMO_QUERY: &str = "What are the environmental and economic impacts of EV adoption in cities?";
+const DEMO_QUERY: &str =
+    "What are the environmental and economic impacts of EV adoption in cities?";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -349,7 +349,10 @@ impl RunReport {
         let synthesis = crate::sanitize::sanitize(self.synthesis.trim_end());
         if synthesis.is_empty() {
             let _ = writeln!(out, "# {}\n", sanitize_line(&self.query));
-            let why = self.error.as_deref().unwrap_or("the run produced no report");
+            let why = self
+                .error
+                .as_deref()
+                .unwrap_or("the run produced no report");
             let _ = writeln!(out, "_No report: {}._\n", sanitize_line(why));
         } else {
             let _ = writeln!(out, "{synthesis}\n");
@@ -392,7 +395,11 @@ impl RunReport {
             }
         }
         let usage = self.tokens();
-        let est = if usage.estimated { " (partly estimated)" } else { "" };
+        let est = if usage.estimated {
+            " (partly estimated)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "\n_{} of {} subtasks succeeded · {} tokens in, {} out{est} · {}_",

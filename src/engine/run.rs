@@ -81,14 +81,19 @@ pub enum Input {
     /// The run begins: plan it (or use the plan it was given).
     Start,
     /// Text streamed by a call, coalesced by the executor.
-    Delta { call: CallId, text: String },
+    Delta {
+        call: CallId,
+        text: String,
+    },
     /// A call ended.
     Reply {
         call: CallId,
         result: Result<Completion, CallError>,
     },
     /// A backoff delay requested by `Effect::Wake` is over.
-    Wake { call: CallId },
+    Wake {
+        call: CallId,
+    },
     Command(RunCommand),
 }
 
@@ -211,7 +216,7 @@ impl Run {
         }));
         match self.given_plan.take() {
             Some(given) => match plan::check_plan(given, &self.settings.plan_rules()) {
-                Ok(checked) => self.accept_plan(checked, out),
+                Ok(checked) => self.accept_plan(checked, 0, out),
                 Err(e) => self.finish(
                     RunStatus::Failed,
                     Some(format!("the given plan is invalid: {e}")),
@@ -262,7 +267,7 @@ impl Run {
                 self.usage
                     .add(usage_or_estimate(&done, self.planner.prompt_chars));
                 match plan::parse_plan(&done.text, &self.settings.plan_rules()) {
-                    Ok(checked) => self.accept_plan(checked, out),
+                    Ok(checked) => self.accept_plan(checked, now, out),
                     Err(e) => {
                         let error = e.to_string();
                         out.push(Effect::Emit(EventKind::PlanRejected {
@@ -312,7 +317,7 @@ impl Run {
         }
     }
 
-    fn accept_plan(&mut self, checked: CheckedPlan, out: &mut Vec<Effect>) {
+    fn accept_plan(&mut self, checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
         for message in checked.warnings {
             out.push(Effect::Emit(EventKind::Notice { message }));
         }
@@ -341,11 +346,11 @@ impl Run {
         out.push(Effect::Emit(EventKind::PlanReady { plan: plan.clone() }));
         self.plan = Some(plan);
         if self.settings.stop_after_plan {
-            self.finish(RunStatus::Succeeded, None, 0, out);
+            self.finish(RunStatus::Succeeded, None, now, out);
             return;
         }
         self.phase = Phase::Working;
-        self.pump(0, out);
+        self.pump(now, out);
     }
 
     // ---- scheduling -----------------------------------------------------------------------
@@ -374,7 +379,11 @@ impl Run {
         }
 
         if self.tasks.iter().all(|t| t.status.is_settled()) {
-            if self.tasks.iter().any(|t| t.status == SubtaskStatus::Succeeded) {
+            if self
+                .tasks
+                .iter()
+                .any(|t| t.status == SubtaskStatus::Succeeded)
+            {
                 self.start_synthesis(out);
             } else {
                 self.finish(
@@ -934,7 +943,11 @@ impl Run {
             }
             SubtaskStatus::Pending | SubtaskStatus::Retrying | SubtaskStatus::Blocked => {}
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
-                let message = format!("`{}` is {}; nothing to cancel", task.spec.id, task.status.word());
+                let message = format!(
+                    "`{}` is {}; nothing to cancel",
+                    task.spec.id,
+                    task.status.word()
+                );
                 notice(out, &message);
                 return;
             }
@@ -966,7 +979,12 @@ impl Run {
                 self.cancel_task(i, out);
             }
         }
-        self.finish(RunStatus::Cancelled, Some("cancelled by the user".into()), now, out);
+        self.finish(
+            RunStatus::Cancelled,
+            Some("cancelled by the user".into()),
+            now,
+            out,
+        );
     }
 
     fn edit(
@@ -981,8 +999,12 @@ impl Run {
             Some(name) => match roles::find(&self.settings.roles, &name) {
                 Some(role) => Some(role.name.clone()),
                 None => {
-                    let known: Vec<&str> =
-                        self.settings.roles.iter().map(|r| r.name.as_str()).collect();
+                    let known: Vec<&str> = self
+                        .settings
+                        .roles
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect();
                     notice(
                         out,
                         &format!(
@@ -996,7 +1018,10 @@ impl Run {
             None => None,
         };
         let task = &mut self.tasks[i];
-        if let Some(d) = description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()) {
+        if let Some(d) = description
+            .map(|d| d.trim().to_owned())
+            .filter(|d| !d.is_empty())
+        {
             task.spec.description = d;
         }
         if let Some(w) = worker {
@@ -1033,7 +1058,11 @@ impl Run {
                 "subtasks are still running; the synthesis follows when they finish",
             ),
             Phase::Synthesizing | Phase::Finished(_) => {
-                if !self.tasks.iter().any(|t| t.status == SubtaskStatus::Succeeded) {
+                if !self
+                    .tasks
+                    .iter()
+                    .any(|t| t.status == SubtaskStatus::Succeeded)
+                {
                     notice(out, "no subtask has a result to synthesise");
                     return;
                 }

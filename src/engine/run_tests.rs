@@ -233,7 +233,11 @@ fn a_dependent_starts_as_soon_as_its_dependencies_succeed_not_in_waves() {
     let mut s = Story::planned(tasks);
     assert_eq!(s.started(), ["a", "slow"]);
     s.reply("a", ok("A result"));
-    assert_eq!(s.started(), ["c"], "c does not wait for the unrelated slow subtask");
+    assert_eq!(
+        s.started(),
+        ["c"],
+        "c does not wait for the unrelated slow subtask"
+    );
     assert_eq!(s.status("slow"), SubtaskStatus::Running);
 }
 
@@ -246,7 +250,10 @@ fn dependency_results_reach_the_dependent_in_full() {
         .request_for(&CallTarget::Subtask("b".into()))
         .expect("b starts");
     let text = user_text(request);
-    assert!(text.contains(long.trim()), "the full result of a is in b's prompt");
+    assert!(
+        text.contains(long.trim()),
+        "the full result of a is in b's prompt"
+    );
     assert!(text.contains("Title of a"));
     assert!(text.contains("the query"));
 }
@@ -285,7 +292,11 @@ fn a_retryable_failure_is_retried_with_growing_backoff_until_the_limit() {
     assert!(second >= Duration::from_millis(1000) && second <= Duration::from_millis(2000));
     s.wake("a");
     s.reply("a", server_error());
-    assert_eq!(s.status("a"), SubtaskStatus::Failed, "1 + 2 retries, then failed");
+    assert_eq!(
+        s.status("a"),
+        SubtaskStatus::Failed,
+        "1 + 2 retries, then failed"
+    );
     assert_eq!(s.wake_delay(), None);
     assert!(s.events().iter().any(|e| matches!(e,
         EventKind::SubtaskFailed { attempt: 3, error, .. } if error.contains("upstream broke"))));
@@ -296,7 +307,11 @@ fn a_client_error_fails_at_once_with_the_providers_message() {
     let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
     s.reply(
         "a",
-        Err(CallError::from_status(401, "invalid x-api-key".into(), None)),
+        Err(CallError::from_status(
+            401,
+            "invalid x-api-key".into(),
+            None,
+        )),
     );
     assert_eq!(s.status("a"), SubtaskStatus::Failed);
     assert!(s.events().iter().any(|e| matches!(e,
@@ -330,7 +345,11 @@ fn a_failed_dependency_blocks_its_dependents_and_a_rerun_unblocks_them() {
     s.reply("a", server_error());
     assert_eq!(s.status("a"), SubtaskStatus::Failed);
     assert_eq!(s.status("b"), SubtaskStatus::Blocked);
-    assert_eq!(s.status("c"), SubtaskStatus::Blocked, "blocking travels down the chain");
+    assert_eq!(
+        s.status("c"),
+        SubtaskStatus::Blocked,
+        "blocking travels down the chain"
+    );
     // Everything settled: a synthesis of what there is, naming the gaps.
     let synth = s
         .request_for(&CallTarget::Synthesis)
@@ -408,7 +427,11 @@ fn late_reply_from_an_older_attempt_never_overwrites_the_newer_one() {
 fn when_every_subtask_fails_the_run_fails_without_synthesis() {
     let mut settings = settings();
     settings.retries = 0;
-    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[]), task("b", &[])])));
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![task("a", &[]), task("b", &[])])),
+    );
     s.reply("a", server_error());
     s.reply("b", server_error());
     assert!(s.request_for(&CallTarget::Synthesis).is_none());
@@ -447,16 +470,16 @@ fn an_unusable_plan_is_asked_for_again_once_then_the_run_fails() {
         call: planner(1),
         result: ok("I cannot do JSON today"),
     });
-    let again = s
-        .request_for(&CallTarget::Planner)
-        .expect("asked again");
+    let again = s.request_for(&CallTarget::Planner).expect("asked again");
     assert!(
         again.messages.len() >= 3,
         "the second ask carries the first answer and the error"
     );
     s.feed(Input::Reply {
         call: planner(2),
-        result: ok(r#"{"subtasks": [{"id": "a", "title": "A", "description": "x", "depends_on": ["a"]}]}"#),
+        result: ok(
+            r#"{"subtasks": [{"id": "a", "title": "A", "description": "x", "depends_on": ["a"]}]}"#,
+        ),
     });
     assert_eq!(s.finished(), Some(RunStatus::Failed));
     let error = s.events().into_iter().find_map(|e| match e {
@@ -537,7 +560,11 @@ fn run_totals_add_up_every_call() {
 fn editing_a_failed_subtask_changes_it_and_runs_it_again() {
     let mut settings = settings();
     settings.retries = 0;
-    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[]), task("b", &[])])));
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![task("a", &[]), task("b", &[])])),
+    );
     s.reply("b", ok("B"));
     s.reply("a", server_error());
     s.synth_reply(ok("r"));
@@ -598,7 +625,11 @@ fn cancelling_a_subtask_blocks_its_dependents_and_the_rest_goes_on() {
 fn resynthesis_is_refused_while_subtasks_run_and_redone_after() {
     let mut s = Story::planned(vec![task("a", &[])]);
     s.command(RunCommand::Resynthesize);
-    assert!(s.events().iter().any(|e| matches!(e, EventKind::Notice { .. })));
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::Notice { .. }))
+    );
     assert!(s.request_for(&CallTarget::Synthesis).is_none());
     s.reply("a", ok("A"));
     s.synth_reply(ok("first"));
@@ -640,7 +671,11 @@ fn rerunning_a_running_subtask_is_refused() {
 fn a_retrying_subtask_holds_no_worker_slot() {
     let mut settings = settings();
     settings.concurrency = 1;
-    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[]), task("b", &[])])));
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![task("a", &[]), task("b", &[])])),
+    );
     assert_eq!(s.started(), ["a"]);
     s.reply("a", server_error());
     assert_eq!(s.started(), ["b"], "b uses the slot while a waits");
@@ -690,6 +725,11 @@ fn events_say_the_whole_story_in_order() {
             "run_finished"
         ]
     );
-    assert!(s.all_events.iter().any(|e| matches!(e,
-        EventKind::SubtaskSucceeded { elapsed_ms: 1500, .. })));
+    assert!(s.all_events.iter().any(|e| matches!(
+        e,
+        EventKind::SubtaskSucceeded {
+            elapsed_ms: 1500,
+            ..
+        }
+    )));
 }

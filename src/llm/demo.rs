@@ -12,7 +12,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::llm::{CallError, CallFuture, ChatRequest, Completion, DeltaSink, MessageRole, Provider};
+use crate::llm::{
+    CallError, CallFuture, ChatRequest, Completion, DeltaSink, MessageRole, Provider,
+};
 use crate::protocol::{CallRole, Usage};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +106,8 @@ impl Demo {
                         }
                     }
                 }
-                tokio::time::sleep(self.pace(40)).await;
+                // Thinking time before the first token, as a real planner has.
+                tokio::time::sleep(self.pace_f(40.0)).await;
                 (plan.0, false)
             }
             CallRole::Worker => {
@@ -124,12 +127,20 @@ impl Demo {
                 (synthesis_text(&query, &found, &missing), false)
             }
         };
+        // The plan is machine output nobody reads as it streams: send it ten times faster.
+        let speedup = if request.role == CallRole::Planner {
+            10.0
+        } else {
+            1.0
+        };
         let words: Vec<&str> = text.split_inclusive(' ').collect();
         let cut = if fail { words.len() / 3 } else { words.len() };
-        let per_word = self.pace(1);
-        for chunk in words[..cut].chunks(2) {
-            tokio::time::sleep(per_word * chunk.len() as u32).await;
-            sink.send(&chunk.concat());
+        for chunk in words[..cut].chunks(3) {
+            let piece = chunk.concat();
+            // About four characters a token, like the estimate everywhere else.
+            let tokens = piece.len() as f64 / 4.0 / speedup;
+            tokio::time::sleep(self.pace_f(tokens)).await;
+            sink.send(&piece);
         }
         if fail {
             return Err(CallError::from_status(
@@ -139,7 +150,11 @@ impl Demo {
             ));
         }
         let prompt_chars = request.system.len()
-            + request.messages.iter().map(|m| m.content.len()).sum::<usize>();
+            + request
+                .messages
+                .iter()
+                .map(|m| m.content.len())
+                .sum::<usize>();
         Ok(Completion {
             usage: Some(Usage {
                 tokens_in: prompt_chars.div_ceil(4) as u64,
@@ -151,9 +166,9 @@ impl Demo {
     }
 
     /// Time for `tokens` tokens at the configured pace.
-    fn pace(&self, tokens: u32) -> Duration {
+    fn pace_f(&self, tokens: f64) -> Duration {
         let tps = self.config.tokens_per_second.max(0.001);
-        Duration::from_secs_f64(tokens as f64 / tps)
+        Duration::from_secs_f64((tokens / tps).clamp(0.0, 60.0))
     }
 }
 
@@ -223,7 +238,11 @@ fn topic(query: &str) -> String {
     } else {
         words.join(" ")
     };
-    if short.is_empty() { "the question".into() } else { short }
+    if short.is_empty() {
+        "the question".into()
+    } else {
+        short
+    }
 }
 
 /// The plan JSON and its subtask titles.
@@ -231,26 +250,72 @@ fn plan_for(query: &str) -> (String, Vec<String>) {
     let t = topic(query);
     let h = hash(&query);
     let pool: [(&str, &str, String, &str, [&str; 2]); 6] = [
-        ("research", "high", "Background and key facts".into(), "Establish what is known", ["definitions", "current figures"]),
-        ("research", "high", "Evidence and data".into(), "Gather measured evidence", ["studies", "data quality"]),
-        ("analysis", "medium", "Causes and mechanisms".into(), "Explain what drives the outcomes", ["drivers", "feedback loops"]),
-        ("compare", "medium", "Alternatives and trade-offs".into(), "Compare the main options", ["costs", "benefits"]),
-        ("critique", "low", "Risks and open questions".into(), "Find weak points and unknowns", ["uncertainty", "counter-arguments"]),
-        ("analysis", "medium", "Outlook and recommendations".into(), "Draw conclusions from the findings", ["scenarios", "next steps"]),
+        (
+            "research",
+            "high",
+            "Background and key facts".into(),
+            "Establish what is known",
+            ["definitions", "current figures"],
+        ),
+        (
+            "research",
+            "high",
+            "Evidence and data".into(),
+            "Gather measured evidence",
+            ["studies", "data quality"],
+        ),
+        (
+            "analysis",
+            "medium",
+            "Causes and mechanisms".into(),
+            "Explain what drives the outcomes",
+            ["drivers", "feedback loops"],
+        ),
+        (
+            "compare",
+            "medium",
+            "Alternatives and trade-offs".into(),
+            "Compare the main options",
+            ["costs", "benefits"],
+        ),
+        (
+            "critique",
+            "low",
+            "Risks and open questions".into(),
+            "Find weak points and unknowns",
+            ["uncertainty", "counter-arguments"],
+        ),
+        (
+            "analysis",
+            "medium",
+            "Outlook and recommendations".into(),
+            "Draw conclusions from the findings",
+            ["scenarios", "next steps"],
+        ),
     ];
     let n = 4 + (h % 3) as usize;
     // Always keep the first two (facts) and the last (outlook, which depends on them).
     let mut picked: Vec<usize> = vec![0, 1];
     let middle = [2usize, 3, 4];
     let skip = (h >> 8) as usize % 3;
-    picked.extend(middle.iter().copied().filter(|&i| n == 6 || i != middle[skip]).take(n - 3));
+    picked.extend(
+        middle
+            .iter()
+            .copied()
+            .filter(|&i| n == 6 || i != middle[skip])
+            .take(n - 3),
+    );
     picked.push(5);
     let subtasks: Vec<serde_json::Value> = picked
         .iter()
         .enumerate()
         .map(|(k, &i)| {
             let (worker, priority, title, what, focus) = &pool[i];
-            let depends: Vec<String> = if i == 5 { vec!["task_1".into(), "task_2".into()] } else { vec![] };
+            let depends: Vec<String> = if i == 5 {
+                vec!["task_1".into(), "task_2".into()]
+            } else {
+                vec![]
+            };
             serde_json::json!({
                 "id": format!("task_{}", k + 1),
                 "worker": worker,
@@ -326,7 +391,9 @@ fn synthesis_text(query: &str, titles: &[String], missing: &[String]) -> String 
     if !missing.is_empty() {
         out.push_str("\n## What this report cannot cover\n\n");
         for title in missing {
-            out.push_str(&format!("- **{title}** produced no result; re-run it to fill the gap.\n"));
+            out.push_str(&format!(
+                "- **{title}** produced no result; re-run it to fill the gap.\n"
+            ));
         }
     }
     out
