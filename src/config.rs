@@ -506,6 +506,9 @@ impl Config {
     /// `openai · planner gpt-4o · workers gpt-4o-mini`: for status lines. Never shows a key.
     pub fn describe(&self) -> String {
         let r = &self.run;
+        if let ProviderConfig::Demo(_) = self.provider {
+            return "demo provider (simulated, offline)".to_owned();
+        }
         if r.planner.model == r.worker.model && r.worker.model == r.synthesizer.model {
             format!("{} · {}", self.provider.kind(), r.worker.model)
         } else {
@@ -559,4 +562,155 @@ fn merge_roles(
         }
     }
     Ok(roles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_example_config_parses_and_matches_the_defaults() {
+        let file = parse(include_str!("../config.example.toml")).expect("example parses");
+        let from_example = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
+        let defaults =
+            Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
+        assert_eq!(from_example.run.concurrency, defaults.run.concurrency);
+        assert_eq!(from_example.run.max_subtasks, defaults.run.max_subtasks);
+        assert_eq!(from_example.run.retries, defaults.run.retries);
+        assert_eq!(
+            from_example.executor.call_timeout,
+            defaults.executor.call_timeout
+        );
+        assert_eq!(from_example.run.worker, defaults.run.worker);
+        assert_eq!(from_example.bell, defaults.bell);
+        assert!(matches!(
+            (&from_example.provider, &defaults.provider),
+            (ProviderConfig::Demo(a), ProviderConfig::Demo(b)) if a == b
+        ));
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_the_file_and_the_line() {
+        let err = parse("[limits]\nconcurrency = 2\nconcurency = 3\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("test.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_line_and_what_was_expected() {
+        let err = parse("[limits]\n\nconcurrency = 0\n")
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("above 0"), "{err}");
+        let err = parse("[demo]\nfailure_rate = 1.5\n")
+            .expect_err("range")
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("0.0 to 1.0"),
+            "{err}"
+        );
+        let err = parse("[openai]\nbase_url = \"localhost:11434\"\n")
+            .expect_err("scheme")
+            .to_string();
+        assert!(err.contains("http://"), "{err}");
+        let err = parse("provider = \"gemini\"\n")
+            .expect_err("provider")
+            .to_string();
+        assert!(err.contains("gemini") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file = parse("[limits]\nconcurrency = 3\nretries = 5\n").expect("valid");
+        let args = EngineArgs {
+            concurrency: Some(7),
+            ..EngineArgs::default()
+        };
+        let config = Config::merge(&args, file, &no_env).expect("valid");
+        assert_eq!(config.run.concurrency, 7);
+        assert_eq!(config.run.retries, 5);
+        assert_eq!(config.run.max_subtasks, 8);
+    }
+
+    #[test]
+    fn model_flags_apply_per_role_over_the_all_roles_flag() {
+        let args = EngineArgs {
+            provider: Some(ProviderKind::OpenAi),
+            base_url: Some("http://localhost:11434/v1".into()),
+            model: Some("llama3".into()),
+            planner_model: Some("qwen".into()),
+            ..EngineArgs::default()
+        };
+        let config = Config::merge(&args, FileConfig::default(), &no_env).expect("valid");
+        assert_eq!(config.run.planner.model, "qwen");
+        assert_eq!(config.run.worker.model, "llama3");
+        assert_eq!(config.run.synthesizer.model, "llama3");
+    }
+
+    #[test]
+    fn a_local_openai_server_needs_no_key_but_the_real_api_does() {
+        let local = EngineArgs {
+            provider: Some(ProviderKind::OpenAi),
+            base_url: Some("http://localhost:11434/v1".into()),
+            ..EngineArgs::default()
+        };
+        let config = Config::merge(&local, FileConfig::default(), &no_env).expect("no key needed");
+        assert!(matches!(config.provider, ProviderConfig::OpenAi(ref c) if c.api_key.is_none()));
+
+        let real = EngineArgs {
+            provider: Some(ProviderKind::OpenAi),
+            ..EngineArgs::default()
+        };
+        let err = Config::merge(&real, FileConfig::default(), &no_env)
+            .expect_err("key needed")
+            .to_string();
+        assert!(err.contains("OPENAI_API_KEY"), "{err}");
+    }
+
+    #[test]
+    fn a_named_key_variable_must_be_set_and_is_never_shown() {
+        let args = EngineArgs {
+            provider: Some(ProviderKind::Anthropic),
+            api_key_env: Some("MY_KEY".into()),
+            ..EngineArgs::default()
+        };
+        let err = Config::merge(&args, FileConfig::default(), &no_env)
+            .expect_err("unset")
+            .to_string();
+        assert!(err.contains("MY_KEY"), "{err}");
+        let env = |v: &str| (v == "MY_KEY").then(|| "sk-ant-secret-value".to_owned());
+        let config = Config::merge(&args, FileConfig::default(), &env).expect("set");
+        let shown = format!("{config:?} {}", config.describe());
+        assert!(!shown.contains("sk-ant-secret-value"), "{shown}");
+    }
+
+    #[test]
+    fn a_new_role_needs_a_description_and_a_prompt() {
+        let file = parse("[roles.legal]\nmodel = \"x\"\n").expect("parses");
+        let err = Config::merge(&EngineArgs::default(), file, &no_env)
+            .expect_err("incomplete")
+            .to_string();
+        assert!(err.contains("roles.legal"), "{err}");
+        let file = parse(
+            "[roles.legal]\ndescription = \"law\"\nsystem_prompt = \"be careful\"\n\
+             [roles.research]\nmodel = \"big\"\n",
+        )
+        .expect("parses");
+        let config = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
+        assert!(config.run.roles.iter().any(|r| r.name == "legal"));
+        let research = roles::find(&config.run.roles, "research").expect("built in");
+        assert_eq!(research.model.as_deref(), Some("big"));
+        assert!(!research.system_prompt.is_empty(), "other fields kept");
+    }
 }

@@ -425,7 +425,7 @@ fn live_lines(
                 format!("{:>6}", format_ms(ms))
             }
             SubtaskStatus::Succeeded => format!(
-                "{:>6} {:>6}",
+                "{:>6} {:>6} tok",
                 s.elapsed_ms.map(format_ms).unwrap_or_default(),
                 format_tokens(s.tokens_in + s.tokens_out)
             ),

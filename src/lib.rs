@@ -1,4 +1,23 @@
 //! maestro: a terminal dashboard for the LLM orchestrator-workers pattern.
+//!
+//! A planner model splits a question into subtasks with dependencies, worker models answer
+//! them in parallel, a synthesiser merges the results into a report.
+//!
+//! - [`protocol`]: the contract between the engine and front ends: `Command`s in, `Event`s
+//!   out, each tagged with run id, subtask id and attempt.
+//! - [`engine`]: `run` is a pure state machine (input → effects) holding every decision;
+//!   `executor` performs the effects (provider calls, timers, cancellation); `plan`, `prompt`
+//!   and `roles` are its pure helpers.
+//! - [`llm`]: provider-neutral requests and classified errors; adapters for OpenAI-compatible
+//!   servers and Anthropic (SSE streaming), and the offline demo provider.
+//! - [`config`]: TOML file + environment + flags, checked with errors naming file and line.
+//! - [`report`]: folds events into a `RunReport`, the model every front end shares; markdown
+//!   and JSON reports.
+//! - [`headless`]: `maestro run` and `maestro plan`.
+//! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
+//!
+//! The engine never imports terminal code, and front ends never do network or disk I/O on
+//! their drawing path. See `docs/ARCHITECTURE.md` for the reasons behind the shape.
 
 pub mod cli;
 pub mod config;
