@@ -142,6 +142,7 @@ pub struct RoleSection {
 #[serde(deny_unknown_fields)]
 pub struct UiSection {
     pub bell: Option<bool>,
+    pub mouse: Option<bool>,
 }
 
 /// Checked value types: a bad value fails deserialisation, so the error carries its line.
@@ -325,6 +326,8 @@ pub struct Config {
     pub executor: ExecutorSettings,
     /// Ring the terminal bell when a long run ends (dashboard).
     pub bell: bool,
+    /// Capture the mouse in the dashboard (click, wheel).
+    pub mouse: bool,
     /// The file the settings came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -499,6 +502,7 @@ impl Config {
                 ..ExecutorSettings::default()
             },
             bell: file.ui.bell.unwrap_or(true),
+            mouse: file.ui.mouse.unwrap_or(true),
             source: None,
         })
     }

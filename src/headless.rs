@@ -529,6 +529,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             attempt,
             delay_ms,
             reason,
+            ..
         } => format!(
             "↻ {} attempt {attempt} failed ({reason}); retrying in {}",
             title(subtask),

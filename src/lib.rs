@@ -14,6 +14,7 @@
 //! - [`report`]: folds events into a `RunReport`, the model every front end shares; markdown
 //!   and JSON reports.
 //! - [`headless`]: `maestro run` and `maestro plan`.
+//! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //!
 //! The engine never imports terminal code, and front ends never do network or disk I/O on
@@ -27,3 +28,4 @@ pub mod llm;
 pub mod protocol;
 pub mod report;
 pub mod sanitize;
+pub mod tui;

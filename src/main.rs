@@ -9,10 +9,6 @@ use maestro::cli::{Cli, CommandLine};
 use maestro::config::Config;
 use maestro::headless::{self, exit};
 
-/// The query the demo runs when maestro starts with no subcommand.
-const DEMO_QUERY: &str =
-    "What are the environmental and economic impacts of EV adoption in cities?";
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log_guard = init_logging();
@@ -58,17 +54,7 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             headless::plan(config, provider, query).await
         }
-        None => {
-            // Until the dashboard is here, a bare `maestro` shows a demo analysis headless.
-            let args = maestro::cli::RunArgs {
-                query: DEMO_QUERY.to_owned(),
-                format: maestro::cli::Format::Markdown,
-                events: None,
-                plan: None,
-                quiet: false,
-            };
-            headless::run(config, provider, DEMO_QUERY.to_owned(), None, &args).await
-        }
+        None => maestro::tui::run(config, provider).await,
     };
     match result {
         Ok(code) => code,

@@ -154,7 +154,7 @@ pub enum CallRole {
 }
 
 /// Requests into the engine. Each says which events answer it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Start a new run. Answered by `RunStarted`, then planning events (or `PlanReady` at once
     /// when a plan is given), subtask events, synthesis events and `RunFinished`.
@@ -261,6 +261,8 @@ pub enum EventKind {
         attempt: u32,
         delay_ms: u64,
         reason: String,
+        /// The failed attempt's error, in full.
+        error: String,
     },
     SubtaskSucceeded {
         subtask: SubtaskId,

@@ -42,6 +42,42 @@ pub struct SubtaskReport {
     /// When the current attempt started (event time, ms since the epoch).
     #[serde(skip)]
     pub started_ts: Option<u64>,
+    /// Every attempt so far, oldest first.
+    #[serde(skip)]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One attempt of a subtask, for the detail view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub model: String,
+    pub elapsed_ms: Option<u64>,
+    pub started_ts: u64,
+    pub outcome: AttemptOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Running,
+    Succeeded,
+    /// Failed and retried after a delay.
+    Retried { error: String, delay_ms: u64 },
+    Failed { error: String },
+    Cancelled,
+}
+
+impl SubtaskReport {
+    /// Record how `attempt` ended, if it is the one in flight.
+    fn close_attempt(&mut self, attempt: u32, ts_ms: u64, outcome: AttemptOutcome) {
+        if let Some(record) = self.history.last_mut()
+            && record.attempt == attempt
+            && record.outcome == AttemptOutcome::Running
+        {
+            record.elapsed_ms = Some(ts_ms.saturating_sub(record.started_ts));
+            record.outcome = outcome;
+        }
+    }
 }
 
 /// A run folded from its events.
@@ -137,6 +173,7 @@ impl RunReport {
                         waiting_on: p.depends_on.clone(),
                         retry: None,
                         started_ts: None,
+                        history: Vec::new(),
                     })
                     .collect();
                 self.plan = Some(plan.clone());
@@ -170,6 +207,13 @@ impl RunReport {
                     s.waiting_on.clear();
                     s.started_ts = Some(event.ts_ms);
                     s.elapsed_ms = None;
+                    s.history.push(AttemptRecord {
+                        attempt: *attempt,
+                        model: model.clone(),
+                        elapsed_ms: None,
+                        started_ts: event.ts_ms,
+                        outcome: AttemptOutcome::Running,
+                    });
                 }
             }
             EventKind::SubtaskDelta {
@@ -185,23 +229,34 @@ impl RunReport {
             }
             EventKind::SubtaskRetrying {
                 subtask,
+                attempt,
                 delay_ms,
                 reason,
-                ..
+                error,
             } => {
                 if let Some(s) = self.subtask_mut(subtask) {
                     s.status = SubtaskStatus::Retrying;
                     s.retry = Some((*delay_ms, reason.clone()));
+                    s.error = Some(error.clone());
+                    s.close_attempt(
+                        *attempt,
+                        event.ts_ms,
+                        AttemptOutcome::Retried {
+                            error: error.clone(),
+                            delay_ms: *delay_ms,
+                        },
+                    );
                 }
             }
             EventKind::SubtaskSucceeded {
                 subtask,
+                attempt,
                 elapsed_ms,
                 usage,
                 result,
-                ..
             } => {
                 if let Some(s) = self.subtask_mut(subtask) {
+                    s.close_attempt(*attempt, event.ts_ms, AttemptOutcome::Succeeded);
                     s.status = SubtaskStatus::Succeeded;
                     s.elapsed_ms = Some(*elapsed_ms);
                     s.tokens_in += usage.tokens_in;
@@ -213,12 +268,19 @@ impl RunReport {
             }
             EventKind::SubtaskFailed {
                 subtask,
+                attempt,
                 elapsed_ms,
                 error,
                 partial,
-                ..
             } => {
                 if let Some(s) = self.subtask_mut(subtask) {
+                    s.close_attempt(
+                        *attempt,
+                        event.ts_ms,
+                        AttemptOutcome::Failed {
+                            error: error.clone(),
+                        },
+                    );
                     s.status = SubtaskStatus::Failed;
                     s.elapsed_ms = Some(*elapsed_ms);
                     s.error = Some(error.clone());
@@ -235,8 +297,9 @@ impl RunReport {
                     s.waiting_on = waiting_on.clone();
                 }
             }
-            EventKind::SubtaskCancelled { subtask, .. } => {
+            EventKind::SubtaskCancelled { subtask, attempt } => {
                 if let Some(s) = self.subtask_mut(subtask) {
+                    s.close_attempt(*attempt, event.ts_ms, AttemptOutcome::Cancelled);
                     s.status = SubtaskStatus::Cancelled;
                     s.retry = None;
                 }

@@ -556,6 +556,7 @@ impl Run {
                         attempt: task.attempt,
                         delay_ms: millis(delay),
                         reason: e.reason.clone(),
+                        error: e.message.clone(),
                     }));
                     out.push(Effect::Wake { call, after: delay });
                 } else {

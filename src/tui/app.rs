@@ -1,0 +1,181 @@
+//! The dashboard's event loop: the only place that touches the terminal. One task owns the
+//! terminal and the model; it turns terminal input and engine events into `Msg`s for
+//! `update`, performs the `Action`s that come back, and redraws only when something changed,
+//! at most once a frame. A ticker runs only while something animates, so an idle dashboard
+//! sleeps.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use ratatui::crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
+    EventStream,
+};
+use ratatui::crossterm::execute;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ProviderConfig};
+use crate::engine::executor::{Engine, EngineHandle};
+use crate::llm::Provider;
+use crate::protocol::Command;
+use crate::sanitize::sanitize;
+use crate::tui::model::{Info, Model};
+use crate::tui::theme::Theme;
+use crate::tui::update::{Action, Msg, update};
+use crate::tui::view;
+
+/// At most this often a frame (about 60 a second).
+const FRAME: Duration = Duration::from_millis(16);
+/// Spinners and timers move this often while work runs.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Run the dashboard until the user quits. Returns the exit code.
+pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<i32> {
+    let info = Info {
+        describe: config.describe(),
+        demo: matches!(config.provider, ProviderConfig::Demo(_)),
+        bell: config.bell,
+        roles: config.run.roles.iter().map(|r| r.name.clone()).collect(),
+    };
+    let mouse = config.mouse;
+    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+
+    // Mouse capture and bracketed paste are not undone by ratatui's own restore: undo them on
+    // a panic too, before the panic message is printed.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = execute!(std::io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+        previous(info);
+    }));
+    let mut terminal = ratatui::init();
+    let setup = if mouse {
+        execute!(std::io::stdout(), EnableBracketedPaste, EnableMouseCapture)
+    } else {
+        execute!(std::io::stdout(), EnableBracketedPaste)
+    };
+    let result = match setup {
+        Ok(()) => event_loop(&mut terminal, &engine, events, info).await,
+        Err(e) => Err(e).context("cannot set up the terminal"),
+    };
+    let _ = execute!(std::io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+    ratatui::restore();
+    engine.send(Command::Shutdown);
+    result.map(|()| 0)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    engine: &EngineHandle,
+    mut events: mpsc::UnboundedReceiver<crate::protocol::Event>,
+    info: Info,
+) -> anyhow::Result<()> {
+    let size = terminal.size().context("cannot read the terminal size")?;
+    let mut model = Model::new(info, Theme::from_env(), (size.width, size.height), now_ms());
+    let mut input = EventStream::new();
+    let (internal_tx, mut internal) = mpsc::unbounded_channel::<Msg>();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+
+    let mut dirty = true;
+    let mut last_draw: Option<Instant> = None;
+    loop {
+        let due = last_draw.map_or(Duration::ZERO, |t| FRAME.saturating_sub(t.elapsed()));
+        if dirty && due.is_zero() {
+            model.tick(now_ms());
+            terminal
+                .draw(|frame| view::draw(frame, &model))
+                .context("cannot draw")?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+        let mut actions = Vec::new();
+        tokio::select! {
+            next = input.next() => match next {
+                Some(Ok(event)) => {
+                    if let Some(msg) = to_msg(event) {
+                        actions.extend(update(&mut model, msg));
+                        dirty = true;
+                    }
+                }
+                Some(Err(e)) => return Err(e).context("cannot read the terminal"),
+                None => break,
+            },
+            Some(event) = events.recv() => {
+                actions.extend(update(&mut model, Msg::Engine(event)));
+                // Drain the burst before drawing once.
+                while let Ok(event) = events.try_recv() {
+                    actions.extend(update(&mut model, Msg::Engine(event)));
+                }
+                dirty = true;
+            }
+            Some(msg) = internal.recv() => {
+                actions.extend(update(&mut model, msg));
+                dirty = true;
+            }
+            _ = ticker.tick(), if model.animating() => {
+                actions.extend(update(&mut model, Msg::Tick(now_ms())));
+                dirty = true;
+            }
+            _ = tokio::time::sleep(due), if dirty => {}
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => break,
+        }
+        for action in actions {
+            perform(action, engine, &internal_tx);
+        }
+        if model.quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn to_msg(event: Event) -> Option<Msg> {
+    match event {
+        Event::Key(key) => Some(Msg::Key(key)),
+        Event::Paste(text) => Some(Msg::Paste(text)),
+        Event::Mouse(mouse) => Some(Msg::Mouse(mouse)),
+        Event::Resize(w, h) => Some(Msg::Resize(w, h)),
+        Event::FocusGained | Event::FocusLost => None,
+    }
+}
+
+fn perform(action: Action, engine: &EngineHandle, internal: &mpsc::UnboundedSender<Msg>) {
+    match action {
+        Action::Send(command) => engine.send(command),
+        Action::Copy(text) => {
+            let clean = sanitize(&text).into_owned();
+            let _ = execute!(
+                std::io::stdout(),
+                ratatui::crossterm::clipboard::CopyToClipboard::to_clipboard_from(clean)
+            );
+        }
+        Action::Write { path, text } => {
+            let internal = internal.clone();
+            // The disk is never touched on the drawing path.
+            tokio::task::spawn_blocking(move || {
+                let result = std::fs::write(&path, text)
+                    .map(|()| std::path::absolute(&path).unwrap_or(path.clone()))
+                    .map_err(|e| format!("{}: {e}", path.display()));
+                let _ = internal.send(Msg::ReportWritten(result));
+            });
+        }
+        Action::Bell => {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(b"\x07").and_then(|()| out.flush());
+        }
+        Action::Quit => {}
+    }
+}

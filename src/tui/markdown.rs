@@ -1,0 +1,161 @@
+//! The synthesis as rendered markdown, wrapped to the pane's width, and cached: parsing and
+//! wrapping a long report costs far more than drawing the few lines on screen, so it is done
+//! once per change of text or width, not once per frame.
+
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use unicode_width::UnicodeWidthChar;
+
+use crate::protocol::RunId;
+use crate::sanitize::sanitize;
+
+/// The wrapped lines of one synthesis at one width.
+#[derive(Debug, Default)]
+pub struct MarkdownCache {
+    key: Option<(RunId, u64, u16)>,
+    lines: Vec<Line<'static>>,
+}
+
+impl MarkdownCache {
+    /// The lines of `text` (version `version` of run `run`'s synthesis) wrapped to `width`.
+    pub fn lines(&mut self, run: RunId, version: u64, width: u16, text: &str) -> &[Line<'static>] {
+        let key = (run, version, width);
+        if self.key != Some(key) {
+            self.lines = render(text, width);
+            self.key = Some(key);
+        }
+        &self.lines
+    }
+}
+
+/// Markdown → styled lines no wider than `width`. Model text is sanitised first.
+pub fn render(text: &str, width: u16) -> Vec<Line<'static>> {
+    let clean = sanitize(text);
+    let options = tui_markdown::Options::default().table_width(width.max(10));
+    let parsed = tui_markdown::from_str_with_options(&clean, &options);
+    let mut out = Vec::with_capacity(parsed.lines.len());
+    for line in &parsed.lines {
+        wrap_line(line, width.max(1) as usize, &mut out);
+    }
+    out
+}
+
+/// Word-wrap one styled line into `out`. Words longer than the width are broken.
+pub fn wrap_line(line: &Line<'_>, width: usize, out: &mut Vec<Line<'static>>) {
+    let base = line.style;
+    if line.width() <= width {
+        out.push(owned(line));
+        return;
+    }
+    let mut current: Vec<Span<'static>> = Vec::new();
+    let mut used = 0usize;
+    let flush = |current: &mut Vec<Span<'static>>, used: &mut usize, out: &mut Vec<Line<'static>>| {
+        out.push(Line::from(std::mem::take(current)).style(base));
+        *used = 0;
+    };
+    for span in &line.spans {
+        let style = span.style;
+        for word in span.content.split_inclusive(' ') {
+            let word_width: usize = word.chars().map(|c| c.width().unwrap_or(0)).sum();
+            let trimmed_width = word_width - usize::from(word.ends_with(' '));
+            if used > 0 && used + trimmed_width > width {
+                flush(&mut current, &mut used, out);
+            }
+            if word_width <= width.saturating_sub(used) || (used == 0 && trimmed_width <= width) {
+                push_span(&mut current, word, style);
+                used += word_width;
+                continue;
+            }
+            // A word wider than the whole line: break it wherever the line is full.
+            let mut piece = String::new();
+            for c in word.chars() {
+                let w = c.width().unwrap_or(0);
+                if used + w > width && used > 0 {
+                    push_span(&mut current, &piece, style);
+                    piece.clear();
+                    flush(&mut current, &mut used, out);
+                }
+                piece.push(c);
+                used += w;
+            }
+            push_span(&mut current, &piece, style);
+        }
+    }
+    if !current.is_empty() {
+        flush(&mut current, &mut used, out);
+    }
+}
+
+fn push_span(current: &mut Vec<Span<'static>>, text: &str, style: Style) {
+    if text.is_empty() {
+        return;
+    }
+    match current.last_mut() {
+        Some(last) if last.style == style => last.content.to_mut().push_str(text),
+        _ => current.push(Span::styled(text.to_owned(), style)),
+    }
+}
+
+fn owned(line: &Line<'_>) -> Line<'static> {
+    let spans: Vec<Span<'static>> = line
+        .spans
+        .iter()
+        .map(|s| Span::styled(s.content.to_string(), s.style))
+        .collect();
+    let mut out = Line::from(spans).style(line.style);
+    out.alignment = line.alignment;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(lines: &[Line<'_>]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn long_lines_wrap_at_words_within_the_width() {
+        let lines = render("one two three four five six seven eight nine ten", 12);
+        assert!(lines.iter().all(|l| l.width() <= 12), "{:?}", text(&lines));
+        assert_eq!(text(&lines).join("").replace(' ', ""), "onetwothreefourfivesixseveneightnineten");
+        assert!(lines.len() >= 4);
+    }
+
+    #[test]
+    fn a_word_longer_than_the_width_is_broken() {
+        let lines = render("abcdefghijklmnopqrstuvwxyz", 10);
+        assert_eq!(text(&lines), ["abcdefghij", "klmnopqrst", "uvwxyz"]);
+    }
+
+    #[test]
+    fn styles_survive_wrapping() {
+        let lines = render("plain **bold words that go on and on** end", 10);
+        let bold = lines
+            .iter()
+            .flat_map(|l| l.spans.iter())
+            .filter(|s| s.style.add_modifier.contains(ratatui::style::Modifier::BOLD))
+            .map(|s| s.content.to_string())
+            .collect::<String>();
+        assert!(bold.contains("bold") && bold.contains("on"), "{bold:?}");
+    }
+
+    #[test]
+    fn escape_sequences_never_reach_the_lines() {
+        let lines = render("# Title\u{1b}]0;pwned\u{7}\n\ntext \u{1b}[2J more", 40);
+        let all = text(&lines).join("\n");
+        assert!(!all.contains('\u{1b}') && !all.contains('\u{7}'), "{all:?}");
+        assert!(all.contains("Title") && all.contains("more"));
+    }
+
+    #[test]
+    fn the_cache_renders_again_only_when_text_or_width_change() {
+        let run = RunId::new();
+        let mut cache = MarkdownCache::default();
+        let first = cache.lines(run, 1, 20, "first").to_vec();
+        assert_eq!(text(&first), ["first"]);
+        assert_eq!(text(cache.lines(run, 1, 20, "ignored: same version")), ["first"]);
+        assert_eq!(text(cache.lines(run, 2, 20, "second")), ["second"]);
+    }
+}

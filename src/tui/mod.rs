@@ -1,0 +1,15 @@
+//! The dashboard: watch and steer runs live in the terminal.
+//!
+//! Elm-shaped: `model` holds the state, `update` changes it from messages and returns
+//! actions, `view` draws it, `app` is the loop that owns the terminal and performs actions.
+//! Only `app` does I/O; the engine is reached only through `protocol` commands and events.
+
+pub mod app;
+pub mod layout;
+pub mod markdown;
+pub mod model;
+pub mod theme;
+pub mod update;
+pub mod view;
+
+pub use app::run;

@@ -1,0 +1,377 @@
+//! The dashboard's state: every run as its events describe it, what is focused and selected,
+//! scroll positions, the query box and overlays. Changed only by `update` (and `apply` for
+//! engine events); read by the views. No I/O, no clock: `now_ms` is set by the app loop (or a
+//! test), which is what makes snapshots deterministic.
+
+use std::cell::RefCell;
+
+use ratatui_textarea::TextArea;
+
+use crate::protocol::{Event, EventKind, RunId, RunStatus, SubtaskId, SubtaskStatus};
+use crate::report::RunReport;
+use crate::tui::markdown::MarkdownCache;
+use crate::tui::theme::Theme;
+
+/// The panes that can have focus, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Query,
+    Tree,
+    Detail,
+    Synthesis,
+}
+
+impl Focus {
+    pub const ORDER: [Focus; 4] = [Focus::Query, Focus::Tree, Focus::Detail, Focus::Synthesis];
+}
+
+/// A row of the subtask tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    Run(RunId),
+    Subtask(RunId, SubtaskId),
+}
+
+impl Node {
+    pub fn run(&self) -> RunId {
+        match self {
+            Node::Run(id) | Node::Subtask(id, _) => *id,
+        }
+    }
+}
+
+/// A pop-up over the panes; it takes every key while open.
+pub enum Overlay {
+    Help,
+    /// Editing a subtask's description (and role) before re-running it.
+    Edit {
+        run: RunId,
+        subtask: SubtaskId,
+        text: Box<TextArea<'static>>,
+        /// Index into `Info::roles`.
+        role: usize,
+    },
+    /// Quit while runs are active?
+    ConfirmQuit,
+}
+
+/// A scroll position. `follow` keeps the view at the end as text streams in, until the user
+/// scrolls up; scrolling back to the end (End, G) follows again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scroll {
+    pub offset: usize,
+    pub follow: bool,
+}
+
+impl Default for Scroll {
+    fn default() -> Self {
+        Self {
+            offset: 0,
+            follow: true,
+        }
+    }
+}
+
+impl Scroll {
+    /// The first line to show, for `total` lines in a window of `height`.
+    pub fn top(&self, total: usize, height: usize) -> usize {
+        let max = total.saturating_sub(height);
+        if self.follow { max } else { self.offset.min(max) }
+    }
+
+    /// Move by `delta` lines (negative is up).
+    pub fn scroll(&mut self, delta: isize, total: usize, height: usize) {
+        let max = total.saturating_sub(height);
+        let top = self.top(total, height) as isize;
+        let new = (top + delta).clamp(0, max as isize) as usize;
+        self.offset = new;
+        self.follow = new >= max && delta > 0;
+    }
+
+    pub fn home(&mut self) {
+        self.offset = 0;
+        self.follow = false;
+    }
+
+    pub fn end(&mut self) {
+        self.follow = true;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToastLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+/// A short message on the status line that fades after a few seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toast {
+    pub text: String,
+    pub level: ToastLevel,
+    pub until_ms: u64,
+}
+
+/// What the dashboard shows about its setup.
+#[derive(Debug, Clone)]
+pub struct Info {
+    /// `openai · planner … · workers …` (never a key).
+    pub describe: String,
+    pub demo: bool,
+    pub bell: bool,
+    /// Worker role names, the default first (for the edit pop-up).
+    pub roles: Vec<String>,
+}
+
+/// One run in the tree.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub report: RunReport,
+    /// 1-based, in the order runs were started in this session.
+    pub number: usize,
+    pub expanded: bool,
+    /// When the run last became active (start, or reopened by a re-run): for the bell.
+    pub active_since_ms: u64,
+    /// Bumped whenever the synthesis text changes, to invalidate cached rendering.
+    pub synthesis_version: u64,
+}
+
+impl RunView {
+    pub fn id(&self) -> Option<RunId> {
+        self.report.id
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.report.status.is_none()
+    }
+}
+
+pub struct Model {
+    pub runs: Vec<RunView>,
+    pub focus: Focus,
+    pub query: TextArea<'static>,
+    /// Queries submitted this session, oldest first.
+    pub history: Vec<String>,
+    /// Position in `history` while recalling, and the text that was being typed before.
+    pub history_pos: Option<(usize, String)>,
+    pub overlay: Option<Overlay>,
+    pub selected: Option<Node>,
+    /// First visible row of the tree.
+    pub tree_offset: usize,
+    pub detail_open: bool,
+    pub detail_scroll: Scroll,
+    pub synthesis_scroll: Scroll,
+    pub toast: Option<Toast>,
+    /// Terminal size (columns, rows).
+    pub size: (u16, u16),
+    /// Wall-clock milliseconds since the epoch, set by the app loop or a test.
+    pub now_ms: u64,
+    pub info: Info,
+    pub theme: Theme,
+    pub quit: bool,
+    /// Rendered markdown of the shown synthesis, reused between frames.
+    pub markdown: RefCell<MarkdownCache>,
+}
+
+impl Model {
+    pub fn new(info: Info, theme: Theme, size: (u16, u16), now_ms: u64) -> Self {
+        let mut model = Self {
+            runs: Vec::new(),
+            focus: Focus::Query,
+            query: TextArea::default(),
+            history: Vec::new(),
+            history_pos: None,
+            overlay: None,
+            selected: None,
+            tree_offset: 0,
+            detail_open: true,
+            detail_scroll: Scroll::default(),
+            synthesis_scroll: Scroll::default(),
+            toast: None,
+            size,
+            now_ms,
+            info,
+            theme,
+            quit: false,
+            markdown: RefCell::new(MarkdownCache::default()),
+        };
+        model.reset_query();
+        model
+    }
+
+    /// An empty query box with its placeholder.
+    pub fn reset_query(&mut self) {
+        let mut query = TextArea::default();
+        query.set_placeholder_text(
+            "Ask a question, then Enter. Alt+Enter for a new line; Tab to move between panes.",
+        );
+        query.set_placeholder_style(self.theme.dim());
+        query.set_cursor_line_style(ratatui::style::Style::new());
+        self.query = query;
+    }
+
+    pub fn run(&self, id: RunId) -> Option<&RunView> {
+        self.runs.iter().find(|r| r.id() == Some(id))
+    }
+
+    fn run_mut(&mut self, id: RunId) -> Option<&mut RunView> {
+        self.runs.iter_mut().find(|r| r.id() == Some(id))
+    }
+
+    /// The run the selection is in, else the latest.
+    pub fn current_run(&self) -> Option<&RunView> {
+        self.selected
+            .as_ref()
+            .and_then(|n| self.run(n.run()))
+            .or(self.runs.last())
+    }
+
+    /// The selected subtask's run and id.
+    pub fn selected_subtask(&self) -> Option<(&RunView, &crate::report::SubtaskReport)> {
+        match &self.selected {
+            Some(Node::Subtask(run, id)) => {
+                let view = self.run(*run)?;
+                Some((view, view.report.subtask(id)?))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn any_active(&self) -> bool {
+        self.runs.iter().any(RunView::is_active)
+    }
+
+    /// Something moves on screen by itself (spinners, ticking timers), so the app must tick.
+    pub fn animating(&self) -> bool {
+        self.any_active() || self.toast.is_some()
+    }
+
+    /// Visible rows of the tree, top to bottom: each run, and its subtasks when expanded.
+    pub fn rows(&self) -> Vec<Node> {
+        let mut rows = Vec::new();
+        for view in &self.runs {
+            let Some(id) = view.id() else { continue };
+            rows.push(Node::Run(id));
+            if view.expanded {
+                rows.extend(
+                    view.report
+                        .subtasks
+                        .iter()
+                        .map(|s| Node::Subtask(id, s.id.clone())),
+                );
+            }
+        }
+        rows
+    }
+
+    /// Register a run this dashboard is starting, so it shows before its first event.
+    pub fn add_run(&mut self, id: RunId, query: &str) {
+        for view in &mut self.runs {
+            view.expanded = false;
+        }
+        let mut report = RunReport::default();
+        report.id = Some(id);
+        report.query = query.to_owned();
+        self.runs.push(RunView {
+            report,
+            number: self.runs.len() + 1,
+            expanded: true,
+            active_since_ms: self.now_ms,
+            synthesis_version: 0,
+        });
+        self.selected = Some(Node::Run(id));
+        self.synthesis_scroll = Scroll::default();
+        self.detail_scroll = Scroll::default();
+    }
+
+    /// Fold an engine event in. Returns true when a long run just ended (for the bell).
+    pub fn apply(&mut self, event: &Event) -> bool {
+        if self.run(event.run).is_none() {
+            // A run started elsewhere (not through the query box): show it all the same.
+            self.add_run(event.run, "");
+        }
+        let selected_run = self.selected.as_ref().map(Node::run);
+        let Some(view) = self.run_mut(event.run) else {
+            return false;
+        };
+        let was_active = view.is_active();
+        view.report.apply(event);
+        let mut long_run_ended = false;
+        match &event.kind {
+            EventKind::RunStarted { .. } => view.active_since_ms = event.ts_ms,
+            EventKind::SynthesisDelta { .. } | EventKind::SynthesisFinished { .. } => {
+                view.synthesis_version += 1;
+            }
+            EventKind::RunFinished { .. } => {
+                long_run_ended = event.ts_ms.saturating_sub(view.active_since_ms) > 10_000;
+            }
+            _ => {}
+        }
+        if !was_active && view.is_active() {
+            view.active_since_ms = event.ts_ms;
+        }
+        // The run node is selected when the plan arrives: move to its first subtask so the
+        // detail pane has something to show.
+        if let EventKind::PlanReady { plan } = &event.kind
+            && self.selected == Some(Node::Run(event.run))
+            && let Some(first) = plan.subtasks.first()
+        {
+            self.selected = Some(Node::Subtask(event.run, first.id.clone()));
+        }
+        if let EventKind::Notice { message } = &event.kind
+            && selected_run == Some(event.run)
+        {
+            self.toast(message.clone(), ToastLevel::Warning);
+        }
+        long_run_ended
+    }
+
+    pub fn toast(&mut self, text: String, level: ToastLevel) {
+        self.toast = Some(Toast {
+            text,
+            level,
+            until_ms: self.now_ms + 4_000,
+        });
+    }
+
+    /// Advance the clock; expire the toast.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        if self.toast.as_ref().is_some_and(|t| t.until_ms <= now_ms) {
+            self.toast = None;
+        }
+    }
+
+    /// Subtask counts of a run: (succeeded, failed, total).
+    pub fn counts(report: &RunReport) -> (usize, usize, usize) {
+        (
+            report.count(SubtaskStatus::Succeeded),
+            report.count(SubtaskStatus::Failed),
+            report.subtasks.len(),
+        )
+    }
+
+    /// Milliseconds a run has been going (or went).
+    pub fn run_elapsed(&self, report: &RunReport) -> u64 {
+        match (report.elapsed_ms, report.status, report.started_ts) {
+            (Some(ms), Some(_), _) => ms,
+            (_, _, Some(start)) => self.now_ms.saturating_sub(start),
+            _ => 0,
+        }
+    }
+
+    /// The words for a run's state: `planning`, `running`, `synthesising`, `succeeded`…
+    pub fn run_phase(report: &RunReport) -> &'static str {
+        match report.status {
+            Some(s) => s.word(),
+            None if report.plan.is_none() => "planning",
+            None if report.synthesizing => "synthesising",
+            None => "running",
+        }
+    }
+
+    pub fn run_status(report: &RunReport) -> Option<RunStatus> {
+        report.status
+    }
+}

@@ -1,0 +1,604 @@
+//! Everything that changes the dashboard: `update(model, msg) -> actions`. Keys, paste, mouse,
+//! resizes, clock ticks and engine events come in as `Msg`; what must happen outside the model
+//! (commands to the engine, clipboard, writing a file, the bell, quitting) goes out as
+//! `Action`s for the app loop. Pure: tests drive it without a terminal.
+
+use std::path::PathBuf;
+
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui_textarea::{CursorMove, TextArea};
+
+use crate::protocol::{Command, Event, EventKind, RunCommand, RunId, RunStatus, SubtaskStatus};
+use crate::sanitize::sanitize_line;
+use crate::tui::layout::{self, areas, inner};
+use crate::tui::model::{Focus, Model, Node, Overlay, Scroll, ToastLevel};
+use crate::tui::view;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    Key(KeyEvent),
+    Paste(String),
+    Mouse(MouseEvent),
+    Resize(u16, u16),
+    /// The clock moved (wall-clock ms since the epoch).
+    Tick(u64),
+    Engine(Event),
+    /// The report file was written (its path) or could not be (why).
+    ReportWritten(Result<PathBuf, String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Send(Command),
+    /// Put this text on the clipboard (OSC 52).
+    Copy(String),
+    /// Write a report file; answer with `Msg::ReportWritten`.
+    Write { path: PathBuf, text: String },
+    Bell,
+    Quit,
+}
+
+pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
+    let mut actions = Vec::new();
+    match msg {
+        Msg::Key(key) => {
+            // Windows reports releases too; acting on them would fire every key twice.
+            if key.kind != KeyEventKind::Release {
+                on_key(model, key, &mut actions);
+            }
+        }
+        Msg::Paste(text) => on_paste(model, &text),
+        Msg::Mouse(mouse) => on_mouse(model, mouse),
+        Msg::Resize(w, h) => {
+            model.size = (w, h);
+            keep_selection_visible(model);
+        }
+        Msg::Tick(now) => model.tick(now),
+        Msg::Engine(event) => on_engine(model, &event, &mut actions),
+        Msg::ReportWritten(result) => match result {
+            Ok(path) => model.toast(
+                format!("report written to {}", path.display()),
+                ToastLevel::Info,
+            ),
+            Err(e) => model.toast(format!("could not write the report: {e}"), ToastLevel::Error),
+        },
+    }
+    actions
+}
+
+fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
+    let long_run_ended = model.apply(event);
+    if let EventKind::RunFinished { status, error, .. } = &event.kind {
+        if long_run_ended && model.info.bell {
+            actions.push(Action::Bell);
+        }
+        if matches!(status, RunStatus::Failed)
+            && model.current_run().and_then(|r| r.id()) == Some(event.run)
+        {
+            let why = error.as_deref().unwrap_or("the run failed");
+            model.toast(sanitize_line(why).into_owned(), ToastLevel::Error);
+        }
+    }
+    keep_selection_visible(model);
+}
+
+// ---- keys ------------------------------------------------------------------------------------
+
+fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    if ctrl && key.code == KeyCode::Char('c') {
+        if matches!(model.overlay, Some(Overlay::ConfirmQuit)) {
+            quit(model, actions);
+        } else {
+            ask_to_quit(model, actions);
+        }
+        return;
+    }
+    if model.overlay.is_some() {
+        on_overlay_key(model, key, actions);
+        return;
+    }
+    match key.code {
+        KeyCode::Tab => return cycle_focus(model, 1),
+        KeyCode::BackTab => return cycle_focus(model, -1),
+        KeyCode::F(1) => {
+            model.overlay = Some(Overlay::Help);
+            return;
+        }
+        _ => {}
+    }
+    if model.focus == Focus::Query {
+        on_query_key(model, key, actions);
+        return;
+    }
+    match key.code {
+        KeyCode::Char('?') => model.overlay = Some(Overlay::Help),
+        KeyCode::Char('q') => ask_to_quit(model, actions),
+        KeyCode::Esc => {}
+        KeyCode::Char('/') | KeyCode::Char('i') => model.focus = Focus::Query,
+        KeyCode::Char('r') => steer_selected(model, actions, RunCommand::RetrySubtask),
+        KeyCode::Char('x') => steer_selected(model, actions, RunCommand::CancelSubtask),
+        KeyCode::Char('R') => steer_run(model, actions, RunCommand::RetryFailed),
+        KeyCode::Char('X') => {
+            if model.current_run().is_some_and(|r| r.is_active()) {
+                steer_run(model, actions, RunCommand::CancelRun);
+            } else {
+                model.toast("the run is not active".into(), ToastLevel::Info);
+            }
+        }
+        KeyCode::Char('s') => steer_run(model, actions, RunCommand::Resynthesize),
+        KeyCode::Char('e') => open_editor(model),
+        KeyCode::Char('y') => copy_synthesis(model, actions),
+        KeyCode::Char('w') => write_report(model, actions),
+        _ => match model.focus {
+            Focus::Tree => on_tree_key(model, key),
+            Focus::Detail | Focus::Synthesis => on_scroll_key(model, key),
+            Focus::Query => {}
+        },
+    }
+}
+
+fn cycle_focus(model: &mut Model, step: isize) {
+    let order: Vec<Focus> = Focus::ORDER
+        .into_iter()
+        .filter(|f| *f != Focus::Detail || model.detail_open)
+        .collect();
+    let at = order.iter().position(|f| *f == model.focus).unwrap_or(0) as isize;
+    let next = (at + step).rem_euclid(order.len() as isize) as usize;
+    model.focus = order[next];
+}
+
+fn on_query_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
+    let alt_or_shift = key
+        .modifiers
+        .intersects(KeyModifiers::ALT | KeyModifiers::SHIFT);
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    match key.code {
+        KeyCode::Enter if alt_or_shift => model.query.insert_newline(),
+        KeyCode::Enter => submit(model, actions),
+        KeyCode::Char('u') if ctrl => {
+            model.reset_query();
+            model.history_pos = None;
+        }
+        KeyCode::Esc => model.focus = Focus::Tree,
+        KeyCode::Up if model.query.cursor().0 == 0 => recall(model, -1),
+        KeyCode::Down if model.query.cursor().0 + 1 >= model.query.lines().len() => {
+            recall(model, 1)
+        }
+        _ => {
+            model.query.input(key);
+        }
+    }
+}
+
+fn submit(model: &mut Model, actions: &mut Vec<Action>) {
+    let text = model.query.lines().join("\n").trim().to_owned();
+    if text.is_empty() {
+        model.toast("type a question first".into(), ToastLevel::Info);
+        return;
+    }
+    if model.history.last() != Some(&text) {
+        model.history.push(text.clone());
+    }
+    model.history_pos = None;
+    model.reset_query();
+    let id = RunId::new();
+    model.add_run(id, &text);
+    // Focus the tree so r, e, x act at once; Tab (or /) comes back here for the next question.
+    model.focus = Focus::Tree;
+    keep_selection_visible(model);
+    actions.push(Action::Send(Command::StartRun {
+        id,
+        query: text,
+        plan: None,
+    }));
+}
+
+/// Step through the session's earlier queries; past the newest, the draft comes back.
+fn recall(model: &mut Model, step: isize) {
+    if model.history.is_empty() {
+        return;
+    }
+    let current = model.query.lines().join("\n");
+    let next = match (&model.history_pos, step < 0) {
+        (None, true) => Some((model.history.len() - 1, current)),
+        (None, false) => return,
+        (Some((i, draft)), true) => Some((i.saturating_sub(1), draft.clone())),
+        (Some((i, draft)), false) if i + 1 < model.history.len() => Some((i + 1, draft.clone())),
+        (Some((_, draft)), false) => {
+            let draft = draft.clone();
+            set_query(model, &draft);
+            model.history_pos = None;
+            return;
+        }
+    };
+    if let Some((i, draft)) = next {
+        let text = model.history[i].clone();
+        set_query(model, &text);
+        model.history_pos = Some((i, draft));
+    }
+}
+
+fn set_query(model: &mut Model, text: &str) {
+    model.reset_query();
+    model.query.insert_str(text);
+    model.query.move_cursor(CursorMove::Bottom);
+    model.query.move_cursor(CursorMove::End);
+}
+
+fn on_tree_key(model: &mut Model, key: KeyEvent) {
+    let page = tree_height(model).max(1) as isize;
+    match key.code {
+        KeyCode::Up | KeyCode::Char('k') => move_selection(model, -1),
+        KeyCode::Down | KeyCode::Char('j') => move_selection(model, 1),
+        KeyCode::PageUp => move_selection(model, -page),
+        KeyCode::PageDown => move_selection(model, page),
+        KeyCode::Home | KeyCode::Char('g') => move_selection(model, isize::MIN / 2),
+        KeyCode::End | KeyCode::Char('G') => move_selection(model, isize::MAX / 2),
+        KeyCode::Left | KeyCode::Char('h') => match model.selected.clone() {
+            Some(Node::Subtask(run, _)) => select(model, Some(Node::Run(run))),
+            Some(Node::Run(run)) => set_expanded(model, run, false),
+            None => {}
+        },
+        KeyCode::Right | KeyCode::Char('l') => {
+            if let Some(Node::Run(run)) = model.selected {
+                set_expanded(model, run, true);
+            }
+        }
+        KeyCode::Enter | KeyCode::Char(' ') => match model.selected.clone() {
+            Some(Node::Run(run)) => {
+                let open = model.run(run).is_some_and(|r| r.expanded);
+                set_expanded(model, run, !open);
+            }
+            Some(Node::Subtask(..)) => {
+                model.detail_open = !model.detail_open;
+                if !model.detail_open && model.focus == Focus::Detail {
+                    model.focus = Focus::Tree;
+                }
+            }
+            None => {}
+        },
+        _ => {}
+    }
+}
+
+fn on_scroll_key(model: &mut Model, key: KeyEvent) {
+    let Some((total, height)) = scroll_extent(model, model.focus) else {
+        return;
+    };
+    let page = height.saturating_sub(1).max(1) as isize;
+    let scroll = match model.focus {
+        Focus::Detail => &mut model.detail_scroll,
+        _ => &mut model.synthesis_scroll,
+    };
+    match key.code {
+        KeyCode::Up | KeyCode::Char('k') => scroll.scroll(-1, total, height),
+        KeyCode::Down | KeyCode::Char('j') => scroll.scroll(1, total, height),
+        KeyCode::PageUp | KeyCode::Char('b') => scroll.scroll(-page, total, height),
+        KeyCode::PageDown | KeyCode::Char(' ') => scroll.scroll(page, total, height),
+        KeyCode::Home | KeyCode::Char('g') => scroll.home(),
+        KeyCode::End | KeyCode::Char('G') => scroll.end(),
+        _ => {}
+    }
+}
+
+/// Lines of content and visible height of a scrollable pane.
+fn scroll_extent(model: &Model, focus: Focus) -> Option<(usize, usize)> {
+    let areas = areas(model);
+    let area = layout::content(areas.of(focus)?);
+    let total = match focus {
+        Focus::Detail => view::detail_lines(model, area.width).len(),
+        Focus::Synthesis => view::synthesis_line_count(model, area.width),
+        Focus::Tree | Focus::Query => return None,
+    };
+    Some((total, area.height as usize))
+}
+
+fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
+    match model.overlay.take() {
+        Some(Overlay::Help) => {
+            // Any key closes the help; Tab and the like are not passed on.
+        }
+        Some(Overlay::ConfirmQuit) => match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => quit(model, actions),
+            KeyCode::Char('q') => quit(model, actions),
+            _ => {}
+        },
+        Some(Overlay::Edit {
+            run,
+            subtask,
+            mut text,
+            mut role,
+        }) => {
+            let alt_or_shift = key
+                .modifiers
+                .intersects(KeyModifiers::ALT | KeyModifiers::SHIFT);
+            match key.code {
+                KeyCode::Esc => return,
+                KeyCode::Enter if !alt_or_shift => {
+                    let description = text.lines().join("\n").trim().to_owned();
+                    if description.is_empty() {
+                        model.toast("the description is empty".into(), ToastLevel::Warning);
+                    } else {
+                        let worker = model.info.roles.get(role).cloned();
+                        actions.push(Action::Send(Command::Run {
+                            id: run,
+                            command: RunCommand::EditSubtask {
+                                id: subtask,
+                                description: Some(description),
+                                worker,
+                            },
+                        }));
+                        return;
+                    }
+                }
+                KeyCode::Enter => text.insert_newline(),
+                KeyCode::Tab if !model.info.roles.is_empty() => {
+                    role = (role + 1) % model.info.roles.len();
+                }
+                KeyCode::BackTab if !model.info.roles.is_empty() => {
+                    role = (role + model.info.roles.len() - 1) % model.info.roles.len();
+                }
+                _ => {
+                    text.input(key);
+                }
+            }
+            model.overlay = Some(Overlay::Edit {
+                run,
+                subtask,
+                text,
+                role,
+            });
+        }
+        None => {}
+    }
+}
+
+fn ask_to_quit(model: &mut Model, actions: &mut Vec<Action>) {
+    if model.any_active() {
+        model.overlay = Some(Overlay::ConfirmQuit);
+    } else {
+        quit(model, actions);
+    }
+}
+
+/// Cancel what runs, then leave.
+fn quit(model: &mut Model, actions: &mut Vec<Action>) {
+    for view in &model.runs {
+        if let (true, Some(id)) = (view.is_active(), view.id()) {
+            actions.push(Action::Send(Command::Run {
+                id,
+                command: RunCommand::CancelRun,
+            }));
+        }
+    }
+    model.overlay = None;
+    model.quit = true;
+    actions.push(Action::Quit);
+}
+
+// ---- acting on the selection -----------------------------------------------------------------
+
+fn steer_selected(
+    model: &mut Model,
+    actions: &mut Vec<Action>,
+    command: fn(crate::protocol::SubtaskId) -> RunCommand,
+) {
+    match &model.selected {
+        Some(Node::Subtask(run, id)) => actions.push(Action::Send(Command::Run {
+            id: *run,
+            command: command(id.clone()),
+        })),
+        _ => model.toast("select a subtask first (↑/↓)".into(), ToastLevel::Info),
+    }
+}
+
+fn steer_run(model: &mut Model, actions: &mut Vec<Action>, command: RunCommand) {
+    match model.current_run().and_then(|r| r.id()) {
+        Some(id) => actions.push(Action::Send(Command::Run { id, command })),
+        None => model.toast("no run yet: ask a question first".into(), ToastLevel::Info),
+    }
+}
+
+fn open_editor(model: &mut Model) {
+    let Some((view, subtask)) = model.selected_subtask() else {
+        model.toast("select a subtask to edit".into(), ToastLevel::Info);
+        return;
+    };
+    let Some(run) = view.id() else { return };
+    let mut text = TextArea::new(subtask.description.lines().map(str::to_owned).collect());
+    text.move_cursor(CursorMove::Bottom);
+    text.move_cursor(CursorMove::End);
+    text.set_cursor_line_style(ratatui::style::Style::new());
+    let role = model
+        .info
+        .roles
+        .iter()
+        .position(|r| r.eq_ignore_ascii_case(&subtask.worker))
+        .unwrap_or(0);
+    model.overlay = Some(Overlay::Edit {
+        run,
+        subtask: subtask.id.clone(),
+        text: Box::new(text),
+        role,
+    });
+}
+
+fn copy_synthesis(model: &mut Model, actions: &mut Vec<Action>) {
+    let text = model
+        .current_run()
+        .map(|r| r.report.synthesis.clone())
+        .unwrap_or_default();
+    if text.trim().is_empty() {
+        model.toast("no synthesis to copy yet".into(), ToastLevel::Info);
+    } else {
+        actions.push(Action::Copy(text));
+        model.toast("synthesis copied to the clipboard (OSC 52)".into(), ToastLevel::Info);
+    }
+}
+
+fn write_report(model: &mut Model, actions: &mut Vec<Action>) {
+    let Some(view) = model.current_run() else {
+        model.toast("no run to write yet".into(), ToastLevel::Info);
+        return;
+    };
+    let path = PathBuf::from(report_file_name(view.number, &view.report.query));
+    actions.push(Action::Write {
+        path,
+        text: view.report.to_markdown(),
+    });
+}
+
+/// `maestro-2-ev-adoption-in-cities.md`
+pub fn report_file_name(number: usize, query: &str) -> String {
+    let slug: String = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(6)
+        .collect::<Vec<_>>()
+        .join("-")
+        .to_lowercase();
+    if slug.is_empty() {
+        format!("maestro-{number}.md")
+    } else {
+        format!("maestro-{number}-{slug}.md")
+    }
+}
+
+// ---- selection and the tree ------------------------------------------------------------------
+
+fn select(model: &mut Model, node: Option<Node>) {
+    if model.selected != node {
+        model.selected = node;
+        model.detail_scroll = Scroll::default();
+        model.synthesis_scroll = Scroll::default();
+    }
+    keep_selection_visible(model);
+}
+
+fn move_selection(model: &mut Model, delta: isize) {
+    let rows = model.rows();
+    if rows.is_empty() {
+        return;
+    }
+    let at = model
+        .selected
+        .as_ref()
+        .and_then(|s| rows.iter().position(|r| r == s))
+        .unwrap_or(0) as isize;
+    let next = (at.saturating_add(delta)).clamp(0, rows.len() as isize - 1) as usize;
+    // Moving between subtasks of the same run keeps the synthesis where the user left it.
+    let same_run = model.selected.as_ref().map(Node::run) == Some(rows[next].run());
+    let keep = model.synthesis_scroll;
+    select(model, Some(rows[next].clone()));
+    if same_run {
+        model.synthesis_scroll = keep;
+    }
+}
+
+fn set_expanded(model: &mut Model, run: RunId, open: bool) {
+    if let Some(view) = model.runs.iter_mut().find(|r| r.id() == Some(run)) {
+        view.expanded = open;
+    }
+    if !open {
+        select(model, Some(Node::Run(run)));
+    }
+    keep_selection_visible(model);
+}
+
+fn tree_height(model: &Model) -> usize {
+    inner(areas(model).tree).height as usize
+}
+
+/// Scroll the tree so the selected row is on screen.
+pub fn keep_selection_visible(model: &mut Model) {
+    if layout::too_small(model.size) {
+        return;
+    }
+    let height = tree_height(model).max(1);
+    let rows = model.rows();
+    let Some(at) = model
+        .selected
+        .as_ref()
+        .and_then(|s| rows.iter().position(|r| r == s))
+    else {
+        model.tree_offset = model.tree_offset.min(rows.len().saturating_sub(height));
+        return;
+    };
+    if at < model.tree_offset {
+        model.tree_offset = at;
+    } else if at >= model.tree_offset + height {
+        model.tree_offset = at + 1 - height;
+    }
+    model.tree_offset = model.tree_offset.min(rows.len().saturating_sub(height));
+}
+
+// ---- paste and mouse -------------------------------------------------------------------------
+
+fn on_paste(model: &mut Model, text: &str) {
+    // A paste is text, never commands: its newlines must not submit, and its escape
+    // sequences must not reach the screen.
+    let clean = crate::sanitize::sanitize(&text.replace("\r\n", "\n").replace('\r', "\n")).into_owned();
+    match &mut model.overlay {
+        Some(Overlay::Edit { text: area, .. }) => {
+            area.insert_str(&clean);
+        }
+        Some(_) => {}
+        None => {
+            model.focus = Focus::Query;
+            model.query.insert_str(&clean);
+        }
+    }
+}
+
+fn on_mouse(model: &mut Model, mouse: MouseEvent) {
+    if model.overlay.is_some() || layout::too_small(model.size) {
+        return;
+    }
+    let areas = areas(model);
+    let Some(pane) = areas.pane_at(mouse.column, mouse.row) else {
+        return;
+    };
+    match mouse.kind {
+        MouseEventKind::Down(MouseButton::Left) => {
+            model.focus = pane;
+            if pane == Focus::Tree {
+                let tree = inner(areas.tree);
+                if mouse.row >= tree.y && mouse.row < tree.y + tree.height {
+                    let index = model.tree_offset + (mouse.row - tree.y) as usize;
+                    if let Some(node) = model.rows().get(index).cloned() {
+                        select(model, Some(node));
+                    }
+                }
+            }
+        }
+        MouseEventKind::ScrollUp | MouseEventKind::ScrollDown => {
+            let delta = if mouse.kind == MouseEventKind::ScrollUp { -3 } else { 3 };
+            match pane {
+                Focus::Tree => move_selection(model, delta),
+                Focus::Detail | Focus::Synthesis => {
+                    if let Some((total, height)) = scroll_extent(model, pane) {
+                        let scroll = if pane == Focus::Detail {
+                            &mut model.detail_scroll
+                        } else {
+                            &mut model.synthesis_scroll
+                        };
+                        scroll.scroll(delta, total, height);
+                    }
+                }
+                Focus::Query => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a subtask may be re-run with `r` (for hints).
+pub fn can_rerun(status: SubtaskStatus) -> bool {
+    matches!(
+        status,
+        SubtaskStatus::Failed | SubtaskStatus::Cancelled | SubtaskStatus::Succeeded
+    )
+}

@@ -1,0 +1,865 @@
+//! Drawing the dashboard from a `&Model`: the query box, the subtask tree, the detail of the
+//! selected subtask, the synthesis, the status line and the overlays. Views read the model and
+//! nothing else (no clock, no I/O); every piece of model text is sanitised before it is drawn.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{
+    Block, BorderType, Borders, Clear, Paragraph, Scrollbar, ScrollbarOrientation, ScrollbarState,
+    Wrap,
+};
+use unicode_width::UnicodeWidthStr;
+
+use crate::protocol::SubtaskStatus;
+use crate::report::{
+    AttemptOutcome, RunReport, SubtaskReport, format_ms, format_tokens, status_glyph,
+};
+use crate::sanitize::{sanitize, sanitize_line};
+use crate::tui::layout::{self, areas};
+use crate::tui::markdown::wrap_line;
+use crate::tui::model::{Focus, Model, Node, Overlay, RunView, ToastLevel};
+
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+pub fn draw(frame: &mut Frame, model: &Model) {
+    let area = frame.area();
+    if layout::too_small((area.width, area.height)) {
+        draw_too_small(frame, area);
+        return;
+    }
+    let areas = areas(model);
+    draw_query(frame, model, areas.query);
+    draw_tree(frame, model, areas.tree);
+    if let Some(detail) = areas.detail {
+        draw_detail(frame, model, detail);
+    }
+    draw_synthesis(frame, model, areas.synthesis);
+    draw_status(frame, model, areas.status);
+    match &model.overlay {
+        Some(Overlay::Help) => draw_help(frame, model, area),
+        Some(Overlay::Edit { .. }) => draw_edit(frame, model, area),
+        Some(Overlay::ConfirmQuit) => draw_confirm_quit(frame, model, area),
+        None => {}
+    }
+}
+
+fn draw_too_small(frame: &mut Frame, area: Rect) {
+    let text = Text::from(vec![
+        Line::from("maestro needs a bigger terminal"),
+        Line::from(format!(
+            "at least {}×{}; this one is {}×{}",
+            layout::MIN_WIDTH,
+            layout::MIN_HEIGHT,
+            area.width,
+            area.height
+        )),
+    ]);
+    let height = 2.min(area.height);
+    let y = area.y + area.height.saturating_sub(height) / 2;
+    frame.render_widget(
+        Paragraph::new(text)
+            .alignment(Alignment::Center)
+            .wrap(Wrap { trim: true }),
+        Rect::new(area.x, y, area.width, height),
+    );
+}
+
+fn pane<'a>(model: &Model, focus: Focus, title: Line<'a>) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .border_style(model.theme.border(model.focus == focus))
+        .title(title)
+}
+
+fn title(text: &str) -> Span<'static> {
+    Span::styled(format!(" {text} "), Style::new().add_modifier(Modifier::BOLD))
+}
+
+// ---- query -----------------------------------------------------------------------------------
+
+fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
+    let mut hint = Line::default();
+    if model.focus == Focus::Query {
+        hint = Line::from(Span::styled(
+            " Enter ask · Alt+Enter newline · ↑ history · Ctrl+U clear ",
+            model.theme.dim(),
+        ))
+        .alignment(Alignment::Right);
+    } else if !model.runs.is_empty() {
+        hint = Line::from(Span::styled(" / to ask another ", model.theme.dim()))
+            .alignment(Alignment::Right);
+    }
+    let block = pane(model, Focus::Query, Line::from(title("Query"))).title(hint);
+    let inner_area = block.inner(area);
+    frame.render_widget(block, area);
+    let mut query = model.query.clone();
+    if model.focus != Focus::Query {
+        // No block cursor in an unfocused box.
+        query.set_cursor_style(Style::new());
+    }
+    frame.render_widget(&query, inner_area);
+}
+
+// ---- tree ------------------------------------------------------------------------------------
+
+fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
+    let mut heading = vec![title("Subtasks")];
+    if let Some(view) = model.current_run()
+        && !view.report.subtasks.is_empty()
+    {
+        let (done, failed, total) = Model::counts(&view.report);
+        heading.push(Span::styled(
+            format!("{done}/{total} ✓"),
+            model.theme.status(SubtaskStatus::Succeeded),
+        ));
+        if failed > 0 {
+            heading.push(Span::raw(" "));
+            heading.push(Span::styled(
+                format!("{failed} ✗"),
+                model.theme.status(SubtaskStatus::Failed),
+            ));
+        }
+        heading.push(Span::raw(" "));
+    }
+    let block = pane(model, Focus::Tree, Line::from(heading)).title_bottom(
+        Line::from(Span::styled(
+            " r re-run · e edit · x cancel · ? help ",
+            model.theme.dim(),
+        ))
+        .alignment(Alignment::Right),
+    );
+    let inner_area = block.inner(area);
+    frame.render_widget(block, area);
+    if model.runs.is_empty() {
+        let mut lines = vec![
+            Line::from("No runs yet."),
+            Line::from(""),
+            Line::from("Type a question in the box above and press Enter."),
+            Line::from("A planner splits it into subtasks, workers answer"),
+            Line::from("them in parallel, and the report streams in."),
+        ];
+        if model.info.demo {
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled(
+                "The demo provider is simulated: no model is called.",
+                model.theme.warning(),
+            )));
+        }
+        frame.render_widget(
+            Paragraph::new(lines)
+                .style(model.theme.dim())
+                .wrap(Wrap { trim: true }),
+            pad(inner_area),
+        );
+        return;
+    }
+    let rows = model.rows();
+    let height = inner_area.height as usize;
+    let lines: Vec<Line> = rows
+        .iter()
+        .skip(model.tree_offset)
+        .take(height)
+        .map(|node| {
+            let selected = model.selected.as_ref() == Some(node);
+            let mut line = match node {
+                Node::Run(id) => model
+                    .run(*id)
+                    .map(|v| run_row(model, v, inner_area.width))
+                    .unwrap_or_default(),
+                Node::Subtask(run, id) => model
+                    .run(*run)
+                    .and_then(|v| v.report.subtask(id).map(|s| (v, s)))
+                    .map(|(v, s)| subtask_row(model, &v.report, s, inner_area.width))
+                    .unwrap_or_default(),
+            };
+            if selected {
+                line = line.patch_style(model.theme.selected());
+                let pad = (inner_area.width as usize).saturating_sub(line.width());
+                line.push_span(Span::styled(" ".repeat(pad), model.theme.selected()));
+            }
+            line
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner_area);
+    if rows.len() > height {
+        let mut state = ScrollbarState::new(rows.len().saturating_sub(height))
+            .position(model.tree_offset);
+        frame.render_stateful_widget(
+            Scrollbar::new(ScrollbarOrientation::VerticalRight),
+            area.inner(ratatui::layout::Margin {
+                vertical: 1,
+                horizontal: 0,
+            }),
+            &mut state,
+        );
+    }
+}
+
+fn spinner(model: &Model) -> &'static str {
+    SPINNER[(model.now_ms / 100) as usize % SPINNER.len()]
+}
+
+fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
+    let report = &view.report;
+    let arrow = if view.expanded { "▾" } else { "▸" };
+    let phase = Model::run_phase(report);
+    let right = format!(
+        " {phase} {}",
+        clock(model.run_elapsed(report))
+    );
+    let left = format!("{arrow} #{} ", view.number);
+    let query_width = (width as usize).saturating_sub(left.width() + right.width());
+    let query = truncate(&sanitize_line(&report.query), query_width);
+    let gap = query_width.saturating_sub(query.width());
+    Line::from(vec![
+        Span::styled(left, model.theme.bold()),
+        Span::raw(query),
+        Span::raw(" ".repeat(gap)),
+        Span::styled(right, model.theme.run_status(report.status)),
+    ])
+}
+
+/// `✓ task_1 research  Emissions over…   3.1s 1.2k ×2`
+fn subtask_row(model: &Model, report: &RunReport, s: &SubtaskReport, width: u16) -> Line<'static> {
+    let glyph = if s.status == SubtaskStatus::Running {
+        spinner(model)
+    } else {
+        status_glyph(s.status)
+    };
+    let id_w = report
+        .subtasks
+        .iter()
+        .map(|t| t.id.as_str().width())
+        .max()
+        .unwrap_or(6)
+        .min(12);
+    let role_w = report
+        .subtasks
+        .iter()
+        .map(|t| t.worker.width())
+        .max()
+        .unwrap_or(8)
+        .min(10);
+    let mut right = match s.status {
+        SubtaskStatus::Pending if s.waiting_on.is_empty() => "queued".to_owned(),
+        SubtaskStatus::Pending | SubtaskStatus::Blocked => format!("after {}", join(&s.waiting_on)),
+        SubtaskStatus::Running => {
+            let ms = s.started_ts.map(|t| model.now_ms.saturating_sub(t)).unwrap_or(0);
+            format!("{:>6}", format_ms_fixed(ms))
+        }
+        SubtaskStatus::Retrying => match &s.retry {
+            Some((delay, reason)) => format!("retry {} {}", format_ms(*delay), sanitize_line(reason)),
+            None => "retrying".into(),
+        },
+        SubtaskStatus::Succeeded => format!(
+            "{:>6} {:>5}",
+            s.elapsed_ms.map(format_ms_fixed).unwrap_or_default(),
+            format_tokens(s.tokens_in + s.tokens_out)
+        ),
+        SubtaskStatus::Failed => "failed".into(),
+        SubtaskStatus::Cancelled => "cancelled".into(),
+    };
+    if s.attempts > 1 {
+        right.push_str(&format!(" ×{}", s.attempts));
+    }
+    let left = format!(
+        "  {glyph} {:<id_w$} {:<role_w$} ",
+        truncate(s.id.as_str(), id_w),
+        truncate(&s.worker, role_w)
+    );
+    let right = format!(" {right}");
+    let title_w = (width as usize).saturating_sub(left.width() + right.width());
+    let title = truncate(&sanitize_line(&s.title), title_w);
+    let gap = title_w.saturating_sub(title.width());
+    let style = model.theme.status(s.status);
+    Line::from(vec![
+        Span::styled(left, style),
+        Span::raw(title),
+        Span::raw(" ".repeat(gap)),
+        Span::styled(right, style),
+    ])
+}
+
+// ---- detail ----------------------------------------------------------------------------------
+
+fn draw_detail(frame: &mut Frame, model: &Model, area: Rect) {
+    let heading = match model.selected_subtask() {
+        Some((_, s)) => Line::from(vec![title(&format!(
+            "{} · {}",
+            truncate(s.id.as_str(), 20),
+            truncate(&s.worker, 16)
+        ))]),
+        None => Line::from(title("Detail")),
+    };
+    let hint = match model.selected_subtask().map(|(_, s)| s.status) {
+        Some(SubtaskStatus::Running | SubtaskStatus::Retrying | SubtaskStatus::Pending) => {
+            " x cancel · e edit "
+        }
+        Some(SubtaskStatus::Blocked) => " e edit · x cancel ",
+        Some(_) => " r re-run · e edit ",
+        None => "",
+    };
+    let block = pane(model, Focus::Detail, heading).title_bottom(
+        Line::from(Span::styled(hint, model.theme.dim())).alignment(Alignment::Right),
+    );
+    frame.render_widget(block, area);
+    let inner_area = layout::content(area);
+    let lines = detail_lines(model, inner_area.width);
+    let height = inner_area.height as usize;
+    let top = model.detail_scroll.top(lines.len(), height);
+    let visible: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
+    frame.render_widget(Paragraph::new(visible), inner_area);
+}
+
+/// The detail pane's content, wrapped to `width` (also used to size its scrolling).
+pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
+    let width = width.max(1) as usize;
+    let theme = &model.theme;
+    let mut out: Vec<Line<'static>> = Vec::new();
+    let para = |out: &mut Vec<Line<'static>>, line: Line<'static>| wrap_line(&line, width, out);
+    let Some((view, s)) = model.selected_subtask() else {
+        if let Some(view) = model.current_run() {
+            run_summary(model, view, width, &mut out);
+        } else {
+            para(
+                &mut out,
+                Line::from(Span::styled(
+                    "Select a subtask to see its description, attempts and output.",
+                    theme.dim(),
+                )),
+            );
+        }
+        return out;
+    };
+    let status = Line::from(vec![
+        Span::styled(
+            format!("{} {}", status_glyph(s.status), s.status.word()),
+            theme.status(s.status).add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            match (&s.model, s.attempts) {
+                (Some(m), n) if n > 1 => format!(" · {} · attempt {n}", sanitize_line(m)),
+                (Some(m), _) => format!(" · {}", sanitize_line(m)),
+                (None, _) => String::new(),
+            },
+            theme.dim(),
+        ),
+    ]);
+    para(&mut out, status);
+    para(
+        &mut out,
+        Line::from(Span::styled(sanitize_line(&s.title).into_owned(), theme.bold())),
+    );
+    for line in sanitize(&s.description).lines() {
+        para(&mut out, Line::from(line.to_owned()));
+    }
+    if !s.focus_areas.is_empty() {
+        let areas: Vec<String> = s.focus_areas.iter().map(|a| sanitize_line(a).into_owned()).collect();
+        para(
+            &mut out,
+            Line::from(vec![
+                Span::styled("Focus: ", theme.dim()),
+                Span::raw(areas.join(" · ")),
+            ]),
+        );
+    }
+    if !s.depends_on.is_empty() {
+        let mut spans = vec![Span::styled("After: ", theme.dim())];
+        for (i, dep) in s.depends_on.iter().enumerate() {
+            if i > 0 {
+                spans.push(Span::raw(", "));
+            }
+            let status = view.report.subtask(dep).map(|d| d.status);
+            spans.push(Span::raw(dep.to_string()));
+            if let Some(status) = status {
+                spans.push(Span::styled(
+                    format!(" {}", status_glyph(status)),
+                    theme.status(status),
+                ));
+            }
+        }
+        para(&mut out, Line::from(spans));
+    }
+    if !s.history.is_empty() {
+        out.push(Line::default());
+        for record in &s.history {
+            let time = record
+                .elapsed_ms
+                .or_else(|| {
+                    (record.outcome == AttemptOutcome::Running)
+                        .then(|| model.now_ms.saturating_sub(record.started_ts))
+                })
+                .map(format_ms)
+                .unwrap_or_default();
+            let (word, style, error) = match &record.outcome {
+                AttemptOutcome::Running => ("running", theme.status(SubtaskStatus::Running), None),
+                AttemptOutcome::Succeeded => ("done", theme.status(SubtaskStatus::Succeeded), None),
+                AttemptOutcome::Retried { error, delay_ms } => (
+                    "failed, retried",
+                    theme.status(SubtaskStatus::Retrying),
+                    Some(format!("{} (waited {})", sanitize_line(error), format_ms(*delay_ms))),
+                ),
+                AttemptOutcome::Failed { error } => (
+                    "failed",
+                    theme.status(SubtaskStatus::Failed),
+                    Some(sanitize_line(error).into_owned()),
+                ),
+                AttemptOutcome::Cancelled => ("cancelled", theme.dim(), None),
+            };
+            let mut spans = vec![
+                Span::styled(format!("attempt {} ", record.attempt), theme.dim()),
+                Span::styled(word.to_owned(), style),
+                Span::styled(format!(" {time}"), theme.dim()),
+            ];
+            if let Some(error) = error {
+                spans.push(Span::raw(": "));
+                spans.push(Span::styled(error, theme.error()));
+            }
+            para(&mut out, Line::from(spans));
+        }
+    }
+    let (label, body) = match (&s.result, s.status) {
+        (Some(result), _) => ("Result", result.as_str()),
+        (None, SubtaskStatus::Failed) if !s.output.is_empty() => {
+            ("Partial output of the failed attempt", s.output.as_str())
+        }
+        (None, SubtaskStatus::Running) => ("Output (streaming)", s.output.as_str()),
+        _ => ("", ""),
+    };
+    if !label.is_empty() {
+        out.push(Line::default());
+        let rule = format!("── {label} ");
+        let fill = width.saturating_sub(rule.width());
+        out.push(Line::from(Span::styled(
+            format!("{rule}{}", "─".repeat(fill)),
+            theme.dim(),
+        )));
+        for line in sanitize(body).lines() {
+            para(&mut out, Line::from(line.to_owned()));
+        }
+        if s.status == SubtaskStatus::Running && body.is_empty() {
+            para(&mut out, Line::from(Span::styled("waiting for the first words…", theme.dim())));
+        }
+    }
+    out
+}
+
+fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'static>>) {
+    let theme = &model.theme;
+    let report = &view.report;
+    let mut para = |line: Line<'static>| wrap_line(&line, width, out);
+    para(Line::from(vec![
+        Span::styled(format!("Run #{} ", view.number), theme.bold()),
+        Span::styled(Model::run_phase(report).to_owned(), theme.run_status(report.status)),
+        Span::styled(format!(" · {}", clock(model.run_elapsed(report))), theme.dim()),
+    ]));
+    for line in sanitize(&report.query).lines() {
+        para(Line::from(line.to_owned()));
+    }
+    if let Some(plan) = &report.plan
+        && !plan.query_analysis.trim().is_empty()
+    {
+        para(Line::default());
+        para(Line::from(Span::styled("Plan", theme.dim())));
+        for line in sanitize(&plan.query_analysis).lines() {
+            para(Line::from(line.to_owned()));
+        }
+    }
+    if let Some(error) = &report.error {
+        para(Line::default());
+        para(Line::from(Span::styled(sanitize_line(error).into_owned(), theme.error())));
+    }
+    for notice in &report.notices {
+        para(Line::from(Span::styled(
+            format!("note: {}", sanitize_line(notice)),
+            theme.warning(),
+        )));
+    }
+}
+
+// ---- synthesis -------------------------------------------------------------------------------
+
+/// Lines the synthesis of the current run takes at `width` (for scrolling).
+pub fn synthesis_line_count(model: &Model, width: u16) -> usize {
+    match model.current_run() {
+        Some(view) if !view.report.synthesis.is_empty() => synthesis_lines(model, view, width).len(),
+        _ => 0,
+    }
+}
+
+fn synthesis_lines(model: &Model, view: &RunView, width: u16) -> Vec<ratatui::text::Line<'static>> {
+    let Some(id) = view.id() else {
+        return Vec::new();
+    };
+    let width = width.max(1);
+    model
+        .markdown
+        .borrow_mut()
+        .lines(id, view.synthesis_version, width, &view.report.synthesis)
+        .to_vec()
+}
+
+fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
+    let view = model.current_run();
+    let mut heading = vec![title("Synthesis")];
+    if let Some(view) = view {
+        let r = &view.report;
+        if r.synthesizing {
+            heading.push(Span::styled(
+                format!("{} writing ", spinner(model)),
+                model.theme.status(SubtaskStatus::Running),
+            ));
+        }
+        if r.synthesis_stale && !r.synthesizing {
+            heading.push(Span::styled(
+                "stale: subtasks changed since (s to redo) ",
+                model.theme.warning(),
+            ));
+        } else if r.synthesis_stale {
+            heading.push(Span::styled("stale ", model.theme.warning()));
+        }
+        if !r.synthesis.is_empty() && !r.synthesizing && !r.synthesized {
+            heading.push(Span::styled("unsynthesised ", model.theme.warning()));
+        }
+    }
+    let mut block = pane(model, Focus::Synthesis, Line::from(heading));
+    let inner_area = layout::content(area);
+    let lines = match view {
+        Some(v) if !v.report.synthesis.is_empty() => synthesis_lines(model, v, inner_area.width),
+        _ => Vec::new(),
+    };
+    let height = inner_area.height as usize;
+    let top = model.synthesis_scroll.top(lines.len(), height);
+    if lines.len() > height {
+        let position = format!(" {}–{} of {} ", top + 1, (top + height).min(lines.len()), lines.len());
+        block = block.title_bottom(
+            Line::from(Span::styled(position, model.theme.dim())).alignment(Alignment::Right),
+        );
+    }
+    frame.render_widget(block, area);
+    if lines.is_empty() {
+        let message = match view {
+            None => "The report appears here as the synthesis streams in.".to_owned(),
+            Some(v) if v.report.status.is_some() => v
+                .report
+                .error
+                .as_deref()
+                .map(|e| format!("No report: {}", sanitize_line(e)))
+                .unwrap_or_else(|| "No report.".into()),
+            Some(v) if v.report.plan.is_none() => "Planning…".into(),
+            Some(_) => "Waiting for the subtasks; the report streams in when they are done.".into(),
+        };
+        frame.render_widget(
+            Paragraph::new(message)
+                .style(model.theme.dim())
+                .wrap(Wrap { trim: true }),
+            inner_area,
+        );
+        return;
+    }
+    let visible: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
+    frame.render_widget(Paragraph::new(visible), inner_area);
+    if top + height < synthesis_line_count(model, inner_area.width) || top > 0 {
+        let total = synthesis_line_count(model, inner_area.width);
+        let mut state = ScrollbarState::new(total.saturating_sub(height)).position(top);
+        frame.render_stateful_widget(
+            Scrollbar::new(ScrollbarOrientation::VerticalRight),
+            area.inner(ratatui::layout::Margin {
+                vertical: 1,
+                horizontal: 0,
+            }),
+            &mut state,
+        );
+    }
+}
+
+// ---- status line -----------------------------------------------------------------------------
+
+fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
+    let theme = &model.theme;
+    let mut left: Vec<Span> = Vec::new();
+    if model.info.demo {
+        left.push(Span::styled(" DEMO · simulated ", theme.demo_banner()));
+        left.push(Span::raw(" "));
+    } else {
+        left.push(Span::raw(" "));
+        left.push(Span::raw(model.info.describe.clone()));
+        left.push(Span::styled(" │ ", theme.dim()));
+    }
+    if let Some(view) = model.current_run() {
+        let r = &view.report;
+        let (done, failed, total) = Model::counts(r);
+        left.push(Span::styled(
+            format!("#{} {}", view.number, Model::run_phase(r)),
+            theme.run_status(r.status),
+        ));
+        if total > 0 {
+            left.push(Span::styled(" │ ", theme.dim()));
+            left.push(Span::raw(format!("{done}/{total} ✓")));
+            if failed > 0 {
+                left.push(Span::styled(
+                    format!(" {failed} ✗"),
+                    theme.status(SubtaskStatus::Failed),
+                ));
+            }
+        }
+        let usage = r.tokens();
+        if usage.total() > 0 {
+            let est = if usage.estimated { "~" } else { "" };
+            left.push(Span::styled(" │ ", theme.dim()));
+            left.push(Span::raw(format!(
+                "{est}{} in · {est}{} out",
+                format_tokens(usage.tokens_in),
+                format_tokens(usage.tokens_out)
+            )));
+        }
+        left.push(Span::styled(" │ ", theme.dim()));
+        left.push(Span::raw(clock(model.run_elapsed(r))));
+    } else if model.info.demo {
+        left.push(Span::styled("no model is called", theme.dim()));
+    }
+    let right = match &model.toast {
+        Some(toast) => {
+            let style = match toast.level {
+                ToastLevel::Info => theme.bold(),
+                ToastLevel::Warning => theme.warning(),
+                ToastLevel::Error => theme.error().add_modifier(Modifier::BOLD),
+            };
+            Span::styled(format!(" {} ", sanitize_line(&toast.text)), style)
+        }
+        None => Span::styled(" ? help · q quit ", theme.dim()),
+    };
+    let left_line = Line::from(left);
+    let right_width = right.width().min(area.width as usize / 2 + 10) as u16;
+    let [l, r] = Layout::horizontal([Constraint::Min(0), Constraint::Length(right_width)]).areas(area);
+    frame.render_widget(Paragraph::new(left_line).style(theme.status_bar()), l);
+    frame.render_widget(
+        Paragraph::new(Line::from(right).alignment(Alignment::Right)).style(theme.status_bar()),
+        r,
+    );
+}
+
+// ---- overlays --------------------------------------------------------------------------------
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [h] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(v);
+    h
+}
+
+/// Every key, grouped; the help overlay shows this (and tests check it is complete).
+pub const HELP: &[(&str, &[(&str, &str)])] = &[
+    (
+        "Anywhere",
+        &[
+            ("Tab / Shift+Tab", "next / previous pane"),
+            ("? or F1", "this help"),
+            ("q or Ctrl+C", "quit (asks while a run is active)"),
+        ],
+    ),
+    (
+        "Query",
+        &[
+            ("Enter", "ask (starts a run; another run may be going)"),
+            ("Alt+Enter / Shift+Enter", "new line"),
+            ("↑ / ↓ at first / last line", "earlier queries of this session"),
+            ("Ctrl+U", "clear"),
+            ("Esc", "to the subtask tree"),
+        ],
+    ),
+    (
+        "Subtasks",
+        &[
+            ("↑ ↓ or j k", "move; PgUp PgDn, g G: page, top, bottom"),
+            ("← → or h l", "collapse / expand a run"),
+            ("Enter", "toggle the detail pane (on a run: expand)"),
+            ("/ or i", "back to the query box"),
+        ],
+    ),
+    (
+        "Acting",
+        &[
+            ("r", "re-run the selected subtask"),
+            ("R", "re-run every failed subtask of the run"),
+            ("e", "edit the selected subtask, then re-run it"),
+            ("x", "cancel the selected subtask"),
+            ("X", "cancel the whole run"),
+            ("s", "write the synthesis again"),
+            ("y", "copy the synthesis (OSC 52)"),
+            ("w", "write the report to a markdown file"),
+        ],
+    ),
+    (
+        "Synthesis and detail",
+        &[
+            ("j k ↑ ↓", "scroll a line"),
+            ("PgUp PgDn / Space b", "scroll a page"),
+            ("Home End / g G", "top / bottom (bottom follows new text)"),
+            ("mouse", "click to focus and select, wheel to scroll"),
+        ],
+    ),
+];
+
+fn draw_help(frame: &mut Frame, model: &Model, area: Rect) {
+    let mut lines: Vec<Line> = Vec::new();
+    for (group, keys) in HELP {
+        if !lines.is_empty() {
+            lines.push(Line::default());
+        }
+        lines.push(Line::from(Span::styled(*group, model.theme.bold())));
+        for (key, what) in *keys {
+            lines.push(Line::from(vec![
+                Span::styled(format!("  {key:<26}"), model.theme.key()),
+                Span::raw(*what),
+            ]));
+        }
+    }
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let rect = centered(area, 76, height);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .border_type(BorderType::Rounded)
+                .border_style(model.theme.border(true))
+                .title(title("Keys"))
+                .title_bottom(
+                    Line::from(Span::styled(" any key closes ", model.theme.dim()))
+                        .alignment(Alignment::Right),
+                ),
+        ),
+        rect,
+    );
+}
+
+fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
+    let Some(Overlay::Edit {
+        subtask, text, role, ..
+    }) = &model.overlay
+    else {
+        return;
+    };
+    let rect = centered(area, 90.min(area.width.saturating_sub(4)), 14.min(area.height.saturating_sub(2)));
+    frame.render_widget(Clear, rect);
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(model.theme.border(true))
+        .title(title(&format!("Edit {}", truncate(subtask.as_str(), 30))))
+        .title_bottom(
+            Line::from(Span::styled(
+                " Enter save & re-run · Alt+Enter new line · Tab role · Esc cancel ",
+                model.theme.dim(),
+            ))
+            .alignment(Alignment::Right),
+        );
+    let inside = block.inner(rect);
+    frame.render_widget(block, rect);
+    let [role_area, _, text_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(1),
+    ])
+    .areas(inside);
+    let role_name = model.info.roles.get(*role).map(String::as_str).unwrap_or("—");
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled("Role: ", model.theme.dim()),
+            Span::styled(format!("‹ {role_name} ›"), model.theme.key()),
+            Span::styled("   Description:", model.theme.dim()),
+        ])),
+        role_area,
+    );
+    frame.render_widget(text.as_ref(), text_area);
+}
+
+fn draw_confirm_quit(frame: &mut Frame, model: &Model, area: Rect) {
+    let active = model.runs.iter().filter(|r| r.is_active()).count();
+    let text = vec![
+        Line::from(if active == 1 {
+            "A run is still going.".to_owned()
+        } else {
+            format!("{active} runs are still going.")
+        }),
+        Line::from("Quit and cancel it? Finished work is kept in any written report."),
+        Line::default(),
+        Line::from(vec![
+            Span::styled("y", model.theme.key()),
+            Span::raw(" quit   "),
+            Span::styled("any other key", model.theme.key()),
+            Span::raw(" stay"),
+        ]),
+    ];
+    let rect = centered(area, 70, 6);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(text).wrap(Wrap { trim: true }).block(
+            Block::bordered()
+                .border_type(BorderType::Rounded)
+                .border_style(model.theme.warning())
+                .title(title("Quit?")),
+        ),
+        rect,
+    );
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+fn pad(area: Rect) -> Rect {
+    Rect {
+        x: area.x + 1,
+        width: area.width.saturating_sub(2),
+        ..area
+    }
+}
+
+/// Cut `text` to `width` columns, with `…` when cut.
+pub fn truncate(text: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthChar;
+    if text.width() <= width {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
+    if width > 0 {
+        out.push('…');
+    }
+    out
+}
+
+fn join(ids: &[crate::protocol::SubtaskId]) -> String {
+    ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// `00:14`, `01:02:03`
+pub fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// Like `format_ms` but always with one decimal under a minute, so the column does not jump.
+fn format_ms_fixed(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format_ms(ms)
+    }
+}
