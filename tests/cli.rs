@@ -1,0 +1,828 @@
+//! The real `maestro` binary as a subprocess: the demo provider, OpenAI-compatible runs
+//! against the in-process mock server, output formats, the events file, `--plan`, terminal
+//! safety of model text, configuration errors and their exit codes, key hygiene, and the
+//! precedence of flags over environment over file.
+//!
+//! Every child gets a clean environment: no API keys, no `MAESTRO_*` from the developer's
+//! shell, a config file of the test's own, and `HOME`/XDG directories in a temp dir so logs
+//! land there.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::mock::{MockRequest, MockServer, Reply};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const QUERY: &str = "What are the impacts of EV adoption in cities?";
+const SYNTHESIS: &str = "# EV report\n\nThe synthesised answer from the mock.";
+/// The longest one child process may run before the test fails.
+const PROCESS_LIMIT: Duration = Duration::from_secs(20);
+
+// ---- running the binary -------------------------------------------------------------------
+
+/// A temp dir with the child's home, XDG dirs and config file.
+struct Sandbox {
+    dir: TempDir,
+}
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Sandbox {
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
+    /// The command with a clean environment and `MAESTRO_CONFIG` set to the sandbox's file.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
+        command.args(args);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("MAESTRO_")
+                || name.ends_with("_API_KEY")
+                || name == "MY_KEY"
+                || name == "NO_COLOR"
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let home = self.dir.path();
+        command
+            .env("MAESTRO_CONFIG", self.config_path())
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("MAESTRO_LOG", "debug")
+            .envs(env.iter().copied())
+            .current_dir(home)
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    /// Run to the end (killed after `PROCESS_LIMIT`) without blocking the async runtime.
+    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let command = self.command(args, env);
+        tokio::task::spawn_blocking(move || run_blocking(command))
+            .await
+            .expect("the child runner")
+    }
+
+    fn run_sync(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        run_blocking(self.command(args, env))
+    }
+}
+
+fn run_blocking(command: std::process::Command) -> Output {
+    collect(spawn(command, None))
+}
+
+/// Start the child with piped output, writing `stdin` (when given) to it.
+fn spawn(mut command: std::process::Command, stdin: Option<&str>) -> std::process::Child {
+    use std::io::Write;
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        command.stdin(std::process::Stdio::piped());
+    }
+    let mut child = command.spawn().expect("start maestro");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child
+}
+
+/// Wait for the child (killing it after `PROCESS_LIMIT`) and gather what it printed.
+fn collect(mut child: std::process::Child) -> Output {
+    use std::io::Read;
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + PROCESS_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for maestro") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out.join().expect("stdout reader");
+    let stderr = err.join().expect("stderr reader");
+    Output {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+    }
+}
+
+// ---- scripting the mock -------------------------------------------------------------------
+
+fn is_planner(r: &MockRequest) -> bool {
+    r.system().contains("You are the planner")
+}
+
+fn is_synthesis(r: &MockRequest) -> bool {
+    !is_planner(r) && r.user().contains("# Findings")
+}
+
+/// The subtask title of a worker request.
+fn worker_title(r: &MockRequest) -> Option<String> {
+    if is_planner(r) {
+        return None;
+    }
+    let user = r.user();
+    let rest = user.split("# Your subtask: ").nth(1)?;
+    Some(rest.lines().next().unwrap_or("").trim().to_owned())
+}
+
+fn title(id: &str) -> String {
+    format!("Subtask {id} title")
+}
+
+fn result_for(title: &str) -> String {
+    format!("Findings for {title}: alpha beta gamma delta.")
+}
+
+fn plan_value(ids: &[&str]) -> Value {
+    let subtasks: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({
+                "id": id,
+                "worker": "research",
+                "title": title(id),
+                "description": format!("Find out about {id}."),
+                "focus_areas": ["one point"],
+                "depends_on": [],
+                "priority": "medium",
+            })
+        })
+        .collect();
+    json!({
+        "query_analysis": "The impacts.",
+        "subtasks": subtasks,
+        "synthesis_guidance": "Combine.",
+    })
+}
+
+/// Planner answers `plan`; worker of subtask `failing` (if any) answers 500; other workers
+/// answer `result_for(title)`; the synthesis answers `SYNTHESIS`.
+fn script(
+    plan: Value,
+    failing: Option<&'static str>,
+) -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
+    let plan = plan.to_string();
+    move |r| {
+        if is_planner(r) {
+            return Reply::text(plan.clone());
+        }
+        if is_synthesis(r) {
+            return Reply::text(SYNTHESIS);
+        }
+        match worker_title(r) {
+            Some(t) if failing.is_some_and(|id| t == title(id)) => {
+                Reply::status(500, "the worker's upstream is broken")
+            }
+            Some(t) => Reply::text(result_for(&t)),
+            None => Reply::status(400, "mock: unexpected request"),
+        }
+    }
+}
+
+/// A config for the OpenAI-compatible provider pointed at the mock, with no retries (the
+/// binary's backoff is a second) and no key (a local server needs none).
+fn openai_config(server: &MockServer, extra: &str) -> String {
+    format!(
+        "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[limits]\nretries = 0\n\
+         timeout_secs = 10\nidle_timeout_secs = 5\n{extra}",
+        server.openai_base_url()
+    )
+}
+
+fn no_escapes(what: &str, text: &str) {
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{what} contains ESC or BEL: {text:?}"
+    );
+}
+
+// ---- the demo provider --------------------------------------------------------------------
+
+const FAST_DEMO: &str = "[demo]\ntokens_per_second = 5000\nfailure_rate = 0.0\n";
+
+#[test]
+fn demo_run_prints_one_json_report_of_a_successful_simulated_run() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    let out = sandbox.run_sync(&["run", "--format", "json", QUERY], &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = out.json();
+    assert_eq!(report["status"], "succeeded", "{out:?}");
+    assert_eq!(report["query"], QUERY);
+    let subtasks = report["subtasks"].as_array().expect("a subtasks list");
+    assert!(
+        (4..=6).contains(&subtasks.len()),
+        "{} subtasks",
+        subtasks.len()
+    );
+    assert!(subtasks.iter().all(|s| s["status"] == "succeeded"));
+    let synthesis = report["synthesis"].as_str().expect("a synthesis");
+    assert!(synthesis.contains("Simulated"), "{synthesis}");
+    assert_eq!(report["synthesized"], true);
+}
+
+#[test]
+fn demo_plan_prints_plan_json_with_subtasks() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    let out = sandbox.run_sync(&["plan", QUERY], &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let plan = out.json();
+    let subtasks = plan["subtasks"].as_array().expect("a subtasks list");
+    assert!(!subtasks.is_empty());
+    for s in subtasks {
+        for key in [
+            "id",
+            "worker",
+            "title",
+            "description",
+            "depends_on",
+            "priority",
+        ] {
+            assert!(s.get(key).is_some(), "subtask without `{key}`: {s}");
+        }
+    }
+    assert!(plan["synthesis_guidance"].is_string());
+}
+
+#[test]
+fn version_and_help_exit_zero() {
+    let sandbox = Sandbox::new("");
+    let version = sandbox.run_sync(&["--version"], &[]);
+    assert_eq!(version.code, Some(0), "{version:?}");
+    assert!(
+        version.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "{version:?}"
+    );
+    let help = sandbox.run_sync(&["--help"], &[]);
+    assert_eq!(help.code, Some(0), "{help:?}");
+    assert!(
+        help.stdout.contains("run") && help.stdout.contains("--config"),
+        "{help:?}"
+    );
+    let run_help = sandbox.run_sync(&["run", "--help"], &[]);
+    assert_eq!(run_help.code, Some(0), "{run_help:?}");
+    assert!(run_help.stdout.contains("--events"), "{run_help:?}");
+}
+
+// ---- OpenAI-compatible runs against the mock ----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_run_prints_the_markdown_report_with_a_subtask_table_and_logs_to_the_data_dir() {
+    let server = MockServer::start(script(plan_value(&["a", "b"]), None)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox.run(&["run", QUERY], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.starts_with(SYNTHESIS), "{out:?}");
+    assert!(
+        out.stdout.contains("| id | title | role | status |"),
+        "{out:?}"
+    );
+    for id in ["a", "b"] {
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {id} |")))
+            .unwrap_or_else(|| panic!("no table row for {id}: {out:?}"));
+        assert!(
+            row.contains(&title(id)) && row.contains("| done |"),
+            "{row}"
+        );
+    }
+    assert!(out.stderr.contains("run succeeded"), "{out:?}");
+    assert_eq!(server.request_count(), 4);
+    // Logs went to the sandbox's data dir, not the developer's.
+    let log = sandbox.path("data").join("maestro").join("maestro.log");
+    assert!(log.exists(), "no log at {}", log.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subtask_that_always_fails_makes_the_run_exit_3() {
+    let server = MockServer::start(script(plan_value(&["a", "b"]), Some("b"))).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox.run(&["run", QUERY], &[]).await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(
+        out.stdout.contains("the worker's upstream is broken"),
+        "{out:?}"
+    );
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("| b |"))
+        .unwrap_or("");
+    assert!(row.contains("| failed |"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planner_answering_garbage_makes_the_run_exit_1_and_say_why() {
+    let server = MockServer::always(Reply::text("I would rather write a poem.")).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox.run(&["run", QUERY], &[]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("no usable plan"), "{out:?}");
+    assert!(out.stderr.contains("no JSON object found"), "{out:?}");
+    assert_eq!(server.request_count(), 2, "asked once more, then gave up");
+
+    let plan = sandbox.run(&["plan", QUERY], &[]).await;
+    assert_eq!(plan.code, Some(1), "{plan:?}");
+    assert!(plan.stdout.is_empty(), "{plan:?}");
+    assert!(plan.stderr.contains("no usable plan"), "{plan:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_file_holds_one_json_event_per_line_from_run_started_to_run_finished() {
+    let server = MockServer::start(script(plan_value(&["a", "b"]), None)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let events = sandbox.path("events.jsonl");
+    let out = sandbox
+        .run(
+            &[
+                "run",
+                "--quiet",
+                "--events",
+                events.to_str().unwrap(),
+                QUERY,
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&events).expect("the events file");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 8, "{text}");
+    let run = lines[0]["run"].clone();
+    for line in &lines {
+        assert!(line.is_object());
+        assert!(line["type"].is_string(), "{line}");
+        assert!(line["ts_ms"].is_u64(), "{line}");
+        assert_eq!(line["run"], run, "one run id throughout");
+    }
+    assert_eq!(lines[0]["type"], "run_started");
+    assert_eq!(lines[0]["query"], QUERY);
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["status"], "succeeded");
+    let types: Vec<&str> = lines.iter().filter_map(|l| l["type"].as_str()).collect();
+    for expected in [
+        "plan_ready",
+        "subtask_started",
+        "subtask_succeeded",
+        "synthesis_finished",
+    ] {
+        assert!(types.contains(&expected), "no {expected}: {types:?}");
+    }
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["ts_ms"].as_u64() <= w[1]["ts_ms"].as_u64()),
+        "timestamps go forward"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_file_is_run_without_asking_the_planner() {
+    let server = MockServer::start(script(plan_value(&["planned"]), None)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let plan_file = sandbox.path("plan.json");
+    let plan = plan_value(&["x", "y", "z"]);
+    std::fs::write(&plan_file, plan.to_string()).unwrap();
+    let out = sandbox
+        .run(
+            &[
+                "run",
+                "--plan",
+                plan_file.to_str().unwrap(),
+                "--format",
+                "json",
+                QUERY,
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let requests = server.requests();
+    assert!(!requests.iter().any(is_planner), "the planner was called");
+    let mut titles: Vec<String> = requests.iter().filter_map(worker_title).collect();
+    titles.sort();
+    assert_eq!(titles, [title("x"), title("y"), title("z")]);
+    let report = out.json();
+    assert_eq!(report["subtasks"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_file_that_is_not_a_plan_is_a_usage_error() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    let plan_file = sandbox.path("plan.json");
+    std::fs::write(&plan_file, "{\"not\": \"a plan\"}").unwrap();
+    let out = sandbox
+        .run(&["run", "--plan", plan_file.to_str().unwrap(), QUERY], &[])
+        .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("plan.json"), "{out:?}");
+}
+
+// ---- terminal safety ----------------------------------------------------------------------
+
+const HOSTILE: &str = "Evil \u{1b}]0;pwned\u{7}title and \u{1b}[2Jcleared screen.";
+
+fn hostile_script() -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
+    let plan = plan_value(&["a"]).to_string();
+    move |r| {
+        if is_planner(r) {
+            Reply::text(plan.clone())
+        } else if is_synthesis(r) {
+            Reply::text(format!("# Report\n\n{HOSTILE}"))
+        } else {
+            Reply::text(format!("Worker says: {HOSTILE}"))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escape_sequences_from_models_never_reach_the_terminal_in_markdown_mode() {
+    let server = MockServer::start(hostile_script()).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox.run(&["run", QUERY], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    no_escapes("stdout", &out.stdout);
+    no_escapes("stderr", &out.stderr);
+    assert!(
+        out.stdout.contains("Evil title and cleared screen."),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escape_sequences_in_json_output_are_escaped_not_raw() {
+    let server = MockServer::start(hostile_script()).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox.run(&["run", "--format", "json", QUERY], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    no_escapes("stdout", &out.stdout);
+    no_escapes("stderr", &out.stderr);
+    let report = out.json();
+    let synthesis = report["synthesis"].as_str().unwrap();
+    assert!(
+        synthesis.contains(HOSTILE),
+        "the JSON keeps the text as it was: {synthesis:?}"
+    );
+    let result = report["subtasks"][0]["result"].as_str().unwrap();
+    assert!(result.contains(HOSTILE), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escape_sequences_in_provider_error_messages_never_reach_stderr() {
+    let plan = plan_value(&["a", "b"]).to_string();
+    let server = MockServer::start(move |r| {
+        if is_planner(r) {
+            Reply::text(plan.clone())
+        } else if is_synthesis(r) {
+            Reply::text(SYNTHESIS)
+        } else if worker_title(r) == Some(title("a")) {
+            Reply::status(400, format!("bad: {HOSTILE}"))
+        } else {
+            Reply::text("fine")
+        }
+    })
+    .await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox.run(&["run", QUERY], &[]).await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("Evil title"),
+        "the error is shown: {out:?}"
+    );
+    no_escapes("stdout", &out.stdout);
+    no_escapes("stderr", &out.stderr);
+}
+
+// ---- configuration errors -----------------------------------------------------------------
+
+#[test]
+fn unknown_config_key_exits_2_naming_the_key_the_file_and_the_line() {
+    let sandbox = Sandbox::new("provider = \"demo\"\n\n[limits]\nconcurrency = 2\nturbo = true\n");
+    let out = sandbox.run_sync(&["run", QUERY], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("turbo"), "{out:?}");
+    assert!(out.stderr.contains("config.toml"), "{out:?}");
+    assert!(out.stderr.contains("line 5"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+#[test]
+fn zero_concurrency_in_the_config_exits_2_pointing_at_its_line() {
+    let sandbox = Sandbox::new("[limits]\n\nconcurrency = 0\n");
+    let out = sandbox.run_sync(&["run", QUERY], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("line 3"), "{out:?}");
+    assert!(out.stderr.contains("above 0"), "{out:?}");
+}
+
+#[test]
+fn anthropic_without_its_key_variable_exits_2_naming_the_variable() {
+    let sandbox = Sandbox::new("");
+    let out = sandbox.run_sync(&["--provider", "anthropic", "run", QUERY], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("ANTHROPIC_API_KEY"), "{out:?}");
+}
+
+#[test]
+fn openai_without_a_key_for_its_own_api_exits_2_naming_the_variable() {
+    let sandbox = Sandbox::new("provider = \"openai\"\n");
+    let out = sandbox.run_sync(&["plan", QUERY], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("OPENAI_API_KEY"), "{out:?}");
+}
+
+#[test]
+fn base_url_flag_that_is_not_http_exits_2() {
+    let sandbox = Sandbox::new("provider = \"openai\"\n");
+    let out = sandbox.run_sync(
+        &["--base-url", "ftp://example.invalid/v1", "plan", QUERY],
+        &[],
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--base-url"), "{out:?}");
+}
+
+#[test]
+fn named_key_variable_that_is_unset_exits_2_naming_it() {
+    let sandbox = Sandbox::new(
+        "provider = \"openai\"\n[openai]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         api_key_env = \"MY_KEY\"\n",
+    );
+    let out = sandbox.run_sync(&["run", QUERY], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("MY_KEY"), "{out:?}");
+}
+
+#[test]
+fn config_flag_naming_a_missing_file_exits_2() {
+    let sandbox = Sandbox::new("");
+    let missing = sandbox.path("nowhere.toml");
+    let out = sandbox.run_sync(&["--config", missing.to_str().unwrap(), "run", QUERY], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("nowhere.toml"), "{out:?}");
+}
+
+#[test]
+fn unknown_flag_exits_2() {
+    let sandbox = Sandbox::new("");
+    let out = sandbox.run_sync(&["run", "--no-such-flag", QUERY], &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--no-such-flag"), "{out:?}");
+}
+
+// ---- keys ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_key_is_sent_as_a_bearer_token_and_never_printed() {
+    const SECRET: &str = "sk-test-SECRET1234567890abcdef";
+    let server = MockServer::always(Reply::status(401, "Incorrect API key provided.")).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    for format in ["markdown", "json"] {
+        let out = sandbox
+            .run(
+                &["run", "--format", format, QUERY],
+                &[("OPENAI_API_KEY", SECRET)],
+            )
+            .await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains("Incorrect API key provided"), "{out:?}");
+        assert!(
+            !out.stdout.contains("SECRET") && !out.stderr.contains("SECRET"),
+            "{out:?}"
+        );
+    }
+    let log = std::fs::read_to_string(sandbox.path("data").join("maestro").join("maestro.log"))
+        .unwrap_or_default();
+    assert!(!log.contains("SECRET"), "the key is in the log");
+    let request = server.last_request();
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {SECRET}"))
+    );
+}
+
+// ---- precedence ---------------------------------------------------------------------------
+
+/// The most worker requests the mock had in flight at once.
+fn max_in_flight(requests: &[MockRequest]) -> usize {
+    let workers: Vec<&MockRequest> = requests
+        .iter()
+        .filter(|r| worker_title(r).is_some())
+        .collect();
+    workers
+        .iter()
+        .map(|r| {
+            workers
+                .iter()
+                .filter(|o| {
+                    o.received_at <= r.received_at
+                        && o.finished_at.is_none_or(|end| end > r.received_at)
+                })
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_flag_beats_environment_which_beats_the_config_file() {
+    let plan = plan_value(&["a", "b", "c", "d"]).to_string();
+    let server = MockServer::start(move |r| {
+        if is_planner(r) {
+            Reply::text(plan.clone())
+        } else if is_synthesis(r) {
+            Reply::text(SYNTHESIS)
+        } else {
+            Reply::text("a worker result").delay(Duration::from_millis(150))
+        }
+    })
+    .await;
+    let sandbox = Sandbox::new(&openai_config(&server, "concurrency = 4\n"));
+    let mut seen = Vec::new();
+    for (args, env) in [
+        (vec!["run", "-q", QUERY], vec![]),
+        (vec!["run", "-q", QUERY], vec![("MAESTRO_CONCURRENCY", "2")]),
+        (
+            vec!["--concurrency", "1", "run", "-q", QUERY],
+            vec![("MAESTRO_CONCURRENCY", "2")],
+        ),
+    ] {
+        let before = server.request_count();
+        let out = sandbox.run(&args, &env).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        seen.push(max_in_flight(&server.requests()[before..]));
+    }
+    assert_eq!(seen, [4, 2, 1], "file 4, env 2, flag 1");
+}
+
+#[test]
+fn config_file_given_by_flag_wins_over_the_environment_variable() {
+    let sandbox = Sandbox::new("[limits]\nturbo = 1\n");
+    let good = sandbox.path("good.toml");
+    std::fs::write(&good, FAST_DEMO).unwrap();
+    let out = sandbox.run_sync(&["--config", good.to_str().unwrap(), "plan", QUERY], &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.json()["subtasks"].is_array());
+}
+
+#[test]
+fn query_dash_is_read_from_standard_input() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    let child = spawn(
+        sandbox.command(&["run", "--format", "json", "-"], &[]),
+        Some(QUERY),
+    );
+    let out = collect(child);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.json()["query"], QUERY);
+    let empty = collect(spawn(sandbox.command(&["run", "-"], &[]), Some("  \n")));
+    assert_eq!(empty.code, Some(2), "{empty:?}");
+    assert!(empty.stderr.contains("empty"), "{empty:?}");
+}
+
+// ---- interruption -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_cancels_the_run_prints_what_finished_and_exits_130() {
+    // b depends on a, so b's call arriving means a has succeeded.
+    let mut plan = plan_value(&["a", "b"]);
+    plan["subtasks"][1]["depends_on"] = json!(["a"]);
+    let plan = plan.to_string();
+    let server = MockServer::start(move |r| {
+        if is_planner(r) {
+            Reply::text(plan.clone())
+        } else if worker_title(r) == Some(title("b")) {
+            Reply::text("too late").delay(Duration::from_secs(15))
+        } else {
+            Reply::text(result_for(&title("a")))
+        }
+    })
+    .await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let child = spawn(sandbox.command(&["run", QUERY], &[]), None);
+    let pid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .requests()
+        .iter()
+        .any(|r| worker_title(r) == Some(title("b")))
+    {
+        assert!(Instant::now() < deadline, "b's worker was never called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let interrupted_at = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || collect(child))
+        .await
+        .unwrap();
+
+    assert_eq!(out.code, Some(130), "{out:?}");
+    assert!(interrupted_at.elapsed() < Duration::from_secs(5), "{out:?}");
+    let row = |id: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {id} |")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("a").contains("| done |"), "{out:?}");
+    assert!(row("b").contains("| cancelled |"), "{out:?}");
+    assert!(out.stderr.contains("cancelled"), "{out:?}");
+}
+
+// ---- terminal safety of planner-chosen ids ------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "bug: subtask ids from the planner reach stderr unsanitised (src/headless.rs event_line `title` closure and `waiting_on` joins)"]
+async fn escape_sequences_in_planner_chosen_subtask_ids_never_reach_stderr() {
+    let mut plan = plan_value(&["a", "b"]);
+    let hostile_id = "a\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    plan["subtasks"][0]["id"] = json!(hostile_id);
+    plan["subtasks"][1]["depends_on"] = json!([hostile_id]);
+    let plan = plan.to_string();
+    let server = MockServer::start(move |r| {
+        if is_planner(r) {
+            Reply::text(plan.clone())
+        } else if is_synthesis(r) {
+            Reply::text(SYNTHESIS)
+        } else if worker_title(r) == Some(title("a")) {
+            Reply::status(400, "rejected")
+        } else {
+            Reply::text("fine")
+        }
+    })
+    .await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox.run(&["run", QUERY], &[]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    no_escapes("stdout", &out.stdout);
+    no_escapes("stderr", &out.stderr);
+}
