@@ -380,7 +380,13 @@ impl Config {
                 "--api-key-env {var:?}: expected an environment variable name"
             )));
         }
-        let read_key = |var: &str| env(var).filter(|k| !k.trim().is_empty()).map(ApiKey::new);
+        // A stray newline or space around a key (pasted from a file) is never part of it.
+        let read_key = |var: &str| {
+            env(var)
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .map(ApiKey::new)
+        };
 
         let (provider, default_model) = match kind {
             ProviderKind::Demo => {

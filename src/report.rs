@@ -62,8 +62,13 @@ pub enum AttemptOutcome {
     Running,
     Succeeded,
     /// Failed and retried after a delay.
-    Retried { error: String, delay_ms: u64 },
-    Failed { error: String },
+    Retried {
+        error: String,
+        delay_ms: u64,
+    },
+    Failed {
+        error: String,
+    },
     Cancelled,
 }
 

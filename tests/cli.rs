@@ -801,7 +801,6 @@ async fn ctrl_c_cancels_the_run_prints_what_finished_and_exits_130() {
 // ---- terminal safety of planner-chosen ids ------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: subtask ids from the planner reach stderr unsanitised (src/headless.rs event_line `title` closure and `waiting_on` joins)"]
 async fn escape_sequences_in_planner_chosen_subtask_ids_never_reach_stderr() {
     let mut plan = plan_value(&["a", "b"]);
     let hostile_id = "a\u{1b}]0;pwned\u{7}\u{1b}[2J";

@@ -1327,9 +1327,6 @@ async fn events_of_a_clean_run_come_in_protocol_order() {
 }
 
 #[tokio::test]
-#[ignore = "bug: an OpenAI key with invalid header characters is reported as `could not reach <url>` \
-            and retried as a connection error (src/llm/openai.rs bearer_auth + src/llm/sse.rs \
-            connection_error); Anthropic fails at once naming the key"]
 async fn openai_key_with_invalid_characters_fails_at_once_naming_the_key() {
     let server = MockServer::start(Script::new(plan_json(&[("a", &[])])).into_fn()).await;
     let provider: Arc<dyn Provider> = Arc::new(OpenAi::new(OpenAiConfig {

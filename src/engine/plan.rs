@@ -247,11 +247,17 @@ pub fn parse_plan(answer: &str, rules: &PlanRules) -> Result<CheckedPlan, PlanEr
 /// Only then is the plan cut to `max_subtasks`, dependencies on cut subtasks are dropped, and
 /// roles are resolved (after the cut, so there are no warnings about subtasks that are gone).
 /// Checking a checked plan changes nothing and warns of nothing.
+fn clean_id(id: &str) -> String {
+    crate::sanitize::sanitize_line(id).trim().to_owned()
+}
+
 pub fn check_plan(mut plan: Plan, rules: &PlanRules) -> Result<CheckedPlan, PlanError> {
     let mut warnings = Vec::new();
 
     for task in &mut plan.subtasks {
-        trim_in_place(&mut task.id.0);
+        // Ids are shown everywhere (tree rows, progress lines, event files): no control
+        // characters or escape sequences in them, whatever the planner wrote.
+        task.id.0 = clean_id(&task.id.0);
         trim_in_place(&mut task.worker);
         trim_in_place(&mut task.title);
         trim_in_place(&mut task.description);
@@ -259,7 +265,7 @@ pub fn check_plan(mut plan: Plan, rules: &PlanRules) -> Result<CheckedPlan, Plan
         let mut seen = HashSet::new();
         task.depends_on = std::mem::take(&mut task.depends_on)
             .into_iter()
-            .map(|d| SubtaskId(d.0.trim().to_owned()))
+            .map(|d| SubtaskId(clean_id(&d.0)))
             .filter(|d| !d.0.is_empty() && seen.insert(d.clone()))
             .collect();
     }

@@ -81,8 +81,18 @@ impl OpenAi {
         let idle = self.config.idle_timeout;
         let mut builder = self.client.post(&url).json(&self.body(&request));
         if let Some(key) = &self.config.api_key {
-            // `bearer_auth` marks the header sensitive, so reqwest's own Debug hides it too.
-            builder = builder.bearer_auth(key.expose());
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                    .map_err(|_| {
+                        CallError::fatal(
+                            "api key",
+                            "the OpenAI API key contains characters that cannot be sent in a \
+                             header (a stray newline or space?)",
+                        )
+                    })?;
+            // Sensitive headers are hidden by reqwest's own Debug too.
+            value.set_sensitive(true);
+            builder = builder.header(reqwest::header::AUTHORIZATION, value);
         }
         if self.config.stream {
             builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");

@@ -47,7 +47,11 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     // a panic too, before the panic message is printed.
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let _ = execute!(std::io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+        let _ = execute!(
+            std::io::stdout(),
+            DisableBracketedPaste,
+            DisableMouseCapture
+        );
         previous(info);
     }));
     let mut terminal = ratatui::init();
@@ -60,7 +64,11 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         Ok(()) => event_loop(&mut terminal, &engine, events, info).await,
         Err(e) => Err(e).context("cannot set up the terminal"),
     };
-    let _ = execute!(std::io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+    let _ = execute!(
+        std::io::stdout(),
+        DisableBracketedPaste,
+        DisableMouseCapture
+    );
     ratatui::restore();
     engine.send(Command::Shutdown);
     result.map(|()| 0)

@@ -49,26 +49,44 @@ pub fn wrap_line(line: &Line<'_>, width: usize, out: &mut Vec<Line<'static>>) {
     }
     let mut current: Vec<Span<'static>> = Vec::new();
     let mut used = 0usize;
-    let flush = |current: &mut Vec<Span<'static>>, used: &mut usize, out: &mut Vec<Line<'static>>| {
-        out.push(Line::from(std::mem::take(current)).style(base));
-        *used = 0;
-    };
+    let flush =
+        |current: &mut Vec<Span<'static>>, used: &mut usize, out: &mut Vec<Line<'static>>| {
+            out.push(Line::from(std::mem::take(current)).style(base));
+            *used = 0;
+        };
     for span in &line.spans {
         let style = span.style;
         for word in span.content.split_inclusive(' ') {
             let word_width: usize = word.chars().map(|c| c.width().unwrap_or(0)).sum();
-            let trimmed_width = word_width - usize::from(word.ends_with(' '));
-            if used > 0 && used + trimmed_width > width {
+            let body = word.trim_end();
+            let body_width: usize = body.chars().map(|c| c.width().unwrap_or(0)).sum();
+            if body.is_empty() {
+                // Blanks at a break vanish instead of indenting the next line.
+                if used + word_width <= width {
+                    push_span(&mut current, word, style);
+                    used += word_width;
+                } else {
+                    flush(&mut current, &mut used, out);
+                }
+                continue;
+            }
+            if used > 0 && used + body_width > width {
                 flush(&mut current, &mut used, out);
             }
-            if word_width <= width.saturating_sub(used) || (used == 0 && trimmed_width <= width) {
+            if used + word_width <= width {
                 push_span(&mut current, word, style);
                 used += word_width;
                 continue;
             }
+            if used + body_width <= width {
+                // The word fits; its trailing blank would not and is dropped at the break.
+                push_span(&mut current, body, style);
+                used += body_width;
+                continue;
+            }
             // A word wider than the whole line: break it wherever the line is full.
             let mut piece = String::new();
-            for c in word.chars() {
+            for c in body.chars() {
                 let w = c.width().unwrap_or(0);
                 if used + w > width && used > 0 {
                     push_span(&mut current, &piece, style);
@@ -119,8 +137,37 @@ mod tests {
     fn long_lines_wrap_at_words_within_the_width() {
         let lines = render("one two three four five six seven eight nine ten", 12);
         assert!(lines.iter().all(|l| l.width() <= 12), "{:?}", text(&lines));
-        assert_eq!(text(&lines).join("").replace(' ', ""), "onetwothreefourfivesixseveneightnineten");
+        assert_eq!(
+            text(&lines).join("").replace(' ', ""),
+            "onetwothreefourfivesixseveneightnineten"
+        );
         assert!(lines.len() >= 4);
+    }
+
+    #[test]
+    fn wrapped_lines_never_start_with_a_blank() {
+        for width in 5..12 {
+            let line = Line::from(vec![
+                Span::raw("size of"),
+                Span::raw(" the effect is large"),
+            ]);
+            let mut out = Vec::new();
+            wrap_line(&line, width, &mut out);
+            assert!(out.iter().all(|l| l.width() <= width), "{:?}", text(&out));
+            assert!(
+                out.iter().all(|l| !l.to_string().starts_with(' ')),
+                "{:?}",
+                text(&out)
+            );
+        }
+        let line = Line::from("differ on the size of the effect");
+        let mut out = Vec::new();
+        wrap_line(&line, 23, &mut out);
+        assert!(
+            out.iter().all(|l| !l.to_string().starts_with(' ')),
+            "{:?}",
+            text(&out)
+        );
     }
 
     #[test]
@@ -135,7 +182,11 @@ mod tests {
         let bold = lines
             .iter()
             .flat_map(|l| l.spans.iter())
-            .filter(|s| s.style.add_modifier.contains(ratatui::style::Modifier::BOLD))
+            .filter(|s| {
+                s.style
+                    .add_modifier
+                    .contains(ratatui::style::Modifier::BOLD)
+            })
             .map(|s| s.content.to_string())
             .collect::<String>();
         assert!(bold.contains("bold") && bold.contains("on"), "{bold:?}");
@@ -155,7 +206,10 @@ mod tests {
         let mut cache = MarkdownCache::default();
         let first = cache.lines(run, 1, 20, "first").to_vec();
         assert_eq!(text(&first), ["first"]);
-        assert_eq!(text(cache.lines(run, 1, 20, "ignored: same version")), ["first"]);
+        assert_eq!(
+            text(cache.lines(run, 1, 20, "ignored: same version")),
+            ["first"]
+        );
         assert_eq!(text(cache.lines(run, 2, 20, "second")), ["second"]);
     }
 }

@@ -73,16 +73,22 @@ impl Default for Scroll {
 }
 
 impl Scroll {
-    /// The first line to show, for `total` lines in a window of `height`.
-    pub fn top(&self, total: usize, height: usize) -> usize {
+    /// The first line to show, for `total` lines in a window of `height`. `live` is whether
+    /// text is still streaming in: only then does following stick to the end; finished text
+    /// is read from the top.
+    pub fn top(&self, total: usize, height: usize, live: bool) -> usize {
         let max = total.saturating_sub(height);
-        if self.follow { max } else { self.offset.min(max) }
+        if self.follow && live {
+            max
+        } else {
+            self.offset.min(max)
+        }
     }
 
     /// Move by `delta` lines (negative is up).
-    pub fn scroll(&mut self, delta: isize, total: usize, height: usize) {
+    pub fn scroll(&mut self, delta: isize, total: usize, height: usize, live: bool) {
         let max = total.saturating_sub(height);
-        let top = self.top(total, height) as isize;
+        let top = self.top(total, height, live) as isize;
         let new = (top + delta).clamp(0, max as isize) as usize;
         self.offset = new;
         self.follow = new >= max && delta > 0;
@@ -93,7 +99,8 @@ impl Scroll {
         self.follow = false;
     }
 
-    pub fn end(&mut self) {
+    pub fn end(&mut self, total: usize, height: usize) {
+        self.offset = total.saturating_sub(height);
         self.follow = true;
     }
 }
@@ -236,6 +243,17 @@ impl Model {
             }
             _ => None,
         }
+    }
+
+    /// The selected subtask is streaming: its detail follows new text.
+    pub fn detail_live(&self) -> bool {
+        self.selected_subtask()
+            .is_some_and(|(_, s)| s.status == SubtaskStatus::Running)
+    }
+
+    /// The shown synthesis is streaming.
+    pub fn synthesis_live(&self) -> bool {
+        self.current_run().is_some_and(|r| r.report.synthesizing)
     }
 
     pub fn any_active(&self) -> bool {

@@ -35,7 +35,10 @@ pub enum Action {
     /// Put this text on the clipboard (OSC 52).
     Copy(String),
     /// Write a report file; answer with `Msg::ReportWritten`.
-    Write { path: PathBuf, text: String },
+    Write {
+        path: PathBuf,
+        text: String,
+    },
     Bell,
     Quit,
 }
@@ -62,7 +65,10 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
                 format!("report written to {}", path.display()),
                 ToastLevel::Info,
             ),
-            Err(e) => model.toast(format!("could not write the report: {e}"), ToastLevel::Error),
+            Err(e) => model.toast(
+                format!("could not write the report: {e}"),
+                ToastLevel::Error,
+            ),
         },
     }
     actions
@@ -269,18 +275,26 @@ fn on_scroll_key(model: &mut Model, key: KeyEvent) {
         return;
     };
     let page = height.saturating_sub(1).max(1) as isize;
-    let scroll = match model.focus {
-        Focus::Detail => &mut model.detail_scroll,
-        _ => &mut model.synthesis_scroll,
-    };
+    let (scroll, live) = pane_scroll(model, model.focus);
     match key.code {
-        KeyCode::Up | KeyCode::Char('k') => scroll.scroll(-1, total, height),
-        KeyCode::Down | KeyCode::Char('j') => scroll.scroll(1, total, height),
-        KeyCode::PageUp | KeyCode::Char('b') => scroll.scroll(-page, total, height),
-        KeyCode::PageDown | KeyCode::Char(' ') => scroll.scroll(page, total, height),
+        KeyCode::Up | KeyCode::Char('k') => scroll.scroll(-1, total, height, live),
+        KeyCode::Down | KeyCode::Char('j') => scroll.scroll(1, total, height, live),
+        KeyCode::PageUp | KeyCode::Char('b') => scroll.scroll(-page, total, height, live),
+        KeyCode::PageDown | KeyCode::Char(' ') => scroll.scroll(page, total, height, live),
         KeyCode::Home | KeyCode::Char('g') => scroll.home(),
-        KeyCode::End | KeyCode::Char('G') => scroll.end(),
+        KeyCode::End | KeyCode::Char('G') => scroll.end(total, height),
         _ => {}
+    }
+}
+
+/// The scroll position of the detail or synthesis pane, and whether its text is streaming.
+fn pane_scroll(model: &mut Model, pane: Focus) -> (&mut Scroll, bool) {
+    if pane == Focus::Detail {
+        let live = model.detail_live();
+        (&mut model.detail_scroll, live)
+    } else {
+        let live = model.synthesis_live();
+        (&mut model.synthesis_scroll, live)
     }
 }
 
@@ -435,7 +449,10 @@ fn copy_synthesis(model: &mut Model, actions: &mut Vec<Action>) {
         model.toast("no synthesis to copy yet".into(), ToastLevel::Info);
     } else {
         actions.push(Action::Copy(text));
-        model.toast("synthesis copied to the clipboard (OSC 52)".into(), ToastLevel::Info);
+        model.toast(
+            "synthesis copied to the clipboard (OSC 52)".into(),
+            ToastLevel::Info,
+        );
     }
 }
 
@@ -540,7 +557,8 @@ pub fn keep_selection_visible(model: &mut Model) {
 fn on_paste(model: &mut Model, text: &str) {
     // A paste is text, never commands: its newlines must not submit, and its escape
     // sequences must not reach the screen.
-    let clean = crate::sanitize::sanitize(&text.replace("\r\n", "\n").replace('\r', "\n")).into_owned();
+    let clean =
+        crate::sanitize::sanitize(&text.replace("\r\n", "\n").replace('\r', "\n")).into_owned();
     match &mut model.overlay {
         Some(Overlay::Edit { text: area, .. }) => {
             area.insert_str(&clean);
@@ -575,17 +593,17 @@ fn on_mouse(model: &mut Model, mouse: MouseEvent) {
             }
         }
         MouseEventKind::ScrollUp | MouseEventKind::ScrollDown => {
-            let delta = if mouse.kind == MouseEventKind::ScrollUp { -3 } else { 3 };
+            let delta = if mouse.kind == MouseEventKind::ScrollUp {
+                -3
+            } else {
+                3
+            };
             match pane {
                 Focus::Tree => move_selection(model, delta),
                 Focus::Detail | Focus::Synthesis => {
                     if let Some((total, height)) = scroll_extent(model, pane) {
-                        let scroll = if pane == Focus::Detail {
-                            &mut model.detail_scroll
-                        } else {
-                            &mut model.synthesis_scroll
-                        };
-                        scroll.scroll(delta, total, height);
+                        let (scroll, live) = pane_scroll(model, pane);
+                        scroll.scroll(delta, total, height, live);
                     }
                 }
                 Focus::Query => {}

@@ -75,7 +75,10 @@ fn pane<'a>(model: &Model, focus: Focus, title: Line<'a>) -> Block<'a> {
 }
 
 fn title(text: &str) -> Span<'static> {
-    Span::styled(format!(" {text} "), Style::new().add_modifier(Modifier::BOLD))
+    Span::styled(
+        format!(" {text} "),
+        Style::new().add_modifier(Modifier::BOLD),
+    )
 }
 
 // ---- query -----------------------------------------------------------------------------------
@@ -185,8 +188,8 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
         .collect();
     frame.render_widget(Paragraph::new(lines), inner_area);
     if rows.len() > height {
-        let mut state = ScrollbarState::new(rows.len().saturating_sub(height))
-            .position(model.tree_offset);
+        let mut state =
+            ScrollbarState::new(rows.len().saturating_sub(height)).position(model.tree_offset);
         frame.render_stateful_widget(
             Scrollbar::new(ScrollbarOrientation::VerticalRight),
             area.inner(ratatui::layout::Margin {
@@ -206,10 +209,7 @@ fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
     let report = &view.report;
     let arrow = if view.expanded { "▾" } else { "▸" };
     let phase = Model::run_phase(report);
-    let right = format!(
-        " {phase} {}",
-        clock(model.run_elapsed(report))
-    );
+    let right = format!(" {phase} {}", clock(model.run_elapsed(report)));
     let left = format!("{arrow} #{} ", view.number);
     let query_width = (width as usize).saturating_sub(left.width() + right.width());
     let query = truncate(&sanitize_line(&report.query), query_width);
@@ -247,11 +247,16 @@ fn subtask_row(model: &Model, report: &RunReport, s: &SubtaskReport, width: u16)
         SubtaskStatus::Pending if s.waiting_on.is_empty() => "queued".to_owned(),
         SubtaskStatus::Pending | SubtaskStatus::Blocked => format!("after {}", join(&s.waiting_on)),
         SubtaskStatus::Running => {
-            let ms = s.started_ts.map(|t| model.now_ms.saturating_sub(t)).unwrap_or(0);
+            let ms = s
+                .started_ts
+                .map(|t| model.now_ms.saturating_sub(t))
+                .unwrap_or(0);
             format!("{:>6}", format_ms_fixed(ms))
         }
         SubtaskStatus::Retrying => match &s.retry {
-            Some((delay, reason)) => format!("retry {} {}", format_ms(*delay), sanitize_line(reason)),
+            Some((delay, reason)) => {
+                format!("retry {} {}", format_ms(*delay), sanitize_line(reason))
+            }
             None => "retrying".into(),
         },
         SubtaskStatus::Succeeded => format!(
@@ -262,9 +267,13 @@ fn subtask_row(model: &Model, report: &RunReport, s: &SubtaskReport, width: u16)
         SubtaskStatus::Failed => "failed".into(),
         SubtaskStatus::Cancelled => "cancelled".into(),
     };
-    if s.attempts > 1 {
-        right.push_str(&format!(" ×{}", s.attempts));
-    }
+    // A fixed slot for the attempt count keeps the time and token columns aligned.
+    let attempts = if s.attempts > 1 {
+        format!("×{}", s.attempts)
+    } else {
+        String::new()
+    };
+    right.push_str(&format!(" {attempts:<3}"));
     let left = format!(
         "  {glyph} {:<id_w$} {:<role_w$} ",
         truncate(s.id.as_str(), id_w),
@@ -309,7 +318,9 @@ fn draw_detail(frame: &mut Frame, model: &Model, area: Rect) {
     let inner_area = layout::content(area);
     let lines = detail_lines(model, inner_area.width);
     let height = inner_area.height as usize;
-    let top = model.detail_scroll.top(lines.len(), height);
+    let top = model
+        .detail_scroll
+        .top(lines.len(), height, model.detail_live());
     let visible: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
     frame.render_widget(Paragraph::new(visible), inner_area);
 }
@@ -351,13 +362,20 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
     para(&mut out, status);
     para(
         &mut out,
-        Line::from(Span::styled(sanitize_line(&s.title).into_owned(), theme.bold())),
+        Line::from(Span::styled(
+            sanitize_line(&s.title).into_owned(),
+            theme.bold(),
+        )),
     );
     for line in sanitize(&s.description).lines() {
         para(&mut out, Line::from(line.to_owned()));
     }
     if !s.focus_areas.is_empty() {
-        let areas: Vec<String> = s.focus_areas.iter().map(|a| sanitize_line(a).into_owned()).collect();
+        let areas: Vec<String> = s
+            .focus_areas
+            .iter()
+            .map(|a| sanitize_line(a).into_owned())
+            .collect();
         para(
             &mut out,
             Line::from(vec![
@@ -400,7 +418,11 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
                 AttemptOutcome::Retried { error, delay_ms } => (
                     "failed, retried",
                     theme.status(SubtaskStatus::Retrying),
-                    Some(format!("{} (waited {})", sanitize_line(error), format_ms(*delay_ms))),
+                    Some(format!(
+                        "{} (waited {})",
+                        sanitize_line(error),
+                        format_ms(*delay_ms)
+                    )),
                 ),
                 AttemptOutcome::Failed { error } => (
                     "failed",
@@ -437,11 +459,12 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
             format!("{rule}{}", "─".repeat(fill)),
             theme.dim(),
         )));
-        for line in sanitize(body).lines() {
-            para(&mut out, Line::from(line.to_owned()));
-        }
+        out.extend(crate::tui::markdown::render(body, width as u16));
         if s.status == SubtaskStatus::Running && body.is_empty() {
-            para(&mut out, Line::from(Span::styled("waiting for the first words…", theme.dim())));
+            para(
+                &mut out,
+                Line::from(Span::styled("waiting for the first words…", theme.dim())),
+            );
         }
     }
     out
@@ -453,8 +476,14 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
     let mut para = |line: Line<'static>| wrap_line(&line, width, out);
     para(Line::from(vec![
         Span::styled(format!("Run #{} ", view.number), theme.bold()),
-        Span::styled(Model::run_phase(report).to_owned(), theme.run_status(report.status)),
-        Span::styled(format!(" · {}", clock(model.run_elapsed(report))), theme.dim()),
+        Span::styled(
+            Model::run_phase(report).to_owned(),
+            theme.run_status(report.status),
+        ),
+        Span::styled(
+            format!(" · {}", clock(model.run_elapsed(report))),
+            theme.dim(),
+        ),
     ]));
     for line in sanitize(&report.query).lines() {
         para(Line::from(line.to_owned()));
@@ -470,7 +499,10 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
     }
     if let Some(error) = &report.error {
         para(Line::default());
-        para(Line::from(Span::styled(sanitize_line(error).into_owned(), theme.error())));
+        para(Line::from(Span::styled(
+            sanitize_line(error).into_owned(),
+            theme.error(),
+        )));
     }
     for notice in &report.notices {
         para(Line::from(Span::styled(
@@ -485,7 +517,9 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
 /// Lines the synthesis of the current run takes at `width` (for scrolling).
 pub fn synthesis_line_count(model: &Model, width: u16) -> usize {
     match model.current_run() {
-        Some(view) if !view.report.synthesis.is_empty() => synthesis_lines(model, view, width).len(),
+        Some(view) if !view.report.synthesis.is_empty() => {
+            synthesis_lines(model, view, width).len()
+        }
         _ => 0,
     }
 }
@@ -532,9 +566,16 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
         _ => Vec::new(),
     };
     let height = inner_area.height as usize;
-    let top = model.synthesis_scroll.top(lines.len(), height);
+    let top = model
+        .synthesis_scroll
+        .top(lines.len(), height, model.synthesis_live());
     if lines.len() > height {
-        let position = format!(" {}–{} of {} ", top + 1, (top + height).min(lines.len()), lines.len());
+        let position = format!(
+            " {}–{} of {} ",
+            top + 1,
+            (top + height).min(lines.len()),
+            lines.len()
+        );
         block = block.title_bottom(
             Line::from(Span::styled(position, model.theme.dim())).alignment(Alignment::Right),
         );
@@ -634,7 +675,8 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     };
     let left_line = Line::from(left);
     let right_width = right.width().min(area.width as usize / 2 + 10) as u16;
-    let [l, r] = Layout::horizontal([Constraint::Min(0), Constraint::Length(right_width)]).areas(area);
+    let [l, r] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(right_width)]).areas(area);
     frame.render_widget(Paragraph::new(left_line).style(theme.status_bar()), l);
     frame.render_widget(
         Paragraph::new(Line::from(right).alignment(Alignment::Right)).style(theme.status_bar()),
@@ -669,7 +711,10 @@ pub const HELP: &[(&str, &[(&str, &str)])] = &[
         &[
             ("Enter", "ask (starts a run; another run may be going)"),
             ("Alt+Enter / Shift+Enter", "new line"),
-            ("↑ / ↓ at first / last line", "earlier queries of this session"),
+            (
+                "↑ / ↓ on the first/last line",
+                "earlier queries of this session",
+            ),
             ("Ctrl+U", "clear"),
             ("Esc", "to the subtask tree"),
         ],
@@ -716,13 +761,13 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect) {
         lines.push(Line::from(Span::styled(*group, model.theme.bold())));
         for (key, what) in *keys {
             lines.push(Line::from(vec![
-                Span::styled(format!("  {key:<26}"), model.theme.key()),
+                Span::styled(format!("  {key:<30}"), model.theme.key()),
                 Span::raw(*what),
             ]));
         }
     }
     let height = (lines.len() as u16 + 2).min(area.height);
-    let rect = centered(area, 76, height);
+    let rect = centered(area, 80, height);
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines).block(
@@ -741,12 +786,19 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect) {
 
 fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
     let Some(Overlay::Edit {
-        subtask, text, role, ..
+        subtask,
+        text,
+        role,
+        ..
     }) = &model.overlay
     else {
         return;
     };
-    let rect = centered(area, 90.min(area.width.saturating_sub(4)), 14.min(area.height.saturating_sub(2)));
+    let rect = centered(
+        area,
+        90.min(area.width.saturating_sub(4)),
+        14.min(area.height.saturating_sub(2)),
+    );
     frame.render_widget(Clear, rect);
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
@@ -767,7 +819,12 @@ fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
         Constraint::Min(1),
     ])
     .areas(inside);
-    let role_name = model.info.roles.get(*role).map(String::as_str).unwrap_or("—");
+    let role_name = model
+        .info
+        .roles
+        .get(*role)
+        .map(String::as_str)
+        .unwrap_or("—");
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled("Role: ", model.theme.dim()),
@@ -842,7 +899,10 @@ pub fn truncate(text: &str, width: usize) -> String {
 }
 
 fn join(ids: &[crate::protocol::SubtaskId]) -> String {
-    ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|i| i.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `00:14`, `01:02:03`
