@@ -13,16 +13,35 @@ use crate::sanitize::sanitize;
 #[derive(Debug, Default)]
 pub struct MarkdownCache {
     key: Option<(RunId, u64, u16)>,
+    rendered_at_ms: u64,
     lines: Vec<Line<'static>>,
 }
 
+/// While a synthesis streams, it is parsed again at most this often: a long report costs
+/// milliseconds to parse, and a new delta arrives every few tens of milliseconds.
+pub const STREAM_REFRESH_MS: u64 = 100;
+
 impl MarkdownCache {
     /// The lines of `text` (version `version` of run `run`'s synthesis) wrapped to `width`.
-    pub fn lines(&mut self, run: RunId, version: u64, width: u16, text: &str) -> &[Line<'static>] {
+    /// While `live` (streaming), a newer version is rendered only if the cached one is at least
+    /// `STREAM_REFRESH_MS` old by `now_ms`; finished text is always current.
+    pub fn lines(
+        &mut self,
+        run: RunId,
+        version: u64,
+        width: u16,
+        text: &str,
+        now_ms: u64,
+        live: bool,
+    ) -> &[Line<'static>] {
         let key = (run, version, width);
-        if self.key != Some(key) {
+        let fresh_enough = live
+            && matches!(self.key, Some((r, _, w)) if r == run && w == width)
+            && now_ms < self.rendered_at_ms.saturating_add(STREAM_REFRESH_MS);
+        if self.key != Some(key) && !fresh_enough {
             self.lines = render(text, width);
             self.key = Some(key);
+            self.rendered_at_ms = now_ms;
         }
         &self.lines
     }
@@ -204,12 +223,32 @@ mod tests {
     fn the_cache_renders_again_only_when_text_or_width_change() {
         let run = RunId::new();
         let mut cache = MarkdownCache::default();
-        let first = cache.lines(run, 1, 20, "first").to_vec();
+        let first = cache.lines(run, 1, 20, "first", 0, false).to_vec();
         assert_eq!(text(&first), ["first"]);
+        let same = cache.lines(run, 1, 20, "ignored: same version", 0, false);
+        assert_eq!(text(same), ["first"]);
         assert_eq!(
-            text(cache.lines(run, 1, 20, "ignored: same version")),
-            ["first"]
+            text(cache.lines(run, 2, 20, "second", 0, false)),
+            ["second"]
         );
-        assert_eq!(text(cache.lines(run, 2, 20, "second")), ["second"]);
+        assert_eq!(text(cache.lines(run, 2, 30, "wider", 0, false)), ["wider"]);
+    }
+
+    #[test]
+    fn a_streaming_synthesis_is_parsed_at_most_every_refresh_interval() {
+        let run = RunId::new();
+        let mut cache = MarkdownCache::default();
+        assert_eq!(text(cache.lines(run, 1, 20, "a", 1000, true)), ["a"]);
+        assert_eq!(text(cache.lines(run, 2, 20, "a b", 1050, true)), ["a"]);
+        let later = 1000 + STREAM_REFRESH_MS;
+        assert_eq!(
+            text(cache.lines(run, 3, 20, "a b c", later, true)),
+            ["a b c"]
+        );
+        // The finished text is never held back.
+        assert_eq!(
+            text(cache.lines(run, 4, 20, "done", later + 1, false)),
+            ["done"]
+        );
     }
 }

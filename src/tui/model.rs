@@ -131,6 +131,35 @@ pub struct Info {
     pub roles: Vec<String>,
 }
 
+/// A row of the tree as drawn: a run, or a subtask with its run and the widths of the id
+/// and role columns of that run.
+pub enum Row<'a> {
+    Run(&'a RunView),
+    Subtask(
+        &'a RunView,
+        &'a crate::report::SubtaskReport,
+        (usize, usize),
+    ),
+}
+
+/// Widths of the id and role columns of a run's rows (capped, so titles keep room).
+fn column_widths(report: &RunReport) -> (usize, usize) {
+    use unicode_width::UnicodeWidthStr;
+    let id = report
+        .subtasks
+        .iter()
+        .map(|t| t.id.as_str().width())
+        .max()
+        .unwrap_or(6);
+    let role = report
+        .subtasks
+        .iter()
+        .map(|t| t.worker.width())
+        .max()
+        .unwrap_or(8);
+    (id.min(12), role.min(10))
+}
+
 /// One run in the tree.
 #[derive(Debug, Clone)]
 pub struct RunView {
@@ -281,6 +310,54 @@ impl Model {
             }
         }
         rows
+    }
+
+    /// How many rows the tree has.
+    pub fn row_count(&self) -> usize {
+        self.runs
+            .iter()
+            .filter(|v| v.id().is_some())
+            .map(|v| {
+                1 + if v.expanded {
+                    v.report.subtasks.len()
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    /// Rows `offset..offset + count` of the tree, by reference (drawing touches only these).
+    pub fn visible_rows(&self, offset: usize, count: usize) -> Vec<Row<'_>> {
+        let mut out = Vec::with_capacity(count);
+        let mut index = 0usize;
+        for view in self.runs.iter().filter(|v| v.id().is_some()) {
+            if out.len() == count {
+                break;
+            }
+            if index >= offset {
+                out.push(Row::Run(view));
+            }
+            index += 1;
+            if !view.expanded {
+                continue;
+            }
+            let subtasks = &view.report.subtasks;
+            let skip = offset.saturating_sub(index).min(subtasks.len());
+            index += skip;
+            if skip == subtasks.len() {
+                continue;
+            }
+            let widths = column_widths(&view.report);
+            for s in &subtasks[skip..] {
+                if out.len() == count {
+                    break;
+                }
+                out.push(Row::Subtask(view, s, widths));
+                index += 1;
+            }
+        }
+        out
     }
 
     /// Register a run this dashboard is starting, so it shows before its first event.

@@ -13,13 +13,11 @@ use ratatui::widgets::{
 use unicode_width::UnicodeWidthStr;
 
 use crate::protocol::SubtaskStatus;
-use crate::report::{
-    AttemptOutcome, RunReport, SubtaskReport, format_ms, format_tokens, status_glyph,
-};
+use crate::report::{AttemptOutcome, SubtaskReport, format_ms, format_tokens, status_glyph};
 use crate::sanitize::{sanitize, sanitize_line};
 use crate::tui::layout::{self, areas};
 use crate::tui::markdown::wrap_line;
-use crate::tui::model::{Focus, Model, Node, Overlay, RunView, ToastLevel};
+use crate::tui::model::{Focus, Model, Node, Overlay, Row, RunView, ToastLevel};
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -159,24 +157,22 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
         );
         return;
     }
-    let rows = model.rows();
     let height = inner_area.height as usize;
-    let lines: Vec<Line> = rows
-        .iter()
-        .skip(model.tree_offset)
-        .take(height)
-        .map(|node| {
-            let selected = model.selected.as_ref() == Some(node);
-            let mut line = match node {
-                Node::Run(id) => model
-                    .run(*id)
-                    .map(|v| run_row(model, v, inner_area.width))
-                    .unwrap_or_default(),
-                Node::Subtask(run, id) => model
-                    .run(*run)
-                    .and_then(|v| v.report.subtask(id).map(|s| (v, s)))
-                    .map(|(v, s)| subtask_row(model, &v.report, s, inner_area.width))
-                    .unwrap_or_default(),
+    let total = model.row_count();
+    let lines: Vec<Line> = model
+        .visible_rows(model.tree_offset, height)
+        .into_iter()
+        .map(|row| {
+            let (mut line, selected) = match row {
+                Row::Run(view) => (
+                    run_row(model, view, inner_area.width),
+                    matches!(&model.selected, Some(Node::Run(id)) if Some(*id) == view.id()),
+                ),
+                Row::Subtask(view, s, widths) => (
+                    subtask_row(model, s, widths, inner_area.width),
+                    matches!(&model.selected, Some(Node::Subtask(run, id))
+                        if Some(*run) == view.id() && *id == s.id),
+                ),
             };
             if selected {
                 line = line.patch_style(model.theme.selected());
@@ -187,9 +183,9 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
         })
         .collect();
     frame.render_widget(Paragraph::new(lines), inner_area);
-    if rows.len() > height {
+    if total > height {
         let mut state =
-            ScrollbarState::new(rows.len().saturating_sub(height)).position(model.tree_offset);
+            ScrollbarState::new(total.saturating_sub(height)).position(model.tree_offset);
         frame.render_stateful_widget(
             Scrollbar::new(ScrollbarOrientation::VerticalRight),
             area.inner(ratatui::layout::Margin {
@@ -223,26 +219,18 @@ fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
 }
 
 /// `✓ task_1 research  Emissions over…   3.1s 1.2k ×2`
-fn subtask_row(model: &Model, report: &RunReport, s: &SubtaskReport, width: u16) -> Line<'static> {
+fn subtask_row(
+    model: &Model,
+    s: &SubtaskReport,
+    widths: (usize, usize),
+    width: u16,
+) -> Line<'static> {
     let glyph = if s.status == SubtaskStatus::Running {
         spinner(model)
     } else {
         status_glyph(s.status)
     };
-    let id_w = report
-        .subtasks
-        .iter()
-        .map(|t| t.id.as_str().width())
-        .max()
-        .unwrap_or(6)
-        .min(12);
-    let role_w = report
-        .subtasks
-        .iter()
-        .map(|t| t.worker.width())
-        .max()
-        .unwrap_or(8)
-        .min(10);
+    let (id_w, role_w) = widths;
     let mut right = match s.status {
         SubtaskStatus::Pending if s.waiting_on.is_empty() => "queued".to_owned(),
         SubtaskStatus::Pending | SubtaskStatus::Blocked => format!("after {}", join(&s.waiting_on)),
@@ -516,24 +504,27 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
 
 /// Lines the synthesis of the current run takes at `width` (for scrolling).
 pub fn synthesis_line_count(model: &Model, width: u16) -> usize {
-    match model.current_run() {
-        Some(view) if !view.report.synthesis.is_empty() => {
-            synthesis_lines(model, view, width).len()
-        }
-        _ => 0,
-    }
+    with_synthesis_lines(model, width, |lines| lines.len())
 }
 
-fn synthesis_lines(model: &Model, view: &RunView, width: u16) -> Vec<ratatui::text::Line<'static>> {
-    let Some(id) = view.id() else {
-        return Vec::new();
+/// Calls `f` with the current run's synthesis as wrapped lines, from the cache: a frame copies
+/// only the lines it shows, never the whole report.
+fn with_synthesis_lines<T>(model: &Model, width: u16, f: impl FnOnce(&[Line<'static>]) -> T) -> T {
+    let Some(view) = model.current_run() else {
+        return f(&[]);
     };
-    let width = width.max(1);
-    model
-        .markdown
-        .borrow_mut()
-        .lines(id, view.synthesis_version, width, &view.report.synthesis)
-        .to_vec()
+    let (Some(id), false) = (view.id(), view.report.synthesis.is_empty()) else {
+        return f(&[]);
+    };
+    let mut cache = model.markdown.borrow_mut();
+    f(cache.lines(
+        id,
+        view.synthesis_version,
+        width.max(1),
+        &view.report.synthesis,
+        model.now_ms,
+        view.report.synthesizing,
+    ))
 }
 
 fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
@@ -561,27 +552,21 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
     }
     let mut block = pane(model, Focus::Synthesis, Line::from(heading));
     let inner_area = layout::content(area);
-    let lines = match view {
-        Some(v) if !v.report.synthesis.is_empty() => synthesis_lines(model, v, inner_area.width),
-        _ => Vec::new(),
-    };
     let height = inner_area.height as usize;
-    let top = model
-        .synthesis_scroll
-        .top(lines.len(), height, model.synthesis_live());
-    if lines.len() > height {
-        let position = format!(
-            " {}–{} of {} ",
-            top + 1,
-            (top + height).min(lines.len()),
-            lines.len()
-        );
+    let live = model.synthesis_live();
+    let (total, top, visible) = with_synthesis_lines(model, inner_area.width, |lines| {
+        let top = model.synthesis_scroll.top(lines.len(), height, live);
+        let visible: Vec<Line<'static>> = lines.iter().skip(top).take(height).cloned().collect();
+        (lines.len(), top, visible)
+    });
+    if total > height {
+        let position = format!(" {}–{} of {total} ", top + 1, (top + height).min(total));
         block = block.title_bottom(
             Line::from(Span::styled(position, model.theme.dim())).alignment(Alignment::Right),
         );
     }
     frame.render_widget(block, area);
-    if lines.is_empty() {
+    if total == 0 {
         let message = match view {
             None => "The report appears here as the synthesis streams in.".to_owned(),
             Some(v) if v.report.status.is_some() => v
@@ -601,10 +586,8 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
         );
         return;
     }
-    let visible: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
     frame.render_widget(Paragraph::new(visible), inner_area);
-    if top + height < synthesis_line_count(model, inner_area.width) || top > 0 {
-        let total = synthesis_line_count(model, inner_area.width);
+    if total > height {
         let mut state = ScrollbarState::new(total.saturating_sub(height)).position(top);
         frame.render_stateful_widget(
             Scrollbar::new(ScrollbarOrientation::VerticalRight),
