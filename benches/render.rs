@@ -8,6 +8,7 @@
 //!    - scrolled: the synthesis scrolled to the middle;
 //!    - streaming: a synthesis delta arrives before every frame at 60 frames a second; the
 //!      markdown is parsed again at most every 100 ms (so p95 and max show a full parse).
+//!
 //!    Target: median ≤ 2 ms for the steady frame.
 //! 2. Idle CPU: the real binary runs in tmux with nothing to do for a few seconds; its CPU
 //!    time comes from `/proc/PID/stat`. Target: ≈ 0 %. Skipped when tmux is missing.
