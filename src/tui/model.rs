@@ -239,9 +239,7 @@ impl Model {
     /// An empty query box with its placeholder.
     pub fn reset_query(&mut self) {
         let mut query = TextArea::default();
-        query.set_placeholder_text(
-            "Ask a question, then Enter. Alt+Enter for a new line; Tab to move between panes.",
-        );
+        query.set_placeholder_text("Ask a question and press Enter (Alt+Enter: new line)");
         query.set_placeholder_style(self.theme.dim());
         query.set_cursor_line_style(ratatui::style::Style::new());
         self.query = query;

@@ -645,6 +645,8 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     } else if model.info.demo {
         left.push(Span::styled("no model is called", theme.dim()));
     }
+    let left_line = Line::from(left);
+    // The hint gives way to the run's figures when the line is short; a message does not.
     let right = match &model.toast {
         Some(toast) => {
             let style = match toast.level {
@@ -654,9 +656,15 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
             };
             Span::styled(format!(" {} ", sanitize_line(&toast.text)), style)
         }
-        None => Span::styled(" ? help · q quit ", theme.dim()),
+        None => {
+            let room = (area.width as usize).saturating_sub(left_line.width());
+            let hint = [" ? help · q quit ", " ? help "]
+                .into_iter()
+                .find(|h| h.width() <= room)
+                .unwrap_or("");
+            Span::styled(hint, theme.dim())
+        }
     };
-    let left_line = Line::from(left);
     let right_width = right.width().min(area.width as usize / 2 + 10) as u16;
     let [l, r] =
         Layout::horizontal([Constraint::Min(0), Constraint::Length(right_width)]).areas(area);
