@@ -1,0 +1,497 @@
+//! The dashboard end to end: the real `maestro` binary in a tmux pane (120×40, on a private
+//! tmux server that is killed at the end, even on failure), talking to the in-process mock
+//! server as an OpenAI-compatible provider. The test types a query, watches the subtasks
+//! succeed, fail and block, reads the failure in the detail pane, re-runs the failed subtask
+//! once the server is healthy, watches the dependent subtask run and the synthesis update,
+//! quits with `q`, and checks the terminal was restored and that an escape sequence in model
+//! text never reached the terminal.
+//!
+//! Needs `tmux` (`.ci/run` installs it). Without it the test fails, unless
+//! `MAESTRO_SKIP_TMUX_TESTS=1` is set, which skips it with a notice.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::mock::{MockRequest, MockServer, Reply};
+use serde_json::json;
+use tempfile::TempDir;
+
+const WIDTH: u16 = 120;
+const HEIGHT: u16 = 40;
+/// Longest any one wait may take; CI machines are slow and have two cores.
+const WAIT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(100);
+
+const QUERY: &str = "How do cities adapt to heat waves?";
+const TITLE_A: &str = "Alpha survey of cooling";
+const TITLE_B: &str = "Beta costs of shade";
+const TITLE_C: &str = "Gamma follow-up on costs";
+/// What the failing subtask's server says.
+const UPSTREAM_ERROR: &str = "upstream exploded";
+/// Subtask a's answer carries an OSC that would retitle the terminal if drawn raw.
+const HOSTILE: &str = "\u{1b}]0;pwned\u{7}";
+/// Printed by the pane's shell after the binary exits, with its exit code.
+const EXITED: &str = "EXITED:";
+
+// ---- tmux ---------------------------------------------------------------------------------
+
+/// A private tmux server (its socket in a temp dir) running one session. Killed when dropped,
+/// so a failing test leaves nothing behind: the binary sees its terminal hang up and exits.
+struct Tmux {
+    /// `-S SOCKET` or, when the temp path is too long for a socket, `-L NAME`.
+    socket: [String; 2],
+    /// The environment of the tmux server, so of the binary: nothing from the developer's
+    /// shell (no API keys, no `MAESTRO_*`), home and XDG dirs in the sandbox.
+    env: Vec<(String, String)>,
+    /// The binary's log, shown when a wait times out.
+    log: PathBuf,
+}
+
+impl Tmux {
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(&self.socket)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run a tmux command; panic with its stderr when it fails.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Start the session running `shell_command` in a `WIDTH`×`HEIGHT` window.
+    fn start(&self, shell_command: &str) {
+        let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
+        self.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            &w,
+            "-y",
+            &h,
+            shell_command,
+        ]);
+    }
+
+    /// Keys by tmux name (`Enter`, `j`, `q`).
+    fn send_keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Text typed as is (`send-keys -l`).
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "e2e", "-l", text]);
+    }
+
+    /// The visible screen as plain text.
+    fn capture(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    /// A `#{format}` of the pane.
+    fn display(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", "e2e", format])
+            .trim_end()
+            .to_owned()
+    }
+
+    /// Poll the screen until `done` holds, and return that screen. Panics after `WAIT` with
+    /// `what`, the last screen and the end of the binary's log.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.capture();
+            if done(&screen) {
+                return screen;
+            }
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}\n\
+                     --- last screen ---\n{screen}\n--- end of the binary's log ---\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self
+            .command()
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `'text'` for `sh`.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+// ---- reading the screen -------------------------------------------------------------------
+
+/// The tree row of subtask `id` if it shows `glyph`: from the glyph to the pane's right border.
+fn row<'a>(screen: &'a str, glyph: &str, id: &str) -> Option<&'a str> {
+    let start = format!("{glyph} {id} ");
+    screen.lines().find_map(|line| {
+        let at = line.find(&start)?;
+        line[at..].split('│').next()
+    })
+}
+
+/// Whether `text` holds a time like `0.3s` or `12.0s`.
+fn has_seconds(text: &str) -> bool {
+    let b = text.as_bytes();
+    (0..b.len()).any(|i| {
+        b[i].is_ascii_digit()
+            && b.get(i + 1) == Some(&b'.')
+            && b.get(i + 2).is_some_and(u8::is_ascii_digit)
+            && b.get(i + 3) == Some(&b's')
+    })
+}
+
+/// The screen's words in order, borders and line breaks dropped: finds text that the panes
+/// wrapped over lines, as long as the neighbouring pane does not interleave (checked with
+/// phrases that only one pane shows).
+fn words(screen: &str) -> String {
+    screen
+        .split(|c: char| c.is_whitespace() || "│╭╮╰╯─".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The detail pane (left column, below the tree): the id in its title (`╭ b · research ─`)
+/// and its words. `None` when it is not on screen.
+fn detail(screen: &str) -> Option<(String, String)> {
+    // In a wide terminal the left column is the tree over the detail.
+    let left: Vec<String> = screen
+        .lines()
+        .map(|l| l.chars().take(usize::from(WIDTH) * 46 / 100).collect())
+        .collect();
+    let tree = left.iter().position(|l| l.starts_with("╭ Subtasks"))?;
+    let top = tree + 1 + left[tree + 1..].iter().position(|l| l.starts_with('╭'))?;
+    let id = left[top]
+        .trim_start_matches('╭')
+        .split_whitespace()
+        .next()?;
+    let body: Vec<&str> = left[top + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with('╰'))
+        .map(String::as_str)
+        .collect();
+    Some((id.to_owned(), words(&body.join("\n"))))
+}
+
+/// Whether the detail pane shows subtask `id` and contains `phrase` (even wrapped).
+fn detail_shows(screen: &str, id: &str, phrase: &str) -> bool {
+    detail(screen).is_some_and(|(shown, text)| shown == id && text.contains(phrase))
+}
+
+// ---- the mock's script --------------------------------------------------------------------
+
+fn is_planner(r: &MockRequest) -> bool {
+    r.system().contains("You are the planner")
+}
+
+fn is_synthesis(r: &MockRequest) -> bool {
+    !is_planner(r) && r.user().contains("# Findings")
+}
+
+fn worker_title(r: &MockRequest) -> Option<String> {
+    let user = r.user();
+    let rest = user.split("# Your subtask: ").nth(1)?;
+    Some(rest.lines().next().unwrap_or("").trim().to_owned())
+}
+
+fn synthesis_mark(n: usize) -> String {
+    format!("SYNTHESIS-MARK-{n}")
+}
+
+fn plan() -> String {
+    let subtask = |id: &str, title: &str, deps: &[&str]| {
+        json!({
+            "id": id,
+            "worker": "research",
+            "title": title,
+            "description": format!("Find out about {title}."),
+            "focus_areas": ["one point"],
+            "depends_on": deps,
+            "priority": "medium",
+        })
+    };
+    json!({
+        "query_analysis": "Heat adaptation.",
+        "subtasks": [
+            subtask("a", TITLE_A, &[]),
+            subtask("b", TITLE_B, &[]),
+            subtask("c", TITLE_C, &["b"]),
+        ],
+        "synthesis_guidance": "Combine.",
+    })
+    .to_string()
+}
+
+/// Planner: the plan. Workers: text after a short delay, but b answers HTTP 500 while the
+/// server is unhealthy. Synthesis: a report with a numbered mark, so a second one is told
+/// from the first.
+fn script(
+    healthy: Arc<AtomicBool>,
+    syntheses: Arc<AtomicUsize>,
+) -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
+    let plan = plan();
+    let delay = Duration::from_millis(300);
+    move |r| {
+        if is_planner(r) {
+            return Reply::text(plan.clone());
+        }
+        if is_synthesis(r) {
+            let n = syntheses.fetch_add(1, Ordering::SeqCst) + 1;
+            let text = format!(
+                "# Heat report\n\n{} from the mock.\n\nShade and water cool cities. \
+                 \u{1b}]2;pwned\u{7}\n",
+                synthesis_mark(n)
+            );
+            return Reply::text(text).gap(Duration::from_millis(10));
+        }
+        match worker_title(r).as_deref() {
+            Some(TITLE_A) => Reply::text(format!(
+                "Alpha findings: trees and {HOSTILE}cool roofs help."
+            ))
+            .delay(delay),
+            Some(TITLE_B) if !healthy.load(Ordering::SeqCst) => Reply::status(500, UPSTREAM_ERROR),
+            Some(TITLE_B) => Reply::text("Beta findings: shade is cheap.").delay(delay),
+            Some(TITLE_C) => Reply::text("Gamma findings: costs fall over time.").delay(delay),
+            _ => Reply::status(400, "mock: unexpected request"),
+        }
+    }
+}
+
+// ---- the test -----------------------------------------------------------------------------
+
+#[test]
+fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
+    if !tmux_available() {
+        if std::env::var("MAESTRO_SKIP_TMUX_TESTS").as_deref() == Ok("1") {
+            eprintln!("notice: tmux is not installed; skipping the dashboard end-to-end test");
+            return;
+        }
+        panic!(
+            "the dashboard end-to-end test needs tmux, which is not installed: install it \
+             (.ci/run does), or set MAESTRO_SKIP_TMUX_TESTS=1 to skip this test"
+        );
+    }
+    let started = Instant::now();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let healthy = Arc::new(AtomicBool::new(false));
+    let syntheses = Arc::new(AtomicUsize::new(0));
+    let server = runtime.block_on(MockServer::start(script(
+        healthy.clone(),
+        syntheses.clone(),
+    )));
+
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ntimeout_secs = 10\nidle_timeout_secs = 5\n\n[ui]\nbell = false\n",
+    )
+    .expect("write the config");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    let binary = quote(env!("CARGO_BIN_EXE_maestro"));
+    let base_url = quote(&server.openai_base_url());
+    tmux.start(&format!(
+        "{binary} --provider openai --base-url {base_url} --model test --retries 1; \
+         echo {EXITED}$?; exec sleep 60"
+    ));
+
+    // 1. The query box is ready; ask.
+    tmux.wait_for("the query pane", |s| {
+        s.contains("Query") && s.contains("Ask a question")
+    });
+    tmux.type_text(QUERY);
+    tmux.wait_for("the typed query", |s| s.contains(QUERY));
+    tmux.send_keys(&["Enter"]);
+
+    // 2. a succeeds with a time, b fails after its retry, c is blocked on b, and the first
+    //    synthesis (of a alone) is shown; the run ends with gaps.
+    let screen = tmux.wait_for(
+        "a ✓ with a time, b ✗ failed, c ⊘ after b, synthesis 1, run partial",
+        |s| {
+            row(s, "✓", "a").is_some_and(has_seconds)
+                && row(s, "✗", "b").is_some_and(|r| r.contains("failed"))
+                && row(s, "⊘", "c").is_some_and(|r| r.contains("after b"))
+                && s.contains(&synthesis_mark(1))
+                && s.contains("#1 partial")
+        },
+    );
+    println!("--- after the first pass ---\n{screen}");
+    assert!(
+        detail_shows(&screen, "a", "Alpha findings: trees and cool roofs help."),
+        "a is selected after the plan arrives, and its result is shown clean:\n{screen}"
+    );
+
+    // 3. Select b (the row under a): the detail pane shows why it failed.
+    tmux.send_keys(&["j"]);
+    let screen = tmux.wait_for("b's error in the detail pane", |s| {
+        detail_shows(s, "b", "attempt 2 failed")
+            && detail_shows(s, "b", &format!("HTTP 500: {UPSTREAM_ERROR}"))
+    });
+    println!("--- b selected ---\n{screen}");
+
+    // 4. The server recovers; re-run b. b and then c succeed, and a new synthesis replaces
+    //    the first.
+    healthy.store(true, Ordering::SeqCst);
+    tmux.send_keys(&["r"]);
+    let screen = tmux.wait_for("b ✓, c ✓, synthesis 2, run succeeded", |s| {
+        row(s, "✓", "a").is_some_and(has_seconds)
+            && row(s, "✓", "b").is_some_and(has_seconds)
+            && row(s, "✓", "c").is_some_and(has_seconds)
+            && s.contains(&synthesis_mark(2))
+            && !s.contains(&synthesis_mark(1))
+            && s.contains("#1 succeeded")
+    });
+    println!("--- after the re-run ---\n{screen}");
+    // What the server saw: one plan; a once; b twice (one retry) and once more on `r`; c
+    // only after b succeeded; two syntheses.
+    let requests = server.requests();
+    let calls = |title: &str| {
+        requests
+            .iter()
+            .filter(|r| worker_title(r).as_deref() == Some(title))
+            .count()
+    };
+    let planners = requests.iter().filter(|r| is_planner(r)).count();
+    assert_eq!(
+        (planners, calls(TITLE_A), calls(TITLE_B), calls(TITLE_C)),
+        (1, 1, 3, 1),
+        "(planner, a, b, c) calls"
+    );
+    assert_eq!(syntheses.load(Ordering::SeqCst), 2, "two syntheses");
+
+    // Model text never reached the terminal raw: the OSC in a's answer and in the synthesis
+    // did not retitle the pane, and nothing of them shows.
+    let title = tmux.display("#{pane_title}");
+    assert!(
+        !title.contains("pwned"),
+        "the pane title was set to {title:?}"
+    );
+    assert!(
+        !screen.contains("pwned"),
+        "escape text on screen:\n{screen}"
+    );
+    assert_eq!(
+        tmux.display("#{alternate_on} #{mouse_any_flag} #{cursor_flag}"),
+        "1 1 0",
+        "while the dashboard runs: alternate screen, mouse capture, no cursor in the tree"
+    );
+
+    // 5. Nothing runs, so q quits at once; the terminal is restored.
+    tmux.send_keys(&["q"]);
+    let screen = tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+    println!("--- after quitting ---\n{screen}");
+    let code = screen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(EXITED))
+        .unwrap_or_default();
+    assert_eq!(code, "0", "exit code (screen:\n{screen})");
+    assert_eq!(
+        tmux.display("#{alternate_on} #{mouse_any_flag} #{cursor_flag}"),
+        "0 0 1",
+        "alternate screen off, mouse capture off, cursor shown after quitting"
+    );
+    assert!(
+        !screen.contains("Subtasks"),
+        "the dashboard is gone from the normal screen:\n{screen}"
+    );
+
+    drop(tmux);
+    drop(server);
+    println!("dashboard end-to-end test took {:?}", started.elapsed());
+}
+
+/// `-S DIR/tmux.sock`, or a unique `-L` name when that path is too long for a Unix socket.
+fn socket_args(dir: &Path) -> [String; 2] {
+    let path = dir.join("tmux.sock");
+    if path.as_os_str().len() < 100 {
+        ["-S".into(), path.to_string_lossy().into_owned()]
+    } else {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        [
+            "-L".into(),
+            format!("maestro-e2e-{}-{nanos}", std::process::id()),
+        ]
+    }
+}
+
+/// A clean environment: `PATH` (to find `sh` and `sleep`), a UTF-8 locale, and home, XDG dirs
+/// and config in the sandbox. No API keys, no `MAESTRO_*` from the developer's shell.
+fn sandbox_env(home: &Path, config: &Path) -> Vec<(String, String)> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    vec![
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("HOME".into(), path(home)),
+        ("XDG_DATA_HOME".into(), path(&home.join("data"))),
+        ("XDG_CONFIG_HOME".into(), path(&home.join("config"))),
+        ("MAESTRO_CONFIG".into(), path(config)),
+        (
+            "MAESTRO_LOG".into(),
+            "debug,tui_markdown=warn,hyper_util=info".into(),
+        ),
+    ]
+}
