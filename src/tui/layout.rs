@@ -74,7 +74,19 @@ pub fn content(area: Rect) -> Rect {
 pub fn areas(model: &Model) -> Areas {
     let (width, height) = model.size;
     let screen = Rect::new(0, 0, width, height);
-    let query_lines = model.query.lines().len().clamp(1, 5) as u16;
+    // The query box grows with its (wrapped) text, up to five lines.
+    let text_width = (width as usize).saturating_sub(3).max(1);
+    let query_lines = model
+        .query
+        .lines()
+        .iter()
+        .map(|l| {
+            unicode_width::UnicodeWidthStr::width(l.as_str())
+                .div_ceil(text_width)
+                .max(1)
+        })
+        .sum::<usize>()
+        .clamp(1, 5) as u16;
     let [query, body, status] = Layout::default()
         .direction(Direction::Vertical)
         .constraints([

@@ -42,7 +42,8 @@ impl Node {
 
 /// A pop-up over the panes; it takes every key while open.
 pub enum Overlay {
-    Help,
+    /// The keys, scrolled by `scroll` lines when taller than the screen.
+    Help { scroll: usize },
     /// Editing a subtask's description (and role) before re-running it.
     Edit {
         run: RunId,
@@ -61,6 +62,9 @@ pub enum Overlay {
 pub struct Scroll {
     pub offset: usize,
     pub follow: bool,
+    /// The user asked for the end (End, G), or was following when the text finished: stay at
+    /// the end even when nothing streams.
+    pub pinned: bool,
 }
 
 impl Default for Scroll {
@@ -68,17 +72,18 @@ impl Default for Scroll {
         Self {
             offset: 0,
             follow: true,
+            pinned: false,
         }
     }
 }
 
 impl Scroll {
     /// The first line to show, for `total` lines in a window of `height`. `live` is whether
-    /// text is still streaming in: only then does following stick to the end; finished text
-    /// is read from the top.
+    /// text is still streaming in: following sticks to the end while it does (or when pinned
+    /// there); otherwise finished text is read from the top.
     pub fn top(&self, total: usize, height: usize, live: bool) -> usize {
         let max = total.saturating_sub(height);
-        if self.follow && live {
+        if self.follow && (live || self.pinned) {
             max
         } else {
             self.offset.min(max)
@@ -92,16 +97,20 @@ impl Scroll {
         let new = (top + delta).clamp(0, max as isize) as usize;
         self.offset = new;
         self.follow = new >= max && delta > 0;
+        self.pinned = false;
     }
 
     pub fn home(&mut self) {
         self.offset = 0;
         self.follow = false;
+        self.pinned = false;
     }
 
+    /// To the end, and stay there as text comes in or stops.
     pub fn end(&mut self, total: usize, height: usize) {
         self.offset = total.saturating_sub(height);
         self.follow = true;
+        self.pinned = true;
     }
 }
 
@@ -242,6 +251,7 @@ impl Model {
         query.set_placeholder_text("Ask a question and press Enter (Alt+Enter: new line)");
         query.set_placeholder_style(self.theme.dim());
         query.set_cursor_line_style(ratatui::style::Style::new());
+        query.set_wrap_mode(ratatui_textarea::WrapMode::WordOrGlyph);
         self.query = query;
     }
 

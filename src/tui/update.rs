@@ -75,7 +75,25 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
 }
 
 fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
+    let current = model.current_run().and_then(|r| r.id()) == Some(event.run);
+    // A report that was being followed as it streamed stays at its end when it finishes,
+    // instead of jumping: remember where the end is before the final text replaces it.
+    let following_to_end = current
+        && matches!(event.kind, EventKind::SynthesisFinished { .. })
+        && model.synthesis_scroll.follow
+        && model.synthesis_live();
     let long_run_ended = model.apply(event);
+    if current {
+        match &event.kind {
+            EventKind::SynthesisStarted { .. } => model.synthesis_scroll = Scroll::default(),
+            EventKind::SynthesisFinished { .. } if following_to_end => {
+                if let Some((total, height)) = scroll_extent(model, Focus::Synthesis) {
+                    model.synthesis_scroll.end(total, height);
+                }
+            }
+            _ => {}
+        }
+    }
     if let EventKind::RunFinished { status, error, .. } = &event.kind {
         if long_run_ended && model.info.bell {
             actions.push(Action::Bell);
@@ -110,7 +128,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         KeyCode::Tab => return cycle_focus(model, 1),
         KeyCode::BackTab => return cycle_focus(model, -1),
         KeyCode::F(1) => {
-            model.overlay = Some(Overlay::Help);
+            model.overlay = Some(Overlay::Help { scroll: 0 });
             return;
         }
         _ => {}
@@ -120,7 +138,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         return;
     }
     match key.code {
-        KeyCode::Char('?') => model.overlay = Some(Overlay::Help),
+        KeyCode::Char('?') => model.overlay = Some(Overlay::Help { scroll: 0 }),
         KeyCode::Char('q') => ask_to_quit(model, actions),
         KeyCode::Esc => {}
         KeyCode::Char('/') | KeyCode::Char('i') => model.focus = Focus::Query,
@@ -312,8 +330,18 @@ fn scroll_extent(model: &Model, focus: Focus) -> Option<(usize, usize)> {
 
 fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
     match model.overlay.take() {
-        Some(Overlay::Help) => {
-            // Any key closes the help; Tab and the like are not passed on.
+        Some(Overlay::Help { scroll }) => {
+            // Movement keys scroll a help taller than the screen; any other key closes it.
+            let step: isize = match key.code {
+                KeyCode::Down | KeyCode::Char('j') => 1,
+                KeyCode::Up | KeyCode::Char('k') => -1,
+                KeyCode::PageDown | KeyCode::Char(' ') => 10,
+                KeyCode::PageUp => -10,
+                _ => return,
+            };
+            let max = view::help_lines(model).len().saturating_sub(1);
+            let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
+            model.overlay = Some(Overlay::Help { scroll });
         }
         Some(Overlay::ConfirmQuit) => match key.code {
             KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => quit(model, actions),
@@ -422,7 +450,10 @@ fn open_editor(model: &mut Model) {
         return;
     };
     let Some(run) = view.id() else { return };
-    let mut text = TextArea::new(subtask.description.lines().map(str::to_owned).collect());
+    // The description came from a model: what the editor shows (and sends back) is clean.
+    let description = crate::sanitize::sanitize(&subtask.description).into_owned();
+    let mut text = TextArea::new(description.lines().map(str::to_owned).collect());
+    text.set_wrap_mode(ratatui_textarea::WrapMode::WordOrGlyph);
     text.move_cursor(CursorMove::Bottom);
     text.move_cursor(CursorMove::End);
     text.set_cursor_line_style(ratatui::style::Style::new());

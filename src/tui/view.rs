@@ -7,8 +7,8 @@ use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{
-    Block, BorderType, Borders, Clear, Paragraph, Scrollbar, ScrollbarOrientation, ScrollbarState,
-    Wrap,
+    Block, BorderType, Borders, Clear, Padding, Paragraph, Scrollbar, ScrollbarOrientation,
+    ScrollbarState, Wrap,
 };
 use unicode_width::UnicodeWidthStr;
 
@@ -36,7 +36,7 @@ pub fn draw(frame: &mut Frame, model: &Model) {
     draw_synthesis(frame, model, areas.synthesis);
     draw_status(frame, model, areas.status);
     match &model.overlay {
-        Some(Overlay::Help) => draw_help(frame, model, area),
+        Some(Overlay::Help { scroll }) => draw_help(frame, model, area, *scroll),
         Some(Overlay::Edit { .. }) => draw_edit(frame, model, area),
         Some(Overlay::ConfirmQuit) => draw_confirm_quit(frame, model, area),
         None => {}
@@ -45,21 +45,18 @@ pub fn draw(frame: &mut Frame, model: &Model) {
 
 fn draw_too_small(frame: &mut Frame, area: Rect) {
     let text = Text::from(vec![
-        Line::from("maestro needs a bigger terminal"),
+        Line::from("Terminal too small:"),
+        Line::from(format!("{}×{}, needs", area.width, area.height)),
         Line::from(format!(
-            "at least {}×{}; this one is {}×{}",
+            "at least {}×{}.",
             layout::MIN_WIDTH,
-            layout::MIN_HEIGHT,
-            area.width,
-            area.height
+            layout::MIN_HEIGHT
         )),
     ]);
-    let height = 2.min(area.height);
+    let height = 3.min(area.height);
     let y = area.y + area.height.saturating_sub(height) / 2;
     frame.render_widget(
-        Paragraph::new(text)
-            .alignment(Alignment::Center)
-            .wrap(Wrap { trim: true }),
+        Paragraph::new(text).alignment(Alignment::Center),
         Rect::new(area.x, y, area.width, height),
     );
 }
@@ -125,30 +122,32 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
         }
         heading.push(Span::raw(" "));
     }
-    let block = pane(model, Focus::Tree, Line::from(heading)).title_bottom(
-        Line::from(Span::styled(
-            " r re-run · e edit · x cancel · ? help ",
-            model.theme.dim(),
-        ))
-        .alignment(Alignment::Right),
-    );
+    let mut block = pane(model, Focus::Tree, Line::from(heading));
+    if !model.runs.is_empty() {
+        block = block.title_bottom(
+            Line::from(Span::styled(
+                " r re-run · e edit · x cancel · ? help ",
+                model.theme.dim(),
+            ))
+            .alignment(Alignment::Right),
+        );
+    }
     let inner_area = block.inner(area);
     frame.render_widget(block, area);
     if model.runs.is_empty() {
-        let mut lines = vec![
-            Line::from("No runs yet."),
-            Line::from(""),
-            Line::from("Type a question in the box above and press Enter."),
-            Line::from("A planner splits it into subtasks, workers answer"),
-            Line::from("them in parallel, and the report streams in."),
-        ];
+        let mut lines = Vec::new();
         if model.info.demo {
-            lines.push(Line::from(""));
             lines.push(Line::from(Span::styled(
-                "The demo provider is simulated: no model is called.",
+                "Demo provider: simulated, no model is called.",
                 model.theme.warning(),
             )));
+            lines.push(Line::from(""));
         }
+        lines.extend([
+            Line::from("No runs yet. Type a question above and press Enter."),
+            Line::from(""),
+            Line::from("A planner splits it into subtasks, workers answer them in parallel, and the report streams in."),
+        ]);
         frame.render_widget(
             Paragraph::new(lines)
                 .style(model.theme.dim())
@@ -205,7 +204,7 @@ fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
     let report = &view.report;
     let arrow = if view.expanded { "▾" } else { "▸" };
     let phase = Model::run_phase(report);
-    let right = format!(" {phase} {}", clock(model.run_elapsed(report)));
+    let right = format!(" {phase} {} ", clock(model.run_elapsed(report)));
     let left = format!("{arrow} #{} ", view.number);
     let query_width = (width as usize).saturating_sub(left.width() + right.width());
     let query = truncate(&sanitize_line(&report.query), query_width);
@@ -239,11 +238,16 @@ fn subtask_row(
                 .started_ts
                 .map(|t| model.now_ms.saturating_sub(t))
                 .unwrap_or(0);
-            format!("{:>6}", format_ms_fixed(ms))
+            // The token column stays empty until the usage is known, so times line up.
+            format!("{:>6} {:>5}", format_ms_fixed(ms), "")
         }
         SubtaskStatus::Retrying => match &s.retry {
             Some((delay, reason)) => {
-                format!("retry {} {}", format_ms(*delay), sanitize_line(reason))
+                format!(
+                    "retry {} {}",
+                    format_ms(*delay),
+                    truncate(&sanitize_line(reason), 8)
+                )
             }
             None => "retrying".into(),
         },
@@ -309,8 +313,20 @@ fn draw_detail(frame: &mut Frame, model: &Model, area: Rect) {
     let top = model
         .detail_scroll
         .top(lines.len(), height, model.detail_live());
+    let total = lines.len();
     let visible: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
     frame.render_widget(Paragraph::new(visible), inner_area);
+    if total > height {
+        let mut state = ScrollbarState::new(total.saturating_sub(height)).position(top);
+        frame.render_stateful_widget(
+            Scrollbar::new(ScrollbarOrientation::VerticalRight),
+            area.inner(ratatui::layout::Margin {
+                vertical: 1,
+                horizontal: 0,
+            }),
+            &mut state,
+        );
+    }
 }
 
 /// The detail pane's content, wrapped to `width` (also used to size its scrolling).
@@ -604,46 +620,76 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
 
 fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     let theme = &model.theme;
-    let mut left: Vec<Span> = Vec::new();
+    // Segments in order of importance; those that do not fit are left out from the least
+    // important, so the run's state and clock always show.
+    let mut segments: Vec<(u8, Vec<Span>)> = Vec::new();
     if model.info.demo {
-        left.push(Span::styled(" DEMO · simulated ", theme.demo_banner()));
-        left.push(Span::raw(" "));
+        segments.push((
+            0,
+            vec![Span::styled(" DEMO · simulated ", theme.demo_banner())],
+        ));
     } else {
-        left.push(Span::raw(" "));
-        left.push(Span::raw(model.info.describe.clone()));
-        left.push(Span::styled(" │ ", theme.dim()));
+        segments.push((4, vec![Span::raw(format!(" {}", model.info.describe))]));
     }
     if let Some(view) = model.current_run() {
         let r = &view.report;
         let (done, failed, total) = Model::counts(r);
-        left.push(Span::styled(
-            format!("#{} {}", view.number, Model::run_phase(r)),
-            theme.run_status(r.status),
+        segments.push((
+            0,
+            vec![Span::styled(
+                format!("#{} {}", view.number, Model::run_phase(r)),
+                theme.run_status(r.status),
+            )],
         ));
         if total > 0 {
-            left.push(Span::styled(" │ ", theme.dim()));
-            left.push(Span::raw(format!("{done}/{total} ✓")));
+            let mut counts = vec![Span::raw(format!("{done}/{total} ✓"))];
             if failed > 0 {
-                left.push(Span::styled(
+                counts.push(Span::styled(
                     format!(" {failed} ✗"),
                     theme.status(SubtaskStatus::Failed),
                 ));
             }
+            segments.push((1, counts));
         }
         let usage = r.tokens();
         if usage.total() > 0 {
             let est = if usage.estimated { "~" } else { "" };
-            left.push(Span::styled(" │ ", theme.dim()));
-            left.push(Span::raw(format!(
-                "{est}{} in · {est}{} out",
-                format_tokens(usage.tokens_in),
-                format_tokens(usage.tokens_out)
-            )));
+            segments.push((
+                3,
+                vec![Span::raw(format!(
+                    "{est}{} in · {est}{} out",
+                    format_tokens(usage.tokens_in),
+                    format_tokens(usage.tokens_out)
+                ))],
+            ));
         }
-        left.push(Span::styled(" │ ", theme.dim()));
-        left.push(Span::raw(clock(model.run_elapsed(r))));
+        segments.push((2, vec![Span::raw(clock(model.run_elapsed(r)))]));
     } else if model.info.demo {
-        left.push(Span::styled("no model is called", theme.dim()));
+        segments.push((5, vec![Span::styled("no model is called", theme.dim())]));
+    }
+    let room = area.width as usize;
+    let width_of = |segs: &[(u8, Vec<Span>)]| -> usize {
+        segs.iter()
+            .map(|(_, spans)| spans.iter().map(Span::width).sum::<usize>() + 3)
+            .sum()
+    };
+    while width_of(&segments) > room && segments.len() > 1 {
+        let Some(least) = segments
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (rank, _))| (*rank, *i))
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        segments.remove(least);
+    }
+    let mut left: Vec<Span> = Vec::new();
+    for (i, (_, spans)) in segments.into_iter().enumerate() {
+        if i > 0 {
+            left.push(Span::styled(" │ ", theme.dim()));
+        }
+        left.extend(spans);
     }
     let left_line = Line::from(left);
     // The hint gives way to the run's figures when the line is short; a message does not.
@@ -743,7 +789,8 @@ pub const HELP: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-fn draw_help(frame: &mut Frame, model: &Model, area: Rect) {
+/// The help's lines (also used by `update` to bound its scrolling).
+pub fn help_lines(model: &Model) -> Vec<Line<'static>> {
     let mut lines: Vec<Line> = Vec::new();
     for (group, keys) in HELP {
         if !lines.is_empty() {
@@ -757,20 +804,34 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect) {
             ]));
         }
     }
+    lines
+}
+
+fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
+    let lines = help_lines(model);
     let height = (lines.len() as u16 + 2).min(area.height);
-    let rect = centered(area, 80, height);
+    let rect = centered(area, 82, height);
+    let fits = lines.len() + 2 <= rect.height as usize;
+    let hint = if fits {
+        " any key closes "
+    } else {
+        " j/k scroll · any other key closes "
+    };
     frame.render_widget(Clear, rect);
     frame.render_widget(
-        Paragraph::new(lines).block(
-            Block::bordered()
-                .border_type(BorderType::Rounded)
-                .border_style(model.theme.border(true))
-                .title(title("Keys"))
-                .title_bottom(
-                    Line::from(Span::styled(" any key closes ", model.theme.dim()))
-                        .alignment(Alignment::Right),
-                ),
-        ),
+        Paragraph::new(lines)
+            .scroll((if fits { 0 } else { scroll as u16 }, 0))
+            .block(
+                Block::bordered()
+                    .border_type(BorderType::Rounded)
+                    .border_style(model.theme.border(true))
+                    .padding(Padding::horizontal(1))
+                    .title(title("Keys"))
+                    .title_bottom(
+                        Line::from(Span::styled(hint, model.theme.dim()))
+                            .alignment(Alignment::Right),
+                    ),
+            ),
         rect,
     );
 }
@@ -794,6 +855,7 @@ fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
         .border_style(model.theme.border(true))
+        .padding(Padding::horizontal(1))
         .title(title(&format!("Edit {}", truncate(subtask.as_str(), 30))))
         .title_bottom(
             Line::from(Span::styled(
@@ -835,7 +897,11 @@ fn draw_confirm_quit(frame: &mut Frame, model: &Model, area: Rect) {
         } else {
             format!("{active} runs are still going.")
         }),
-        Line::from("Quit and cancel it? Finished work is kept in any written report."),
+        Line::from(if active == 1 {
+            "Quit and cancel it?"
+        } else {
+            "Quit and cancel them?"
+        }),
         Line::default(),
         Line::from(vec![
             Span::styled("y", model.theme.key()),
@@ -851,6 +917,7 @@ fn draw_confirm_quit(frame: &mut Frame, model: &Model, area: Rect) {
             Block::bordered()
                 .border_type(BorderType::Rounded)
                 .border_style(model.theme.warning())
+                .padding(Padding::horizontal(1))
                 .title(title("Quit?")),
         ),
         rect,
