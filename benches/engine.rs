@@ -24,7 +24,10 @@
 //!   so timer overshoot does not accumulate) and returns right after the last one. This isolates
 //!   the engine's own overhead.
 //!
-//! Scenarios (latencies: planner `L_p` = 50 ms, worker `L_w` = 100 ms, synthesis `L_s` = 50 ms):
+//! Scenarios (latencies: worker `L_w` = 250 ms, planner `L_p` and synthesis `L_s` = 100 ms;
+//! `BENCH_WORKER_MS` sets `L_w`, and `L_p` = `L_s` = 40 % of it). A tokio timer ends about
+//! 1.3 ms late (1 ms wheel ticks, deadlines rounded up), so at `L_w` = 100 ms the ratio carries
+//! about 1.3 % of timer overshoot that is no one's overhead; "ideal(obs)" below separates it.
 //!
 //! - **A**: the planner returns a plan of 200 independent subtasks (`max_subtasks` = 200), run
 //!   at concurrency 16.
@@ -39,9 +42,11 @@
 //!   for B. **wall ÷ ideal** is the figure to watch (target ≤ 1.02).
 //! - **CPU per subtask**: process CPU time (user + system, all threads, from the first field of
 //!   `/proc/self/task/*/schedstat`, in ns; `/proc/self/stat` ticks as a fallback when a thread
-//!   exited mid-run) over the run, divided by the number of subtasks (target ≤ 0.2 ms). For
-//!   `mock-http` this includes the mock server, hyper on both sides and JSON/SSE work; the
-//!   `in-process` figure is the engine's own cost (plus this bench draining the event channel).
+//!   exited mid-run) over the run, divided by the number of subtasks (target ≤ 0.2 ms). The
+//!   mock server runs on a runtime of its own (threads named `mock-server`), and its CPU is
+//!   reported apart, so the `mock-http` figure is maestro's: engine, HTTP client, SSE and JSON
+//!   parsing (and this bench draining the event channel). The `in-process` figure is the
+//!   engine alone.
 //! - Diagnostics per case: the latency the providers actually delivered (mean per call kind;
 //!   a tokio timer fires about 1–1.5 ms late, as its wheel has 1 ms ticks and rounds deadlines
 //!   up), the ideal recomputed from those delivered latencies ("ideal(obs)", which separates
@@ -318,9 +323,17 @@ impl Provider for FixedLatency {
 
 /// The mock server's script for a scenario: the latency as a delay before the headers, then
 /// the answer in `CHUNKS` chunks written back to back.
-async fn start_mock(scenario: &Scenario) -> MockServer {
+async fn start_mock(scenario: &Scenario, runtime: &tokio::runtime::Handle) -> MockServer {
     let latency = scenario.latency;
     let plan = scenario.plan_chunks();
+    runtime
+        .spawn(serve(latency, plan))
+        .await
+        .expect("the mock server starts")
+}
+
+/// Runs on the mock's own runtime (see `MOCK_THREAD`).
+async fn serve(latency: Latency, plan: Vec<String>) -> MockServer {
     let worker = split_even(WORKER_TEXT, CHUNKS);
     let synthesis = split_even(SYNTH_TEXT, CHUNKS);
     MockServer::start(
@@ -356,20 +369,27 @@ fn mock_observed(requests: &[MockRequest]) -> Observed {
 /// The process's CPU time at one moment: per thread (ns, from schedstat) and in total (clock
 /// ticks, from `/proc/self/stat`, which also counts threads that have exited).
 struct CpuSnapshot {
-    threads: HashMap<String, u64>,
+    /// Thread id → (CPU ns, whether it is one of the mock server's threads).
+    threads: HashMap<String, (u64, bool)>,
     ticks: u64,
 }
+
+/// The mock server runs on a runtime of its own whose threads carry this name, so its CPU
+/// can be told apart from maestro's (engine and HTTP client).
+const MOCK_THREAD: &str = "mock-server";
 
 fn cpu_snapshot() -> CpuSnapshot {
     let mut threads = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for entry in dir.flatten() {
             let path = entry.path().join("schedstat");
+            let mock = std::fs::read_to_string(entry.path().join("comm"))
+                .is_ok_and(|c| c.trim().starts_with(MOCK_THREAD));
             if let Some(ns) = std::fs::read_to_string(path)
                 .ok()
                 .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
             {
-                threads.insert(entry.file_name().to_string_lossy().into_owned(), ns);
+                threads.insert(entry.file_name().to_string_lossy().into_owned(), (ns, mock));
             }
         }
     }
@@ -388,25 +408,35 @@ fn cpu_snapshot() -> CpuSnapshot {
     CpuSnapshot { threads, ticks }
 }
 
-/// CPU time between two snapshots: schedstat when every thread of `before` is still there
-/// (exact to the ns), else the coarser tick count.
-fn cpu_between(before: &CpuSnapshot, after: &CpuSnapshot, ticks_per_sec: u64) -> (Duration, bool) {
+/// CPU time between two snapshots, in all and of the mock server's threads: schedstat when
+/// every thread of `before` is still there (exact to the ns), else the coarser tick count (and
+/// then the mock's share is unknown, reported as zero).
+fn cpu_between(
+    before: &CpuSnapshot,
+    after: &CpuSnapshot,
+    ticks_per_sec: u64,
+) -> (Duration, Duration, bool) {
     let complete = !after.threads.is_empty()
         && before
             .threads
             .keys()
             .all(|tid| after.threads.contains_key(tid));
     if complete {
-        let ns: u64 = after
-            .threads
-            .iter()
-            .map(|(tid, &ns)| ns.saturating_sub(before.threads.get(tid).copied().unwrap_or(0)))
-            .sum();
-        (Duration::from_nanos(ns), true)
+        let mut all = 0u64;
+        let mut mock = 0u64;
+        for (tid, &(ns, is_mock)) in &after.threads {
+            let spent = ns.saturating_sub(before.threads.get(tid).map_or(0, |t| t.0));
+            all += spent;
+            if is_mock {
+                mock += spent;
+            }
+        }
+        (Duration::from_nanos(all), Duration::from_nanos(mock), true)
     } else {
         let ticks = after.ticks.saturating_sub(before.ticks);
         (
             Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_sec.max(1)),
+            Duration::ZERO,
             false,
         )
     }
@@ -428,7 +458,11 @@ fn clock_ticks_per_sec() -> u64 {
 
 struct Sample {
     wall: Duration,
+    /// maestro's CPU: every thread but the mock server's (engine, HTTP client, this bench's
+    /// event loop).
     cpu: Duration,
+    /// The mock server's threads.
+    mock_cpu: Duration,
     /// CPU came from schedstat (ns), not from ticks.
     precise: bool,
     /// Mean of the engine's `elapsed_ms` over the subtasks.
@@ -493,7 +527,7 @@ async fn run_once(
             _ => {}
         }
     };
-    let (cpu, precise) = cpu_between(&cpu_before, &cpu_snapshot(), ticks_per_sec);
+    let (all_cpu, mock_cpu, precise) = cpu_between(&cpu_before, &cpu_snapshot(), ticks_per_sec);
     let plan_ready = plan_ready.expect("PlanReady came");
     let synthesis_started = synthesis_started.expect("SynthesisStarted came");
     Sample {
@@ -501,7 +535,8 @@ async fn run_once(
         working: synthesis_started - plan_ready,
         synthesis: wall - synthesis_started,
         wall,
-        cpu,
+        cpu: all_cpu.saturating_sub(mock_cpu),
+        mock_cpu,
         precise,
         engine_subtask_ms: elapsed_sum as f64 / subtasks as f64,
     }
@@ -551,6 +586,7 @@ async fn run_case(
     variant: Variant,
     repeats: usize,
     ticks_per_sec: u64,
+    mock_runtime: &tokio::runtime::Handle,
 ) -> CaseResult {
     let executor = ExecutorSettings {
         call_timeout: Duration::from_secs(60),
@@ -560,7 +596,7 @@ async fn run_case(
     let mut fixed = None;
     let provider: Arc<dyn Provider> = match variant {
         Variant::MockHttp => {
-            let mock = start_mock(scenario).await;
+            let mock = start_mock(scenario, mock_runtime).await;
             let openai = OpenAi::new(OpenAiConfig {
                 base_url: mock.openai_base_url(),
                 api_key: None,
@@ -613,12 +649,18 @@ async fn run_case(
             format!("run {i}")
         };
         println!(
-            "  {label:>7}: wall {:7.1} ms  wall/ideal {:.4}  CPU {:7.2} ms = {:.3} ms/subtask{}",
+            "  {label:>7}: wall {:7.1} ms  wall/ideal {:.4}  CPU {:7.2} ms = {:.3} ms/subtask \
+             (mock server: {:.2} ms more){}",
             ms(sample.wall),
             ms(sample.wall) / ms(ideal),
             ms(sample.cpu),
             ms(sample.cpu) / n as f64,
-            if sample.precise { "" } else { " (ticks)" },
+            ms(sample.mock_cpu),
+            if sample.precise {
+                ""
+            } else {
+                " (ticks: mock not separated)"
+            },
         );
         if i > 0 {
             for (kind, (sum, count)) in run_observed.0 {
@@ -712,10 +754,25 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    // The mock server gets its own runtime and thread, so its CPU is measured apart.
+    let mock_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(MOCK_THREAD)
+        .enable_all()
+        .build()
+        .expect("the mock's runtime");
+    // Latencies far below any real model call's, yet long enough that tokio's timer wheel
+    // (1 ms ticks, deadlines rounded up: every timed wait ends ~1.3 ms late) does not dominate
+    // the ratio. `BENCH_WORKER_MS` changes the worker latency (planner and synthesis: 40 %).
+    let worker_ms = std::env::var("BENCH_WORKER_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(250);
     let latency = Latency {
-        planner: Duration::from_millis(50),
-        worker: Duration::from_millis(100),
-        synthesis: Duration::from_millis(50),
+        planner: Duration::from_millis(worker_ms * 2 / 5),
+        worker: Duration::from_millis(worker_ms),
+        synthesis: Duration::from_millis(worker_ms * 2 / 5),
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -732,7 +789,16 @@ fn main() {
         let mut results = Vec::new();
         for scenario in &scenarios {
             for variant in [Variant::MockHttp, Variant::InProcess] {
-                results.push(run_case(scenario, variant, repeats, ticks_per_sec).await);
+                results.push(
+                    run_case(
+                        scenario,
+                        variant,
+                        repeats,
+                        ticks_per_sec,
+                        mock_runtime.handle(),
+                    )
+                    .await,
+                );
             }
         }
         results
