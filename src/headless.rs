@@ -20,7 +20,7 @@ use crate::engine::executor::Engine;
 use crate::engine::plan::Plan;
 use crate::llm::Provider;
 use crate::protocol::{Event, EventKind, RunCommand, RunStatus, SubtaskStatus};
-use crate::report::{RunReport, format_ms, format_tokens, status_glyph};
+use crate::report::{RunReport, SPINNER, format_ms, format_tokens, status_glyph, truncate};
 use crate::sanitize::sanitize_line;
 
 /// Exit codes of `maestro run` (and `plan`).
@@ -358,24 +358,6 @@ fn clock(ms: u64) -> String {
         (ms / 100) % 10
     )
 }
-
-fn truncate(line: &str, width: usize) -> String {
-    use unicode_width::UnicodeWidthChar;
-    let mut out = String::new();
-    let mut used = 0;
-    for c in line.chars() {
-        let w = c.width().unwrap_or(0);
-        if used + w > width {
-            out.push('…');
-            break;
-        }
-        used += w;
-        out.push(c);
-    }
-    out
-}
-
-const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 /// The live block: a header, a line per subtask, the synthesis.
 fn live_lines(

@@ -730,26 +730,28 @@ fn decode_plan(value: &Value, default_role: &str) -> Result<(Plan, Vec<String>),
 
 /// An id: a string or a number (`1` → `"1"`); missing, null or blank → `None`.
 fn id_value(value: Option<&Value>, at: &str) -> Result<Option<String>, PlanError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(invalid(
-            at,
-            format!("must be a string or a number, not {}", kind_of(other)),
-        )),
-    }
+    scalar_value(value, at, "a string or a number")
 }
 
 /// A short text field: a string (numbers are taken as text); missing, null or blank → `None`.
 fn text_value(value: Option<&Value>, at: &str) -> Result<Option<String>, PlanError> {
+    scalar_value(value, at, "a string")
+}
+
+/// A string or number as trimmed text; missing, null or blank → `None`; anything else is an
+/// error saying it must be `expected`.
+fn scalar_value(
+    value: Option<&Value>,
+    at: &str,
+    expected: &str,
+) -> Result<Option<String>, PlanError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(other) => Err(invalid(
             at,
-            format!("must be a string, not {}", kind_of(other)),
+            format!("must be {expected}, not {}", kind_of(other)),
         )),
     }
 }

@@ -13,13 +13,13 @@ use ratatui::widgets::{
 use unicode_width::UnicodeWidthStr;
 
 use crate::protocol::SubtaskStatus;
-use crate::report::{AttemptOutcome, SubtaskReport, format_ms, format_tokens, status_glyph};
+use crate::report::{
+    AttemptOutcome, SPINNER, SubtaskReport, format_ms, format_tokens, status_glyph, truncate,
+};
 use crate::sanitize::{sanitize, sanitize_line};
 use crate::tui::layout::{self, areas};
 use crate::tui::markdown::wrap_line;
 use crate::tui::model::{Focus, Model, Node, Overlay, Row, RunView, ToastLevel};
-
-const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 pub fn draw(frame: &mut Frame, model: &Model) {
     let area = frame.area();
@@ -183,16 +183,7 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
         .collect();
     frame.render_widget(Paragraph::new(lines), inner_area);
     if total > height {
-        let mut state =
-            ScrollbarState::new(total.saturating_sub(height)).position(model.tree_offset);
-        frame.render_stateful_widget(
-            Scrollbar::new(ScrollbarOrientation::VerticalRight),
-            area.inner(ratatui::layout::Margin {
-                vertical: 1,
-                horizontal: 0,
-            }),
-            &mut state,
-        );
+        draw_scrollbar(frame, area, total, height, model.tree_offset);
     }
 }
 
@@ -317,15 +308,7 @@ fn draw_detail(frame: &mut Frame, model: &Model, area: Rect) {
     let visible: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
     frame.render_widget(Paragraph::new(visible), inner_area);
     if total > height {
-        let mut state = ScrollbarState::new(total.saturating_sub(height)).position(top);
-        frame.render_stateful_widget(
-            Scrollbar::new(ScrollbarOrientation::VerticalRight),
-            area.inner(ratatui::layout::Margin {
-                vertical: 1,
-                horizontal: 0,
-            }),
-            &mut state,
-        );
+        draw_scrollbar(frame, area, total, height, top);
     }
 }
 
@@ -604,15 +587,7 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
     }
     frame.render_widget(Paragraph::new(visible), inner_area);
     if total > height {
-        let mut state = ScrollbarState::new(total.saturating_sub(height)).position(top);
-        frame.render_stateful_widget(
-            Scrollbar::new(ScrollbarOrientation::VerticalRight),
-            area.inner(ratatui::layout::Margin {
-                vertical: 1,
-                horizontal: 0,
-            }),
-            &mut state,
-        );
+        draw_scrollbar(frame, area, total, height, top);
     }
 }
 
@@ -926,34 +901,25 @@ fn draw_confirm_quit(frame: &mut Frame, model: &Model, area: Rect) {
 
 // ---- helpers ---------------------------------------------------------------------------------
 
+/// A scrollbar on the right border of a pane showing `height` of `total` lines from `top`.
+fn draw_scrollbar(frame: &mut Frame, area: Rect, total: usize, height: usize, top: usize) {
+    let mut state = ScrollbarState::new(total.saturating_sub(height)).position(top);
+    frame.render_stateful_widget(
+        Scrollbar::new(ScrollbarOrientation::VerticalRight),
+        area.inner(ratatui::layout::Margin {
+            vertical: 1,
+            horizontal: 0,
+        }),
+        &mut state,
+    );
+}
+
 fn pad(area: Rect) -> Rect {
     Rect {
         x: area.x + 1,
         width: area.width.saturating_sub(2),
         ..area
     }
-}
-
-/// Cut `text` to `width` columns, with `…` when cut.
-pub fn truncate(text: &str, width: usize) -> String {
-    use unicode_width::UnicodeWidthChar;
-    if text.width() <= width {
-        return text.to_owned();
-    }
-    let mut out = String::new();
-    let mut used = 0;
-    for c in text.chars() {
-        let w = c.width().unwrap_or(0);
-        if used + w + 1 > width {
-            break;
-        }
-        used += w;
-        out.push(c);
-    }
-    if width > 0 {
-        out.push('…');
-    }
-    out
 }
 
 fn join(ids: &[crate::protocol::SubtaskId]) -> String {
