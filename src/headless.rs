@@ -140,7 +140,7 @@ pub async fn run(
     match args.format {
         Format::Markdown => write!(stdout, "{}", report.to_markdown())?,
         Format::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &report.to_json())?;
+            crate::sanitize::write_json(&mut stdout, &report.to_json())?;
             writeln!(stdout)?;
         }
     }
@@ -188,7 +188,7 @@ pub async fn plan(
     match plan {
         Some(plan) => {
             let mut stdout = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut stdout, &plan)?;
+            crate::sanitize::write_json(&mut stdout, &plan)?;
             writeln!(stdout)?;
             Ok(exit::OK)
         }
@@ -203,7 +203,7 @@ pub async fn plan(
 }
 
 fn write_event(file: &mut impl Write, event: &Event) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *file, event)?;
+    crate::sanitize::write_json_line(&mut *file, event)?;
     file.write_all(b"\n")
 }
 
@@ -288,12 +288,16 @@ impl Progress {
             return;
         }
         self.spinner = self.spinner.wrapping_add(1);
-        let width = crossterm::terminal::size()
-            .map(|(w, _)| w as usize)
-            .unwrap_or(80)
-            .saturating_sub(1)
-            .max(20);
-        let lines = live_lines(report, &self.describe, self.spinner, now_ms());
+        let (columns, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+        let width = (columns as usize).saturating_sub(1).max(20);
+        let mut lines = live_lines(report, &self.describe, self.spinner, now_ms());
+        // A block taller than the screen could not be moved back over: keep it to the screen.
+        let room = (rows as usize).saturating_sub(1).max(3);
+        if lines.len() > room {
+            let hidden = lines.len() - (room - 1);
+            lines.truncate(room - 1);
+            lines.push((None, format!("  … {hidden} more")));
+        }
         self.clear();
         let mut err = std::io::stderr().lock();
         for (status, line) in &lines {
@@ -564,6 +568,9 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 "synthesis call failed ({reason}); retrying in {}",
                 format_ms(*delay_ms)
             )
+        }
+        EventKind::SynthesisCancelled { .. } => {
+            "synthesis dropped (its subtasks changed, or the run was cancelled)".to_owned()
         }
         EventKind::SynthesisFinished {
             synthesized, error, ..

@@ -8,6 +8,7 @@ use clap::Parser;
 use maestro::cli::{Cli, CommandLine};
 use maestro::config::Config;
 use maestro::headless::{self, exit};
+use maestro::sanitize::sanitize_line;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,14 +60,15 @@ async fn dispatch(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("maestro: {e:#}");
+            eprintln!("maestro: {}", sanitize_line(&format!("{e:#}")));
             exit::FAILED
         }
     }
 }
 
 fn usage_error(e: anyhow::Error) -> i32 {
-    eprintln!("maestro: {e:#}");
+    // Errors can quote a plan file or stdin, which may hold anything.
+    eprintln!("maestro: {}", sanitize_line(&format!("{e:#}")));
     exit::USAGE
 }
 

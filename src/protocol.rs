@@ -305,6 +305,11 @@ pub enum EventKind {
         delay_ms: u64,
         reason: String,
     },
+    /// The synthesis in flight was dropped (a subtask is being re-run, or the run was
+    /// cancelled); its partial text is void and the last finished report stands, stale.
+    SynthesisCancelled {
+        attempt: u32,
+    },
     /// The report. `synthesized` is false when the synthesis call failed and `text` is the
     /// worker results joined under their titles.
     SynthesisFinished {
@@ -350,6 +355,7 @@ impl EventKind {
             | Self::SynthesisStarted { .. }
             | Self::SynthesisDelta { .. }
             | Self::SynthesisRetrying { .. }
+            | Self::SynthesisCancelled { .. }
             | Self::SynthesisFinished { .. }
             | Self::RunFinished { .. } => None,
         }

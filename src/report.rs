@@ -105,6 +105,10 @@ pub struct RunReport {
     /// The synthesis attempt in flight has streamed text (until then the previous report
     /// stays on screen).
     synthesis_fresh: bool,
+    /// The last finished report, shown again if a newer synthesis is dropped half-way.
+    synthesis_done: String,
+    /// Usage of the calls finished since the last `RunFinished` (which carries the total).
+    usage_since: Usage,
     pub status: Option<RunStatus>,
     pub error: Option<String>,
     pub usage: Usage,
@@ -128,17 +132,9 @@ impl RunReport {
     /// Tokens of every subtask, the planner and the synthesis, as far as known: the run's
     /// final total once it finished, the sum of finished calls before.
     pub fn tokens(&self) -> Usage {
-        if self.status.is_some() {
-            return self.usage;
-        }
-        let mut total = Usage::default();
-        for s in &self.subtasks {
-            total.add(Usage {
-                tokens_in: s.tokens_in,
-                tokens_out: s.tokens_out,
-                estimated: s.usage_estimated,
-            });
-        }
+        // The last total the engine reported (planner included), plus what finished since.
+        let mut total = self.usage;
+        total.add(self.usage_since);
         total
     }
 
@@ -260,6 +256,7 @@ impl RunReport {
                 usage,
                 result,
             } => {
+                self.usage_since.add(*usage);
                 if let Some(s) = self.subtask_mut(subtask) {
                     s.close_attempt(*attempt, event.ts_ms, AttemptOutcome::Succeeded);
                     s.status = SubtaskStatus::Succeeded;
@@ -334,9 +331,22 @@ impl RunReport {
                 self.synthesis.push_str(text);
             }
             EventKind::SynthesisRetrying { .. } => {}
+            EventKind::SynthesisCancelled { .. } => {
+                self.synthesizing = false;
+                self.synthesis_fresh = false;
+                if self.synthesis != self.synthesis_done {
+                    self.synthesis = self.synthesis_done.clone();
+                }
+                self.synthesis_stale = !self.synthesis.is_empty();
+            }
             EventKind::SynthesisFinished {
-                text, synthesized, ..
+                text,
+                synthesized,
+                usage,
+                ..
             } => {
+                self.usage_since.add(*usage);
+                self.synthesis_done = text.clone();
                 self.synthesis = text.clone();
                 self.synthesized = *synthesized;
                 self.synthesizing = false;
@@ -353,6 +363,7 @@ impl RunReport {
                 self.status = Some(*status);
                 self.elapsed_ms = Some(*elapsed_ms);
                 self.usage = *usage;
+                self.usage_since = Usage::default();
                 self.error = error.clone();
                 self.synthesizing = false;
             }
@@ -369,7 +380,9 @@ impl RunReport {
         // A run that gets more work after it finished is active again.
         if matches!(
             event.kind,
-            EventKind::SubtaskQueued { .. } | EventKind::SubtaskStarted { .. }
+            EventKind::SubtaskQueued { .. }
+                | EventKind::SubtaskStarted { .. }
+                | EventKind::SynthesisStarted { .. }
         ) {
             self.status = None;
         }
@@ -415,6 +428,13 @@ impl RunReport {
         use std::fmt::Write;
         let mut out = String::new();
         let synthesis = crate::sanitize::sanitize(self.synthesis.trim_end());
+        if self.status == Some(RunStatus::Cancelled) {
+            let _ = writeln!(
+                out,
+                "> **Incomplete:** the run was cancelled before it finished; below is what was \
+                 done by then.\n"
+            );
+        }
         if synthesis.is_empty() {
             let _ = writeln!(out, "# {}\n", sanitize_line(&self.query));
             let why = self
@@ -543,4 +563,140 @@ pub fn truncate(text: &str, width: usize) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::{PlannedSubtask, Priority};
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            run: RunId(uuid::Uuid::nil()),
+            ts_ms: 0,
+            kind,
+        }
+    }
+
+    fn usage(n: u64) -> Usage {
+        Usage {
+            tokens_in: n,
+            tokens_out: n,
+            estimated: false,
+        }
+    }
+
+    /// A finished run with one subtask and a report.
+    fn finished() -> RunReport {
+        let mut r = RunReport::default();
+        let plan = Plan {
+            query_analysis: String::new(),
+            subtasks: vec![PlannedSubtask {
+                id: "a".into(),
+                worker: "research".into(),
+                title: "A".into(),
+                description: "a".into(),
+                focus_areas: vec![],
+                depends_on: vec![],
+                priority: Priority::Medium,
+            }],
+            synthesis_guidance: String::new(),
+        };
+        for kind in [
+            EventKind::RunStarted { query: "q".into() },
+            EventKind::PlanReady { plan },
+            EventKind::SubtaskSucceeded {
+                subtask: "a".into(),
+                attempt: 1,
+                elapsed_ms: 10,
+                usage: usage(10),
+                result: "A".into(),
+            },
+            EventKind::SynthesisStarted {
+                attempt: 1,
+                model: "m".into(),
+            },
+            EventKind::SynthesisFinished {
+                attempt: 1,
+                text: "first report".into(),
+                synthesized: true,
+                usage: usage(5),
+                error: None,
+            },
+            EventKind::RunFinished {
+                status: RunStatus::Succeeded,
+                elapsed_ms: 100,
+                usage: usage(20),
+                succeeded: 1,
+                failed: 0,
+                total: 1,
+                error: None,
+            },
+        ] {
+            r.apply(&event(kind));
+        }
+        r
+    }
+
+    #[test]
+    fn a_dropped_synthesis_brings_back_the_last_report_marked_stale() {
+        let mut r = finished();
+        r.apply(&event(EventKind::SubtaskQueued {
+            subtask: "a".into(),
+            waiting_on: vec![],
+        }));
+        r.apply(&event(EventKind::SynthesisStarted {
+            attempt: 2,
+            model: "m".into(),
+        }));
+        r.apply(&event(EventKind::SynthesisDelta {
+            attempt: 2,
+            text: "half a new rep".into(),
+        }));
+        assert_eq!(r.synthesis, "half a new rep");
+        r.apply(&event(EventKind::SynthesisCancelled { attempt: 2 }));
+        assert_eq!(r.synthesis, "first report");
+        assert!(r.synthesis_stale && !r.synthesizing);
+    }
+
+    #[test]
+    fn resynthesising_a_finished_run_makes_it_active_again() {
+        let mut r = finished();
+        assert!(r.status.is_some());
+        r.apply(&event(EventKind::SynthesisStarted {
+            attempt: 2,
+            model: "m".into(),
+        }));
+        assert_eq!(r.status, None);
+    }
+
+    #[test]
+    fn token_totals_never_drop_when_a_finished_run_is_reopened() {
+        let mut r = finished();
+        assert_eq!(r.tokens().total(), 40);
+        r.apply(&event(EventKind::SubtaskStarted {
+            subtask: "a".into(),
+            attempt: 2,
+            worker: "research".into(),
+            model: "m".into(),
+        }));
+        assert_eq!(r.tokens().total(), 40, "reopening keeps the total");
+        r.apply(&event(EventKind::SubtaskSucceeded {
+            subtask: "a".into(),
+            attempt: 2,
+            elapsed_ms: 10,
+            usage: usage(3),
+            result: "A2".into(),
+        }));
+        assert_eq!(r.tokens().total(), 46);
+    }
+
+    #[test]
+    fn a_cancelled_run_says_its_report_is_incomplete() {
+        let mut r = finished();
+        r.status = Some(RunStatus::Cancelled);
+        assert!(r.to_markdown().contains("Incomplete"));
+        r.status = Some(RunStatus::Succeeded);
+        assert!(!r.to_markdown().contains("Incomplete"));
+    }
 }

@@ -83,6 +83,87 @@ pub fn sanitize_line(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Pretty JSON with every control character escaped. serde_json escapes only U+0000–U+001F;
+/// DEL, the C1 controls (U+0080–U+009F: 8-bit CSI, OSC, DCS…) and U+2028/2029 would reach a
+/// terminal raw, so they are written as `\uXXXX` too. The JSON means the same.
+pub fn write_json<W: std::io::Write, T: serde::Serialize + ?Sized>(
+    writer: W,
+    value: &T,
+) -> serde_json::Result<()> {
+    let formatter = SafeFormatter(serde_json::ser::PrettyFormatter::new());
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        writer, formatter,
+    ))
+}
+
+/// The same on one line (JSON Lines).
+pub fn write_json_line<W: std::io::Write, T: serde::Serialize + ?Sized>(
+    writer: W,
+    value: &T,
+) -> serde_json::Result<()> {
+    let formatter = SafeFormatter(serde_json::ser::CompactFormatter);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        writer, formatter,
+    ))
+}
+
+struct SafeFormatter<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeFormatter<F> {
+    fn write_string_fragment<W: std::io::Write + ?Sized>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (at, c) in fragment.char_indices() {
+            if is_unsafe(c) {
+                writer.write_all(&fragment.as_bytes()[start..at])?;
+                write!(writer, "\\u{:04x}", c as u32)?;
+                start = at + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    // The layout is the pretty formatter's.
+    fn begin_array<W: std::io::Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: std::io::Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: std::io::Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: std::io::Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: std::io::Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: std::io::Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: std::io::Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: std::io::Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: std::io::Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
 fn is_unsafe(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}')
 }
@@ -127,6 +208,19 @@ mod tests {
     fn dcs_and_apc_strings_are_removed() {
         assert_eq!(sanitize("a\u{1b}P1;2|data\u{1b}\\b"), "ab");
         assert_eq!(sanitize("a\u{1b}_apc\u{9c}b"), "ab");
+    }
+
+    #[test]
+    fn json_escapes_c1_controls_and_still_means_the_same() {
+        let text = "a\u{9b}2J\u{1b}]0;x\u{7}b\u{85}\u{2028}é";
+        let mut out = Vec::new();
+        write_json(&mut out, &serde_json::json!({ "t": text })).expect("serialises");
+        let raw = String::from_utf8(out).expect("utf-8");
+        assert!(!raw.chars().any(|c| c.is_control() && c != '\n'), "{raw:?}");
+        assert!(raw.contains("\\u009b") && raw.contains("\\u001b"), "{raw}");
+        let back: serde_json::Value = serde_json::from_str(&raw).expect("valid JSON");
+        assert_eq!(back["t"], text);
+        assert!(raw.contains("\n  \"t\""), "pretty layout kept: {raw}");
     }
 
     #[test]

@@ -1357,3 +1357,55 @@ async fn openai_key_with_invalid_characters_fails_at_once_naming_the_key() {
     assert_eq!(retried, 0, "a bad key is not worth another attempt");
     assert!(error.contains("API key"), "{error}");
 }
+
+/// A provider with a bug: it panics on worker calls.
+struct PanickingWorkers;
+
+impl Provider for PanickingWorkers {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    fn complete(
+        &self,
+        request: maestro::llm::ChatRequest,
+        _sink: maestro::llm::DeltaSink,
+    ) -> maestro::llm::CallFuture<'_> {
+        Box::pin(async move {
+            match request.role {
+                maestro::protocol::CallRole::Planner => Ok(maestro::llm::Completion {
+                    text: plan_json(&[("a", &[])]),
+                    usage: None,
+                }),
+                maestro::protocol::CallRole::Worker => panic!("a provider bug"),
+                maestro::protocol::CallRole::Synthesizer => Ok(maestro::llm::Completion {
+                    text: "report".into(),
+                    usage: None,
+                }),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_provider_fails_the_call_and_the_run_still_ends() {
+    let (engine, mut events) = Engine::spawn(Arc::new(PanickingWorkers), settings(), executor());
+    engine.start_run(QUERY, None);
+    let mut failure = None;
+    let status = loop {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("the run ends instead of hanging")
+            .expect("the engine runs");
+        match event.kind {
+            EventKind::SubtaskFailed { error, .. } => failure = Some(error),
+            EventKind::RunFinished { status, .. } => break status,
+            _ => {}
+        }
+    };
+    assert_eq!(status, RunStatus::Failed, "its only subtask failed");
+    assert!(
+        failure
+            .expect("the subtask failed")
+            .contains("unexpectedly")
+    );
+}

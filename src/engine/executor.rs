@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -247,7 +248,19 @@ async fn perform_call(
     settings: ExecutorSettings,
 ) {
     let (sink, mut deltas) = DeltaSink::new();
-    let completion = tokio::time::timeout(settings.call_timeout, provider.complete(request, sink));
+    // A panic inside a provider must become a failed call, not a call that never answers
+    // (which would leave its run waiting forever).
+    let guarded = std::panic::AssertUnwindSafe(provider.complete(request, sink))
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|_| {
+                Err(CallError::fatal(
+                    "internal error",
+                    "the provider call failed unexpectedly (a bug in maestro; see the log)",
+                ))
+            })
+        });
+    let completion = tokio::time::timeout(settings.call_timeout, guarded);
     tokio::pin!(completion);
     let mut pending = String::new();
     let mut flush = tokio::time::interval(settings.coalesce.max(Duration::from_millis(1)));

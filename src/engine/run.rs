@@ -928,6 +928,9 @@ impl Run {
                     attempt: self.synthesis.attempt,
                 }));
             }
+            out.push(Effect::Emit(EventKind::SynthesisCancelled {
+                attempt: self.synthesis.attempt,
+            }));
             self.synthesis.in_flight = false;
             self.synthesis.waiting = false;
         }

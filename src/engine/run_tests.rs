@@ -647,6 +647,8 @@ fn a_rerun_during_synthesis_drops_the_stale_synthesis() {
     s.command(RunCommand::RetrySubtask("a".into()));
     assert!(s.effects.iter().any(|e| matches!(e, Effect::Abort(c)
         if c.target == CallTarget::Synthesis && c.attempt == stale)));
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SynthesisCancelled { attempt } if *attempt == stale)));
     assert_eq!(s.started(), ["a"]);
     s.feed(Input::Reply {
         call: CallId {

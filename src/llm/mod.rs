@@ -182,22 +182,17 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// Parse a `Retry-After` header value given in seconds (the HTTP-date form is rare from LLM
-/// APIs and is treated as absent). Also reads `retry-after-ms`, which OpenAI sends.
+/// APIs and is treated as absent). Also reads `retry-after-ms`, which OpenAI sends. Values no
+/// `Duration` can hold (negative, NaN, absurdly large) count as absent rather than failing.
 pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
+    let seconds = |name: &str, scale: f64| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .and_then(|v| Duration::try_from_secs_f64(v / scale).ok())
+    };
+    seconds("retry-after-ms", 1000.0).or_else(|| seconds("retry-after", 1.0))
 }
 
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Completion, CallError>> + Send + 'a>>;
@@ -208,4 +203,51 @@ pub trait Provider: Send + Sync {
     /// `openai`, `anthropic` or `demo`, for the status line and reports.
     fn name(&self) -> &str;
     fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_>;
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).expect("a header value"));
+        h
+    }
+
+    #[test]
+    fn seconds_and_milliseconds_are_read() {
+        assert_eq!(
+            parse_retry_after(&headers("retry-after", "7")),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(&headers("retry-after-ms", "1500")),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn absurd_values_are_ignored_not_a_panic() {
+        for value in [
+            "99999999999999999999999",
+            "1e30",
+            "-5",
+            "NaN",
+            "inf",
+            "soon",
+        ] {
+            assert_eq!(
+                parse_retry_after(&headers("retry-after", value)),
+                None,
+                "{value}"
+            );
+            assert_eq!(
+                parse_retry_after(&headers("retry-after-ms", value)),
+                None,
+                "{value}"
+            );
+        }
+    }
 }

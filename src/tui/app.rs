@@ -43,18 +43,41 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     let mouse = config.mouse;
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
 
-    // Mouse capture and bracketed paste are not undone by ratatui's own restore: undo them on
-    // a panic too, before the panic message is printed.
+    // Our own set-up instead of `ratatui::init`, whose panic hook restores the terminal when
+    // any thread panics, even in a task whose panic is caught (tokio catches panics of spawned
+    // tasks; the executor turns a provider's into a failed call) and the dashboard goes on.
+    // Here only a panic of this, the UI thread, restores the terminal (mouse capture and
+    // bracketed paste too) before the message is printed; others go to the log.
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let _ = execute!(
-            std::io::stdout(),
-            DisableBracketedPaste,
-            DisableMouseCapture
-        );
-        previous(info);
+        if std::thread::current().name() == Some("main") {
+            let _ = execute!(
+                std::io::stdout(),
+                DisableBracketedPaste,
+                DisableMouseCapture
+            );
+            ratatui::restore();
+            previous(info);
+        } else {
+            tracing::error!("panic in a background task: {info}");
+        }
     }));
-    let mut terminal = ratatui::init();
+    ratatui::crossterm::terminal::enable_raw_mode().context("cannot set up the terminal")?;
+    if let Err(e) = execute!(
+        std::io::stdout(),
+        ratatui::crossterm::terminal::EnterAlternateScreen
+    ) {
+        ratatui::restore();
+        return Err(e).context("cannot set up the terminal");
+    }
+    let mut terminal =
+        match ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout())) {
+            Ok(t) => t,
+            Err(e) => {
+                ratatui::restore();
+                return Err(e).context("cannot set up the terminal");
+            }
+        };
     let setup = if mouse {
         execute!(std::io::stdout(), EnableBracketedPaste, EnableMouseCapture)
     } else {
@@ -97,6 +120,7 @@ async fn event_loop(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
     let mut dirty = true;
+    let mut engine_alive = true;
     let mut last_draw: Option<Instant> = None;
     loop {
         let due = last_draw.map_or(Duration::ZERO, |t| FRAME.saturating_sub(t.elapsed()));
@@ -120,11 +144,24 @@ async fn event_loop(
                 Some(Err(e)) => return Err(e).context("cannot read the terminal"),
                 None => break,
             },
-            Some(event) = events.recv() => {
-                actions.extend(update(&mut model, Msg::Engine(event)));
-                // Drain the burst before drawing once.
-                while let Ok(event) = events.try_recv() {
-                    actions.extend(update(&mut model, Msg::Engine(event)));
+            event = events.recv(), if engine_alive => {
+                match event {
+                    Some(event) => {
+                        actions.extend(update(&mut model, Msg::Engine(event)));
+                        // Drain the burst before drawing once.
+                        while let Ok(event) = events.try_recv() {
+                            actions.extend(update(&mut model, Msg::Engine(event)));
+                        }
+                    }
+                    None => {
+                        engine_alive = false;
+                        tracing::error!("the engine stopped while the dashboard was open");
+                        model.toast(
+                            "the engine stopped unexpectedly; finished work is still shown (see the log)"
+                                .into(),
+                            crate::tui::model::ToastLevel::Error,
+                        );
+                    }
                 }
                 dirty = true;
             }

@@ -403,7 +403,9 @@ impl Model {
         let mut long_run_ended = false;
         match &event.kind {
             EventKind::RunStarted { .. } => view.active_since_ms = event.ts_ms,
-            EventKind::SynthesisDelta { .. } | EventKind::SynthesisFinished { .. } => {
+            EventKind::SynthesisDelta { .. }
+            | EventKind::SynthesisFinished { .. }
+            | EventKind::SynthesisCancelled { .. } => {
                 view.synthesis_version += 1;
             }
             EventKind::RunFinished { .. } => {
