@@ -320,7 +320,7 @@ fn plan_for(query: &str) -> (String, Vec<String>) {
                 "id": format!("task_{}", k + 1),
                 "worker": worker,
                 "title": title,
-                "description": format!("{what} about {t}. [simulated]"),
+                "description": format!("{what} about {}. [simulated]", t.trim_end_matches('…')),
                 "focus_areas": focus,
                 "depends_on": depends,
                 "priority": priority,
