@@ -116,8 +116,8 @@ async fn event_loop(
     let (internal_tx, mut internal) = mpsc::unbounded_channel::<Msg>();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let terminated = terminated();
+    tokio::pin!(terminated);
 
     let mut dirty = true;
     let mut engine_alive = true;
@@ -174,8 +174,7 @@ async fn event_loop(
                 dirty = true;
             }
             _ = tokio::time::sleep(due), if dirty => {}
-            _ = terminate.recv() => break,
-            _ = hangup.recv() => break,
+            _ = &mut terminated => break,
         }
         for action in actions {
             perform(action, engine, &internal_tx);
@@ -223,4 +222,27 @@ fn perform(action: Action, engine: &EngineHandle, internal: &mpsc::UnboundedSend
         }
         Action::Quit => {}
     }
+}
+
+/// Resolves on SIGTERM or SIGHUP (a closed terminal), so the terminal is restored on those too;
+/// Ctrl-C arrives as a key in raw mode. Never resolves where there are no such signals.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
 }
