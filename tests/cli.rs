@@ -638,7 +638,7 @@ fn unknown_flag_exits_2() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_key_is_sent_as_a_bearer_token_and_never_printed() {
-    const SECRET: &str = "sk-test-SECRET1234567890abcdef";
+    const SECRET: &str = "fake-key-SECRET1234567890abcdef";
     let server = MockServer::always(Reply::status(401, "Incorrect API key provided.")).await;
     let sandbox = Sandbox::new(&openai_config(&server, ""));
     for format in ["markdown", "json"] {

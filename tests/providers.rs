@@ -14,7 +14,7 @@ use maestro::llm::openai::{OpenAi, OpenAiConfig};
 use maestro::llm::{ApiKey, CallError, ChatRequest, Completion, DeltaSink, Message, Provider};
 use maestro::protocol::{CallRole, Usage};
 
-const KEY: &str = "sk-test-secret-0123456789";
+const KEY: &str = "fake-key-secret-0123456789";
 const LONG_TEXT: &str = "Electric vehicles cut tailpipe emissions in dense city centres, \
                          but the grid must grow to carry the new evening load.";
 /// Generous enough never to fire by accident on a loaded machine.
