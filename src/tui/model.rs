@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use ratatui_textarea::TextArea;
 
-use crate::protocol::{Event, EventKind, RunId, RunStatus, SubtaskId, SubtaskStatus};
+use crate::protocol::{Event, EventKind, RunId, SubtaskId, SubtaskStatus};
 use crate::report::RunReport;
 use crate::tui::markdown::MarkdownCache;
 use crate::tui::theme::Theme;
@@ -474,9 +474,5 @@ impl Model {
             None if report.synthesizing => "synthesising",
             None => "running",
         }
-    }
-
-    pub fn run_status(report: &RunReport) -> Option<RunStatus> {
-        report.status
     }
 }

@@ -10,7 +10,7 @@ use ratatui::crossterm::event::{
 };
 use ratatui_textarea::{CursorMove, TextArea};
 
-use crate::protocol::{Command, Event, EventKind, RunCommand, RunId, RunStatus, SubtaskStatus};
+use crate::protocol::{Command, Event, EventKind, RunCommand, RunId, RunStatus};
 use crate::sanitize::sanitize_line;
 use crate::tui::layout::{self, areas, inner};
 use crate::tui::model::{Focus, Model, Node, Overlay, Scroll, ToastLevel};
@@ -642,12 +642,4 @@ fn on_mouse(model: &mut Model, mouse: MouseEvent) {
         }
         _ => {}
     }
-}
-
-/// Whether a subtask may be re-run with `r` (for hints).
-pub fn can_rerun(status: SubtaskStatus) -> bool {
-    matches!(
-        status,
-        SubtaskStatus::Failed | SubtaskStatus::Cancelled | SubtaskStatus::Succeeded
-    )
 }
