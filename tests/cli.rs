@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::mock::{MockRequest, MockServer, Reply};
+use common::mock::{self, MockRequest, MockServer, Reply};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -673,19 +673,7 @@ fn max_in_flight(requests: &[MockRequest]) -> usize {
         .iter()
         .filter(|r| worker_title(r).is_some())
         .collect();
-    workers
-        .iter()
-        .map(|r| {
-            workers
-                .iter()
-                .filter(|o| {
-                    o.received_at <= r.received_at
-                        && o.finished_at.is_none_or(|end| end > r.received_at)
-                })
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
+    mock::max_in_flight(&workers)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1047,23 +1047,6 @@ async fn failing_synthesis_joins_the_worker_results_and_ends_partial() {
 
 // ---- limits, priorities, commands after the end ------------------------------------------
 
-/// The most worker requests the mock had in flight at once.
-fn max_in_flight(requests: &[MockRequest]) -> usize {
-    requests
-        .iter()
-        .map(|r| {
-            requests
-                .iter()
-                .filter(|o| {
-                    o.received_at <= r.received_at
-                        && o.finished_at.is_none_or(|end| end > r.received_at)
-                })
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn concurrency_limit_caps_the_worker_calls_in_flight() {
     let mut options = Options::default();
@@ -1091,7 +1074,7 @@ async fn concurrency_limit_caps_the_worker_calls_in_flight() {
         .filter(|r| matches!(classify(r), Call::Worker(_)))
         .collect();
     assert_eq!(workers.len(), 5);
-    assert_eq!(max_in_flight(&workers), 2);
+    assert_eq!(mock::max_in_flight(&workers.iter().collect::<Vec<_>>()), 2);
 }
 
 #[tokio::test]

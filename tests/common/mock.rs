@@ -1052,3 +1052,20 @@ fn build(
     }
     response
 }
+
+/// The most of `requests` that were in flight at once (received, response not yet finished).
+pub fn max_in_flight(requests: &[&MockRequest]) -> usize {
+    requests
+        .iter()
+        .map(|r| {
+            requests
+                .iter()
+                .filter(|o| {
+                    o.received_at <= r.received_at
+                        && o.finished_at.is_none_or(|end| end > r.received_at)
+                })
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
