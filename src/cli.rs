@@ -1,11 +1,13 @@
-//! Command-line definitions (clap). Parsing only: `main` dispatches, and the work happens in
-//! `headless` (and the dashboard).
+//! Command-line definitions (clap). Parsing only: `main` dispatches, `config` merges the
+//! engine flags with the environment and the file, and the work happens in `headless` (and
+//! the dashboard). Defaults shown in `--help` come from [`crate::defaults`], never literals.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::EngineArgs;
+use crate::config::ProviderKind;
+use crate::defaults;
 
 /// maestro: ask a hard question; a planner splits it, workers answer in parallel, a
 /// synthesiser writes the report.
@@ -58,4 +60,70 @@ pub struct PlanArgs {
 pub enum Format {
     Markdown,
     Json,
+}
+
+/// Options shared by every command that runs the engine. Each can also come from a
+/// `MAESTRO_*` environment variable; a flag wins over the variable, which wins over the file.
+///
+/// Limits are `Option`s, not clap defaults, so that a value from the config file can still
+/// apply when neither the flag nor the variable is given; the help text names the default.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EngineArgs {
+    /// Config file [default: the platform config dir's maestro/config.toml]
+    #[arg(long, env = "MAESTRO_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// Model provider [default: demo]
+    #[arg(long, env = "MAESTRO_PROVIDER", global = true)]
+    pub provider: Option<ProviderKind>,
+    /// Provider base URL (openai: ends in /v1; anthropic: the host root)
+    #[arg(long, env = "MAESTRO_BASE_URL", value_name = "URL", global = true)]
+    pub base_url: Option<String>,
+    /// Environment variable that holds the API key
+    #[arg(long, env = "MAESTRO_API_KEY_ENV", value_name = "VAR", global = true)]
+    pub api_key_env: Option<String>,
+    /// Model for every role (planner, workers, synthesiser)
+    #[arg(long, env = "MAESTRO_MODEL", global = true)]
+    pub model: Option<String>,
+    /// Model for the planner
+    #[arg(
+        long,
+        env = "MAESTRO_PLANNER_MODEL",
+        value_name = "MODEL",
+        global = true
+    )]
+    pub planner_model: Option<String>,
+    /// Model for the workers
+    #[arg(
+        long,
+        env = "MAESTRO_WORKER_MODEL",
+        value_name = "MODEL",
+        global = true
+    )]
+    pub worker_model: Option<String>,
+    /// Model for the synthesiser
+    #[arg(long, env = "MAESTRO_SYNTH_MODEL", value_name = "MODEL", global = true)]
+    pub synth_model: Option<String>,
+    #[arg(long, env = "MAESTRO_CONCURRENCY", value_name = "N", global = true,
+          help = with_default("Worker calls in flight at once", defaults::CONCURRENCY),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub concurrency: Option<u64>,
+    #[arg(long, env = "MAESTRO_MAX_SUBTASKS", value_name = "N", global = true,
+          help = with_default("Most subtasks a plan may have", defaults::MAX_SUBTASKS),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_subtasks: Option<u64>,
+    #[arg(long, env = "MAESTRO_TIMEOUT", value_name = "SECS", global = true,
+          help = with_default("Seconds one model call may take", defaults::TIMEOUT_SECS),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    #[arg(long, env = "MAESTRO_RETRIES", value_name = "N", global = true,
+          help = with_default(
+              "Retries of a failed call (429, 5xx, timeouts, cut streams)",
+              defaults::RETRIES,
+          ))]
+    pub retries: Option<u32>,
+}
+
+/// `what [default: N]`, clap's own wording for defaults it knows about.
+fn with_default(what: &str, default: impl std::fmt::Display) -> String {
+    format!("{what} [default: {default}]")
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::cli::EngineArgs;
+use crate::defaults;
 use crate::engine::executor::ExecutorSettings;
 use crate::engine::prompt::CallSpec;
 use crate::engine::roles::{self, WorkerRole};
@@ -127,7 +129,7 @@ pub struct LimitsSection {
     pub idle_timeout_secs: Option<Positive>,
     pub retries: Option<u32>,
     pub max_tokens: Option<Positive>,
-    pub temperature: Option<f32>,
+    pub temperature: Option<Temperature>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,13 +172,16 @@ macro_rules! checked {
 checked!(Positive, u64, "a whole number above 0", |v| *v > 0);
 checked!(Fraction, f64, "a number from 0.0 to 1.0", |v| (0.0..=1.0)
     .contains(v));
+checked!(Temperature, f32, "a number from 0 to 2", |v| {
+    defaults::TEMPERATURE_RANGE.contains(v)
+});
 checked!(NonEmpty, String, "a non-empty string", |v| !v
     .trim()
     .is_empty());
 checked!(
     HttpUrl,
     String,
-    "a URL starting with http:// or https://",
+    "an http:// or https:// URL with a host",
     |v| is_http_url(v)
 );
 checked!(
@@ -186,8 +191,11 @@ checked!(
     |v| is_env_name(v)
 );
 
+/// Checked here, not at the first call, so that `http://[::1` is a configuration error
+/// before anything runs rather than a failed run later.
 fn is_http_url(v: &str) -> bool {
-    v.starts_with("http://") || v.starts_with("https://")
+    (v.starts_with("http://") || v.starts_with("https://"))
+        && reqwest::Url::parse(v).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
 }
 
 fn is_env_name(v: &str) -> bool {
@@ -229,63 +237,6 @@ impl FileConfig {
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
-}
-
-// ---- flags -----------------------------------------------------------------------------
-
-/// Options shared by every command that runs the engine. Each can also come from a
-/// `MAESTRO_*` environment variable; a flag wins over the variable, which wins over the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct EngineArgs {
-    /// Config file [default: the platform config dir's maestro/config.toml]
-    #[arg(long, env = "MAESTRO_CONFIG", value_name = "PATH", global = true)]
-    pub config: Option<PathBuf>,
-    /// Model provider
-    #[arg(long, env = "MAESTRO_PROVIDER", global = true)]
-    pub provider: Option<ProviderKind>,
-    /// Provider base URL (openai: ends in /v1; anthropic: the host root)
-    #[arg(long, env = "MAESTRO_BASE_URL", value_name = "URL", global = true)]
-    pub base_url: Option<String>,
-    /// Environment variable that holds the API key
-    #[arg(long, env = "MAESTRO_API_KEY_ENV", value_name = "VAR", global = true)]
-    pub api_key_env: Option<String>,
-    /// Model for every role (planner, workers, synthesiser)
-    #[arg(long, env = "MAESTRO_MODEL", global = true)]
-    pub model: Option<String>,
-    /// Model for the planner
-    #[arg(
-        long,
-        env = "MAESTRO_PLANNER_MODEL",
-        value_name = "MODEL",
-        global = true
-    )]
-    pub planner_model: Option<String>,
-    /// Model for the workers
-    #[arg(
-        long,
-        env = "MAESTRO_WORKER_MODEL",
-        value_name = "MODEL",
-        global = true
-    )]
-    pub worker_model: Option<String>,
-    /// Model for the synthesiser
-    #[arg(long, env = "MAESTRO_SYNTH_MODEL", value_name = "MODEL", global = true)]
-    pub synth_model: Option<String>,
-    /// Worker calls in flight at once [default: 4]
-    #[arg(long, env = "MAESTRO_CONCURRENCY", value_name = "N", global = true,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub concurrency: Option<u64>,
-    /// Most subtasks a plan may have [default: 8]
-    #[arg(long, env = "MAESTRO_MAX_SUBTASKS", value_name = "N", global = true,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_subtasks: Option<u64>,
-    /// Seconds one model call may take [default: 120]
-    #[arg(long, env = "MAESTRO_TIMEOUT", value_name = "SECS", global = true,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: Option<u64>,
-    /// Retries of a failed call (429, 5xx, timeouts, cut streams) [default: 2]
-    #[arg(long, env = "MAESTRO_RETRIES", value_name = "N", global = true)]
-    pub retries: Option<u32>,
 }
 
 // ---- the resolved config ---------------------------------------------------------------
@@ -332,8 +283,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-pub const DEFAULT_OPENAI_URL: &str = "https://api.openai.com/v1";
-pub const DEFAULT_ANTHROPIC_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
+pub const DEFAULT_ANTHROPIC_URL: &str = defaults::ANTHROPIC_URL;
 
 impl Config {
     /// Load the file named by the flags (or the default one) and merge everything. `env`
@@ -363,14 +314,19 @@ impl Config {
         let timeout = Duration::from_secs(
             args.timeout
                 .or(limits.timeout_secs.as_ref().map(|v| v.0))
-                .unwrap_or(120),
+                .unwrap_or(defaults::TIMEOUT_SECS),
         );
-        let idle = Duration::from_secs(limits.idle_timeout_secs.as_ref().map_or(30, |v| v.0));
+        let idle = Duration::from_secs(
+            limits
+                .idle_timeout_secs
+                .as_ref()
+                .map_or(defaults::IDLE_TIMEOUT_SECS, |v| v.0),
+        );
         if let Some(url) = &args.base_url
             && !is_http_url(url)
         {
             return Err(ConfigError::Invalid(format!(
-                "--base-url {url:?}: expected a URL starting with http:// or https://"
+                "--base-url {url:?}: expected an http:// or https:// URL with a host"
             )));
         }
         if let Some(var) = &args.api_key_env
@@ -393,9 +349,18 @@ impl Config {
                 let d = &file.demo;
                 (
                     ProviderConfig::Demo(DemoConfig {
-                        failure_rate: d.failure_rate.as_ref().map_or(0.2, |v| v.0),
-                        failures_per_subtask: d.failures_per_subtask.unwrap_or(3),
-                        tokens_per_second: d.tokens_per_second.as_ref().map_or(60, |v| v.0) as f64,
+                        failure_rate: d
+                            .failure_rate
+                            .as_ref()
+                            .map_or(defaults::DEMO_FAILURE_RATE, |v| v.0),
+                        failures_per_subtask: d
+                            .failures_per_subtask
+                            .unwrap_or(defaults::DEMO_FAILURES_PER_SUBTASK),
+                        tokens_per_second: d
+                            .tokens_per_second
+                            .as_ref()
+                            .map_or(defaults::DEMO_TOKENS_PER_SECOND, |v| v.0)
+                            as f64,
                     }),
                     "demo",
                 )
@@ -411,7 +376,9 @@ impl Config {
                     .api_key_env
                     .clone()
                     .or(s.api_key_env.as_ref().map(|v| v.0.clone()));
-                let var = named.clone().unwrap_or_else(|| "OPENAI_API_KEY".to_owned());
+                let var = named
+                    .clone()
+                    .unwrap_or_else(|| defaults::OPENAI_KEY_ENV.to_owned());
                 let api_key = read_key(&var);
                 // A local server (Ollama, llama.cpp, vLLM…) needs no key, so a missing
                 // default variable is only an error for OpenAI's own API or when a variable
@@ -430,7 +397,7 @@ impl Config {
                         include_usage: s.include_usage.unwrap_or(true),
                         idle_timeout: idle,
                     }),
-                    "gpt-4o-mini",
+                    defaults::OPENAI_MODEL,
                 )
             }
             ProviderKind::Anthropic => {
@@ -439,7 +406,7 @@ impl Config {
                     .api_key_env
                     .clone()
                     .or(s.api_key_env.as_ref().map(|v| v.0.clone()))
-                    .unwrap_or_else(|| "ANTHROPIC_API_KEY".to_owned());
+                    .unwrap_or_else(|| defaults::ANTHROPIC_KEY_ENV.to_owned());
                 let Some(api_key) = read_key(&var) else {
                     return Err(ConfigError::MissingKey {
                         provider: "anthropic",
@@ -457,7 +424,7 @@ impl Config {
                         stream: s.stream.unwrap_or(true),
                         idle_timeout: idle,
                     }),
-                    "claude-sonnet-4-5",
+                    defaults::ANTHROPIC_MODEL,
                 )
             }
         };
@@ -473,11 +440,12 @@ impl Config {
         let max_tokens = limits
             .max_tokens
             .as_ref()
-            .map_or(4096, |v| v.0.min(u32::MAX as u64) as u32);
+            .map_or(defaults::MAX_TOKENS, |v| v.0)
+            .min(u32::MAX as u64) as u32;
         let spec = |model: String| CallSpec {
             model,
             max_tokens,
-            temperature: limits.temperature,
+            temperature: limits.temperature.as_ref().map(|t| t.0),
         };
 
         let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
@@ -487,15 +455,15 @@ impl Config {
                 max_subtasks: args
                     .max_subtasks
                     .or(limits.max_subtasks.as_ref().map(|v| v.0))
-                    .unwrap_or(8) as usize,
+                    .unwrap_or(defaults::MAX_SUBTASKS) as usize,
                 concurrency: args
                     .concurrency
                     .or(limits.concurrency.as_ref().map(|v| v.0))
-                    .unwrap_or(4) as usize,
-                retries: args.retries.or(limits.retries).unwrap_or(2),
-                retry_base: Duration::from_secs(1),
-                retry_max: Duration::from_secs(30),
-                retry_after_limit: Duration::from_secs(120),
+                    .unwrap_or(defaults::CONCURRENCY) as usize,
+                retries: args.retries.or(limits.retries).unwrap_or(defaults::RETRIES),
+                retry_base: Duration::from_secs(defaults::RETRY_BASE_SECS),
+                retry_max: Duration::from_secs(defaults::RETRY_MAX_SECS),
+                retry_after_limit: Duration::from_secs(defaults::RETRY_AFTER_LIMIT_SECS),
                 planner: spec(pick(&args.planner_model, &m.planner)),
                 worker: spec(pick(&args.worker_model, &m.worker)),
                 synthesizer: spec(pick(&args.synth_model, &m.synthesizer)),
@@ -722,5 +690,63 @@ mod tests {
         let research = roles::find(&config.run.roles, "research").expect("built in");
         assert_eq!(research.model.as_deref(), Some("big"));
         assert!(!research.system_prompt.is_empty(), "other fields kept");
+    }
+
+    #[test]
+    fn temperature_must_be_a_finite_number_from_0_to_2() {
+        for good in ["0", "0.7", "2.0"] {
+            let file = parse(&format!("[limits]\ntemperature = {good}\n")).expect(good);
+            let config = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
+            assert!(config.run.worker.temperature.is_some());
+        }
+        for bad in ["9.5", "-1", "nan", "inf", "-inf", "2.01"] {
+            let err = parse(&format!("[limits]\n\ntemperature = {bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                err.contains("line 3") && err.contains("0 to 2"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_base_url_must_parse_and_have_a_host() {
+        for bad in ["http://[::1", "http://", "https://exa mple.com/v1"] {
+            assert!(
+                parse(&format!("[openai]\nbase_url = \"{bad}\"\n")).is_err(),
+                "{bad} accepted in the file"
+            );
+            let args = EngineArgs {
+                provider: Some(ProviderKind::OpenAi),
+                base_url: Some(bad.into()),
+                ..EngineArgs::default()
+            };
+            let err = Config::merge(&args, FileConfig::default(), &no_env)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("--base-url"), "{err}");
+        }
+        for good in ["http://[::1]:8080/v1", "http://localhost:11434/v1"] {
+            assert!(parse(&format!("[openai]\nbase_url = \"{good}\"\n")).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_the_ones_in_the_defaults_module() {
+        let config =
+            Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
+        assert_eq!(config.run.concurrency as u64, defaults::CONCURRENCY);
+        assert_eq!(config.run.max_subtasks as u64, defaults::MAX_SUBTASKS);
+        assert_eq!(config.run.retries, defaults::RETRIES);
+        assert_eq!(
+            config.executor.call_timeout,
+            Duration::from_secs(defaults::TIMEOUT_SECS)
+        );
+        assert_eq!(
+            config.executor.call_timeout,
+            ExecutorSettings::default().call_timeout
+        );
+        assert_eq!(config.run.worker.max_tokens as u64, defaults::MAX_TOKENS);
     }
 }

@@ -10,7 +10,8 @@
 //!   and `roles` are its pure helpers.
 //! - [`llm`]: provider-neutral requests and classified errors; adapters for OpenAI-compatible
 //!   servers and Anthropic (SSE streaming), and the offline demo provider.
-//! - [`config`]: TOML file + environment + flags, checked with errors naming file and line.
+//! - [`config`]: TOML file + environment + flags, checked with errors naming file and line;
+//!   [`defaults`] holds every default value once.
 //! - [`report`]: folds events into a `RunReport`, the model every front end shares; markdown
 //!   and JSON reports.
 //! - [`headless`]: `maestro run` and `maestro plan`.
@@ -22,6 +23,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod defaults;
 pub mod engine;
 pub mod headless;
 pub mod llm;

@@ -317,6 +317,12 @@ fn version_and_help_exit_zero() {
         help.stdout.contains("run") && help.stdout.contains("--config"),
         "{help:?}"
     );
+    for default in [
+        format!("[default: {}]", maestro::defaults::CONCURRENCY),
+        format!("[default: {}]", maestro::defaults::TIMEOUT_SECS),
+    ] {
+        assert!(help.stdout.contains(&default), "{default} not in {help:?}");
+    }
     let run_help = sandbox.run_sync(&["run", "--help"], &[]);
     assert_eq!(run_help.code, Some(0), "{run_help:?}");
     assert!(run_help.stdout.contains("--events"), "{run_help:?}");

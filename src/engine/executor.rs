@@ -32,8 +32,8 @@ pub struct ExecutorSettings {
 impl Default for ExecutorSettings {
     fn default() -> Self {
         Self {
-            call_timeout: Duration::from_secs(120),
-            coalesce: Duration::from_millis(40),
+            call_timeout: Duration::from_secs(crate::defaults::TIMEOUT_SECS),
+            coalesce: Duration::from_millis(crate::defaults::COALESCE_MS),
         }
     }
 }

@@ -1,0 +1,42 @@
+//! Every default setting, written once. The config merge, the command-line help and the
+//! engine's own `Default`s all read these constants, so a default cannot drift between what
+//! runs, what `--help` says and what the engine assumes.
+//!
+//! Plain constants only: this module depends on nothing, so any layer may read it.
+
+/// Worker calls in flight at once, per run (`--concurrency`, `limits.concurrency`).
+pub const CONCURRENCY: u64 = 4;
+/// Most subtasks a plan may have (`--max-subtasks`, `limits.max_subtasks`).
+pub const MAX_SUBTASKS: u64 = 8;
+/// Seconds one model call may take, streaming included (`--timeout`, `limits.timeout_secs`).
+pub const TIMEOUT_SECS: u64 = 120;
+/// Seconds a stream may stay silent before the call fails (`limits.idle_timeout_secs`).
+pub const IDLE_TIMEOUT_SECS: u64 = 30;
+/// Further attempts after a retryable failure (`--retries`, `limits.retries`).
+pub const RETRIES: u32 = 2;
+/// `max_tokens` of every call (`limits.max_tokens`).
+pub const MAX_TOKENS: u64 = 4096;
+/// The first backoff delay between retries, in seconds; it doubles per retry.
+pub const RETRY_BASE_SECS: u64 = 1;
+/// The longest backoff delay, in seconds.
+pub const RETRY_MAX_SECS: u64 = 30;
+/// The longest `Retry-After` that is honoured, in seconds; a longer one fails the call.
+pub const RETRY_AFTER_LIMIT_SECS: u64 = 120;
+/// Streamed text is gathered this long (ms) before it becomes one event.
+pub const COALESCE_MS: u64 = 40;
+/// The lowest and highest sampling temperature accepted (`limits.temperature`).
+pub const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=2.0;
+
+/// Demo provider: the share of worker attempts that fail (`demo.failure_rate`).
+pub const DEMO_FAILURE_RATE: f64 = 0.2;
+/// Demo provider: failures at most per subtask (`demo.failures_per_subtask`).
+pub const DEMO_FAILURES_PER_SUBTASK: u32 = 3;
+/// Demo provider: simulated streaming speed (`demo.tokens_per_second`).
+pub const DEMO_TOKENS_PER_SECOND: u64 = 60;
+
+pub const OPENAI_URL: &str = "https://api.openai.com/v1";
+pub const OPENAI_KEY_ENV: &str = "OPENAI_API_KEY";
+pub const OPENAI_MODEL: &str = "gpt-4o-mini";
+pub const ANTHROPIC_URL: &str = "https://api.anthropic.com";
+pub const ANTHROPIC_KEY_ENV: &str = "ANTHROPIC_API_KEY";
+pub const ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
