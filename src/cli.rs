@@ -26,7 +26,9 @@ pub enum CommandLine {
     ///
     /// Exit codes: 0 every subtask and the synthesis succeeded; 3 a report was written with
     /// gaps (failed, blocked or cancelled subtasks, or an unsynthesised report); 1 the run
-    /// failed; 2 usage or configuration error; 130 interrupted.
+    /// failed; 2 usage or configuration error (nothing was run); 4 the run ended but the
+    /// report or the events file could not be written in full; 130 / 143 / 129 interrupted by
+    /// SIGINT (Ctrl-C) / SIGTERM / SIGHUP, after printing what finished.
     Run(RunArgs),
     /// Print the plan the planner makes for a query, as JSON, and stop.
     Plan(PlanArgs),

@@ -3,8 +3,12 @@
 //! Consumes the same events the dashboard does. Progress goes to stderr (a line per event, or
 //! a compact live view when stderr is a terminal), the report to stdout, every event to
 //! `--events FILE`. Model text is sanitised before it reaches either stream; JSON output is
-//! escaped by the serialiser. Ctrl-C cancels the run cleanly and still prints what finished;
-//! a second Ctrl-C quits at once.
+//! escaped by the serialiser. Ctrl-C, SIGTERM and SIGHUP cancel the run cleanly and still
+//! print what finished; a second one quits at once.
+//!
+//! Output never panics: stderr is best effort (a failed write stops progress and is logged),
+//! and a failed write of the report or the events file becomes exit code [`exit::OUTPUT`].
+//! Nothing here uses the printing macros, which panic when a write fails.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -29,7 +33,15 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     pub const USAGE: i32 = 2;
     pub const PARTIAL: i32 = 3;
+    /// The run ended, but the report (stdout) or the events file could not be written in
+    /// full. Replaces `OK` and `PARTIAL` only: a failed or interrupted run keeps its own code.
+    pub const OUTPUT: i32 = 4;
+    /// Interrupted by SIGHUP (128 + 1).
+    pub const HANGUP: i32 = 129;
+    /// Interrupted by SIGINT, Ctrl-C (128 + 2).
     pub const INTERRUPTED: i32 = 130;
+    /// Interrupted by SIGTERM (128 + 15).
+    pub const TERMINATED: i32 = 143;
 }
 
 /// The exit code for how a run ended.
@@ -39,6 +51,25 @@ pub fn exit_code(status: Option<RunStatus>) -> i32 {
         Some(RunStatus::Partial) => exit::PARTIAL,
         Some(RunStatus::Failed) | None => exit::FAILED,
         Some(RunStatus::Cancelled) => exit::INTERRUPTED,
+    }
+}
+
+/// The code once output is accounted for: a report or events file that could not be written
+/// turns success and partial success into [`exit::OUTPUT`]; worse outcomes keep their code.
+fn with_output(code: i32, output_failed: bool) -> i32 {
+    if output_failed && matches!(code, exit::OK | exit::PARTIAL) {
+        exit::OUTPUT
+    } else {
+        code
+    }
+}
+
+/// Write a line to stderr, ignoring failure: for the last words of the program (an error
+/// message before exit), where there is nothing better to do. The line also goes to the log.
+pub fn say(line: &str) {
+    let mut err = std::io::stderr().lock();
+    if let Err(e) = writeln!(err, "{line}").and_then(|()| err.flush()) {
+        tracing::warn!(error = %e, message = line, "cannot write to stderr");
     }
 }
 
@@ -61,36 +92,153 @@ pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
         .with_context(|| format!("plan file {} is not a valid plan", path.display()))
 }
 
+/// Check a plan file the way the engine will, before anything runs, so that a cycle or a
+/// duplicate id is a usage error (exit 2) and not a failed run.
+pub fn validate_plan(plan: &Plan, path: &Path, config: &Config) -> anyhow::Result<()> {
+    crate::engine::plan::check_plan(plan.clone(), &config.run.plan_rules())
+        .map(|_| ())
+        .with_context(|| format!("plan file {} is not a valid plan", path.display()))
+}
+
+/// `--events FILE`: one JSON object per line, each line written whole with one write and no
+/// buffer, so a process that is killed leaves only whole lines behind.
+pub struct EventsFile {
+    file: std::fs::File,
+    line: Vec<u8>,
+}
+
+impl EventsFile {
+    /// Create (or truncate) the file. Called before the run starts: a path that cannot be
+    /// created is a usage error.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create events file {}", path.display()))?;
+        Ok(Self {
+            file,
+            line: Vec::new(),
+        })
+    }
+
+    fn write(&mut self, event: &Event) -> std::io::Result<()> {
+        self.line.clear();
+        crate::sanitize::write_json_line(&mut self.line, event)?;
+        self.line.push(b'\n');
+        self.file.write_all(&self.line)
+    }
+}
+
+/// Which signal interrupted the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    Int,
+    Term,
+    Hup,
+}
+
+impl Interrupt {
+    fn code(self) -> i32 {
+        match self {
+            Self::Int => exit::INTERRUPTED,
+            Self::Term => exit::TERMINATED,
+            Self::Hup => exit::HANGUP,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Int => "Ctrl-C",
+            Self::Term => "SIGTERM",
+            Self::Hup => "SIGHUP",
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP as a stream. Installed before the run starts, so none of them
+/// kills the process with the default action while a run is in flight.
+struct Signals {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for a signal");
+                    None
+                }
+            };
+            Self {
+                int: listen(SignalKind::interrupt()),
+                term: listen(SignalKind::terminate()),
+                hup: listen(SignalKind::hangup()),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn next(&mut self) -> Interrupt {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        if s.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.int) => Interrupt::Int,
+                () = recv(&mut self.term) => Interrupt::Term,
+                () = recv(&mut self.hup) => Interrupt::Hup,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            Interrupt::Int
+        }
+    }
+}
+
 /// `maestro run`. Returns the exit code.
 pub async fn run(
     config: Config,
     provider: Arc<dyn Provider>,
     query: String,
     plan: Option<Plan>,
+    mut events_file: Option<EventsFile>,
     args: &RunArgs,
 ) -> anyhow::Result<i32> {
-    let mut events_file = match &args.events {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create events file {}", path.display()))?,
-        )),
-        None => None,
-    };
+    let mut signals = Signals::install();
     let describe = config.describe();
     let (engine, mut events) = Engine::spawn(provider, config.run, config.executor);
     let id = engine.start_run(query, plan);
 
-    let stderr = std::io::stderr();
     let mut progress = Progress::new(
         !args.quiet,
-        stderr.is_terminal(),
+        std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         describe,
     );
     let mut report = RunReport::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut interrupted = false;
+    let mut interrupted: Option<Interrupt> = None;
     let mut events_error = None;
 
     loop {
@@ -98,10 +246,12 @@ pub async fn run(
             event = events.recv() => {
                 let Some(event) = event else { break };
                 if let Some(file) = events_file.as_mut()
-                    && events_error.is_none()
-                    && let Err(e) = write_event(file, &event)
+                    && let Err(e) = file.write(&event)
                 {
+                    // One failure is enough: the file would have a hole from here on.
+                    tracing::error!(error = %e, "writing the events file failed");
                     events_error = Some(e.to_string());
+                    events_file = None;
                 }
                 report.apply(&event);
                 progress.on_event(&event, &report);
@@ -109,17 +259,17 @@ pub async fn run(
                     break;
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
-                if interrupted {
+            signal = signals.next() => {
+                if interrupted.is_some() {
                     progress.clear();
-                    eprintln!("maestro: interrupted");
-                    if let Some(file) = events_file.as_mut() {
-                        let _ = file.flush();
-                    }
-                    return Ok(exit::INTERRUPTED);
+                    progress.say("maestro: interrupted");
+                    return Ok(signal.code());
                 }
-                interrupted = true;
-                progress.note("cancelling… (Ctrl-C again to quit at once)");
+                interrupted = Some(signal);
+                progress.note(&format!(
+                    "cancelling ({}; send it again to quit at once)…",
+                    signal.name()
+                ));
                 engine.steer(id, RunCommand::CancelRun);
             }
             _ = ticker.tick(), if progress.live => progress.redraw(&report),
@@ -127,25 +277,35 @@ pub async fn run(
     }
     engine.send(crate::protocol::Command::Shutdown);
     progress.finish(&report);
-    if let Some(file) = events_file.as_mut()
-        && let Err(e) = file.flush()
-    {
-        events_error.get_or_insert(e.to_string());
-    }
+    let mut output_failed = false;
     if let Some(e) = events_error {
-        eprintln!("maestro: writing the events file failed: {e}");
+        output_failed = true;
+        progress.say(&format!(
+            "maestro: writing the events file failed, it is incomplete: {}",
+            sanitize_line(&e)
+        ));
     }
 
-    let mut stdout = std::io::stdout().lock();
-    match args.format {
-        Format::Markdown => write!(stdout, "{}", report.to_markdown())?,
-        Format::Json => {
-            crate::sanitize::write_json(&mut stdout, &report.to_json())?;
-            writeln!(stdout)?;
-        }
+    let printed = {
+        let mut stdout = std::io::stdout().lock();
+        let written = match args.format {
+            Format::Markdown => write!(stdout, "{}", report.to_markdown()),
+            Format::Json => crate::sanitize::write_json(&mut stdout, &report.to_json())
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(stdout)),
+        };
+        written.and_then(|()| stdout.flush())
+    };
+    if let Err(e) = printed {
+        tracing::error!(error = %e, "writing the report failed");
+        output_failed = true;
+        progress.say(&format!("maestro: cannot write the report to stdout: {e}"));
     }
-    stdout.flush()?;
-    Ok(exit_code(report.status))
+    let code = match interrupted {
+        Some(signal) => signal.code(),
+        None => exit_code(report.status),
+    };
+    Ok(with_output(code, output_failed))
 }
 
 /// `maestro plan`: plan only, print the plan JSON.
@@ -162,21 +322,17 @@ pub async fn plan(
     while let Some(event) = events.recv().await {
         match event.kind {
             EventKind::PlanReady { plan: p } => plan = Some(p),
-            EventKind::Notice { message } => eprintln!("maestro: {}", sanitize_line(&message)),
-            EventKind::PlanRejected { error, .. } => {
-                eprintln!(
-                    "maestro: the planner's answer was rejected: {}",
-                    sanitize_line(&error)
-                );
-            }
+            EventKind::Notice { message } => say(&format!("maestro: {}", sanitize_line(&message))),
+            EventKind::PlanRejected { error, .. } => say(&format!(
+                "maestro: the planner's answer was rejected: {}",
+                sanitize_line(&error)
+            )),
             EventKind::PlanningRetrying {
                 delay_ms, reason, ..
-            } => {
-                eprintln!(
-                    "maestro: planner call failed ({reason}); retrying in {}",
-                    format_ms(delay_ms)
-                );
-            }
+            } => say(&format!(
+                "maestro: planner call failed ({reason}); retrying in {}",
+                format_ms(delay_ms)
+            )),
             EventKind::RunFinished { error, .. } => {
                 failure = error;
                 break;
@@ -188,30 +344,40 @@ pub async fn plan(
     match plan {
         Some(plan) => {
             let mut stdout = std::io::stdout().lock();
-            crate::sanitize::write_json(&mut stdout, &plan)?;
-            writeln!(stdout)?;
-            Ok(exit::OK)
+            let printed = crate::sanitize::write_json(&mut stdout, &plan)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(stdout))
+                .and_then(|()| stdout.flush());
+            match printed {
+                Ok(()) => Ok(exit::OK),
+                Err(e) => {
+                    tracing::error!(error = %e, "writing the plan failed");
+                    say(&format!("maestro: cannot write the plan to stdout: {e}"));
+                    Ok(exit::OUTPUT)
+                }
+            }
         }
         None => {
-            eprintln!(
+            say(&format!(
                 "maestro: {}",
                 sanitize_line(failure.as_deref().unwrap_or("planning failed"))
-            );
+            ));
             Ok(exit::FAILED)
         }
     }
 }
 
-fn write_event(file: &mut impl Write, event: &Event) -> std::io::Result<()> {
-    crate::sanitize::write_json_line(&mut *file, event)?;
-    file.write_all(b"\n")
-}
-
 /// Progress on stderr: a line per event, or a live block redrawn in place on a terminal.
+///
+/// Stderr is best effort: the first failed write (a full disk, a closed pipe, a terminal that
+/// went away) turns progress off for the rest of the run and is logged, so progress can never
+/// take the run, or its report on stdout, down with it.
 struct Progress {
     enabled: bool,
     live: bool,
     color: bool,
+    /// False once a write to stderr failed: nothing more is written there.
+    stderr_ok: bool,
     describe: String,
     /// Lines of the live block on screen now.
     drawn: u16,
@@ -224,9 +390,33 @@ impl Progress {
             enabled,
             live: enabled && terminal,
             color: color && terminal,
+            stderr_ok: true,
             describe,
             drawn: 0,
             spinner: 0,
+        }
+    }
+
+    /// Write `text` (whole lines) to stderr, or give stderr up on the first error.
+    fn emit(&mut self, text: &[u8]) {
+        if !self.stderr_ok {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if let Err(e) = err.write_all(text).and_then(|()| err.flush()) {
+            tracing::warn!(error = %e, "cannot write to stderr; progress output stops");
+            self.stderr_ok = false;
+            self.enabled = false;
+            self.live = false;
+            self.drawn = 0;
+        }
+    }
+
+    /// A message that is shown even with `--quiet` (errors, interruption), if stderr works.
+    fn say(&mut self, line: &str) {
+        self.emit(format!("{line}\n").as_bytes());
+        if !self.stderr_ok {
+            tracing::warn!(message = line, "not shown: stderr is unwritable");
         }
     }
 
@@ -257,7 +447,7 @@ impl Progress {
                 .started_ts
                 .map(|t| event.ts_ms.saturating_sub(t))
                 .unwrap_or(0);
-            eprintln!("[{}] {line}", clock(at));
+            self.emit(format!("[{}] {line}\n", clock(at)).as_bytes());
         }
     }
 
@@ -267,19 +457,19 @@ impl Progress {
             return;
         }
         self.clear();
-        eprintln!("maestro: {line}");
+        self.emit(format!("maestro: {line}\n").as_bytes());
     }
 
     fn clear(&mut self) {
         if self.drawn > 0 {
-            let mut err = std::io::stderr().lock();
+            let mut buf = Vec::new();
             let _ = crossterm::queue!(
-                err,
+                buf,
                 crossterm::cursor::MoveToPreviousLine(self.drawn),
                 crossterm::terminal::Clear(crossterm::terminal::ClearType::FromCursorDown)
             );
-            let _ = err.flush();
             self.drawn = 0;
+            self.emit(&buf);
         }
     }
 
@@ -299,17 +489,21 @@ impl Progress {
             lines.push((None, format!("  … {hidden} more")));
         }
         self.clear();
-        let mut err = std::io::stderr().lock();
+        // One write for the whole block, so a failure cannot leave half of it behind.
+        let mut block = String::new();
         for (status, line) in &lines {
             let line = truncate(line, width);
             let styled = match status {
                 Some(s) if self.color => paint(*s, &line),
                 _ => line,
             };
-            let _ = writeln!(err, "{styled}");
+            block.push_str(&styled);
+            block.push('\n');
         }
-        let _ = err.flush();
-        self.drawn = lines.len() as u16;
+        self.emit(block.as_bytes());
+        if self.live {
+            self.drawn = lines.len() as u16;
+        }
     }
 
     fn finish(&mut self, report: &RunReport) {
@@ -331,8 +525,8 @@ impl Progress {
         if let Some(e) = &report.error {
             line.push_str(&format!(" · {}", sanitize_line(e)));
         }
-        eprintln!("maestro: {line}");
         self.drawn = 0;
+        self.emit(format!("maestro: {line}\n").as_bytes());
     }
 }
 

@@ -21,6 +21,10 @@
 //! The engine never imports terminal code, and front ends never do network or disk I/O on
 //! their drawing path. See `docs/ARCHITECTURE.md` for the reasons behind the shape.
 
+// The printing macros panic when a write fails (a full disk, a closed pipe); output that can
+// fail is written through `Write` and its errors handled.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cli;
 pub mod config;
 pub mod defaults;

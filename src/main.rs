@@ -1,5 +1,13 @@
-//! The `maestro` binary: parse the command line, set up logging to a file, dispatch. Thin on
-//! purpose; everything it calls lives in the library.
+//! The `maestro` binary: parse the command line, set up logging to a file, check every input,
+//! dispatch. Thin on purpose; everything it calls lives in the library.
+//!
+//! Every usage or input error (config, query, plan file, events path) is found here, before
+//! anything runs, and exits 2. Messages go through `headless::say`, never the printing macros,
+//! which panic when stderr cannot be written.
+
+// The printing macros panic when a write fails (a full disk, a closed pipe); output that can
+// fail is written through `Write` and its errors handled.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 
@@ -7,7 +15,7 @@ use clap::Parser;
 
 use maestro::cli::{Cli, CommandLine};
 use maestro::config::Config;
-use maestro::headless::{self, exit};
+use maestro::headless::{self, exit, say};
 use maestro::sanitize::sanitize_line;
 
 fn main() -> ExitCode {
@@ -16,7 +24,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("maestro: cannot start the async runtime: {e}");
+            say(&format!("maestro: cannot start the async runtime: {e}"));
             return ExitCode::from(exit::FAILED as u8);
         }
     };
@@ -30,7 +38,7 @@ async fn dispatch(cli: Cli) -> i32 {
     let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("maestro: {e}");
+            say(&format!("maestro: {e}"));
             return exit::USAGE;
         }
     };
@@ -42,11 +50,21 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(q) => q,
                 Err(e) => return usage_error(e),
             };
-            let plan = match args.plan.as_deref().map(headless::read_plan).transpose() {
-                Ok(p) => p,
-                Err(e) => return usage_error(e),
+            let plan = match args.plan.as_deref().map(|path| {
+                let plan = headless::read_plan(path)?;
+                headless::validate_plan(&plan, path, &config)?;
+                Ok(plan)
+            }) {
+                None => None,
+                Some(Ok(plan)) => Some(plan),
+                Some(Err(e)) => return usage_error(e),
             };
-            headless::run(config, provider, query, plan, &args).await
+            let events = match args.events.as_deref().map(headless::EventsFile::create) {
+                None => None,
+                Some(Ok(file)) => Some(file),
+                Some(Err(e)) => return usage_error(e),
+            };
+            headless::run(config, provider, query, plan, events, &args).await
         }
         Some(CommandLine::Plan(args)) => {
             let query = match headless::read_query(&args.query) {
@@ -60,7 +78,7 @@ async fn dispatch(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("maestro: {}", sanitize_line(&format!("{e:#}")));
+            say(&format!("maestro: {}", sanitize_line(&format!("{e:#}"))));
             exit::FAILED
         }
     }
@@ -68,7 +86,7 @@ async fn dispatch(cli: Cli) -> i32 {
 
 fn usage_error(e: anyhow::Error) -> i32 {
     // Errors can quote a plan file or stdin, which may hold anything.
-    eprintln!("maestro: {}", sanitize_line(&format!("{e:#}")));
+    say(&format!("maestro: {}", sanitize_line(&format!("{e:#}"))));
     exit::USAGE
 }
 

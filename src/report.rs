@@ -370,6 +370,41 @@ impl RunReport {
         }
     }
 
+    /// The finished results joined under their titles, marked as interrupted, with what is
+    /// missing and why.
+    fn interrupted_report(&self) -> String {
+        use crate::engine::prompt::{Finding, Gap, joined_report};
+        let mut findings = Vec::new();
+        let mut gaps = Vec::new();
+        for s in &self.subtasks {
+            match (s.status, &s.result) {
+                (SubtaskStatus::Succeeded, Some(result)) => findings.push(Finding {
+                    title: &s.title,
+                    result,
+                }),
+                (status, _) => gaps.push(Gap {
+                    title: &s.title,
+                    why: match status {
+                        SubtaskStatus::Failed => s.error.as_deref().unwrap_or("failed"),
+                        SubtaskStatus::Blocked => "blocked: a subtask it depends on has no result",
+                        SubtaskStatus::Pending => "not started",
+                        SubtaskStatus::Running
+                        | SubtaskStatus::Retrying
+                        | SubtaskStatus::Cancelled
+                        | SubtaskStatus::Succeeded => "cancelled",
+                    },
+                }),
+            }
+        }
+        joined_report(
+            &self.query,
+            &findings,
+            &gaps,
+            "**Interrupted:** the run was cancelled before it finished; below are the worker \
+             results that finished by then, unsynthesised.",
+        )
+    }
+
     fn mark_stale(&mut self) {
         if !self.synthesis.is_empty() {
             self.synthesis_stale = true;
@@ -427,8 +462,14 @@ impl RunReport {
     pub fn to_markdown(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let synthesis = crate::sanitize::sanitize(self.synthesis.trim_end());
-        if self.status == Some(RunStatus::Cancelled) {
+        let cancelled = self.status == Some(RunStatus::Cancelled);
+        // Cancelled before a synthesis: what finished is still worth printing, joined the way
+        // a failed synthesis joins it.
+        let joined = (cancelled && self.synthesis.trim().is_empty() && !self.subtasks.is_empty())
+            .then(|| self.interrupted_report());
+        let synthesis =
+            crate::sanitize::sanitize(joined.as_deref().unwrap_or(&self.synthesis).trim_end());
+        if cancelled && joined.is_none() {
             let _ = writeln!(
                 out,
                 "> **Incomplete:** the run was cancelled before it finished; below is what was \
@@ -698,5 +739,26 @@ mod tests {
         assert!(r.to_markdown().contains("Incomplete"));
         r.status = Some(RunStatus::Succeeded);
         assert!(!r.to_markdown().contains("Incomplete"));
+    }
+
+    #[test]
+    fn a_run_cancelled_before_its_synthesis_still_prints_the_finished_results() {
+        let mut r = finished();
+        r.synthesis.clear();
+        r.status = Some(RunStatus::Cancelled);
+        r.error = Some("cancelled by the user".into());
+        r.subtasks[0].result = Some("The finished finding.".into());
+        let mut b = r.subtasks[0].clone();
+        b.id = "b".into();
+        b.title = "B".into();
+        b.status = SubtaskStatus::Cancelled;
+        b.result = None;
+        r.subtasks.push(b);
+        let md = r.to_markdown();
+        assert!(md.contains("Interrupted"), "{md}");
+        assert!(md.contains("The finished finding."), "{md}");
+        assert!(md.contains("- **B**: cancelled"), "{md}");
+        assert!(!md.contains("No report"), "{md}");
+        assert!(md.contains("| b | B |"), "the table follows: {md}");
     }
 }

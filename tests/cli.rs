@@ -740,9 +740,20 @@ fn query_dash_is_read_from_standard_input() {
 
 // ---- interruption -------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ctrl_c_cancels_the_run_prints_what_finished_and_exits_130() {
-    // b depends on a, so b's call arriving means a has succeeded.
+/// What an interrupted run left behind.
+struct Interrupted {
+    out: Output,
+    /// The events file as it was on disk while the run was still going (before the signal).
+    events_before: String,
+    /// The events file after the process ended.
+    events_after: String,
+    /// From the signal to the process's end.
+    took: Duration,
+}
+
+/// Start a run of two subtasks where b depends on a and b's call hangs; once b's call arrives
+/// (so a has succeeded), send `signal` to the process.
+async fn interrupted_run(signal: &str, extra_args: &[&str]) -> Interrupted {
     let mut plan = plan_value(&["a", "b"]);
     plan["subtasks"][1]["depends_on"] = json!(["a"]);
     let plan = plan.to_string();
@@ -757,7 +768,11 @@ async fn ctrl_c_cancels_the_run_prints_what_finished_and_exits_130() {
     })
     .await;
     let sandbox = Sandbox::new(&openai_config(&server, ""));
-    let child = spawn(sandbox.command(&["run", QUERY], &[]), None);
+    let events = sandbox.path("events.jsonl");
+    let mut args = vec!["run", "--events", events.to_str().unwrap()];
+    args.extend_from_slice(extra_args);
+    args.push(QUERY);
+    let child = spawn(sandbox.command(&args, &[]), None);
     let pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !server
@@ -768,18 +783,48 @@ async fn ctrl_c_cancels_the_run_prints_what_finished_and_exits_130() {
         assert!(Instant::now() < deadline, "b's worker was never called");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let interrupted_at = Instant::now();
+    // The engine emits a's success before it starts b; give the printer a moment to write it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events_before = std::fs::read_to_string(&events).unwrap_or_default();
+    let sent_at = Instant::now();
     let kill = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .expect("run kill");
     assert!(kill.success());
     let out = tokio::task::spawn_blocking(move || collect(child))
         .await
         .unwrap();
+    let took = sent_at.elapsed();
+    let events_after = std::fs::read_to_string(&events).unwrap_or_default();
+    Interrupted {
+        out,
+        events_before,
+        events_after,
+        took,
+    }
+}
 
+/// Every line whole JSON and the text ending in a newline; the events' types.
+fn event_types(text: &str) -> Vec<String> {
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "a cut line: {text:?}"
+    );
+    text.lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+            v["type"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_cancels_the_run_prints_the_finished_results_and_exits_130() {
+    let Interrupted { out, took, .. } = interrupted_run("INT", &[]).await;
     assert_eq!(out.code, Some(130), "{out:?}");
-    assert!(interrupted_at.elapsed() < Duration::from_secs(5), "{out:?}");
+    assert!(took < Duration::from_secs(5), "{out:?}");
     let row = |id: &str| {
         out.stdout
             .lines()
@@ -789,7 +834,219 @@ async fn ctrl_c_cancels_the_run_prints_what_finished_and_exits_130() {
     };
     assert!(row("a").contains("| done |"), "{out:?}");
     assert!(row("b").contains("| cancelled |"), "{out:?}");
+    // What finished is in the report itself, joined and marked, not only in the table.
+    assert!(out.stdout.contains("Interrupted"), "{out:?}");
+    assert!(out.stdout.contains(&result_for(&title("a"))), "{out:?}");
+    assert!(!out.stdout.contains("No report"), "{out:?}");
     assert!(out.stderr.contains("cancelled"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_sighup_cancel_like_ctrl_c_print_the_report_and_keep_the_events() {
+    for (signal, code) in [("TERM", 143), ("HUP", 129)] {
+        let run = interrupted_run(signal, &["--format", "json"]).await;
+        let out = &run.out;
+        assert_eq!(out.code, Some(code), "SIG{signal}: {out:?}");
+        assert!(run.took < Duration::from_secs(5), "SIG{signal}: {out:?}");
+        let report = out.json();
+        assert_eq!(report["status"], "cancelled", "SIG{signal}: {out:?}");
+        assert_eq!(report["subtasks"][0]["status"], "succeeded");
+        assert_eq!(report["subtasks"][0]["result"], result_for(&title("a")));
+        assert_eq!(report["subtasks"][1]["status"], "cancelled");
+
+        // Each event is on disk, whole, as soon as it happened.
+        let before = event_types(&run.events_before);
+        assert!(
+            before.iter().any(|t| t == "subtask_succeeded"),
+            "SIG{signal}: a's success was not on disk while b ran: {before:?}"
+        );
+        let after = event_types(&run.events_after);
+        assert!(after.iter().any(|t| t == "subtask_cancelled"), "{after:?}");
+        assert_eq!(after.last().map(String::as_str), Some("run_finished"));
+    }
+}
+
+// ---- output that cannot be written --------------------------------------------------------
+
+/// Run `command` with the given stdout and stderr (stdin null) and wait for it.
+fn run_with(
+    mut command: std::process::Command,
+    stdout: std::process::Stdio,
+    stderr: std::process::Stdio,
+) -> std::process::ExitStatus {
+    let mut child = command
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("start maestro");
+    let deadline = Instant::now() + PROCESS_LIMIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for maestro") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full")
+}
+
+/// A pipe whose reading end is already closed: every write to it fails (EPIPE).
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer
+}
+
+#[test]
+fn a_stderr_that_cannot_be_written_never_costs_the_report() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    for (what, stderr) in [
+        ("/dev/full", std::process::Stdio::from(dev_full())),
+        ("a closed pipe", std::process::Stdio::from(closed_pipe())),
+    ] {
+        let report = sandbox.path("report.json");
+        let status = run_with(
+            sandbox.command(&["run", "--format", "json", QUERY], &[]),
+            std::process::Stdio::from(std::fs::File::create(&report).unwrap()),
+            stderr,
+        );
+        assert_eq!(status.code(), Some(0), "stderr to {what}");
+        let text = std::fs::read_to_string(&report).unwrap();
+        let report: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("stderr to {what}: no JSON report ({e}): {text}"));
+        assert_eq!(report["status"], "succeeded", "stderr to {what}");
+        let log = std::fs::read_to_string(sandbox.path("data").join("maestro").join("maestro.log"))
+            .unwrap_or_default();
+        assert!(log.contains("cannot write to stderr"), "not logged: {log}");
+    }
+}
+
+#[test]
+fn a_stdout_that_cannot_be_written_exits_4_and_says_so() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    for args in [
+        vec!["run", "-q", QUERY],
+        vec!["run", "-q", "--format", "json", QUERY],
+        vec!["plan", QUERY],
+    ] {
+        let errors = sandbox.path("stderr.txt");
+        let status = run_with(
+            sandbox.command(&args, &[]),
+            std::process::Stdio::from(dev_full()),
+            std::process::Stdio::from(std::fs::File::create(&errors).unwrap()),
+        );
+        let stderr = std::fs::read_to_string(&errors).unwrap();
+        assert_eq!(status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(stderr.contains("to stdout"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+// ---- exit codes ---------------------------------------------------------------------------
+
+/// Where a row of the exit-code table points the binary.
+enum Setup {
+    /// The demo provider, fast and without failures.
+    Demo,
+    /// The mock: plan a, b; b's worker always fails.
+    Mock,
+    /// The OpenAI provider at a port nothing listens on.
+    Refused,
+    /// This config file, as written.
+    Config(&'static str),
+}
+
+/// The plan file (written to `plan.json` in the sandbox) of a `plan with …` row.
+fn bad_plan(row: &str) -> Value {
+    let mut plan = plan_value(&["a", "b"]);
+    match row {
+        "plan with a cycle" => {
+            plan["subtasks"][0]["depends_on"] = json!(["b"]);
+            plan["subtasks"][1]["depends_on"] = json!(["a"]);
+        }
+        "plan with a duplicate id" => plan["subtasks"][1]["id"] = json!("a"),
+        "plan with an unknown dependency" => plan["subtasks"][1]["depends_on"] = json!(["nowhere"]),
+        "plan with an empty id" => plan["subtasks"][0]["id"] = json!(""),
+        "plan with no subtasks" => plan["subtasks"] = json!([]),
+        other => panic!("no plan {other}"),
+    }
+    plan
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_are_as_documented() {
+    const PLAN: &str = "{plan}";
+    const EVENTS: &str = "{events}";
+    const MISSING_DIR: &str = "{missing}/events.jsonl";
+    #[rustfmt::skip]
+    let table: Vec<(&str, Setup, Vec<&str>, i32, &str)> = vec![
+        ("success", Setup::Demo, vec!["run", "-q", QUERY], 0, ""),
+        ("a failed subtask", Setup::Mock, vec!["run", "-q", QUERY], 3, ""),
+        ("no plan (nothing listening)", Setup::Refused, vec!["run", "-q", QUERY], 1, ""),
+        ("unknown flag", Setup::Demo, vec!["run", "--no-such-flag", QUERY], 2, "--no-such-flag"),
+        ("empty query", Setup::Demo, vec!["run", " "], 2, "empty"),
+        ("plan with a cycle", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "cycle"),
+        ("plan with a duplicate id", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "share the id"),
+        ("plan with an unknown dependency", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "nowhere"),
+        ("plan with an empty id", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "empty"),
+        ("plan with no subtasks", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "no subtasks"),
+        ("events file in a missing dir", Setup::Mock, vec!["run", "--events", MISSING_DIR, QUERY], 2, "events file"),
+        ("malformed base URL flag", Setup::Mock, vec!["--base-url", "http://[::1", "run", QUERY], 2, "--base-url"),
+        ("malformed base URL in the file", Setup::Config("provider = \"openai\"\n[openai]\nbase_url = \"http://[::1\"\n"), vec!["run", QUERY], 2, "line 3"),
+        ("temperature 9.5", Setup::Config("[limits]\ntemperature = 9.5\n"), vec!["run", QUERY], 2, "0 to 2"),
+        ("temperature -1", Setup::Config("[limits]\ntemperature = -1\n"), vec!["run", QUERY], 2, "0 to 2"),
+        ("temperature nan", Setup::Config("[limits]\ntemperature = nan\n"), vec!["run", QUERY], 2, "0 to 2"),
+        ("temperature inf", Setup::Config("[limits]\ntemperature = inf\n"), vec!["run", QUERY], 2, "0 to 2"),
+        ("events file that fills up", Setup::Demo, vec!["run", "-q", "--events", "/dev/full", QUERY], 4, "events file"),
+    ];
+    let server = MockServer::start(script(plan_value(&["a", "b"]), Some("b"))).await;
+    for (name, setup, args, code, says) in table {
+        let config = match setup {
+            Setup::Demo => FAST_DEMO.to_owned(),
+            Setup::Mock => openai_config(&server, ""),
+            Setup::Refused => format!(
+                "provider = \"openai\"\n[openai]\nbase_url = \"{}/v1\"\n[limits]\nretries = 0\n",
+                mock::refused_url()
+            ),
+            Setup::Config(text) => text.to_owned(),
+        };
+        let sandbox = Sandbox::new(&config);
+        let plan = sandbox.path("plan.json");
+        if name.starts_with("plan with") {
+            std::fs::write(&plan, bad_plan(name).to_string()).unwrap();
+        }
+        let events = sandbox.path("events.jsonl");
+        let missing = sandbox.path("no-such-dir");
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace(PLAN, plan.to_str().unwrap())
+                    .replace(EVENTS, events.to_str().unwrap())
+                    .replace("{missing}", missing.to_str().unwrap())
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let before = server.request_count();
+        let out = sandbox.run(&args, &[]).await;
+        assert_eq!(out.code, Some(code), "{name}: {out:?}");
+        assert!(out.stderr.contains(says), "{name}: {out:?}");
+        if code == 2 {
+            assert_eq!(server.request_count(), before, "{name}: something ran");
+            assert!(out.stdout.is_empty(), "{name}: {out:?}");
+        } else {
+            assert!(!out.stdout.is_empty(), "{name}: no report: {out:?}");
+        }
+    }
 }
 
 // ---- terminal safety of planner-chosen ids ------------------------------------------------

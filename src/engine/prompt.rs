@@ -211,14 +211,25 @@ pub fn unsynthesized_report(
     gaps: &[Gap<'_>],
     error: &str,
 ) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# {}\n", one_line(query));
-    let _ = writeln!(
-        out,
-        "> **Unsynthesised:** the synthesis step failed ({}); below are the worker results as \
+    let note = format!(
+        "**Unsynthesised:** the synthesis step failed ({}); below are the worker results as \
          they came.",
         one_line(error)
     );
+    joined_report(query, findings, gaps, &note)
+}
+
+/// The findings joined under their titles, after a one-line `note` that says why they were
+/// not synthesised (a failed synthesis, an interrupted run), with the gaps listed.
+pub fn joined_report(
+    query: &str,
+    findings: &[Finding<'_>],
+    gaps: &[Gap<'_>],
+    note: &str,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {}\n", one_line(query));
+    let _ = writeln!(out, "> {}", one_line(note));
     if findings.is_empty() {
         let _ = writeln!(out, "\n_No subtask produced a result._");
     }
