@@ -189,6 +189,9 @@ enum Kind {
         error_type: Option<String>,
         error_code: Option<String>,
     },
+    /// A 401 whose message quotes the request's `authorization` or `x-api-key` header, as
+    /// some servers and gateways do.
+    ReflectKey,
     /// Exactly these bytes, in these pieces.
     Raw {
         status: u16,
@@ -300,6 +303,12 @@ impl Reply {
             .error_code("enforced_spend_limit_reached")
     }
 
+    /// HTTP 401 with the protocol's error body, whose message quotes the key the request sent
+    /// (`Incorrect API key provided: Bearer sk-…`), header value and all.
+    pub fn reflect_key() -> Self {
+        Self::new(Kind::ReflectKey)
+    }
+
     /// Exactly `body` with this status and content type (non-JSON 200s, proxy error pages).
     pub fn raw(status: u16, content_type: &str, body: impl Into<String>) -> Self {
         Self::new(Kind::Raw {
@@ -357,7 +366,7 @@ impl Reply {
         self
     }
 
-    /// Add a response header.
+    /// Add a response header (`content-type` replaces the reply's own).
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.to_ascii_lowercase(), value.into()));
         self
@@ -674,6 +683,21 @@ fn render(
             chunks.iter().cloned().collect(),
             Ending::Done,
         ),
+        Kind::ReflectKey => {
+            let sent = request
+                .header("authorization")
+                .or_else(|| request.header("x-api-key"))
+                .unwrap_or_default();
+            let message = format!("Incorrect API key provided: {sent}. Check your key.");
+            let error_type = default_error_type(request.protocol, 401);
+            let json = error_body(request.protocol, error_type, &message, None);
+            body(
+                401,
+                "application/json",
+                VecDeque::from([json.to_string()]),
+                Ending::Done,
+            )
+        }
         Kind::Status {
             code,
             message,
@@ -1045,10 +1069,14 @@ fn build(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     for (name, value) in extra_headers {
-        headers.append(
-            HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
-            HeaderValue::from_str(value).expect("a valid header value"),
-        );
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+        let value = HeaderValue::from_str(value).expect("a valid header value");
+        // A reply's own content type replaces the default one instead of adding a second.
+        if name == header::CONTENT_TYPE {
+            headers.insert(name, value);
+        } else {
+            headers.append(name, value);
+        }
     }
     response
 }
