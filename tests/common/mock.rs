@@ -150,6 +150,75 @@ impl MockRequest {
     }
 }
 
+/// What a request is for, told from the prompts maestro builds: the planner's system prompt
+/// (`assets/prompts/planner.md`), the worker's `# Your subtask: TITLE` heading and the
+/// synthesis's `# Findings` section (`src/engine/prompt.rs`). The one place tests and the
+/// benchmark tell calls apart, so a prompt change is fixed here once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Call {
+    Planner,
+    /// A worker call for the subtask with this title.
+    Worker(String),
+    Synthesis,
+    /// None of the above: a request the test did not expect.
+    Unknown,
+}
+
+/// Opens the planner's system prompt.
+const PLANNER_MARK: &str = "You are the planner";
+/// Heads the worker's subtask in its user message; the title follows on the same line.
+const WORKER_MARK: &str = "# Your subtask: ";
+/// Heads the subtask results in the synthesis's user message.
+const SYNTHESIS_MARK: &str = "# Findings";
+
+impl Call {
+    /// `planner`, `worker`, `synthesis` or `unknown`: for tallies and messages.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Call::Planner => "planner",
+            Call::Worker(_) => "worker",
+            Call::Synthesis => "synthesis",
+            Call::Unknown => "unknown",
+        }
+    }
+}
+
+impl MockRequest {
+    /// What this request is for (see `Call`). The planner is recognised first (its prompt
+    /// quotes no subtask), then a worker (whose dependencies' results may contain anything),
+    /// then the synthesis.
+    pub fn call(&self) -> Call {
+        if self.system().contains(PLANNER_MARK) {
+            return Call::Planner;
+        }
+        let user = self.user();
+        if let Some(rest) = user.split(WORKER_MARK).nth(1) {
+            return Call::Worker(rest.lines().next().unwrap_or("").trim().to_owned());
+        }
+        if user.contains(SYNTHESIS_MARK) {
+            Call::Synthesis
+        } else {
+            Call::Unknown
+        }
+    }
+
+    pub fn is_planner(&self) -> bool {
+        self.call() == Call::Planner
+    }
+
+    pub fn is_synthesis(&self) -> bool {
+        self.call() == Call::Synthesis
+    }
+
+    /// The subtask title of a worker request; `None` for any other call.
+    pub fn worker_title(&self) -> Option<String> {
+        match self.call() {
+            Call::Worker(title) => Some(title),
+            Call::Planner | Call::Synthesis | Call::Unknown => None,
+        }
+    }
+}
+
 /// A message content as text: a plain string, or the `text` of an array of content blocks.
 fn content_text(content: Option<&Value>) -> String {
     match content {
