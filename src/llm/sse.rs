@@ -26,8 +26,10 @@ pub(crate) fn stream_cut() -> CallError {
     CallError::transient("stream cut", "the stream ended before the model finished")
 }
 
-/// A 200 whose body could not be understood. Retryable: proxies and overloaded servers
-/// sometimes answer with an HTML page or a truncated body, and the next attempt may be fine.
+/// A 200 in the protocol's form that could not be read (JSON cut short, an unexpected shape).
+/// Retryable: overloaded servers sometimes cut a body short, and the next attempt may be fine.
+/// A body that is not the protocol at all (a web page) is `llm::http`'s "not the API" instead,
+/// which is not retried.
 pub(crate) fn bad_response(detail: &str) -> CallError {
     CallError::transient("bad response", format!("unreadable answer: {detail}"))
 }
