@@ -78,7 +78,7 @@ use maestro::engine::run::RunSettings;
 use maestro::llm::openai::{OpenAi, OpenAiConfig};
 use maestro::llm::{CallFuture, ChatRequest, Completion, DeltaSink, Provider};
 use maestro::protocol::{CallRole, Event, EventKind, RunStatus, SubtaskId, Usage};
-use mock::{MockRequest, MockServer, Reply};
+use mock::{Call, MockRequest, MockServer, Reply};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const PLANNER_MODEL: &str = "bench-planner";
@@ -250,12 +250,15 @@ impl Observed {
     }
 }
 
+/// The same labels the mock's classifier gives (`mock::Call::label`), so both variants'
+/// tallies line up.
 fn kind_of(role: CallRole) -> &'static str {
     match role {
-        CallRole::Planner => "planner",
-        CallRole::Worker => "worker",
-        CallRole::Synthesizer => "synthesis",
+        CallRole::Planner => Call::Planner,
+        CallRole::Worker => Call::Worker(String::new()),
+        CallRole::Synthesizer => Call::Synthesis,
     }
+    .label()
 }
 
 /// A provider that answers after a fixed latency, streaming its answer as deltas spread evenly
@@ -350,13 +353,8 @@ async fn serve(latency: Latency, plan: Vec<String>) -> MockServer {
 fn mock_observed(requests: &[MockRequest]) -> Observed {
     let mut observed = Observed::default();
     for request in requests {
-        let kind = match request.model().as_str() {
-            PLANNER_MODEL => "planner",
-            WORKER_MODEL => "worker",
-            _ => "synthesis",
-        };
         if let Some(d) = request.duration() {
-            observed.add(kind, d);
+            observed.add(request.call().label(), d);
         }
     }
     observed

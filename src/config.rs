@@ -42,6 +42,11 @@ pub enum ConfigError {
          (set it, or name another variable with `api_key_env` / --api-key-env)"
     )]
     MissingKey { provider: &'static str, var: String },
+    #[error(
+        "the {provider} provider needs an API key, but the environment variable {var} is empty \
+         (put the key in it, or name another variable with `api_key_env` / --api-key-env)"
+    )]
+    EmptyKey { provider: &'static str, var: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -343,6 +348,14 @@ impl Config {
                 .filter(|k| !k.is_empty())
                 .map(ApiKey::new)
         };
+        // Set but blank is a different mistake from not set, and says so.
+        let no_key = |provider: &'static str, var: String| {
+            if env(&var).is_some() {
+                ConfigError::EmptyKey { provider, var }
+            } else {
+                ConfigError::MissingKey { provider, var }
+            }
+        };
 
         let (provider, default_model) = match kind {
             ProviderKind::Demo => {
@@ -384,10 +397,7 @@ impl Config {
                 // default variable is only an error for OpenAI's own API or when a variable
                 // was named on purpose.
                 if api_key.is_none() && (named.is_some() || base_url.contains("api.openai.com")) {
-                    return Err(ConfigError::MissingKey {
-                        provider: "openai",
-                        var,
-                    });
+                    return Err(no_key("openai", var));
                 }
                 (
                     ProviderConfig::OpenAi(OpenAiConfig {
@@ -408,10 +418,7 @@ impl Config {
                     .or(s.api_key_env.as_ref().map(|v| v.0.clone()))
                     .unwrap_or_else(|| defaults::ANTHROPIC_KEY_ENV.to_owned());
                 let Some(api_key) = read_key(&var) else {
-                    return Err(ConfigError::MissingKey {
-                        provider: "anthropic",
-                        var,
-                    });
+                    return Err(no_key("anthropic", var));
                 };
                 (
                     ProviderConfig::Anthropic(AnthropicConfig {

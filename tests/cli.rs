@@ -166,24 +166,6 @@ fn collect(mut child: std::process::Child) -> Output {
 
 // ---- scripting the mock -------------------------------------------------------------------
 
-fn is_planner(r: &MockRequest) -> bool {
-    r.system().contains("You are the planner")
-}
-
-fn is_synthesis(r: &MockRequest) -> bool {
-    !is_planner(r) && r.user().contains("# Findings")
-}
-
-/// The subtask title of a worker request.
-fn worker_title(r: &MockRequest) -> Option<String> {
-    if is_planner(r) {
-        return None;
-    }
-    let user = r.user();
-    let rest = user.split("# Your subtask: ").nth(1)?;
-    Some(rest.lines().next().unwrap_or("").trim().to_owned())
-}
-
 fn title(id: &str) -> String {
     format!("Subtask {id} title")
 }
@@ -222,13 +204,13 @@ fn script(
 ) -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
     let plan = plan.to_string();
     move |r| {
-        if is_planner(r) {
+        if r.is_planner() {
             return Reply::text(plan.clone());
         }
-        if is_synthesis(r) {
+        if r.is_synthesis() {
             return Reply::text(SYNTHESIS);
         }
-        match worker_title(r) {
+        match r.worker_title() {
             Some(t) if failing.is_some_and(|id| t == title(id)) => {
                 Reply::status(500, "the worker's upstream is broken")
             }
@@ -468,8 +450,14 @@ async fn plan_file_is_run_without_asking_the_planner() {
         .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let requests = server.requests();
-    assert!(!requests.iter().any(is_planner), "the planner was called");
-    let mut titles: Vec<String> = requests.iter().filter_map(worker_title).collect();
+    assert!(
+        !requests.iter().any(MockRequest::is_planner),
+        "the planner was called"
+    );
+    let mut titles: Vec<String> = requests
+        .iter()
+        .filter_map(MockRequest::worker_title)
+        .collect();
     titles.sort();
     assert_eq!(titles, [title("x"), title("y"), title("z")]);
     let report = out.json();
@@ -495,9 +483,9 @@ const HOSTILE: &str = "Evil \u{1b}]0;pwned\u{7}title and \u{1b}[2Jcleared screen
 fn hostile_script() -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
     let plan = plan_value(&["a"]).to_string();
     move |r| {
-        if is_planner(r) {
+        if r.is_planner() {
             Reply::text(plan.clone())
-        } else if is_synthesis(r) {
+        } else if r.is_synthesis() {
             Reply::text(format!("# Report\n\n{HOSTILE}"))
         } else {
             Reply::text(format!("Worker says: {HOSTILE}"))
@@ -541,11 +529,11 @@ async fn escape_sequences_in_json_output_are_escaped_not_raw() {
 async fn escape_sequences_in_provider_error_messages_never_reach_stderr() {
     let plan = plan_value(&["a", "b"]).to_string();
     let server = MockServer::start(move |r| {
-        if is_planner(r) {
+        if r.is_planner() {
             Reply::text(plan.clone())
-        } else if is_synthesis(r) {
+        } else if r.is_synthesis() {
             Reply::text(SYNTHESIS)
-        } else if worker_title(r) == Some(title("a")) {
+        } else if r.worker_title() == Some(title("a")) {
             Reply::status(400, format!("bad: {HOSTILE}"))
         } else {
             Reply::text("fine")
@@ -677,7 +665,7 @@ async fn api_key_is_sent_as_a_bearer_token_and_never_printed() {
 fn max_in_flight(requests: &[MockRequest]) -> usize {
     let workers: Vec<&MockRequest> = requests
         .iter()
-        .filter(|r| worker_title(r).is_some())
+        .filter(|r| r.worker_title().is_some())
         .collect();
     mock::max_in_flight(&workers)
 }
@@ -686,9 +674,9 @@ fn max_in_flight(requests: &[MockRequest]) -> usize {
 async fn concurrency_flag_beats_environment_which_beats_the_config_file() {
     let plan = plan_value(&["a", "b", "c", "d"]).to_string();
     let server = MockServer::start(move |r| {
-        if is_planner(r) {
+        if r.is_planner() {
             Reply::text(plan.clone())
-        } else if is_synthesis(r) {
+        } else if r.is_synthesis() {
             Reply::text(SYNTHESIS)
         } else {
             Reply::text("a worker result").delay(Duration::from_millis(150))
@@ -758,9 +746,9 @@ async fn interrupted_run(signal: &str, extra_args: &[&str]) -> Interrupted {
     plan["subtasks"][1]["depends_on"] = json!(["a"]);
     let plan = plan.to_string();
     let server = MockServer::start(move |r| {
-        if is_planner(r) {
+        if r.is_planner() {
             Reply::text(plan.clone())
-        } else if worker_title(r) == Some(title("b")) {
+        } else if r.worker_title() == Some(title("b")) {
             Reply::text("too late").delay(Duration::from_secs(15))
         } else {
             Reply::text(result_for(&title("a")))
@@ -778,7 +766,7 @@ async fn interrupted_run(signal: &str, extra_args: &[&str]) -> Interrupted {
     while !server
         .requests()
         .iter()
-        .any(|r| worker_title(r) == Some(title("b")))
+        .any(|r| r.worker_title() == Some(title("b")))
     {
         assert!(Instant::now() < deadline, "b's worker was never called");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1059,11 +1047,11 @@ async fn escape_sequences_in_planner_chosen_subtask_ids_never_reach_stderr() {
     plan["subtasks"][1]["depends_on"] = json!([hostile_id]);
     let plan = plan.to_string();
     let server = MockServer::start(move |r| {
-        if is_planner(r) {
+        if r.is_planner() {
             Reply::text(plan.clone())
-        } else if is_synthesis(r) {
+        } else if r.is_synthesis() {
             Reply::text(SYNTHESIS)
-        } else if worker_title(r) == Some(title("a")) {
+        } else if r.worker_title() == Some(title("a")) {
             Reply::status(400, "rejected")
         } else {
             Reply::text("fine")

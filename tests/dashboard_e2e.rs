@@ -232,20 +232,6 @@ fn detail_shows(screen: &str, id: &str, phrase: &str) -> bool {
 
 // ---- the mock's script --------------------------------------------------------------------
 
-fn is_planner(r: &MockRequest) -> bool {
-    r.system().contains("You are the planner")
-}
-
-fn is_synthesis(r: &MockRequest) -> bool {
-    !is_planner(r) && r.user().contains("# Findings")
-}
-
-fn worker_title(r: &MockRequest) -> Option<String> {
-    let user = r.user();
-    let rest = user.split("# Your subtask: ").nth(1)?;
-    Some(rest.lines().next().unwrap_or("").trim().to_owned())
-}
-
 fn synthesis_mark(n: usize) -> String {
     format!("SYNTHESIS-MARK-{n}")
 }
@@ -284,10 +270,10 @@ fn script(
     let plan = plan();
     let delay = Duration::from_millis(300);
     move |r| {
-        if is_planner(r) {
+        if r.is_planner() {
             return Reply::text(plan.clone());
         }
-        if is_synthesis(r) {
+        if r.is_synthesis() {
             let n = syntheses.fetch_add(1, Ordering::SeqCst) + 1;
             let text = format!(
                 "# Heat report\n\n{} from the mock.\n\nShade and water cool cities. \
@@ -296,7 +282,7 @@ fn script(
             );
             return Reply::text(text).gap(Duration::from_millis(10));
         }
-        match worker_title(r).as_deref() {
+        match r.worker_title().as_deref() {
             Some(TITLE_A) => Reply::text(format!(
                 "Alpha findings: trees and {HOSTILE}cool roofs help."
             ))
@@ -410,10 +396,10 @@ fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
     let calls = |title: &str| {
         requests
             .iter()
-            .filter(|r| worker_title(r).as_deref() == Some(title))
+            .filter(|r| r.worker_title().as_deref() == Some(title))
             .count()
     };
-    let planners = requests.iter().filter(|r| is_planner(r)).count();
+    let planners = requests.iter().filter(|r| r.is_planner()).count();
     assert_eq!(
         (planners, calls(TITLE_A), calls(TITLE_B), calls(TITLE_C)),
         (1, 1, 3, 1),

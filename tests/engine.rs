@@ -3,7 +3,7 @@
 //! synthesis, over both wire protocols.
 //!
 //! Every test scripts the mock by telling planner, worker and synthesis calls apart from the
-//! prompts the engine sends (see `classify`), drives one run through `Engine::spawn` and checks
+//! prompts the engine sends (see `MockRequest::call`), drives one run through `Engine::spawn` and checks
 //! the events it emits and the requests the mock saw. Backoff is shortened to milliseconds so
 //! the whole file stays fast; every wait has a deadline so a bug fails a test instead of
 //! hanging it.
@@ -13,7 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mock::{self, MockRequest, MockServer, Protocol, Reply};
+use common::mock::{self, Call, MockRequest, MockServer, Protocol, Reply};
 use maestro::engine::executor::{Engine, EngineHandle, ExecutorSettings};
 use maestro::engine::prompt::CallSpec;
 use maestro::engine::roles::builtin_roles;
@@ -32,31 +32,6 @@ const SYNTHESIS: &str = "# Report\n\nThe synthesised answer, built from every fi
 const WAIT: Duration = Duration::from_secs(10);
 
 // ---- telling calls apart ------------------------------------------------------------------
-
-/// What a request to the mock is for, read from the prompts the engine builds.
-#[derive(Debug, Clone, PartialEq)]
-enum Call {
-    Planner,
-    /// A worker call for the subtask with this title.
-    Worker(String),
-    Synthesis,
-    Unknown,
-}
-
-fn classify(request: &MockRequest) -> Call {
-    if request.system().contains("You are the planner") {
-        return Call::Planner;
-    }
-    let user = request.user();
-    if let Some(rest) = user.split("# Your subtask: ").nth(1) {
-        return Call::Worker(rest.lines().next().unwrap_or("").trim().to_owned());
-    }
-    if user.contains("# Findings") {
-        Call::Synthesis
-    } else {
-        Call::Unknown
-    }
-}
 
 fn title(id: &str) -> String {
     format!("Subtask {id} title")
@@ -134,7 +109,7 @@ impl Script {
     }
 
     fn into_fn(self) -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
-        move |request| match classify(request) {
+        move |request| match request.call() {
             Call::Planner => (self.planner)(request),
             Call::Synthesis => (self.synthesis)(request),
             Call::Worker(title) => match self.workers.iter().find(|(t, _)| *t == title) {
@@ -323,7 +298,7 @@ impl Harness {
         self.server
             .requests()
             .into_iter()
-            .filter(|r| classify(r) == call)
+            .filter(|r| r.call() == call)
             .collect()
     }
 
@@ -413,7 +388,7 @@ async fn dependent_starts_only_after_all_of_its_dependencies_have_finished() {
 
 /// The subtask title a worker request is for.
 fn title_of(request: &MockRequest) -> String {
-    match classify(request) {
+    match request.call() {
         Call::Worker(title) => title,
         other => panic!("not a worker request: {other:?}"),
     }
@@ -1071,7 +1046,7 @@ async fn concurrency_limit_caps_the_worker_calls_in_flight() {
         .server
         .requests()
         .into_iter()
-        .filter(|r| matches!(classify(r), Call::Worker(_)))
+        .filter(|r| matches!(r.call(), Call::Worker(_)))
         .collect();
     assert_eq!(workers.len(), 5);
     assert_eq!(mock::max_in_flight(&workers.iter().collect::<Vec<_>>()), 2);
@@ -1091,7 +1066,7 @@ async fn with_one_slot_higher_priority_subtasks_start_first() {
         .server
         .requests()
         .iter()
-        .map(classify)
+        .map(MockRequest::call)
         .filter(|c| matches!(c, Call::Worker(_)))
         .collect();
     let expected: Vec<Call> = ["high", "medium", "low"]
@@ -1106,7 +1081,7 @@ async fn resynthesising_a_finished_run_writes_the_report_again() {
     let script = Script::new(plan_json(&[("a", &[])]));
     let mut h = Harness::start(script).await;
     assert_eq!(h.finished().await.status, RunStatus::Succeeded);
-    h.server.set_script(|r| match classify(r) {
+    h.server.set_script(|r| match r.call() {
         Call::Synthesis => Reply::text("# Second report"),
         _ => Reply::status(400, "mock: only the synthesis may be called again"),
     });

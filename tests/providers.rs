@@ -340,6 +340,65 @@ async fn rate_limit_is_retryable_with_retry_after() {
 }
 
 #[tokio::test]
+async fn retry_after_as_an_http_date_is_read_on_both_protocols() {
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    let reply =
+        Reply::status(429, "Slow down").header("retry-after", httpdate::fmt_http_date(later));
+    let server = MockServer::always(reply).await;
+    for error in [err(&openai(&server)).await, err(&anthropic(&server)).await] {
+        let after = error.retry_after.expect("the date is read");
+        // Whole seconds on the wire, and the request took a moment.
+        assert!(
+            after > Duration::from_secs(55) && after <= Duration::from_secs(60),
+            "{error:?}"
+        );
+    }
+    let past =
+        Reply::status(503, "Back soon").header("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT");
+    server.set_script(move |_| past.clone());
+    for error in [err(&openai(&server)).await, err(&anthropic(&server)).await] {
+        assert_eq!(error.retry_after, Some(Duration::ZERO), "{error:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_reflected_in_an_error_body_is_redacted_on_both_protocols() {
+    let server = MockServer::always(Reply::reflect_key()).await;
+    for error in [err(&openai(&server)).await, err(&anthropic(&server)).await] {
+        assert!(!error.message.contains(KEY), "{error:?}");
+        assert!(!error.message.contains(&KEY[..12]), "{error:?}");
+        assert!(
+            error.message.contains("Incorrect API key provided"),
+            "{error:?}"
+        );
+        assert!(error.message.contains("[redacted]"), "{error:?}");
+        assert_eq!(error.reason, "401");
+        assert!(!error.retryable);
+    }
+    let requests = server.requests();
+    assert_eq!(
+        requests[0].header("authorization").as_deref(),
+        Some(format!("Bearer {KEY}").as_str()),
+        "the mock really had the key to reflect"
+    );
+    assert_eq!(requests[1].header("x-api-key").as_deref(), Some(KEY));
+}
+
+#[tokio::test]
+async fn a_reflected_key_cut_by_truncation_is_redacted_too() {
+    // A long message puts the key across the point where it is shortened.
+    let server = MockServer::always(Reply::reflect_key()).await;
+    let padding = "x".repeat(280);
+    server.set_script(move |r| {
+        let sent = r.header("x-api-key").unwrap_or_default();
+        Reply::raw(401, "text/plain", format!("{padding} {sent}"))
+    });
+    let error = err(&anthropic(&server)).await;
+    assert!(error.message.ends_with("[redacted]…"), "{error:?}");
+    assert!(!error.message.contains("fake-key-sec"), "{error:?}");
+}
+
+#[tokio::test]
 async fn overloaded_and_server_errors_are_retryable() {
     let server = MockServer::always(Reply::status(529, "Overloaded")).await;
     let error = err(&anthropic(&server)).await;
@@ -419,17 +478,27 @@ async fn a_silent_stream_hits_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn silence_before_the_headers_hits_the_idle_timeout() {
+async fn silence_before_the_headers_is_a_first_byte_timeout_not_a_silent_stream() {
     let server = MockServer::always(Reply::text("late").delay(Duration::from_secs(3))).await;
-    let provider = anthropic_with(
-        server.anthropic_base_url(),
-        true,
-        Duration::from_millis(150),
-    );
+    let idle = Duration::from_millis(150);
+    let openai = OpenAi::new(OpenAiConfig {
+        base_url: server.openai_base_url(),
+        api_key: None,
+        stream: true,
+        include_usage: true,
+        idle_timeout: idle,
+    });
+    let anthropic = anthropic_with(server.anthropic_base_url(), true, idle);
     let started = Instant::now();
-    let error = err(&provider).await;
-    assert_eq!(error.reason, "idle timeout");
+    let (a, b) = tokio::join!(err(&openai), err(&anthropic));
     assert!(started.elapsed() < Duration::from_secs(1));
+    for error in [a, b] {
+        assert!(error.retryable, "{error:?}");
+        assert_eq!(error.reason, "no response");
+        assert!(error.message.contains("first-byte timeout"), "{error:?}");
+        assert!(error.message.contains("150ms"), "{error:?}");
+        assert!(!error.message.contains("went silent"), "{error:?}");
+    }
 }
 
 #[tokio::test]
@@ -495,11 +564,18 @@ async fn non_streaming_failures_are_classified() {
     let openai = openai_with(server.openai_base_url(), Some(KEY), false, true);
     let anthropic = anthropic_with(server.anthropic_base_url(), false, IDLE);
     for error in [err(&openai).await, err(&anthropic).await] {
+        // A web page is not the API: the same URL answers the same way next time.
+        assert!(!error.retryable, "{error:?}");
+        assert_eq!(error.reason, "not the API");
+        assert!(error.message.contains("text/html"), "{error:?}");
+        assert!(error.message.contains("<html>proxy"), "{error:?}");
+    }
+    // Half a JSON answer is the API's, cut short: worth another attempt.
+    server.set_script(|_| Reply::cut_after(LONG_TEXT, 1));
+    for error in [err(&openai).await, err(&anthropic).await] {
         assert!(error.retryable, "{error:?}");
         assert_eq!(error.reason, "bad response");
     }
-    server.set_script(|_| Reply::cut_after(LONG_TEXT, 1));
-    assert_eq!(err(&openai).await.reason, "bad response");
     server.set_script(|_| Reply::stream_error("", "model crashed"));
     for error in [err(&openai).await, err(&anthropic).await] {
         assert!(error.retryable, "{error:?}");
@@ -516,7 +592,81 @@ async fn a_json_answer_to_a_stream_request_is_accepted() {
     assert_eq!(deltas, ["plain"]);
 }
 
+#[tokio::test]
+async fn a_web_page_on_a_200_stream_says_what_arrived_and_is_not_retried() {
+    let page = "<!DOCTYPE html>\n<html><head><title>Sign in \u{1b}[31m</title></head>\
+                <body>Please sign in to continue to the gateway.</body></html>";
+    let server = MockServer::always(Reply::raw(200, "text/html; charset=utf-8", page)).await;
+    for provider in [&openai(&server) as &dyn Provider, &anthropic(&server)] {
+        let error = err(provider).await;
+        assert!(!error.retryable, "{error:?}");
+        assert_eq!(error.reason, "not the API");
+        assert!(!error.message.contains("stream ended"), "{error:?}");
+        assert!(
+            error.message.contains("text/html; charset=utf-8"),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .message
+                .contains("<!DOCTYPE html> <html><head><title>Sign in"),
+            "{error:?}"
+        );
+        assert!(
+            !error.message.contains('\u{1b}'),
+            "escapes are dropped: {error:?}"
+        );
+        assert!(error.message.chars().count() < 300, "bounded: {error:?}");
+    }
+    // Labelled as an event stream, but a page all the same.
+    server.set_script(move |_| Reply::raw(200, "text/event-stream", page));
+    let error = err(&openai(&server)).await;
+    assert_eq!(error.reason, "not the API", "{error:?}");
+    assert!(error.message.contains("text/event-stream"), "{error:?}");
+}
+
+#[tokio::test]
+async fn an_empty_200_is_a_cut_stream_and_mislabelled_streams_and_json_are_read() {
+    let server = MockServer::always(Reply::raw(200, "text/event-stream", "")).await;
+    for error in [err(&openai(&server)).await, err(&anthropic(&server)).await] {
+        assert_eq!(error.reason, "stream cut", "{error:?}");
+        assert!(error.retryable, "{error:?}");
+    }
+    // Real SSE with a wrong content type, split mid-field, after a blank line.
+    server.set_script(|_| {
+        Reply::raw_sse([
+            "\nda",
+            "ta: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            "data: [DONE]\n\n",
+        ])
+        .header("content-type", "text/plain")
+    });
+    let (completion, _) = ok(&openai(&server)).await;
+    assert_eq!(completion.text, "Hi");
+    // A JSON answer labelled text/plain.
+    let answer = r#"{"choices":[{"message":{"role":"assistant","content":"plain"}}]}"#;
+    server.set_script(move |_| Reply::raw(200, "text/plain", answer));
+    assert_eq!(ok(&openai(&server)).await.0.text, "plain");
+}
+
 // --- connection failures ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn https_to_a_plain_http_server_is_not_retried_and_says_so() {
+    let server = MockServer::always(Reply::text("hi")).await;
+    let url = format!("https://{}", server.addr());
+    let openai = openai_with(format!("{url}/v1"), Some(KEY), true, true);
+    let anthropic = anthropic_with(url.clone(), true, IDLE);
+    for error in [err(&openai).await, err(&anthropic).await] {
+        assert!(!error.retryable, "{error:?}");
+        assert_eq!(error.reason, "tls");
+        assert!(
+            error.message.contains("is this an http:// server?"),
+            "{error:?}"
+        );
+        assert!(error.message.contains(&url), "{error:?}");
+    }
+}
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_retryable_connection_error() {

@@ -291,12 +291,12 @@ impl Run {
                     }
                 }
             }
-            Err(e) => {
+            Err(mut e) => {
                 let call = CallId {
                     target: CallTarget::Planner,
                     attempt: self.planner.attempt,
                 };
-                if let Some(delay) = self.retry_delay(&e, self.planner.failures) {
+                if let Some(delay) = self.retry_delay(&mut e, self.planner.failures) {
                     self.planner.failures += 1;
                     self.planner.waiting = true;
                     out.push(Effect::Emit(EventKind::PlanningRetrying {
@@ -540,8 +540,8 @@ impl Run {
                     result: done.text,
                 }));
             }
-            Err(e) => {
-                let delay = self.retry_delay(&e, self.tasks[i].failures);
+            Err(mut e) => {
+                let delay = self.retry_delay(&mut e, self.tasks[i].failures);
                 let task = &mut self.tasks[i];
                 let call = CallId {
                     target: CallTarget::Subtask(task.spec.id.clone()),
@@ -669,8 +669,8 @@ impl Run {
                 };
                 self.finish(status, None, now, out);
             }
-            Err(e) => {
-                if let Some(delay) = self.retry_delay(&e, self.synthesis.failures) {
+            Err(mut e) => {
+                if let Some(delay) = self.retry_delay(&mut e, self.synthesis.failures) {
                     self.synthesis.failures += 1;
                     self.synthesis.waiting = true;
                     out.push(Effect::Emit(EventKind::SynthesisRetrying {
@@ -1084,13 +1084,25 @@ impl Run {
     // ---- helpers --------------------------------------------------------------------------
 
     /// How long to wait before the next attempt, or `None` when the failure is final: not
-    /// retryable, retries used up, or a `Retry-After` longer than we are willing to wait.
-    fn retry_delay(&mut self, error: &CallError, failures_so_far: u32) -> Option<Duration> {
+    /// retryable, retries used up, or a `Retry-After` longer than we are willing to wait (the
+    /// message then says so, since the server's own text rarely does).
+    fn retry_delay(&mut self, error: &mut CallError, failures_so_far: u32) -> Option<Duration> {
         if !error.retryable || failures_so_far >= self.settings.retries {
             return None;
         }
         if let Some(after) = error.retry_after {
-            return (after <= self.settings.retry_after_limit).then_some(after);
+            let limit = self.settings.retry_after_limit;
+            if after > limit {
+                error.message = format!(
+                    "{} (the server asked to wait {} s before trying again, longer than the {} s \
+                     a retry may wait)",
+                    error.message,
+                    after.as_secs_f64().ceil(),
+                    limit.as_secs()
+                );
+                return None;
+            }
+            return Some(after);
         }
         let exp = self
             .settings

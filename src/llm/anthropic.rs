@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
 use crate::protocol::Usage;
@@ -69,35 +70,23 @@ impl Anthropic {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
-        let url = self.url();
-        let idle = self.config.idle_timeout;
-        let mut key = reqwest::header::HeaderValue::from_str(self.config.api_key.expose())
-            .map_err(|_| {
-                CallError::fatal(
-                    "api key",
-                    "the Anthropic API key contains invalid characters",
-                )
-            })?;
-        key.set_sensitive(true);
-        let mut builder = self
-            .client
-            .post(&url)
-            .header("x-api-key", key)
-            .header("anthropic-version", API_VERSION)
-            .json(&self.body(&request));
-        if self.config.stream {
-            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
-        }
-        let response = sse::send(builder, &url, self.config.stream.then_some(idle)).await?;
-        if !response.status().is_success() {
-            return Err(http_error(HttpFailure::read(response, idle).await));
-        }
-        if self.config.stream && !sse::is_json(&response) {
-            read_stream(SseStream::new(response, idle), &sink).await
-        } else {
-            let body = sse::read_body(response, idle).await?;
-            read_answer(&body, &sink)
-        }
+        let exchange = Exchange {
+            client: &self.client,
+            url: self.url(),
+            body: self.body(&request),
+            headers: &[("anthropic-version", API_VERSION)],
+            auth: Auth::Header("x-api-key", &self.config.api_key),
+            provider: "Anthropic",
+            stream: self.config.stream,
+            idle: self.config.idle_timeout,
+        };
+        http::call(
+            exchange,
+            http_error,
+            async |events| read_stream(events, &sink).await,
+            |body| read_answer(body, &sink),
+        )
+        .await
     }
 }
 

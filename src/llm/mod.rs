@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod demo;
+mod http;
 pub mod openai;
 pub mod sse;
 
@@ -181,18 +182,37 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-/// Parse a `Retry-After` header value given in seconds (the HTTP-date form is rare from LLM
-/// APIs and is treated as absent). Also reads `retry-after-ms`, which OpenAI sends. Values no
-/// `Duration` can hold (negative, NaN, absurdly large) count as absent rather than failing.
+/// Parse a `Retry-After` header: seconds, or an HTTP-date (which some gateways send; one in
+/// the past means "now"). Also reads `retry-after-ms`, which OpenAI sends. Values no
+/// `Duration` can hold (negative, NaN, absurdly large) and unreadable dates count as absent
+/// rather than failing.
 pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let seconds = |name: &str, scale: f64| {
+    parse_retry_after_at(headers, std::time::SystemTime::now())
+}
+
+fn parse_retry_after_at(
+    headers: &reqwest::header::HeaderMap,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
+    let value = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(str::trim)
+    };
+    let seconds = |v: &str, scale: f64| {
+        v.parse::<f64>()
+            .ok()
             .and_then(|v| Duration::try_from_secs_f64(v / scale).ok())
     };
-    seconds("retry-after-ms", 1000.0).or_else(|| seconds("retry-after", 1.0))
+    if let Some(ms) = value("retry-after-ms").and_then(|v| seconds(v, 1000.0)) {
+        return Some(ms);
+    }
+    let v = value("retry-after")?;
+    seconds(v, 1.0).or_else(|| {
+        let date = httpdate::parse_http_date(v).ok()?;
+        Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    })
 }
 
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Completion, CallError>> + Send + 'a>>;
@@ -226,6 +246,22 @@ mod retry_after_tests {
             parse_retry_after(&headers("retry-after-ms", "1500")),
             Some(Duration::from_millis(1500))
         );
+    }
+
+    #[test]
+    fn http_dates_are_read_and_a_past_one_means_now() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("a date");
+        let at = |value: &str| parse_retry_after_at(&headers("retry-after", value), now);
+        assert_eq!(
+            at("Sun, 06 Nov 1994 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(at("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            at("Sunday, 06-Nov-94 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(at("Sun, 32 Nov 1994 08:49:37 GMT"), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
 use crate::protocol::Usage;
@@ -77,37 +78,26 @@ impl OpenAi {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
-        let url = self.url();
-        let idle = self.config.idle_timeout;
-        let mut builder = self.client.post(&url).json(&self.body(&request));
-        if let Some(key) = &self.config.api_key {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                    .map_err(|_| {
-                        CallError::fatal(
-                            "api key",
-                            "the OpenAI API key contains characters that cannot be sent in a \
-                             header (a stray newline or space?)",
-                        )
-                    })?;
-            // Sensitive headers are hidden by reqwest's own Debug too.
-            value.set_sensitive(true);
-            builder = builder.header(reqwest::header::AUTHORIZATION, value);
-        }
-        if self.config.stream {
-            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
-        }
-        let response = sse::send(builder, &url, self.config.stream.then_some(idle)).await?;
-        if !response.status().is_success() {
-            return Err(HttpFailure::read(response, idle).await.into_call_error());
-        }
-        // Some servers ignore `stream: true` and answer with one JSON document.
-        if self.config.stream && !sse::is_json(&response) {
-            read_stream(SseStream::new(response, idle), &sink).await
-        } else {
-            let body = sse::read_body(response, idle).await?;
-            read_answer(&body, &sink)
-        }
+        let exchange = Exchange {
+            client: &self.client,
+            url: self.url(),
+            body: self.body(&request),
+            headers: &[],
+            auth: match &self.config.api_key {
+                Some(key) => Auth::Bearer(key),
+                None => Auth::None,
+            },
+            provider: "OpenAI",
+            stream: self.config.stream,
+            idle: self.config.idle_timeout,
+        };
+        http::call(
+            exchange,
+            HttpFailure::into_call_error,
+            async |events| read_stream(events, &sink).await,
+            |body| read_answer(body, &sink),
+        )
+        .await
     }
 }
 

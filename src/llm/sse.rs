@@ -1,11 +1,13 @@
-//! The HTTP transport both adapters share: sending a request and classifying connection
-//! failures, reading error bodies into the provider's own message, reading a whole answer, and
+//! The HTTP transport both adapters share (through `llm::http`): sending a request and
+//! classifying connection failures, reading error bodies into the provider's own message,
+//! reading a whole answer, telling an event stream from other bodies by its first bytes, and
 //! reading a streaming body as server-sent events with an idle timeout between chunks.
 //!
 //! SSE framing is done by `eventsource-stream` (comments such as `: keep-alive` never reach the
 //! adapters). This module knows nothing of either wire protocol's JSON: it does not decide when a
 //! stream is complete (each protocol has its own end marker) and it never retries. API keys live
-//! only in request headers, which nothing here formats into a message.
+//! only in request headers, which nothing here formats into a message (and `llm::http` redacts
+//! every error that leaves a call in case a server reflects one).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 
-use crate::llm::{CallError, parse_retry_after};
+use crate::llm::{CallError, human_duration, parse_retry_after};
 
 /// Longest provider message kept in a `CallError`: enough for a sentence or two, short enough
 /// for a progress line. HTML error pages from proxies get cut here.
@@ -24,8 +26,10 @@ pub(crate) fn stream_cut() -> CallError {
     CallError::transient("stream cut", "the stream ended before the model finished")
 }
 
-/// A 200 whose body could not be understood. Retryable: proxies and overloaded servers
-/// sometimes answer with an HTML page or a truncated body, and the next attempt may be fine.
+/// A 200 in the protocol's form that could not be read (JSON cut short, an unexpected shape).
+/// Retryable: overloaded servers sometimes cut a body short, and the next attempt may be fine.
+/// A body that is not the protocol at all (a web page) is `llm::http`'s "not the API" instead,
+/// which is not retried.
 pub(crate) fn bad_response(detail: &str) -> CallError {
     CallError::transient("bad response", format!("unreadable answer: {detail}"))
 }
@@ -45,17 +49,54 @@ pub(crate) fn client() -> reqwest::Client {
         .expect("the HTTP client (TLS backend) failed to initialise")
 }
 
-/// Whether a 2xx answer is one JSON document rather than an event stream.
-pub(crate) fn is_json(response: &reqwest::Response) -> bool {
+/// The response's content type as sent (empty when there is none).
+pub(crate) fn content_type(response: &reqwest::Response) -> String {
     response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        })
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a 2xx answer is one JSON document rather than an event stream.
+pub(crate) fn is_json(response: &reqwest::Response) -> bool {
+    is_json_type(&content_type(response))
+}
+
+/// `application/json`, with or without parameters.
+pub(crate) fn is_json_type(content_type: &str) -> bool {
+    content_type
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+}
+
+/// Whether a body begins like a JSON document (servers that send JSON as `text/plain`).
+pub(crate) fn starts_like_json(body: &[u8]) -> bool {
+    matches!(first_meaningful(body).first(), Some(b'{' | b'['))
+}
+
+/// The body without a leading UTF-8 byte order mark and whitespace.
+fn first_meaningful(body: &[u8]) -> &[u8] {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    &body[start..]
+}
+
+/// Text from a server made fit for a one-line message: control characters (C0 and C1, so no
+/// escape sequence survives) become spaces, runs of whitespace one space, at most `max_chars`.
+pub(crate) fn one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if c.is_whitespace() && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        out.push(if c.is_whitespace() { ' ' } else { c });
+    }
+    truncate(out.trim_end(), max_chars)
 }
 
 /// Send a request. `idle` bounds the wait for the response headers: streaming servers send
@@ -71,25 +112,70 @@ pub(crate) async fn send(
     let result = match idle {
         Some(idle) => match tokio::time::timeout(idle, sent).await {
             Ok(result) => result,
-            Err(_) => return Err(CallError::idle(idle)),
+            Err(_) => return Err(no_response(url, idle)),
         },
         None => sent.await,
     };
     result.map_err(|e| connection_error(&e, url))
 }
 
+/// No response headers within `after`: the server was not reached in time, or accepted the
+/// connection and never answered. Not "the stream went silent": no stream ever started.
+fn no_response(url: &str, after: Duration) -> CallError {
+    CallError::transient(
+        "no response",
+        format!(
+            "no response from {} within {} (connect or first-byte timeout: the server sent \
+             no headers)",
+            display_url(url),
+            human_duration(after)
+        ),
+    )
+}
+
 /// A failed `send`: the server could not be reached or dropped the connection before answering.
-/// Always retryable. The message names the URL (without credentials or query) and the
-/// innermost cause ("Connection refused"), never a header.
+/// Retryable, except a failed TLS handshake, which fails the same way every time. The message
+/// names the URL (without credentials or query) and the innermost cause ("Connection
+/// refused"), never a header.
 fn connection_error(error: &reqwest::Error, url: &str) -> CallError {
-    let url = display_url(url);
+    let shown = display_url(url);
     let cause = innermost_cause(error);
+    if is_tls_failure(error) {
+        let hint = if url.trim_start().to_ascii_lowercase().starts_with("https:") {
+            " (is this an http:// server?)"
+        } else {
+            ""
+        };
+        return CallError::fatal(
+            "tls",
+            format!("TLS handshake with {shown} failed: {cause}{hint}"),
+        );
+    }
     let message = if error.is_timeout() {
-        format!("could not reach {url}: timed out connecting")
+        format!("could not reach {shown}: timed out connecting")
     } else {
-        format!("could not reach {url}: {cause}")
+        format!("could not reach {shown}: {cause}")
     };
     CallError::transient("connection", message)
+}
+
+/// Whether connecting failed in the TLS handshake: rustls reports its errors as an io error of
+/// kind `InvalidData` (wrapped in another io error by the connector), so that is looked for in
+/// the chain and rustls need not be a direct dependency. An io error's `source` skips the error
+/// it wraps, hence `get_ref`.
+fn is_tls_failure(error: &reqwest::Error) -> bool {
+    if !error.is_connect() {
+        return false;
+    }
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        match e.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return true,
+            Some(io) => current = io.get_ref().map(|inner| inner as _),
+            None => current = e.source(),
+        }
+    }
+    false
 }
 
 /// The last error in the `source` chain: reqwest's own text is generic ("error sending
@@ -195,14 +281,9 @@ pub(crate) async fn read_body(
     response: reqwest::Response,
     idle: Duration,
 ) -> Result<Vec<u8>, CallError> {
-    let mut chunks = std::pin::pin!(idle_bounded(response, idle));
+    let mut chunks = chunks(response, idle);
     let mut body = Vec::new();
-    while let Some(chunk) = chunks.next().await {
-        match chunk {
-            Ok(bytes) => body.extend_from_slice(bytes.as_ref()),
-            Err(e) => return Err(e.into_call_error()),
-        }
-    }
+    chunks.read_rest(&mut body).await?;
     Ok(body)
 }
 
@@ -230,24 +311,110 @@ impl BodyError {
     }
 }
 
-/// The body as byte chunks, failing with `Idle` when no chunk arrives within `idle`. The
-/// timeout sits below the SSE parser on purpose: a `: keep-alive` comment produces no event
-/// but is proof of life, so it must reset the clock.
-fn idle_bounded(
+/// A body's chunks, failing with `Idle` when no chunk arrives within `idle`. The timeout sits
+/// below the SSE parser on purpose: a `: keep-alive` comment produces no event but is proof of
+/// life, so it must reset the clock.
+struct Chunks<S> {
+    /// `None` after the end or an error: nothing more is read.
+    inner: Option<Pin<Box<S>>>,
+    idle: Duration,
+}
+
+/// The chunks of a response's body.
+fn chunks(
     response: reqwest::Response,
     idle: Duration,
-) -> impl Stream<Item = Result<impl AsRef<[u8]> + Send, BodyError>> + Send {
-    let inner = Box::pin(response.bytes_stream());
-    futures_util::stream::unfold(Some(inner), move |state| async move {
-        // `None` after an error: the stream yields nothing more.
-        let mut inner = state?;
-        match tokio::time::timeout(idle, inner.next()).await {
-            Err(_) => Some((Err(BodyError::Idle(idle)), None)),
-            Ok(None) => None,
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(inner))),
-            Ok(Some(Err(e))) => Some((Err(BodyError::Read(e)), None)),
+) -> Chunks<impl Stream<Item = reqwest::Result<impl AsRef<[u8]> + Send>> + Send> {
+    Chunks::from_stream(response.bytes_stream(), idle)
+}
+
+impl<S, B> Chunks<S>
+where
+    S: Stream<Item = reqwest::Result<B>> + Send,
+    B: AsRef<[u8]> + Send,
+{
+    fn from_stream(stream: S, idle: Duration) -> Self {
+        Self {
+            inner: Some(Box::pin(stream)),
+            idle,
         }
-    })
+    }
+
+    async fn next(&mut self) -> Option<Result<B, BodyError>> {
+        let inner = self.inner.as_mut()?;
+        let item = match tokio::time::timeout(self.idle, inner.next()).await {
+            Err(_) => Some(Err(BodyError::Idle(self.idle))),
+            Ok(None) => None,
+            Ok(Some(Ok(bytes))) => return Some(Ok(bytes)),
+            Ok(Some(Err(e))) => Some(Err(BodyError::Read(e))),
+        };
+        self.inner = None;
+        item
+    }
+
+    async fn read_rest(&mut self, body: &mut Vec<u8>) -> Result<(), CallError> {
+        while let Some(chunk) = self.next().await {
+            match chunk {
+                Ok(bytes) => body.extend_from_slice(bytes.as_ref()),
+                Err(e) => return Err(e.into_call_error()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The rest of the body as a stream, after `head` (bytes already read).
+    fn into_stream(self, head: Vec<u8>) -> impl Stream<Item = Result<Piece<B>, BodyError>> + Send {
+        let head = (!head.is_empty()).then_some(Ok(Piece::Head(head)));
+        futures_util::stream::iter(head).chain(futures_util::stream::unfold(
+            self,
+            |mut chunks| async move {
+                let item = chunks.next().await?;
+                Some((item.map(Piece::Chunk), chunks))
+            },
+        ))
+    }
+}
+
+/// A piece of body: the bytes read to recognise it, then the chunks as they arrive.
+enum Piece<B> {
+    Head(Vec<u8>),
+    Chunk(B),
+}
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Piece<B> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Piece::Head(bytes) => bytes,
+            Piece::Chunk(bytes) => bytes.as_ref(),
+        }
+    }
+}
+
+/// How many bytes are enough to recognise a body when no line has ended yet.
+const SNIFF_BYTES: usize = 64;
+
+/// What a 200 to a stream request turned out to be, from its first bytes.
+pub(crate) enum Head {
+    /// Server-sent events (or an empty body, which the adapter reports as a cut stream).
+    Events(SseStream),
+    /// One JSON document, read whole: a server that ignored `stream: true`.
+    Json(Vec<u8>),
+    /// Something else (an HTML page): these first bytes of it.
+    Other(Vec<u8>),
+}
+
+/// Whether the first line of a body is an SSE line: a comment, or one of the four fields.
+fn looks_like_sse(head: &[u8]) -> bool {
+    let body = first_meaningful(head);
+    let line = body
+        .split(|&b| b == b'\n' || b == b'\r')
+        .next()
+        .unwrap_or(b"");
+    if body.is_empty() || line.starts_with(b":") {
+        return true;
+    }
+    let field = line.split(|&b| b == b':').next().unwrap_or(b"");
+    matches!(field, b"data" | b"event" | b"id" | b"retry")
 }
 
 type EventItem = Result<Event, EventStreamError<BodyError>>;
@@ -258,10 +425,33 @@ pub(crate) struct SseStream {
 }
 
 impl SseStream {
-    pub(crate) fn new(response: reqwest::Response, idle: Duration) -> Self {
-        Self {
-            events: Box::pin(idle_bounded(response, idle).eventsource()),
+    /// Read the first line (or first bytes) of a 200 to a stream request and decide what it
+    /// is. Proxies and wrong base URLs answer with web pages labelled anything, and some
+    /// servers label their event stream wrongly, so the bytes decide, not the content type.
+    pub(crate) async fn sniff(
+        response: reqwest::Response,
+        idle: Duration,
+    ) -> Result<Head, CallError> {
+        let mut chunks = chunks(response, idle);
+        let mut head = Vec::new();
+        while !first_meaningful(&head).contains(&b'\n') && head.len() < SNIFF_BYTES {
+            match chunks.next().await {
+                Some(Ok(bytes)) => head.extend_from_slice(bytes.as_ref()),
+                Some(Err(e)) => return Err(e.into_call_error()),
+                None => break,
+            }
         }
+        if looks_like_sse(&head) {
+            let events = chunks.into_stream(head).eventsource();
+            return Ok(Head::Events(Self {
+                events: Box::pin(events),
+            }));
+        }
+        if starts_like_json(&head) {
+            chunks.read_rest(&mut head).await?;
+            return Ok(Head::Json(head));
+        }
+        Ok(Head::Other(head))
     }
 
     /// The next event; `Ok(None)` when the body ended cleanly. Whether that end was expected is

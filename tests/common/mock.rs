@@ -150,6 +150,75 @@ impl MockRequest {
     }
 }
 
+/// What a request is for, told from the prompts maestro builds: the planner's system prompt
+/// (`assets/prompts/planner.md`), the worker's `# Your subtask: TITLE` heading and the
+/// synthesis's `# Findings` section (`src/engine/prompt.rs`). The one place tests and the
+/// benchmark tell calls apart, so a prompt change is fixed here once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Call {
+    Planner,
+    /// A worker call for the subtask with this title.
+    Worker(String),
+    Synthesis,
+    /// None of the above: a request the test did not expect.
+    Unknown,
+}
+
+/// Opens the planner's system prompt.
+const PLANNER_MARK: &str = "You are the planner";
+/// Heads the worker's subtask in its user message; the title follows on the same line.
+const WORKER_MARK: &str = "# Your subtask: ";
+/// Heads the subtask results in the synthesis's user message.
+const SYNTHESIS_MARK: &str = "# Findings";
+
+impl Call {
+    /// `planner`, `worker`, `synthesis` or `unknown`: for tallies and messages.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Call::Planner => "planner",
+            Call::Worker(_) => "worker",
+            Call::Synthesis => "synthesis",
+            Call::Unknown => "unknown",
+        }
+    }
+}
+
+impl MockRequest {
+    /// What this request is for (see `Call`). The planner is recognised first (its prompt
+    /// quotes no subtask), then a worker (whose dependencies' results may contain anything),
+    /// then the synthesis.
+    pub fn call(&self) -> Call {
+        if self.system().contains(PLANNER_MARK) {
+            return Call::Planner;
+        }
+        let user = self.user();
+        if let Some(rest) = user.split(WORKER_MARK).nth(1) {
+            return Call::Worker(rest.lines().next().unwrap_or("").trim().to_owned());
+        }
+        if user.contains(SYNTHESIS_MARK) {
+            Call::Synthesis
+        } else {
+            Call::Unknown
+        }
+    }
+
+    pub fn is_planner(&self) -> bool {
+        self.call() == Call::Planner
+    }
+
+    pub fn is_synthesis(&self) -> bool {
+        self.call() == Call::Synthesis
+    }
+
+    /// The subtask title of a worker request; `None` for any other call.
+    pub fn worker_title(&self) -> Option<String> {
+        match self.call() {
+            Call::Worker(title) => Some(title),
+            Call::Planner | Call::Synthesis | Call::Unknown => None,
+        }
+    }
+}
+
 /// A message content as text: a plain string, or the `text` of an array of content blocks.
 fn content_text(content: Option<&Value>) -> String {
     match content {
@@ -189,6 +258,9 @@ enum Kind {
         error_type: Option<String>,
         error_code: Option<String>,
     },
+    /// A 401 whose message quotes the request's `authorization` or `x-api-key` header, as
+    /// some servers and gateways do.
+    ReflectKey,
     /// Exactly these bytes, in these pieces.
     Raw {
         status: u16,
@@ -300,6 +372,12 @@ impl Reply {
             .error_code("enforced_spend_limit_reached")
     }
 
+    /// HTTP 401 with the protocol's error body, whose message quotes the key the request sent
+    /// (`Incorrect API key provided: Bearer sk-…`), header value and all.
+    pub fn reflect_key() -> Self {
+        Self::new(Kind::ReflectKey)
+    }
+
     /// Exactly `body` with this status and content type (non-JSON 200s, proxy error pages).
     pub fn raw(status: u16, content_type: &str, body: impl Into<String>) -> Self {
         Self::new(Kind::Raw {
@@ -357,7 +435,7 @@ impl Reply {
         self
     }
 
-    /// Add a response header.
+    /// Add a response header (`content-type` replaces the reply's own).
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.to_ascii_lowercase(), value.into()));
         self
@@ -674,6 +752,21 @@ fn render(
             chunks.iter().cloned().collect(),
             Ending::Done,
         ),
+        Kind::ReflectKey => {
+            let sent = request
+                .header("authorization")
+                .or_else(|| request.header("x-api-key"))
+                .unwrap_or_default();
+            let message = format!("Incorrect API key provided: {sent}. Check your key.");
+            let error_type = default_error_type(request.protocol, 401);
+            let json = error_body(request.protocol, error_type, &message, None);
+            body(
+                401,
+                "application/json",
+                VecDeque::from([json.to_string()]),
+                Ending::Done,
+            )
+        }
         Kind::Status {
             code,
             message,
@@ -1045,10 +1138,14 @@ fn build(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     for (name, value) in extra_headers {
-        headers.append(
-            HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
-            HeaderValue::from_str(value).expect("a valid header value"),
-        );
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+        let value = HeaderValue::from_str(value).expect("a valid header value");
+        // A reply's own content type replaces the default one instead of adding a second.
+        if name == header::CONTENT_TYPE {
+            headers.insert(name, value);
+        } else {
+            headers.append(name, value);
+        }
     }
     response
 }

@@ -5,4 +5,4 @@
 
 pub mod mock;
 
-pub use mock::{MockRequest, MockServer, Protocol, Reply};
+pub use mock::{Call, MockRequest, MockServer, Protocol, Reply};
