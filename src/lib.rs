@@ -13,6 +13,8 @@
 //! - [`config`]: TOML file + environment + flags, checked with errors naming file and line.
 //! - [`report`]: folds events into a `RunReport`, the model every front end shares; markdown
 //!   and JSON reports.
+//! - [`display`]: how durations, clocks, token counts, glyphs and the spinner read, shared by
+//!   every front end and the reports.
 //! - [`headless`]: `maestro run` and `maestro plan`.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
@@ -22,6 +24,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod display;
 pub mod engine;
 pub mod headless;
 pub mod llm;

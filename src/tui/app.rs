@@ -18,6 +18,7 @@ use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ProviderConfig};
+use crate::display::now_ms;
 use crate::engine::executor::{Engine, EngineHandle};
 use crate::llm::Provider;
 use crate::protocol::Command;
@@ -95,13 +96,6 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     ratatui::restore();
     engine.send(Command::Shutdown);
     result.map(|()| 0)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn event_loop(

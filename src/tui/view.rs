@@ -12,10 +12,9 @@ use ratatui::widgets::{
 };
 use unicode_width::UnicodeWidthStr;
 
+use crate::display::{clock, duration, spinner_at, status_glyph, tokens, truncate};
 use crate::protocol::SubtaskStatus;
-use crate::report::{
-    AttemptOutcome, SPINNER, SubtaskReport, format_ms, format_tokens, status_glyph, truncate,
-};
+use crate::report::{AttemptOutcome, SubtaskReport};
 use crate::sanitize::{sanitize, sanitize_line};
 use crate::tui::layout::{self, areas};
 use crate::tui::markdown::wrap_line;
@@ -188,7 +187,7 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
 }
 
 fn spinner(model: &Model) -> &'static str {
-    SPINNER[(model.now_ms / 100) as usize % SPINNER.len()]
+    spinner_at(model.now_ms)
 }
 
 fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
@@ -230,13 +229,13 @@ fn subtask_row(
                 .map(|t| model.now_ms.saturating_sub(t))
                 .unwrap_or(0);
             // The token column stays empty until the usage is known, so times line up.
-            format!("{:>6} {:>5}", format_ms_fixed(ms), "")
+            format!("{:>6} {:>5}", duration(ms), "")
         }
         SubtaskStatus::Retrying => match &s.retry {
             Some((delay, reason)) => {
                 format!(
                     "retry {} {}",
-                    format_ms(*delay),
+                    duration(*delay),
                     truncate(&sanitize_line(reason), 8)
                 )
             }
@@ -244,8 +243,8 @@ fn subtask_row(
         },
         SubtaskStatus::Succeeded => format!(
             "{:>6} {:>5}",
-            s.elapsed_ms.map(format_ms_fixed).unwrap_or_default(),
-            format_tokens(s.tokens_in + s.tokens_out)
+            s.elapsed_ms.map(duration).unwrap_or_default(),
+            tokens(s.tokens_in + s.tokens_out)
         ),
         SubtaskStatus::Failed => "failed".into(),
         SubtaskStatus::Cancelled => "cancelled".into(),
@@ -397,7 +396,7 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
                     (record.outcome == AttemptOutcome::Running)
                         .then(|| model.now_ms.saturating_sub(record.started_ts))
                 })
-                .map(format_ms)
+                .map(duration)
                 .unwrap_or_default();
             let (word, style, error) = match &record.outcome {
                 AttemptOutcome::Running => ("running", theme.status(SubtaskStatus::Running), None),
@@ -408,7 +407,7 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
                     Some(format!(
                         "{} (waited {})",
                         sanitize_line(error),
-                        format_ms(*delay_ms)
+                        duration(*delay_ms)
                     )),
                 ),
                 AttemptOutcome::Failed { error } => (
@@ -633,8 +632,8 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
                 3,
                 vec![Span::raw(format!(
                     "{est}{} in · {est}{} out",
-                    format_tokens(usage.tokens_in),
-                    format_tokens(usage.tokens_out)
+                    tokens(usage.tokens_in),
+                    tokens(usage.tokens_out)
                 ))],
             ));
         }
@@ -927,23 +926,4 @@ fn join(ids: &[crate::protocol::SubtaskId]) -> String {
         .map(|i| i.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `00:14`, `01:02:03`
-pub fn clock(ms: u64) -> String {
-    let s = ms / 1000;
-    if s >= 3600 {
-        format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
-    } else {
-        format!("{:02}:{:02}", s / 60, s % 60)
-    }
-}
-
-/// Like `format_ms` but always with one decimal under a minute, so the column does not jump.
-fn format_ms_fixed(ms: u64) -> String {
-    if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format_ms(ms)
-    }
 }
