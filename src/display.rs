@@ -16,14 +16,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A measured time, compact: `850ms`, `3.1s`, `2m05s`, `1h02m`.
+/// A measured time, compact: `0.9s`, `3.1s`, `2m05s`, `1h02m`.
 ///
 /// Rounded to the precision shown (tenths of a second, then seconds, then minutes), and the
-/// unit is chosen after rounding, so 59 960 ms reads `1m00s`, never `60.0s`.
+/// unit is chosen after rounding, so 59 960 ms reads `1m00s`, never `60.0s`. Always a decimal
+/// under a minute (`0.3s`, not `300ms`), so a column of times does not change shape as a
+/// running one ticks past a second.
 pub fn duration(ms: u64) -> String {
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
     let tenths = ms.saturating_add(50) / 100;
     if tenths < 600 {
         return format!("{}.{}s", tenths / 10, tenths % 10);
@@ -124,9 +123,11 @@ mod tests {
     #[test]
     fn durations_at_every_boundary() {
         let cases = [
-            (0, "0ms"),
-            (1, "1ms"),
-            (999, "999ms"),
+            (0, "0.0s"),
+            (49, "0.0s"),
+            (50, "0.1s"),
+            (850, "0.9s"),
+            (999, "1.0s"),
             (1_000, "1.0s"),
             (1_049, "1.0s"),
             (1_050, "1.1s"),
