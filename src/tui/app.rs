@@ -95,7 +95,19 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     );
     ratatui::restore();
     engine.send(Command::Shutdown);
-    result.map(|()| 0)
+    result.map(|end| match end {
+        End::Quit => 0,
+        End::Signal(code) => code,
+    })
+}
+
+/// Why the loop ended.
+enum End {
+    /// The user quit, or the terminal's input ended.
+    Quit,
+    /// A signal asked us to stop: exit with this code (128 + the signal's number, as a shell
+    /// reports a process killed by it), so whoever sent it sees it was obeyed.
+    Signal(i32),
 }
 
 async fn event_loop(
@@ -103,7 +115,7 @@ async fn event_loop(
     engine: &EngineHandle,
     mut events: mpsc::UnboundedReceiver<crate::protocol::Event>,
     info: Info,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<End> {
     let size = terminal.size().context("cannot read the terminal size")?;
     let mut model = Model::new(info, Theme::from_env(), (size.width, size.height), now_ms());
     let mut input = EventStream::new();
@@ -168,7 +180,7 @@ async fn event_loop(
                 dirty = true;
             }
             _ = tokio::time::sleep(due), if dirty => {}
-            _ = &mut terminated => break,
+            code = &mut terminated => return Ok(End::Signal(code)),
         }
         for action in actions {
             perform(action, engine, &internal_tx);
@@ -177,7 +189,7 @@ async fn event_loop(
             break;
         }
     }
-    Ok(())
+    Ok(End::Quit)
 }
 
 fn to_msg(event: Event) -> Option<Msg> {
@@ -218,9 +230,15 @@ fn perform(action: Action, engine: &EngineHandle, internal: &mpsc::UnboundedSend
     }
 }
 
-/// Resolves on SIGTERM or SIGHUP (a closed terminal), so the terminal is restored on those too;
-/// Ctrl-C arrives as a key in raw mode. Never resolves where there are no such signals.
-async fn terminated() {
+/// Exit code after SIGTERM (128 + 15).
+pub const EXIT_SIGTERM: i32 = 143;
+/// Exit code after SIGHUP (128 + 1).
+pub const EXIT_SIGHUP: i32 = 129;
+
+/// Resolves on SIGTERM or SIGHUP (a closed terminal) with the exit code that reports it, so
+/// the terminal is restored on those too; Ctrl-C arrives as a key in raw mode. Never resolves
+/// where there are no such signals.
+async fn terminated() -> i32 {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -230,13 +248,13 @@ async fn terminated() {
         ) {
             (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = hup.recv() => {}
+                    _ = term.recv() => EXIT_SIGTERM,
+                    _ = hup.recv() => EXIT_SIGHUP,
                 }
             }
             _ => std::future::pending().await,
         }
     }
     #[cfg(not(unix))]
-    std::future::pending::<()>().await
+    std::future::pending::<i32>().await
 }
