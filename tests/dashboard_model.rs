@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use dashboard_support::*;
 use maestro::protocol::{Command, EventKind, RunCommand, RunId, RunStatus, Usage};
+use maestro::tui::content::{self, HELP};
 use maestro::tui::layout::{self, areas};
 use maestro::tui::model::{Focus, Model, Node, Overlay, ToastLevel};
 use maestro::tui::update::{Action, Msg, update};
-use maestro::tui::view::{self, HELP};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
@@ -22,14 +22,18 @@ fn query_text(model: &Model) -> String {
     model.query.lines().join("\n")
 }
 
-/// Type `text` into the query box and press Enter; the id of the run it started.
+/// Type `text` into the query box and press Enter, then give the run an id as the app would;
+/// that id.
 fn ask(model: &mut Model, text: &str) -> RunId {
     model.focus = Focus::Query;
     type_text(model, text);
-    match key(model, KeyCode::Enter).as_slice() {
-        [Action::Send(Command::StartRun { id, .. })] => *id,
+    let query = match key(model, KeyCode::Enter).as_slice() {
+        [Action::StartRun { query }] => query.clone(),
         other => panic!("Enter sent {other:?}"),
-    }
+    };
+    let id = run_id(100 + model.runs.len() as u128);
+    assert!(update(model, Msg::RunStarting { id, query }).is_empty());
+    id
 }
 
 /// The every-state run with the tree focused and `costs` (failed) selected.
@@ -79,7 +83,7 @@ fn mouse(model: &mut Model, kind: MouseEventKind, column: u16, row: u16) -> Vec<
 /// First visible line of the synthesis, as the view computes it.
 fn synthesis_top(model: &Model) -> (usize, usize) {
     let area = layout::content(areas(model).synthesis);
-    let total = view::synthesis_line_count(model, area.width);
+    let total = content::synthesis_line_count(model, area.width);
     let top = model
         .synthesis_scroll
         .top(total, area.height as usize, model.synthesis_live());
@@ -102,16 +106,38 @@ fn typing_a_query_and_enter_starts_a_run_clears_the_box_and_focuses_the_tree() {
     assert_eq!(model.focus, Focus::Query);
     assert!(type_text(&mut model, "EV adoption?").is_empty());
     let actions = key(&mut model, KeyCode::Enter);
-    let [Action::Send(Command::StartRun { id, query, plan })] = actions.as_slice() else {
+    let [Action::StartRun { query }] = actions.as_slice() else {
         panic!("expected one StartRun, got {actions:?}");
     };
     assert_eq!(query, "EV adoption?");
-    assert!(plan.is_none());
     assert_eq!(query_text(&model), "");
     assert_eq!(model.focus, Focus::Tree);
-    assert_eq!(model.rows(), vec![Node::Run(*id)]);
-    assert_eq!(model.selected, Some(Node::Run(*id)));
-    assert_eq!(model.run(*id).unwrap().report.query, "EV adoption?");
+    // The app names the run and says so before any engine event; then it shows, selected.
+    let id = run_id(7);
+    let more = update(
+        &mut model,
+        Msg::RunStarting {
+            id,
+            query: query.clone(),
+        },
+    );
+    assert!(more.is_empty(), "{more:?}");
+    assert_eq!(model.rows(), vec![Node::Run(id)]);
+    assert_eq!(model.selected, Some(Node::Run(id)));
+    assert_eq!(model.run(id).unwrap().report.query, "EV adoption?");
+}
+
+#[test]
+fn update_is_deterministic_the_same_keys_give_the_same_actions_and_state() {
+    // No clock or randomness inside `update`: two dashboards fed the same messages agree,
+    // down to the actions for the engine.
+    let play = || {
+        let mut model = model(false, (80, 24));
+        let mut actions = type_text(&mut model, "same question");
+        actions.extend(key(&mut model, KeyCode::Enter));
+        (actions, model.rows(), model.focus)
+    };
+    assert_eq!(play(), play());
 }
 
 #[test]
@@ -126,7 +152,7 @@ fn alt_enter_and_shift_enter_insert_a_newline_instead_of_submitting() {
     assert!(model.runs.is_empty());
     let actions = key(&mut model, KeyCode::Enter);
     assert!(
-        matches!(actions.as_slice(), [Action::Send(Command::StartRun { query, .. })] if query == "one\ntwo\nthree"),
+        matches!(actions.as_slice(), [Action::StartRun { query }] if query == "one\ntwo\nthree"),
         "{actions:?}"
     );
 }
@@ -1004,4 +1030,23 @@ fn a_toast_fades_after_four_seconds_of_ticks() {
     update(&mut model, Msg::Tick(NOW + 4_000));
     assert!(model.toast.is_none());
     assert_eq!(model.now_ms, NOW + 4_000);
+}
+
+#[test]
+fn update_reaches_for_no_clock_randomness_or_view() {
+    // `update` must stay pure: ids come from the app, line counts from `content`.
+    let source = include_str!("../src/tui/update.rs");
+    for banned in [
+        "RunId::new",
+        "SystemTime",
+        "Instant::",
+        "now_ms()",
+        "tui::view",
+        "view::",
+    ] {
+        assert!(
+            !source.contains(banned),
+            "src/tui/update.rs mentions {banned}"
+        );
+    }
 }

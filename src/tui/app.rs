@@ -21,7 +21,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::display::now_ms;
 use crate::engine::executor::{Engine, EngineHandle};
 use crate::llm::Provider;
-use crate::protocol::Command;
+use crate::protocol::{Command, RunId};
 use crate::sanitize::sanitize;
 use crate::tui::model::{Info, Model};
 use crate::tui::theme::Theme;
@@ -182,8 +182,13 @@ async fn event_loop(
             _ = tokio::time::sleep(due), if dirty => {}
             code = &mut terminated => return Ok(End::Signal(code)),
         }
-        for action in actions {
-            perform(action, engine, &internal_tx);
+        // An action may answer at once with a message (a new run's id), whose update may ask
+        // for more: all of it happens before the next engine event is read.
+        let mut pending = std::collections::VecDeque::from(actions);
+        while let Some(action) = pending.pop_front() {
+            if let Some(msg) = perform(action, engine, &internal_tx) {
+                pending.extend(update(&mut model, msg));
+            }
         }
         if model.quit {
             break;
@@ -202,9 +207,24 @@ fn to_msg(event: Event) -> Option<Msg> {
     }
 }
 
-fn perform(action: Action, engine: &EngineHandle, internal: &mpsc::UnboundedSender<Msg>) {
+/// Carry out an action; a message for `update` when the action answers at once.
+fn perform(
+    action: Action,
+    engine: &EngineHandle,
+    internal: &mpsc::UnboundedSender<Msg>,
+) -> Option<Msg> {
     match action {
         Action::Send(command) => engine.send(command),
+        Action::StartRun { query } => {
+            // The id is made here, not in `update`, which stays free of clocks and randomness.
+            let id = RunId::new();
+            engine.send(Command::StartRun {
+                id,
+                query: query.clone(),
+                plan: None,
+            });
+            return Some(Msg::RunStarting { id, query });
+        }
         Action::Copy(text) => {
             let clean = sanitize(&text).into_owned();
             let _ = execute!(
@@ -228,6 +248,7 @@ fn perform(action: Action, engine: &EngineHandle, internal: &mpsc::UnboundedSend
         }
         Action::Quit => {}
     }
+    None
 }
 
 /// Exit code after SIGTERM (128 + 15).

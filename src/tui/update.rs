@@ -1,7 +1,9 @@
 //! Everything that changes the dashboard: `update(model, msg) -> actions`. Keys, paste, mouse,
 //! resizes, clock ticks and engine events come in as `Msg`; what must happen outside the model
 //! (commands to the engine, clipboard, writing a file, the bell, quitting) goes out as
-//! `Action`s for the app loop. Pure: tests drive it without a terminal.
+//! `Action`s for the app loop. Pure: no clock, no randomness, no I/O, so the same messages
+//! always leave the same model and actions, and tests drive it without a terminal. A new run's
+//! id is therefore made by the app loop (`Action::StartRun` → `Msg::RunStarting`).
 
 use std::path::PathBuf;
 
@@ -12,9 +14,9 @@ use ratatui_textarea::{CursorMove, TextArea};
 
 use crate::protocol::{Command, Event, EventKind, RunCommand, RunId, RunStatus};
 use crate::sanitize::sanitize_line;
+use crate::tui::content;
 use crate::tui::layout::{self, areas, inner};
 use crate::tui::model::{Focus, Model, Node, Overlay, Scroll, ToastLevel};
-use crate::tui::view;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -27,11 +29,22 @@ pub enum Msg {
     Engine(Event),
     /// The report file was written (its path) or could not be (why).
     ReportWritten(Result<PathBuf, String>),
+    /// The app gave the run asked for by `Action::StartRun` this id, and sent the engine its
+    /// `StartRun`. Comes before any event of that run.
+    RunStarting {
+        id: RunId,
+        query: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Send(Command),
+    /// Start a run of this query: the app makes its id, sends `Command::StartRun` and answers
+    /// with `Msg::RunStarting` before the engine's first event can arrive.
+    StartRun {
+        query: String,
+    },
     /// Put this text on the clipboard (OSC 52).
     Copy(String),
     /// Write a report file; answer with `Msg::ReportWritten`.
@@ -60,6 +73,10 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
         }
         Msg::Tick(now) => model.tick(now),
         Msg::Engine(event) => on_engine(model, &event, &mut actions),
+        Msg::RunStarting { id, query } => {
+            model.add_run(id, &query);
+            keep_selection_visible(model);
+        }
         Msg::ReportWritten(result) => match result {
             Ok(path) => model.toast(
                 format!("report written to {}", path.display()),
@@ -87,7 +104,7 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
         match &event.kind {
             EventKind::SynthesisStarted { .. } => model.synthesis_scroll = Scroll::default(),
             EventKind::SynthesisFinished { .. } if following_to_end => {
-                if let Some((total, height)) = scroll_extent(model, Focus::Synthesis) {
+                if let Some((total, height)) = content::extent(model, Focus::Synthesis) {
                     model.synthesis_scroll.end(total, height);
                 }
             }
@@ -208,16 +225,9 @@ fn submit(model: &mut Model, actions: &mut Vec<Action>) {
     }
     model.history_pos = None;
     model.reset_query();
-    let id = RunId::new();
-    model.add_run(id, &text);
     // Focus the tree so r, e, x act at once; Tab (or /) comes back here for the next question.
     model.focus = Focus::Tree;
-    keep_selection_visible(model);
-    actions.push(Action::Send(Command::StartRun {
-        id,
-        query: text,
-        plan: None,
-    }));
+    actions.push(Action::StartRun { query: text });
 }
 
 /// Step through the session's earlier queries; past the newest, the draft comes back.
@@ -289,7 +299,7 @@ fn on_tree_key(model: &mut Model, key: KeyEvent) {
 }
 
 fn on_scroll_key(model: &mut Model, key: KeyEvent) {
-    let Some((total, height)) = scroll_extent(model, model.focus) else {
+    let Some((total, height)) = content::extent(model, model.focus) else {
         return;
     };
     let page = height.saturating_sub(1).max(1) as isize;
@@ -316,18 +326,6 @@ fn pane_scroll(model: &mut Model, pane: Focus) -> (&mut Scroll, bool) {
     }
 }
 
-/// Lines of content and visible height of a scrollable pane.
-fn scroll_extent(model: &Model, focus: Focus) -> Option<(usize, usize)> {
-    let areas = areas(model);
-    let area = layout::content(areas.of(focus)?);
-    let total = match focus {
-        Focus::Detail => view::detail_lines(model, area.width).len(),
-        Focus::Synthesis => view::synthesis_line_count(model, area.width),
-        Focus::Tree | Focus::Query => return None,
-    };
-    Some((total, area.height as usize))
-}
-
 fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
     match model.overlay.take() {
         Some(Overlay::Help { scroll }) => {
@@ -339,7 +337,7 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
                 KeyCode::PageUp => -10,
                 _ => return,
             };
-            let max = view::help_lines(model).len().saturating_sub(1);
+            let max = content::help_lines(model).len().saturating_sub(1);
             let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
             model.overlay = Some(Overlay::Help { scroll });
         }
@@ -632,7 +630,7 @@ fn on_mouse(model: &mut Model, mouse: MouseEvent) {
             match pane {
                 Focus::Tree => move_selection(model, delta),
                 Focus::Detail | Focus::Synthesis => {
-                    if let Some((total, height)) = scroll_extent(model, pane) {
+                    if let Some((total, height)) = content::extent(model, pane) {
                         let (scroll, live) = pane_scroll(model, pane);
                         scroll.scroll(delta, total, height, live);
                     }
