@@ -12,6 +12,7 @@ use crate::display::{clock, duration, status_glyph};
 use crate::protocol::SubtaskStatus;
 use crate::report::AttemptOutcome;
 use crate::sanitize::{sanitize, sanitize_line};
+use crate::tui::keymap::BINDINGS;
 use crate::tui::layout::{self, areas};
 use crate::tui::markdown::wrap_line;
 use crate::tui::model::{Focus, Model, RunView};
@@ -244,76 +245,35 @@ pub fn with_synthesis_lines<T>(
     ))
 }
 
-/// Every key, grouped; the help overlay shows this (and tests check it is complete).
-pub const HELP: &[(&str, &[(&str, &str)])] = &[
-    (
-        "Anywhere",
-        &[
-            ("Tab / Shift+Tab", "next / previous pane"),
-            ("? or F1", "this help"),
-            ("q or Ctrl+C", "quit (asks while a run is active)"),
-        ],
-    ),
-    (
-        "Query",
-        &[
-            ("Enter", "ask (starts a run; another run may be going)"),
-            ("Alt+Enter / Shift+Enter", "new line"),
-            (
-                "↑ / ↓ on the first/last line",
-                "earlier queries of this session",
-            ),
-            ("Ctrl+U", "clear"),
-            ("Esc", "to the subtask tree"),
-        ],
-    ),
-    (
-        "Subtasks",
-        &[
-            ("↑ ↓ or j k", "move; PgUp PgDn, g G: page, top, bottom"),
-            ("← → or h l", "collapse / expand a run"),
-            ("Enter", "toggle the detail pane (on a run: expand)"),
-            ("/ or i", "back to the query box"),
-        ],
-    ),
-    (
-        "Acting",
-        &[
-            ("r", "re-run the selected subtask"),
-            ("R", "re-run every failed subtask of the run"),
-            ("e", "edit the selected subtask, then re-run it"),
-            ("x", "cancel the selected subtask"),
-            ("X", "cancel the whole run"),
-            ("s", "write the synthesis again"),
-            ("y", "copy the synthesis (OSC 52)"),
-            ("w", "write the report to a markdown file"),
-        ],
-    ),
-    (
-        "Synthesis and detail",
-        &[
-            ("j k ↑ ↓", "scroll a line"),
-            ("PgUp PgDn / Space b", "scroll a page"),
-            ("Home End / g G", "top / bottom (bottom follows new text)"),
-            ("mouse", "click to focus and select, wheel to scroll"),
-        ],
-    ),
-];
+/// What the help says of the mouse, under the keys (the mouse is not in the key map).
+pub const HELP_MOUSE: &str = "Mouse: click to focus and select, wheel to scroll.";
 
-/// The help's lines (also used by `update` to bound its scrolling).
+/// One help line per binding of the key map, under its context's heading, then the mouse.
+/// Generated from `keymap::BINDINGS`, so it lists every key the dashboard handles.
 pub fn help_lines(model: &Model) -> Vec<Line<'static>> {
+    let width = BINDINGS
+        .iter()
+        .map(|b| b.label().width())
+        .max()
+        .unwrap_or(0)
+        + 2;
     let mut lines: Vec<Line> = Vec::new();
-    for (group, keys) in HELP {
-        if !lines.is_empty() {
-            lines.push(Line::default());
+    let mut heading = None;
+    for binding in BINDINGS {
+        let this = binding.context.heading();
+        if heading != Some(this) {
+            if heading.is_some() {
+                lines.push(Line::default());
+            }
+            lines.push(Line::from(Span::styled(this, model.theme.bold())));
+            heading = Some(this);
         }
-        lines.push(Line::from(Span::styled(*group, model.theme.bold())));
-        for (key, what) in *keys {
-            lines.push(Line::from(vec![
-                Span::styled(format!("  {key:<30}"), model.theme.key()),
-                Span::raw(*what),
-            ]));
-        }
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {:<width$}", binding.label()), model.theme.key()),
+            Span::raw(binding.what),
+        ]));
     }
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled(HELP_MOUSE, model.theme.dim())));
     lines
 }

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod content;
+pub mod keymap;
 pub mod layout;
 pub mod markdown;
 pub mod model;
