@@ -1049,6 +1049,30 @@ fn question_mark_opens_the_help_from_the_tree_and_any_key_closes_it_without_acti
 }
 
 #[test]
+fn the_help_scrolls_no_further_than_its_last_line_at_the_bottom() {
+    let mut model = failed_costs_selected();
+    model.size = (80, 24);
+    ch(&mut model, '?');
+    for _ in 0..100 {
+        ch(&mut model, 'j');
+    }
+    let lines = content::help_lines(&model).len();
+    // 24 rows, less the pop-up's borders, show 22 lines: the last one stays at the bottom.
+    assert!(
+        lines > 22,
+        "the help fits; this test needs it taller: {lines}"
+    );
+    assert!(
+        matches!(model.overlay, Some(Overlay::Help { scroll }) if scroll == lines - 22),
+        "scrolled to {:?} of {lines} lines",
+        model.overlay.as_ref().map(|o| match o {
+            Overlay::Help { scroll } => *scroll,
+            _ => usize::MAX,
+        })
+    );
+}
+
+#[test]
 fn question_mark_in_the_query_box_is_typed_not_help() {
     let mut model = model(false, (80, 24));
     type_text(&mut model, "why?");

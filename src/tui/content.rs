@@ -245,6 +245,13 @@ pub fn with_synthesis_lines<T>(
     ))
 }
 
+/// The furthest the help scrolls on a terminal of `size`: its last line at the pop-up's bottom
+/// (the pop-up is the screen's height, less its two borders, when the help is taller).
+pub fn help_max_scroll(model: &Model) -> usize {
+    let visible = usize::from(model.size.1).saturating_sub(2);
+    help_lines(model).len().saturating_sub(visible)
+}
+
 /// What the help says of the mouse, under the keys (the mouse is not in the key map).
 pub const HELP_MOUSE: &str = "Mouse: click to focus and select, wheel to scroll.";
 

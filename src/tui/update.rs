@@ -367,7 +367,7 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
                 KeyCode::PageUp => -10,
                 _ => return,
             };
-            let max = content::help_lines(model).len().saturating_sub(1);
+            let max = content::help_max_scroll(model);
             let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
             model.overlay = Some(Overlay::Help { scroll });
         }

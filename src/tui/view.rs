@@ -16,7 +16,7 @@ use crate::display::{clock, duration, spinner_at, status_glyph, tokens, truncate
 use crate::protocol::SubtaskStatus;
 use crate::report::SubtaskReport;
 use crate::sanitize::sanitize_line;
-use crate::tui::content::{detail_lines, help_lines, with_synthesis_lines};
+use crate::tui::content::{self, detail_lines, help_lines, with_synthesis_lines};
 use crate::tui::layout::{self, areas};
 use crate::tui::model::{Focus, Model, Node, Overlay, Row, RunView, ToastLevel};
 
@@ -508,7 +508,14 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines)
-            .scroll((if fits { 0 } else { scroll as u16 }, 0))
+            .scroll((
+                if fits {
+                    0
+                } else {
+                    scroll.min(content::help_max_scroll(model)) as u16
+                },
+                0,
+            ))
             .block(
                 Block::bordered()
                     .border_type(BorderType::Rounded)
