@@ -20,11 +20,12 @@ use crossterm::style::Stylize;
 
 use crate::cli::{Format, RunArgs};
 use crate::config::Config;
+use crate::display::{clock, duration, now_ms, spinner, status_glyph, tokens, truncate};
 use crate::engine::executor::Engine;
 use crate::engine::plan::Plan;
 use crate::llm::Provider;
 use crate::protocol::{Event, EventKind, RunCommand, RunStatus, SubtaskStatus};
-use crate::report::{RunReport, SPINNER, format_ms, format_tokens, status_glyph, truncate};
+use crate::report::RunReport;
 use crate::sanitize::sanitize_line;
 
 /// Exit codes of `maestro run` (and `plan`).
@@ -331,7 +332,7 @@ pub async fn plan(
                 delay_ms, reason, ..
             } => say(&format!(
                 "maestro: planner call failed ({reason}); retrying in {}",
-                format_ms(delay_ms)
+                duration(delay_ms)
             )),
             EventKind::RunFinished { error, .. } => {
                 failure = error;
@@ -519,8 +520,8 @@ impl Progress {
         let mut line = format!(
             "{status}: {succeeded}/{} subtasks · {} tokens · {}",
             report.subtasks.len(),
-            format_tokens(usage.total()),
-            report.elapsed_ms.map(format_ms).unwrap_or_default()
+            tokens(usage.total()),
+            report.elapsed_ms.map(duration).unwrap_or_default()
         );
         if let Some(e) = &report.error {
             line.push_str(&format!(" · {}", sanitize_line(e)));
@@ -538,23 +539,6 @@ fn paint(status: SubtaskStatus, line: &str) -> String {
         SubtaskStatus::Blocked | SubtaskStatus::Cancelled => line.dark_grey().to_string(),
         SubtaskStatus::Pending | SubtaskStatus::Running => line.to_owned(),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `01:04.2`
-fn clock(ms: u64) -> String {
-    format!(
-        "{:02}:{:02}.{}",
-        ms / 60_000,
-        (ms / 1000) % 60,
-        (ms / 100) % 10
-    )
 }
 
 /// The live block: a header, a line per subtask, the synthesis.
@@ -594,7 +578,7 @@ fn live_lines(
         .min(36);
     for s in &report.subtasks {
         let glyph = if s.status == SubtaskStatus::Running {
-            SPINNER[tick % SPINNER.len()]
+            spinner(tick as u64)
         } else {
             status_glyph(s.status)
         };
@@ -602,15 +586,15 @@ fn live_lines(
         let detail = match s.status {
             SubtaskStatus::Running => {
                 let ms = s.started_ts.map(|t| now.saturating_sub(t)).unwrap_or(0);
-                format!("{:>6}", format_ms(ms))
+                format!("{:>6}", duration(ms))
             }
             SubtaskStatus::Succeeded => format!(
                 "{:>6} {:>6} tok",
-                s.elapsed_ms.map(format_ms).unwrap_or_default(),
-                format_tokens(s.tokens_in + s.tokens_out)
+                s.elapsed_ms.map(duration).unwrap_or_default(),
+                tokens(s.tokens_in + s.tokens_out)
             ),
             SubtaskStatus::Retrying => match &s.retry {
-                Some((delay, reason)) => format!("retry in {} ({reason})", format_ms(*delay)),
+                Some((delay, reason)) => format!("retry in {} ({reason})", duration(*delay)),
                 None => "retrying".into(),
             },
             SubtaskStatus::Failed => format!(
@@ -646,10 +630,7 @@ fn live_lines(
         let words = report.synthesis.split_whitespace().count();
         lines.push((
             None,
-            format!(
-                "  {} synthesis · {words} words",
-                SPINNER[tick % SPINNER.len()]
-            ),
+            format!("  {} synthesis · {words} words", spinner(tick as u64)),
         ));
     }
     lines
@@ -673,7 +654,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         } => {
             format!(
                 "planner call failed ({reason}); retrying in {}",
-                format_ms(*delay_ms)
+                duration(*delay_ms)
             )
         }
         EventKind::PlanRejected { error, .. } => {
@@ -713,7 +694,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         } => format!(
             "↻ {} attempt {attempt} failed ({reason}); retrying in {}",
             title(subtask),
-            format_ms(*delay_ms)
+            duration(*delay_ms)
         ),
         EventKind::SubtaskSucceeded {
             subtask,
@@ -723,9 +704,9 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         } => format!(
             "✓ {} done in {} ({} in, {} out{})",
             title(subtask),
-            format_ms(*elapsed_ms),
-            format_tokens(usage.tokens_in),
-            format_tokens(usage.tokens_out),
+            duration(*elapsed_ms),
+            tokens(usage.tokens_in),
+            tokens(usage.tokens_out),
             if usage.estimated { ", estimated" } else { "" }
         ),
         EventKind::SubtaskFailed {
@@ -760,7 +741,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         } => {
             format!(
                 "synthesis call failed ({reason}); retrying in {}",
-                format_ms(*delay_ms)
+                duration(*delay_ms)
             )
         }
         EventKind::SynthesisCancelled { .. } => {
@@ -787,7 +768,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         } => format!(
             "run {}: {succeeded}/{total} subtasks in {}",
             status.word(),
-            format_ms(*elapsed_ms)
+            duration(*elapsed_ms)
         ),
     })
 }

@@ -14,6 +14,8 @@
 //!   [`defaults`] holds every default value once.
 //! - [`report`]: folds events into a `RunReport`, the model every front end shares; markdown
 //!   and JSON reports.
+//! - [`display`]: how durations, clocks, token counts, glyphs and the spinner read, shared by
+//!   every front end and the reports.
 //! - [`headless`]: `maestro run` and `maestro plan`.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
@@ -28,6 +30,7 @@
 pub mod cli;
 pub mod config;
 pub mod defaults;
+pub mod display;
 pub mod engine;
 pub mod headless;
 pub mod llm;

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::display::{duration, tokens};
 use crate::engine::plan::Plan;
 use crate::protocol::{Event, EventKind, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
 use crate::sanitize::sanitize_line;
@@ -504,9 +505,9 @@ impl RunReport {
                 cell(&s.title),
                 cell(&s.worker),
                 s.status.word(),
-                s.elapsed_ms.map(format_ms).unwrap_or_else(|| "—".into()),
-                format_tokens(s.tokens_in),
-                format_tokens(s.tokens_out),
+                s.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
+                tokens(s.tokens_in),
+                tokens(s.tokens_out),
                 s.attempts
             );
         }
@@ -534,9 +535,9 @@ impl RunReport {
             "\n_{} of {} subtasks succeeded · {} tokens in, {} out{est} · {}_",
             self.count(SubtaskStatus::Succeeded),
             self.subtasks.len(),
-            format_tokens(usage.tokens_in),
-            format_tokens(usage.tokens_out),
-            self.elapsed_ms.map(format_ms).unwrap_or_else(|| "—".into()),
+            tokens(usage.tokens_in),
+            tokens(usage.tokens_out),
+            self.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
         );
         out
     }
@@ -544,66 +545,6 @@ impl RunReport {
 
 fn cell(text: &str) -> String {
     sanitize_line(text).replace('|', "\\|")
-}
-
-/// `850ms`, `3.1s`, `2m05s`.
-pub fn format_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
-    }
-}
-
-/// `950`, `1.2k`, `12.3k`, `1.4M`.
-pub fn format_tokens(n: u64) -> String {
-    if n < 1000 {
-        n.to_string()
-    } else if n < 1_000_000 {
-        format!("{:.1}k", n as f64 / 1000.0)
-    } else {
-        format!("{:.1}M", n as f64 / 1_000_000.0)
-    }
-}
-
-/// The glyph that goes with a status (always shown with colour or a word, never colour alone).
-pub fn status_glyph(status: SubtaskStatus) -> &'static str {
-    match status {
-        SubtaskStatus::Pending => "·",
-        SubtaskStatus::Running => "▶",
-        SubtaskStatus::Retrying => "↻",
-        SubtaskStatus::Succeeded => "✓",
-        SubtaskStatus::Failed => "✗",
-        SubtaskStatus::Blocked => "⊘",
-        SubtaskStatus::Cancelled => "⊗",
-    }
-}
-
-/// Frames of the spinner shown while something runs.
-pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-
-/// Cut `text` to `width` columns, with `…` when cut.
-pub fn truncate(text: &str, width: usize) -> String {
-    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
-    if text.width() <= width {
-        return text.to_owned();
-    }
-    let mut out = String::new();
-    let mut used = 0;
-    for c in text.chars() {
-        let w = c.width().unwrap_or(0);
-        if used + w + 1 > width {
-            break;
-        }
-        used += w;
-        out.push(c);
-    }
-    if width > 0 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@
 //! quits with `q`, and checks the terminal was restored and that an escape sequence in model
 //! text never reached the terminal.
 //!
+//! Two more tests send SIGTERM and SIGHUP to the dashboard's pid mid-run and check its exit
+//! code (143, 129) and that the terminal was restored.
+//!
 //! Needs `tmux` (`.ci/run` installs it). Without it the test fails, unless
 //! `MAESTRO_SKIP_TMUX_TESTS=1` is set, which skips it with a notice.
 
@@ -156,6 +159,22 @@ impl Drop for Tmux {
     }
 }
 
+/// Whether tmux is here; without it, a skip notice when `MAESTRO_SKIP_TMUX_TESTS=1`, else a
+/// failure that says how to get it.
+fn tmux_ready() -> bool {
+    if tmux_available() {
+        return true;
+    }
+    if std::env::var("MAESTRO_SKIP_TMUX_TESTS").as_deref() == Ok("1") {
+        eprintln!("notice: tmux is not installed; skipping the dashboard end-to-end test");
+        return false;
+    }
+    panic!(
+        "the dashboard end-to-end test needs tmux, which is not installed: install it \
+         (.ci/run does), or set MAESTRO_SKIP_TMUX_TESTS=1 to skip this test"
+    );
+}
+
 fn tmux_available() -> bool {
     Command::new("tmux")
         .arg("-V")
@@ -299,15 +318,8 @@ fn script(
 
 #[test]
 fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
-    if !tmux_available() {
-        if std::env::var("MAESTRO_SKIP_TMUX_TESTS").as_deref() == Ok("1") {
-            eprintln!("notice: tmux is not installed; skipping the dashboard end-to-end test");
-            return;
-        }
-        panic!(
-            "the dashboard end-to-end test needs tmux, which is not installed: install it \
-             (.ci/run does), or set MAESTRO_SKIP_TMUX_TESTS=1 to skip this test"
-        );
+    if !tmux_ready() {
+        return;
     }
     let started = Instant::now();
 
@@ -446,6 +458,83 @@ fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
     drop(tmux);
     drop(server);
     println!("dashboard end-to-end test took {:?}", started.elapsed());
+}
+
+// ---- signals ------------------------------------------------------------------------------
+
+/// The dashboard on the demo provider with a run going; `signal` is sent to its pid. It must
+/// exit with `code` after restoring the terminal (normal screen, no mouse capture, cursor
+/// shown), as a shell reports a process stopped by that signal.
+fn exits_on_signal_with_the_terminal_restored(signal: &str, code: &str) {
+    if !tmux_ready() {
+        return;
+    }
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(&config, "provider = \"demo\"\n\n[ui]\nbell = false\n")
+        .expect("write the config");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    let pid_file = home.join("maestro.pid");
+    // The inner shell writes its pid and becomes the binary, so that pid is the dashboard's.
+    let inner = format!(
+        "echo $$ > {}; exec {}",
+        quote(&pid_file.to_string_lossy()),
+        quote(env!("CARGO_BIN_EXE_maestro"))
+    );
+    tmux.start(&format!(
+        "sh -c {}; echo {EXITED}$?; exec sleep 60",
+        quote(&inner)
+    ));
+    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
+    tmux.type_text("How do cities adapt to heat waves?");
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for("a run going", |s| s.contains("#1 "));
+    assert_eq!(
+        tmux.display("#{alternate_on} #{mouse_any_flag}"),
+        "1 1",
+        "while the dashboard runs: alternate screen and mouse capture"
+    );
+
+    let pid = std::fs::read_to_string(&pid_file).expect("the dashboard's pid");
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.trim().to_owned()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+
+    let screen = tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+    let exit = screen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(EXITED))
+        .unwrap_or_default();
+    assert_eq!(
+        exit, code,
+        "exit code after SIG{signal} (screen:\n{screen})"
+    );
+    assert_eq!(
+        tmux.display("#{alternate_on} #{mouse_any_flag} #{cursor_flag}"),
+        "0 0 1",
+        "alternate screen off, mouse capture off, cursor shown after SIG{signal}"
+    );
+    assert!(
+        !screen.contains("Subtasks"),
+        "the dashboard is gone from the normal screen:\n{screen}"
+    );
+}
+
+#[test]
+fn sigterm_restores_the_terminal_and_exits_143() {
+    exits_on_signal_with_the_terminal_restored("TERM", "143");
+}
+
+#[test]
+fn sighup_restores_the_terminal_and_exits_129() {
+    exits_on_signal_with_the_terminal_restored("HUP", "129");
 }
 
 /// `-S DIR/tmux.sock`, or a unique `-L` name when that path is too long for a Unix socket.

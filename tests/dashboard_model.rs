@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use dashboard_support::*;
 use maestro::protocol::{Command, EventKind, RunCommand, RunId, RunStatus, Usage};
+use maestro::tui::content;
+use maestro::tui::keymap::{BINDINGS, Context};
 use maestro::tui::layout::{self, areas};
 use maestro::tui::model::{Focus, Model, Node, Overlay, ToastLevel};
-use maestro::tui::update::{Action, Msg, update};
-use maestro::tui::view::{self, HELP};
+use maestro::tui::update::{Action, Msg, key_action, perform_key_action, update};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
@@ -22,14 +23,18 @@ fn query_text(model: &Model) -> String {
     model.query.lines().join("\n")
 }
 
-/// Type `text` into the query box and press Enter; the id of the run it started.
+/// Type `text` into the query box and press Enter, then give the run an id as the app would;
+/// that id.
 fn ask(model: &mut Model, text: &str) -> RunId {
     model.focus = Focus::Query;
     type_text(model, text);
-    match key(model, KeyCode::Enter).as_slice() {
-        [Action::Send(Command::StartRun { id, .. })] => *id,
+    let query = match key(model, KeyCode::Enter).as_slice() {
+        [Action::StartRun { query }] => query.clone(),
         other => panic!("Enter sent {other:?}"),
-    }
+    };
+    let id = run_id(100 + model.runs.len() as u128);
+    assert!(update(model, Msg::RunStarting { id, query }).is_empty());
+    id
 }
 
 /// The every-state run with the tree focused and `costs` (failed) selected.
@@ -79,7 +84,7 @@ fn mouse(model: &mut Model, kind: MouseEventKind, column: u16, row: u16) -> Vec<
 /// First visible line of the synthesis, as the view computes it.
 fn synthesis_top(model: &Model) -> (usize, usize) {
     let area = layout::content(areas(model).synthesis);
-    let total = view::synthesis_line_count(model, area.width);
+    let total = content::synthesis_line_count(model, area.width);
     let top = model
         .synthesis_scroll
         .top(total, area.height as usize, model.synthesis_live());
@@ -102,16 +107,38 @@ fn typing_a_query_and_enter_starts_a_run_clears_the_box_and_focuses_the_tree() {
     assert_eq!(model.focus, Focus::Query);
     assert!(type_text(&mut model, "EV adoption?").is_empty());
     let actions = key(&mut model, KeyCode::Enter);
-    let [Action::Send(Command::StartRun { id, query, plan })] = actions.as_slice() else {
+    let [Action::StartRun { query }] = actions.as_slice() else {
         panic!("expected one StartRun, got {actions:?}");
     };
     assert_eq!(query, "EV adoption?");
-    assert!(plan.is_none());
     assert_eq!(query_text(&model), "");
     assert_eq!(model.focus, Focus::Tree);
-    assert_eq!(model.rows(), vec![Node::Run(*id)]);
-    assert_eq!(model.selected, Some(Node::Run(*id)));
-    assert_eq!(model.run(*id).unwrap().report.query, "EV adoption?");
+    // The app names the run and says so before any engine event; then it shows, selected.
+    let id = run_id(7);
+    let more = update(
+        &mut model,
+        Msg::RunStarting {
+            id,
+            query: query.clone(),
+        },
+    );
+    assert!(more.is_empty(), "{more:?}");
+    assert_eq!(model.rows(), vec![Node::Run(id)]);
+    assert_eq!(model.selected, Some(Node::Run(id)));
+    assert_eq!(model.run(id).unwrap().report.query, "EV adoption?");
+}
+
+#[test]
+fn update_is_deterministic_the_same_keys_give_the_same_actions_and_state() {
+    // No clock or randomness inside `update`: two dashboards fed the same messages agree,
+    // down to the actions for the engine.
+    let play = || {
+        let mut model = model(false, (80, 24));
+        let mut actions = type_text(&mut model, "same question");
+        actions.extend(key(&mut model, KeyCode::Enter));
+        (actions, model.rows(), model.focus)
+    };
+    assert_eq!(play(), play());
 }
 
 #[test]
@@ -126,7 +153,7 @@ fn alt_enter_and_shift_enter_insert_a_newline_instead_of_submitting() {
     assert!(model.runs.is_empty());
     let actions = key(&mut model, KeyCode::Enter);
     assert!(
-        matches!(actions.as_slice(), [Action::Send(Command::StartRun { query, .. })] if query == "one\ntwo\nthree"),
+        matches!(actions.as_slice(), [Action::StartRun { query }] if query == "one\ntwo\nthree"),
         "{actions:?}"
     );
 }
@@ -850,46 +877,156 @@ fn a_paste_into_the_editor_goes_into_the_description() {
 
 // ---- help ------------------------------------------------------------------------------------
 
-#[test]
-fn the_help_table_mentions_every_key() {
-    let keys: Vec<&str> = HELP
-        .iter()
-        .flat_map(|(_, keys)| keys.iter())
-        .flat_map(|(key, _)| key.split_whitespace())
-        .collect();
-    for wanted in [
-        "Tab",
-        "Shift+Tab",
-        "↑",
-        "↓",
-        "j",
-        "k",
-        "Enter",
-        "r",
-        "R",
-        "e",
-        "x",
-        "X",
-        "s",
-        "y",
-        "w",
-        "q",
-        "Ctrl+C",
-        "?",
-        "PgUp",
-        "PgDn",
-        "Home",
-        "End",
-        "mouse",
-        "Esc",
-        "Alt+Enter",
-        "Ctrl+U",
-    ] {
-        assert!(keys.contains(&wanted), "HELP does not mention {wanted:?}");
+/// What a key can change, written out so two models can be compared.
+fn state(model: &Model) -> String {
+    let overlay = match &model.overlay {
+        None => "none".to_owned(),
+        Some(Overlay::Help { scroll }) => format!("help {scroll}"),
+        Some(Overlay::ConfirmQuit) => "confirm quit".to_owned(),
+        Some(Overlay::Edit { text, role, .. }) => {
+            format!("edit {role} {:?} {:?}", text.lines(), text.cursor())
+        }
+    };
+    let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
+    format!(
+        "focus {:?} overlay {overlay} selected {:?} offset {} detail {} {:?} synthesis {:?} \
+         query {:?} {:?} history {:?} quit {} toast {:?} expanded {expanded:?}",
+        model.focus,
+        model.selected,
+        model.tree_offset,
+        model.detail_open,
+        model.detail_scroll,
+        model.synthesis_scroll,
+        model.query.lines(),
+        model.query.cursor(),
+        model.history_pos,
+        model.quit,
+        model.toast.as_ref().map(|t| &t.text),
+    )
+}
+
+/// Models in which the keys of `context` apply; between them, every key there has an effect.
+fn setups(context: Context) -> Vec<Model> {
+    match context {
+        Context::Always | Context::Anywhere | Context::Panes => vec![failed_costs_selected()],
+        Context::Tree => {
+            let mut on_run = failed_costs_selected();
+            for _ in 0..3 {
+                ch(&mut on_run, 'h');
+            }
+            assert_eq!(on_run.selected, Some(Node::Run(run_id(1))));
+            assert!(!on_run.runs[0].expanded);
+            vec![failed_costs_selected(), on_run]
+        }
+        Context::Query => {
+            let mut model = model(false, (80, 24));
+            ask(&mut model, "first");
+            ask(&mut model, "second");
+            model.focus = Focus::Query;
+            type_text(&mut model, "draft");
+            key(&mut model, KeyCode::Up);
+            assert_eq!(query_text(&model), "second");
+            vec![model]
+        }
+        Context::Reading => {
+            let mut model = streaming_synthesis(60);
+            for _ in 0..5 {
+                ch(&mut model, 'k');
+            }
+            let (top, max) = synthesis_top(&model);
+            assert!(top > 0 && top < max, "in the middle: {top} of {max}");
+            vec![model]
+        }
+        Context::Edit => {
+            let mut model = failed_costs_selected();
+            ch(&mut model, 'e');
+            type_text(&mut model, " more");
+            vec![model]
+        }
     }
-    for (group, keys) in HELP {
-        for (key, what) in *keys {
-            assert!(!what.trim().is_empty(), "{group}: {key} has no description");
+}
+
+#[test]
+fn every_key_of_the_map_does_its_action_through_update() {
+    for binding in BINDINGS {
+        for (chord, action) in binding.keys {
+            let label = format!("{} in {:?}", chord.label(), binding.context);
+            let mut effective = false;
+            for (i, setup) in setups(binding.context).into_iter().enumerate() {
+                let mut pressed = setup;
+                assert_eq!(
+                    key_action(&pressed, &chord.event()),
+                    Some(*action),
+                    "{label} (setup {i}) is not mapped to {action:?}: shadowed by another context?"
+                );
+                let before = state(&pressed);
+                let by_key = update(&mut pressed, Msg::Key(chord.event()));
+                let mut direct = setups(binding.context).swap_remove(i);
+                let by_action = perform_key_action(&mut direct, *action, chord.event());
+                assert_eq!(by_key, by_action, "{label} (setup {i}): actions");
+                assert_eq!(
+                    state(&pressed),
+                    state(&direct),
+                    "{label} (setup {i}): state"
+                );
+                effective |= !by_key.is_empty() || state(&pressed) != before;
+            }
+            assert!(effective, "{label} did nothing in any of its setups");
+        }
+    }
+}
+
+#[test]
+fn the_help_lists_exactly_the_key_map() {
+    let model = model(false, (160, 48));
+    let text = |line: &ratatui::text::Line| -> String {
+        line.spans.iter().map(|s| s.content.as_ref()).collect()
+    };
+    let lines: Vec<String> = content::help_lines(&model).iter().map(text).collect();
+    // Key lines are indented; headings and the mouse note are not.
+    let keys: Vec<(String, String)> = lines
+        .iter()
+        .filter(|l| l.starts_with("  "))
+        .map(|l| {
+            let (label, what) = l.trim_start().split_once("  ").expect("label and text");
+            (label.to_owned(), what.trim_start().to_owned())
+        })
+        .collect();
+    let map: Vec<(String, String)> = BINDINGS
+        .iter()
+        .map(|b| (b.label(), b.what.to_owned()))
+        .collect();
+    assert_eq!(keys, map);
+    let headings: Vec<&str> = lines
+        .iter()
+        .filter(|l| !l.is_empty() && !l.starts_with("  ") && l.as_str() != content::HELP_MOUSE)
+        .map(String::as_str)
+        .collect();
+    let mut wanted: Vec<&str> = BINDINGS.iter().map(|b| b.context.heading()).collect();
+    wanted.dedup();
+    assert_eq!(headings, wanted);
+    assert_eq!(lines.last().map(String::as_str), Some(content::HELP_MOUSE));
+}
+
+#[test]
+fn the_readme_key_table_names_every_key_of_the_map() {
+    // The README's table is a summary, but no key the dashboard has may be missing from it.
+    let readme = include_str!("../README.md");
+    let table: String = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| keys |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!table.is_empty(), "no key table in the README");
+    for binding in BINDINGS {
+        for (chord, _) in binding.keys {
+            let label = chord.label();
+            let named = table
+                .split(|c: char| c.is_whitespace() || "|,`/".contains(c))
+                .any(|w| w == label)
+                || (label == "/" && table.contains("`/`"));
+            assert!(named, "the README's key table does not name {label}");
         }
     }
 }
@@ -909,6 +1046,30 @@ fn question_mark_opens_the_help_from_the_tree_and_any_key_closes_it_without_acti
     key(&mut model, KeyCode::Tab);
     assert!(model.overlay.is_none());
     assert_eq!(model.focus, Focus::Tree);
+}
+
+#[test]
+fn the_help_scrolls_no_further_than_its_last_line_at_the_bottom() {
+    let mut model = failed_costs_selected();
+    model.size = (80, 24);
+    ch(&mut model, '?');
+    for _ in 0..100 {
+        ch(&mut model, 'j');
+    }
+    let lines = content::help_lines(&model).len();
+    // 24 rows, less the pop-up's borders, show 22 lines: the last one stays at the bottom.
+    assert!(
+        lines > 22,
+        "the help fits; this test needs it taller: {lines}"
+    );
+    assert!(
+        matches!(model.overlay, Some(Overlay::Help { scroll }) if scroll == lines - 22),
+        "scrolled to {:?} of {lines} lines",
+        model.overlay.as_ref().map(|o| match o {
+            Overlay::Help { scroll } => *scroll,
+            _ => usize::MAX,
+        })
+    );
 }
 
 #[test]
@@ -1004,4 +1165,23 @@ fn a_toast_fades_after_four_seconds_of_ticks() {
     update(&mut model, Msg::Tick(NOW + 4_000));
     assert!(model.toast.is_none());
     assert_eq!(model.now_ms, NOW + 4_000);
+}
+
+#[test]
+fn update_reaches_for_no_clock_randomness_or_view() {
+    // `update` must stay pure: ids come from the app, line counts from `content`.
+    let source = include_str!("../src/tui/update.rs");
+    for banned in [
+        "RunId::new",
+        "SystemTime",
+        "Instant::",
+        "now_ms()",
+        "tui::view",
+        "view::",
+    ] {
+        assert!(
+            !source.contains(banned),
+            "src/tui/update.rs mentions {banned}"
+        );
+    }
 }

@@ -18,9 +18,10 @@ use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ProviderConfig};
+use crate::display::now_ms;
 use crate::engine::executor::{Engine, EngineHandle};
 use crate::llm::Provider;
-use crate::protocol::Command;
+use crate::protocol::{Command, RunId};
 use crate::sanitize::sanitize;
 use crate::tui::model::{Info, Model};
 use crate::tui::theme::Theme;
@@ -94,14 +95,19 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     );
     ratatui::restore();
     engine.send(Command::Shutdown);
-    result.map(|()| 0)
+    result.map(|end| match end {
+        End::Quit => 0,
+        End::Signal(code) => code,
+    })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Why the loop ended.
+enum End {
+    /// The user quit, or the terminal's input ended.
+    Quit,
+    /// A signal asked us to stop: exit with this code (128 + the signal's number, as a shell
+    /// reports a process killed by it), so whoever sent it sees it was obeyed.
+    Signal(i32),
 }
 
 async fn event_loop(
@@ -109,7 +115,7 @@ async fn event_loop(
     engine: &EngineHandle,
     mut events: mpsc::UnboundedReceiver<crate::protocol::Event>,
     info: Info,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<End> {
     let size = terminal.size().context("cannot read the terminal size")?;
     let mut model = Model::new(info, Theme::from_env(), (size.width, size.height), now_ms());
     let mut input = EventStream::new();
@@ -174,16 +180,21 @@ async fn event_loop(
                 dirty = true;
             }
             _ = tokio::time::sleep(due), if dirty => {}
-            _ = &mut terminated => break,
+            code = &mut terminated => return Ok(End::Signal(code)),
         }
-        for action in actions {
-            perform(action, engine, &internal_tx);
+        // An action may answer at once with a message (a new run's id), whose update may ask
+        // for more: all of it happens before the next engine event is read.
+        let mut pending = std::collections::VecDeque::from(actions);
+        while let Some(action) = pending.pop_front() {
+            if let Some(msg) = perform(action, engine, &internal_tx) {
+                pending.extend(update(&mut model, msg));
+            }
         }
         if model.quit {
             break;
         }
     }
-    Ok(())
+    Ok(End::Quit)
 }
 
 fn to_msg(event: Event) -> Option<Msg> {
@@ -196,9 +207,24 @@ fn to_msg(event: Event) -> Option<Msg> {
     }
 }
 
-fn perform(action: Action, engine: &EngineHandle, internal: &mpsc::UnboundedSender<Msg>) {
+/// Carry out an action; a message for `update` when the action answers at once.
+fn perform(
+    action: Action,
+    engine: &EngineHandle,
+    internal: &mpsc::UnboundedSender<Msg>,
+) -> Option<Msg> {
     match action {
         Action::Send(command) => engine.send(command),
+        Action::StartRun { query } => {
+            // The id is made here, not in `update`, which stays free of clocks and randomness.
+            let id = RunId::new();
+            engine.send(Command::StartRun {
+                id,
+                query: query.clone(),
+                plan: None,
+            });
+            return Some(Msg::RunStarting { id, query });
+        }
         Action::Copy(text) => {
             let clean = sanitize(&text).into_owned();
             let _ = execute!(
@@ -222,11 +248,18 @@ fn perform(action: Action, engine: &EngineHandle, internal: &mpsc::UnboundedSend
         }
         Action::Quit => {}
     }
+    None
 }
 
-/// Resolves on SIGTERM or SIGHUP (a closed terminal), so the terminal is restored on those too;
-/// Ctrl-C arrives as a key in raw mode. Never resolves where there are no such signals.
-async fn terminated() {
+/// Exit code after SIGTERM (128 + 15).
+pub const EXIT_SIGTERM: i32 = 143;
+/// Exit code after SIGHUP (128 + 1).
+pub const EXIT_SIGHUP: i32 = 129;
+
+/// Resolves on SIGTERM or SIGHUP (a closed terminal) with the exit code that reports it, so
+/// the terminal is restored on those too; Ctrl-C arrives as a key in raw mode. Never resolves
+/// where there are no such signals.
+async fn terminated() -> i32 {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -236,13 +269,13 @@ async fn terminated() {
         ) {
             (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = hup.recv() => {}
+                    _ = term.recv() => EXIT_SIGTERM,
+                    _ = hup.recv() => EXIT_SIGHUP,
                 }
             }
             _ => std::future::pending().await,
         }
     }
     #[cfg(not(unix))]
-    std::future::pending::<()>().await
+    std::future::pending::<i32>().await
 }

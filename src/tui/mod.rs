@@ -5,6 +5,8 @@
 //! Only `app` does I/O; the engine is reached only through `protocol` commands and events.
 
 pub mod app;
+pub mod content;
+pub mod keymap;
 pub mod layout;
 pub mod markdown;
 pub mod model;

@@ -1,20 +1,23 @@
 //! Everything that changes the dashboard: `update(model, msg) -> actions`. Keys, paste, mouse,
 //! resizes, clock ticks and engine events come in as `Msg`; what must happen outside the model
 //! (commands to the engine, clipboard, writing a file, the bell, quitting) goes out as
-//! `Action`s for the app loop. Pure: tests drive it without a terminal.
+//! `Action`s for the app loop. Pure: no clock, no randomness, no I/O, so the same messages
+//! always leave the same model and actions, and tests drive it without a terminal. A new run's
+//! id is therefore made by the app loop (`Action::StartRun` → `Msg::RunStarting`).
 
 use std::path::PathBuf;
 
 use ratatui::crossterm::event::{
-    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+    KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui_textarea::{CursorMove, TextArea};
 
 use crate::protocol::{Command, Event, EventKind, RunCommand, RunId, RunStatus};
 use crate::sanitize::sanitize_line;
+use crate::tui::content;
+use crate::tui::keymap::{self, Context, KeyAction};
 use crate::tui::layout::{self, areas, inner};
 use crate::tui::model::{Focus, Model, Node, Overlay, Scroll, ToastLevel};
-use crate::tui::view;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -27,11 +30,22 @@ pub enum Msg {
     Engine(Event),
     /// The report file was written (its path) or could not be (why).
     ReportWritten(Result<PathBuf, String>),
+    /// The app gave the run asked for by `Action::StartRun` this id, and sent the engine its
+    /// `StartRun`. Comes before any event of that run.
+    RunStarting {
+        id: RunId,
+        query: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Send(Command),
+    /// Start a run of this query: the app makes its id, sends `Command::StartRun` and answers
+    /// with `Msg::RunStarting` before the engine's first event can arrive.
+    StartRun {
+        query: String,
+    },
     /// Put this text on the clipboard (OSC 52).
     Copy(String),
     /// Write a report file; answer with `Msg::ReportWritten`.
@@ -60,6 +74,10 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
         }
         Msg::Tick(now) => model.tick(now),
         Msg::Engine(event) => on_engine(model, &event, &mut actions),
+        Msg::RunStarting { id, query } => {
+            model.add_run(id, &query);
+            keep_selection_visible(model);
+        }
         Msg::ReportWritten(result) => match result {
             Ok(path) => model.toast(
                 format!("report written to {}", path.display()),
@@ -87,7 +105,7 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
         match &event.kind {
             EventKind::SynthesisStarted { .. } => model.synthesis_scroll = Scroll::default(),
             EventKind::SynthesisFinished { .. } if following_to_end => {
-                if let Some((total, height)) = scroll_extent(model, Focus::Synthesis) {
+                if let Some((total, height)) = content::extent(model, Focus::Synthesis) {
                     model.synthesis_scroll.end(total, height);
                 }
             }
@@ -110,57 +128,152 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
 
 // ---- keys ------------------------------------------------------------------------------------
 
+/// Which action of the key map `key` stands for, given what has focus and what is open.
+/// Pure lookup: `update` performs it. `None` leaves the key to the open pop-up's own rule or to
+/// the text being typed.
+pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
+    if let Some(action) = keymap::lookup(Context::Always, key) {
+        return Some(action);
+    }
+    match &model.overlay {
+        Some(Overlay::Edit { .. }) => return keymap::lookup(Context::Edit, key),
+        Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => return None,
+        None => {}
+    }
+    if let Some(action) = keymap::lookup(Context::Anywhere, key) {
+        return Some(action);
+    }
+    match model.focus {
+        Focus::Query => keymap::lookup(Context::Query, key),
+        Focus::Tree => {
+            keymap::lookup(Context::Panes, key).or_else(|| keymap::lookup(Context::Tree, key))
+        }
+        Focus::Detail | Focus::Synthesis => {
+            keymap::lookup(Context::Panes, key).or_else(|| keymap::lookup(Context::Reading, key))
+        }
+    }
+}
+
+/// Do `action` of the key map as if its key had been pressed (`key`, for the actions that hand
+/// it to the text box when they do not apply). What `update` does for a key that maps to it.
+pub fn perform_key_action(model: &mut Model, action: KeyAction, key: KeyEvent) -> Vec<Action> {
+    let mut actions = Vec::new();
+    perform(model, action, key, &mut actions);
+    actions
+}
+
 fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
-    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-    if ctrl && key.code == KeyCode::Char('c') {
-        if matches!(model.overlay, Some(Overlay::ConfirmQuit)) {
-            quit(model, actions);
-        } else {
-            ask_to_quit(model, actions);
+    if let Some(action) = key_action(model, &key) {
+        perform(model, action, key, actions);
+        return;
+    }
+    match &mut model.overlay {
+        Some(Overlay::Edit { text, .. }) => {
+            text.input(key);
         }
-        return;
-    }
-    if model.overlay.is_some() {
-        on_overlay_key(model, key, actions);
-        return;
-    }
-    match key.code {
-        KeyCode::Tab => return cycle_focus(model, 1),
-        KeyCode::BackTab => return cycle_focus(model, -1),
-        KeyCode::F(1) => {
-            model.overlay = Some(Overlay::Help { scroll: 0 });
-            return;
+        Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => on_overlay_key(model, key, actions),
+        None if model.focus == Focus::Query => {
+            model.query.input(key);
         }
-        _ => {}
+        None => {}
     }
-    if model.focus == Focus::Query {
-        on_query_key(model, key, actions);
-        return;
-    }
-    match key.code {
-        KeyCode::Char('?') => model.overlay = Some(Overlay::Help { scroll: 0 }),
-        KeyCode::Char('q') => ask_to_quit(model, actions),
-        KeyCode::Esc => {}
-        KeyCode::Char('/') | KeyCode::Char('i') => model.focus = Focus::Query,
-        KeyCode::Char('r') => steer_selected(model, actions, RunCommand::RetrySubtask),
-        KeyCode::Char('x') => steer_selected(model, actions, RunCommand::CancelSubtask),
-        KeyCode::Char('R') => steer_run(model, actions, RunCommand::RetryFailed),
-        KeyCode::Char('X') => {
+}
+
+/// Do what a key of the key map stands for. `key` is the key itself, for the actions that
+/// give it to the text box when they do not apply (↑ below the first line moves the cursor).
+fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Vec<Action>) {
+    match action {
+        KeyAction::Quit => {
+            if matches!(model.overlay, Some(Overlay::ConfirmQuit)) {
+                quit(model, actions);
+            } else {
+                ask_to_quit(model, actions);
+            }
+        }
+        KeyAction::NextPane => cycle_focus(model, 1),
+        KeyAction::PreviousPane => cycle_focus(model, -1),
+        KeyAction::Help => model.overlay = Some(Overlay::Help { scroll: 0 }),
+        KeyAction::Submit => submit(model, actions),
+        KeyAction::NewLine => model.query.insert_newline(),
+        KeyAction::OlderQuery if model.query.cursor().0 == 0 => recall(model, -1),
+        KeyAction::NewerQuery if model.query.cursor().0 + 1 >= model.query.lines().len() => {
+            recall(model, 1)
+        }
+        KeyAction::OlderQuery | KeyAction::NewerQuery => {
+            model.query.input(key);
+        }
+        KeyAction::ClearQuery => {
+            model.reset_query();
+            model.history_pos = None;
+        }
+        KeyAction::ToTree => model.focus = Focus::Tree,
+        KeyAction::ToQuery => model.focus = Focus::Query,
+        KeyAction::RetrySubtask => steer_selected(model, actions, RunCommand::RetrySubtask),
+        KeyAction::CancelSubtask => steer_selected(model, actions, RunCommand::CancelSubtask),
+        KeyAction::RetryFailed => steer_run(model, actions, RunCommand::RetryFailed),
+        KeyAction::CancelRun => {
             if model.current_run().is_some_and(|r| r.is_active()) {
                 steer_run(model, actions, RunCommand::CancelRun);
             } else {
                 model.toast("the run is not active".into(), ToastLevel::Info);
             }
         }
-        KeyCode::Char('s') => steer_run(model, actions, RunCommand::Resynthesize),
-        KeyCode::Char('e') => open_editor(model),
-        KeyCode::Char('y') => copy_synthesis(model, actions),
-        KeyCode::Char('w') => write_report(model, actions),
-        _ => match model.focus {
-            Focus::Tree => on_tree_key(model, key),
-            Focus::Detail | Focus::Synthesis => on_scroll_key(model, key),
-            Focus::Query => {}
+        KeyAction::Resynthesize => steer_run(model, actions, RunCommand::Resynthesize),
+        KeyAction::EditSubtask => open_editor(model),
+        KeyAction::CopySynthesis => copy_synthesis(model, actions),
+        KeyAction::WriteReport => write_report(model, actions),
+        KeyAction::SelectUp => move_selection(model, -1),
+        KeyAction::SelectDown => move_selection(model, 1),
+        KeyAction::SelectPageUp => move_selection(model, -tree_page(model)),
+        KeyAction::SelectPageDown => move_selection(model, tree_page(model)),
+        KeyAction::SelectFirst => move_selection(model, isize::MIN / 2),
+        KeyAction::SelectLast => move_selection(model, isize::MAX / 2),
+        KeyAction::Collapse => match model.selected.clone() {
+            Some(Node::Subtask(run, _)) => select(model, Some(Node::Run(run))),
+            Some(Node::Run(run)) => set_expanded(model, run, false),
+            None => {}
         },
+        KeyAction::Expand => {
+            if let Some(Node::Run(run)) = model.selected {
+                set_expanded(model, run, true);
+            }
+        }
+        KeyAction::Toggle => match model.selected.clone() {
+            Some(Node::Run(run)) => {
+                let open = model.run(run).is_some_and(|r| r.expanded);
+                set_expanded(model, run, !open);
+            }
+            Some(Node::Subtask(..)) => {
+                model.detail_open = !model.detail_open;
+                if !model.detail_open && model.focus == Focus::Detail {
+                    model.focus = Focus::Tree;
+                }
+            }
+            None => {}
+        },
+        KeyAction::ScrollUp => scroll_focused(model, |_| -1),
+        KeyAction::ScrollDown => scroll_focused(model, |_| 1),
+        KeyAction::ScrollPageUp => scroll_focused(model, |page| -page),
+        KeyAction::ScrollPageDown => scroll_focused(model, |page| page),
+        KeyAction::ScrollTop => {
+            if content::extent(model, model.focus).is_some() {
+                pane_scroll(model, model.focus).0.home();
+            }
+        }
+        KeyAction::ScrollBottom => {
+            if let Some((total, height)) = content::extent(model, model.focus) {
+                pane_scroll(model, model.focus).0.end(total, height);
+            }
+        }
+        KeyAction::SaveEdit => save_edit(model, actions),
+        KeyAction::EditNewLine => {
+            if let Some(Overlay::Edit { text, .. }) = &mut model.overlay {
+                text.insert_newline();
+            }
+        }
+        KeyAction::NextRole => cycle_role(model, 1),
+        KeyAction::PreviousRole => cycle_role(model, -1),
+        KeyAction::CancelEdit => model.overlay = None,
     }
 }
 
@@ -174,29 +287,6 @@ fn cycle_focus(model: &mut Model, step: isize) {
     model.focus = order[next];
 }
 
-fn on_query_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
-    let alt_or_shift = key
-        .modifiers
-        .intersects(KeyModifiers::ALT | KeyModifiers::SHIFT);
-    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-    match key.code {
-        KeyCode::Enter if alt_or_shift => model.query.insert_newline(),
-        KeyCode::Enter => submit(model, actions),
-        KeyCode::Char('u') if ctrl => {
-            model.reset_query();
-            model.history_pos = None;
-        }
-        KeyCode::Esc => model.focus = Focus::Tree,
-        KeyCode::Up if model.query.cursor().0 == 0 => recall(model, -1),
-        KeyCode::Down if model.query.cursor().0 + 1 >= model.query.lines().len() => {
-            recall(model, 1)
-        }
-        _ => {
-            model.query.input(key);
-        }
-    }
-}
-
 fn submit(model: &mut Model, actions: &mut Vec<Action>) {
     let text = model.query.lines().join("\n").trim().to_owned();
     if text.is_empty() {
@@ -208,16 +298,9 @@ fn submit(model: &mut Model, actions: &mut Vec<Action>) {
     }
     model.history_pos = None;
     model.reset_query();
-    let id = RunId::new();
-    model.add_run(id, &text);
     // Focus the tree so r, e, x act at once; Tab (or /) comes back here for the next question.
     model.focus = Focus::Tree;
-    keep_selection_visible(model);
-    actions.push(Action::Send(Command::StartRun {
-        id,
-        query: text,
-        plan: None,
-    }));
+    actions.push(Action::StartRun { query: text });
 }
 
 /// Step through the session's earlier queries; past the newest, the draft comes back.
@@ -252,57 +335,14 @@ fn set_query(model: &mut Model, text: &str) {
     model.query.move_cursor(CursorMove::End);
 }
 
-fn on_tree_key(model: &mut Model, key: KeyEvent) {
-    let page = tree_height(model).max(1) as isize;
-    match key.code {
-        KeyCode::Up | KeyCode::Char('k') => move_selection(model, -1),
-        KeyCode::Down | KeyCode::Char('j') => move_selection(model, 1),
-        KeyCode::PageUp => move_selection(model, -page),
-        KeyCode::PageDown => move_selection(model, page),
-        KeyCode::Home | KeyCode::Char('g') => move_selection(model, isize::MIN / 2),
-        KeyCode::End | KeyCode::Char('G') => move_selection(model, isize::MAX / 2),
-        KeyCode::Left | KeyCode::Char('h') => match model.selected.clone() {
-            Some(Node::Subtask(run, _)) => select(model, Some(Node::Run(run))),
-            Some(Node::Run(run)) => set_expanded(model, run, false),
-            None => {}
-        },
-        KeyCode::Right | KeyCode::Char('l') => {
-            if let Some(Node::Run(run)) = model.selected {
-                set_expanded(model, run, true);
-            }
-        }
-        KeyCode::Enter | KeyCode::Char(' ') => match model.selected.clone() {
-            Some(Node::Run(run)) => {
-                let open = model.run(run).is_some_and(|r| r.expanded);
-                set_expanded(model, run, !open);
-            }
-            Some(Node::Subtask(..)) => {
-                model.detail_open = !model.detail_open;
-                if !model.detail_open && model.focus == Focus::Detail {
-                    model.focus = Focus::Tree;
-                }
-            }
-            None => {}
-        },
-        _ => {}
-    }
-}
-
-fn on_scroll_key(model: &mut Model, key: KeyEvent) {
-    let Some((total, height)) = scroll_extent(model, model.focus) else {
+/// Scroll the focused detail or synthesis pane by what `lines` makes of its page height.
+fn scroll_focused(model: &mut Model, lines: impl Fn(isize) -> isize) {
+    let Some((total, height)) = content::extent(model, model.focus) else {
         return;
     };
     let page = height.saturating_sub(1).max(1) as isize;
     let (scroll, live) = pane_scroll(model, model.focus);
-    match key.code {
-        KeyCode::Up | KeyCode::Char('k') => scroll.scroll(-1, total, height, live),
-        KeyCode::Down | KeyCode::Char('j') => scroll.scroll(1, total, height, live),
-        KeyCode::PageUp | KeyCode::Char('b') => scroll.scroll(-page, total, height, live),
-        KeyCode::PageDown | KeyCode::Char(' ') => scroll.scroll(page, total, height, live),
-        KeyCode::Home | KeyCode::Char('g') => scroll.home(),
-        KeyCode::End | KeyCode::Char('G') => scroll.end(total, height),
-        _ => {}
-    }
+    scroll.scroll(lines(page), total, height, live);
 }
 
 /// The scroll position of the detail or synthesis pane, and whether its text is streaming.
@@ -316,18 +356,6 @@ fn pane_scroll(model: &mut Model, pane: Focus) -> (&mut Scroll, bool) {
     }
 }
 
-/// Lines of content and visible height of a scrollable pane.
-fn scroll_extent(model: &Model, focus: Focus) -> Option<(usize, usize)> {
-    let areas = areas(model);
-    let area = layout::content(areas.of(focus)?);
-    let total = match focus {
-        Focus::Detail => view::detail_lines(model, area.width).len(),
-        Focus::Synthesis => view::synthesis_line_count(model, area.width),
-        Focus::Tree | Focus::Query => return None,
-    };
-    Some((total, area.height as usize))
-}
-
 fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
     match model.overlay.take() {
         Some(Overlay::Help { scroll }) => {
@@ -339,7 +367,7 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
                 KeyCode::PageUp => -10,
                 _ => return,
             };
-            let max = view::help_lines(model).len().saturating_sub(1);
+            let max = content::help_max_scroll(model);
             let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
             model.overlay = Some(Overlay::Help { scroll });
         }
@@ -348,53 +376,42 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             KeyCode::Char('q') => quit(model, actions),
             _ => {}
         },
-        Some(Overlay::Edit {
-            run,
-            subtask,
-            mut text,
-            mut role,
-        }) => {
-            let alt_or_shift = key
-                .modifiers
-                .intersects(KeyModifiers::ALT | KeyModifiers::SHIFT);
-            match key.code {
-                KeyCode::Esc => return,
-                KeyCode::Enter if !alt_or_shift => {
-                    let description = text.lines().join("\n").trim().to_owned();
-                    if description.is_empty() {
-                        model.toast("the description is empty".into(), ToastLevel::Warning);
-                    } else {
-                        let worker = model.info.roles.get(role).cloned();
-                        actions.push(Action::Send(Command::Run {
-                            id: run,
-                            command: RunCommand::EditSubtask {
-                                id: subtask,
-                                description: Some(description),
-                                worker,
-                            },
-                        }));
-                        return;
-                    }
-                }
-                KeyCode::Enter => text.insert_newline(),
-                KeyCode::Tab if !model.info.roles.is_empty() => {
-                    role = (role + 1) % model.info.roles.len();
-                }
-                KeyCode::BackTab if !model.info.roles.is_empty() => {
-                    role = (role + model.info.roles.len() - 1) % model.info.roles.len();
-                }
-                _ => {
-                    text.input(key);
-                }
-            }
-            model.overlay = Some(Overlay::Edit {
-                run,
-                subtask,
-                text,
-                role,
-            });
-        }
+        // Its keys are in the key map.
+        Some(edit @ Overlay::Edit { .. }) => model.overlay = Some(edit),
         None => {}
+    }
+}
+
+fn save_edit(model: &mut Model, actions: &mut Vec<Action>) {
+    let Some(Overlay::Edit {
+        run,
+        subtask,
+        text,
+        role,
+    }) = &model.overlay
+    else {
+        return;
+    };
+    let description = text.lines().join("\n").trim().to_owned();
+    if description.is_empty() {
+        model.toast("the description is empty".into(), ToastLevel::Warning);
+        return;
+    }
+    actions.push(Action::Send(Command::Run {
+        id: *run,
+        command: RunCommand::EditSubtask {
+            id: subtask.clone(),
+            description: Some(description),
+            worker: model.info.roles.get(*role).cloned(),
+        },
+    }));
+    model.overlay = None;
+}
+
+fn cycle_role(model: &mut Model, step: isize) {
+    let count = model.info.roles.len() as isize;
+    if let (Some(Overlay::Edit { role, .. }), true) = (&mut model.overlay, count > 0) {
+        *role = (*role as isize + step).rem_euclid(count) as usize;
     }
 }
 
@@ -556,6 +573,11 @@ fn set_expanded(model: &mut Model, run: RunId, open: bool) {
     keep_selection_visible(model);
 }
 
+/// Rows a page up or down moves in the tree.
+fn tree_page(model: &Model) -> isize {
+    tree_height(model).max(1) as isize
+}
+
 fn tree_height(model: &Model) -> usize {
     inner(areas(model).tree).height as usize
 }
@@ -632,7 +654,7 @@ fn on_mouse(model: &mut Model, mouse: MouseEvent) {
             match pane {
                 Focus::Tree => move_selection(model, delta),
                 Focus::Detail | Focus::Synthesis => {
-                    if let Some((total, height)) = scroll_extent(model, pane) {
+                    if let Some((total, height)) = content::extent(model, pane) {
                         let (scroll, live) = pane_scroll(model, pane);
                         scroll.scroll(delta, total, height, live);
                     }

@@ -12,13 +12,12 @@ use ratatui::widgets::{
 };
 use unicode_width::UnicodeWidthStr;
 
+use crate::display::{clock, duration, spinner_at, status_glyph, tokens, truncate};
 use crate::protocol::SubtaskStatus;
-use crate::report::{
-    AttemptOutcome, SPINNER, SubtaskReport, format_ms, format_tokens, status_glyph, truncate,
-};
-use crate::sanitize::{sanitize, sanitize_line};
+use crate::report::SubtaskReport;
+use crate::sanitize::sanitize_line;
+use crate::tui::content::{self, detail_lines, help_lines, with_synthesis_lines};
 use crate::tui::layout::{self, areas};
-use crate::tui::markdown::wrap_line;
 use crate::tui::model::{Focus, Model, Node, Overlay, Row, RunView, ToastLevel};
 
 pub fn draw(frame: &mut Frame, model: &Model) {
@@ -188,7 +187,7 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
 }
 
 fn spinner(model: &Model) -> &'static str {
-    SPINNER[(model.now_ms / 100) as usize % SPINNER.len()]
+    spinner_at(model.now_ms)
 }
 
 fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
@@ -230,13 +229,13 @@ fn subtask_row(
                 .map(|t| model.now_ms.saturating_sub(t))
                 .unwrap_or(0);
             // The token column stays empty until the usage is known, so times line up.
-            format!("{:>6} {:>5}", format_ms_fixed(ms), "")
+            format!("{:>6} {:>5}", duration(ms), "")
         }
         SubtaskStatus::Retrying => match &s.retry {
             Some((delay, reason)) => {
                 format!(
                     "retry {} {}",
-                    format_ms(*delay),
+                    duration(*delay),
                     truncate(&sanitize_line(reason), 8)
                 )
             }
@@ -244,8 +243,8 @@ fn subtask_row(
         },
         SubtaskStatus::Succeeded => format!(
             "{:>6} {:>5}",
-            s.elapsed_ms.map(format_ms_fixed).unwrap_or_default(),
-            format_tokens(s.tokens_in + s.tokens_out)
+            s.elapsed_ms.map(duration).unwrap_or_default(),
+            tokens(s.tokens_in + s.tokens_out)
         ),
         SubtaskStatus::Failed => "failed".into(),
         SubtaskStatus::Cancelled => "cancelled".into(),
@@ -312,219 +311,7 @@ fn draw_detail(frame: &mut Frame, model: &Model, area: Rect) {
     }
 }
 
-/// The detail pane's content, wrapped to `width` (also used to size its scrolling).
-pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
-    let width = width.max(1) as usize;
-    let theme = &model.theme;
-    let mut out: Vec<Line<'static>> = Vec::new();
-    let para = |out: &mut Vec<Line<'static>>, line: Line<'static>| wrap_line(&line, width, out);
-    let Some((view, s)) = model.selected_subtask() else {
-        if let Some(view) = model.current_run() {
-            run_summary(model, view, width, &mut out);
-        } else {
-            para(
-                &mut out,
-                Line::from(Span::styled(
-                    "Select a subtask to see its description, attempts and output.",
-                    theme.dim(),
-                )),
-            );
-        }
-        return out;
-    };
-    let status = Line::from(vec![
-        Span::styled(
-            format!("{} {}", status_glyph(s.status), s.status.word()),
-            theme.status(s.status).add_modifier(Modifier::BOLD),
-        ),
-        Span::styled(
-            match (&s.model, s.attempts) {
-                (Some(m), n) if n > 1 => format!(" · {} · attempt {n}", sanitize_line(m)),
-                (Some(m), _) => format!(" · {}", sanitize_line(m)),
-                (None, _) => String::new(),
-            },
-            theme.dim(),
-        ),
-    ]);
-    para(&mut out, status);
-    para(
-        &mut out,
-        Line::from(Span::styled(
-            sanitize_line(&s.title).into_owned(),
-            theme.bold(),
-        )),
-    );
-    for line in sanitize(&s.description).lines() {
-        para(&mut out, Line::from(line.to_owned()));
-    }
-    if !s.focus_areas.is_empty() {
-        let areas: Vec<String> = s
-            .focus_areas
-            .iter()
-            .map(|a| sanitize_line(a).into_owned())
-            .collect();
-        para(
-            &mut out,
-            Line::from(vec![
-                Span::styled("Focus: ", theme.dim()),
-                Span::raw(areas.join(" · ")),
-            ]),
-        );
-    }
-    if !s.depends_on.is_empty() {
-        let mut spans = vec![Span::styled("After: ", theme.dim())];
-        for (i, dep) in s.depends_on.iter().enumerate() {
-            if i > 0 {
-                spans.push(Span::raw(", "));
-            }
-            let status = view.report.subtask(dep).map(|d| d.status);
-            spans.push(Span::raw(dep.to_string()));
-            if let Some(status) = status {
-                spans.push(Span::styled(
-                    format!(" {}", status_glyph(status)),
-                    theme.status(status),
-                ));
-            }
-        }
-        para(&mut out, Line::from(spans));
-    }
-    if !s.history.is_empty() {
-        out.push(Line::default());
-        for record in &s.history {
-            let time = record
-                .elapsed_ms
-                .or_else(|| {
-                    (record.outcome == AttemptOutcome::Running)
-                        .then(|| model.now_ms.saturating_sub(record.started_ts))
-                })
-                .map(format_ms)
-                .unwrap_or_default();
-            let (word, style, error) = match &record.outcome {
-                AttemptOutcome::Running => ("running", theme.status(SubtaskStatus::Running), None),
-                AttemptOutcome::Succeeded => ("done", theme.status(SubtaskStatus::Succeeded), None),
-                AttemptOutcome::Retried { error, delay_ms } => (
-                    "failed, retried",
-                    theme.status(SubtaskStatus::Retrying),
-                    Some(format!(
-                        "{} (waited {})",
-                        sanitize_line(error),
-                        format_ms(*delay_ms)
-                    )),
-                ),
-                AttemptOutcome::Failed { error } => (
-                    "failed",
-                    theme.status(SubtaskStatus::Failed),
-                    Some(sanitize_line(error).into_owned()),
-                ),
-                AttemptOutcome::Cancelled => ("cancelled", theme.dim(), None),
-            };
-            let mut spans = vec![
-                Span::styled(format!("attempt {} ", record.attempt), theme.dim()),
-                Span::styled(word.to_owned(), style),
-                Span::styled(format!(" {time}"), theme.dim()),
-            ];
-            if let Some(error) = error {
-                spans.push(Span::raw(": "));
-                spans.push(Span::styled(error, theme.error()));
-            }
-            para(&mut out, Line::from(spans));
-        }
-    }
-    let (label, body) = match (&s.result, s.status) {
-        (Some(result), _) => ("Result", result.as_str()),
-        (None, SubtaskStatus::Failed) if !s.output.is_empty() => {
-            ("Partial output of the failed attempt", s.output.as_str())
-        }
-        (None, SubtaskStatus::Running) => ("Output (streaming)", s.output.as_str()),
-        _ => ("", ""),
-    };
-    if !label.is_empty() {
-        out.push(Line::default());
-        let rule = format!("── {label} ");
-        let fill = width.saturating_sub(rule.width());
-        out.push(Line::from(Span::styled(
-            format!("{rule}{}", "─".repeat(fill)),
-            theme.dim(),
-        )));
-        out.extend(crate::tui::markdown::render(body, width as u16));
-        if s.status == SubtaskStatus::Running && body.is_empty() {
-            para(
-                &mut out,
-                Line::from(Span::styled("waiting for the first words…", theme.dim())),
-            );
-        }
-    }
-    out
-}
-
-fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'static>>) {
-    let theme = &model.theme;
-    let report = &view.report;
-    let mut para = |line: Line<'static>| wrap_line(&line, width, out);
-    para(Line::from(vec![
-        Span::styled(format!("Run #{} ", view.number), theme.bold()),
-        Span::styled(
-            Model::run_phase(report).to_owned(),
-            theme.run_status(report.status),
-        ),
-        Span::styled(
-            format!(" · {}", clock(model.run_elapsed(report))),
-            theme.dim(),
-        ),
-    ]));
-    for line in sanitize(&report.query).lines() {
-        para(Line::from(line.to_owned()));
-    }
-    if let Some(plan) = &report.plan
-        && !plan.query_analysis.trim().is_empty()
-    {
-        para(Line::default());
-        para(Line::from(Span::styled("Plan", theme.dim())));
-        for line in sanitize(&plan.query_analysis).lines() {
-            para(Line::from(line.to_owned()));
-        }
-    }
-    if let Some(error) = &report.error {
-        para(Line::default());
-        para(Line::from(Span::styled(
-            sanitize_line(error).into_owned(),
-            theme.error(),
-        )));
-    }
-    for notice in &report.notices {
-        para(Line::from(Span::styled(
-            format!("note: {}", sanitize_line(notice)),
-            theme.warning(),
-        )));
-    }
-}
-
 // ---- synthesis -------------------------------------------------------------------------------
-
-/// Lines the synthesis of the current run takes at `width` (for scrolling).
-pub fn synthesis_line_count(model: &Model, width: u16) -> usize {
-    with_synthesis_lines(model, width, |lines| lines.len())
-}
-
-/// Calls `f` with the current run's synthesis as wrapped lines, from the cache: a frame copies
-/// only the lines it shows, never the whole report.
-fn with_synthesis_lines<T>(model: &Model, width: u16, f: impl FnOnce(&[Line<'static>]) -> T) -> T {
-    let Some(view) = model.current_run() else {
-        return f(&[]);
-    };
-    let (Some(id), false) = (view.id(), view.report.synthesis.is_empty()) else {
-        return f(&[]);
-    };
-    let mut cache = model.markdown.borrow_mut();
-    f(cache.lines(
-        id,
-        view.synthesis_version,
-        width.max(1),
-        &view.report.synthesis,
-        model.now_ms,
-        view.report.synthesizing,
-    ))
-}
 
 fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
     let view = model.current_run();
@@ -633,8 +420,8 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
                 3,
                 vec![Span::raw(format!(
                     "{est}{} in · {est}{} out",
-                    format_tokens(usage.tokens_in),
-                    format_tokens(usage.tokens_out)
+                    tokens(usage.tokens_in),
+                    tokens(usage.tokens_out)
                 ))],
             ));
         }
@@ -708,80 +495,6 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     h
 }
 
-/// Every key, grouped; the help overlay shows this (and tests check it is complete).
-pub const HELP: &[(&str, &[(&str, &str)])] = &[
-    (
-        "Anywhere",
-        &[
-            ("Tab / Shift+Tab", "next / previous pane"),
-            ("? or F1", "this help"),
-            ("q or Ctrl+C", "quit (asks while a run is active)"),
-        ],
-    ),
-    (
-        "Query",
-        &[
-            ("Enter", "ask (starts a run; another run may be going)"),
-            ("Alt+Enter / Shift+Enter", "new line"),
-            (
-                "↑ / ↓ on the first/last line",
-                "earlier queries of this session",
-            ),
-            ("Ctrl+U", "clear"),
-            ("Esc", "to the subtask tree"),
-        ],
-    ),
-    (
-        "Subtasks",
-        &[
-            ("↑ ↓ or j k", "move; PgUp PgDn, g G: page, top, bottom"),
-            ("← → or h l", "collapse / expand a run"),
-            ("Enter", "toggle the detail pane (on a run: expand)"),
-            ("/ or i", "back to the query box"),
-        ],
-    ),
-    (
-        "Acting",
-        &[
-            ("r", "re-run the selected subtask"),
-            ("R", "re-run every failed subtask of the run"),
-            ("e", "edit the selected subtask, then re-run it"),
-            ("x", "cancel the selected subtask"),
-            ("X", "cancel the whole run"),
-            ("s", "write the synthesis again"),
-            ("y", "copy the synthesis (OSC 52)"),
-            ("w", "write the report to a markdown file"),
-        ],
-    ),
-    (
-        "Synthesis and detail",
-        &[
-            ("j k ↑ ↓", "scroll a line"),
-            ("PgUp PgDn / Space b", "scroll a page"),
-            ("Home End / g G", "top / bottom (bottom follows new text)"),
-            ("mouse", "click to focus and select, wheel to scroll"),
-        ],
-    ),
-];
-
-/// The help's lines (also used by `update` to bound its scrolling).
-pub fn help_lines(model: &Model) -> Vec<Line<'static>> {
-    let mut lines: Vec<Line> = Vec::new();
-    for (group, keys) in HELP {
-        if !lines.is_empty() {
-            lines.push(Line::default());
-        }
-        lines.push(Line::from(Span::styled(*group, model.theme.bold())));
-        for (key, what) in *keys {
-            lines.push(Line::from(vec![
-                Span::styled(format!("  {key:<30}"), model.theme.key()),
-                Span::raw(*what),
-            ]));
-        }
-    }
-    lines
-}
-
 fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
     let lines = help_lines(model);
     let height = (lines.len() as u16 + 2).min(area.height);
@@ -795,7 +508,14 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines)
-            .scroll((if fits { 0 } else { scroll as u16 }, 0))
+            .scroll((
+                if fits {
+                    0
+                } else {
+                    scroll.min(content::help_max_scroll(model)) as u16
+                },
+                0,
+            ))
             .block(
                 Block::bordered()
                     .border_type(BorderType::Rounded)
@@ -927,23 +647,4 @@ fn join(ids: &[crate::protocol::SubtaskId]) -> String {
         .map(|i| i.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `00:14`, `01:02:03`
-pub fn clock(ms: u64) -> String {
-    let s = ms / 1000;
-    if s >= 3600 {
-        format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
-    } else {
-        format!("{:02}:{:02}", s / 60, s % 60)
-    }
-}
-
-/// Like `format_ms` but always with one decimal under a minute, so the column does not jump.
-fn format_ms_fixed(ms: u64) -> String {
-    if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format_ms(ms)
-    }
 }

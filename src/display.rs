@@ -1,0 +1,236 @@
+//! How figures and states read on screen, shared by the dashboard, the headless live view and
+//! the reports so that a time or a token count looks the same everywhere: durations, clocks,
+//! token counts, status glyphs, the spinner, cutting text to a width, and the wall clock.
+//!
+//! Pure formatting (except `now_ms`, the one place that reads the wall clock for front ends).
+//! Must not import terminal code or know about panes: callers decide layout and colour.
+
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
+use crate::protocol::SubtaskStatus;
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A measured time, compact: `0.9s`, `3.1s`, `2m05s`, `1h02m`.
+///
+/// Rounded to the precision shown (tenths of a second, then seconds, then minutes), and the
+/// unit is chosen after rounding, so 59 960 ms reads `1m00s`, never `60.0s`. Always a decimal
+/// under a minute (`0.3s`, not `300ms`), so a column of times does not change shape as a
+/// running one ticks past a second.
+pub fn duration(ms: u64) -> String {
+    let tenths = ms.saturating_add(50) / 100;
+    if tenths < 600 {
+        return format!("{}.{}s", tenths / 10, tenths % 10);
+    }
+    let secs = ms.saturating_add(500) / 1000;
+    if secs < 3600 {
+        return format!("{}m{:02}s", secs / 60, secs % 60);
+    }
+    let mins = ms.saturating_add(30_000) / 60_000;
+    format!("{}h{:02}m", mins / 60, mins % 60)
+}
+
+/// Time since a run started, as a stopwatch shows it: `00:14`, `59:59`, `01:02:03`.
+///
+/// Whole seconds, cut rather than rounded: a clock does not show a minute before it passed.
+pub fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// A token count: `950`, `1.2k`, `12.3k`, `1.0M`, `2.5G`.
+///
+/// Rounded to one decimal, the unit chosen after rounding, so 999 960 reads `1.0M`, never
+/// `1000.0k`.
+pub fn tokens(n: u64) -> String {
+    if n < 1000 {
+        return n.to_string();
+    }
+    let tenths = |size: u64| n.saturating_add(size / 20) / (size / 10);
+    let (value, unit) = if tenths(1_000) < 10_000 {
+        (tenths(1_000), "k")
+    } else if tenths(1_000_000) < 10_000 {
+        (tenths(1_000_000), "M")
+    } else {
+        (tenths(1_000_000_000), "G")
+    };
+    format!("{}.{}{unit}", value / 10, value % 10)
+}
+
+/// The glyph that goes with a status (always shown with colour or a word, never colour alone).
+pub fn status_glyph(status: SubtaskStatus) -> &'static str {
+    match status {
+        SubtaskStatus::Pending => "·",
+        SubtaskStatus::Running => "▶",
+        SubtaskStatus::Retrying => "↻",
+        SubtaskStatus::Succeeded => "✓",
+        SubtaskStatus::Failed => "✗",
+        SubtaskStatus::Blocked => "⊘",
+        SubtaskStatus::Cancelled => "⊗",
+    }
+}
+
+/// Frames of the spinner shown while something runs.
+pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+/// How often the spinner moves on a clock.
+pub const SPINNER_STEP_MS: u64 = 100;
+
+/// The spinner's `n`th frame (it wraps).
+pub fn spinner(n: u64) -> &'static str {
+    SPINNER[(n % SPINNER.len() as u64) as usize]
+}
+
+/// The spinner's frame at wall-clock time `ms`, so every spinner on screen turns together.
+pub fn spinner_at(ms: u64) -> &'static str {
+    spinner(ms / SPINNER_STEP_MS)
+}
+
+/// Cut `text` to `width` columns, with `…` when cut.
+pub fn truncate(text: &str, width: usize) -> String {
+    if text.width() <= width {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
+    if width > 0 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_at_every_boundary() {
+        let cases = [
+            (0, "0.0s"),
+            (49, "0.0s"),
+            (50, "0.1s"),
+            (850, "0.9s"),
+            (999, "1.0s"),
+            (1_000, "1.0s"),
+            (1_049, "1.0s"),
+            (1_050, "1.1s"),
+            (3_140, "3.1s"),
+            (9_949, "9.9s"),
+            (9_950, "10.0s"),
+            (59_949, "59.9s"),
+            (59_950, "1m00s"),
+            (59_960, "1m00s"),
+            (60_000, "1m00s"),
+            (125_000, "2m05s"),
+            (3_599_499, "59m59s"),
+            (3_599_500, "1h00m"),
+            (3_599_960, "1h00m"),
+            (3_600_000, "1h00m"),
+            (3_629_999, "1h00m"),
+            (3_630_000, "1h01m"),
+            (7_380_000, "2h03m"),
+            (360_000_000, "100h00m"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(duration(ms), want, "{ms} ms");
+        }
+        // Never panics or overflows at the extreme.
+        assert!(duration(u64::MAX).ends_with('m'));
+    }
+
+    #[test]
+    fn clocks_count_whole_seconds_and_never_show_a_minute_early() {
+        let cases = [
+            (0, "00:00"),
+            (999, "00:00"),
+            (9_950, "00:09"),
+            (14_000, "00:14"),
+            (59_960, "00:59"),
+            (60_000, "01:00"),
+            (3_599_960, "59:59"),
+            (3_600_000, "01:00:00"),
+            (3_723_000, "01:02:03"),
+            (360_000_000, "100:00:00"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(clock(ms), want, "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn token_counts_at_every_boundary() {
+        let cases = [
+            (0, "0"),
+            (999, "999"),
+            (1_000, "1.0k"),
+            (1_049, "1.0k"),
+            (1_050, "1.1k"),
+            (9_999, "10.0k"),
+            (12_345, "12.3k"),
+            (999_949, "999.9k"),
+            (999_950, "1.0M"),
+            (999_960, "1.0M"),
+            (1_000_000, "1.0M"),
+            (1_450_000, "1.5M"),
+            (999_950_000, "1.0G"),
+            (2_500_000_000, "2.5G"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(tokens(n), want, "{n} tokens");
+        }
+        assert!(tokens(u64::MAX).ends_with('G'));
+    }
+
+    #[test]
+    fn the_spinner_wraps_and_follows_the_clock() {
+        assert_eq!(spinner(0), SPINNER[0]);
+        assert_eq!(spinner(SPINNER.len() as u64), SPINNER[0]);
+        assert_eq!(spinner(u64::MAX), SPINNER[(u64::MAX % 10) as usize]);
+        assert_eq!(spinner_at(0), spinner_at(99));
+        assert_eq!(spinner_at(100), SPINNER[1]);
+    }
+
+    #[test]
+    fn truncation_counts_columns_and_marks_the_cut() {
+        assert_eq!(truncate("hello", 5), "hello");
+        assert_eq!(truncate("hello", 4), "hel…");
+        assert_eq!(truncate("hello", 1), "…");
+        assert_eq!(truncate("hello", 0), "");
+        // A wide glyph that would straddle the edge is left out whole.
+        assert_eq!(truncate("日本語", 4), "日…");
+    }
+
+    #[test]
+    fn every_status_has_a_distinct_glyph() {
+        let all = [
+            SubtaskStatus::Pending,
+            SubtaskStatus::Running,
+            SubtaskStatus::Retrying,
+            SubtaskStatus::Succeeded,
+            SubtaskStatus::Failed,
+            SubtaskStatus::Blocked,
+            SubtaskStatus::Cancelled,
+        ];
+        let mut glyphs: Vec<&str> = all.iter().map(|s| status_glyph(*s)).collect();
+        glyphs.sort_unstable();
+        glyphs.dedup();
+        assert_eq!(glyphs.len(), all.len());
+    }
+}

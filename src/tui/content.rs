@@ -1,0 +1,286 @@
+//! What the scrollable panes and the help hold, as lines: the detail of the selection (or
+//! the run's summary), the synthesis, the help. The view draws these; `update` counts them to
+//! bound scrolling, which is why they live here and not in the view.
+//!
+//! Reads the model only (no clock, no I/O); every piece of model text is sanitised here.
+
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use unicode_width::UnicodeWidthStr;
+
+use crate::display::{clock, duration, status_glyph};
+use crate::protocol::SubtaskStatus;
+use crate::report::AttemptOutcome;
+use crate::sanitize::{sanitize, sanitize_line};
+use crate::tui::keymap::BINDINGS;
+use crate::tui::layout::{self, areas};
+use crate::tui::markdown::wrap_line;
+use crate::tui::model::{Focus, Model, RunView};
+
+/// Lines of content and visible height of a scrollable pane (`None` for the others, or when
+/// the pane is not on screen).
+pub fn extent(model: &Model, pane: Focus) -> Option<(usize, usize)> {
+    let area = layout::content(areas(model).of(pane)?);
+    let total = match pane {
+        Focus::Detail => detail_lines(model, area.width).len(),
+        Focus::Synthesis => synthesis_line_count(model, area.width),
+        Focus::Tree | Focus::Query => return None,
+    };
+    Some((total, area.height as usize))
+}
+
+/// The detail pane's content, wrapped to `width` (also used to size its scrolling).
+pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
+    let width = width.max(1) as usize;
+    let theme = &model.theme;
+    let mut out: Vec<Line<'static>> = Vec::new();
+    let para = |out: &mut Vec<Line<'static>>, line: Line<'static>| wrap_line(&line, width, out);
+    let Some((view, s)) = model.selected_subtask() else {
+        if let Some(view) = model.current_run() {
+            run_summary(model, view, width, &mut out);
+        } else {
+            para(
+                &mut out,
+                Line::from(Span::styled(
+                    "Select a subtask to see its description, attempts and output.",
+                    theme.dim(),
+                )),
+            );
+        }
+        return out;
+    };
+    let status = Line::from(vec![
+        Span::styled(
+            format!("{} {}", status_glyph(s.status), s.status.word()),
+            theme.status(s.status).add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            match (&s.model, s.attempts) {
+                (Some(m), n) if n > 1 => format!(" · {} · attempt {n}", sanitize_line(m)),
+                (Some(m), _) => format!(" · {}", sanitize_line(m)),
+                (None, _) => String::new(),
+            },
+            theme.dim(),
+        ),
+    ]);
+    para(&mut out, status);
+    para(
+        &mut out,
+        Line::from(Span::styled(
+            sanitize_line(&s.title).into_owned(),
+            theme.bold(),
+        )),
+    );
+    for line in sanitize(&s.description).lines() {
+        para(&mut out, Line::from(line.to_owned()));
+    }
+    if !s.focus_areas.is_empty() {
+        let areas: Vec<String> = s
+            .focus_areas
+            .iter()
+            .map(|a| sanitize_line(a).into_owned())
+            .collect();
+        para(
+            &mut out,
+            Line::from(vec![
+                Span::styled("Focus: ", theme.dim()),
+                Span::raw(areas.join(" · ")),
+            ]),
+        );
+    }
+    if !s.depends_on.is_empty() {
+        let mut spans = vec![Span::styled("After: ", theme.dim())];
+        for (i, dep) in s.depends_on.iter().enumerate() {
+            if i > 0 {
+                spans.push(Span::raw(", "));
+            }
+            let status = view.report.subtask(dep).map(|d| d.status);
+            spans.push(Span::raw(dep.to_string()));
+            if let Some(status) = status {
+                spans.push(Span::styled(
+                    format!(" {}", status_glyph(status)),
+                    theme.status(status),
+                ));
+            }
+        }
+        para(&mut out, Line::from(spans));
+    }
+    if !s.history.is_empty() {
+        out.push(Line::default());
+        for record in &s.history {
+            let time = record
+                .elapsed_ms
+                .or_else(|| {
+                    (record.outcome == AttemptOutcome::Running)
+                        .then(|| model.now_ms.saturating_sub(record.started_ts))
+                })
+                .map(duration)
+                .unwrap_or_default();
+            let (word, style, error) = match &record.outcome {
+                AttemptOutcome::Running => ("running", theme.status(SubtaskStatus::Running), None),
+                AttemptOutcome::Succeeded => ("done", theme.status(SubtaskStatus::Succeeded), None),
+                AttemptOutcome::Retried { error, delay_ms } => (
+                    "failed, retried",
+                    theme.status(SubtaskStatus::Retrying),
+                    Some(format!(
+                        "{} (waited {})",
+                        sanitize_line(error),
+                        duration(*delay_ms)
+                    )),
+                ),
+                AttemptOutcome::Failed { error } => (
+                    "failed",
+                    theme.status(SubtaskStatus::Failed),
+                    Some(sanitize_line(error).into_owned()),
+                ),
+                AttemptOutcome::Cancelled => ("cancelled", theme.dim(), None),
+            };
+            let mut spans = vec![
+                Span::styled(format!("attempt {} ", record.attempt), theme.dim()),
+                Span::styled(word.to_owned(), style),
+                Span::styled(format!(" {time}"), theme.dim()),
+            ];
+            if let Some(error) = error {
+                spans.push(Span::raw(": "));
+                spans.push(Span::styled(error, theme.error()));
+            }
+            para(&mut out, Line::from(spans));
+        }
+    }
+    let (label, body) = match (&s.result, s.status) {
+        (Some(result), _) => ("Result", result.as_str()),
+        (None, SubtaskStatus::Failed) if !s.output.is_empty() => {
+            ("Partial output of the failed attempt", s.output.as_str())
+        }
+        (None, SubtaskStatus::Running) => ("Output (streaming)", s.output.as_str()),
+        _ => ("", ""),
+    };
+    if !label.is_empty() {
+        out.push(Line::default());
+        let rule = format!("── {label} ");
+        let fill = width.saturating_sub(rule.width());
+        out.push(Line::from(Span::styled(
+            format!("{rule}{}", "─".repeat(fill)),
+            theme.dim(),
+        )));
+        out.extend(crate::tui::markdown::render(body, width as u16));
+        if s.status == SubtaskStatus::Running && body.is_empty() {
+            para(
+                &mut out,
+                Line::from(Span::styled("waiting for the first words…", theme.dim())),
+            );
+        }
+    }
+    out
+}
+
+fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'static>>) {
+    let theme = &model.theme;
+    let report = &view.report;
+    let mut para = |line: Line<'static>| wrap_line(&line, width, out);
+    para(Line::from(vec![
+        Span::styled(format!("Run #{} ", view.number), theme.bold()),
+        Span::styled(
+            Model::run_phase(report).to_owned(),
+            theme.run_status(report.status),
+        ),
+        Span::styled(
+            format!(" · {}", clock(model.run_elapsed(report))),
+            theme.dim(),
+        ),
+    ]));
+    for line in sanitize(&report.query).lines() {
+        para(Line::from(line.to_owned()));
+    }
+    if let Some(plan) = &report.plan
+        && !plan.query_analysis.trim().is_empty()
+    {
+        para(Line::default());
+        para(Line::from(Span::styled("Plan", theme.dim())));
+        for line in sanitize(&plan.query_analysis).lines() {
+            para(Line::from(line.to_owned()));
+        }
+    }
+    if let Some(error) = &report.error {
+        para(Line::default());
+        para(Line::from(Span::styled(
+            sanitize_line(error).into_owned(),
+            theme.error(),
+        )));
+    }
+    for notice in &report.notices {
+        para(Line::from(Span::styled(
+            format!("note: {}", sanitize_line(notice)),
+            theme.warning(),
+        )));
+    }
+}
+
+/// Lines the synthesis of the current run takes at `width` (for scrolling).
+pub fn synthesis_line_count(model: &Model, width: u16) -> usize {
+    with_synthesis_lines(model, width, |lines| lines.len())
+}
+
+/// Calls `f` with the current run's synthesis as wrapped lines, from the cache: a frame copies
+/// only the lines it shows, never the whole report.
+pub fn with_synthesis_lines<T>(
+    model: &Model,
+    width: u16,
+    f: impl FnOnce(&[Line<'static>]) -> T,
+) -> T {
+    let Some(view) = model.current_run() else {
+        return f(&[]);
+    };
+    let (Some(id), false) = (view.id(), view.report.synthesis.is_empty()) else {
+        return f(&[]);
+    };
+    let mut cache = model.markdown.borrow_mut();
+    f(cache.lines(
+        id,
+        view.synthesis_version,
+        width.max(1),
+        &view.report.synthesis,
+        model.now_ms,
+        view.report.synthesizing,
+    ))
+}
+
+/// The furthest the help scrolls on a terminal of `size`: its last line at the pop-up's bottom
+/// (the pop-up is the screen's height, less its two borders, when the help is taller).
+pub fn help_max_scroll(model: &Model) -> usize {
+    let visible = usize::from(model.size.1).saturating_sub(2);
+    help_lines(model).len().saturating_sub(visible)
+}
+
+/// What the help says of the mouse, under the keys (the mouse is not in the key map).
+pub const HELP_MOUSE: &str = "Mouse: click to focus and select, wheel to scroll.";
+
+/// One help line per binding of the key map, under its context's heading, then the mouse.
+/// Generated from `keymap::BINDINGS`, so it lists every key the dashboard handles.
+pub fn help_lines(model: &Model) -> Vec<Line<'static>> {
+    let width = BINDINGS
+        .iter()
+        .map(|b| b.label().width())
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let mut lines: Vec<Line> = Vec::new();
+    let mut heading = None;
+    for binding in BINDINGS {
+        let this = binding.context.heading();
+        if heading != Some(this) {
+            if heading.is_some() {
+                lines.push(Line::default());
+            }
+            lines.push(Line::from(Span::styled(this, model.theme.bold())));
+            heading = Some(this);
+        }
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {:<width$}", binding.label()), model.theme.key()),
+            Span::raw(binding.what),
+        ]));
+    }
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled(HELP_MOUSE, model.theme.dim())));
+    lines
+}

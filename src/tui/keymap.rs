@@ -1,0 +1,479 @@
+//! The dashboard's keys, in one table: where a key works (its context), what it does (a
+//! `KeyAction`) and how the help describes it. `update` finds a key's action here, and the help
+//! overlay is generated from the same table, so a key added here is handled and documented at
+//! once.
+//!
+//! Data and lookup only: what an action does to the model is `update`'s business, and how the
+//! help is laid out is `content`'s. The help and quit pop-ups keep their own rule (any key
+//! closes / stays), which their own hints state.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// Where a key works. The order here is the help's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Everywhere, over pop-ups too.
+    Always,
+    /// Everywhere while no pop-up is open, the query box included.
+    Anywhere,
+    /// The query box has focus.
+    Query,
+    /// Any pane but the query box has focus.
+    Panes,
+    /// The subtask tree has focus.
+    Tree,
+    /// The detail or synthesis pane has focus.
+    Reading,
+    /// The pop-up editing a subtask is open.
+    Edit,
+}
+
+impl Context {
+    /// The heading the help puts over this context's keys (neighbours with one heading share it).
+    pub fn heading(self) -> &'static str {
+        match self {
+            Context::Always | Context::Anywhere => "Anywhere",
+            Context::Query => "Query",
+            Context::Panes => "Outside the query box",
+            Context::Tree => "Subtasks",
+            Context::Reading => "Detail and synthesis",
+            Context::Edit => "Editing a subtask (e)",
+        }
+    }
+}
+
+/// What a key does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAction {
+    /// Quit, asking first while a run is active; confirms when already asked.
+    Quit,
+    NextPane,
+    PreviousPane,
+    Help,
+    Submit,
+    NewLine,
+    /// An earlier query, when the cursor is on the first line (else the cursor moves up).
+    OlderQuery,
+    /// A later query (then the draft), when the cursor is on the last line.
+    NewerQuery,
+    ClearQuery,
+    ToTree,
+    ToQuery,
+    RetrySubtask,
+    RetryFailed,
+    EditSubtask,
+    CancelSubtask,
+    CancelRun,
+    Resynthesize,
+    CopySynthesis,
+    WriteReport,
+    SelectUp,
+    SelectDown,
+    SelectPageUp,
+    SelectPageDown,
+    SelectFirst,
+    SelectLast,
+    Collapse,
+    Expand,
+    Toggle,
+    ScrollUp,
+    ScrollDown,
+    ScrollPageUp,
+    ScrollPageDown,
+    ScrollTop,
+    ScrollBottom,
+    SaveEdit,
+    EditNewLine,
+    NextRole,
+    PreviousRole,
+    CancelEdit,
+}
+
+/// A key with the modifiers that matter for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chord {
+    pub code: KeyCode,
+    pub mods: KeyModifiers,
+}
+
+impl Chord {
+    pub const fn key(code: KeyCode) -> Self {
+        Self {
+            code,
+            mods: KeyModifiers::NONE,
+        }
+    }
+
+    pub const fn ch(c: char) -> Self {
+        Self::key(KeyCode::Char(c))
+    }
+
+    pub const fn ctrl(c: char) -> Self {
+        Self {
+            code: KeyCode::Char(c),
+            mods: KeyModifiers::CONTROL,
+        }
+    }
+
+    pub const fn alt(code: KeyCode) -> Self {
+        Self {
+            code,
+            mods: KeyModifiers::ALT,
+        }
+    }
+
+    pub const fn shift(code: KeyCode) -> Self {
+        Self {
+            code,
+            mods: KeyModifiers::SHIFT,
+        }
+    }
+
+    /// The key event this chord describes (as a terminal sends it).
+    pub fn event(self) -> KeyEvent {
+        let mut mods = self.mods;
+        if matches!(self.code, KeyCode::Char(c) if c.is_uppercase())
+            || self.code == KeyCode::BackTab
+        {
+            mods |= KeyModifiers::SHIFT;
+        }
+        KeyEvent::new(self.code, mods)
+    }
+
+    /// Whether `key` is this chord. Shift is part of a character (`R`, `?`) and of Shift+Tab,
+    /// and terminals disagree on reporting it there, so it is ignored for those; other
+    /// modifiers must match exactly (Alt+j is not j).
+    pub fn matches(&self, key: &KeyEvent) -> bool {
+        self.code == key.code
+            && significant(key.code, key.modifiers) == significant(self.code, self.mods)
+    }
+
+    /// How the help writes this chord: `Ctrl+C`, `Shift+Enter`, `↑`, `PgDn`, `Space`, `R`.
+    pub fn label(&self) -> String {
+        let key = match self.code {
+            KeyCode::Up => "↑".to_owned(),
+            KeyCode::Down => "↓".to_owned(),
+            KeyCode::Left => "←".to_owned(),
+            KeyCode::Right => "→".to_owned(),
+            KeyCode::PageUp => "PgUp".to_owned(),
+            KeyCode::PageDown => "PgDn".to_owned(),
+            KeyCode::BackTab => "Shift+Tab".to_owned(),
+            // Named here rather than by crossterm, which calls Enter "Return" on macOS.
+            KeyCode::Enter => "Enter".to_owned(),
+            KeyCode::Esc => "Esc".to_owned(),
+            KeyCode::Tab => "Tab".to_owned(),
+            KeyCode::Home => "Home".to_owned(),
+            KeyCode::End => "End".to_owned(),
+            KeyCode::Char(' ') => "Space".to_owned(),
+            KeyCode::Char(c) if self.mods.contains(KeyModifiers::CONTROL) => {
+                c.to_uppercase().to_string()
+            }
+            KeyCode::Char(c) => c.to_string(),
+            KeyCode::F(n) => format!("F{n}"),
+            other => other.to_string(),
+        };
+        let mut out = String::new();
+        for (modifier, name) in [
+            (KeyModifiers::CONTROL, "Ctrl+"),
+            (KeyModifiers::ALT, "Alt+"),
+            (KeyModifiers::SHIFT, "Shift+"),
+        ] {
+            if self.mods.contains(modifier) {
+                out.push_str(name);
+            }
+        }
+        out.push_str(&key);
+        out
+    }
+}
+
+fn significant(code: KeyCode, mods: KeyModifiers) -> KeyModifiers {
+    let mut mods = mods & (KeyModifiers::CONTROL | KeyModifiers::ALT | KeyModifiers::SHIFT);
+    if matches!(code, KeyCode::Char(_) | KeyCode::BackTab) {
+        mods.remove(KeyModifiers::SHIFT);
+    }
+    mods
+}
+
+/// A line of the help: keys of one context that share a description.
+#[derive(Debug)]
+pub struct Binding {
+    pub context: Context,
+    pub keys: &'static [(Chord, KeyAction)],
+    pub what: &'static str,
+}
+
+impl Binding {
+    /// The keys as the help writes them: `↑ ↓ k j`.
+    pub fn label(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(chord, _)| chord.label())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+use Context as C;
+use KeyAction as A;
+use KeyCode as K;
+
+const fn b(context: Context, keys: &'static [(Chord, KeyAction)], what: &'static str) -> Binding {
+    Binding {
+        context,
+        keys,
+        what,
+    }
+}
+
+/// Every key of the dashboard, in the help's order.
+pub const BINDINGS: &[Binding] = &[
+    b(
+        C::Always,
+        &[(Chord::ctrl('c'), A::Quit)],
+        "quit (asks while a run is active; twice quits)",
+    ),
+    b(
+        C::Anywhere,
+        &[
+            (Chord::key(K::Tab), A::NextPane),
+            (Chord::key(K::BackTab), A::PreviousPane),
+        ],
+        "next / previous pane",
+    ),
+    b(C::Anywhere, &[(Chord::key(K::F(1)), A::Help)], "this help"),
+    b(
+        C::Query,
+        &[(Chord::key(K::Enter), A::Submit)],
+        "ask (starts a run; another run may be going)",
+    ),
+    b(
+        C::Query,
+        &[
+            (Chord::alt(K::Enter), A::NewLine),
+            (Chord::shift(K::Enter), A::NewLine),
+        ],
+        "new line",
+    ),
+    b(
+        C::Query,
+        &[
+            (Chord::key(K::Up), A::OlderQuery),
+            (Chord::key(K::Down), A::NewerQuery),
+        ],
+        "earlier queries (on the first / last line)",
+    ),
+    b(C::Query, &[(Chord::ctrl('u'), A::ClearQuery)], "clear"),
+    b(
+        C::Query,
+        &[(Chord::key(K::Esc), A::ToTree)],
+        "to the subtask tree",
+    ),
+    b(C::Panes, &[(Chord::ch('?'), A::Help)], "this help"),
+    b(
+        C::Panes,
+        &[(Chord::ch('q'), A::Quit)],
+        "quit (asks while a run is active)",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('/'), A::ToQuery), (Chord::ch('i'), A::ToQuery)],
+        "back to the query box",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('r'), A::RetrySubtask)],
+        "re-run the selected subtask",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('R'), A::RetryFailed)],
+        "re-run every failed subtask of the run",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('e'), A::EditSubtask)],
+        "edit the selected subtask, then re-run it",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('x'), A::CancelSubtask)],
+        "cancel the selected subtask",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('X'), A::CancelRun)],
+        "cancel the whole run",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('s'), A::Resynthesize)],
+        "write the synthesis again",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('y'), A::CopySynthesis)],
+        "copy the synthesis (OSC 52)",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('w'), A::WriteReport)],
+        "write the report to a markdown file",
+    ),
+    b(
+        C::Tree,
+        &[
+            (Chord::key(K::Up), A::SelectUp),
+            (Chord::key(K::Down), A::SelectDown),
+            (Chord::ch('k'), A::SelectUp),
+            (Chord::ch('j'), A::SelectDown),
+        ],
+        "move up / down",
+    ),
+    b(
+        C::Tree,
+        &[
+            (Chord::key(K::PageUp), A::SelectPageUp),
+            (Chord::key(K::PageDown), A::SelectPageDown),
+        ],
+        "move a page",
+    ),
+    b(
+        C::Tree,
+        &[
+            (Chord::key(K::Home), A::SelectFirst),
+            (Chord::key(K::End), A::SelectLast),
+            (Chord::ch('g'), A::SelectFirst),
+            (Chord::ch('G'), A::SelectLast),
+        ],
+        "first / last row",
+    ),
+    b(
+        C::Tree,
+        &[
+            (Chord::key(K::Left), A::Collapse),
+            (Chord::key(K::Right), A::Expand),
+            (Chord::ch('h'), A::Collapse),
+            (Chord::ch('l'), A::Expand),
+        ],
+        "collapse / expand a run",
+    ),
+    b(
+        C::Tree,
+        &[
+            (Chord::key(K::Enter), A::Toggle),
+            (Chord::ch(' '), A::Toggle),
+        ],
+        "toggle the detail pane (on a run: expand)",
+    ),
+    b(
+        C::Reading,
+        &[
+            (Chord::key(K::Up), A::ScrollUp),
+            (Chord::key(K::Down), A::ScrollDown),
+            (Chord::ch('k'), A::ScrollUp),
+            (Chord::ch('j'), A::ScrollDown),
+        ],
+        "scroll a line",
+    ),
+    b(
+        C::Reading,
+        &[
+            (Chord::key(K::PageUp), A::ScrollPageUp),
+            (Chord::key(K::PageDown), A::ScrollPageDown),
+            (Chord::ch('b'), A::ScrollPageUp),
+            (Chord::ch(' '), A::ScrollPageDown),
+        ],
+        "scroll a page",
+    ),
+    b(
+        C::Reading,
+        &[
+            (Chord::key(K::Home), A::ScrollTop),
+            (Chord::key(K::End), A::ScrollBottom),
+            (Chord::ch('g'), A::ScrollTop),
+            (Chord::ch('G'), A::ScrollBottom),
+        ],
+        "top / bottom (bottom follows new text)",
+    ),
+    b(
+        C::Edit,
+        &[(Chord::key(K::Enter), A::SaveEdit)],
+        "save and re-run",
+    ),
+    b(
+        C::Edit,
+        &[
+            (Chord::alt(K::Enter), A::EditNewLine),
+            (Chord::shift(K::Enter), A::EditNewLine),
+        ],
+        "new line",
+    ),
+    b(
+        C::Edit,
+        &[
+            (Chord::key(K::Tab), A::NextRole),
+            (Chord::key(K::BackTab), A::PreviousRole),
+        ],
+        "next / previous role",
+    ),
+    b(C::Edit, &[(Chord::key(K::Esc), A::CancelEdit)], "cancel"),
+];
+
+/// What `key` does in `context`, if anything.
+pub fn lookup(context: Context, key: &KeyEvent) -> Option<KeyAction> {
+    BINDINGS
+        .iter()
+        .filter(|b| b.context == context)
+        .flat_map(|b| b.keys.iter())
+        .find(|(chord, _)| chord.matches(key))
+        .map(|(_, action)| *action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_key_means_two_things_in_one_context() {
+        for (i, a) in BINDINGS.iter().enumerate() {
+            for b in &BINDINGS[i..] {
+                for (x, xa) in a.keys {
+                    for (y, ya) in b.keys {
+                        if a.context == b.context && x == y {
+                            assert_eq!(xa, ya, "{} in {:?}", x.label(), a.context);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shift_is_part_of_a_character_but_other_modifiers_count() {
+        let r = Chord::ch('R');
+        assert!(r.matches(&KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT)));
+        assert!(r.matches(&KeyEvent::new(KeyCode::Char('R'), KeyModifiers::NONE)));
+        assert!(!Chord::ch('j').matches(&KeyEvent::new(KeyCode::Char('j'), KeyModifiers::ALT)));
+        assert!(
+            !Chord::key(KeyCode::Enter).matches(&KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT))
+        );
+        assert!(
+            Chord::key(KeyCode::BackTab)
+                .matches(&KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT))
+        );
+    }
+
+    #[test]
+    fn labels_read_as_the_help_writes_keys() {
+        assert_eq!(Chord::ctrl('c').label(), "Ctrl+C");
+        assert_eq!(Chord::shift(KeyCode::Enter).label(), "Shift+Enter");
+        assert_eq!(Chord::alt(KeyCode::Enter).label(), "Alt+Enter");
+        assert_eq!(Chord::key(KeyCode::BackTab).label(), "Shift+Tab");
+        assert_eq!(Chord::key(KeyCode::PageDown).label(), "PgDn");
+        assert_eq!(Chord::ch(' ').label(), "Space");
+        assert_eq!(Chord::key(KeyCode::F(1)).label(), "F1");
+        assert_eq!(Chord::key(KeyCode::Esc).label(), "Esc");
+        assert_eq!(Chord::key(KeyCode::Home).label(), "Home");
+    }
+}
