@@ -17,9 +17,8 @@ use crossterm::style::Stylize;
 use crate::cli::{Format, RunArgs};
 use crate::config::Config;
 use crate::engine::executor::Engine;
-use crate::engine::plan::Plan;
 use crate::llm::Provider;
-use crate::protocol::{Event, EventKind, RunCommand, RunStatus, SubtaskStatus};
+use crate::protocol::{Event, EventKind, Plan, RunCommand, RunStatus, SubtaskStatus};
 use crate::report::{RunReport, SPINNER, format_ms, format_tokens, status_glyph, truncate};
 use crate::sanitize::sanitize_line;
 

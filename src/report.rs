@@ -6,8 +6,7 @@
 
 use serde::Serialize;
 
-use crate::engine::plan::Plan;
-use crate::protocol::{Event, EventKind, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::protocol::{Event, EventKind, Plan, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
 use crate::sanitize::sanitize_line;
 
 /// One subtask as a consumer sees it.
@@ -568,7 +567,7 @@ pub fn truncate(text: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::plan::{PlannedSubtask, Priority};
+    use crate::protocol::{PlannedSubtask, Priority};
 
     fn event(kind: EventKind) -> Event {
         Event {

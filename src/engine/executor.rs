@@ -14,10 +14,9 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::plan::Plan;
 use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
 use crate::llm::{CallError, ChatRequest, DeltaSink, Provider};
-use crate::protocol::{Command, Event, EventKind, RunCommand, RunId};
+use crate::protocol::{Command, Event, EventKind, Plan, RunCommand, RunId};
 
 /// How the executor treats calls.
 #[derive(Debug, Clone)]

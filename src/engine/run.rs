@@ -47,16 +47,9 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
+    /// What plans of this run are checked against; see [`PlanRules::for_roles`].
     pub fn plan_rules(&self) -> PlanRules {
-        PlanRules {
-            max_subtasks: self.max_subtasks,
-            roles: self.roles.iter().map(|r| r.name.clone()).collect(),
-            default_role: self
-                .roles
-                .first()
-                .map(|r| r.name.clone())
-                .unwrap_or_default(),
-        }
+        PlanRules::for_roles(&self.roles, self.max_subtasks)
     }
 }
 

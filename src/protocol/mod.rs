@@ -1,14 +1,17 @@
 //! The contract between the engine and whoever watches or steers it (the dashboard, the
 //! headless printer, tests): commands in, events out.
 //!
-//! This module owns only plain data. It must not import the engine, the providers or any
-//! terminal code, so that both sides can depend on it without depending on each other.
+//! This module owns only plain data. It must not import anything of the crate but itself (not
+//! the engine, the providers or any terminal code), so that every side can depend on it
+//! without depending on each other; `tests/layering.rs` checks this.
+
+pub mod plan;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::plan::Plan;
+pub use plan::{Plan, PlannedSubtask, Priority};
 
 /// Identifies one run (one query and everything done for it). Time-sortable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
