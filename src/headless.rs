@@ -53,11 +53,17 @@ pub fn read_query(query: &str) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// Read `--plan FILE` exactly as a planner's answer is read (same lenient defaults); the run
+/// checks it. Values that had to be replaced are reported on stderr.
 pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read plan file {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("plan file {} is not a valid plan", path.display()))
+    let (plan, warnings) = crate::engine::plan::read_plan_text(&text)
+        .with_context(|| format!("plan file {} is not a valid plan", path.display()))?;
+    for warning in warnings {
+        eprintln!("maestro: plan file: {}", sanitize_line(&warning));
+    }
+    Ok(plan)
 }
 
 /// `maestro run`. Returns the exit code.
