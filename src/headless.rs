@@ -243,6 +243,7 @@ impl Progress {
             // Notices and failures also stay in the scrollback above the live block.
             match &event.kind {
                 EventKind::Notice { .. }
+                | EventKind::CommandRefused { .. }
                 | EventKind::PlanRejected { .. }
                 | EventKind::SubtaskFailed { .. } => {
                     if let Some(line) = event_line(event, report) {
@@ -492,6 +493,9 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         }
         EventKind::PlanReady { plan } => format!("plan ready: {} subtasks", plan.subtasks.len()),
         EventKind::Notice { message } => format!("note: {}", sanitize_line(message)),
+        EventKind::CommandRefused { refusal, .. } => {
+            format!("note: {}", sanitize_line(&refusal.to_string()))
+        }
         EventKind::SubtaskQueued {
             subtask,
             waiting_on,

@@ -179,6 +179,7 @@ impl RunReport {
                 self.plan = Some(plan.clone());
             }
             EventKind::Notice { message } => self.notices.push(message.clone()),
+            EventKind::CommandRefused { refusal, .. } => self.notices.push(refusal.to_string()),
             EventKind::SubtaskQueued {
                 subtask,
                 waiting_on,
@@ -635,6 +636,16 @@ mod tests {
             r.apply(&event(kind));
         }
         r
+    }
+
+    #[test]
+    fn a_refused_command_is_kept_as_a_notice_in_its_sentence() {
+        let mut r = finished();
+        r.apply(&event(EventKind::CommandRefused {
+            command: crate::protocol::CommandName::CancelRun,
+            refusal: crate::protocol::Refusal::RunFinished,
+        }));
+        assert_eq!(r.notices, ["the run has already finished"]);
     }
 
     #[test]

@@ -21,7 +21,9 @@ use maestro::engine::run::RunSettings;
 use maestro::llm::anthropic::{Anthropic, AnthropicConfig};
 use maestro::llm::openai::{OpenAi, OpenAiConfig};
 use maestro::llm::{ApiKey, Provider};
-use maestro::protocol::{Event, EventKind, RunCommand, RunId, RunStatus, SubtaskId, Usage};
+use maestro::protocol::{
+    CommandName, Event, EventKind, Refusal, RunCommand, RunId, RunStatus, SubtaskId, Usage,
+};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -1149,18 +1151,59 @@ async fn shutdown_cancels_an_active_run_and_closes_the_event_stream() {
 }
 
 #[tokio::test]
-async fn steering_an_unknown_subtask_answers_with_a_notice_and_changes_nothing() {
+async fn steering_an_unknown_subtask_is_refused_and_changes_nothing() {
     let mut h = Harness::start(Script::new(plan_json(&[("a", &[])]))).await;
     assert_eq!(h.finished().await.status, RunStatus::Succeeded);
+    let before = h.log.len();
     h.steer(RunCommand::RetrySubtask(sid("nope")));
-    let notice = h
-        .until("a notice", |k| matches!(k, EventKind::Notice { .. }))
-        .await;
-    let EventKind::Notice { message } = notice else {
-        unreachable!()
-    };
-    assert!(message.contains("nope"), "{message}");
-    assert_eq!(h.server.request_count(), 3);
+    // The engine handles commands one at a time and emits everything a command causes before
+    // it reads the next, so the answer to a second command is a barrier: whatever the first
+    // one wrongly started would be in the log before it.
+    h.steer(RunCommand::CancelSubtask(sid("barrier")));
+    h.until("the barrier's refusal", |k| {
+        matches!(k, EventKind::CommandRefused { refusal: Refusal::UnknownSubtask { subtask }, .. }
+            if subtask.as_str() == "barrier")
+    })
+    .await;
+    let answers: Vec<&EventKind> = h.log[before..].iter().map(|e| &e.kind).collect();
+    assert_eq!(
+        answers,
+        [
+            &EventKind::CommandRefused {
+                command: CommandName::RetrySubtask,
+                refusal: Refusal::UnknownSubtask {
+                    subtask: sid("nope")
+                },
+            },
+            &EventKind::CommandRefused {
+                command: CommandName::CancelSubtask,
+                refusal: Refusal::UnknownSubtask {
+                    subtask: sid("barrier")
+                },
+            },
+        ]
+    );
+    assert_eq!(h.server.request_count(), 3, "planner, worker, synthesis");
+}
+
+#[tokio::test]
+async fn steering_an_unknown_run_is_refused_naming_the_run() {
+    let mut h = Harness::start(Script::new(plan_json(&[("a", &[])]))).await;
+    assert_eq!(h.finished().await.status, RunStatus::Succeeded);
+    let stranger = RunId::new();
+    h.engine.steer(stranger, RunCommand::Resynthesize);
+    let event = tokio::time::timeout(WAIT, h.events.recv())
+        .await
+        .expect("an answer")
+        .expect("the engine runs");
+    assert_eq!(event.run, stranger);
+    assert_eq!(
+        event.kind,
+        EventKind::CommandRefused {
+            command: CommandName::Resynthesize,
+            refusal: Refusal::UnknownRun { run: stranger },
+        }
+    );
 }
 
 #[tokio::test]

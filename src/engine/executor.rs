@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
 use crate::llm::{CallError, ChatRequest, DeltaSink, Provider};
-use crate::protocol::{Command, Event, EventKind, Plan, RunCommand, RunId};
+use crate::protocol::{Command, Event, EventKind, Plan, Refusal, RunCommand, RunId};
 
 /// How the executor treats calls.
 #[derive(Debug, Clone)]
@@ -154,8 +154,9 @@ impl Executor {
                 } else {
                     self.emit(
                         id,
-                        EventKind::Notice {
-                            message: format!("there is no run {id}"),
+                        EventKind::CommandRefused {
+                            command: command.name(),
+                            refusal: Refusal::UnknownRun { run: id },
                         },
                     );
                 }

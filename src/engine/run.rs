@@ -18,7 +18,9 @@ use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::{CallError, ChatRequest, Completion};
-use crate::protocol::{EventKind, RunCommand, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::protocol::{
+    CommandName, EventKind, Refusal, RunCommand, RunStatus, SubtaskId, SubtaskStatus, Usage,
+};
 
 /// What a run needs to know to make its decisions.
 #[derive(Debug, Clone)]
@@ -824,10 +826,11 @@ impl Run {
     }
 
     fn on_command(&mut self, command: RunCommand, now: u64, out: &mut Vec<Effect>) {
+        let name = command.name();
         match command {
             RunCommand::RetrySubtask(id) => {
-                if let Some(i) = self.lookup(&id, out) {
-                    self.rerun(i, now, out);
+                if let Some(i) = self.lookup(name, &id, out) {
+                    self.rerun(name, i, now, out);
                 }
             }
             RunCommand::RetryFailed => {
@@ -840,15 +843,15 @@ impl Run {
                     })
                     .collect();
                 if targets.is_empty() {
-                    notice(out, "no failed or cancelled subtask to re-run");
+                    refuse(out, name, Refusal::NothingToRetry);
                 }
                 for i in targets {
-                    self.rerun(i, now, out);
+                    self.rerun(name, i, now, out);
                 }
             }
             RunCommand::CancelSubtask(id) => {
-                if let Some(i) = self.lookup(&id, out) {
-                    self.cancel_task(i, out);
+                if let Some(i) = self.lookup(name, &id, out) {
+                    self.cancel_task(name, i, out);
                     self.pump(now, out);
                 }
             }
@@ -858,42 +861,56 @@ impl Run {
                 description,
                 worker,
             } => {
-                if let Some(i) = self.lookup(&id, out) {
+                if let Some(i) = self.lookup(name, &id, out) {
                     self.edit(i, description, worker, now, out);
                 }
             }
-            RunCommand::Resynthesize => self.resynthesize(now, out),
+            RunCommand::Resynthesize => self.resynthesize(out),
         }
     }
 
-    fn lookup(&self, id: &SubtaskId, out: &mut Vec<Effect>) -> Option<usize> {
+    fn lookup(&self, name: CommandName, id: &SubtaskId, out: &mut Vec<Effect>) -> Option<usize> {
         let found = self.index.get(id).copied();
         if found.is_none() {
-            notice(out, &format!("there is no subtask `{id}` in this run"));
+            refuse(
+                out,
+                name,
+                Refusal::UnknownSubtask {
+                    subtask: id.clone(),
+                },
+            );
         }
         found
     }
 
     /// Run a settled subtask again. Its dependents that were blocked wait for it; the run
     /// reopens if it had finished, and a synthesis in flight is dropped (it would be stale).
-    fn rerun(&mut self, i: usize, now: u64, out: &mut Vec<Effect>) {
+    fn rerun(&mut self, name: CommandName, i: usize, now: u64, out: &mut Vec<Effect>) {
         let status = self.tasks[i].status;
         let id = self.tasks[i].spec.id.clone();
         match status {
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {}
             SubtaskStatus::Blocked => {
-                let waiting = self.unfinished_deps(i);
-                notice(
+                let waiting_on = self.unfinished_deps(i);
+                refuse(
                     out,
-                    &format!(
-                        "`{id}` is blocked on {}; re-run that first",
-                        join_ids(&waiting)
-                    ),
+                    name,
+                    Refusal::SubtaskBlocked {
+                        subtask: id,
+                        waiting_on,
+                    },
                 );
                 return;
             }
             SubtaskStatus::Pending | SubtaskStatus::Running | SubtaskStatus::Retrying => {
-                notice(out, &format!("`{id}` is {} already", status.word()));
+                refuse(
+                    out,
+                    name,
+                    Refusal::SubtaskBusy {
+                        subtask: id,
+                        status,
+                    },
+                );
                 return;
             }
         }
@@ -929,7 +946,7 @@ impl Run {
         }
     }
 
-    fn cancel_task(&mut self, i: usize, out: &mut Vec<Effect>) {
+    fn cancel_task(&mut self, name: CommandName, i: usize, out: &mut Vec<Effect>) {
         let task = &mut self.tasks[i];
         match task.status {
             SubtaskStatus::Running => {
@@ -940,12 +957,11 @@ impl Run {
             }
             SubtaskStatus::Pending | SubtaskStatus::Retrying | SubtaskStatus::Blocked => {}
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
-                let message = format!(
-                    "`{}` is {}; nothing to cancel",
-                    task.spec.id,
-                    task.status.word()
-                );
-                notice(out, &message);
+                let refusal = Refusal::SubtaskSettled {
+                    subtask: task.spec.id.clone(),
+                    status: task.status,
+                };
+                refuse(out, name, refusal);
                 return;
             }
         }
@@ -959,7 +975,7 @@ impl Run {
 
     fn cancel_run(&mut self, now: u64, out: &mut Vec<Effect>) {
         if self.is_finished() {
-            notice(out, "the run has already finished");
+            refuse(out, CommandName::CancelRun, Refusal::RunFinished);
             return;
         }
         if self.phase == Phase::Planning && self.planner.in_flight {
@@ -973,7 +989,7 @@ impl Run {
         self.abort_synthesis(out);
         for i in 0..self.tasks.len() {
             if !self.tasks[i].status.is_settled() {
-                self.cancel_task(i, out);
+                self.cancel_task(CommandName::CancelRun, i, out);
             }
         }
         self.finish(
@@ -996,18 +1012,11 @@ impl Run {
             Some(name) => match roles::find(&self.settings.roles, &name) {
                 Some(role) => Some(role.name.clone()),
                 None => {
-                    let known: Vec<&str> = self
-                        .settings
-                        .roles
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect();
-                    notice(
+                    let roles = self.settings.roles.iter().map(|r| r.name.clone()).collect();
+                    refuse(
                         out,
-                        &format!(
-                            "there is no worker role `{name}` (roles: {})",
-                            known.join(", ")
-                        ),
+                        CommandName::EditSubtask,
+                        Refusal::UnknownRole { role: name, roles },
                     );
                     return;
                 }
@@ -1038,37 +1047,34 @@ impl Run {
             // Not started yet: the edit is used when it starts.
             SubtaskStatus::Pending | SubtaskStatus::Blocked => {}
             SubtaskStatus::Running | SubtaskStatus::Retrying => {
-                self.cancel_task(i, out);
-                self.rerun(i, now, out);
+                self.cancel_task(CommandName::EditSubtask, i, out);
+                self.rerun(CommandName::EditSubtask, i, now, out);
             }
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
-                self.rerun(i, now, out);
+                self.rerun(CommandName::EditSubtask, i, now, out);
             }
         }
     }
 
-    fn resynthesize(&mut self, now: u64, out: &mut Vec<Effect>) {
+    fn resynthesize(&mut self, out: &mut Vec<Effect>) {
+        let name = CommandName::Resynthesize;
         match self.phase {
-            Phase::Planning => notice(out, "the run is still being planned"),
-            Phase::Working => notice(
-                out,
-                "subtasks are still running; the synthesis follows when they finish",
-            ),
+            Phase::Planning => refuse(out, name, Refusal::StillPlanning),
+            Phase::Working => refuse(out, name, Refusal::SubtasksRunning),
             Phase::Synthesizing | Phase::Finished(_) => {
                 if !self
                     .tasks
                     .iter()
                     .any(|t| t.status == SubtaskStatus::Succeeded)
                 {
-                    notice(out, "no subtask has a result to synthesise");
+                    refuse(out, name, Refusal::NoResults);
                     return;
                 }
                 if self.tasks.iter().any(|t| !t.status.is_settled()) {
-                    notice(out, "subtasks are still running");
+                    refuse(out, name, Refusal::SubtasksRunning);
                     return;
                 }
                 self.abort_synthesis(out);
-                let _ = now;
                 self.start_synthesis(out);
             }
         }
@@ -1108,17 +1114,8 @@ impl Run {
     }
 }
 
-fn notice(out: &mut Vec<Effect>, message: &str) {
-    out.push(Effect::Emit(EventKind::Notice {
-        message: message.to_owned(),
-    }));
-}
-
-fn join_ids(ids: &[SubtaskId]) -> String {
-    ids.iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+fn refuse(out: &mut Vec<Effect>, command: CommandName, refusal: Refusal) {
+    out.push(Effect::Emit(EventKind::CommandRefused { command, refusal }));
 }
 
 fn millis(d: Duration) -> u64 {

@@ -205,6 +205,11 @@ impl Story {
     }
 }
 
+/// The effects of a command that was refused and changed nothing.
+fn only_refusal(command: CommandName, refusal: Refusal) -> Vec<Effect> {
+    vec![Effect::Emit(EventKind::CommandRefused { command, refusal })]
+}
+
 fn user_text(request: &ChatRequest) -> String {
     request
         .messages
@@ -592,12 +597,22 @@ fn editing_with_an_unknown_role_is_refused() {
     let mut s = Story::planned(vec![task("a", &[])]);
     s.command(RunCommand::EditSubtask {
         id: "a".into(),
-        description: None,
+        description: Some("never applied".into()),
         worker: Some("astrologer".into()),
     });
-    assert!(s.events().iter().any(|e| matches!(e,
-        EventKind::Notice { message } if message.contains("astrologer"))));
+    let roles = roles::builtin_roles().into_iter().map(|r| r.name).collect();
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::EditSubtask,
+            Refusal::UnknownRole {
+                role: "astrologer".into(),
+                roles
+            }
+        )
+    );
     assert_eq!(s.attempt("a"), 1, "not re-run");
+    assert_eq!(s.run.tasks[0].spec.description, "Description of a");
 }
 
 #[test]
@@ -606,7 +621,22 @@ fn cancelling_the_run_stops_everything_and_ends_it_cancelled() {
     s.command(RunCommand::CancelRun);
     assert_eq!(s.status("a"), SubtaskStatus::Cancelled);
     assert_eq!(s.status("b"), SubtaskStatus::Cancelled);
-    assert!(s.effects.iter().any(|e| matches!(e, Effect::Abort(_))));
+    let aborts: Vec<&CallId> = s
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Abort(call) => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        aborts,
+        [&CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt: 1
+        }],
+        "only a is in flight; b never started"
+    );
     assert_eq!(s.finished(), Some(RunStatus::Cancelled));
     s.reply_attempt("a", 1, ok("late"));
     assert!(s.effects.is_empty());
@@ -625,12 +655,10 @@ fn cancelling_a_subtask_blocks_its_dependents_and_the_rest_goes_on() {
 fn resynthesis_is_refused_while_subtasks_run_and_redone_after() {
     let mut s = Story::planned(vec![task("a", &[])]);
     s.command(RunCommand::Resynthesize);
-    assert!(
-        s.events()
-            .iter()
-            .any(|e| matches!(e, EventKind::Notice { .. }))
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::Resynthesize, Refusal::SubtasksRunning)
     );
-    assert!(s.request_for(&CallTarget::Synthesis).is_none());
     s.reply("a", ok("A"));
     s.synth_reply(ok("first"));
     s.command(RunCommand::Resynthesize);
@@ -664,9 +692,183 @@ fn a_rerun_during_synthesis_drops_the_stale_synthesis() {
 fn rerunning_a_running_subtask_is_refused() {
     let mut s = Story::planned(vec![task("a", &[])]);
     s.command(RunCommand::RetrySubtask("a".into()));
-    assert!(s.started().is_empty());
-    assert!(s.events().iter().any(|e| matches!(e,
-        EventKind::Notice { message } if message.contains("running"))));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::RetrySubtask,
+            Refusal::SubtaskBusy {
+                subtask: "a".into(),
+                status: SubtaskStatus::Running
+            }
+        )
+    );
+    assert_eq!(s.attempt("a"), 1);
+}
+
+#[test]
+fn each_refused_command_changes_nothing_and_says_exactly_why() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &[]),
+        ])),
+    );
+    s.command(RunCommand::RetrySubtask("zz".into()));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::RetrySubtask,
+            Refusal::UnknownSubtask {
+                subtask: "zz".into()
+            }
+        )
+    );
+    s.command(RunCommand::RetryFailed);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::RetryFailed, Refusal::NothingToRetry)
+    );
+    s.reply("a", server_error());
+    s.command(RunCommand::RetrySubtask("b".into()));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::RetrySubtask,
+            Refusal::SubtaskBlocked {
+                subtask: "b".into(),
+                waiting_on: vec!["a".into()]
+            }
+        )
+    );
+    s.command(RunCommand::CancelSubtask("a".into()));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::CancelSubtask,
+            Refusal::SubtaskSettled {
+                subtask: "a".into(),
+                status: SubtaskStatus::Failed
+            }
+        )
+    );
+    s.reply("c", ok("C"));
+    s.synth_reply(ok("report"));
+    assert_eq!(s.finished(), Some(RunStatus::Partial));
+    s.command(RunCommand::CancelRun);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::CancelRun, Refusal::RunFinished)
+    );
+}
+
+#[test]
+fn resynthesis_is_refused_while_planning_and_without_results() {
+    let mut s = Story::new("q", settings(), None);
+    s.command(RunCommand::Resynthesize);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::Resynthesize, Refusal::StillPlanning)
+    );
+
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[])])));
+    s.reply("a", server_error());
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+    s.command(RunCommand::Resynthesize);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::Resynthesize, Refusal::NoResults)
+    );
+}
+
+#[test]
+fn refusals_read_as_they_always_did() {
+    let cases = [
+        (
+            Refusal::UnknownSubtask {
+                subtask: "x".into(),
+            },
+            "there is no subtask `x` in this run",
+        ),
+        (
+            Refusal::UnknownRole {
+                role: "poet".into(),
+                roles: vec!["analysis".into(), "research".into()],
+            },
+            "there is no worker role `poet` (roles: analysis, research)",
+        ),
+        (
+            Refusal::SubtaskBusy {
+                subtask: "a".into(),
+                status: SubtaskStatus::Retrying,
+            },
+            "`a` is retrying already",
+        ),
+        (
+            Refusal::SubtaskBlocked {
+                subtask: "c".into(),
+                waiting_on: vec!["a".into(), "b".into()],
+            },
+            "`c` is blocked on `a`, `b`; re-run that first",
+        ),
+        (
+            Refusal::SubtaskSettled {
+                subtask: "a".into(),
+                status: SubtaskStatus::Succeeded,
+            },
+            "`a` is done; nothing to cancel",
+        ),
+        (
+            Refusal::NothingToRetry,
+            "no failed or cancelled subtask to re-run",
+        ),
+        (Refusal::RunFinished, "the run has already finished"),
+        (Refusal::StillPlanning, "the run is still being planned"),
+        (
+            Refusal::SubtasksRunning,
+            "subtasks are still running; the synthesis follows when they finish",
+        ),
+        (Refusal::NoResults, "no subtask has a result to synthesise"),
+    ];
+    for (refusal, text) in cases {
+        assert_eq!(refusal.to_string(), text);
+    }
+}
+
+#[test]
+fn a_refusal_is_one_flat_json_object_with_a_snake_case_reason() {
+    let event = crate::protocol::Event {
+        run: crate::protocol::RunId(uuid::Uuid::nil()),
+        ts_ms: 5,
+        kind: EventKind::CommandRefused {
+            command: CommandName::RetrySubtask,
+            refusal: Refusal::SubtaskBusy {
+                subtask: "a".into(),
+                status: SubtaskStatus::Running,
+            },
+        },
+    };
+    let json = serde_json::to_value(&event).expect("serialises");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "run": "00000000-0000-0000-0000-000000000000",
+            "ts_ms": 5,
+            "type": "command_refused",
+            "command": "retry_subtask",
+            "reason": "subtask_busy",
+            "subtask": "a",
+            "status": "running",
+        })
+    );
+    let back: crate::protocol::Event = serde_json::from_value(json).expect("deserialises");
+    assert_eq!(back, event);
 }
 
 #[test]
