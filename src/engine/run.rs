@@ -19,7 +19,8 @@ use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::{CallError, ChatRequest, Completion};
 use crate::protocol::{
-    CommandName, EventKind, Refusal, RunCommand, RunStatus, SubtaskId, SubtaskStatus, Usage,
+    CommandName, EventKind, Refusal, RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus,
+    Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -140,13 +141,17 @@ struct Single {
     output: String,
 }
 
-/// One run's state. Create with `Run::new`, then feed `Input::Start`.
+/// One run's state. Create with `Run::new` (or `Run::restore`), then feed `Input::Start`.
 #[derive(Debug, Clone)]
 pub struct Run {
     query: String,
     settings: RunSettings,
     phase: Phase,
     given_plan: Option<Plan>,
+    /// What a restored run starts from, until `Input::Start` takes it.
+    saved: Option<SavedRun>,
+    /// Added to every `now_ms`: a restored run's time goes on from where it was saved.
+    base_ms: u64,
     plan: Option<Plan>,
     tasks: Vec<Task>,
     index: HashMap<SubtaskId, usize>,
@@ -169,6 +174,8 @@ impl Run {
             settings,
             phase: Phase::Planning,
             given_plan: plan,
+            saved: None,
+            base_ms: 0,
             plan: None,
             tasks: Vec::new(),
             index: HashMap::new(),
@@ -179,6 +186,22 @@ impl Run {
             usage: Usage::default(),
             rng,
         }
+    }
+
+    /// A run rebuilt from what was saved, to go on where it stopped. On `Input::Start` it checks
+    /// the saved plan as any given plan and restates the saved facts as the events a consumer
+    /// folds: `RunStarted`, `PlanReady`, `SubtaskSucceeded` for each saved result and
+    /// `SynthesisFinished` for the saved report. Saved results are never asked for again.
+    /// Then it goes on like any run: subtasks without a result (failed, cancelled, blocked or
+    /// unfinished when saved) run again, dependents after their dependencies, then a new
+    /// synthesis. A run whose every subtask has a result and whose report was written by the
+    /// model (not joined after a failed synthesis) makes no call at all: it ends with
+    /// `RunFinished(succeeded)` at once, and a `Resynthesize` can still ask for a new report.
+    pub fn restore(saved: SavedRun, settings: RunSettings) -> Self {
+        let mut run = Self::new(saved.query.clone(), settings, None);
+        run.base_ms = saved.elapsed_ms;
+        run.saved = Some(saved);
+        run
     }
 
     /// The status of a subtask, if the plan has it.
@@ -193,8 +216,9 @@ impl Run {
 
     pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Effect> {
         let mut out = Vec::new();
+        let now_ms = now_ms.saturating_add(self.base_ms);
         match input {
-            Input::Start => self.start(&mut out),
+            Input::Start => self.start(now_ms, &mut out),
             Input::Delta { call, text } => self.on_delta(call, text, &mut out),
             Input::Reply { call, result } => self.on_reply(call, result, now_ms, &mut out),
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
@@ -205,22 +229,87 @@ impl Run {
 
     // ---- planning -------------------------------------------------------------------------
 
-    fn start(&mut self, out: &mut Vec<Effect>) {
+    fn start(&mut self, now: u64, out: &mut Vec<Effect>) {
         out.push(Effect::Emit(EventKind::RunStarted {
             query: self.query.clone(),
         }));
+        if let Some(saved) = self.saved.take() {
+            self.resume(saved, now, out);
+            return;
+        }
         match self.given_plan.take() {
             Some(given) => match plan::check_plan(given, &self.settings.plan_rules()) {
-                Ok(checked) => self.accept_plan(checked, 0, out),
+                Ok(checked) => self.accept_plan(checked, now, out),
                 Err(e) => self.finish(
                     RunStatus::Failed,
                     Some(format!("the given plan is invalid: {e}")),
-                    0,
+                    now,
                     out,
                 ),
             },
             None => self.call_planner(out),
         }
+    }
+
+    /// Go on from a saved run; see [`Run::restore`].
+    fn resume(&mut self, saved: SavedRun, now: u64, out: &mut Vec<Effect>) {
+        let checked = match plan::check_plan(saved.plan, &self.settings.plan_rules()) {
+            Ok(checked) => checked,
+            Err(e) => {
+                let error = format!("the saved plan is invalid: {e}");
+                self.finish(RunStatus::Failed, Some(error), now, out);
+                return;
+            }
+        };
+        self.usage = saved.usage;
+        self.install_plan(checked, out);
+        for subtask in saved.subtasks {
+            let Some(&i) = self.index.get(&subtask.id) else {
+                out.push(Effect::Emit(EventKind::Notice {
+                    message: format!(
+                        "the saved subtask `{}` is not in the plan; dropped",
+                        subtask.id
+                    ),
+                }));
+                continue;
+            };
+            let task = &mut self.tasks[i];
+            task.attempt = subtask.attempts;
+            if let Some(result) = subtask.result {
+                task.attempt = task.attempt.max(1);
+                task.status = SubtaskStatus::Succeeded;
+                task.result = Some(result.text.clone());
+                out.push(Effect::Emit(EventKind::SubtaskSucceeded {
+                    subtask: subtask.id,
+                    attempt: task.attempt,
+                    elapsed_ms: result.elapsed_ms,
+                    usage: result.usage,
+                    result: result.text,
+                }));
+            }
+        }
+        self.synthesis.attempt = saved.synthesis_attempts;
+        self.phase = Phase::Working;
+        if let Some(report) = saved.report {
+            self.synthesis.attempt = self.synthesis.attempt.max(1);
+            self.synthesis_text = Some(report.text.clone());
+            out.push(Effect::Emit(EventKind::SynthesisFinished {
+                attempt: self.synthesis.attempt,
+                text: report.text,
+                synthesized: report.synthesized,
+                usage: report.usage,
+                error: None,
+            }));
+            let complete = self
+                .tasks
+                .iter()
+                .all(|t| t.status == SubtaskStatus::Succeeded);
+            if report.synthesized && complete {
+                self.finish(RunStatus::Succeeded, None, now, out);
+                return;
+            }
+        }
+        self.pump(now, out);
     }
 
     fn call_planner(&mut self, out: &mut Vec<Effect>) {
@@ -313,6 +402,17 @@ impl Run {
     }
 
     fn accept_plan(&mut self, checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
+        self.install_plan(checked, out);
+        if self.settings.stop_after_plan {
+            self.finish(RunStatus::Succeeded, None, now, out);
+            return;
+        }
+        self.phase = Phase::Working;
+        self.pump(now, out);
+    }
+
+    /// Take the plan: its warnings become notices, its subtasks pending tasks.
+    fn install_plan(&mut self, checked: CheckedPlan, out: &mut Vec<Effect>) {
         for message in checked.warnings {
             out.push(Effect::Emit(EventKind::Notice { message }));
         }
@@ -340,12 +440,6 @@ impl Run {
             .collect();
         out.push(Effect::Emit(EventKind::PlanReady { plan: plan.clone() }));
         self.plan = Some(plan);
-        if self.settings.stop_after_plan {
-            self.finish(RunStatus::Succeeded, None, now, out);
-            return;
-        }
-        self.phase = Phase::Working;
-        self.pump(now, out);
     }
 
     // ---- scheduling -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::plan::Priority;
 use crate::llm::MessageRole;
+use crate::protocol::{SavedReport, SavedResult, SavedSubtask};
 
 fn settings() -> RunSettings {
     let spec = |model: &str| CallSpec {
@@ -936,4 +937,284 @@ fn events_say_the_whole_story_in_order() {
             ..
         }
     )));
+}
+
+// ---- restoring a saved run ------------------------------------------------------------------
+
+fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
+    SavedRun {
+        query: "the query".into(),
+        plan: plan(tasks),
+        subtasks: vec![],
+        synthesis_attempts: 0,
+        report: None,
+        usage: Usage {
+            tokens_in: 100,
+            tokens_out: 50,
+            estimated: false,
+        },
+        elapsed_ms: 60_000,
+    }
+}
+
+fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
+    SavedSubtask {
+        id: id.into(),
+        attempts,
+        result: Some(SavedResult {
+            text: text.into(),
+            usage: Usage {
+                tokens_in: 10,
+                tokens_out: 5,
+                estimated: false,
+            },
+            elapsed_ms: 1200,
+        }),
+    }
+}
+
+fn tried(id: &str, attempts: u32) -> SavedSubtask {
+    SavedSubtask {
+        id: id.into(),
+        attempts,
+        result: None,
+    }
+}
+
+fn restored(saved: SavedRun) -> Story {
+    let mut s = Story {
+        run: Run::restore(saved, settings()),
+        now: 0,
+        effects: vec![],
+        all_events: vec![],
+    };
+    s.feed(Input::Start);
+    s
+}
+
+fn calls(effects: &[Effect]) -> Vec<&CallId> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Call { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
+    let mut saved = saved(vec![task("a", &[]), task("b", &["a"]), task("c", &[])]);
+    saved.subtasks = vec![done("a", 2, "the saved finding of a"), tried("c", 3)];
+    let mut s = restored(saved);
+
+    assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+    assert_eq!(s.started(), ["b", "c"], "a is a fact, not a call");
+    let b = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b starts");
+    assert!(user_text(b).contains("the saved finding of a"));
+    assert_eq!(
+        s.attempt("c"),
+        4,
+        "new attempts are numbered after the saved ones"
+    );
+    assert_eq!(
+        s.events()[..3],
+        [
+            &EventKind::RunStarted {
+                query: "the query".into()
+            },
+            &EventKind::PlanReady {
+                plan: plan(vec![task("a", &[]), task("b", &["a"]), task("c", &[])])
+            },
+            &EventKind::SubtaskSucceeded {
+                subtask: "a".into(),
+                attempt: 2,
+                elapsed_ms: 1200,
+                usage: Usage {
+                    tokens_in: 10,
+                    tokens_out: 5,
+                    estimated: false
+                },
+                result: "the saved finding of a".into(),
+            },
+        ],
+        "the saved facts are restated for consumers"
+    );
+
+    s.at(500).reply("b", ok("B")).reply("c", ok("C"));
+    let synthesis = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("then the synthesis");
+    let text = user_text(synthesis);
+    assert!(text.contains("the saved finding of a") && text.contains('B') && text.contains('C'));
+    s.synth_reply(ok("report"));
+    let end = s.events().into_iter().find_map(|e| match e {
+        EventKind::RunFinished {
+            status,
+            elapsed_ms,
+            usage,
+            ..
+        } => Some((*status, *elapsed_ms, *usage)),
+        _ => None,
+    });
+    assert_eq!(
+        end,
+        Some((
+            RunStatus::Succeeded,
+            60_500,
+            Usage {
+                tokens_in: 130,
+                tokens_out: 65,
+                estimated: false
+            }
+        )),
+        "time and tokens go on from the saved totals"
+    );
+}
+
+#[test]
+fn a_restored_run_with_every_result_and_a_report_makes_no_call_unless_asked() {
+    let mut saved = saved(vec![task("a", &[]), task("b", &["a"])]);
+    saved.subtasks = vec![done("a", 1, "A"), done("b", 1, "B")];
+    saved.synthesis_attempts = 2;
+    saved.report = Some(SavedReport {
+        text: "the saved report".into(),
+        synthesized: true,
+        usage: Usage::default(),
+    });
+    let mut s = restored(saved);
+
+    assert!(calls(&s.effects).is_empty(), "{:?}", s.effects);
+    assert!(s.events().contains(&&EventKind::SynthesisFinished {
+        attempt: 2,
+        text: "the saved report".into(),
+        synthesized: true,
+        usage: Usage::default(),
+        error: None,
+    }));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+    assert!(s.run.is_finished());
+
+    s.command(RunCommand::Resynthesize);
+    assert_eq!(
+        calls(&s.effects),
+        [&CallId {
+            target: CallTarget::Synthesis,
+            attempt: 3
+        }]
+    );
+}
+
+#[test]
+fn failed_cancelled_and_unfinished_subtasks_of_a_saved_run_run_again() {
+    let mut saved = saved(vec![
+        task("ok", &[]),
+        task("failed", &[]),
+        task("cancelled", &[]),
+        task("blocked", &["failed"]),
+        task("never_saved", &[]),
+    ]);
+    saved.subtasks = vec![
+        done("ok", 1, "fine"),
+        tried("failed", 3),
+        tried("cancelled", 1),
+        tried("blocked", 0),
+    ];
+    saved.synthesis_attempts = 1;
+    saved.report = Some(SavedReport {
+        text: "a report with gaps".into(),
+        synthesized: true,
+        usage: Usage::default(),
+    });
+    let mut s = restored(saved);
+    assert_eq!(s.started(), ["failed", "cancelled", "never_saved"]);
+    assert_eq!(s.status("blocked"), SubtaskStatus::Pending);
+    s.reply("failed", ok("F"));
+    assert_eq!(s.started(), ["blocked"]);
+    s.reply("cancelled", ok("C"))
+        .reply("never_saved", ok("N"))
+        .reply("blocked", ok("B"));
+    assert_eq!(
+        calls(&s.effects),
+        [&CallId {
+            target: CallTarget::Synthesis,
+            attempt: 2
+        }],
+        "a new report, numbered after the saved one"
+    );
+}
+
+#[test]
+fn a_saved_run_without_a_report_or_with_a_joined_one_is_synthesised() {
+    // A saved report means a synthesis call was made, even if the count was not saved.
+    for (report, attempt) in [
+        (None, 1),
+        (
+            Some(SavedReport {
+                text: "results joined after a failed synthesis".into(),
+                synthesized: false,
+                usage: Usage::default(),
+            }),
+            2,
+        ),
+    ] {
+        let mut saved = saved(vec![task("a", &[])]);
+        saved.subtasks = vec![done("a", 1, "A")];
+        saved.report = report;
+        let s = restored(saved);
+        assert_eq!(
+            calls(&s.effects),
+            [&CallId {
+                target: CallTarget::Synthesis,
+                attempt
+            }]
+        );
+    }
+}
+
+#[test]
+fn a_saved_result_for_a_subtask_not_in_the_plan_is_dropped_with_a_notice() {
+    let mut saved = saved(vec![task("a", &[])]);
+    saved.subtasks = vec![done("gone", 1, "stale")];
+    let s = restored(saved);
+    assert!(s.events().contains(&&EventKind::Notice {
+        message: "the saved subtask `gone` is not in the plan; dropped".into()
+    }));
+    assert_eq!(s.started(), ["a"]);
+}
+
+#[test]
+fn a_saved_run_with_an_invalid_plan_fails_without_a_call() {
+    let s = restored(saved(vec![task("a", &["a"])]));
+    assert!(calls(&s.effects).is_empty());
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+    let error = s.events().into_iter().find_map(|e| match e {
+        EventKind::RunFinished { error, .. } => error.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        error.as_deref(),
+        Some("the saved plan is invalid: the dependencies form a cycle: a → a")
+    );
+}
+
+#[test]
+fn a_store_may_fill_only_what_it_knows() {
+    let json = serde_json::json!({
+        "query": "q",
+        "plan": {"subtasks": [{"id": "a", "worker": "analysis", "title": "A", "description": "a"}]},
+        "subtasks": [{"id": "a", "attempts": 1, "result": {"text": "A"}}],
+    });
+    let saved: SavedRun = serde_json::from_value(json).expect("a saved run");
+    assert_eq!(
+        saved.subtasks[0].result.as_ref().map(|r| r.elapsed_ms),
+        Some(0)
+    );
+    assert_eq!(saved.report, None);
+    assert_eq!(saved.usage, Usage::default());
+    let back: SavedRun =
+        serde_json::from_value(serde_json::to_value(&saved).expect("serialises")).expect("back");
+    assert_eq!(back, saved);
 }

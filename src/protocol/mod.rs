@@ -6,12 +6,14 @@
 //! without depending on each other; `tests/layering.rs` checks this.
 
 pub mod plan;
+pub mod saved;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 pub use plan::{Plan, PlannedSubtask, Priority};
+pub use saved::{SavedReport, SavedResult, SavedRun, SavedSubtask};
 
 /// Identifies one run (one query and everything done for it). Time-sortable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -166,6 +168,14 @@ pub enum Command {
         query: String,
         plan: Option<Plan>,
     },
+    /// Go on with a saved run under its old id (see `SavedRun`). Answered by `RunStarted`,
+    /// `PlanReady`, `SubtaskSucceeded` for each saved result and `SynthesisFinished` for the
+    /// saved report, then as any run for what is left. Refused (`run_open`) when a run with
+    /// this id is open.
+    ResumeRun { id: RunId, saved: Box<SavedRun> },
+    /// Forget a run: cancel it if it is open (answered by `RunFinished(cancelled)`), then drop
+    /// its state, so later commands to it are refused (`unknown_run`).
+    CloseRun { id: RunId },
     /// Steer a run that exists. Unknown run ids are answered by `CommandRefused(unknown_run)`.
     Run { id: RunId, command: RunCommand },
     /// Cancel everything and stop the engine. Answered by `RunFinished(cancelled)` for every
@@ -224,6 +234,8 @@ pub enum CommandName {
     CancelRun,
     EditSubtask,
     Resynthesize,
+    ResumeRun,
+    CloseRun,
 }
 
 /// Why a command changed nothing. Serialised flat into `CommandRefused` with a snake_case
@@ -231,8 +243,10 @@ pub enum CommandName {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Refusal {
-    /// No run has this id.
+    /// No run has this id (never started, closed, or dropped long after it finished).
     UnknownRun { run: RunId },
+    /// A resumed run's id is that of a run that is open.
+    RunOpen { run: RunId },
     /// The run's plan has no such subtask.
     UnknownSubtask { subtask: SubtaskId },
     /// An edit named a worker role that does not exist; `roles` are those that do.
@@ -274,6 +288,7 @@ impl fmt::Display for Refusal {
         };
         match self {
             Self::UnknownRun { run } => write!(f, "there is no run {run}"),
+            Self::RunOpen { run } => write!(f, "run {run} is open already"),
             Self::UnknownSubtask { subtask } => {
                 write!(f, "there is no subtask `{subtask}` in this run")
             }
