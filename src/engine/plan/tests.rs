@@ -1,6 +1,7 @@
 //! The plan's reading and checking, case by case: extraction, lenient decoding and its
 //! defaults, error messages, checks and repairs, and the serde contract.
 
+use rstest::rstest;
 use serde_json::Value;
 
 use super::*;
@@ -95,32 +96,26 @@ fn raw_json_is_parsed_exactly() {
     assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
 }
 
-#[test]
-fn json_fence_is_parsed() {
-    let answer = format!("Here is the plan:\n\n```json\n{TWO_TASKS}\n```\n\nGood luck!");
-    assert_eq!(parse(&answer).plan, expected_two_tasks());
-}
-
-#[test]
-fn bare_and_uppercase_fences_are_parsed() {
-    let bare = format!("```\n{TWO_TASKS}\n```");
-    assert_eq!(parse(&bare).plan, expected_two_tasks());
-    let upper = format!("```JSON\n{TWO_TASKS}\n```");
-    assert_eq!(parse(&upper).plan, expected_two_tasks());
-}
-
-#[test]
-fn a_fence_in_another_language_is_skipped_for_the_json_one() {
-    let answer = format!(
-        "```python\nprint({{'subtasks': 1}})\n```\nand the plan:\n```json\n{TWO_TASKS}\n```"
-    );
-    assert_eq!(parse(&answer).plan, expected_two_tasks());
-}
-
-#[test]
-fn json_between_prose_is_parsed() {
-    let answer = format!("Sure! I split it up as follows. {TWO_TASKS} Let me know if…");
-    assert_eq!(parse(&answer).plan, expected_two_tasks());
+/// Where the plan may stand in an answer: `{plan}` is replaced by a valid plan.
+#[rstest]
+#[case::json_fence("Here is the plan:\n\n```json\n{plan}\n```\n\nGood luck!")]
+#[case::bare_fence("```\n{plan}\n```")]
+#[case::uppercase_fence("```JSON\n{plan}\n```")]
+#[case::unclosed_fence("```json\n{plan}")]
+#[case::after_a_fence_in_another_language(
+    "```python\nprint({'subtasks': 1})\n```\nand the plan:\n```json\n{plan}\n```"
+)]
+#[case::between_prose("Sure! I split it up as follows. {plan} Let me know if…")]
+#[case::followed_by_prose("{plan}\n\nThis plan covers the main angles.")]
+#[case::after_a_non_plan_object("Format: {\"note\": \"example\"}. The plan: {plan}")]
+#[case::after_a_stray_brace("Use {curly braces properly. {plan}")]
+#[case::wrapped_in_an_outer_object("{\"plan\": {plan}}")]
+#[case::indented("   \n\t{plan}\n  ")]
+fn the_plan_is_found_wherever_it_stands(#[case] template: &str) {
+    let answer = template.replace("{plan}", TWO_TASKS);
+    let checked = parse(&answer);
+    assert_eq!(checked.plan, expected_two_tasks());
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
 }
 
 #[test]
@@ -132,30 +127,6 @@ fn braces_and_escaped_quotes_inside_strings_do_not_confuse_the_scanner() {
         plan.subtasks[0].description,
         r#"a "quoted" } brace and a \ backslash {"#
     );
-}
-
-#[test]
-fn raw_json_followed_by_prose_is_parsed() {
-    let answer = format!("{TWO_TASKS}\n\nThis plan covers the main angles.");
-    assert_eq!(parse(&answer).plan, expected_two_tasks());
-}
-
-#[test]
-fn a_non_plan_object_before_the_plan_is_skipped() {
-    let answer = format!("Format: {{\"note\": \"example\"}}. The plan: {TWO_TASKS}");
-    assert_eq!(parse(&answer).plan, expected_two_tasks());
-}
-
-#[test]
-fn a_stray_brace_in_prose_before_the_plan_is_skipped() {
-    let answer = format!("Use {{curly braces properly. {TWO_TASKS}");
-    assert_eq!(parse(&answer).plan, expected_two_tasks());
-}
-
-#[test]
-fn a_plan_wrapped_in_an_outer_object_is_found() {
-    let answer = format!("{{\"plan\": {TWO_TASKS}}}");
-    assert_eq!(parse(&answer).plan, expected_two_tasks());
 }
 
 #[test]
@@ -229,33 +200,33 @@ fn numeric_ids_and_a_single_string_dependency_are_accepted() {
     assert_eq!(plan.subtasks[2].focus_areas, ["one area"]);
 }
 
-#[test]
-fn priority_is_read_in_any_case_and_unknown_ones_warn() {
-    let checked = parse(
-        r#"{"subtasks": [
-                {"id": "a", "title": "A", "priority": "High"},
-                {"id": "b", "title": "B", "priority": "LOW"},
-                {"id": "c", "title": "C", "priority": "urgent"},
-                {"id": "d", "title": "D", "priority": 1}
-            ]}"#,
-    );
-    let priorities: Vec<Priority> = checked.plan.subtasks.iter().map(|t| t.priority).collect();
-    assert_eq!(
-        priorities,
-        [
-            Priority::High,
-            Priority::Low,
-            Priority::Medium,
-            Priority::Medium
-        ]
-    );
-    assert_eq!(
-        checked.warnings,
-        [
-            "subtask `c`: unknown priority `urgent`; using medium",
-            "subtask `d`: priority 1 is not high, medium or low; using medium",
-        ]
-    );
+#[rstest]
+#[case::lowercase(r#""high""#, Priority::High, None)]
+#[case::capitalised(r#""High""#, Priority::High, None)]
+#[case::shouting(r#""LOW""#, Priority::Low, None)]
+#[case::padded(r#"" medium ""#, Priority::Medium, None)]
+#[case::empty(r#""""#, Priority::Medium, None)]
+#[case::null("null", Priority::Medium, None)]
+#[case::unknown(
+    r#""urgent""#,
+    Priority::Medium,
+    Some("subtask `a`: unknown priority `urgent`; using medium")
+)]
+#[case::a_number(
+    "1",
+    Priority::Medium,
+    Some("subtask `a`: priority 1 is not high, medium or low; using medium")
+)]
+fn priority_is_read_in_any_case_and_unknown_ones_warn(
+    #[case] json: &str,
+    #[case] expected: Priority,
+    #[case] warning: Option<&str>,
+) {
+    let checked = parse(&format!(
+        r#"{{"subtasks": [{{"id": "a", "title": "A", "priority": {json}}}]}}"#
+    ));
+    assert_eq!(checked.plan.subtasks[0].priority, expected);
+    assert_eq!(checked.warnings, warning.into_iter().collect::<Vec<_>>());
 }
 
 #[test]
@@ -335,33 +306,48 @@ fn json_without_subtasks_says_so_and_lists_its_keys() {
     );
 }
 
-#[test]
-fn wrongly_typed_fields_name_their_path() {
-    let cases = [
-        (
-            r#"{"subtasks": "do it"}"#,
-            "`subtasks` must be a list of subtasks, not a string",
-        ),
-        (
-            r#"{"subtasks": [{"title": "A"}, 3]}"#,
-            "`subtasks[1]` must be an object, not a number",
-        ),
-        (
-            r#"{"subtasks": [{"id": true, "title": "A"}]}"#,
-            "`subtasks[0].id` must be a string or a number, not a boolean",
-        ),
-        (
-            r#"{"subtasks": [{"title": "A", "depends_on": [{"id": "b"}]}]}"#,
-            "`subtasks[0].depends_on[0]` must be a string, not an object",
-        ),
-        (
-            r#"{"subtasks": [{"id": "a", "focus_areas": ["x"]}]}"#,
-            "`subtasks[0]` has neither a title nor a description",
-        ),
-    ];
-    for (answer, message) in cases {
-        assert_eq!(parse_err(answer).to_string(), message, "{answer}");
-    }
+#[rstest]
+#[case::subtasks_a_string(
+    r#"{"subtasks": "do it"}"#,
+    "`subtasks` must be a list of subtasks, not a string"
+)]
+#[case::subtask_a_number(
+    r#"{"subtasks": [{"title": "A"}, 3]}"#,
+    "`subtasks[1]` must be an object, not a number"
+)]
+#[case::id_a_boolean(
+    r#"{"subtasks": [{"id": true, "title": "A"}]}"#,
+    "`subtasks[0].id` must be a string or a number, not a boolean"
+)]
+#[case::title_a_list(
+    r#"{"subtasks": [{"title": ["A"]}]}"#,
+    "`subtasks[0].title` must be a string, not a list"
+)]
+#[case::worker_an_object(
+    r#"{"subtasks": [{"title": "A", "worker": {"name": "x"}}]}"#,
+    "`subtasks[0].worker` must be a string, not an object"
+)]
+#[case::dependency_an_object(
+    r#"{"subtasks": [{"title": "A", "depends_on": [{"id": "b"}]}]}"#,
+    "`subtasks[0].depends_on[0]` must be a string, not an object"
+)]
+#[case::single_dependency_a_boolean(
+    r#"{"subtasks": [{"title": "A", "depends_on": false}]}"#,
+    "`subtasks[0].depends_on` must be a string, not a boolean"
+)]
+#[case::no_title_nor_description(
+    r#"{"subtasks": [{"id": "a", "focus_areas": ["x"]}]}"#,
+    "`subtasks[0]` has neither a title nor a description"
+)]
+#[case::top_level_a_list_of_strings(r#"["a", "b"]"#, "the JSON has no `subtasks` list")]
+#[case::no_json(
+    "I cannot help with that.",
+    "no JSON object found in the planner's answer"
+)]
+#[case::empty_list(r#"{"subtasks": []}"#, "the plan has no subtasks")]
+#[case::null_subtasks(r#"{"subtasks": null}"#, "the plan has no subtasks")]
+fn unusable_answers_say_what_is_wrong_where(#[case] answer: &str, #[case] message: &str) {
+    assert_eq!(parse_err(answer).to_string(), message);
 }
 
 #[test]
