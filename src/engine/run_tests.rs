@@ -505,14 +505,23 @@ fn a_planner_failure_is_retried_like_any_call() {
         },
         result: Err(CallError::from_status(529, "overloaded".into(), None)),
     });
-    assert!(s.wake_delay().is_some());
-    s.feed(Input::Wake {
-        call: CallId {
-            target: CallTarget::Planner,
-            attempt: 1,
-        },
-    });
-    assert!(s.request_for(&CallTarget::Planner).is_some());
+    let planner = |attempt| CallId {
+        target: CallTarget::Planner,
+        attempt,
+    };
+    let woken: Vec<&CallId> = s
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Wake { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(woken, [&planner(1)]);
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::PlanningRetrying { attempt: 1, reason, .. } if reason == "529")));
+    s.feed(Input::Wake { call: planner(1) });
+    assert_eq!(calls(&s.effects), [&planner(2)]);
     s.feed(Input::Reply {
         call: CallId {
             target: CallTarget::Planner,
@@ -648,8 +657,16 @@ fn cancelling_a_subtask_blocks_its_dependents_and_the_rest_goes_on() {
     let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"]), task("c", &[])]);
     s.command(RunCommand::CancelSubtask("a".into()));
     assert_eq!(s.status("b"), SubtaskStatus::Blocked);
+    assert_eq!(s.status("c"), SubtaskStatus::Running, "c goes on");
     s.reply("c", ok("C"));
-    assert!(s.request_for(&CallTarget::Synthesis).is_some());
+    let synthesis = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("a synthesis of what there is");
+    let text = user_text(synthesis);
+    assert!(
+        text.contains("Title of a") && text.contains("Title of b"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1217,4 +1234,16 @@ fn a_store_may_fill_only_what_it_knows() {
     let back: SavedRun =
         serde_json::from_value(serde_json::to_value(&saved).expect("serialises")).expect("back");
     assert_eq!(back, saved);
+}
+
+#[test]
+fn a_runs_plan_rules_are_those_of_its_roles_with_one_default() {
+    let mut settings = settings();
+    assert_eq!(settings.plan_rules().default_role, "analysis");
+    settings.roles.rotate_left(1);
+    let first = settings.roles[0].name.clone();
+    assert_eq!(settings.plan_rules().default_role, first);
+    // With no roles at all, the built-in default still names a role (it was once empty).
+    settings.roles.clear();
+    assert_eq!(settings.plan_rules().default_role, "analysis");
 }
