@@ -24,6 +24,10 @@ pub const RETRY_MAX_SECS: u64 = 30;
 pub const RETRY_AFTER_LIMIT_SECS: u64 = 120;
 /// Streamed text is gathered this long (ms) before it becomes one event.
 pub const COALESCE_MS: u64 = 40;
+/// Finished runs the engine keeps reachable (for re-runs) before it drops the oldest. A
+/// finished run holds its plan, results and report (tens of KB): a day's work in the dashboard
+/// stays reachable for a few MB.
+pub const KEEP_FINISHED_RUNS: usize = 64;
 /// The lowest and highest sampling temperature accepted (`limits.temperature`).
 pub const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=2.0;
 

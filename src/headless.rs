@@ -22,9 +22,8 @@ use crate::cli::{Format, RunArgs};
 use crate::config::Config;
 use crate::display::{clock, duration, now_ms, spinner, status_glyph, tokens, truncate};
 use crate::engine::executor::Engine;
-use crate::engine::plan::Plan;
 use crate::llm::Provider;
-use crate::protocol::{Event, EventKind, RunCommand, RunStatus, SubtaskStatus};
+use crate::protocol::{Event, EventKind, Plan, RunCommand, RunStatus, SubtaskStatus};
 use crate::report::RunReport;
 use crate::sanitize::sanitize_line;
 
@@ -86,11 +85,17 @@ pub fn read_query(query: &str) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// Read `--plan FILE` exactly as a planner's answer is read (same lenient defaults); the run
+/// checks it. Values that had to be replaced are reported on stderr.
 pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read plan file {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("plan file {} is not a valid plan", path.display()))
+    let (plan, warnings) = crate::engine::plan::read_plan_text(&text)
+        .with_context(|| format!("plan file {} is not a valid plan", path.display()))?;
+    for warning in warnings {
+        say(&format!("maestro: plan file: {}", sanitize_line(&warning)));
+    }
+    Ok(plan)
 }
 
 /// Check a plan file the way the engine will, before anything runs, so that a cycle or a
@@ -429,6 +434,7 @@ impl Progress {
             // Notices and failures also stay in the scrollback above the live block.
             match &event.kind {
                 EventKind::Notice { .. }
+                | EventKind::CommandRefused { .. }
                 | EventKind::PlanRejected { .. }
                 | EventKind::SubtaskFailed { .. } => {
                     if let Some(line) = event_line(event, report) {
@@ -662,6 +668,9 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         }
         EventKind::PlanReady { plan } => format!("plan ready: {} subtasks", plan.subtasks.len()),
         EventKind::Notice { message } => format!("note: {}", sanitize_line(message)),
+        EventKind::CommandRefused { refusal, .. } => {
+            format!("note: {}", sanitize_line(&refusal.to_string()))
+        }
         EventKind::SubtaskQueued {
             subtask,
             waiting_on,

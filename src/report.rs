@@ -7,8 +7,7 @@
 use serde::Serialize;
 
 use crate::display::{duration, tokens};
-use crate::engine::plan::Plan;
-use crate::protocol::{Event, EventKind, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::protocol::{Event, EventKind, Plan, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
 use crate::sanitize::sanitize_line;
 
 /// One subtask as a consumer sees it.
@@ -181,6 +180,7 @@ impl RunReport {
                 self.plan = Some(plan.clone());
             }
             EventKind::Notice { message } => self.notices.push(message.clone()),
+            EventKind::CommandRefused { refusal, .. } => self.notices.push(refusal.to_string()),
             EventKind::SubtaskQueued {
                 subtask,
                 waiting_on,
@@ -550,7 +550,7 @@ fn cell(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::plan::{PlannedSubtask, Priority};
+    use crate::protocol::{PlannedSubtask, Priority};
 
     fn event(kind: EventKind) -> Event {
         Event {
@@ -618,6 +618,16 @@ mod tests {
             r.apply(&event(kind));
         }
         r
+    }
+
+    #[test]
+    fn a_refused_command_is_kept_as_a_notice_in_its_sentence() {
+        let mut r = finished();
+        r.apply(&event(EventKind::CommandRefused {
+            command: crate::protocol::CommandName::CancelRun,
+            refusal: crate::protocol::Refusal::RunFinished,
+        }));
+        assert_eq!(r.notices, ["the run has already finished"]);
     }
 
     #[test]

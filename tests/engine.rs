@@ -20,8 +20,11 @@ use maestro::engine::roles::builtin_roles;
 use maestro::engine::run::RunSettings;
 use maestro::llm::anthropic::{Anthropic, AnthropicConfig};
 use maestro::llm::openai::{OpenAi, OpenAiConfig};
-use maestro::llm::{ApiKey, Provider};
-use maestro::protocol::{Event, EventKind, RunCommand, RunId, RunStatus, SubtaskId, Usage};
+use maestro::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
+use maestro::protocol::{
+    CallRole, Command, CommandName, Event, EventKind, Plan, Refusal, RunCommand, RunId, RunStatus,
+    SavedReport, SavedResult, SavedRun, SavedSubtask, SubtaskId, Usage,
+};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -156,6 +159,7 @@ fn executor() -> ExecutorSettings {
     ExecutorSettings {
         call_timeout: Duration::from_secs(5),
         coalesce: Duration::from_millis(10),
+        ..ExecutorSettings::default()
     }
 }
 
@@ -494,36 +498,6 @@ async fn worker_failing_twice_with_500_succeeds_on_the_third_attempt() {
 }
 
 #[tokio::test]
-async fn rate_limited_worker_waits_for_retry_after_before_the_next_attempt() {
-    let script = Script::new(plan_json(&[("a", &[])])).worker(
-        "a",
-        mock::sequence(vec![
-            Reply::status(429, "slow down").retry_after(1),
-            Reply::text(result_for(&title("a"))),
-        ]),
-    );
-    let mut h = Harness::start(script).await;
-    assert_eq!(h.finished().await.status, RunStatus::Succeeded);
-
-    let delay = h.find(|k| match k {
-        EventKind::SubtaskRetrying { delay_ms, .. } => Some(*delay_ms),
-        _ => None,
-    });
-    assert_eq!(
-        delay,
-        Some(1000),
-        "the Retry-After is the delay, not the backoff"
-    );
-    let requests = h.worker_requests("a");
-    assert_eq!(requests.len(), 2);
-    let waited = requests[1].received_at - requests[0].received_at;
-    assert!(
-        waited >= Duration::from_millis(950),
-        "retried after only {waited:?}"
-    );
-}
-
-#[tokio::test]
 async fn worker_that_always_fails_is_tried_retries_plus_one_times_and_blocks_its_dependents() {
     let script = Script::new(plan_json(&[("a", &[]), ("b", &[]), ("c", &["a"])]))
         .worker("a", always(Reply::status(500, "permanently broken")));
@@ -621,37 +595,6 @@ async fn silent_stream_hits_the_idle_timeout_is_retried_then_fails() {
         .expect("a failed");
     assert!(error.0.contains("went silent"), "{}", error.0);
     assert_eq!(h.worker_requests("a").len(), 2);
-}
-
-#[tokio::test]
-async fn call_exceeding_the_overall_timeout_fails_as_a_timeout() {
-    let mut options = Options {
-        executor: ExecutorSettings {
-            call_timeout: Duration::from_millis(500),
-            coalesce: Duration::from_millis(10),
-        },
-        ..Options::default()
-    };
-    options.settings.retries = 0;
-    let script = Script::new(plan_json(&[("a", &[]), ("b", &[])])).worker(
-        "a",
-        always(Reply::text(result_for(&title("a"))).delay(Duration::from_secs(3))),
-    );
-    let begun = Instant::now();
-    let mut h = Harness::start_with(script, options).await;
-    let end = h.finished().await;
-    assert!(
-        begun.elapsed() < Duration::from_secs(2),
-        "the timeout did not cut the call"
-    );
-    assert_eq!(end.status, RunStatus::Partial);
-    let error = h
-        .find(|k| match k {
-            EventKind::SubtaskFailed { error, .. } => Some(error.clone()),
-            _ => None,
-        })
-        .expect("a failed");
-    assert!(error.contains("no complete answer within 500ms"), "{error}");
 }
 
 #[tokio::test]
@@ -1124,36 +1067,59 @@ async fn shutdown_cancels_an_active_run_and_closes_the_event_stream() {
 }
 
 #[tokio::test]
-async fn steering_an_unknown_subtask_answers_with_a_notice_and_changes_nothing() {
+async fn steering_an_unknown_subtask_is_refused_and_changes_nothing() {
     let mut h = Harness::start(Script::new(plan_json(&[("a", &[])]))).await;
     assert_eq!(h.finished().await.status, RunStatus::Succeeded);
+    let before = h.log.len();
     h.steer(RunCommand::RetrySubtask(sid("nope")));
-    let notice = h
-        .until("a notice", |k| matches!(k, EventKind::Notice { .. }))
-        .await;
-    let EventKind::Notice { message } = notice else {
-        unreachable!()
-    };
-    assert!(message.contains("nope"), "{message}");
-    assert_eq!(h.server.request_count(), 3);
+    // The engine handles commands one at a time and emits everything a command causes before
+    // it reads the next, so the answer to a second command is a barrier: whatever the first
+    // one wrongly started would be in the log before it.
+    h.steer(RunCommand::CancelSubtask(sid("barrier")));
+    h.until("the barrier's refusal", |k| {
+        matches!(k, EventKind::CommandRefused { refusal: Refusal::UnknownSubtask { subtask }, .. }
+            if subtask.as_str() == "barrier")
+    })
+    .await;
+    let answers: Vec<&EventKind> = h.log[before..].iter().map(|e| &e.kind).collect();
+    assert_eq!(
+        answers,
+        [
+            &EventKind::CommandRefused {
+                command: CommandName::RetrySubtask,
+                refusal: Refusal::UnknownSubtask {
+                    subtask: sid("nope")
+                },
+            },
+            &EventKind::CommandRefused {
+                command: CommandName::CancelSubtask,
+                refusal: Refusal::UnknownSubtask {
+                    subtask: sid("barrier")
+                },
+            },
+        ]
+    );
+    assert_eq!(h.server.request_count(), 3, "planner, worker, synthesis");
 }
 
 #[tokio::test]
-async fn retry_after_longer_than_the_limit_fails_at_once_instead_of_waiting() {
-    let script = Script::new(plan_json(&[("a", &[]), ("b", &[])])).worker(
-        "a",
-        always(Reply::status(429, "come back tomorrow").retry_after(60)),
+async fn steering_an_unknown_run_is_refused_naming_the_run() {
+    let mut h = Harness::start(Script::new(plan_json(&[("a", &[])]))).await;
+    assert_eq!(h.finished().await.status, RunStatus::Succeeded);
+    let stranger = RunId::new();
+    h.engine.steer(stranger, RunCommand::Resynthesize);
+    let event = tokio::time::timeout(WAIT, h.events.recv())
+        .await
+        .expect("an answer")
+        .expect("the engine runs");
+    assert_eq!(event.run, stranger);
+    assert_eq!(
+        event.kind,
+        EventKind::CommandRefused {
+            command: CommandName::Resynthesize,
+            refusal: Refusal::UnknownRun { run: stranger },
+        }
     );
-    let begun = Instant::now();
-    let mut h = Harness::start(script).await; // retry_after_limit = 5s
-    assert_eq!(h.finished().await.status, RunStatus::Partial);
-    assert!(begun.elapsed() < Duration::from_secs(3));
-    assert_eq!(h.worker_requests("a").len(), 1);
-    let error = h.find(|k| match k {
-        EventKind::SubtaskFailed { error, .. } => Some(error.clone()),
-        _ => None,
-    });
-    assert!(error.is_some_and(|e| e.contains("come back tomorrow")));
 }
 
 #[tokio::test]
@@ -1365,5 +1331,524 @@ async fn a_panicking_provider_fails_the_call_and_the_run_still_ends() {
         failure
             .expect("the subtask failed")
             .contains("unexpectedly")
+    );
+}
+
+// ---- in process, in paused time -------------------------------------------------------------
+//
+// Backoff, Retry-After and the call timeout are about time, so these tests run on tokio's
+// paused clock: it jumps to the next timer whenever every task waits, which makes the waits
+// exact and instant. That clock must not meet real sockets (it would jump while a request is
+// on the wire), so these runs use an in-process provider instead of the mock server.
+
+/// One call the in-process provider received, and when (on the paused clock).
+#[derive(Debug, Clone)]
+struct FakeCall {
+    call: Call,
+    at: tokio::time::Instant,
+}
+
+/// How the in-process provider answers the `n`th call (0-based) of one kind.
+type FakeScript = dyn Fn(&Call, usize) -> (Duration, Result<String, CallError>) + Send + Sync;
+
+/// A provider without sockets: answers from a script after a delay on tokio's clock.
+struct Fake {
+    script: Box<FakeScript>,
+    calls: Arc<std::sync::Mutex<Vec<FakeCall>>>,
+}
+
+impl Provider for Fake {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_> {
+        Box::pin(async move {
+            let call = match request.role {
+                CallRole::Planner => Call::Planner,
+                CallRole::Synthesizer => Call::Synthesis,
+                CallRole::Worker => {
+                    let user = request
+                        .messages
+                        .iter()
+                        .map(|m| m.content.as_str())
+                        .collect::<String>();
+                    let title = user
+                        .split("# Your subtask: ")
+                        .nth(1)
+                        .and_then(|rest| rest.lines().next())
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned();
+                    Call::Worker(title)
+                }
+            };
+            let n = {
+                let mut calls = self.calls.lock().expect("the call log");
+                let n = calls.iter().filter(|c| c.call == call).count();
+                calls.push(FakeCall {
+                    call: call.clone(),
+                    at: tokio::time::Instant::now(),
+                });
+                n
+            };
+            let (delay, result) = (self.script)(&call, n);
+            tokio::time::sleep(delay).await;
+            let text = result?;
+            sink.send(&text);
+            Ok(Completion {
+                text,
+                usage: Some(Usage {
+                    tokens_in: 10,
+                    tokens_out: 5,
+                    estimated: false,
+                }),
+            })
+        })
+    }
+}
+
+/// An engine over the in-process provider and everything it emitted so far.
+struct InProcess {
+    engine: EngineHandle,
+    events: UnboundedReceiver<Event>,
+    calls: Arc<std::sync::Mutex<Vec<FakeCall>>>,
+    log: Vec<(tokio::time::Instant, Event)>,
+}
+
+/// A virtual deadline: on the paused clock a hang jumps straight to it and fails the test.
+const VIRTUAL_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+impl InProcess {
+    /// Planner answers `plan`; the synthesis answers `SYNTHESIS`; workers as `worker` says
+    /// for (subtask title, nth call), at once unless it says otherwise.
+    fn spawn(
+        plan: String,
+        settings: RunSettings,
+        executor: ExecutorSettings,
+        worker: impl Fn(&str, usize) -> (Duration, Result<String, CallError>) + Send + Sync + 'static,
+    ) -> Self {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let provider = Fake {
+            script: Box::new(move |call, n| match call {
+                Call::Planner => (Duration::ZERO, Ok(plan.clone())),
+                Call::Synthesis => (Duration::ZERO, Ok(SYNTHESIS.to_owned())),
+                Call::Worker(title) => worker(title, n),
+                Call::Unknown => (Duration::ZERO, Err(CallError::fatal("?", "unknown"))),
+            }),
+            calls: calls.clone(),
+        };
+        let (engine, events) = Engine::spawn(Arc::new(provider), settings, executor);
+        Self {
+            engine,
+            events,
+            calls,
+            log: Vec::new(),
+        }
+    }
+
+    /// Receive events (of any run) until one of run `run` matches.
+    async fn until(&mut self, run: RunId, pred: impl Fn(&EventKind) -> bool) -> EventKind {
+        let deadline = tokio::time::Instant::now() + VIRTUAL_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    let matched = event.run == run && pred(&event.kind);
+                    let kind = event.kind.clone();
+                    self.log.push((tokio::time::Instant::now(), event));
+                    if matched {
+                        return kind;
+                    }
+                }
+                Ok(None) => panic!("the engine stopped; events: {:?}", self.kinds()),
+                Err(_) => panic!("no such event; events: {:?}", self.kinds()),
+            }
+        }
+    }
+
+    async fn finished(&mut self, run: RunId) -> RunStatus {
+        match self
+            .until(run, |k| matches!(k, EventKind::RunFinished { .. }))
+            .await
+        {
+            EventKind::RunFinished { status, .. } => status,
+            _ => unreachable!(),
+        }
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.log.iter().map(|(_, e)| describe(&e.kind)).collect()
+    }
+
+    fn worker_calls(&self, id: &str) -> Vec<tokio::time::Instant> {
+        self.calls
+            .lock()
+            .expect("the call log")
+            .iter()
+            .filter(|c| c.call == Call::Worker(title(id)))
+            .map(|c| c.at)
+            .collect()
+    }
+
+    fn all_calls(&self) -> Vec<Call> {
+        let calls = self.calls.lock().expect("the call log");
+        calls.iter().map(|c| c.call.clone()).collect()
+    }
+
+    /// When the first event matching `pred` arrived.
+    fn when(&self, pred: impl Fn(&EventKind) -> bool) -> Option<tokio::time::Instant> {
+        self.log
+            .iter()
+            .find(|(_, e)| pred(&e.kind))
+            .map(|(at, _)| *at)
+    }
+}
+
+fn answer(id: &str) -> (Duration, Result<String, CallError>) {
+    (Duration::ZERO, Ok(result_for(&title(id))))
+}
+
+fn real_backoff() -> RunSettings {
+    RunSettings {
+        retry_base: Duration::from_secs(1),
+        retry_max: Duration::from_secs(30),
+        retry_after_limit: Duration::from_secs(120),
+        ..settings()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_waits_exactly_the_delays_it_announces_and_grows() {
+    let mut e = InProcess::spawn(
+        plan_json(&[("a", &[])]),
+        real_backoff(),
+        executor(),
+        |_, n| match n {
+            0 | 1 => (
+                Duration::ZERO,
+                Err(CallError::from_status(500, "upstream broke".into(), None)),
+            ),
+            _ => answer("a"),
+        },
+    );
+    let begun = std::time::Instant::now();
+    let run = e.engine.start_run(QUERY, None);
+    assert_eq!(e.finished(run).await, RunStatus::Succeeded);
+
+    let delays: Vec<u64> = e
+        .log
+        .iter()
+        .filter_map(|(_, ev)| match ev.kind {
+            EventKind::SubtaskRetrying { delay_ms, .. } => Some(delay_ms),
+            _ => None,
+        })
+        .collect();
+    let calls = e.worker_calls("a");
+    assert_eq!(calls.len(), 3);
+    assert_eq!(delays.len(), 2);
+    // Equal jitter: the nth retry waits between half of and the full base × 2ⁿ.
+    assert!((500..=1000).contains(&delays[0]), "{delays:?}");
+    assert!((1000..=2000).contains(&delays[1]), "{delays:?}");
+    for (k, delay) in delays.iter().enumerate() {
+        let waited = calls[k + 1] - calls[k];
+        // The timer wheel counts whole milliseconds; the announced delay is rounded down.
+        assert!(
+            waited >= Duration::from_millis(*delay) && waited <= Duration::from_millis(delay + 1),
+            "retry {k}: announced {delay} ms, waited {waited:?}"
+        );
+    }
+    assert!(
+        begun.elapsed() < Duration::from_secs(1),
+        "paused time did not jump"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_worker_waits_exactly_its_retry_after() {
+    let mut e = InProcess::spawn(
+        plan_json(&[("a", &[])]),
+        real_backoff(),
+        executor(),
+        |_, n| match n {
+            0 => (
+                Duration::ZERO,
+                Err(CallError::from_status(
+                    429,
+                    "slow down".into(),
+                    Some(Duration::from_secs(7)),
+                )),
+            ),
+            _ => answer("a"),
+        },
+    );
+    let run = e.engine.start_run(QUERY, None);
+    assert_eq!(e.finished(run).await, RunStatus::Succeeded);
+    let delay = e.log.iter().find_map(|(_, ev)| match ev.kind {
+        EventKind::SubtaskRetrying { delay_ms, .. } => Some(delay_ms),
+        _ => None,
+    });
+    assert_eq!(
+        delay,
+        Some(7000),
+        "the Retry-After is the delay, not the backoff"
+    );
+    let calls = e.worker_calls("a");
+    assert_eq!(calls[1] - calls[0], Duration::from_secs(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_the_limit_fails_at_once_instead_of_waiting() {
+    let mut e = InProcess::spawn(
+        plan_json(&[("a", &[]), ("b", &[])]),
+        RunSettings {
+            retry_after_limit: Duration::from_secs(5),
+            ..real_backoff()
+        },
+        executor(),
+        |title_, _| {
+            if title_ == title("a") {
+                let e = CallError::from_status(
+                    429,
+                    "come back tomorrow".into(),
+                    Some(Duration::from_secs(60)),
+                );
+                (Duration::ZERO, Err(e))
+            } else {
+                answer("b")
+            }
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let run = e.engine.start_run(QUERY, None);
+    assert_eq!(e.finished(run).await, RunStatus::Partial);
+    assert_eq!(e.worker_calls("a").len(), 1);
+    let failed = e
+        .when(|k| matches!(k, EventKind::SubtaskFailed { error, .. } if error.contains("come back tomorrow")))
+        .expect("a failed");
+    assert_eq!(failed - started, Duration::ZERO, "it did not wait at all");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_call_timeout_cuts_a_call_at_exactly_its_limit() {
+    let mut settings = real_backoff();
+    settings.retries = 0;
+    let mut e = InProcess::spawn(
+        plan_json(&[("a", &[]), ("b", &[])]),
+        settings,
+        ExecutorSettings {
+            call_timeout: Duration::from_millis(500),
+            ..executor()
+        },
+        |title_, _| {
+            if title_ == title("a") {
+                (Duration::from_secs(3600), Ok("too late".into()))
+            } else {
+                answer("b")
+            }
+        },
+    );
+    let run = e.engine.start_run(QUERY, None);
+    assert_eq!(e.finished(run).await, RunStatus::Partial);
+    let failure = e.log.iter().find_map(|(_, ev)| match &ev.kind {
+        EventKind::SubtaskFailed {
+            error, elapsed_ms, ..
+        } => Some((error.clone(), *elapsed_ms)),
+        _ => None,
+    });
+    let (error, elapsed_ms) = failure.expect("a failed");
+    assert!(error.contains("no complete answer within 500ms"), "{error}");
+    assert_eq!(elapsed_ms, 500);
+}
+
+// ---- resuming a saved run, and which runs the engine keeps ---------------------------------
+
+fn saved_run(tasks: &[(&str, &[&str])]) -> SavedRun {
+    let plan: Plan = serde_json::from_str(&plan_json(tasks)).expect("a plan");
+    SavedRun {
+        query: QUERY.to_owned(),
+        plan,
+        subtasks: Vec::new(),
+        synthesis_attempts: 0,
+        report: None,
+        usage: Usage::default(),
+        elapsed_ms: 0,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_calls_only_what_was_left_and_keeps_its_id() {
+    let mut saved = saved_run(&[("a", &[]), ("b", &["a"]), ("c", &[])]);
+    saved.subtasks = vec![SavedSubtask {
+        id: sid("a"),
+        attempts: 1,
+        result: Some(SavedResult {
+            text: "the saved finding".into(),
+            usage: Usage::default(),
+            elapsed_ms: 900,
+        }),
+    }];
+    let mut e = InProcess::spawn(String::new(), settings(), executor(), |t, _| {
+        (Duration::ZERO, Ok(format!("answer for {t}")))
+    });
+    let id = RunId::new();
+    e.engine.resume_run(id, saved.clone());
+    assert_eq!(e.finished(id).await, RunStatus::Succeeded);
+    let mut calls = e.all_calls();
+    calls.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(
+        calls,
+        [
+            Call::Synthesis,
+            Call::Worker(title("b")),
+            Call::Worker(title("c"))
+        ],
+        "no planner, and a was not asked again"
+    );
+    assert!(e.log.iter().all(|(_, ev)| ev.run == id));
+
+    e.engine.resume_run(id, saved);
+    let refusal = e
+        .until(id, |k| matches!(k, EventKind::CommandRefused { .. }))
+        .await;
+    assert_eq!(
+        refusal,
+        EventKind::CommandRefused {
+            command: CommandName::ResumeRun,
+            refusal: Refusal::RunOpen { run: id },
+        }
+    );
+}
+
+/// A run that is finished at once: every result saved, and a report.
+fn complete_saved_run() -> SavedRun {
+    let mut saved = saved_run(&[("a", &[])]);
+    saved.subtasks = vec![SavedSubtask {
+        id: sid("a"),
+        attempts: 1,
+        result: Some(SavedResult {
+            text: "A".into(),
+            usage: Usage::default(),
+            elapsed_ms: 1,
+        }),
+    }];
+    saved.report = Some(SavedReport {
+        text: "report".into(),
+        synthesized: true,
+        usage: Usage::default(),
+    });
+    saved
+}
+
+#[tokio::test(start_paused = true)]
+async fn finished_runs_stay_reachable_up_to_the_limit_then_the_oldest_is_dropped() {
+    let mut e = InProcess::spawn(
+        String::new(),
+        settings(),
+        ExecutorSettings {
+            keep_finished: 2,
+            ..executor()
+        },
+        |t, _| (Duration::ZERO, Ok(format!("answer for {t}"))),
+    );
+    let runs: Vec<RunId> = (0..3).map(|_| RunId::new()).collect();
+    for &id in &runs {
+        e.engine.resume_run(id, complete_saved_run());
+        assert_eq!(e.finished(id).await, RunStatus::Succeeded);
+    }
+    assert!(e.all_calls().is_empty(), "complete saved runs make no call");
+
+    // The first run to finish is the one dropped; the two later ones can still be reopened.
+    e.engine.steer(runs[0], RunCommand::Resynthesize);
+    let refusal = e
+        .until(runs[0], |k| matches!(k, EventKind::CommandRefused { .. }))
+        .await;
+    assert_eq!(
+        refusal,
+        EventKind::CommandRefused {
+            command: CommandName::Resynthesize,
+            refusal: Refusal::UnknownRun { run: runs[0] },
+        }
+    );
+    for &id in &runs[1..] {
+        e.engine.steer(id, RunCommand::Resynthesize);
+        assert_eq!(e.finished(id).await, RunStatus::Succeeded);
+    }
+    assert_eq!(e.all_calls(), [Call::Synthesis, Call::Synthesis]);
+
+    // Reopening a run makes it the latest to finish: run 1 is now the oldest and goes next.
+    let fourth = RunId::new();
+    e.engine.resume_run(fourth, complete_saved_run());
+    assert_eq!(e.finished(fourth).await, RunStatus::Succeeded);
+    e.engine.steer(runs[1], RunCommand::Resynthesize);
+    e.engine.steer(runs[2], RunCommand::Resynthesize);
+    let refusal = e
+        .until(runs[1], |k| matches!(k, EventKind::CommandRefused { .. }))
+        .await;
+    assert!(matches!(
+        refusal,
+        EventKind::CommandRefused {
+            refusal: Refusal::UnknownRun { .. },
+            ..
+        }
+    ));
+    assert_eq!(e.finished(runs[2]).await, RunStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_a_run_cancels_it_if_open_and_forgets_it() {
+    let mut e = InProcess::spawn(plan_json(&[("a", &[])]), settings(), executor(), |_, _| {
+        (Duration::from_secs(3600), Ok("never".into()))
+    });
+    let open = e.engine.start_run(QUERY, None);
+    e.until(open, |k| matches!(k, EventKind::SubtaskStarted { .. }))
+        .await;
+    e.engine.send(Command::CloseRun { id: open });
+    assert_eq!(e.finished(open).await, RunStatus::Cancelled);
+
+    let done = RunId::new();
+    e.engine.resume_run(done, complete_saved_run());
+    assert_eq!(e.finished(done).await, RunStatus::Succeeded);
+    e.engine.send(Command::CloseRun { id: done });
+
+    for id in [open, done] {
+        e.engine.steer(id, RunCommand::RetryFailed);
+        let refusal = e
+            .until(id, |k| matches!(k, EventKind::CommandRefused { .. }))
+            .await;
+        assert_eq!(
+            refusal,
+            EventKind::CommandRefused {
+                command: CommandName::RetryFailed,
+                refusal: Refusal::UnknownRun { run: id },
+            }
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keeping_no_finished_run_drops_each_as_it_ends() {
+    let mut e = InProcess::spawn(
+        plan_json(&[("a", &[])]),
+        settings(),
+        ExecutorSettings {
+            keep_finished: 0,
+            ..executor()
+        },
+        |_, _| answer("a"),
+    );
+    let run = e.engine.start_run(QUERY, None);
+    assert_eq!(e.finished(run).await, RunStatus::Succeeded);
+    e.engine.steer(run, RunCommand::Resynthesize);
+    let refusal = e
+        .until(run, |k| matches!(k, EventKind::CommandRefused { .. }))
+        .await;
+    assert!(
+        matches!(
+            refusal,
+            EventKind::CommandRefused {
+                refusal: Refusal::UnknownRun { .. },
+                ..
+            }
+        ),
+        "{refusal:?}"
     );
 }

@@ -5,19 +5,28 @@
 //! cancellation token, the overall timeout and delta coalescing), backoff timers, and events
 //! out. It makes no decisions of its own; concurrency limits, retries and staleness are the
 //! state machine's. Events leave in the order the state machine produced them.
+//!
+//! A run's state is kept while commands may still reach it: a finished run can be reopened (a
+//! re-run, an edit, a new synthesis), which the dashboard offers for every run it shows. It is
+//! dropped when a `CloseRun` names it, when the engine stops, or when more than
+//! `ExecutorSettings::keep_finished` runs have finished, the one that finished longest ago
+//! first. Commands to a dropped run are refused as `unknown_run`. Runs that have not finished
+//! are never dropped but by `CloseRun`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::plan::Plan;
 use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
 use crate::llm::{CallError, ChatRequest, DeltaSink, Provider};
-use crate::protocol::{Command, Event, EventKind, RunCommand, RunId};
+use crate::protocol::{
+    Command, CommandName, Event, EventKind, Plan, Refusal, RunCommand, RunId, SavedRun,
+};
 
 /// How the executor treats calls.
 #[derive(Debug, Clone)]
@@ -27,6 +36,9 @@ pub struct ExecutorSettings {
     /// Streamed text is gathered for this long before it becomes one event, so a fast model
     /// does not send one event per token across the channel.
     pub coalesce: Duration,
+    /// Finished runs kept so commands can still reopen them; beyond this, the one that
+    /// finished longest ago is dropped. 0 drops a run as soon as it finishes.
+    pub keep_finished: usize,
 }
 
 impl Default for ExecutorSettings {
@@ -34,6 +46,7 @@ impl Default for ExecutorSettings {
         Self {
             call_timeout: Duration::from_secs(crate::defaults::TIMEOUT_SECS),
             coalesce: Duration::from_millis(crate::defaults::COALESCE_MS),
+            keep_finished: crate::defaults::KEEP_FINISHED_RUNS,
         }
     }
 }
@@ -56,6 +69,14 @@ impl EngineHandle {
             plan,
         });
         id
+    }
+
+    /// Go on with a saved run under its old id; see `Command::ResumeRun`.
+    pub fn resume_run(&self, id: RunId, saved: SavedRun) {
+        self.send(Command::ResumeRun {
+            id,
+            saved: Box::new(saved),
+        });
     }
 
     pub fn steer(&self, id: RunId, command: RunCommand) {
@@ -85,6 +106,7 @@ impl Engine {
             settings,
             executor,
             runs: HashMap::new(),
+            finishes: 0,
             calls: HashMap::new(),
             events: event_tx,
             inputs: input_tx,
@@ -98,6 +120,8 @@ impl Engine {
 struct Slot {
     run: Run,
     created: Instant,
+    /// When the run last finished, in the order runs finished; `None` while it is open.
+    finished: Option<u64>,
 }
 
 struct Executor {
@@ -105,6 +129,8 @@ struct Executor {
     settings: RunSettings,
     executor: ExecutorSettings,
     runs: HashMap<RunId, Slot>,
+    /// Counts run ends, to order finished runs for dropping.
+    finishes: u64,
     calls: HashMap<(RunId, CallId), CancellationToken>,
     events: mpsc::UnboundedSender<Event>,
     inputs: mpsc::UnboundedSender<(RunId, Input)>,
@@ -137,17 +163,55 @@ impl Executor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::StartRun { id, query, plan } => {
-                let mut settings = self.settings.clone();
-                let (hi, lo) = id.0.as_u64_pair();
-                settings.seed ^= hi ^ lo;
+                let settings = self.settings_for(id);
                 self.runs.insert(
                     id,
                     Slot {
                         run: Run::new(query, settings, plan),
                         created: Instant::now(),
+                        finished: None,
                     },
                 );
                 self.feed(id, Input::Start);
+            }
+            Command::ResumeRun { id, saved } => {
+                if self.runs.contains_key(&id) {
+                    self.emit(
+                        id,
+                        EventKind::CommandRefused {
+                            command: CommandName::ResumeRun,
+                            refusal: Refusal::RunOpen { run: id },
+                        },
+                    );
+                    return;
+                }
+                let settings = self.settings_for(id);
+                self.runs.insert(
+                    id,
+                    Slot {
+                        run: Run::restore(*saved, settings),
+                        created: Instant::now(),
+                        finished: None,
+                    },
+                );
+                self.feed(id, Input::Start);
+            }
+            Command::CloseRun { id } => {
+                let open = self.runs.get(&id).map(|slot| !slot.run.is_finished());
+                match open {
+                    Some(true) => {
+                        self.feed(id, Input::Command(RunCommand::CancelRun));
+                        self.drop_run(id);
+                    }
+                    Some(false) => self.drop_run(id),
+                    None => self.emit(
+                        id,
+                        EventKind::CommandRefused {
+                            command: CommandName::CloseRun,
+                            refusal: Refusal::UnknownRun { run: id },
+                        },
+                    ),
+                }
             }
             Command::Run { id, command } => {
                 if self.runs.contains_key(&id) {
@@ -155,14 +219,24 @@ impl Executor {
                 } else {
                     self.emit(
                         id,
-                        EventKind::Notice {
-                            message: format!("there is no run {id}"),
+                        EventKind::CommandRefused {
+                            command: command.name(),
+                            refusal: Refusal::UnknownRun { run: id },
                         },
                     );
                 }
             }
             Command::Shutdown => {}
         }
+    }
+
+    /// The settings of run `id`: the engine's, with a backoff seed of the run's own so runs
+    /// that fail together do not retry in step.
+    fn settings_for(&self, id: RunId) -> RunSettings {
+        let mut settings = self.settings.clone();
+        let (hi, lo) = id.0.as_u64_pair();
+        settings.seed ^= hi ^ lo;
+        settings
     }
 
     /// Cancel every active run (so each ends with `RunFinished`) and every call in flight.
@@ -185,9 +259,54 @@ impl Executor {
         };
         let now = slot.created.elapsed().as_millis() as u64;
         let effects = slot.run.handle(input, now);
+        let just_finished = match (slot.run.is_finished(), slot.finished) {
+            (true, None) => {
+                self.finishes += 1;
+                slot.finished = Some(self.finishes);
+                true
+            }
+            (false, Some(_)) => {
+                slot.finished = None;
+                false
+            }
+            (true, Some(_)) | (false, None) => false,
+        };
         for effect in effects {
             self.perform(id, effect);
         }
+        if just_finished {
+            self.drop_old_runs();
+        }
+    }
+
+    /// Keep at most `keep_finished` finished runs, dropping those that finished first.
+    fn drop_old_runs(&mut self) {
+        let mut finished: Vec<(u64, RunId)> = self
+            .runs
+            .iter()
+            .filter_map(|(id, slot)| slot.finished.map(|seq| (seq, *id)))
+            .collect();
+        let Some(excess) = finished.len().checked_sub(self.executor.keep_finished) else {
+            return;
+        };
+        if excess == 0 {
+            return;
+        }
+        finished.sort_unstable();
+        for (_, id) in finished.into_iter().take(excess) {
+            self.drop_run(id);
+        }
+    }
+
+    /// Forget a run: its state, and any call of it still in flight.
+    fn drop_run(&mut self, id: RunId) {
+        self.runs.remove(&id);
+        self.calls.retain(|(run, _), token| {
+            if *run == id {
+                token.cancel();
+            }
+            *run != id
+        });
     }
 
     fn emit(&self, run: RunId, kind: EventKind) {

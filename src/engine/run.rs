@@ -18,7 +18,10 @@ use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::{CallError, ChatRequest, Completion};
-use crate::protocol::{EventKind, RunCommand, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::protocol::{
+    CommandName, EventKind, Refusal, RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus,
+    Usage,
+};
 
 /// What a run needs to know to make its decisions.
 #[derive(Debug, Clone)]
@@ -47,16 +50,9 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
+    /// What plans of this run are checked against; see [`PlanRules::for_roles`].
     pub fn plan_rules(&self) -> PlanRules {
-        PlanRules {
-            max_subtasks: self.max_subtasks,
-            roles: self.roles.iter().map(|r| r.name.clone()).collect(),
-            default_role: self
-                .roles
-                .first()
-                .map(|r| r.name.clone())
-                .unwrap_or_default(),
-        }
+        PlanRules::for_roles(&self.roles, self.max_subtasks)
     }
 }
 
@@ -145,13 +141,17 @@ struct Single {
     output: String,
 }
 
-/// One run's state. Create with `Run::new`, then feed `Input::Start`.
+/// One run's state. Create with `Run::new` (or `Run::restore`), then feed `Input::Start`.
 #[derive(Debug, Clone)]
 pub struct Run {
     query: String,
     settings: RunSettings,
     phase: Phase,
     given_plan: Option<Plan>,
+    /// What a restored run starts from, until `Input::Start` takes it.
+    saved: Option<SavedRun>,
+    /// Added to every `now_ms`: a restored run's time goes on from where it was saved.
+    base_ms: u64,
     plan: Option<Plan>,
     tasks: Vec<Task>,
     index: HashMap<SubtaskId, usize>,
@@ -174,6 +174,8 @@ impl Run {
             settings,
             phase: Phase::Planning,
             given_plan: plan,
+            saved: None,
+            base_ms: 0,
             plan: None,
             tasks: Vec::new(),
             index: HashMap::new(),
@@ -184,6 +186,22 @@ impl Run {
             usage: Usage::default(),
             rng,
         }
+    }
+
+    /// A run rebuilt from what was saved, to go on where it stopped. On `Input::Start` it checks
+    /// the saved plan as any given plan and restates the saved facts as the events a consumer
+    /// folds: `RunStarted`, `PlanReady`, `SubtaskSucceeded` for each saved result and
+    /// `SynthesisFinished` for the saved report. Saved results are never asked for again.
+    /// Then it goes on like any run: subtasks without a result (failed, cancelled, blocked or
+    /// unfinished when saved) run again, dependents after their dependencies, then a new
+    /// synthesis. A run whose every subtask has a result and whose report was written by the
+    /// model (not joined after a failed synthesis) makes no call at all: it ends with
+    /// `RunFinished(succeeded)` at once, and a `Resynthesize` can still ask for a new report.
+    pub fn restore(saved: SavedRun, settings: RunSettings) -> Self {
+        let mut run = Self::new(saved.query.clone(), settings, None);
+        run.base_ms = saved.elapsed_ms;
+        run.saved = Some(saved);
+        run
     }
 
     /// The status of a subtask, if the plan has it.
@@ -198,8 +216,9 @@ impl Run {
 
     pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Effect> {
         let mut out = Vec::new();
+        let now_ms = now_ms.saturating_add(self.base_ms);
         match input {
-            Input::Start => self.start(&mut out),
+            Input::Start => self.start(now_ms, &mut out),
             Input::Delta { call, text } => self.on_delta(call, text, &mut out),
             Input::Reply { call, result } => self.on_reply(call, result, now_ms, &mut out),
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
@@ -210,22 +229,87 @@ impl Run {
 
     // ---- planning -------------------------------------------------------------------------
 
-    fn start(&mut self, out: &mut Vec<Effect>) {
+    fn start(&mut self, now: u64, out: &mut Vec<Effect>) {
         out.push(Effect::Emit(EventKind::RunStarted {
             query: self.query.clone(),
         }));
+        if let Some(saved) = self.saved.take() {
+            self.resume(saved, now, out);
+            return;
+        }
         match self.given_plan.take() {
             Some(given) => match plan::check_plan(given, &self.settings.plan_rules()) {
-                Ok(checked) => self.accept_plan(checked, 0, out),
+                Ok(checked) => self.accept_plan(checked, now, out),
                 Err(e) => self.finish(
                     RunStatus::Failed,
                     Some(format!("the given plan is invalid: {e}")),
-                    0,
+                    now,
                     out,
                 ),
             },
             None => self.call_planner(out),
         }
+    }
+
+    /// Go on from a saved run; see [`Run::restore`].
+    fn resume(&mut self, saved: SavedRun, now: u64, out: &mut Vec<Effect>) {
+        let checked = match plan::check_plan(saved.plan, &self.settings.plan_rules()) {
+            Ok(checked) => checked,
+            Err(e) => {
+                let error = format!("the saved plan is invalid: {e}");
+                self.finish(RunStatus::Failed, Some(error), now, out);
+                return;
+            }
+        };
+        self.usage = saved.usage;
+        self.install_plan(checked, out);
+        for subtask in saved.subtasks {
+            let Some(&i) = self.index.get(&subtask.id) else {
+                out.push(Effect::Emit(EventKind::Notice {
+                    message: format!(
+                        "the saved subtask `{}` is not in the plan; dropped",
+                        subtask.id
+                    ),
+                }));
+                continue;
+            };
+            let task = &mut self.tasks[i];
+            task.attempt = subtask.attempts;
+            if let Some(result) = subtask.result {
+                task.attempt = task.attempt.max(1);
+                task.status = SubtaskStatus::Succeeded;
+                task.result = Some(result.text.clone());
+                out.push(Effect::Emit(EventKind::SubtaskSucceeded {
+                    subtask: subtask.id,
+                    attempt: task.attempt,
+                    elapsed_ms: result.elapsed_ms,
+                    usage: result.usage,
+                    result: result.text,
+                }));
+            }
+        }
+        self.synthesis.attempt = saved.synthesis_attempts;
+        self.phase = Phase::Working;
+        if let Some(report) = saved.report {
+            self.synthesis.attempt = self.synthesis.attempt.max(1);
+            self.synthesis_text = Some(report.text.clone());
+            out.push(Effect::Emit(EventKind::SynthesisFinished {
+                attempt: self.synthesis.attempt,
+                text: report.text,
+                synthesized: report.synthesized,
+                usage: report.usage,
+                error: None,
+            }));
+            let complete = self
+                .tasks
+                .iter()
+                .all(|t| t.status == SubtaskStatus::Succeeded);
+            if report.synthesized && complete {
+                self.finish(RunStatus::Succeeded, None, now, out);
+                return;
+            }
+        }
+        self.pump(now, out);
     }
 
     fn call_planner(&mut self, out: &mut Vec<Effect>) {
@@ -318,6 +402,17 @@ impl Run {
     }
 
     fn accept_plan(&mut self, checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
+        self.install_plan(checked, out);
+        if self.settings.stop_after_plan {
+            self.finish(RunStatus::Succeeded, None, now, out);
+            return;
+        }
+        self.phase = Phase::Working;
+        self.pump(now, out);
+    }
+
+    /// Take the plan: its warnings become notices, its subtasks pending tasks.
+    fn install_plan(&mut self, checked: CheckedPlan, out: &mut Vec<Effect>) {
         for message in checked.warnings {
             out.push(Effect::Emit(EventKind::Notice { message }));
         }
@@ -345,12 +440,6 @@ impl Run {
             .collect();
         out.push(Effect::Emit(EventKind::PlanReady { plan: plan.clone() }));
         self.plan = Some(plan);
-        if self.settings.stop_after_plan {
-            self.finish(RunStatus::Succeeded, None, now, out);
-            return;
-        }
-        self.phase = Phase::Working;
-        self.pump(now, out);
     }
 
     // ---- scheduling -----------------------------------------------------------------------
@@ -831,10 +920,11 @@ impl Run {
     }
 
     fn on_command(&mut self, command: RunCommand, now: u64, out: &mut Vec<Effect>) {
+        let name = command.name();
         match command {
             RunCommand::RetrySubtask(id) => {
-                if let Some(i) = self.lookup(&id, out) {
-                    self.rerun(i, now, out);
+                if let Some(i) = self.lookup(name, &id, out) {
+                    self.rerun(name, i, now, out);
                 }
             }
             RunCommand::RetryFailed => {
@@ -847,15 +937,15 @@ impl Run {
                     })
                     .collect();
                 if targets.is_empty() {
-                    notice(out, "no failed or cancelled subtask to re-run");
+                    refuse(out, name, Refusal::NothingToRetry);
                 }
                 for i in targets {
-                    self.rerun(i, now, out);
+                    self.rerun(name, i, now, out);
                 }
             }
             RunCommand::CancelSubtask(id) => {
-                if let Some(i) = self.lookup(&id, out) {
-                    self.cancel_task(i, out);
+                if let Some(i) = self.lookup(name, &id, out) {
+                    self.cancel_task(name, i, out);
                     self.pump(now, out);
                 }
             }
@@ -865,42 +955,56 @@ impl Run {
                 description,
                 worker,
             } => {
-                if let Some(i) = self.lookup(&id, out) {
+                if let Some(i) = self.lookup(name, &id, out) {
                     self.edit(i, description, worker, now, out);
                 }
             }
-            RunCommand::Resynthesize => self.resynthesize(now, out),
+            RunCommand::Resynthesize => self.resynthesize(out),
         }
     }
 
-    fn lookup(&self, id: &SubtaskId, out: &mut Vec<Effect>) -> Option<usize> {
+    fn lookup(&self, name: CommandName, id: &SubtaskId, out: &mut Vec<Effect>) -> Option<usize> {
         let found = self.index.get(id).copied();
         if found.is_none() {
-            notice(out, &format!("there is no subtask `{id}` in this run"));
+            refuse(
+                out,
+                name,
+                Refusal::UnknownSubtask {
+                    subtask: id.clone(),
+                },
+            );
         }
         found
     }
 
     /// Run a settled subtask again. Its dependents that were blocked wait for it; the run
     /// reopens if it had finished, and a synthesis in flight is dropped (it would be stale).
-    fn rerun(&mut self, i: usize, now: u64, out: &mut Vec<Effect>) {
+    fn rerun(&mut self, name: CommandName, i: usize, now: u64, out: &mut Vec<Effect>) {
         let status = self.tasks[i].status;
         let id = self.tasks[i].spec.id.clone();
         match status {
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {}
             SubtaskStatus::Blocked => {
-                let waiting = self.unfinished_deps(i);
-                notice(
+                let waiting_on = self.unfinished_deps(i);
+                refuse(
                     out,
-                    &format!(
-                        "`{id}` is blocked on {}; re-run that first",
-                        join_ids(&waiting)
-                    ),
+                    name,
+                    Refusal::SubtaskBlocked {
+                        subtask: id,
+                        waiting_on,
+                    },
                 );
                 return;
             }
             SubtaskStatus::Pending | SubtaskStatus::Running | SubtaskStatus::Retrying => {
-                notice(out, &format!("`{id}` is {} already", status.word()));
+                refuse(
+                    out,
+                    name,
+                    Refusal::SubtaskBusy {
+                        subtask: id,
+                        status,
+                    },
+                );
                 return;
             }
         }
@@ -936,7 +1040,7 @@ impl Run {
         }
     }
 
-    fn cancel_task(&mut self, i: usize, out: &mut Vec<Effect>) {
+    fn cancel_task(&mut self, name: CommandName, i: usize, out: &mut Vec<Effect>) {
         let task = &mut self.tasks[i];
         match task.status {
             SubtaskStatus::Running => {
@@ -947,12 +1051,11 @@ impl Run {
             }
             SubtaskStatus::Pending | SubtaskStatus::Retrying | SubtaskStatus::Blocked => {}
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
-                let message = format!(
-                    "`{}` is {}; nothing to cancel",
-                    task.spec.id,
-                    task.status.word()
-                );
-                notice(out, &message);
+                let refusal = Refusal::SubtaskSettled {
+                    subtask: task.spec.id.clone(),
+                    status: task.status,
+                };
+                refuse(out, name, refusal);
                 return;
             }
         }
@@ -966,7 +1069,7 @@ impl Run {
 
     fn cancel_run(&mut self, now: u64, out: &mut Vec<Effect>) {
         if self.is_finished() {
-            notice(out, "the run has already finished");
+            refuse(out, CommandName::CancelRun, Refusal::RunFinished);
             return;
         }
         if self.phase == Phase::Planning && self.planner.in_flight {
@@ -980,7 +1083,7 @@ impl Run {
         self.abort_synthesis(out);
         for i in 0..self.tasks.len() {
             if !self.tasks[i].status.is_settled() {
-                self.cancel_task(i, out);
+                self.cancel_task(CommandName::CancelRun, i, out);
             }
         }
         self.finish(
@@ -1003,18 +1106,11 @@ impl Run {
             Some(name) => match roles::find(&self.settings.roles, &name) {
                 Some(role) => Some(role.name.clone()),
                 None => {
-                    let known: Vec<&str> = self
-                        .settings
-                        .roles
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect();
-                    notice(
+                    let roles = self.settings.roles.iter().map(|r| r.name.clone()).collect();
+                    refuse(
                         out,
-                        &format!(
-                            "there is no worker role `{name}` (roles: {})",
-                            known.join(", ")
-                        ),
+                        CommandName::EditSubtask,
+                        Refusal::UnknownRole { role: name, roles },
                     );
                     return;
                 }
@@ -1045,37 +1141,34 @@ impl Run {
             // Not started yet: the edit is used when it starts.
             SubtaskStatus::Pending | SubtaskStatus::Blocked => {}
             SubtaskStatus::Running | SubtaskStatus::Retrying => {
-                self.cancel_task(i, out);
-                self.rerun(i, now, out);
+                self.cancel_task(CommandName::EditSubtask, i, out);
+                self.rerun(CommandName::EditSubtask, i, now, out);
             }
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
-                self.rerun(i, now, out);
+                self.rerun(CommandName::EditSubtask, i, now, out);
             }
         }
     }
 
-    fn resynthesize(&mut self, now: u64, out: &mut Vec<Effect>) {
+    fn resynthesize(&mut self, out: &mut Vec<Effect>) {
+        let name = CommandName::Resynthesize;
         match self.phase {
-            Phase::Planning => notice(out, "the run is still being planned"),
-            Phase::Working => notice(
-                out,
-                "subtasks are still running; the synthesis follows when they finish",
-            ),
+            Phase::Planning => refuse(out, name, Refusal::StillPlanning),
+            Phase::Working => refuse(out, name, Refusal::SubtasksRunning),
             Phase::Synthesizing | Phase::Finished(_) => {
                 if !self
                     .tasks
                     .iter()
                     .any(|t| t.status == SubtaskStatus::Succeeded)
                 {
-                    notice(out, "no subtask has a result to synthesise");
+                    refuse(out, name, Refusal::NoResults);
                     return;
                 }
                 if self.tasks.iter().any(|t| !t.status.is_settled()) {
-                    notice(out, "subtasks are still running");
+                    refuse(out, name, Refusal::SubtasksRunning);
                     return;
                 }
                 self.abort_synthesis(out);
-                let _ = now;
                 self.start_synthesis(out);
             }
         }
@@ -1127,17 +1220,8 @@ impl Run {
     }
 }
 
-fn notice(out: &mut Vec<Effect>, message: &str) {
-    out.push(Effect::Emit(EventKind::Notice {
-        message: message.to_owned(),
-    }));
-}
-
-fn join_ids(ids: &[SubtaskId]) -> String {
-    ids.iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+fn refuse(out: &mut Vec<Effect>, command: CommandName, refusal: Refusal) {
+    out.push(Effect::Emit(EventKind::CommandRefused { command, refusal }));
 }
 
 fn millis(d: Duration) -> u64 {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::plan::Priority;
 use crate::llm::MessageRole;
+use crate::protocol::{SavedReport, SavedResult, SavedSubtask};
 
 fn settings() -> RunSettings {
     let spec = |model: &str| CallSpec {
@@ -203,6 +204,11 @@ impl Story {
             _ => None,
         })
     }
+}
+
+/// The effects of a command that was refused and changed nothing.
+fn only_refusal(command: CommandName, refusal: Refusal) -> Vec<Effect> {
+    vec![Effect::Emit(EventKind::CommandRefused { command, refusal })]
 }
 
 fn user_text(request: &ChatRequest) -> String {
@@ -499,14 +505,23 @@ fn a_planner_failure_is_retried_like_any_call() {
         },
         result: Err(CallError::from_status(529, "overloaded".into(), None)),
     });
-    assert!(s.wake_delay().is_some());
-    s.feed(Input::Wake {
-        call: CallId {
-            target: CallTarget::Planner,
-            attempt: 1,
-        },
-    });
-    assert!(s.request_for(&CallTarget::Planner).is_some());
+    let planner = |attempt| CallId {
+        target: CallTarget::Planner,
+        attempt,
+    };
+    let woken: Vec<&CallId> = s
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Wake { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(woken, [&planner(1)]);
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::PlanningRetrying { attempt: 1, reason, .. } if reason == "529")));
+    s.feed(Input::Wake { call: planner(1) });
+    assert_eq!(calls(&s.effects), [&planner(2)]);
     s.feed(Input::Reply {
         call: CallId {
             target: CallTarget::Planner,
@@ -592,12 +607,22 @@ fn editing_with_an_unknown_role_is_refused() {
     let mut s = Story::planned(vec![task("a", &[])]);
     s.command(RunCommand::EditSubtask {
         id: "a".into(),
-        description: None,
+        description: Some("never applied".into()),
         worker: Some("astrologer".into()),
     });
-    assert!(s.events().iter().any(|e| matches!(e,
-        EventKind::Notice { message } if message.contains("astrologer"))));
+    let roles = roles::builtin_roles().into_iter().map(|r| r.name).collect();
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::EditSubtask,
+            Refusal::UnknownRole {
+                role: "astrologer".into(),
+                roles
+            }
+        )
+    );
     assert_eq!(s.attempt("a"), 1, "not re-run");
+    assert_eq!(s.run.tasks[0].spec.description, "Description of a");
 }
 
 #[test]
@@ -606,7 +631,22 @@ fn cancelling_the_run_stops_everything_and_ends_it_cancelled() {
     s.command(RunCommand::CancelRun);
     assert_eq!(s.status("a"), SubtaskStatus::Cancelled);
     assert_eq!(s.status("b"), SubtaskStatus::Cancelled);
-    assert!(s.effects.iter().any(|e| matches!(e, Effect::Abort(_))));
+    let aborts: Vec<&CallId> = s
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Abort(call) => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        aborts,
+        [&CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt: 1
+        }],
+        "only a is in flight; b never started"
+    );
     assert_eq!(s.finished(), Some(RunStatus::Cancelled));
     s.reply_attempt("a", 1, ok("late"));
     assert!(s.effects.is_empty());
@@ -617,20 +657,26 @@ fn cancelling_a_subtask_blocks_its_dependents_and_the_rest_goes_on() {
     let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"]), task("c", &[])]);
     s.command(RunCommand::CancelSubtask("a".into()));
     assert_eq!(s.status("b"), SubtaskStatus::Blocked);
+    assert_eq!(s.status("c"), SubtaskStatus::Running, "c goes on");
     s.reply("c", ok("C"));
-    assert!(s.request_for(&CallTarget::Synthesis).is_some());
+    let synthesis = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("a synthesis of what there is");
+    let text = user_text(synthesis);
+    assert!(
+        text.contains("Title of a") && text.contains("Title of b"),
+        "{text}"
+    );
 }
 
 #[test]
 fn resynthesis_is_refused_while_subtasks_run_and_redone_after() {
     let mut s = Story::planned(vec![task("a", &[])]);
     s.command(RunCommand::Resynthesize);
-    assert!(
-        s.events()
-            .iter()
-            .any(|e| matches!(e, EventKind::Notice { .. }))
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::Resynthesize, Refusal::SubtasksRunning)
     );
-    assert!(s.request_for(&CallTarget::Synthesis).is_none());
     s.reply("a", ok("A"));
     s.synth_reply(ok("first"));
     s.command(RunCommand::Resynthesize);
@@ -664,9 +710,183 @@ fn a_rerun_during_synthesis_drops_the_stale_synthesis() {
 fn rerunning_a_running_subtask_is_refused() {
     let mut s = Story::planned(vec![task("a", &[])]);
     s.command(RunCommand::RetrySubtask("a".into()));
-    assert!(s.started().is_empty());
-    assert!(s.events().iter().any(|e| matches!(e,
-        EventKind::Notice { message } if message.contains("running"))));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::RetrySubtask,
+            Refusal::SubtaskBusy {
+                subtask: "a".into(),
+                status: SubtaskStatus::Running
+            }
+        )
+    );
+    assert_eq!(s.attempt("a"), 1);
+}
+
+#[test]
+fn each_refused_command_changes_nothing_and_says_exactly_why() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &[]),
+        ])),
+    );
+    s.command(RunCommand::RetrySubtask("zz".into()));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::RetrySubtask,
+            Refusal::UnknownSubtask {
+                subtask: "zz".into()
+            }
+        )
+    );
+    s.command(RunCommand::RetryFailed);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::RetryFailed, Refusal::NothingToRetry)
+    );
+    s.reply("a", server_error());
+    s.command(RunCommand::RetrySubtask("b".into()));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::RetrySubtask,
+            Refusal::SubtaskBlocked {
+                subtask: "b".into(),
+                waiting_on: vec!["a".into()]
+            }
+        )
+    );
+    s.command(RunCommand::CancelSubtask("a".into()));
+    assert_eq!(
+        s.effects,
+        only_refusal(
+            CommandName::CancelSubtask,
+            Refusal::SubtaskSettled {
+                subtask: "a".into(),
+                status: SubtaskStatus::Failed
+            }
+        )
+    );
+    s.reply("c", ok("C"));
+    s.synth_reply(ok("report"));
+    assert_eq!(s.finished(), Some(RunStatus::Partial));
+    s.command(RunCommand::CancelRun);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::CancelRun, Refusal::RunFinished)
+    );
+}
+
+#[test]
+fn resynthesis_is_refused_while_planning_and_without_results() {
+    let mut s = Story::new("q", settings(), None);
+    s.command(RunCommand::Resynthesize);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::Resynthesize, Refusal::StillPlanning)
+    );
+
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new("q", settings, Some(plan(vec![task("a", &[])])));
+    s.reply("a", server_error());
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+    s.command(RunCommand::Resynthesize);
+    assert_eq!(
+        s.effects,
+        only_refusal(CommandName::Resynthesize, Refusal::NoResults)
+    );
+}
+
+#[test]
+fn refusals_read_as_they_always_did() {
+    let cases = [
+        (
+            Refusal::UnknownSubtask {
+                subtask: "x".into(),
+            },
+            "there is no subtask `x` in this run",
+        ),
+        (
+            Refusal::UnknownRole {
+                role: "poet".into(),
+                roles: vec!["analysis".into(), "research".into()],
+            },
+            "there is no worker role `poet` (roles: analysis, research)",
+        ),
+        (
+            Refusal::SubtaskBusy {
+                subtask: "a".into(),
+                status: SubtaskStatus::Retrying,
+            },
+            "`a` is retrying already",
+        ),
+        (
+            Refusal::SubtaskBlocked {
+                subtask: "c".into(),
+                waiting_on: vec!["a".into(), "b".into()],
+            },
+            "`c` is blocked on `a`, `b`; re-run that first",
+        ),
+        (
+            Refusal::SubtaskSettled {
+                subtask: "a".into(),
+                status: SubtaskStatus::Succeeded,
+            },
+            "`a` is done; nothing to cancel",
+        ),
+        (
+            Refusal::NothingToRetry,
+            "no failed or cancelled subtask to re-run",
+        ),
+        (Refusal::RunFinished, "the run has already finished"),
+        (Refusal::StillPlanning, "the run is still being planned"),
+        (
+            Refusal::SubtasksRunning,
+            "subtasks are still running; the synthesis follows when they finish",
+        ),
+        (Refusal::NoResults, "no subtask has a result to synthesise"),
+    ];
+    for (refusal, text) in cases {
+        assert_eq!(refusal.to_string(), text);
+    }
+}
+
+#[test]
+fn a_refusal_is_one_flat_json_object_with_a_snake_case_reason() {
+    let event = crate::protocol::Event {
+        run: crate::protocol::RunId(uuid::Uuid::nil()),
+        ts_ms: 5,
+        kind: EventKind::CommandRefused {
+            command: CommandName::RetrySubtask,
+            refusal: Refusal::SubtaskBusy {
+                subtask: "a".into(),
+                status: SubtaskStatus::Running,
+            },
+        },
+    };
+    let json = serde_json::to_value(&event).expect("serialises");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "run": "00000000-0000-0000-0000-000000000000",
+            "ts_ms": 5,
+            "type": "command_refused",
+            "command": "retry_subtask",
+            "reason": "subtask_busy",
+            "subtask": "a",
+            "status": "running",
+        })
+    );
+    let back: crate::protocol::Event = serde_json::from_value(json).expect("deserialises");
+    assert_eq!(back, event);
 }
 
 #[test]
@@ -734,4 +954,296 @@ fn events_say_the_whole_story_in_order() {
             ..
         }
     )));
+}
+
+// ---- restoring a saved run ------------------------------------------------------------------
+
+fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
+    SavedRun {
+        query: "the query".into(),
+        plan: plan(tasks),
+        subtasks: vec![],
+        synthesis_attempts: 0,
+        report: None,
+        usage: Usage {
+            tokens_in: 100,
+            tokens_out: 50,
+            estimated: false,
+        },
+        elapsed_ms: 60_000,
+    }
+}
+
+fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
+    SavedSubtask {
+        id: id.into(),
+        attempts,
+        result: Some(SavedResult {
+            text: text.into(),
+            usage: Usage {
+                tokens_in: 10,
+                tokens_out: 5,
+                estimated: false,
+            },
+            elapsed_ms: 1200,
+        }),
+    }
+}
+
+fn tried(id: &str, attempts: u32) -> SavedSubtask {
+    SavedSubtask {
+        id: id.into(),
+        attempts,
+        result: None,
+    }
+}
+
+fn restored(saved: SavedRun) -> Story {
+    let mut s = Story {
+        run: Run::restore(saved, settings()),
+        now: 0,
+        effects: vec![],
+        all_events: vec![],
+    };
+    s.feed(Input::Start);
+    s
+}
+
+fn calls(effects: &[Effect]) -> Vec<&CallId> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Call { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
+    let mut saved = saved(vec![task("a", &[]), task("b", &["a"]), task("c", &[])]);
+    saved.subtasks = vec![done("a", 2, "the saved finding of a"), tried("c", 3)];
+    let mut s = restored(saved);
+
+    assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+    assert_eq!(s.started(), ["b", "c"], "a is a fact, not a call");
+    let b = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b starts");
+    assert!(user_text(b).contains("the saved finding of a"));
+    assert_eq!(
+        s.attempt("c"),
+        4,
+        "new attempts are numbered after the saved ones"
+    );
+    assert_eq!(
+        s.events()[..3],
+        [
+            &EventKind::RunStarted {
+                query: "the query".into()
+            },
+            &EventKind::PlanReady {
+                plan: plan(vec![task("a", &[]), task("b", &["a"]), task("c", &[])])
+            },
+            &EventKind::SubtaskSucceeded {
+                subtask: "a".into(),
+                attempt: 2,
+                elapsed_ms: 1200,
+                usage: Usage {
+                    tokens_in: 10,
+                    tokens_out: 5,
+                    estimated: false
+                },
+                result: "the saved finding of a".into(),
+            },
+        ],
+        "the saved facts are restated for consumers"
+    );
+
+    s.at(500).reply("b", ok("B")).reply("c", ok("C"));
+    let synthesis = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("then the synthesis");
+    let text = user_text(synthesis);
+    assert!(text.contains("the saved finding of a") && text.contains('B') && text.contains('C'));
+    s.synth_reply(ok("report"));
+    let end = s.events().into_iter().find_map(|e| match e {
+        EventKind::RunFinished {
+            status,
+            elapsed_ms,
+            usage,
+            ..
+        } => Some((*status, *elapsed_ms, *usage)),
+        _ => None,
+    });
+    assert_eq!(
+        end,
+        Some((
+            RunStatus::Succeeded,
+            60_500,
+            Usage {
+                tokens_in: 130,
+                tokens_out: 65,
+                estimated: false
+            }
+        )),
+        "time and tokens go on from the saved totals"
+    );
+}
+
+#[test]
+fn a_restored_run_with_every_result_and_a_report_makes_no_call_unless_asked() {
+    let mut saved = saved(vec![task("a", &[]), task("b", &["a"])]);
+    saved.subtasks = vec![done("a", 1, "A"), done("b", 1, "B")];
+    saved.synthesis_attempts = 2;
+    saved.report = Some(SavedReport {
+        text: "the saved report".into(),
+        synthesized: true,
+        usage: Usage::default(),
+    });
+    let mut s = restored(saved);
+
+    assert!(calls(&s.effects).is_empty(), "{:?}", s.effects);
+    assert!(s.events().contains(&&EventKind::SynthesisFinished {
+        attempt: 2,
+        text: "the saved report".into(),
+        synthesized: true,
+        usage: Usage::default(),
+        error: None,
+    }));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+    assert!(s.run.is_finished());
+
+    s.command(RunCommand::Resynthesize);
+    assert_eq!(
+        calls(&s.effects),
+        [&CallId {
+            target: CallTarget::Synthesis,
+            attempt: 3
+        }]
+    );
+}
+
+#[test]
+fn failed_cancelled_and_unfinished_subtasks_of_a_saved_run_run_again() {
+    let mut saved = saved(vec![
+        task("ok", &[]),
+        task("failed", &[]),
+        task("cancelled", &[]),
+        task("blocked", &["failed"]),
+        task("never_saved", &[]),
+    ]);
+    saved.subtasks = vec![
+        done("ok", 1, "fine"),
+        tried("failed", 3),
+        tried("cancelled", 1),
+        tried("blocked", 0),
+    ];
+    saved.synthesis_attempts = 1;
+    saved.report = Some(SavedReport {
+        text: "a report with gaps".into(),
+        synthesized: true,
+        usage: Usage::default(),
+    });
+    let mut s = restored(saved);
+    assert_eq!(s.started(), ["failed", "cancelled", "never_saved"]);
+    assert_eq!(s.status("blocked"), SubtaskStatus::Pending);
+    s.reply("failed", ok("F"));
+    assert_eq!(s.started(), ["blocked"]);
+    s.reply("cancelled", ok("C"))
+        .reply("never_saved", ok("N"))
+        .reply("blocked", ok("B"));
+    assert_eq!(
+        calls(&s.effects),
+        [&CallId {
+            target: CallTarget::Synthesis,
+            attempt: 2
+        }],
+        "a new report, numbered after the saved one"
+    );
+}
+
+#[test]
+fn a_saved_run_without_a_report_or_with_a_joined_one_is_synthesised() {
+    // A saved report means a synthesis call was made, even if the count was not saved.
+    for (report, attempt) in [
+        (None, 1),
+        (
+            Some(SavedReport {
+                text: "results joined after a failed synthesis".into(),
+                synthesized: false,
+                usage: Usage::default(),
+            }),
+            2,
+        ),
+    ] {
+        let mut saved = saved(vec![task("a", &[])]);
+        saved.subtasks = vec![done("a", 1, "A")];
+        saved.report = report;
+        let s = restored(saved);
+        assert_eq!(
+            calls(&s.effects),
+            [&CallId {
+                target: CallTarget::Synthesis,
+                attempt
+            }]
+        );
+    }
+}
+
+#[test]
+fn a_saved_result_for_a_subtask_not_in_the_plan_is_dropped_with_a_notice() {
+    let mut saved = saved(vec![task("a", &[])]);
+    saved.subtasks = vec![done("gone", 1, "stale")];
+    let s = restored(saved);
+    assert!(s.events().contains(&&EventKind::Notice {
+        message: "the saved subtask `gone` is not in the plan; dropped".into()
+    }));
+    assert_eq!(s.started(), ["a"]);
+}
+
+#[test]
+fn a_saved_run_with_an_invalid_plan_fails_without_a_call() {
+    let s = restored(saved(vec![task("a", &["a"])]));
+    assert!(calls(&s.effects).is_empty());
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+    let error = s.events().into_iter().find_map(|e| match e {
+        EventKind::RunFinished { error, .. } => error.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        error.as_deref(),
+        Some("the saved plan is invalid: the dependencies form a cycle: a → a")
+    );
+}
+
+#[test]
+fn a_store_may_fill_only_what_it_knows() {
+    let json = serde_json::json!({
+        "query": "q",
+        "plan": {"subtasks": [{"id": "a", "worker": "analysis", "title": "A", "description": "a"}]},
+        "subtasks": [{"id": "a", "attempts": 1, "result": {"text": "A"}}],
+    });
+    let saved: SavedRun = serde_json::from_value(json).expect("a saved run");
+    assert_eq!(
+        saved.subtasks[0].result.as_ref().map(|r| r.elapsed_ms),
+        Some(0)
+    );
+    assert_eq!(saved.report, None);
+    assert_eq!(saved.usage, Usage::default());
+    let back: SavedRun =
+        serde_json::from_value(serde_json::to_value(&saved).expect("serialises")).expect("back");
+    assert_eq!(back, saved);
+}
+
+#[test]
+fn a_runs_plan_rules_are_those_of_its_roles_with_one_default() {
+    let mut settings = settings();
+    assert_eq!(settings.plan_rules().default_role, "analysis");
+    settings.roles.rotate_left(1);
+    let first = settings.roles[0].name.clone();
+    assert_eq!(settings.plan_rules().default_role, first);
+    // With no roles at all, the built-in default still names a role (it was once empty).
+    settings.roles.clear();
+    assert_eq!(settings.plan_rules().default_role, "analysis");
 }

@@ -424,10 +424,14 @@ impl Model {
         {
             self.selected = Some(Node::Subtask(event.run, first.id.clone()));
         }
-        if let EventKind::Notice { message } = &event.kind
-            && selected_run == Some(event.run)
-        {
-            self.toast(message.clone(), ToastLevel::Warning);
+        if selected_run == Some(event.run) {
+            match &event.kind {
+                EventKind::Notice { message } => self.toast(message.clone(), ToastLevel::Warning),
+                EventKind::CommandRefused { refusal, .. } => {
+                    self.toast(refusal.to_string(), ToastLevel::Warning);
+                }
+                _ => {}
+            }
         }
         long_run_ended
     }

@@ -1,14 +1,19 @@
 //! The contract between the engine and whoever watches or steers it (the dashboard, the
 //! headless printer, tests): commands in, events out.
 //!
-//! This module owns only plain data. It must not import the engine, the providers or any
-//! terminal code, so that both sides can depend on it without depending on each other.
+//! This module owns only plain data. It must not import anything of the crate but itself (not
+//! the engine, the providers or any terminal code), so that every side can depend on it
+//! without depending on each other; `tests/layering.rs` checks this.
+
+pub mod plan;
+pub mod saved;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::plan::Plan;
+pub use plan::{Plan, PlannedSubtask, Priority};
+pub use saved::{SavedReport, SavedResult, SavedRun, SavedSubtask};
 
 /// Identifies one run (one query and everything done for it). Time-sortable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -163,7 +168,15 @@ pub enum Command {
         query: String,
         plan: Option<Plan>,
     },
-    /// Steer a run that exists. Unknown run ids are ignored with a `Notice`.
+    /// Go on with a saved run under its old id (see `SavedRun`). Answered by `RunStarted`,
+    /// `PlanReady`, `SubtaskSucceeded` for each saved result and `SynthesisFinished` for the
+    /// saved report, then as any run for what is left. Refused (`run_open`) when a run with
+    /// this id is open.
+    ResumeRun { id: RunId, saved: Box<SavedRun> },
+    /// Forget a run: cancel it if it is open (answered by `RunFinished(cancelled)`), then drop
+    /// its state, so later commands to it are refused (`unknown_run`).
+    CloseRun { id: RunId },
+    /// Steer a run that exists. Unknown run ids are answered by `CommandRefused(unknown_run)`.
     Run { id: RunId, command: RunCommand },
     /// Cancel everything and stop the engine. Answered by `RunFinished(cancelled)` for every
     /// active run; the event channel closes afterwards.
@@ -176,7 +189,7 @@ pub enum RunCommand {
     /// Run a failed, cancelled or blocked-by-nothing subtask again. Answered by
     /// `SubtaskStarted` (or `SubtaskBlocked` when a dependency is still missing), then as
     /// any subtask; blocked dependents follow, then a new synthesis and `RunFinished`.
-    /// Refused with a `Notice` for a subtask that is pending, running or retrying.
+    /// Refused (`CommandRefused`) for a subtask that is pending, running or retrying.
     RetrySubtask(SubtaskId),
     /// Re-run every failed or cancelled subtask. Answered as `RetrySubtask` for each.
     RetryFailed,
@@ -193,8 +206,120 @@ pub enum RunCommand {
         worker: Option<String>,
     },
     /// Write the synthesis again from the current results. Answered by `SynthesisStarted`…
-    /// `SynthesisFinished` and `RunFinished`; refused with a `Notice` while subtasks still run.
+    /// `SynthesisFinished` and `RunFinished`; refused (`CommandRefused`) while subtasks still run.
     Resynthesize,
+}
+
+impl RunCommand {
+    /// The command's name, for `CommandRefused`.
+    pub fn name(&self) -> CommandName {
+        match self {
+            Self::RetrySubtask(_) => CommandName::RetrySubtask,
+            Self::RetryFailed => CommandName::RetryFailed,
+            Self::CancelSubtask(_) => CommandName::CancelSubtask,
+            Self::CancelRun => CommandName::CancelRun,
+            Self::EditSubtask { .. } => CommandName::EditSubtask,
+            Self::Resynthesize => CommandName::Resynthesize,
+        }
+    }
+}
+
+/// Names of the commands that address a run, as `CommandRefused` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandName {
+    RetrySubtask,
+    RetryFailed,
+    CancelSubtask,
+    CancelRun,
+    EditSubtask,
+    Resynthesize,
+    ResumeRun,
+    CloseRun,
+}
+
+/// Why a command changed nothing. Serialised flat into `CommandRefused` with a snake_case
+/// `reason` tag; `Display` gives the sentence people read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Refusal {
+    /// No run has this id (never started, closed, or dropped long after it finished).
+    UnknownRun { run: RunId },
+    /// A resumed run's id is that of a run that is open.
+    RunOpen { run: RunId },
+    /// The run's plan has no such subtask.
+    UnknownSubtask { subtask: SubtaskId },
+    /// An edit named a worker role that does not exist; `roles` are those that do.
+    UnknownRole { role: String, roles: Vec<String> },
+    /// A re-run of a subtask that is pending, running or retrying.
+    SubtaskBusy {
+        subtask: SubtaskId,
+        status: SubtaskStatus,
+    },
+    /// A re-run of a subtask whose dependencies have no result; those must be re-run first.
+    SubtaskBlocked {
+        subtask: SubtaskId,
+        waiting_on: Vec<SubtaskId>,
+    },
+    /// A cancel of a subtask that has succeeded, failed or been cancelled.
+    SubtaskSettled {
+        subtask: SubtaskId,
+        status: SubtaskStatus,
+    },
+    /// `RetryFailed` with no failed or cancelled subtask.
+    NothingToRetry,
+    /// `CancelRun` of a run that has ended.
+    RunFinished,
+    /// The run has no plan yet.
+    StillPlanning,
+    /// A new synthesis while subtasks still run (it follows by itself when they finish).
+    SubtasksRunning,
+    /// A new synthesis with no subtask result to write it from.
+    NoResults,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids = |ids: &[SubtaskId]| {
+            ids.iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Self::UnknownRun { run } => write!(f, "there is no run {run}"),
+            Self::RunOpen { run } => write!(f, "run {run} is open already"),
+            Self::UnknownSubtask { subtask } => {
+                write!(f, "there is no subtask `{subtask}` in this run")
+            }
+            Self::UnknownRole { role, roles } => write!(
+                f,
+                "there is no worker role `{role}` (roles: {})",
+                roles.join(", ")
+            ),
+            Self::SubtaskBusy { subtask, status } => {
+                write!(f, "`{subtask}` is {} already", status.word())
+            }
+            Self::SubtaskBlocked {
+                subtask,
+                waiting_on,
+            } => write!(
+                f,
+                "`{subtask}` is blocked on {}; re-run that first",
+                ids(waiting_on)
+            ),
+            Self::SubtaskSettled { subtask, status } => {
+                write!(f, "`{subtask}` is {}; nothing to cancel", status.word())
+            }
+            Self::NothingToRetry => f.write_str("no failed or cancelled subtask to re-run"),
+            Self::RunFinished => f.write_str("the run has already finished"),
+            Self::StillPlanning => f.write_str("the run is still being planned"),
+            Self::SubtasksRunning => {
+                f.write_str("subtasks are still running; the synthesis follows when they finish")
+            }
+            Self::NoResults => f.write_str("no subtask has a result to synthesise"),
+        }
+    }
 }
 
 /// One thing that happened, in order, for one run.
@@ -233,9 +358,15 @@ pub enum EventKind {
         plan: Plan,
     },
     /// Something worth telling the user that changes nothing by itself (an unknown worker role
-    /// replaced by the default, a plan cut to `max_subtasks`, a refused command).
+    /// replaced by the default, a plan cut to `max_subtasks`).
     Notice {
         message: String,
+    },
+    /// A command changed nothing, and why. The refusal's `Display` is the sentence to show.
+    CommandRefused {
+        command: CommandName,
+        #[serde(flatten)]
+        refusal: Refusal,
     },
     /// The subtask is waiting again (re-run requested, or a dependency it was blocked on is
     /// being re-run). `waiting_on` lists unfinished dependencies; empty means "for a free slot".
@@ -352,6 +483,7 @@ impl EventKind {
             | Self::PlanRejected { .. }
             | Self::PlanReady { .. }
             | Self::Notice { .. }
+            | Self::CommandRefused { .. }
             | Self::SynthesisStarted { .. }
             | Self::SynthesisDelta { .. }
             | Self::SynthesisRetrying { .. }
