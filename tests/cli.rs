@@ -964,7 +964,7 @@ fn bad_plan(row: &str) -> Value {
         }
         "plan with a duplicate id" => plan["subtasks"][1]["id"] = json!("a"),
         "plan with an unknown dependency" => plan["subtasks"][1]["depends_on"] = json!(["nowhere"]),
-        "plan with an empty id" => plan["subtasks"][0]["id"] = json!(""),
+        "plan with a subtask that is not an object" => plan["subtasks"][0] = json!(5),
         "plan with no subtasks" => plan["subtasks"] = json!([]),
         other => panic!("no plan {other}"),
     }
@@ -986,7 +986,7 @@ async fn exit_codes_are_as_documented() {
         ("plan with a cycle", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "cycle"),
         ("plan with a duplicate id", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "share the id"),
         ("plan with an unknown dependency", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "nowhere"),
-        ("plan with an empty id", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "empty"),
+        ("plan with a subtask that is not an object", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "must be an object"),
         ("plan with no subtasks", Setup::Mock, vec!["run", "--plan", PLAN, QUERY], 2, "no subtasks"),
         ("events file in a missing dir", Setup::Mock, vec!["run", "--events", MISSING_DIR, QUERY], 2, "events file"),
         ("malformed base URL flag", Setup::Mock, vec!["--base-url", "http://[::1", "run", QUERY], 2, "--base-url"),
