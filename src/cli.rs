@@ -5,9 +5,30 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
-use crate::config::ProviderKind;
 use crate::defaults;
+
+/// Which provider runs the calls (`--provider`, `provider` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Demo,
+    #[value(name = "openai")]
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Demo => "demo",
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        })
+    }
+}
 
 /// maestro: ask a hard question; a planner splits it, workers answer in parallel, a
 /// synthesiser writes the report.

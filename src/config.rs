@@ -8,13 +8,13 @@
 //! anywhere. This module reads files and the environment; it starts nothing.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::EngineArgs;
+pub use crate::cli::ProviderKind;
 use crate::defaults;
 use crate::engine::executor::ExecutorSettings;
 use crate::engine::prompt::CallSpec;
@@ -47,26 +47,6 @@ pub enum ConfigError {
          (put the key in it, or name another variable with `api_key_env` / --api-key-env)"
     )]
     EmptyKey { provider: &'static str, var: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Demo,
-    #[value(name = "openai")]
-    #[serde(rename = "openai")]
-    OpenAi,
-    Anthropic,
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Demo => "demo",
-            Self::OpenAi => "openai",
-            Self::Anthropic => "anthropic",
-        })
-    }
 }
 
 // ---- the file --------------------------------------------------------------------------

@@ -62,23 +62,33 @@ const RULES: &[Rule] = &[
         no_crates: TERMINAL,
     },
     Rule {
+        module: "defaults",
+        imports: Imports::Only(&["defaults"]),
+        no_crates: PLAIN_DATA,
+    },
+    Rule {
+        module: "display",
+        imports: Imports::Only(&["display", "protocol"]),
+        no_crates: PLAIN_DATA,
+    },
+    Rule {
         module: "engine",
-        imports: Imports::Only(&["engine", "protocol", "llm", "sanitize"]),
+        imports: Imports::Only(&["engine", "protocol", "llm", "sanitize", "defaults"]),
         no_crates: TERMINAL,
     },
     Rule {
         module: "report",
-        imports: Imports::Only(&["report", "protocol", "sanitize"]),
+        imports: Imports::Only(&["report", "engine", "protocol", "sanitize", "display"]),
         no_crates: PLAIN_DATA,
     },
     Rule {
         module: "config",
-        imports: Imports::Not(&["cli", "headless", "tui", "report"]),
+        imports: Imports::Not(&["headless", "tui", "report"]),
         no_crates: TERMINAL,
     },
     Rule {
         module: "cli",
-        imports: Imports::Only(&["cli", "config"]),
+        imports: Imports::Only(&["cli", "defaults"]),
         no_crates: TERMINAL,
     },
     Rule {

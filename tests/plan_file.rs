@@ -211,17 +211,16 @@ fn a_file_without_a_plan_is_a_usage_error_that_says_why() {
 }
 
 #[test]
-fn a_plan_file_with_a_cycle_fails_the_run_as_before() {
+fn a_plan_file_with_a_cycle_is_refused_before_anything_runs() {
     let plan = r#"{"subtasks": [
         {"id": "a", "title": "A", "depends_on": ["b"]},
         {"id": "b", "title": "B", "depends_on": ["a"]}
     ]}"#;
     let out = Sandbox::new().run_plan(plan);
-    assert_eq!(out.code, Some(1), "{out:?}");
-    let report = out.json();
-    let error = report["error"].as_str().unwrap_or_default();
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
     assert!(
-        error.contains("the given plan is invalid") && error.contains("cycle"),
-        "{report}"
+        out.stderr.contains("plan.json is not a valid plan") && out.stderr.contains("cycle"),
+        "{out:?}"
     );
 }
