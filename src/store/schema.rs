@@ -145,8 +145,25 @@ pub fn latest_version() -> usize {
 }
 
 /// Opens `path` (creating it and its folder), sets the pragmas, checks it is ours and not
-/// too new, and migrates it. Safe against another process doing the same at the same time.
+/// too new, and migrates it. Safe against other processes doing the same at the same time.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    // SQLite skips the busy handler where waiting could deadlock: two connections switching
+    // a new file to WAL at once both hold a shared lock and want an exclusive one, and one
+    // gets SQLITE_BUSY at once. Starting over with a fresh connection resolves it.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match try_open(path) {
+            Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_open(path: &Path) -> Result<Connection, StoreError> {
     let fail = |e| classify(path, e, BUSY_TIMEOUT);
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
@@ -205,14 +222,23 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 
     // WAL lets readers work while one process writes; NORMAL syncing in WAL mode keeps every
     // commit across a crash of the process (only a power cut can lose the last ones).
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(fail)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::CannotOpen {
-            path: path.to_path_buf(),
-            detail: format!("the file system does not support WAL mode (got `{mode}`)"),
-        });
+    // Switching a new file to WAL needs it to itself; while another process has it open the
+    // pragma quietly answers the old mode, so ask again until the busy timeout.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(fail)?;
+        if mode.eq_ignore_ascii_case("wal") {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::CannotOpen {
+                path: path.to_path_buf(),
+                detail: format!("cannot switch it to WAL mode (it stays in `{mode}` mode)"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         .map_err(fail)?;
