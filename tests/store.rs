@@ -1,8 +1,9 @@
 //! The run store against real SQLite files in temporary folders: events in, rows out (read
 //! back with a separate connection, field by field); how soon a result is on disk; several
-//! writers and several processes on one file; `kill -9` in the middle of a run; files that
-//! are empty, garbage, damaged, read-only, too new or another program's; runs left behind by
-//! dead processes; the history queries.
+//! writers and several processes on one file; `kill -9` in the middle of a run; a full disk
+//! (a small tmpfs in a private mount namespace); files that are empty, garbage, damaged,
+//! read-only, too new or another program's; runs left behind by dead processes; the history
+//! queries.
 //!
 //! Events are built from their JSON form, the same one `--events FILE` writes, so these tests
 //! do not depend on where the plan types live. The multi-process tests run this test binary
@@ -919,6 +920,45 @@ fn child_writer() {
                 std::thread::sleep(Duration::from_millis(3));
             }
         }
+        "fill" => {
+            // On a small file system of its own: write until the disk is full.
+            let run = RunId::new();
+            writer.begin_run(meta(run, "fill")).wait(WAIT).expect("row");
+            writer.event(&ev(run, 1, plan(5000)));
+            let start = Instant::now();
+            let mut i = 0;
+            let reason = loop {
+                if let StoreStatus::Unsaved { reason } = writer.status() {
+                    break reason;
+                }
+                assert!(start.elapsed() < WAIT, "the disk never filled");
+                writer.event(&ev(
+                    run,
+                    2,
+                    json!({"type": "subtask_succeeded", "subtask": format!("t{}", i % 5000),
+                           "attempt": 1, "elapsed_ms": 1, "usage": usage(1, 1),
+                           "result": "x".repeat(4000)}),
+                ));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            println!("@@unsaved {reason}");
+            // Sending goes on without blocking or failing.
+            let sending = Instant::now();
+            for _ in 0..100 {
+                writer.event(&ev(
+                    run,
+                    3,
+                    json!({"type": "notice", "message": "still here"}),
+                ));
+            }
+            println!("@@sent {}", sending.elapsed().as_millis());
+            let other = Path::new(&path).with_file_name("second.db");
+            match Store::open(&other) {
+                Ok(_) => println!("@@open ok"),
+                Err(e) => println!("@@open {e:?} | {e}"),
+            }
+        }
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -1170,9 +1210,64 @@ fn a_damaged_database_is_reported_as_damaged() {
     assert!(err.to_string().contains("damaged.db"), "{err}");
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_makes_the_store_unsaved_and_opening_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).expect("mount point");
+    // A private mount namespace with a 400 KB file system, around a child writer.
+    let probe = Command::new("unshare")
+        .args(["-rm", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !probe {
+        eprintln!("skipped: this machine cannot make a mount namespace (unshare -rm)");
+        return;
+    }
+    let out = Command::new("unshare")
+        .args([
+            "-rm",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=400k tmpfs \"$0\" && shift && exec \"$@\"",
+        ])
+        .arg(&mount)
+        .arg("--")
+        .arg(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STORE_CHILD_DB", mount.join("maestro.db"))
+        .env("STORE_CHILD_MODE", "fill")
+        .output()
+        .expect("child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = |tag: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.split_once(tag).map(|(_, rest)| rest.to_owned()))
+            .unwrap_or_else(|| panic!("no {tag} in {stdout}\n{stderr}"))
+    };
+    assert!(line("@@unsaved ").contains("the disk is full"), "{stdout}");
+    let sent_ms: u64 = line("@@sent ").trim().parse().expect("ms");
+    assert!(sent_ms < 100, "sending blocked for {sent_ms} ms");
+    let open = line("@@open ");
+    assert!(open.starts_with("DiskFull"), "{open}");
+    assert!(open.contains("second.db: the disk is full"), "{open}");
+}
+
 /// Makes `path` read-only for this process, even as root (`chattr +i`); undone on drop.
+#[cfg(unix)]
 struct ReadOnly(PathBuf, bool);
 
+#[cfg(unix)]
 impl ReadOnly {
     fn make(path: &Path) -> Option<Self> {
         use std::os::unix::fs::PermissionsExt;
@@ -1190,6 +1285,7 @@ impl ReadOnly {
     }
 }
 
+#[cfg(unix)]
 impl Drop for ReadOnly {
     fn drop(&mut self) {
         if self.1 {
