@@ -19,6 +19,7 @@
 //! - [`headless`]: `maestro run` and `maestro plan`.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
+//! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
 //!
 //! The engine never imports terminal code, and front ends never do network or disk I/O on
 //! their drawing path. See `docs/ARCHITECTURE.md` for the reasons behind the shape.
@@ -37,4 +38,5 @@ pub mod llm;
 pub mod protocol;
 pub mod report;
 pub mod sanitize;
+pub mod store;
 pub mod tui;
