@@ -24,7 +24,7 @@ use crate::protocol::CallRole;
 use crate::sanitize::{sanitize_line, write_json};
 
 /// The longest any one check may take: listing the models, or one tiny call.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(defaults::CHECK_TIMEOUT_SECS);
 
 /// Tokens a check call may spend: enough for a one-word answer (and a short preamble from a
 /// chatty model), small enough to cost nothing.
@@ -106,7 +106,13 @@ async fn list(provider: &dyn Provider) -> (Result<Vec<String>, CallError>, Durat
     let started = Instant::now();
     let result = match tokio::time::timeout(CHECK_TIMEOUT, provider.list_models()).await {
         Ok(result) => result,
-        Err(_) => Err(CallError::timeout(CHECK_TIMEOUT)),
+        Err(_) => Err(CallError::transient(
+            "timeout",
+            format!(
+                "no answer to the model list request within {}s",
+                CHECK_TIMEOUT.as_secs()
+            ),
+        )),
     };
     (result, started.elapsed())
 }

@@ -346,6 +346,26 @@ async fn doctor_against_nothing_listening_fails_fast_without_calling_anything() 
 }
 
 #[tokio::test]
+async fn doctor_gives_up_on_a_server_that_never_answers_after_its_check_timeout() {
+    // The adapter's own idle timeout is longer, so only the doctor's bound can end this.
+    let server = MockServer::always(Reply::text("ready")).await;
+    server.set_models_reply(Reply::text("unused").delay(Duration::from_secs(120)));
+    let config = format!(
+        "{}\n[limits]\nidle_timeout_secs = 100\n",
+        openai_config(&server, "")
+    );
+    let started = Instant::now();
+    let out = maestro(&config, &["doctor"], &[]).await;
+    let took = started.elapsed();
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(line(&out, "✗ server").contains("within 15s"), "{out:?}");
+    assert!(
+        took >= Duration::from_secs(14) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
 async fn doctor_exits_2_on_a_config_error_naming_the_key_variable_never_its_value() {
     let out = maestro("provider = \"anthropic\"\n", &["doctor"], &[]).await;
     assert_eq!(out.code, Some(2), "{out:?}");

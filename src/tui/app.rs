@@ -245,15 +245,12 @@ fn perform(
             // Off the drawing path, and bounded: a server that never answers leaves the
             // picker saying so instead of loading forever.
             tokio::spawn(async move {
-                let listed =
-                    tokio::time::timeout(crate::doctor::CHECK_TIMEOUT, provider.list_models())
-                        .await;
+                let limit = Duration::from_secs(crate::defaults::CHECK_TIMEOUT_SECS);
+                let listed = tokio::time::timeout(limit, provider.list_models()).await;
                 let result = match listed {
                     Ok(Ok(ids)) => Ok(ids),
                     Ok(Err(e)) => Err(e.message),
-                    Err(_) => {
-                        Err(crate::llm::CallError::timeout(crate::doctor::CHECK_TIMEOUT).message)
-                    }
+                    Err(_) => Err(crate::llm::CallError::timeout(limit).message),
                 };
                 let _ = internal.send(Msg::ModelsListed(result));
             });
