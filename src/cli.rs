@@ -53,6 +53,25 @@ pub enum CommandLine {
     Run(RunArgs),
     /// Print the plan the planner makes for a query, as JSON, and stop.
     Plan(PlanArgs),
+    /// List the models the configured provider offers, marking the configured ones.
+    ///
+    /// `*` marks a model a role is configured to use, `✗` a configured model the server does
+    /// not offer. Exit codes: 0 listed; 1 the server could not be asked or refused; 2 usage or
+    /// configuration error.
+    Models(ModelsArgs),
+    /// Check the configuration end to end: config file, key, server, models, one tiny call
+    /// per model, streamed usage.
+    ///
+    /// One line per check, ✓ or ✗, with the fix for each ✗. Exit codes: 0 every check
+    /// passed; 1 a check failed; 2 the configuration itself is wrong (nothing was called).
+    Doctor,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelsArgs {
+    /// Print one JSON object instead of a list
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -28,6 +28,9 @@ pub const COALESCE_MS: u64 = 40;
 /// finished run holds its plan, results and report (tens of KB): a day's work in the dashboard
 /// stays reachable for a few MB.
 pub const KEEP_FINISHED_RUNS: usize = 64;
+/// Seconds a model list or one check call may take (`maestro models`, `maestro doctor`, the
+/// dashboard's model picker), so none of them can hang on a silent server.
+pub const CHECK_TIMEOUT_SECS: u64 = 15;
 /// The lowest and highest sampling temperature accepted (`limits.temperature`).
 pub const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=2.0;
 

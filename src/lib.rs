@@ -17,6 +17,8 @@
 //! - [`display`]: how durations, clocks, token counts, glyphs and the spinner read, shared by
 //!   every front end and the reports.
 //! - [`headless`]: `maestro run` and `maestro plan`.
+//! - [`doctor`]: `maestro models` and `maestro doctor`, what the configured server offers and
+//!   whether the configuration works end to end.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
@@ -32,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod defaults;
 pub mod display;
+pub mod doctor;
 pub mod engine;
 pub mod headless;
 pub mod llm;

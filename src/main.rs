@@ -35,6 +35,10 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    // The doctor reads the configuration itself: a broken one is what it reports on.
+    if let Some(CommandLine::Doctor) = cli.command {
+        return maestro::doctor::doctor(&cli.engine).await;
+    }
     let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -73,6 +77,10 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             headless::plan(config, provider, query).await
         }
+        Some(CommandLine::Models(args)) => {
+            Ok(maestro::doctor::models(&config, provider, args.json).await)
+        }
+        Some(CommandLine::Doctor) => Ok(maestro::doctor::doctor(&cli.engine).await),
         None => maestro::tui::run(config, provider).await,
     };
     match result {

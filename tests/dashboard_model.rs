@@ -29,7 +29,7 @@ fn ask(model: &mut Model, text: &str) -> RunId {
     model.focus = Focus::Query;
     type_text(model, text);
     let query = match key(model, KeyCode::Enter).as_slice() {
-        [Action::StartRun { query }] => query.clone(),
+        [Action::StartRun { query, .. }] => query.clone(),
         other => panic!("Enter sent {other:?}"),
     };
     let id = run_id(100 + model.runs.len() as u128);
@@ -107,7 +107,7 @@ fn typing_a_query_and_enter_starts_a_run_clears_the_box_and_focuses_the_tree() {
     assert_eq!(model.focus, Focus::Query);
     assert!(type_text(&mut model, "EV adoption?").is_empty());
     let actions = key(&mut model, KeyCode::Enter);
-    let [Action::StartRun { query }] = actions.as_slice() else {
+    let [Action::StartRun { query, .. }] = actions.as_slice() else {
         panic!("expected one StartRun, got {actions:?}");
     };
     assert_eq!(query, "EV adoption?");
@@ -153,7 +153,7 @@ fn alt_enter_and_shift_enter_insert_a_newline_instead_of_submitting() {
     assert!(model.runs.is_empty());
     let actions = key(&mut model, KeyCode::Enter);
     assert!(
-        matches!(actions.as_slice(), [Action::StartRun { query }] if query == "one\ntwo\nthree"),
+        matches!(actions.as_slice(), [Action::StartRun { query, .. }] if query == "one\ntwo\nthree"),
         "{actions:?}"
     );
 }
@@ -886,6 +886,10 @@ fn state(model: &Model) -> String {
         Some(Overlay::Edit { text, role, .. }) => {
             format!("edit {role} {:?} {:?}", text.lines(), text.cursor())
         }
+        Some(Overlay::Models { role, cursor }) => format!(
+            "models {role:?} {cursor} {:?} {:?}",
+            model.models.picked, model.models.list
+        ),
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(
@@ -941,6 +945,20 @@ fn setups(context: Context) -> Vec<Model> {
             let mut model = failed_costs_selected();
             ch(&mut model, 'e');
             type_text(&mut model, " more");
+            vec![model]
+        }
+        Context::Models => {
+            // The picker on the planner, which is picked, with the cursor on another model.
+            let mut model = failed_costs_selected();
+            ch(&mut model, 'm');
+            let ids = ["alpha", "beta", "gamma", "delta"]
+                .map(String::from)
+                .to_vec();
+            update(&mut model, Msg::ModelsListed(Ok(ids)));
+            ch(&mut model, 'j');
+            key(&mut model, KeyCode::Enter);
+            ch(&mut model, 'j');
+            assert_eq!(model.models.picked.planner.as_deref(), Some("beta"));
             vec![model]
         }
     }

@@ -159,6 +159,83 @@ fn the_quit_confirmation_while_a_run_is_active() {
     });
 }
 
+/// The every-state run with the model picker open on the workers, the planner already picked
+/// from a list longer than the 80×24 pop-up shows.
+fn model_picker(size: (u16, u16)) -> Model {
+    let mut model = every_state(size);
+    model.models.provider = "openai".into();
+    model.models.planner = "gpt-4o-mini".into();
+    model.models.worker = "gpt-4o-mini".into();
+    model.models.synthesizer = "gpt-4o-mini".into();
+    ch(&mut model, 'm');
+    assert!(matches!(model.overlay, Some(Overlay::Models { .. })));
+    let ids = [
+        "deepseek-r1:8b",
+        "gemma2:9b",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "llama3.1:8b",
+        "mistral-small",
+        "o3-mini",
+        "phi3:medium",
+        "phi3:mini",
+        "qwen2.5:14b",
+        "qwen2.5:7b",
+        "qwen2.5-coder:32b",
+        "smollm2:135m",
+        "text-embedding-3-large",
+        "text-embedding-3-small",
+        "whisper-1",
+    ];
+    update(
+        &mut model,
+        Msg::ModelsListed(Ok(ids.iter().map(|id| (*id).to_owned()).collect())),
+    );
+    key(&mut model, KeyCode::Up);
+    key(&mut model, KeyCode::Enter); // planner: gpt-4o
+    key(&mut model, KeyCode::Tab); // to the workers, on their model
+    for _ in 0..6 {
+        ch(&mut model, 'j');
+    }
+    model
+}
+
+#[test]
+fn the_model_picker_over_the_tree() {
+    snapshot_at_both_sizes("model_picker", model_picker);
+}
+
+#[test]
+fn the_status_line_shows_picked_models_once_the_picker_closes() {
+    let mut model = model_picker((160, 48));
+    key(&mut model, KeyCode::Enter); // workers: qwen2.5:14b
+    key(&mut model, KeyCode::Esc);
+    let terminal = render(&mut model, 160, 48);
+    let text = buffer_text(terminal.backend().buffer());
+    let status = text.lines().last().expect("a status line");
+    assert!(
+        status.contains("openai · planner gpt-4o · workers qwen2.5:14b · synth gpt-4o-mini"),
+        "{status}"
+    );
+}
+
+#[test]
+fn the_model_picker_says_while_it_loads_and_when_the_list_failed() {
+    let mut model = every_state((80, 24));
+    ch(&mut model, 'm');
+    let text = buffer_text(render(&mut model, 80, 24).backend().buffer());
+    assert!(text.contains("Asking the server for its models"), "{text}");
+    update(
+        &mut model,
+        Msg::ModelsListed(Err("this server has no model list".into())),
+    );
+    let text = buffer_text(render(&mut model, 80, 24).backend().buffer());
+    assert!(text.contains("Could not list the models"), "{text}");
+    assert!(text.contains("no model list"), "{text}");
+}
+
 #[test]
 fn a_tiny_terminal_gets_the_too_small_message() {
     let mut model = every_state((30, 8));
@@ -221,6 +298,7 @@ fn stress_scenes(size: (u16, u16)) -> Vec<Model> {
     key(&mut detail_closed, KeyCode::Enter);
     assert!(!detail_closed.detail_open);
     scenes.push(detail_closed);
+    scenes.push(model_picker(size));
     scenes
 }
 

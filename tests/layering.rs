@@ -101,6 +101,11 @@ const RULES: &[Rule] = &[
         imports: Imports::Not(&["headless"]),
         no_crates: &[],
     },
+    Rule {
+        module: "doctor",
+        imports: Imports::Not(&["tui", "report"]),
+        no_crates: TERMINAL,
+    },
 ];
 
 #[test]

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
 use crate::llm::{CallError, ChatRequest, DeltaSink, Provider};
 use crate::protocol::{
-    Command, CommandName, Event, EventKind, Plan, Refusal, RunCommand, RunId, SavedRun,
+    Command, CommandName, Event, EventKind, ModelOverrides, Plan, Refusal, RunCommand, RunId,
+    SavedRun,
 };
 
 /// How the executor treats calls.
@@ -67,6 +68,7 @@ impl EngineHandle {
             id,
             query: query.into(),
             plan,
+            models: ModelOverrides::default(),
         });
         id
     }
@@ -117,6 +119,23 @@ impl Engine {
     }
 }
 
+/// A run's settings with the models it was started with in place of the configured ones.
+fn with_models(mut settings: RunSettings, models: &ModelOverrides) -> RunSettings {
+    if let Some(model) = &models.planner {
+        settings.planner.model = model.clone();
+    }
+    if let Some(model) = &models.worker {
+        settings.worker.model = model.clone();
+        for role in &mut settings.roles {
+            role.model = None;
+        }
+    }
+    if let Some(model) = &models.synthesizer {
+        settings.synthesizer.model = model.clone();
+    }
+    settings
+}
+
 struct Slot {
     run: Run,
     created: Instant,
@@ -162,8 +181,13 @@ impl Executor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::StartRun { id, query, plan } => {
-                let settings = self.settings_for(id);
+            Command::StartRun {
+                id,
+                query,
+                plan,
+                models,
+            } => {
+                let settings = with_models(self.settings_for(id), &models);
                 self.runs.insert(
                     id,
                     Slot {

@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::sse::{self, HttpFailure, SseStream};
-use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
+use crate::llm::{
+    ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
+    models,
+};
 use crate::protocol::Usage;
 
 /// The API version this adapter speaks (the streaming event shapes depend on it).
@@ -96,6 +99,15 @@ impl Provider for Anthropic {
     }
     fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_> {
         Box::pin(self.call(request, sink))
+    }
+    fn list_models(&self) -> ModelsFuture<'_> {
+        Box::pin(models::anthropic(
+            &self.client,
+            &self.config.base_url,
+            &self.config.api_key,
+            API_VERSION,
+            self.config.idle_timeout,
+        ))
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::llm::{
-    CallError, CallFuture, ChatRequest, Completion, DeltaSink, MessageRole, Provider,
+    CallError, CallFuture, ChatRequest, Completion, DeltaSink, MessageRole, ModelsFuture, Provider,
 };
 use crate::protocol::{CallRole, Usage};
 
@@ -179,7 +179,17 @@ impl Provider for Demo {
     fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_> {
         Box::pin(self.answer(request, sink))
     }
+    fn list_models(&self) -> ModelsFuture<'_> {
+        Box::pin(std::future::ready(Ok(DEMO_MODELS
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect())))
+    }
 }
+
+/// The models the demo provider pretends to offer, sorted (`demo` is the default). It
+/// answers the same whichever is asked for.
+pub const DEMO_MODELS: &[&str] = &["demo", "demo-large", "demo-small"];
 
 fn hash<T: Hash>(value: &T) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();

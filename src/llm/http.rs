@@ -7,7 +7,8 @@
 //!
 //! It knows nothing of either protocol's JSON: the adapter passes its body, its extra headers,
 //! how it reads a stream and a whole answer, and how it classifies a failed status. It never
-//! retries and applies no overall deadline.
+//! retries and applies no overall deadline. Besides chat calls it makes the GETs that list a
+//! server's models (`get`), with the same key header, classification and redaction.
 
 use std::time::Duration;
 
@@ -111,6 +112,61 @@ async fn perform(
         return Err(not_the_protocol(&content_type, &body, "a JSON answer"));
     }
     read_answer(&body)
+}
+
+/// A GET whose answer is one JSON document (a model list): where it goes and how it
+/// authenticates, as for `Exchange`, without a body or a stream.
+pub(crate) struct Fetch<'a> {
+    pub client: &'a reqwest::Client,
+    pub url: String,
+    pub headers: &'a [(&'static str, &'static str)],
+    pub auth: Auth<'a>,
+    pub provider: &'static str,
+    /// Longest wait for the headers, and between two body chunks.
+    pub idle: Duration,
+}
+
+/// Perform `fetch` and return the JSON body. A failed status goes through `http_error`, a
+/// body that is not JSON is "not the API", and every error leaves with the key redacted.
+pub(crate) async fn get(
+    fetch: Fetch<'_>,
+    http_error: impl FnOnce(HttpFailure) -> CallError,
+) -> Result<Vec<u8>, CallError> {
+    let redactor = Redactor::new(fetch.auth.key());
+    fetch_body(fetch, http_error)
+        .await
+        .map_err(|error| redactor.error(error))
+}
+
+async fn fetch_body(
+    fetch: Fetch<'_>,
+    http_error: impl FnOnce(HttpFailure) -> CallError,
+) -> Result<Vec<u8>, CallError> {
+    let Fetch {
+        client,
+        url,
+        headers,
+        auth,
+        provider,
+        idle,
+    } = fetch;
+    let mut builder = client.get(&url).header(ACCEPT, "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    if let Some((name, value)) = auth_header(auth, provider)? {
+        builder = builder.header(name, value);
+    }
+    let response = sse::send(builder, &url, Some(idle)).await?;
+    if !response.status().is_success() {
+        return Err(http_error(HttpFailure::read(response, idle).await));
+    }
+    let content_type = sse::content_type(&response);
+    let body = sse::read_body(response, idle).await?;
+    if !sse::is_json_type(&content_type) && !sse::starts_like_json(&body) {
+        return Err(not_the_protocol(&content_type, &body, "a JSON answer"));
+    }
+    Ok(body)
 }
 
 /// The key's header, marked sensitive so reqwest's own `Debug` hides it too.

@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod demo;
 mod http;
+mod models;
 pub mod openai;
 pub mod sse;
 
@@ -217,12 +218,24 @@ fn parse_retry_after_at(
 
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Completion, CallError>> + Send + 'a>>;
 
+/// The model ids a provider offers, sorted, or why they could not be listed.
+pub type ModelsFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<String>, CallError>> + Send + 'a>>;
+
 /// A model provider. One call per `complete`; text is sent to `sink` as it arrives (all at
 /// once at the end when not streaming) and the whole text is returned.
 pub trait Provider: Send + Sync {
     /// `openai`, `anthropic` or `demo`, for the status line and reports.
     fn name(&self) -> &str;
     fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_>;
+    /// The models this provider offers, sorted. One request (or one per page), no retry;
+    /// the caller bounds how long it may take. A provider with no way to list models says so.
+    fn list_models(&self) -> ModelsFuture<'_> {
+        Box::pin(std::future::ready(Err(CallError::fatal(
+            "no model list",
+            "this provider cannot list its models",
+        ))))
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::sse::{self, HttpFailure, SseStream};
-use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
+use crate::llm::{
+    ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
+    models,
+};
 use crate::protocol::Usage;
 
 #[derive(Debug, Clone)]
@@ -107,6 +110,14 @@ impl Provider for OpenAi {
     }
     fn complete(&self, request: ChatRequest, sink: DeltaSink) -> CallFuture<'_> {
         Box::pin(self.call(request, sink))
+    }
+    fn list_models(&self) -> ModelsFuture<'_> {
+        Box::pin(models::openai(
+            &self.client,
+            &self.config.base_url,
+            self.config.api_key.as_ref(),
+            self.config.idle_timeout,
+        ))
     }
 }
 

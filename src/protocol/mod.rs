@@ -167,6 +167,8 @@ pub enum Command {
         id: RunId,
         query: String,
         plan: Option<Plan>,
+        /// Models for this run instead of the configured ones (the dashboard's picker).
+        models: ModelOverrides,
     },
     /// Go on with a saved run under its old id (see `SavedRun`). Answered by `RunStarted`,
     /// `PlanReady`, `SubtaskSucceeded` for each saved result and `SynthesisFinished` for the
@@ -181,6 +183,22 @@ pub enum Command {
     /// Cancel everything and stop the engine. Answered by `RunFinished(cancelled)` for every
     /// active run; the event channel closes afterwards.
     Shutdown,
+}
+
+/// Models one run uses instead of the engine's configured ones; `None` keeps the configured
+/// model. A worker model applies to every worker role, those with a model of their own too:
+/// whoever picks the workers' model for a run means all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelOverrides {
+    pub planner: Option<String>,
+    pub worker: Option<String>,
+    pub synthesizer: Option<String>,
+}
+
+impl ModelOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.planner.is_none() && self.worker.is_none() && self.synthesizer.is_none()
+    }
 }
 
 /// Steering a run.

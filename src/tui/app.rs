@@ -23,7 +23,7 @@ use crate::engine::executor::{Engine, EngineHandle};
 use crate::llm::Provider;
 use crate::protocol::{Command, RunId};
 use crate::sanitize::sanitize;
-use crate::tui::model::{Info, Model};
+use crate::tui::model::{Info, Model, Models};
 use crate::tui::theme::Theme;
 use crate::tui::update::{Action, Msg, update};
 use crate::tui::view;
@@ -41,7 +41,16 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         bell: config.bell,
         roles: config.run.roles.iter().map(|r| r.name.clone()).collect(),
     };
+    let models = Models {
+        provider: config.provider.kind().to_string(),
+        planner: config.run.planner.model.clone(),
+        worker: config.run.worker.model.clone(),
+        synthesizer: config.run.synthesizer.model.clone(),
+        ..Models::default()
+    };
     let mouse = config.mouse;
+    // The engine calls the models; the app keeps the provider too, to list them for the picker.
+    let lister = provider.clone();
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
 
     // Our own set-up instead of `ratatui::init`, whose panic hook restores the terminal when
@@ -85,7 +94,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         execute!(std::io::stdout(), EnableBracketedPaste)
     };
     let result = match setup {
-        Ok(()) => event_loop(&mut terminal, &engine, events, info).await,
+        Ok(()) => event_loop(&mut terminal, &engine, lister, events, info, models).await,
         Err(e) => Err(e).context("cannot set up the terminal"),
     };
     let _ = execute!(
@@ -113,11 +122,14 @@ enum End {
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     engine: &EngineHandle,
+    provider: Arc<dyn Provider>,
     mut events: mpsc::UnboundedReceiver<crate::protocol::Event>,
     info: Info,
+    models: Models,
 ) -> anyhow::Result<End> {
     let size = terminal.size().context("cannot read the terminal size")?;
     let mut model = Model::new(info, Theme::from_env(), (size.width, size.height), now_ms());
+    model.models = models;
     let mut input = EventStream::new();
     let (internal_tx, mut internal) = mpsc::unbounded_channel::<Msg>();
     let mut ticker = tokio::time::interval(TICK);
@@ -186,7 +198,7 @@ async fn event_loop(
         // for more: all of it happens before the next engine event is read.
         let mut pending = std::collections::VecDeque::from(actions);
         while let Some(action) = pending.pop_front() {
-            if let Some(msg) = perform(action, engine, &internal_tx) {
+            if let Some(msg) = perform(action, engine, &provider, &internal_tx) {
                 pending.extend(update(&mut model, msg));
             }
         }
@@ -211,19 +223,37 @@ fn to_msg(event: Event) -> Option<Msg> {
 fn perform(
     action: Action,
     engine: &EngineHandle,
+    provider: &Arc<dyn Provider>,
     internal: &mpsc::UnboundedSender<Msg>,
 ) -> Option<Msg> {
     match action {
         Action::Send(command) => engine.send(command),
-        Action::StartRun { query } => {
+        Action::StartRun { query, models } => {
             // The id is made here, not in `update`, which stays free of clocks and randomness.
             let id = RunId::new();
             engine.send(Command::StartRun {
                 id,
                 query: query.clone(),
                 plan: None,
+                models,
             });
             return Some(Msg::RunStarting { id, query });
+        }
+        Action::ListModels => {
+            let provider = provider.clone();
+            let internal = internal.clone();
+            // Off the drawing path, and bounded: a server that never answers leaves the
+            // picker saying so instead of loading forever.
+            tokio::spawn(async move {
+                let limit = Duration::from_secs(crate::defaults::CHECK_TIMEOUT_SECS);
+                let listed = tokio::time::timeout(limit, provider.list_models()).await;
+                let result = match listed {
+                    Ok(Ok(ids)) => Ok(ids),
+                    Ok(Err(e)) => Err(e.message),
+                    Err(_) => Err(crate::llm::CallError::timeout(limit).message),
+                };
+                let _ = internal.send(Msg::ModelsListed(result));
+            });
         }
         Action::Copy(text) => {
             let clean = sanitize(&text).into_owned();

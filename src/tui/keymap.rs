@@ -26,6 +26,8 @@ pub enum Context {
     Reading,
     /// The pop-up editing a subtask is open.
     Edit,
+    /// The pop-up picking the next run's models is open.
+    Models,
 }
 
 impl Context {
@@ -38,6 +40,7 @@ impl Context {
             Context::Tree => "Subtasks",
             Context::Reading => "Detail and synthesis",
             Context::Edit => "Editing a subtask (e)",
+            Context::Models => "Picking models (m)",
         }
     }
 }
@@ -87,6 +90,17 @@ pub enum KeyAction {
     NextRole,
     PreviousRole,
     CancelEdit,
+    /// Open the pop-up that picks the planner, worker and synthesis models of the next run.
+    PickModels,
+    ModelUp,
+    ModelDown,
+    NextModelRole,
+    PreviousModelRole,
+    /// Use the highlighted model for the role being picked.
+    UseModel,
+    /// Back to the configured model for the role being picked.
+    ConfiguredModel,
+    CloseModels,
 }
 
 /// A key with the modifiers that matter for it.
@@ -321,6 +335,11 @@ pub const BINDINGS: &[Binding] = &[
         "write the report to a markdown file",
     ),
     b(
+        C::Panes,
+        &[(Chord::ch('m'), A::PickModels)],
+        "pick the models of the next run",
+    ),
+    b(
         C::Tree,
         &[
             (Chord::key(K::Up), A::SelectUp),
@@ -418,6 +437,35 @@ pub const BINDINGS: &[Binding] = &[
         "next / previous role",
     ),
     b(C::Edit, &[(Chord::key(K::Esc), A::CancelEdit)], "cancel"),
+    b(
+        C::Models,
+        &[
+            (Chord::key(K::Up), A::ModelUp),
+            (Chord::key(K::Down), A::ModelDown),
+            (Chord::ch('k'), A::ModelUp),
+            (Chord::ch('j'), A::ModelDown),
+        ],
+        "move through the server's models",
+    ),
+    b(
+        C::Models,
+        &[
+            (Chord::key(K::Tab), A::NextModelRole),
+            (Chord::key(K::BackTab), A::PreviousModelRole),
+        ],
+        "planner / workers / synthesis",
+    ),
+    b(
+        C::Models,
+        &[(Chord::key(K::Enter), A::UseModel)],
+        "use the highlighted model for that role",
+    ),
+    b(
+        C::Models,
+        &[(Chord::ch('c'), A::ConfiguredModel)],
+        "back to the configured model for that role",
+    ),
+    b(C::Models, &[(Chord::key(K::Esc), A::CloseModels)], "close"),
 ];
 
 /// What `key` does in `context`, if anything.

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use ratatui_textarea::TextArea;
 
-use crate::protocol::{Event, EventKind, RunId, SubtaskId, SubtaskStatus};
+use crate::protocol::{Event, EventKind, ModelOverrides, RunId, SubtaskId, SubtaskStatus};
 use crate::report::RunReport;
 use crate::tui::markdown::MarkdownCache;
 use crate::tui::theme::Theme;
@@ -54,6 +54,107 @@ pub enum Overlay {
     },
     /// Quit while runs are active?
     ConfirmQuit,
+    /// Picking the models of the next run from the provider's list.
+    Models {
+        role: PickRole,
+        /// Index into the listed models.
+        cursor: usize,
+    },
+}
+
+/// The roles the model picker sets, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickRole {
+    Planner,
+    Worker,
+    Synthesizer,
+}
+
+impl PickRole {
+    pub const ORDER: [PickRole; 3] = [PickRole::Planner, PickRole::Worker, PickRole::Synthesizer];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PickRole::Planner => "Planner",
+            PickRole::Worker => "Workers",
+            PickRole::Synthesizer => "Synthesis",
+        }
+    }
+
+    /// The next (or previous, for a negative step) role, wrapping around.
+    pub fn step(self, step: isize) -> Self {
+        let at = Self::ORDER.iter().position(|r| *r == self).unwrap_or(0) as isize;
+        Self::ORDER[(at + step).rem_euclid(Self::ORDER.len() as isize) as usize]
+    }
+}
+
+/// The provider's model list, as far as the dashboard knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ModelList {
+    #[default]
+    NotAsked,
+    Loading,
+    Ready(Vec<String>),
+    /// Why the list could not be had (the provider's words).
+    Failed(String),
+}
+
+/// Which models runs use: the configured ones, and those picked for the next runs.
+#[derive(Debug, Clone, Default)]
+pub struct Models {
+    /// `openai`, `anthropic` or `demo`.
+    pub provider: String,
+    pub planner: String,
+    pub worker: String,
+    pub synthesizer: String,
+    /// Picked in the dashboard; sent with every run started from now on.
+    pub picked: ModelOverrides,
+    pub list: ModelList,
+}
+
+impl Models {
+    /// The configured model of `role`.
+    pub fn configured(&self, role: PickRole) -> &str {
+        match role {
+            PickRole::Planner => &self.planner,
+            PickRole::Worker => &self.worker,
+            PickRole::Synthesizer => &self.synthesizer,
+        }
+    }
+
+    /// What `role` was picked as, if anything.
+    pub fn picked(&self, role: PickRole) -> Option<&str> {
+        match role {
+            PickRole::Planner => self.picked.planner.as_deref(),
+            PickRole::Worker => self.picked.worker.as_deref(),
+            PickRole::Synthesizer => self.picked.synthesizer.as_deref(),
+        }
+    }
+
+    /// The model the next run uses for `role`.
+    pub fn effective(&self, role: PickRole) -> &str {
+        self.picked(role).unwrap_or_else(|| self.configured(role))
+    }
+
+    /// Pick `model` for `role`; the configured model (or `None`) un-picks it.
+    pub fn pick(&mut self, role: PickRole, model: Option<String>) {
+        let model = model.filter(|m| m != self.configured(role));
+        match role {
+            PickRole::Planner => self.picked.planner = model,
+            PickRole::Worker => self.picked.worker = model,
+            PickRole::Synthesizer => self.picked.synthesizer = model,
+        }
+    }
+
+    /// `planner a · workers b · synth c`, or the one model when all roles share it.
+    pub fn describe(&self) -> String {
+        let [p, w, s] = PickRole::ORDER.map(|r| self.effective(r));
+        if p == w && w == s {
+            w.to_owned()
+        } else {
+            format!("planner {p} · workers {w} · synth {s}")
+        }
+    }
 }
 
 /// A scroll position. `follow` keeps the view at the end as text streams in, until the user
@@ -213,6 +314,8 @@ pub struct Model {
     /// Wall-clock milliseconds since the epoch, set by the app loop or a test.
     pub now_ms: u64,
     pub info: Info,
+    /// The models runs use, and the provider's list for the picker.
+    pub models: Models,
     pub theme: Theme,
     pub quit: bool,
     /// Rendered markdown of the shown synthesis, reused between frames.
@@ -237,6 +340,7 @@ impl Model {
             size,
             now_ms,
             info,
+            models: Models::default(),
             theme,
             quit: false,
             markdown: RefCell::new(MarkdownCache::default()),

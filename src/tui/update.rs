@@ -12,12 +12,12 @@ use ratatui::crossterm::event::{
 };
 use ratatui_textarea::{CursorMove, TextArea};
 
-use crate::protocol::{Command, Event, EventKind, RunCommand, RunId, RunStatus};
+use crate::protocol::{Command, Event, EventKind, ModelOverrides, RunCommand, RunId, RunStatus};
 use crate::sanitize::sanitize_line;
 use crate::tui::content;
 use crate::tui::keymap::{self, Context, KeyAction};
 use crate::tui::layout::{self, areas, inner};
-use crate::tui::model::{Focus, Model, Node, Overlay, Scroll, ToastLevel};
+use crate::tui::model::{Focus, Model, ModelList, Node, Overlay, PickRole, Scroll, ToastLevel};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -36,6 +36,9 @@ pub enum Msg {
         id: RunId,
         query: String,
     },
+    /// The provider's models (sorted), or why they could not be listed: the answer to
+    /// `Action::ListModels`.
+    ModelsListed(Result<Vec<String>, String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +48,11 @@ pub enum Action {
     /// with `Msg::RunStarting` before the engine's first event can arrive.
     StartRun {
         query: String,
+        /// The models picked in the dashboard (empty: the configured ones).
+        models: ModelOverrides,
     },
+    /// Ask the provider for its models; answer with `Msg::ModelsListed`.
+    ListModels,
     /// Put this text on the clipboard (OSC 52).
     Copy(String),
     /// Write a report file; answer with `Msg::ReportWritten`.
@@ -78,6 +85,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
             model.add_run(id, &query);
             keep_selection_visible(model);
         }
+        Msg::ModelsListed(result) => models_listed(model, result),
         Msg::ReportWritten(result) => match result {
             Ok(path) => model.toast(
                 format!("report written to {}", path.display()),
@@ -137,6 +145,7 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
     }
     match &model.overlay {
         Some(Overlay::Edit { .. }) => return keymap::lookup(Context::Edit, key),
+        Some(Overlay::Models { .. }) => return keymap::lookup(Context::Models, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => return None,
         None => {}
     }
@@ -172,6 +181,8 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             text.input(key);
         }
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => on_overlay_key(model, key, actions),
+        // Its keys are in the key map; others do nothing there.
+        Some(Overlay::Models { .. }) => {}
         None if model.focus == Focus::Query => {
             model.query.input(key);
         }
@@ -274,7 +285,100 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::NextRole => cycle_role(model, 1),
         KeyAction::PreviousRole => cycle_role(model, -1),
         KeyAction::CancelEdit => model.overlay = None,
+        KeyAction::PickModels => open_models(model, actions),
+        KeyAction::ModelUp => move_model_cursor(model, -1),
+        KeyAction::ModelDown => move_model_cursor(model, 1),
+        KeyAction::NextModelRole => step_model_role(model, 1),
+        KeyAction::PreviousModelRole => step_model_role(model, -1),
+        KeyAction::UseModel => use_model(model),
+        KeyAction::ConfiguredModel => {
+            if let Some(Overlay::Models { role, .. }) = model.overlay {
+                model.models.pick(role, None);
+                model.overlay = Some(Overlay::Models {
+                    role,
+                    cursor: model_cursor(model, role),
+                });
+            }
+        }
+        KeyAction::CloseModels => model.overlay = None,
     }
+}
+
+// ---- the model picker ------------------------------------------------------------------------
+
+/// Open the picker on the planner; ask for the list unless it is already here or coming (a
+/// failed list is asked for again, so closing and reopening retries).
+fn open_models(model: &mut Model, actions: &mut Vec<Action>) {
+    if matches!(
+        model.models.list,
+        ModelList::NotAsked | ModelList::Failed(_)
+    ) {
+        model.models.list = ModelList::Loading;
+        actions.push(Action::ListModels);
+    }
+    let role = PickRole::Planner;
+    model.overlay = Some(Overlay::Models {
+        role,
+        cursor: model_cursor(model, role),
+    });
+}
+
+fn models_listed(model: &mut Model, result: Result<Vec<String>, String>) {
+    model.models.list = match result {
+        Ok(ids) => ModelList::Ready(ids),
+        Err(why) => ModelList::Failed(why),
+    };
+    if let Some(Overlay::Models { role, .. }) = model.overlay {
+        model.overlay = Some(Overlay::Models {
+            role,
+            cursor: model_cursor(model, role),
+        });
+    }
+}
+
+fn listed(model: &Model) -> &[String] {
+    match &model.models.list {
+        ModelList::Ready(ids) => ids,
+        ModelList::NotAsked | ModelList::Loading | ModelList::Failed(_) => &[],
+    }
+}
+
+/// Where the cursor starts for `role`: on the model it uses now, when the list has it.
+fn model_cursor(model: &Model, role: PickRole) -> usize {
+    let current = model.models.effective(role);
+    listed(model)
+        .iter()
+        .position(|id| id == current)
+        .unwrap_or(0)
+}
+
+fn move_model_cursor(model: &mut Model, step: isize) {
+    let count = listed(model).len();
+    if let Some(Overlay::Models { cursor, .. }) = &mut model.overlay
+        && count > 0
+    {
+        *cursor = (*cursor as isize + step).clamp(0, count as isize - 1) as usize;
+    }
+}
+
+fn step_model_role(model: &mut Model, step: isize) {
+    if let Some(Overlay::Models { role, .. }) = model.overlay {
+        let role = role.step(step);
+        model.overlay = Some(Overlay::Models {
+            role,
+            cursor: model_cursor(model, role),
+        });
+    }
+}
+
+fn use_model(model: &mut Model) {
+    let Some(Overlay::Models { role, cursor }) = model.overlay else {
+        return;
+    };
+    let Some(id) = listed(model).get(cursor).cloned() else {
+        return;
+    };
+    model.models.pick(role, Some(id));
 }
 
 fn cycle_focus(model: &mut Model, step: isize) {
@@ -300,7 +404,10 @@ fn submit(model: &mut Model, actions: &mut Vec<Action>) {
     model.reset_query();
     // Focus the tree so r, e, x act at once; Tab (or /) comes back here for the next question.
     model.focus = Focus::Tree;
-    actions.push(Action::StartRun { query: text });
+    actions.push(Action::StartRun {
+        query: text,
+        models: model.models.picked.clone(),
+    });
 }
 
 /// Step through the session's earlier queries; past the newest, the draft comes back.
@@ -376,8 +483,10 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             KeyCode::Char('q') => quit(model, actions),
             _ => {}
         },
-        // Its keys are in the key map.
-        Some(edit @ Overlay::Edit { .. }) => model.overlay = Some(edit),
+        // Their keys are in the key map.
+        Some(overlay @ (Overlay::Edit { .. } | Overlay::Models { .. })) => {
+            model.overlay = Some(overlay)
+        }
         None => {}
     }
 }

@@ -18,7 +18,9 @@ use crate::report::SubtaskReport;
 use crate::sanitize::sanitize_line;
 use crate::tui::content::{self, detail_lines, help_lines, with_synthesis_lines};
 use crate::tui::layout::{self, areas};
-use crate::tui::model::{Focus, Model, Node, Overlay, Row, RunView, ToastLevel};
+use crate::tui::model::{
+    Focus, Model, ModelList, Node, Overlay, PickRole, Row, RunView, ToastLevel,
+};
 
 pub fn draw(frame: &mut Frame, model: &Model) {
     let area = frame.area();
@@ -38,6 +40,7 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         Some(Overlay::Help { scroll }) => draw_help(frame, model, area, *scroll),
         Some(Overlay::Edit { .. }) => draw_edit(frame, model, area),
         Some(Overlay::ConfirmQuit) => draw_confirm_quit(frame, model, area),
+        Some(Overlay::Models { role, cursor }) => draw_models(frame, model, area, *role, *cursor),
         None => {}
     }
 }
@@ -385,11 +388,24 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     // Segments in order of importance; those that do not fit are left out from the least
     // important, so the run's state and clock always show.
     let mut segments: Vec<(u8, Vec<Span>)> = Vec::new();
+    // Models picked in the dashboard replace the configured ones in what the line says.
+    let picked = !model.models.picked.is_empty();
     if model.info.demo {
         segments.push((
             0,
             vec![Span::styled(" DEMO · simulated ", theme.demo_banner())],
         ));
+        if picked {
+            segments.push((
+                4,
+                vec![Span::raw(
+                    sanitize_line(&model.models.describe()).into_owned(),
+                )],
+            ));
+        }
+    } else if picked {
+        let text = format!(" {} · {}", model.models.provider, model.models.describe());
+        segments.push((4, vec![Span::raw(sanitize_line(&text).into_owned())]));
     } else {
         segments.push((4, vec![Span::raw(format!(" {}", model.info.describe))]));
     }
@@ -582,6 +598,150 @@ fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
         role_area,
     );
     frame.render_widget(text.as_ref(), text_area);
+}
+
+/// The model picker: the three roles with the model each will use, and the provider's list
+/// (or why there is none yet) with the highlighted one.
+fn draw_models(frame: &mut Frame, model: &Model, area: Rect, role: PickRole, cursor: usize) {
+    let theme = &model.theme;
+    // Tall enough for the whole list where the screen allows: roles, a gap, the list, borders.
+    let rows = match &model.models.list {
+        ModelList::Ready(ids) => ids.len(),
+        ModelList::NotAsked | ModelList::Loading | ModelList::Failed(_) => 3,
+    };
+    let rect = centered(
+        area,
+        72.min(area.width.saturating_sub(4)),
+        (rows as u16 + 6)
+            .clamp(10, 32)
+            .min(area.height.saturating_sub(2)),
+    );
+    frame.render_widget(Clear, rect);
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(theme.border(true))
+        .padding(Padding::horizontal(1))
+        .title(title("Models for the next run"))
+        .title_bottom(
+            Line::from(Span::styled(
+                " ↑↓ choose · Enter use · Tab role · c configured · Esc close ",
+                theme.dim(),
+            ))
+            .alignment(Alignment::Right),
+        );
+    let inside = block.inner(rect);
+    frame.render_widget(block, rect);
+    let [roles_area, _, list_area] = Layout::vertical([
+        Constraint::Length(PickRole::ORDER.len() as u16),
+        Constraint::Length(1),
+        Constraint::Min(1),
+    ])
+    .areas(inside);
+    let width = inside.width as usize;
+    let roles: Vec<Line> = PickRole::ORDER
+        .iter()
+        .map(|&r| {
+            let current = r == role;
+            let name = truncate(
+                &sanitize_line(model.models.effective(r)),
+                width.saturating_sub(26),
+            );
+            let (mark, style) = if current {
+                ("▸", theme.key())
+            } else {
+                (" ", Style::new())
+            };
+            let note = match model.models.picked(r) {
+                Some(_) => " (picked)",
+                None => " (configured)",
+            };
+            Line::from(vec![
+                Span::styled(format!("{mark} {:<10} ", r.label()), style),
+                Span::styled(name, style.add_modifier(Modifier::BOLD)),
+                Span::styled(note, theme.dim()),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(roles), roles_area);
+    let message = |text: String| {
+        Paragraph::new(text)
+            .style(theme.dim())
+            .wrap(Wrap { trim: true })
+    };
+    match &model.models.list {
+        ModelList::NotAsked | ModelList::Loading => frame.render_widget(
+            message(format!(
+                "{} Asking the server for its models…",
+                spinner(model)
+            )),
+            list_area,
+        ),
+        ModelList::Failed(why) => frame.render_widget(
+            Paragraph::new(vec![
+                Line::from(Span::styled(
+                    format!("Could not list the models: {}", sanitize_line(why)),
+                    theme.error(),
+                )),
+                Line::default(),
+                Line::from(Span::styled(
+                    "Esc closes; m asks again. The configured models stay in use.",
+                    theme.dim(),
+                )),
+            ])
+            .wrap(Wrap { trim: true }),
+            list_area,
+        ),
+        ModelList::Ready(ids) if ids.is_empty() => {
+            frame.render_widget(message("The server lists no models.".to_owned()), list_area)
+        }
+        ModelList::Ready(ids) => {
+            let height = list_area.height as usize;
+            let top = cursor.saturating_sub(height.saturating_sub(1));
+            let lines: Vec<Line> = ids
+                .iter()
+                .enumerate()
+                .skip(top)
+                .take(height)
+                .map(|(i, id)| {
+                    let in_use = PickRole::ORDER
+                        .iter()
+                        .filter(|r| model.models.effective(**r) == id)
+                        .map(|r| r.label().to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let id = truncate(&sanitize_line(id), width.saturating_sub(24).max(8));
+                    let mark = if i == cursor { "▸" } else { " " };
+                    let mut line = Line::from(vec![
+                        Span::raw(format!("{mark} {id}")),
+                        Span::styled(
+                            if in_use.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  ({in_use})")
+                            },
+                            theme.dim(),
+                        ),
+                    ]);
+                    if i == cursor {
+                        line = line.patch_style(theme.selected());
+                        let pad = width.saturating_sub(line.width());
+                        line.push_span(Span::styled(" ".repeat(pad), theme.selected()));
+                    }
+                    line
+                })
+                .collect();
+            frame.render_widget(Paragraph::new(lines), list_area);
+            if ids.len() > height {
+                // Beside the list only, on the pop-up's right border.
+                let beside = Rect {
+                    y: list_area.y.saturating_sub(1),
+                    height: list_area.height + 2,
+                    ..rect
+                };
+                draw_scrollbar(frame, beside, ids.len(), height, top);
+            }
+        }
+    }
 }
 
 fn draw_confirm_quit(frame: &mut Frame, model: &Model, area: Rect) {

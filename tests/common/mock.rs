@@ -1,5 +1,7 @@
 //! An in-process mock LLM server speaking both wire protocols maestro uses:
-//! `POST /v1/chat/completions` (OpenAI-compatible) and `POST /v1/messages` (Anthropic).
+//! `POST /v1/chat/completions` (OpenAI-compatible) and `POST /v1/messages` (Anthropic), and
+//! `GET /v1/models` for both (told apart by Anthropic's `anthropic-version` header), which
+//! answers 404 until a test gives it a model list.
 //!
 //! A test gives it a script, a closure from the received request to a `Reply`; the server
 //! records every request (with when it arrived and when its answer was sent) and renders the
@@ -21,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -513,6 +515,8 @@ type Script = dyn Fn(&MockRequest) -> Reply + Send + Sync;
 
 struct Shared {
     requests: Mutex<Vec<MockRequest>>,
+    models: Mutex<Option<Models>>,
+    model_requests: Mutex<Vec<ModelsRequest>>,
     script: Mutex<Arc<Script>>,
     /// Becomes `true` (or closed) when the server stops: ends delays, gaps and silences.
     shutdown: watch::Receiver<bool>,
@@ -537,12 +541,15 @@ impl MockServer {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
+            models: Mutex::new(None),
+            model_requests: Mutex::new(Vec::new()),
             script: Mutex::new(Arc::new(script)),
             shutdown: shutdown_rx.clone(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
+            .route("/v1/models", get(list_models))
             .fallback(not_found)
             .layer(DefaultBodyLimit::disable())
             .with_state(shared.clone());
@@ -611,6 +618,25 @@ impl MockServer {
             .expect("the mock server has received no request")
     }
 
+    /// Answer `GET /v1/models` with these ids (in this order), in the asking protocol's shape;
+    /// Anthropic requests get pages of `page_size` (`has_more`, `last_id`, `after_id`).
+    pub fn set_models(&self, ids: &[&str], page_size: usize) {
+        *lock(&self.shared.models) = Some(Models::Ids {
+            ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            page_size: page_size.max(1),
+        });
+    }
+
+    /// Answer `GET /v1/models` with this reply (an HTTP error, a raw body, a delay).
+    pub fn set_models_reply(&self, reply: Reply) {
+        *lock(&self.shared.models) = Some(Models::Reply(reply));
+    }
+
+    /// Every `GET /v1/models` received so far, in order.
+    pub fn model_requests(&self) -> Vec<ModelsRequest> {
+        lock(&self.shared.model_requests).clone()
+    }
+
     /// Replace the script; requests arriving from now on use the new one.
     pub fn set_script(&self, script: impl Fn(&MockRequest) -> Reply + Send + Sync + 'static) {
         *lock(&self.shared.script) = Arc::new(script);
@@ -662,6 +688,113 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
 
 async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(shared, Protocol::Anthropic, headers, body).await
+}
+
+/// What `GET /v1/models` answers once a test sets it.
+#[derive(Debug, Clone)]
+enum Models {
+    Ids { ids: Vec<String>, page_size: usize },
+    Reply(Reply),
+}
+
+/// One `GET /v1/models` the server received.
+#[derive(Debug, Clone)]
+pub struct ModelsRequest {
+    pub protocol: Protocol,
+    /// The query string, without `?` (empty when none).
+    pub query: String,
+    /// Header names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ModelsRequest {
+    /// A header's value, looked up case-insensitively.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// A query parameter's value.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_owned())
+    }
+}
+
+async fn list_models(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let protocol = if headers.contains_key("anthropic-version") {
+        Protocol::Anthropic
+    } else {
+        Protocol::OpenAi
+    };
+    let request = ModelsRequest {
+        protocol,
+        query: query.unwrap_or_default(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_owned(), v)
+            })
+            .collect(),
+    };
+    lock(&shared.model_requests).push(request.clone());
+    let spec = lock(&shared.models).clone();
+    match spec {
+        None => not_found().await,
+        Some(Models::Reply(reply)) => {
+            let mut shutdown = shared.shutdown.clone();
+            if !reply.delay.is_zero() && !sleep_unless_stopped(reply.delay, &mut shutdown).await {
+                return build(503, "text/plain", &[], Body::from("mock stopped"));
+            }
+            // Rendered as a chat reply to a request of the same protocol and headers.
+            let as_chat = MockRequest {
+                protocol,
+                seq: 0,
+                body: Value::Null,
+                headers: request.headers,
+                received_at: Instant::now(),
+                finished_at: None,
+            };
+            render(&as_chat, reply, shutdown, Box::new(|| {}))
+        }
+        Some(Models::Ids { ids, page_size }) => {
+            let json = match protocol {
+                Protocol::OpenAi => json!({
+                    "object": "list",
+                    "data": ids.iter().map(|id| json!({
+                        "id": id, "object": "model", "created": 0, "owned_by": "mock"
+                    })).collect::<Vec<_>>(),
+                }),
+                Protocol::Anthropic => {
+                    let start = request
+                        .param("after_id")
+                        .and_then(|after| ids.iter().position(|id| *id == after))
+                        .map_or(0, |at| at + 1);
+                    let page: Vec<&String> = ids.iter().skip(start).take(page_size).collect();
+                    json!({
+                        "data": page.iter().map(|id| json!({
+                            "type": "model", "id": id, "display_name": id,
+                            "created_at": "2025-01-01T00:00:00Z"
+                        })).collect::<Vec<_>>(),
+                        "has_more": start + page.len() < ids.len(),
+                        "first_id": page.first(),
+                        "last_id": page.last(),
+                    })
+                }
+            };
+            build(200, "application/json", &[], Body::from(json.to_string()))
+        }
+    }
 }
 
 async fn not_found() -> Response {
