@@ -237,17 +237,45 @@ fn idle_bounded(
     response: reqwest::Response,
     idle: Duration,
 ) -> impl Stream<Item = Result<impl AsRef<[u8]> + Send, BodyError>> + Send {
-    let inner = Box::pin(response.bytes_stream());
-    futures_util::stream::unfold(Some(inner), move |state| async move {
+    // One timer for the whole body, moved only when it fires: a chunk just notes the time.
+    // (A `timeout` per chunk put a timer into tokio's wheel and took it out again for every
+    // piece of every stream, a good part of the CPU a streamed answer costs.)
+    let state = IdleState {
+        inner: Box::pin(response.bytes_stream()),
+        timer: Box::pin(tokio::time::sleep(idle)),
+        last: tokio::time::Instant::now(),
+    };
+    futures_util::stream::unfold(Some(state), move |state| async move {
         // `None` after an error: the stream yields nothing more.
-        let mut inner = state?;
-        match tokio::time::timeout(idle, inner.next()).await {
-            Err(_) => Some((Err(BodyError::Idle(idle)), None)),
-            Ok(None) => None,
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(inner))),
-            Ok(Some(Err(e))) => Some((Err(BodyError::Read(e)), None)),
+        let mut state = state?;
+        loop {
+            tokio::select! {
+                biased;
+                next = state.inner.next() => {
+                    state.last = tokio::time::Instant::now();
+                    return match next {
+                        None => None,
+                        Some(Ok(bytes)) => Some((Ok(bytes), Some(state))),
+                        Some(Err(e)) => Some((Err(BodyError::Read(e)), None)),
+                    };
+                }
+                () = &mut state.timer => {
+                    let deadline = state.last + idle;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Some((Err(BodyError::Idle(idle)), None));
+                    }
+                    state.timer.as_mut().reset(deadline);
+                }
+            }
         }
     })
+}
+
+struct IdleState<S> {
+    inner: Pin<Box<S>>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the last chunk arrived (or reading began).
+    last: tokio::time::Instant,
 }
 
 type EventItem = Result<Event, EventStreamError<BodyError>>;
