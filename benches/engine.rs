@@ -74,7 +74,11 @@
 //! against the same mock server (in this process, so its CPU is not the child's), with the
 //! plan of scenario A given as a file (so there is no planner call) and the child's HOME and
 //! XDG directories in a temporary directory (no user config; its log goes there). Progress goes
-//! to a file, which is the line-per-event printer. The child's CPU (user + system, all its
+//! to a file, which is the line-per-event printer. It runs twice: with A's mock (each answer
+//! at once after its latency) and with answers streamed the way a model sends them (16
+//! pieces spread over the second half of the latency, so each piece wakes maestro on its own;
+//! the mock's timers end ~1 ms late per piece, which shows in the wall time, not in maestro's
+//! CPU). The child's CPU (user + system, all its
 //! threads, start to exit) comes from `wait4`'s resource usage; voluntary and involuntary
 //! context switches are printed beside it (thread wake-ups are most of them). Target: the whole
 //! run in ≤ 0.1 s of CPU. `BENCH_ONLY=headless` runs this case alone; `BENCH_BINARY=PATH`
@@ -368,6 +372,36 @@ async fn serve(latency: Latency, plan: Vec<String>) -> MockServer {
     )
     .await
 }
+
+/// Case C's second shape: worker and synthesis answers arrive as a model streams them, in
+/// `STREAMED_CHUNKS` pieces spread over the second half of the latency (the first half is the
+/// wait for the first token), so every piece reaches maestro on its own.
+async fn serve_streamed(latency: Latency, plan: Vec<String>) -> MockServer {
+    let spread = |total: Duration| {
+        let gap = total / 2 / (STREAMED_CHUNKS as u32 - 1);
+        (total - gap * (STREAMED_CHUNKS as u32 - 1), gap)
+    };
+    let worker = split_even(WORKER_TEXT, STREAMED_CHUNKS);
+    let synthesis = split_even(SYNTH_TEXT, STREAMED_CHUNKS);
+    MockServer::start(
+        move |request: &MockRequest| match request.model().as_str() {
+            PLANNER_MODEL => Reply::chunks(plan.clone()).delay(latency.planner),
+            WORKER_MODEL => {
+                let (delay, gap) = spread(latency.worker);
+                Reply::chunks(worker.clone()).delay(delay).gap(gap)
+            }
+            SYNTH_MODEL => {
+                let (delay, gap) = spread(latency.synthesis);
+                Reply::chunks(synthesis.clone()).delay(delay).gap(gap)
+            }
+            other => Reply::status(400, format!("bench: unexpected model `{other}`")),
+        },
+    )
+    .await
+}
+
+/// Pieces a streamed answer of case C comes in.
+const STREAMED_CHUNKS: usize = 16;
 
 fn mock_observed(requests: &[MockRequest]) -> Observed {
     let mut observed = Observed::default();
@@ -856,7 +890,26 @@ fn run_child(binary: &str, args: &[String], home: &std::path::Path) -> ChildSamp
     }
 }
 
+/// How case C's mock sends an answer.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// As in A: the whole answer at once, after the latency.
+    Burst,
+    /// Spread over the latency (see `serve_streamed`).
+    Streamed,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Burst => "answers at once",
+            Shape::Streamed => "answers streamed",
+        }
+    }
+}
+
 struct HeadlessResult {
+    shape: Shape,
     ideal: Duration,
     wall_median: Duration,
     wall_best: Duration,
@@ -867,6 +920,7 @@ struct HeadlessResult {
 /// Case C: scenario A's plan as a file, run by the release binary against the mock server.
 fn run_headless_case(
     scenario: &Scenario,
+    shape: Shape,
     repeats: usize,
     runtime: &tokio::runtime::Runtime,
     mock_runtime: &tokio::runtime::Handle,
@@ -875,7 +929,15 @@ fn run_headless_case(
     let binary =
         std::env::var("BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_maestro").to_owned());
     let binary = binary.as_str();
-    let mock = runtime.block_on(start_mock(scenario, mock_runtime));
+    let mock = match shape {
+        Shape::Burst => runtime.block_on(start_mock(scenario, mock_runtime)),
+        Shape::Streamed => runtime.block_on(async {
+            mock_runtime
+                .spawn(serve_streamed(scenario.latency, scenario.plan_chunks()))
+                .await
+                .expect("the mock server starts")
+        }),
+    };
     let home = tempfile::tempdir().expect("a temporary directory");
     let plan_path = home.path().join("plan.json");
     std::fs::write(
@@ -912,9 +974,10 @@ fn run_headless_case(
     // No planner call: the plan comes from the file.
     let ideal = scenario.latency.worker * scenario.levels + scenario.latency.synthesis;
     println!(
-        "\nC: {} / release binary, headless: {} subtasks, concurrency {}, ideal {:.0} ms \
+        "\nC: {} / release binary, headless, {}: {} subtasks, concurrency {}, ideal {:.0} ms \
          ({} x L_w {:.0} + L_s {:.0}); CPU target <= {HEADLESS_CPU_TARGET_MS:.0} ms for the run",
         scenario.name,
+        shape.name(),
         n,
         scenario.concurrency,
         ms(ideal),
@@ -949,10 +1012,16 @@ fn run_headless_case(
             samples.push(sample);
         }
     }
+    // What the mock delivered (its timers end late, per piece when streaming), for an ideal
+    // that leaves the mock's lateness out.
+    let observed = mock_observed(&mock.requests());
     drop(mock);
+    let ideal_obs = observed.mean("worker").unwrap_or_default() * scenario.levels
+        + observed.mean("synthesis").unwrap_or_default();
     let walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
     let cpus: Vec<Duration> = samples.iter().map(ChildSample::cpu).collect();
     let result = HeadlessResult {
+        shape,
         ideal,
         wall_median: median(&walls),
         wall_best: *walls.iter().min().expect("at least one run"),
@@ -968,6 +1037,14 @@ fn run_headless_case(
         ms(result.cpu_median) / HEADLESS_CPU_TARGET_MS,
         mark(ms(result.cpu_median) <= HEADLESS_CPU_TARGET_MS),
         ms(result.cpu_median) / n as f64,
+    );
+    println!(
+        "  delivered latency (mean): worker {:.2}, synthesis {:.2} ms; ideal(obs) {:.1} ms; \
+         median wall/ideal(obs) {:.4} (process start and exit included)",
+        ms(observed.mean("worker").unwrap_or_default()),
+        ms(observed.mean("synthesis").unwrap_or_default()),
+        ms(ideal_obs),
+        ms(result.wall_median) / ms(ideal_obs),
     );
     result
 }
@@ -1035,7 +1112,18 @@ fn main() {
         }
         results
     });
-    let headless = run_headless_case(&scenarios[0], repeats, &runtime, mock_runtime.handle());
+    let headless: Vec<HeadlessResult> = [Shape::Burst, Shape::Streamed]
+        .into_iter()
+        .map(|shape| {
+            run_headless_case(
+                &scenarios[0],
+                shape,
+                repeats,
+                &runtime,
+                mock_runtime.handle(),
+            )
+        })
+        .collect();
 
     println!(
         "\nSummary (median, best in brackets; targets: wall/ideal <= {WALL_TARGET}, CPU <= {CPU_TARGET_MS} ms/subtask)"
@@ -1066,34 +1154,32 @@ fn main() {
             ),
         );
     }
-    let ratio = ms(headless.wall_median) / ms(headless.ideal);
-    println!(
-        "{:<26} {:<11} {:>8.0} {:>20} {:>22} {:>26}",
-        "C: A's plan, headless",
-        "binary",
-        ms(headless.ideal),
-        format!(
-            "{:.1} ({:.1})",
-            ms(headless.wall_median),
-            ms(headless.wall_best)
-        ),
-        format!(
-            "{:.4} ({:.4})",
-            ratio,
-            ms(headless.wall_best) / ms(headless.ideal)
-        ),
-        format!(
-            "{:.3} ({:.3})",
-            ms(headless.cpu_median) / scenarios[0].subtasks() as f64,
-            ms(headless.cpu_best) / scenarios[0].subtasks() as f64,
-        ),
-    );
-    println!(
-        "C, CPU of the whole run (user + sys of the child): median {:.1} ms, best {:.1} ms; \
-         {:.2} x the target of {HEADLESS_CPU_TARGET_MS:.0} ms [{}]",
-        ms(headless.cpu_median),
-        ms(headless.cpu_best),
-        ms(headless.cpu_median) / HEADLESS_CPU_TARGET_MS,
-        mark(ms(headless.cpu_median) <= HEADLESS_CPU_TARGET_MS),
-    );
+    for h in &headless {
+        let ratio = ms(h.wall_median) / ms(h.ideal);
+        println!(
+            "{:<26} {:<11} {:>8.0} {:>20} {:>22} {:>26}",
+            format!(
+                "C: A's plan, {}",
+                h.shape.name().trim_start_matches("answers ")
+            ),
+            "binary",
+            ms(h.ideal),
+            format!("{:.1} ({:.1})", ms(h.wall_median), ms(h.wall_best)),
+            format!("{:.4} ({:.4})", ratio, ms(h.wall_best) / ms(h.ideal)),
+            format!(
+                "{:.3} ({:.3})",
+                ms(h.cpu_median) / scenarios[0].subtasks() as f64,
+                ms(h.cpu_best) / scenarios[0].subtasks() as f64,
+            ),
+        );
+        println!(
+            "C, {}: CPU of the whole run (user + sys of the child): median {:.1} ms, best {:.1} ms; \
+             {:.2} x the target of {HEADLESS_CPU_TARGET_MS:.0} ms [{}]",
+            h.shape.name(),
+            ms(h.cpu_median),
+            ms(h.cpu_best),
+            ms(h.cpu_median) / HEADLESS_CPU_TARGET_MS,
+            mark(ms(h.cpu_median) <= HEADLESS_CPU_TARGET_MS),
+        );
+    }
 }
