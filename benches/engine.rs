@@ -60,6 +60,30 @@
 //! the subtasks started together all land in the same millisecond: a pessimistic case for
 //! wall time on few cores.
 //!
+//! # The binary, from outside
+//!
+//! The in-process figures leave out what only a real process pays: runtime start-up, thread
+//! wake-ups between the runtime's workers, the progress printer, logging, exit. So the last
+//! case, **C**, runs the release binary itself as a child process, the way a user would:
+//!
+//! ```text
+//! maestro --provider openai --base-url <mock> --concurrency 16 --max-subtasks 200 --retries 0 \
+//!     run --plan <200-subtask plan file> "<query>"   (stdout and stderr to files)
+//! ```
+//!
+//! against the same mock server (in this process, so its CPU is not the child's), with the
+//! plan of scenario A given as a file (so there is no planner call) and the child's HOME and
+//! XDG directories in a temporary directory (no user config; its log goes there). Progress goes
+//! to a file, which is the line-per-event printer. It runs twice: with A's mock (each answer
+//! at once after its latency) and with answers streamed the way a model sends them (16
+//! pieces spread over the second half of the latency, so each piece wakes maestro on its own;
+//! the mock's timers end ~1 ms late per piece, which shows in the wall time, not in maestro's
+//! CPU). The child's CPU (user + system, all its
+//! threads, start to exit) comes from `wait4`'s resource usage; voluntary and involuntary
+//! context switches are printed beside it (thread wake-ups are most of them). Target: the whole
+//! run in ≤ 0.1 s of CPU. `BENCH_ONLY=headless` runs this case alone; `BENCH_BINARY=PATH`
+//! measures another build of the binary.
+//!
 //! Median and best of the measured runs are printed per case, then a summary table. The
 //! benchmark reports; it never fails on a missed target.
 
@@ -90,6 +114,8 @@ const CHUNKS: usize = 4;
 
 const WALL_TARGET: f64 = 1.02;
 const CPU_TARGET_MS: f64 = 0.2;
+/// CPU of the whole headless run of case C, in ms.
+const HEADLESS_CPU_TARGET_MS: f64 = 100.0;
 
 const WORKER_TEXT: &str = "## Finding\n\nThe measured effect is moderate and consistent across \
     the sources consulted. Two factors dominate: cost per unit, which fell steadily over the \
@@ -349,6 +375,36 @@ async fn serve(latency: Latency, plan: Vec<String>) -> MockServer {
     )
     .await
 }
+
+/// Case C's second shape: worker and synthesis answers arrive as a model streams them, in
+/// `STREAMED_CHUNKS` pieces spread over the second half of the latency (the first half is the
+/// wait for the first token), so every piece reaches maestro on its own.
+async fn serve_streamed(latency: Latency, plan: Vec<String>) -> MockServer {
+    let spread = |total: Duration| {
+        let gap = total / 2 / (STREAMED_CHUNKS as u32 - 1);
+        (total - gap * (STREAMED_CHUNKS as u32 - 1), gap)
+    };
+    let worker = split_even(WORKER_TEXT, STREAMED_CHUNKS);
+    let synthesis = split_even(SYNTH_TEXT, STREAMED_CHUNKS);
+    MockServer::start(
+        move |request: &MockRequest| match request.model().as_str() {
+            PLANNER_MODEL => Reply::chunks(plan.clone()).delay(latency.planner),
+            WORKER_MODEL => {
+                let (delay, gap) = spread(latency.worker);
+                Reply::chunks(worker.clone()).delay(delay).gap(gap)
+            }
+            SYNTH_MODEL => {
+                let (delay, gap) = spread(latency.synthesis);
+                Reply::chunks(synthesis.clone()).delay(delay).gap(gap)
+            }
+            other => Reply::status(400, format!("bench: unexpected model `{other}`")),
+        },
+    )
+    .await
+}
+
+/// Pieces a streamed answer of case C comes in.
+const STREAMED_CHUNKS: usize = 16;
 
 fn mock_observed(requests: &[MockRequest]) -> Observed {
     let mut observed = Observed::default();
@@ -739,6 +795,258 @@ async fn run_case(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Case C: the release binary as a child process
+// ---------------------------------------------------------------------------------------------
+
+/// One headless run of the binary, measured from outside.
+struct ChildSample {
+    wall: Duration,
+    user: Duration,
+    system: Duration,
+    voluntary_switches: i64,
+    involuntary_switches: i64,
+    /// Progress lines the child wrote to stderr.
+    progress_lines: usize,
+}
+
+impl ChildSample {
+    fn cpu(&self) -> Duration {
+        self.user + self.system
+    }
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+}
+
+/// Spawn the binary, wait for it with `wait4` (which returns its resource usage: every thread
+/// of it, start to exit) and panic unless it exited 0.
+fn run_child(binary: &str, args: &[String], home: &std::path::Path) -> ChildSample {
+    let stderr_path = home.join("progress.txt");
+    let stdout = std::fs::File::create(home.join("report.md")).expect("a report file");
+    let stderr = std::fs::File::create(&stderr_path).expect("a progress file");
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        // No user config, and the log goes to the temporary directory.
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("NO_COLOR");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MAESTRO_") {
+            command.env_remove(name);
+        }
+    }
+    let start = Instant::now();
+    let child = command.spawn().expect("the maestro binary starts");
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: a plain FFI call with pointers to two live locals; `rusage` is plain data, for
+    // which all-zero bytes are a valid value. `child` is never waited on by std afterwards (its
+    // drop does not wait), so the pid is reaped exactly once, here.
+    let (reaped, usage) = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let reaped = libc::wait4(pid, &mut status, 0, &mut usage);
+        (reaped, usage)
+    };
+    let wall = start.elapsed();
+    drop(child);
+    assert_eq!(
+        reaped,
+        pid,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
+    let progress = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let exited_ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(
+        exited_ok,
+        "maestro run did not succeed (wait status {status}); its stderr ends:\n{}",
+        progress
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    ChildSample {
+        wall,
+        user: timeval(usage.ru_utime),
+        system: timeval(usage.ru_stime),
+        voluntary_switches: usage.ru_nvcsw,
+        involuntary_switches: usage.ru_nivcsw,
+        progress_lines: progress.lines().count(),
+    }
+}
+
+/// How case C's mock sends an answer.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// As in A: the whole answer at once, after the latency.
+    Burst,
+    /// Spread over the latency (see `serve_streamed`).
+    Streamed,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Burst => "answers at once",
+            Shape::Streamed => "answers streamed",
+        }
+    }
+}
+
+struct HeadlessResult {
+    shape: Shape,
+    ideal: Duration,
+    wall_median: Duration,
+    wall_best: Duration,
+    cpu_median: Duration,
+    cpu_best: Duration,
+}
+
+/// Case C: scenario A's plan as a file, run by the release binary against the mock server.
+fn run_headless_case(
+    scenario: &Scenario,
+    shape: Shape,
+    repeats: usize,
+    runtime: &tokio::runtime::Runtime,
+    mock_runtime: &tokio::runtime::Handle,
+) -> HeadlessResult {
+    // `BENCH_BINARY` measures another build of the binary (an older release, say).
+    let binary =
+        std::env::var("BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_maestro").to_owned());
+    let binary = binary.as_str();
+    let mock = match shape {
+        Shape::Burst => runtime.block_on(start_mock(scenario, mock_runtime)),
+        Shape::Streamed => runtime.block_on(async {
+            mock_runtime
+                .spawn(serve_streamed(scenario.latency, scenario.plan_chunks()))
+                .await
+                .expect("the mock server starts")
+        }),
+    };
+    let home = tempfile::tempdir().expect("a temporary directory");
+    let plan_path = home.path().join("plan.json");
+    std::fs::write(
+        &plan_path,
+        serde_json::to_string(&scenario.plan).expect("a plan serialises"),
+    )
+    .expect("write the plan file");
+    let n = scenario.subtasks();
+    let args: Vec<String> = [
+        "--provider",
+        "openai",
+        "--base-url",
+        &mock.openai_base_url(),
+        "--planner-model",
+        PLANNER_MODEL,
+        "--worker-model",
+        WORKER_MODEL,
+        "--synth-model",
+        SYNTH_MODEL,
+        "--concurrency",
+        &scenario.concurrency.to_string(),
+        "--max-subtasks",
+        &n.to_string(),
+        "--retries",
+        "0",
+        "run",
+        "--plan",
+        &plan_path.to_string_lossy(),
+        "How do the benchmark's parts fit together?",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // No planner call: the plan comes from the file.
+    let ideal = scenario.latency.worker * scenario.levels + scenario.latency.synthesis;
+    println!(
+        "\nC: {} / release binary, headless, {}: {} subtasks, concurrency {}, ideal {:.0} ms \
+         ({} x L_w {:.0} + L_s {:.0}); CPU target <= {HEADLESS_CPU_TARGET_MS:.0} ms for the run",
+        scenario.name,
+        shape.name(),
+        n,
+        scenario.concurrency,
+        ms(ideal),
+        scenario.levels,
+        ms(scenario.latency.worker),
+        ms(scenario.latency.synthesis),
+    );
+    let mut samples = Vec::new();
+    for i in 0..=repeats {
+        let sample = run_child(binary, &args, home.path());
+        let label = if i == 0 {
+            "warm-up".to_owned()
+        } else {
+            format!("run {i}")
+        };
+        println!(
+            "  {label:>7}: wall {:7.1} ms  wall/ideal {:.4}  CPU {:6.1} ms (user {:.1} + sys \
+             {:.1}) = {:.2} x target, {:.3} ms/subtask; context switches {} voluntary, {} \
+             involuntary; {} progress lines",
+            ms(sample.wall),
+            ms(sample.wall) / ms(ideal),
+            ms(sample.cpu()),
+            ms(sample.user),
+            ms(sample.system),
+            ms(sample.cpu()) / HEADLESS_CPU_TARGET_MS,
+            ms(sample.cpu()) / n as f64,
+            sample.voluntary_switches,
+            sample.involuntary_switches,
+            sample.progress_lines,
+        );
+        if i > 0 {
+            samples.push(sample);
+        }
+    }
+    // What the mock delivered (its timers end late, per piece when streaming), for an ideal
+    // that leaves the mock's lateness out.
+    let observed = mock_observed(&mock.requests());
+    drop(mock);
+    let ideal_obs = observed.mean("worker").unwrap_or_default() * scenario.levels
+        + observed.mean("synthesis").unwrap_or_default();
+    let walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
+    let cpus: Vec<Duration> = samples.iter().map(ChildSample::cpu).collect();
+    let result = HeadlessResult {
+        shape,
+        ideal,
+        wall_median: median(&walls),
+        wall_best: *walls.iter().min().expect("at least one run"),
+        cpu_median: median(&cpus),
+        cpu_best: *cpus.iter().min().expect("at least one run"),
+    };
+    println!(
+        "  median: wall {:.1} ms, wall/ideal {:.4}, CPU {:.1} ms = {:.2} x target \
+         [target <= {HEADLESS_CPU_TARGET_MS:.0} ms: {}] ({:.3} ms/subtask)",
+        ms(result.wall_median),
+        ms(result.wall_median) / ms(ideal),
+        ms(result.cpu_median),
+        ms(result.cpu_median) / HEADLESS_CPU_TARGET_MS,
+        mark(ms(result.cpu_median) <= HEADLESS_CPU_TARGET_MS),
+        ms(result.cpu_median) / n as f64,
+    );
+    println!(
+        "  delivered latency (mean): worker {:.2}, synthesis {:.2} ms; ideal(obs) {:.1} ms; \
+         median wall/ideal(obs) {:.4} (process start and exit included)",
+        ms(observed.mean("worker").unwrap_or_default()),
+        ms(observed.mean("synthesis").unwrap_or_default()),
+        ms(ideal_obs),
+        ms(result.wall_median) / ms(ideal_obs),
+    );
+    result
+}
+
 fn main() {
     // `cargo bench` passes `--bench` (and any filter); this benchmark has no options but the
     // environment, so arguments are ignored.
@@ -783,9 +1091,10 @@ fn main() {
             .join(" "),
     );
     let scenarios = [scenario_a(latency), scenario_b(latency)];
+    let only_headless = std::env::var("BENCH_ONLY").is_ok_and(|v| v.trim() == "headless");
     let results: Vec<CaseResult> = runtime.block_on(async {
         let mut results = Vec::new();
-        for scenario in &scenarios {
+        for scenario in scenarios.iter().filter(|_| !only_headless) {
             for variant in [Variant::MockHttp, Variant::InProcess] {
                 results.push(
                     run_case(
@@ -801,6 +1110,18 @@ fn main() {
         }
         results
     });
+    let headless: Vec<HeadlessResult> = [Shape::Burst, Shape::Streamed]
+        .into_iter()
+        .map(|shape| {
+            run_headless_case(
+                &scenarios[0],
+                shape,
+                repeats,
+                &runtime,
+                mock_runtime.handle(),
+            )
+        })
+        .collect();
 
     println!(
         "\nSummary (median, best in brackets; targets: wall/ideal <= {WALL_TARGET}, CPU <= {CPU_TARGET_MS} ms/subtask)"
@@ -829,6 +1150,34 @@ fn main() {
                 r.cpu_best_ms,
                 mark(r.cpu_median_ms <= CPU_TARGET_MS)
             ),
+        );
+    }
+    for h in &headless {
+        let ratio = ms(h.wall_median) / ms(h.ideal);
+        println!(
+            "{:<26} {:<11} {:>8.0} {:>20} {:>22} {:>26}",
+            format!(
+                "C: A's plan, {}",
+                h.shape.name().trim_start_matches("answers ")
+            ),
+            "binary",
+            ms(h.ideal),
+            format!("{:.1} ({:.1})", ms(h.wall_median), ms(h.wall_best)),
+            format!("{:.4} ({:.4})", ratio, ms(h.wall_best) / ms(h.ideal)),
+            format!(
+                "{:.3} ({:.3})",
+                ms(h.cpu_median) / scenarios[0].subtasks() as f64,
+                ms(h.cpu_best) / scenarios[0].subtasks() as f64,
+            ),
+        );
+        println!(
+            "C, {}: CPU of the whole run (user + sys of the child): median {:.1} ms, best {:.1} ms; \
+             {:.2} x the target of {HEADLESS_CPU_TARGET_MS:.0} ms [{}]",
+            h.shape.name(),
+            ms(h.cpu_median),
+            ms(h.cpu_best),
+            ms(h.cpu_median) / HEADLESS_CPU_TARGET_MS,
+            mark(ms(h.cpu_median) <= HEADLESS_CPU_TARGET_MS),
         );
     }
 }

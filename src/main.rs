@@ -21,7 +21,20 @@ use maestro::sanitize::sanitize_line;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log_guard = init_logging();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Headless commands take a single-thread runtime. Their work is tiny per event (an SSE chunk
+    // parsed, a state-machine step, a progress line) and mostly waiting, so a pool of workers
+    // buys no speed; it only costs a cross-thread wake-up (futex, context switch) for nearly
+    // every event handed between the engine, the calls and the printer. The dashboard keeps
+    // the multi-thread runtime, so drawing a frame never delays reading a stream.
+    let runtime = match cli.command {
+        Some(_) => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        None => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             say(&format!("maestro: cannot start the async runtime: {e}"));

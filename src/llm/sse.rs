@@ -314,10 +314,17 @@ impl BodyError {
 /// A body's chunks, failing with `Idle` when no chunk arrives within `idle`. The timeout sits
 /// below the SSE parser on purpose: a `: keep-alive` comment produces no event but is proof of
 /// life, so it must reset the clock.
+///
+/// One timer for the whole body, moved only when it fires: a chunk just notes the time. (A
+/// `timeout` per chunk put a timer into tokio's wheel and took it out again for every piece of
+/// every stream, a good part of the CPU a streamed answer costs.)
 struct Chunks<S> {
     /// `None` after the end or an error: nothing more is read.
     inner: Option<Pin<Box<S>>>,
     idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the last chunk arrived (or reading began).
+    last: tokio::time::Instant,
 }
 
 /// The chunks of a response's body.
@@ -337,16 +344,32 @@ where
         Self {
             inner: Some(Box::pin(stream)),
             idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            last: tokio::time::Instant::now(),
         }
     }
 
     async fn next(&mut self) -> Option<Result<B, BodyError>> {
         let inner = self.inner.as_mut()?;
-        let item = match tokio::time::timeout(self.idle, inner.next()).await {
-            Err(_) => Some(Err(BodyError::Idle(self.idle))),
-            Ok(None) => None,
-            Ok(Some(Ok(bytes))) => return Some(Ok(bytes)),
-            Ok(Some(Err(e))) => Some(Err(BodyError::Read(e))),
+        let item = loop {
+            tokio::select! {
+                biased;
+                next = inner.next() => {
+                    self.last = tokio::time::Instant::now();
+                    match next {
+                        None => break None,
+                        Some(Ok(bytes)) => return Some(Ok(bytes)),
+                        Some(Err(e)) => break Some(Err(BodyError::Read(e))),
+                    }
+                }
+                () = &mut self.timer => {
+                    let deadline = self.last + self.idle;
+                    if tokio::time::Instant::now() >= deadline {
+                        break Some(Err(BodyError::Idle(self.idle)));
+                    }
+                    self.timer.as_mut().reset(deadline);
+                }
+            }
         };
         self.inner = None;
         item
