@@ -601,6 +601,7 @@ async fn run_case(
                 stream: true,
                 include_usage: true,
                 idle_timeout: Duration::from_secs(30),
+                token_param: None,
             });
             server = Some(mock);
             Arc::new(openai)

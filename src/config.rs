@@ -24,6 +24,7 @@ use crate::llm::ApiKey;
 use crate::llm::anthropic::AnthropicConfig;
 use crate::llm::demo::DemoConfig;
 use crate::llm::openai::OpenAiConfig;
+use crate::llm::quirks::TokenParam;
 
 /// A configuration problem. Every one is a usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,8 @@ pub struct OpenAiSection {
     pub api_key_env: Option<EnvName>,
     pub stream: Option<bool>,
     pub include_usage: Option<bool>,
+    /// `max_tokens` or `max_completion_tokens`; by server when absent.
+    pub token_param: Option<TokenParam>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +389,7 @@ impl Config {
                         stream: s.stream.unwrap_or(true),
                         include_usage: s.include_usage.unwrap_or(true),
                         idle_timeout: idle,
+                        token_param: s.token_param,
                     }),
                     defaults::OPENAI_MODEL,
                 )

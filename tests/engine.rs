@@ -170,6 +170,7 @@ fn openai(server: &MockServer, idle_timeout: Duration) -> Arc<dyn Provider> {
         stream: true,
         include_usage: true,
         idle_timeout,
+        token_param: None,
     }))
 }
 
@@ -1259,6 +1260,7 @@ async fn openai_key_with_invalid_characters_fails_at_once_naming_the_key() {
         stream: true,
         include_usage: true,
         idle_timeout: Duration::from_secs(5),
+        token_param: None,
     }));
     let (engine, mut events) = Engine::spawn(provider, settings(), executor());
     engine.start_run(QUERY, None);

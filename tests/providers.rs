@@ -42,6 +42,7 @@ fn openai_with(base_url: String, key: Option<&str>, stream: bool, include_usage:
         stream,
         include_usage,
         idle_timeout: IDLE,
+        token_param: None,
     })
 }
 
@@ -462,6 +463,7 @@ async fn a_silent_stream_hits_the_idle_timeout() {
         stream: true,
         include_usage: true,
         idle_timeout: idle,
+        token_param: None,
     });
     let anthropic = anthropic_with(server.anthropic_base_url(), true, idle);
     let started = Instant::now();
@@ -487,6 +489,7 @@ async fn silence_before_the_headers_is_a_first_byte_timeout_not_a_silent_stream(
         stream: true,
         include_usage: true,
         idle_timeout: idle,
+        token_param: None,
     });
     let anthropic = anthropic_with(server.anthropic_base_url(), true, idle);
     let started = Instant::now();

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
+use crate::llm::quirks;
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
 use crate::protocol::Usage;
@@ -70,15 +71,22 @@ impl Anthropic {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let base_url = self.config.base_url.as_str();
+        // Only `temperature` can be left out here: `max_tokens` is required by this API.
+        let adapt =
+            |failure: &HttpFailure, body: &Value| quirks::adapt(base_url, failure, body, false);
+        let mut body = self.body(&request);
+        quirks::prepare(base_url, &mut body);
         let exchange = Exchange {
             client: &self.client,
             url: self.url(),
-            body: self.body(&request),
+            body,
             headers: &[("anthropic-version", API_VERSION)],
             auth: Auth::Header("x-api-key", &self.config.api_key),
             provider: "Anthropic",
             stream: self.config.stream,
             idle: self.config.idle_timeout,
+            adapt: Some(&adapt),
         };
         http::call(
             exchange,

@@ -11,6 +11,7 @@ pub mod anthropic;
 pub mod demo;
 mod http;
 pub mod openai;
+pub mod quirks;
 pub mod sse;
 
 use std::future::Future;

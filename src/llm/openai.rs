@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
+use crate::llm::quirks::{self, TokenParam};
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
 use crate::protocol::Usage;
@@ -28,6 +29,8 @@ pub struct OpenAiConfig {
     pub include_usage: bool,
     /// Longest silence allowed between two stream chunks (or before the headers).
     pub idle_timeout: Duration,
+    /// The name of the token limit; `None` picks by server (`TokenParam::for_base_url`).
+    pub token_param: Option<TokenParam>,
 }
 
 pub struct OpenAi {
@@ -62,22 +65,30 @@ impl OpenAi {
                 .iter()
                 .map(|m| json!({ "role": m.role, "content": m.content })),
         );
+        let token_param = self
+            .config
+            .token_param
+            .unwrap_or_else(|| TokenParam::for_base_url(&self.config.base_url));
         let mut body = json!({
             "model": request.model,
             "messages": messages,
-            "max_tokens": request.max_tokens,
             "stream": self.config.stream,
         });
+        body[token_param.name()] = json!(request.max_tokens);
         if let Some(temperature) = request.temperature {
             body["temperature"] = json!(temperature);
         }
         if self.config.stream && self.config.include_usage {
             body["stream_options"] = json!({ "include_usage": true });
         }
+        quirks::prepare(&self.config.base_url, &mut body);
         body
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let base_url = self.config.base_url.as_str();
+        let adapt =
+            |failure: &HttpFailure, body: &Value| quirks::adapt(base_url, failure, body, true);
         let exchange = Exchange {
             client: &self.client,
             url: self.url(),
@@ -90,6 +101,7 @@ impl OpenAi {
             provider: "OpenAI",
             stream: self.config.stream,
             idle: self.config.idle_timeout,
+            adapt: Some(&adapt),
         };
         http::call(
             exchange,

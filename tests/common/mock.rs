@@ -120,6 +120,11 @@ impl MockRequest {
             .unwrap_or(false)
     }
 
+    /// A top-level field of the body, when it was sent.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.body.get(name)
+    }
+
     pub fn max_tokens(&self) -> Option<u64> {
         self.body.get("max_tokens").and_then(Value::as_u64)
     }
@@ -257,6 +262,8 @@ enum Kind {
         message: String,
         error_type: Option<String>,
         error_code: Option<String>,
+        /// OpenAI's `error.param`: the request field the error is about.
+        error_param: Option<String>,
     },
     /// A 401 whose message quotes the request's `authorization` or `x-api-key` header, as
     /// some servers and gateways do.
@@ -362,6 +369,7 @@ impl Reply {
             message: message.into(),
             error_type: None,
             error_code: None,
+            error_param: None,
         })
     }
 
@@ -450,6 +458,14 @@ impl Reply {
     pub fn error_type(mut self, error_type: &str) -> Self {
         if let Kind::Status { error_type: t, .. } = &mut self.kind {
             *t = Some(error_type.to_owned());
+        }
+        self
+    }
+
+    /// Set OpenAI's `error.param` on a `status` reply (the field refused).
+    pub fn error_param(mut self, param: &str) -> Self {
+        if let Kind::Status { error_param: p, .. } = &mut self.kind {
+            *p = Some(param.to_owned());
         }
         self
     }
@@ -772,16 +788,20 @@ fn render(
             message,
             error_type,
             error_code,
+            error_param,
         } => {
             let error_type = error_type
                 .clone()
                 .unwrap_or_else(|| default_error_type(request.protocol, *code).to_owned());
-            let json = error_body(
+            let mut json = error_body(
                 request.protocol,
                 &error_type,
                 message,
                 error_code.as_deref(),
             );
+            if let (Protocol::OpenAi, Some(param)) = (request.protocol, error_param) {
+                json["error"]["param"] = json!(param);
+            }
             body(
                 *code,
                 "application/json",

@@ -1,0 +1,355 @@
+//! What real servers and models do that a well-behaved API does not, seen through the real
+//! `maestro` binary against the mock server: parameters a model refuses (`max_tokens`,
+//! `temperature`), replies that are not answers (empty, cut at the token limit, reasoning only),
+//! a prompt longer than the context window, and stream shapes (comment lines, an in-band error,
+//! no usage).
+//!
+//! Children get a clean environment (no keys or `MAESTRO_*` from the developer's shell) and a
+//! temp home, so their logs land where the test can read them.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::mock::{Call, MockRequest, MockServer, Protocol, Reply};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const KEY: &str = "test-key-not-real-1234567890";
+const QUERY: &str = "What do heat pumps change for a city grid?";
+const PROCESS_LIMIT: Duration = Duration::from_secs(20);
+const PROTOCOLS: [Protocol; 2] = [Protocol::OpenAi, Protocol::Anthropic];
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("JSON on stdout ({e}): {self:?}"))
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A temp home with a config file.
+struct Sandbox {
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self::with_config("")
+    }
+
+    fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
+        command.args(args);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let home = self.dir.path();
+        command
+            .env("MAESTRO_CONFIG", self.path("config.toml"))
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("MAESTRO_LOG", "info")
+            .envs(env.iter().copied())
+            .current_dir(home)
+            .stdin(std::process::Stdio::null());
+        tokio::task::spawn_blocking(move || run_blocking(command))
+            .await
+            .expect("the child runner")
+    }
+
+    /// Every log file the child left, as one text.
+    fn logs(&self) -> String {
+        let mut found = String::new();
+        collect_logs(self.dir.path(), &mut found);
+        found
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("events.jsonl"))
+            .expect("the events file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an event line"))
+            .collect()
+    }
+}
+
+fn collect_logs(dir: &std::path::Path, found: &mut String) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_logs(&path, found);
+        } else if path.to_string_lossy().contains("log")
+            && let Ok(text) = std::fs::read_to_string(&path)
+        {
+            found.push_str(&text);
+        }
+    }
+}
+
+fn run_blocking(mut command: std::process::Command) -> Output {
+    use std::io::Read;
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("start maestro");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + PROCESS_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for maestro") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out.join().expect("stdout reader")).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().expect("stderr reader")).into_owned(),
+    }
+}
+
+/// A plan of `a` and `b`, where `b` depends on `a`.
+fn plan() -> String {
+    let subtask = |id: &str, title: &str, deps: &[&str]| {
+        json!({
+            "id": id,
+            "worker": "research",
+            "title": title,
+            "description": format!("Find out about {title}."),
+            "focus_areas": [],
+            "depends_on": deps,
+            "priority": "high",
+        })
+    };
+    json!({
+        "query_analysis": "Two steps.",
+        "subtasks": [subtask("a", "Grid load", &[]), subtask("b", "Peak shaving", &["a"])],
+        "synthesis_guidance": "Be brief.",
+    })
+    .to_string()
+}
+
+/// `maestro run` against the mock on `protocol`, JSON on stdout, the events file in the
+/// sandbox, and `extra` flags before the query.
+async fn run_against(
+    sandbox: &Sandbox,
+    server: &MockServer,
+    protocol: Protocol,
+    extra: &[&str],
+) -> Output {
+    let (provider, var) = match protocol {
+        Protocol::OpenAi => ("openai", "OPENAI_API_KEY"),
+        Protocol::Anthropic => ("anthropic", "ANTHROPIC_API_KEY"),
+    };
+    let base_url = server.base_url(protocol);
+    let events = sandbox.path("events.jsonl");
+    let events = events.to_str().expect("a UTF-8 temp path");
+    let mut args = vec![
+        "run",
+        "--provider",
+        provider,
+        "--base-url",
+        &base_url,
+        "--format",
+        "json",
+        "--events",
+        events,
+    ];
+    args.extend_from_slice(extra);
+    args.push(QUERY);
+    sandbox.run(&args, &[(var, KEY)]).await
+}
+
+/// A well-behaved server: the plan, an answer per subtask, a report.
+fn answer(request: &MockRequest) -> Reply {
+    match request.call() {
+        Call::Planner => Reply::text(plan()),
+        Call::Worker(title) => Reply::text(format!("Findings on {title}.")),
+        Call::Synthesis => Reply::text("# Report\n\nAll done."),
+        Call::Unknown => Reply::status(400, "unexpected request"),
+    }
+}
+
+fn subtask<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["subtasks"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no subtask {id} in {report}"))
+}
+
+// ---- parameters each server accepts ------------------------------------------------------
+
+/// OpenAI's reasoning models: `max_tokens` is refused, `max_completion_tokens` wanted.
+fn refuse_max_tokens(with_param: bool) -> impl Fn(&MockRequest) -> Reply + Send + Sync {
+    move |request: &MockRequest| {
+        if request.field("max_tokens").is_some() {
+            let refusal = Reply::status(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. \
+                 Use 'max_completion_tokens' instead.",
+            )
+            .error_code("unsupported_parameter");
+            return if with_param {
+                refusal.error_param("max_tokens")
+            } else {
+                refusal
+            };
+        }
+        if request.field("max_completion_tokens").is_none() {
+            return Reply::status(400, "no token limit was sent");
+        }
+        answer(request)
+    }
+}
+
+#[tokio::test]
+async fn a_refused_max_tokens_is_swapped_once_and_remembered() {
+    for with_param in [true, false] {
+        let server = MockServer::start(refuse_max_tokens(with_param)).await;
+        let sandbox = Sandbox::new();
+        // No retries: the swap must not spend one.
+        let out = run_against(&sandbox, &server, Protocol::OpenAi, &["--retries", "0"]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let report = out.json();
+        assert_eq!(report["status"], "succeeded", "{report}");
+        for id in ["a", "b"] {
+            assert_eq!(subtask(&report, id)["attempts"], 1, "{report}");
+        }
+        // One refused request in the whole run: the model's answer is remembered.
+        let requests = server.requests();
+        let refused: Vec<_> = requests
+            .iter()
+            .filter(|r| r.field("max_tokens").is_some())
+            .collect();
+        assert_eq!(refused.len(), 1, "{requests:#?}");
+        assert_eq!(requests.len(), 5, "plan (twice), two workers, synthesis");
+        assert_eq!(
+            requests[1].field("max_completion_tokens"),
+            Some(&json!(4096))
+        );
+        let logs = sandbox.logs();
+        assert_eq!(
+            logs.matches("does not accept `max_tokens`").count(),
+            1,
+            "one log line: {logs}"
+        );
+        // Nothing failed, so no event says so.
+        let events = sandbox.events();
+        assert!(
+            !events.iter().any(|e| e["kind"]["type"]
+                .as_str()
+                .is_some_and(|t| t.contains("retrying") || t.contains("failed"))),
+            "{events:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn openai_s_own_api_gets_max_completion_tokens_and_config_can_say_otherwise() {
+    let server = MockServer::start(answer).await;
+    let sandbox = Sandbox::with_config("[openai]\ntoken_param = \"max_completion_tokens\"\n");
+    let out = run_against(&sandbox, &server, Protocol::OpenAi, &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for request in server.requests() {
+        assert!(request.field("max_tokens").is_none(), "{:?}", request.body);
+        assert!(request.field("max_completion_tokens").is_some());
+    }
+    // Elsewhere `max_tokens` by default.
+    let server = MockServer::start(answer).await;
+    let out = run_against(&Sandbox::new(), &server, Protocol::OpenAi, &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for request in server.requests() {
+        assert_eq!(request.max_tokens(), Some(4096));
+        assert!(request.field("max_completion_tokens").is_none());
+    }
+    // A value the key does not know is a configuration error with its line.
+    let sandbox = Sandbox::with_config("[openai]\ntoken_param = \"max_words\"\n");
+    let out = run_against(&sandbox, &server, Protocol::OpenAi, &[]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("max_completion_tokens"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_refused_temperature_is_left_out_without_failing_anything() {
+    for protocol in PROTOCOLS {
+        let server = MockServer::start(|request: &MockRequest| {
+            if let Some(t) = request.temperature() {
+                return Reply::status(
+                    400,
+                    format!(
+                        "Unsupported value: 'temperature' does not support {t} with this \
+                         model. Only the default (1) value is supported."
+                    ),
+                )
+                .error_code("unsupported_value")
+                .error_param("temperature");
+            }
+            answer(request)
+        })
+        .await;
+        let sandbox = Sandbox::with_config("[limits]\ntemperature = 0.2\n");
+        let out = run_against(&sandbox, &server, protocol, &["--retries", "0"]).await;
+        assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
+        let requests = server.requests();
+        assert_eq!(requests.len(), 5, "{protocol:?}: one refusal in the run");
+        assert_eq!(requests[0].temperature(), Some(0.2f32 as f64));
+        assert!(requests[1..].iter().all(|r| r.temperature().is_none()));
+        assert_eq!(
+            sandbox
+                .logs()
+                .matches("does not accept `temperature`")
+                .count(),
+            1
+        );
+    }
+}
