@@ -319,6 +319,7 @@ impl Provider for FixedLatency {
                     estimated: false,
                 }),
                 text,
+                ..Default::default()
             })
         })
     }

@@ -1301,11 +1301,13 @@ impl Provider for PanickingWorkers {
                 maestro::protocol::CallRole::Planner => Ok(maestro::llm::Completion {
                     text: plan_json(&[("a", &[])]),
                     usage: None,
+                    ..Default::default()
                 }),
                 maestro::protocol::CallRole::Worker => panic!("a provider bug"),
                 maestro::protocol::CallRole::Synthesizer => Ok(maestro::llm::Completion {
                     text: "report".into(),
                     usage: None,
+                    ..Default::default()
                 }),
             }
         })
@@ -1404,6 +1406,7 @@ impl Provider for Fake {
                     tokens_out: 5,
                     estimated: false,
                 }),
+                ..Default::default()
             })
         })
     }
@@ -1686,6 +1689,7 @@ async fn a_resumed_run_calls_only_what_was_left_and_keeps_its_id() {
             text: "the saved finding".into(),
             usage: Usage::default(),
             elapsed_ms: 900,
+            cut_off: false,
         }),
     }];
     let mut e = InProcess::spawn(String::new(), settings(), executor(), |t, _| {
@@ -1730,6 +1734,7 @@ fn complete_saved_run() -> SavedRun {
             text: "A".into(),
             usage: Usage::default(),
             elapsed_ms: 1,
+            cut_off: false,
         }),
     }];
     saved.report = Some(SavedReport {

@@ -179,8 +179,8 @@ fn plan() -> String {
     .to_string()
 }
 
-/// `maestro run` against the mock on `protocol`, JSON on stdout, the events file in the
-/// sandbox, and `extra` flags before the query.
+/// `maestro run` against the mock on `protocol`, JSON on stdout (unless `extra` names a
+/// `--format`), the events file in the sandbox, and `extra` flags before the query.
 async fn run_against(
     sandbox: &Sandbox,
     server: &MockServer,
@@ -194,17 +194,11 @@ async fn run_against(
     let base_url = server.base_url(protocol);
     let events = sandbox.path("events.jsonl");
     let events = events.to_str().expect("a UTF-8 temp path");
-    let mut args = vec![
-        "run",
-        "--provider",
-        provider,
-        "--base-url",
-        &base_url,
-        "--format",
-        "json",
-        "--events",
-        events,
-    ];
+    let mut args = vec!["run", "--provider", provider, "--base-url", &base_url];
+    args.extend_from_slice(&["--events", events]);
+    if !extra.contains(&"--format") {
+        args.extend_from_slice(&["--format", "json"]);
+    }
     args.extend_from_slice(extra);
     args.push(QUERY);
     sandbox.run(&args, &[(var, KEY)]).await
@@ -286,7 +280,11 @@ async fn a_refused_max_tokens_is_swapped_once_and_remembered() {
         // Nothing failed, so no event says so.
         let events = sandbox.events();
         assert!(
-            !events.iter().any(|e| e["kind"]["type"]
+            events.iter().any(|e| e["type"] == "subtask_succeeded"),
+            "{events:#?}"
+        );
+        assert!(
+            !events.iter().any(|e| e["type"]
                 .as_str()
                 .is_some_and(|t| t.contains("retrying") || t.contains("failed"))),
             "{events:#?}"
@@ -351,5 +349,297 @@ async fn a_refused_temperature_is_left_out_without_failing_anything() {
                 .count(),
             1
         );
+    }
+}
+
+// ---- replies that are not answers --------------------------------------------------------
+
+fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// The request a worker made for `title`, the last one when it was retried.
+fn worker_request(server: &MockServer, title: &str) -> MockRequest {
+    server
+        .requests()
+        .into_iter()
+        .rfind(|r| r.call() == Call::Worker(title.to_owned()))
+        .unwrap_or_else(|| panic!("no call for {title}"))
+}
+
+fn synthesis_request(server: &MockServer) -> MockRequest {
+    server
+        .requests()
+        .into_iter()
+        .find(|r| r.call() == Call::Synthesis)
+        .expect("a synthesis call")
+}
+
+#[tokio::test]
+async fn an_empty_reply_is_retried_and_never_passed_on() {
+    for protocol in PROTOCOLS {
+        for empty in [
+            Reply::text(""),
+            Reply::text("  \n "),
+            Reply::text("").reasoning("Hmm."),
+        ] {
+            let first = std::sync::atomic::AtomicBool::new(true);
+            let server = MockServer::start(move |request: &MockRequest| match request.call() {
+                Call::Worker(title) if title == "Grid load" => {
+                    if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        empty.clone()
+                    } else {
+                        Reply::text("Load rises in winter evenings.")
+                    }
+                }
+                _ => answer(request),
+            })
+            .await;
+            let sandbox = Sandbox::new();
+            let out = run_against(&sandbox, &server, protocol, &[]).await;
+            assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
+            let report = out.json();
+            assert_eq!(subtask(&report, "a")["attempts"], 2, "{report}");
+            assert_eq!(
+                subtask(&report, "a")["result"],
+                "Load rises in winter evenings."
+            );
+            let events = sandbox.events();
+            let retried = events_of(&events, "subtask_retrying");
+            assert_eq!(retried.len(), 1, "{events:#?}");
+            assert!(
+                retried[0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("the model returned no text")),
+                "{retried:?}"
+            );
+            // Only the real answer reached the dependent and the synthesis.
+            assert!(
+                worker_request(&server, "Peak shaving")
+                    .user()
+                    .contains("Load rises in winter evenings.")
+            );
+            assert!(
+                !worker_request(&server, "Peak shaving")
+                    .user()
+                    .contains("Hmm.")
+            );
+            assert!(!synthesis_request(&server).user().contains("Hmm."));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reply_that_stays_empty_fails_its_subtask_and_blocks_the_dependent() {
+    let server = MockServer::start(|request: &MockRequest| match request.call() {
+        Call::Worker(title) if title == "Grid load" => Reply::text(""),
+        _ => answer(request),
+    })
+    .await;
+    let sandbox = Sandbox::new();
+    let out = run_against(&sandbox, &server, Protocol::OpenAi, &["--retries", "1"]).await;
+    let report = out.json();
+    assert_eq!(subtask(&report, "a")["status"], "failed", "{report}");
+    assert!(
+        subtask(&report, "a")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the model returned no text"))
+    );
+    assert_eq!(subtask(&report, "b")["status"], "blocked", "{report}");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.call() != Call::Worker("Peak shaving".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_reply_cut_at_the_token_limit_is_kept_and_marked_everywhere() {
+    for protocol in PROTOCOLS {
+        let server = MockServer::start(|request: &MockRequest| match request.call() {
+            Call::Worker(title) if title == "Grid load" => {
+                Reply::text("Load rises in winter and").cut_off()
+            }
+            _ => answer(request),
+        })
+        .await;
+        let sandbox = Sandbox::new();
+        let out = run_against(&sandbox, &server, protocol, &[]).await;
+        assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
+        let report = out.json();
+        assert_eq!(subtask(&report, "a")["status"], "succeeded");
+        assert_eq!(subtask(&report, "a")["cut_off"], true, "{report}");
+        assert_eq!(subtask(&report, "b")["cut_off"], false, "{report}");
+        assert_eq!(subtask(&report, "a")["result"], "Load rises in winter and");
+        assert!(
+            synthesis_request(&server)
+                .user()
+                .contains("cut off at the token limit"),
+            "the synthesis is told"
+        );
+        let events = sandbox.events();
+        assert_eq!(
+            events_of(&events, "subtask_succeeded")
+                .iter()
+                .filter(|e| e["cut_off"] == true)
+                .count(),
+            1
+        );
+        // The markdown report and the progress lines say so too.
+        let md = run_against(
+            &Sandbox::new(),
+            &server,
+            protocol,
+            &["--format", "markdown"],
+        )
+        .await;
+        assert!(
+            md.stdout.contains("| done (cut off at the token limit) |"),
+            "{md:?}"
+        );
+        assert!(md.stderr.contains("cut off at the token limit"), "{md:?}");
+    }
+}
+
+#[tokio::test]
+async fn reasoning_is_kept_apart_from_the_answer_on_every_server_shape() {
+    let think = "<think>The grid peaks at six.</think>\n\nLoad rises in winter evenings.";
+    let shapes: Vec<(Protocol, Reply)> = vec![
+        // A `<think>` block with its tags cut across chunks.
+        (
+            Protocol::OpenAi,
+            Reply::chunks([
+                "<thi",
+                "nk>The grid peaks",
+                " at six.</th",
+                "ink>\n\nLoad rises",
+                " in winter evenings.",
+            ]),
+        ),
+        (Protocol::OpenAi, Reply::text(think)),
+        (
+            Protocol::OpenAi,
+            Reply::text("Load rises in winter evenings.").reasoning("The grid peaks at six."),
+        ),
+        (
+            Protocol::OpenAi,
+            Reply::text("Load rises in winter evenings.")
+                .reasoning("The grid peaks at six.")
+                .reasoning_field("reasoning"),
+        ),
+        (
+            Protocol::Anthropic,
+            Reply::text("Load rises in winter evenings.").reasoning("The grid peaks at six."),
+        ),
+    ];
+    for (protocol, reply) in shapes {
+        for stream in [true, false] {
+            let reply = reply.clone();
+            let server = MockServer::start(move |request: &MockRequest| match request.call() {
+                Call::Worker(title) if title == "Grid load" => reply.clone(),
+                _ => answer(request),
+            })
+            .await;
+            let config = match (protocol, stream) {
+                (_, true) => String::new(),
+                (Protocol::OpenAi, false) => "[openai]\nstream = false\n".into(),
+                (Protocol::Anthropic, false) => "[anthropic]\nstream = false\n".into(),
+            };
+            let sandbox = Sandbox::with_config(&config);
+            let out = run_against(&sandbox, &server, protocol, &[]).await;
+            assert_eq!(out.code, Some(0), "{protocol:?} {stream}: {out:?}");
+            let report = out.json();
+            assert_eq!(
+                subtask(&report, "a")["result"],
+                "Load rises in winter evenings.",
+                "{protocol:?} {stream}"
+            );
+            for request in [
+                worker_request(&server, "Peak shaving"),
+                synthesis_request(&server),
+            ] {
+                assert!(
+                    !request.user().contains("peaks at six"),
+                    "{protocol:?} {stream}"
+                );
+                assert!(!request.user().contains("think>"), "{protocol:?} {stream}");
+            }
+            let events = sandbox.events();
+            let reasoning: String = events_of(&events, "subtask_reasoning")
+                .iter()
+                .filter_map(|e| e["text"].as_str())
+                .collect();
+            assert_eq!(reasoning, "The grid peaks at six.", "{protocol:?} {stream}");
+            let answer: String = events_of(&events, "subtask_delta")
+                .iter()
+                .filter(|e| e["subtask"] == "a")
+                .filter_map(|e| e["text"].as_str())
+                .collect();
+            assert_eq!(
+                answer, "Load rises in winter evenings.",
+                "{protocol:?} {stream}"
+            );
+        }
+    }
+}
+
+// ---- stream shapes -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn comment_lines_and_an_in_band_error_mid_stream_are_a_retry_not_a_result() {
+    for protocol in PROTOCOLS {
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let server = MockServer::start(move |request: &MockRequest| match request.call() {
+            Call::Worker(title) if title == "Grid load" => {
+                if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    Reply::stream_error("Half of an answer that", "upstream model crashed")
+                        .keep_alive()
+                } else {
+                    Reply::text("Load rises in winter evenings.").keep_alive()
+                }
+            }
+            _ => answer(request),
+        })
+        .await;
+        let sandbox = Sandbox::new();
+        let out = run_against(&sandbox, &server, protocol, &[]).await;
+        assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
+        let report = out.json();
+        assert_eq!(subtask(&report, "a")["attempts"], 2);
+        assert_eq!(
+            subtask(&report, "a")["result"],
+            "Load rises in winter evenings."
+        );
+        let events = sandbox.events();
+        let retried = events_of(&events, "subtask_retrying");
+        assert!(
+            retried[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("upstream model crashed")),
+            "{retried:?}"
+        );
+        assert!(
+            !worker_request(&server, "Peak shaving")
+                .user()
+                .contains("Half of")
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_usage_in_the_stream_is_estimated_and_marked() {
+    for protocol in PROTOCOLS {
+        let server = MockServer::start(|request: &MockRequest| answer(request).no_usage()).await;
+        let sandbox = Sandbox::new();
+        let out = run_against(&sandbox, &server, protocol, &[]).await;
+        assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
+        let report = out.json();
+        for id in ["a", "b"] {
+            let s = subtask(&report, id);
+            assert_eq!(s["usage_estimated"], true, "{report}");
+            assert!(s["tokens_out"].as_u64().is_some_and(|t| t > 0), "{report}");
+        }
+        assert_eq!(report["usage"]["estimated"], true, "{report}");
     }
 }

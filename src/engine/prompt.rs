@@ -148,7 +148,12 @@ pub fn worker_request(
 pub struct Finding<'a> {
     pub title: &'a str,
     pub result: &'a str,
+    /// The model stopped at the token limit: the result may end mid-way.
+    pub cut_off: bool,
 }
+
+/// Said of a result that stopped at the token limit, wherever it is shown or quoted.
+pub const CUT_OFF: &str = "cut off at the token limit";
 
 /// A subtask with no result, and why (`failed: HTTP 500 …`, `blocked`, `cancelled`).
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +185,13 @@ pub fn synthesis_request(
     }
     for (n, finding) in findings.iter().enumerate() {
         let _ = writeln!(user, "\n## {}. {}\n", n + 1, one_line(finding.title));
+        if finding.cut_off {
+            let _ = writeln!(
+                user,
+                "This result was {CUT_OFF}: it may end mid-way. Use what it says; do not \
+                 present it as complete.\n"
+            );
+        }
         push_tagged(&mut user, "finding", finding.result);
     }
     let _ = writeln!(user, "\n# Missing\n");
@@ -235,6 +247,9 @@ pub fn joined_report(
     }
     for finding in findings {
         let _ = writeln!(out, "\n## {}\n", one_line(finding.title));
+        if finding.cut_off {
+            let _ = writeln!(out, "_({CUT_OFF})_\n");
+        }
         let _ = writeln!(out, "{}", finding.result.trim());
     }
     if !gaps.is_empty() {
@@ -412,10 +427,12 @@ mod tests {
             Finding {
                 title: "Emissions",
                 result: &long,
+                cut_off: false,
             },
             Finding {
                 title: "Grid load",
                 result: "Peak demand rises 5–10%.",
+                cut_off: false,
             },
         ];
         let gaps = [
@@ -449,6 +466,7 @@ mod tests {
         let findings = [Finding {
             title: "A",
             result: "a",
+            cut_off: false,
         }];
         let req = synthesis_request(QUERY, "  ", &findings, &[], &spec());
         let user = &req.messages[0].content;
@@ -462,10 +480,12 @@ mod tests {
             Finding {
                 title: "Emissions",
                 result: "CO2 falls.\n",
+                cut_off: false,
             },
             Finding {
                 title: "Grid load",
                 result: "Peaks rise.",
+                cut_off: false,
             },
         ];
         let gaps = [Gap {

@@ -81,6 +81,11 @@ pub enum Input {
         call: CallId,
         text: String,
     },
+    /// Reasoning streamed by a call, coalesced apart from its text.
+    Reasoning {
+        call: CallId,
+        text: String,
+    },
     /// A call ended.
     Reply {
         call: CallId,
@@ -127,6 +132,8 @@ struct Task {
     /// What the current attempt has streamed.
     output: String,
     result: Option<String>,
+    /// The result stopped at the token limit.
+    cut_off: bool,
     error: Option<String>,
 }
 
@@ -220,6 +227,7 @@ impl Run {
         match input {
             Input::Start => self.start(now_ms, &mut out),
             Input::Delta { call, text } => self.on_delta(call, text, &mut out),
+            Input::Reasoning { call, text } => self.on_reasoning(call, text, &mut out),
             Input::Reply { call, result } => self.on_reply(call, result, now_ms, &mut out),
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
             Input::Command(command) => self.on_command(command, now_ms, &mut out),
@@ -279,12 +287,14 @@ impl Run {
                 task.attempt = task.attempt.max(1);
                 task.status = SubtaskStatus::Succeeded;
                 task.result = Some(result.text.clone());
+                task.cut_off = result.cut_off;
                 out.push(Effect::Emit(EventKind::SubtaskSucceeded {
                     subtask: subtask.id,
                     attempt: task.attempt,
                     elapsed_ms: result.elapsed_ms,
                     usage: result.usage,
                     result: result.text,
+                    cut_off: result.cut_off,
                 }));
             }
         }
@@ -429,6 +439,7 @@ impl Run {
                 prompt_chars: 0,
                 output: String::new(),
                 result: None,
+                cut_off: false,
                 error: None,
             })
             .collect();
@@ -613,6 +624,7 @@ impl Run {
         out: &mut Vec<Effect>,
     ) {
         let elapsed_ms = now.saturating_sub(self.tasks[i].started_ms);
+        let result = self.answer_or_empty(result, self.tasks[i].prompt_chars);
         match result {
             Ok(done) => {
                 let usage = usage_or_estimate(&done, self.tasks[i].prompt_chars);
@@ -621,12 +633,14 @@ impl Run {
                 task.status = SubtaskStatus::Succeeded;
                 task.output.clear();
                 task.result = Some(done.text.clone());
+                task.cut_off = done.cut_off;
                 out.push(Effect::Emit(EventKind::SubtaskSucceeded {
                     subtask: task.spec.id.clone(),
                     attempt: task.attempt,
                     elapsed_ms,
                     usage,
                     result: done.text,
+                    cut_off: done.cut_off,
                 }));
             }
             Err(mut e) => {
@@ -674,6 +688,7 @@ impl Run {
                 (SubtaskStatus::Succeeded, Some(result)) => findings.push(Finding {
                     title: &t.spec.title,
                     result,
+                    cut_off: t.cut_off,
                 }),
                 (status, _) => gaps.push(Gap {
                     title: &t.spec.title,
@@ -735,6 +750,7 @@ impl Run {
     ) {
         self.synthesis.in_flight = false;
         let attempt = self.synthesis.attempt;
+        let result = self.answer_or_empty(result, self.synthesis.prompt_chars);
         match result {
             Ok(done) => {
                 let usage = usage_or_estimate(&done, self.synthesis.prompt_chars);
@@ -865,6 +881,50 @@ impl Run {
                     text,
                 }));
             }
+        }
+    }
+
+    /// Reasoning is shown with its subtask and goes nowhere else: not into `output` (which a
+    /// failed attempt keeps as its partial answer) and not into any prompt. The planner's and
+    /// the synthesis's reasoning are counted in their usage only.
+    fn on_reasoning(&mut self, call: CallId, text: String, out: &mut Vec<Effect>) {
+        if !self.is_current(&call) || text.is_empty() {
+            return;
+        }
+        match call.target {
+            CallTarget::Planner | CallTarget::Synthesis => {}
+            CallTarget::Subtask(id) => out.push(Effect::Emit(EventKind::SubtaskReasoning {
+                subtask: id,
+                attempt: call.attempt,
+                text,
+            })),
+        }
+    }
+
+    /// A reply with no answer text (empty, whitespace, or only reasoning) is not an answer:
+    /// it becomes a failure retried like a cut stream, decided here once for every provider,
+    /// so it never reaches a dependent or the synthesis. Its tokens were spent all the same
+    /// and count in the run's total.
+    fn answer_or_empty(
+        &mut self,
+        result: Result<Completion, CallError>,
+        prompt_chars: usize,
+    ) -> Result<Completion, CallError> {
+        match result {
+            Ok(done) if done.text.trim().is_empty() => {
+                self.usage.add(usage_or_estimate(&done, prompt_chars));
+                let why = if done.reasoning.trim().is_empty() {
+                    "the model returned no text"
+                } else {
+                    "the model returned no text (only reasoning)"
+                };
+                let mut error = CallError::transient("no text", why);
+                if done.cut_off {
+                    error.message.push_str(", stopped at the token limit");
+                }
+                Err(error)
+            }
+            other => other,
         }
     }
 
@@ -1239,9 +1299,11 @@ fn request_chars(request: &ChatRequest) -> usize {
 
 /// The provider's usage, or an estimate (about four characters a token) marked as such.
 fn usage_or_estimate(done: &Completion, prompt_chars: usize) -> Usage {
+    // Reasoning is output the model wrote: it is counted.
+    let written = done.text.chars().count() + done.reasoning.chars().count();
     done.usage.unwrap_or(Usage {
         tokens_in: prompt_chars.div_ceil(4) as u64,
-        tokens_out: done.text.chars().count().div_ceil(4) as u64,
+        tokens_out: written.div_ceil(4) as u64,
         estimated: true,
     })
 }

@@ -2,7 +2,8 @@
 //! `anthropic-version: 2023-06-01`, SSE streaming or one JSON answer.
 //!
 //! Owns this protocol's request body and its reading of answers: text comes only from
-//! `text_delta`s (thinking, tool input and signatures are skipped), input tokens from
+//! `text_delta`s, reasoning from `thinking_delta`s (tool input and signatures are skipped),
+//! `stop_reason: "max_tokens"` marks a cut-off answer, input tokens from
 //! `message_start`, cumulative output tokens from `message_delta`, `message_stop` ends the
 //! stream, and unknown event types are ignored (new ones get added). It must not retry, apply an
 //! overall deadline, sanitise model text, or put the API key anywhere but its header.
@@ -175,6 +176,15 @@ struct EventDelta {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
+    /// `thinking_delta`.
+    thinking: Option<String>,
+    /// `message_delta`.
+    stop_reason: Option<String>,
+}
+
+/// `stop_reason: "max_tokens"`: the model stopped at the token limit.
+fn is_cut_off(stop_reason: Option<&str>) -> bool {
+    stop_reason == Some("max_tokens")
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +227,8 @@ impl UsageSoFar {
 
 async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
     let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut cut_off = false;
     let mut usage = UsageSoFar::default();
     while let Some(event) = events.next().await? {
         if event.event == "error" {
@@ -240,23 +252,31 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
             }
             "content_block_delta" => {
                 let Some(delta) = parsed.delta else { continue };
-                // thinking_delta, input_json_delta and signature_delta are not answer text.
-                if delta.kind.as_deref() == Some("text_delta")
-                    && let Some(piece) = delta.text
-                {
-                    sink.send(&piece);
-                    text.push_str(&piece);
+                // input_json_delta and signature_delta are neither answer nor reasoning.
+                match (delta.kind.as_deref(), delta.text, delta.thinking) {
+                    (Some("text_delta"), Some(piece), _) => {
+                        sink.send(&piece);
+                        text.push_str(&piece);
+                    }
+                    (Some("thinking_delta"), _, Some(piece)) => {
+                        sink.send_reasoning(&piece);
+                        reasoning.push_str(&piece);
+                    }
+                    _ => {}
                 }
             }
             "message_delta" => {
                 if let Some(reported) = parsed.usage {
                     usage.update(reported);
                 }
+                cut_off |= is_cut_off(parsed.delta.and_then(|d| d.stop_reason).as_deref());
             }
             "message_stop" => {
                 return Ok(Completion {
                     text,
                     usage: usage.finish(),
+                    cut_off,
+                    reasoning,
                 });
             }
             "error" => return Err(in_band_error(&event.data)),
@@ -272,6 +292,7 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
 struct Answer {
     content: Option<Vec<ContentBlock>>,
     usage: Option<WireUsage>,
+    stop_reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +301,7 @@ struct ContentBlock {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
+    thinking: Option<String>,
 }
 
 /// A whole (non-streamed) answer: the text blocks joined, sent to the sink at once.
@@ -296,11 +318,16 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     let Some(blocks) = answer.content else {
         return Err(sse::bad_response("the answer has no content"));
     };
-    let text: String = blocks
-        .into_iter()
-        .filter(|b| b.kind.as_deref() == Some("text"))
-        .filter_map(|b| b.text)
-        .collect();
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    for block in blocks {
+        match (block.kind.as_deref(), block.text, block.thinking) {
+            (Some("text"), Some(piece), _) => text.push_str(&piece),
+            (Some("thinking"), _, Some(piece)) => reasoning.push_str(&piece),
+            _ => {}
+        }
+    }
+    sink.send_reasoning(&reasoning);
     sink.send(&text);
     let mut usage = UsageSoFar::default();
     if let Some(reported) = answer.usage {
@@ -309,6 +336,8 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     Ok(Completion {
         text,
         usage: usage.finish(),
+        cut_off: is_cut_off(answer.stop_reason.as_deref()),
+        reasoning,
     })
 }
 

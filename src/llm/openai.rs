@@ -3,7 +3,9 @@
 //!
 //! Owns this protocol's request body and its lenient reading of answers: every field is
 //! optional, an `error` key is looked for before `choices`, `data: [DONE]` is compared as text,
-//! and a stream without `[DONE]` is a cut, not a success. It must not retry, apply an overall
+//! and a stream without `[DONE]` is a cut, not a success. Reasoning (`reasoning_content`,
+//! `reasoning`, a leading `<think>` block) is kept apart from the answer, and
+//! `finish_reason: "length"` marks the answer as cut off. It must not retry, apply an overall
 //! deadline, sanitise model text (the consumer does that) or put the API key anywhere but the
 //! `Authorization` header.
 
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::quirks::{self, TokenParam};
+use crate::llm::reasoning::{Split, ThinkSplitter};
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
 use crate::protocol::Usage;
@@ -135,12 +138,61 @@ struct Chunk {
 #[serde(default)]
 struct ChunkChoice {
     delta: Option<Delta>,
+    finish_reason: Option<String>,
 }
 
+/// `reasoning_content` (DeepSeek, vLLM) and `reasoning` (Ollama, OpenRouter) carry reasoning
+/// apart from `content`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Delta {
     content: Option<String>,
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
+}
+
+/// `finish_reason: "length"`: the model stopped at the token limit.
+fn is_cut_off(finish_reason: Option<&str>) -> bool {
+    finish_reason == Some("length")
+}
+
+/// The answer and reasoning of a call as they build up: reasoning from its own fields and
+/// from a `<think>` block at the start of the content.
+#[derive(Debug, Default)]
+struct Reply {
+    text: String,
+    reasoning: String,
+    splitter: ThinkSplitter,
+    cut_off: bool,
+}
+
+impl Reply {
+    fn reasoning(&mut self, piece: &str, sink: &DeltaSink) {
+        sink.send_reasoning(piece);
+        self.reasoning.push_str(piece);
+    }
+
+    fn content(&mut self, piece: &str, sink: &DeltaSink) {
+        let split = self.splitter.push(piece);
+        self.take(split, sink);
+    }
+
+    fn take(&mut self, split: Split, sink: &DeltaSink) {
+        sink.send_split(&split);
+        self.reasoning.push_str(&split.reasoning);
+        self.text.push_str(&split.answer);
+    }
+
+    fn finish(mut self, usage: Option<Usage>, sink: &DeltaSink) -> Completion {
+        let rest = self.splitter.finish();
+        self.take(rest, sink);
+        Completion {
+            text: self.text,
+            usage,
+            cut_off: self.cut_off,
+            reasoning: self.reasoning,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,7 +232,7 @@ fn has_error(json: &Value) -> bool {
 }
 
 async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
-    let mut text = String::new();
+    let mut reply = Reply::default();
     let mut usage = None;
     while let Some(event) = events.next().await? {
         if event.event == "error" {
@@ -189,7 +241,7 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
         let data = event.data.trim();
         // The end marker is not JSON: compare it before parsing.
         if data == "[DONE]" {
-            return Ok(Completion { text, usage });
+            return Ok(reply.finish(usage, sink));
         }
         let json: Value = match serde_json::from_str(data) {
             Ok(json) => json,
@@ -217,9 +269,16 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
         }
         // `n` is never set, so every choice is choice 0; the usage chunk has `choices: []`.
         for choice in chunk.choices.unwrap_or_default() {
-            if let Some(content) = choice.delta.and_then(|d| d.content) {
-                sink.send(&content);
-                text.push_str(&content);
+            reply.cut_off |= is_cut_off(choice.finish_reason.as_deref());
+            let Some(delta) = choice.delta else { continue };
+            for piece in [delta.reasoning_content, delta.reasoning]
+                .into_iter()
+                .flatten()
+            {
+                reply.reasoning(&piece, sink);
+            }
+            if let Some(content) = delta.content {
+                reply.content(&content, sink);
             }
         }
     }
@@ -236,13 +295,8 @@ struct Answer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct AnswerChoice {
-    message: Option<AnswerMessage>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct AnswerMessage {
-    content: Option<String>,
+    message: Option<Delta>,
+    finish_reason: Option<String>,
 }
 
 /// A whole (non-streamed) answer: `choices[0].message.content`, sent to the sink at once.
@@ -260,12 +314,22 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     let Some(choice) = answer.choices.unwrap_or_default().into_iter().next() else {
         return Err(sse::bad_response("the answer has no choices"));
     };
-    let text = choice.message.and_then(|m| m.content).unwrap_or_default();
-    sink.send(&text);
-    Ok(Completion {
-        text,
-        usage: answer.usage.and_then(WireUsage::into_usage),
-    })
+    let mut reply = Reply {
+        cut_off: is_cut_off(choice.finish_reason.as_deref()),
+        ..Reply::default()
+    };
+    if let Some(message) = choice.message {
+        for piece in [message.reasoning_content, message.reasoning]
+            .into_iter()
+            .flatten()
+        {
+            reply.reasoning(&piece, sink);
+        }
+        if let Some(content) = message.content {
+            reply.content(&content, sink);
+        }
+    }
+    Ok(reply.finish(answer.usage.and_then(WireUsage::into_usage), sink))
 }
 
 #[cfg(test)]

@@ -67,6 +67,8 @@ pub enum KeyAction {
     Resynthesize,
     CopySynthesis,
     WriteReport,
+    /// Show or hide the model's reasoning in the detail pane.
+    ToggleReasoning,
     SelectUp,
     SelectDown,
     SelectPageUp,
@@ -319,6 +321,11 @@ pub const BINDINGS: &[Binding] = &[
         C::Panes,
         &[(Chord::ch('w'), A::WriteReport)],
         "write the report to a markdown file",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('t'), A::ToggleReasoning)],
+        "show / hide the model's reasoning in the detail",
     ),
     b(
         C::Tree,

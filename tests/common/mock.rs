@@ -250,6 +250,12 @@ pub struct Reply {
     usage: UsageSpec,
     keep_alive: bool,
     headers: Vec<(String, String)>,
+    /// Stopped at the token limit: `finish_reason: "length"` / `stop_reason: "max_tokens"`.
+    cut_off: bool,
+    /// Reasoning sent before the text: in `reasoning_field` deltas (OpenAI) or a thinking
+    /// block (Anthropic).
+    reasoning: Vec<String>,
+    reasoning_field: String,
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +316,9 @@ impl Reply {
             usage: UsageSpec::Estimated,
             keep_alive: false,
             headers: Vec::new(),
+            cut_off: false,
+            reasoning: Vec::new(),
+            reasoning_field: "reasoning_content".to_owned(),
         }
     }
 
@@ -446,6 +455,27 @@ impl Reply {
     /// Add a response header (`content-type` replaces the reply's own).
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// End as a model stopped by the token limit: `finish_reason: "length"` (OpenAI),
+    /// `stop_reason: "max_tokens"` (Anthropic), in the stream and in a whole answer.
+    pub fn cut_off(mut self) -> Self {
+        self.cut_off = true;
+        self
+    }
+
+    /// Send `text` as reasoning before the answer: `reasoning_content` deltas or message field
+    /// (OpenAI; see `reasoning_field`), a `thinking` block with `thinking_delta`s (Anthropic).
+    pub fn reasoning(mut self, text: impl Into<String>) -> Self {
+        self.reasoning = split_words(&text.into(), WORDS_PER_CHUNK);
+        self
+    }
+
+    /// The OpenAI field reasoning goes in: `reasoning_content` (DeepSeek, vLLM; the default)
+    /// or `reasoning` (Ollama, OpenRouter).
+    pub fn reasoning_field(mut self, name: &str) -> Self {
+        self.reasoning_field = name.to_owned();
         self
     }
 
@@ -901,6 +931,11 @@ fn openai_stream(
         json!({ "role": "assistant", "content": "" }),
         Value::Null,
     ));
+    for thought in &reply.reasoning {
+        let mut delta = json!({ "content": null });
+        delta[reply.reasoning_field.as_str()] = json!(thought);
+        pieces.push_back(chunk(delta, Value::Null));
+    }
     for (i, text) in chunks.iter().enumerate() {
         if reply.keep_alive && i > 0 {
             pieces.push_back(": keep-alive\n\n".to_owned());
@@ -909,7 +944,8 @@ fn openai_stream(
     }
     match ending {
         Ending::Done => {
-            pieces.push_back(chunk(json!({}), json!("stop")));
+            let finish = if reply.cut_off { "length" } else { "stop" };
+            pieces.push_back(chunk(json!({}), json!(finish)));
             let text = chunks.concat();
             if let (true, Some((i, o))) = (with_usage, usage_of(request, reply, &text)) {
                 pieces.push_back(sse_data(&json!({
@@ -959,9 +995,34 @@ fn anthropic_stream(
         "message_start",
         &json!({ "type": "message_start", "message": message }),
     ));
+    // A thinking block first (index 0), when there is reasoning; then the text block.
+    let text_index = usize::from(!reply.reasoning.is_empty());
+    if text_index == 1 {
+        pieces.push_back(sse_event(
+            "content_block_start",
+            &json!({ "type": "content_block_start", "index": 0,
+                     "content_block": { "type": "thinking", "thinking": "" } }),
+        ));
+        for thought in &reply.reasoning {
+            pieces.push_back(sse_event(
+                "content_block_delta",
+                &json!({ "type": "content_block_delta", "index": 0,
+                         "delta": { "type": "thinking_delta", "thinking": thought } }),
+            ));
+        }
+        pieces.push_back(sse_event(
+            "content_block_delta",
+            &json!({ "type": "content_block_delta", "index": 0,
+                     "delta": { "type": "signature_delta", "signature": "c2lnbmVk" } }),
+        ));
+        pieces.push_back(sse_event(
+            "content_block_stop",
+            &json!({ "type": "content_block_stop", "index": 0 }),
+        ));
+    }
     pieces.push_back(sse_event(
         "content_block_start",
-        &json!({ "type": "content_block_start", "index": 0,
+        &json!({ "type": "content_block_start", "index": text_index,
                  "content_block": { "type": "text", "text": "" } }),
     ));
     pieces.push_back(ping());
@@ -971,7 +1032,7 @@ fn anthropic_stream(
         }
         pieces.push_back(sse_event(
             "content_block_delta",
-            &json!({ "type": "content_block_delta", "index": 0,
+            &json!({ "type": "content_block_delta", "index": text_index,
                      "delta": { "type": "text_delta", "text": piece } }),
         ));
     }
@@ -979,11 +1040,16 @@ fn anthropic_stream(
         Ending::Done => {
             pieces.push_back(sse_event(
                 "content_block_stop",
-                &json!({ "type": "content_block_stop", "index": 0 }),
+                &json!({ "type": "content_block_stop", "index": text_index }),
             ));
+            let stop = if reply.cut_off {
+                "max_tokens"
+            } else {
+                "end_turn"
+            };
             let mut delta = json!({
                 "type": "message_delta",
-                "delta": { "stop_reason": "end_turn", "stop_sequence": null },
+                "delta": { "stop_reason": stop, "stop_sequence": null },
             });
             if let Some((_, o)) = usage {
                 delta["usage"] = json!({ "output_tokens": o });
@@ -1019,9 +1085,13 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 "choices": [{
                     "index": 0,
                     "message": { "role": "assistant", "content": text },
-                    "finish_reason": "stop",
+                    "finish_reason": if reply.cut_off { "length" } else { "stop" },
                 }],
             });
+            if !reply.reasoning.is_empty() {
+                json["choices"][0]["message"][reply.reasoning_field.as_str()] =
+                    json!(reply.reasoning.concat());
+            }
             if let Some((i, o)) = usage {
                 json["usage"] =
                     json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o });
@@ -1035,9 +1105,16 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 "role": "assistant",
                 "model": request.model(),
                 "content": [{ "type": "text", "text": text }],
-                "stop_reason": "end_turn",
+                "stop_reason": if reply.cut_off { "max_tokens" } else { "end_turn" },
                 "stop_sequence": null,
             });
+            if !reply.reasoning.is_empty() {
+                json["content"] = json!([
+                    { "type": "thinking", "thinking": reply.reasoning.concat(),
+                      "signature": "c2lnbmVk" },
+                    { "type": "text", "text": text },
+                ]);
+            }
             if let Some((i, o)) = usage {
                 json["usage"] = json!({ "input_tokens": i, "output_tokens": o });
             }
