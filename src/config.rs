@@ -118,6 +118,7 @@ pub struct LimitsSection {
     pub retries: Option<u32>,
     pub max_tokens: Option<Positive>,
     pub temperature: Option<Temperature>,
+    pub max_dependency_chars: Option<Positive>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -461,6 +462,12 @@ impl Config {
                 roles,
                 seed: 0x9E37_79B9_7F4A_7C15,
                 stop_after_plan: false,
+                max_dependency_chars: limits
+                    .max_dependency_chars
+                    .as_ref()
+                    .map(|v| v.0)
+                    .or(defaults::MAX_DEPENDENCY_CHARS)
+                    .map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,

@@ -152,6 +152,7 @@ fn settings() -> RunSettings {
         roles: builtin_roles(),
         seed: 7,
         stop_after_plan: false,
+        max_dependency_chars: None,
     }
 }
 

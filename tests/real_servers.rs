@@ -643,3 +643,76 @@ async fn no_usage_in_the_stream_is_estimated_and_marked() {
         assert_eq!(report["usage"]["estimated"], true, "{report}");
     }
 }
+
+// ---- the context window ------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_context_fails_once_saying_what_to_bound() {
+    let long = "Grid load detail. ".repeat(400);
+    for protocol in PROTOCOLS {
+        let long = long.clone();
+        let script = move |request: &MockRequest| {
+            // A small context for workers: the dependent's prompt, quoting `a` in full, does
+            // not fit.
+            if request.worker_title().is_some() && request.user().chars().count() > 4000 {
+                return match request.protocol {
+                    Protocol::OpenAi => Reply::status(
+                        400,
+                        "This model's maximum context length is 1024 tokens. However, your \
+                         messages resulted in 1900 tokens. Please reduce the length of the \
+                         messages.",
+                    )
+                    .error_code("context_length_exceeded")
+                    .error_param("messages"),
+                    Protocol::Anthropic => {
+                        Reply::status(400, "prompt is too long: 1900 tokens > 1024 maximum")
+                    }
+                };
+            }
+            match request.call() {
+                Call::Worker(title) if title == "Grid load" => Reply::text(long.clone()),
+                _ => answer(request),
+            }
+        };
+        let server = MockServer::start(script.clone()).await;
+        let sandbox = Sandbox::new();
+        let out = run_against(&sandbox, &server, protocol, &[]).await;
+        let report = out.json();
+        let b = subtask(&report, "b");
+        assert_eq!(b["status"], "failed", "{protocol:?}: {report}");
+        assert_eq!(b["attempts"], 1, "not retried: {report}");
+        let error = b["error"].as_str().unwrap_or_default();
+        for needle in [
+            "subtask `b` (Peak shaving)",
+            "does not fit the model's context window",
+            "characters, about",
+            "tokens",
+            "limits.max_dependency_chars",
+        ] {
+            assert!(
+                error.contains(needle),
+                "{protocol:?}: {needle:?} in {error}"
+            );
+        }
+        let prompt_chars = error
+            .split("window: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("the prompt size in the message");
+        assert!(prompt_chars > 7200, "{error}");
+
+        // Bounded, the dependent's prompt fits and quotes the start of `a` with a marker.
+        let server = MockServer::start(script).await;
+        let sandbox = Sandbox::with_config("[limits]\nmax_dependency_chars = 1000\n");
+        let out = run_against(&sandbox, &server, protocol, &[]).await;
+        assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
+        let prompt = worker_request(&server, "Peak shaving").user();
+        assert!(prompt.contains("Grid load detail."), "{prompt}");
+        assert!(
+            prompt.contains("more characters of this result left out"),
+            "{prompt}"
+        );
+        assert!(prompt.chars().count() < 4000);
+    }
+}

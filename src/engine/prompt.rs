@@ -143,6 +143,26 @@ pub fn worker_request(
     )
 }
 
+/// `result` cut to at most `max` characters (on a character boundary), with a line that says
+/// how much was left out; unchanged without a bound or when it fits.
+pub fn bound_result(result: &str, max: Option<usize>) -> std::borrow::Cow<'_, str> {
+    let Some(max) = max else {
+        return result.into();
+    };
+    match result.char_indices().nth(max) {
+        None => result.into(),
+        Some((cut, _)) => {
+            let left_out = result[cut..].chars().count();
+            format!(
+                "{}\n\n[… {left_out} more characters of this result left out \
+                 (limits.max_dependency_chars)]",
+                &result[..cut]
+            )
+            .into()
+        }
+    }
+}
+
 /// One finished subtask as the synthesis sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Finding<'a> {
@@ -459,6 +479,15 @@ mod tests {
         assert!(user.contains("Peak demand rises 5–10%."));
         assert!(user.contains("- Costs (failed: HTTP 500 upstream error)"));
         assert!(user.contains("- Jobs (blocked)"));
+    }
+
+    #[test]
+    fn bound_results_are_cut_on_a_char_boundary_with_a_marker() {
+        assert_eq!(bound_result("short", None), "short");
+        assert_eq!(bound_result("short", Some(5)), "short");
+        let cut = bound_result("ééééé tail", Some(3));
+        assert!(cut.starts_with("ééé\n\n[… 7 more characters"), "{cut}");
+        assert!(cut.contains("limits.max_dependency_chars"));
     }
 
     #[test]

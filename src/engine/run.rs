@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
-use crate::llm::{CallError, ChatRequest, Completion};
+use crate::llm::{CONTEXT_LENGTH, CallError, ChatRequest, Completion};
 use crate::protocol::{
     CommandName, EventKind, Refusal, RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus,
     Usage,
@@ -47,6 +47,9 @@ pub struct RunSettings {
     pub seed: u64,
     /// End the run as soon as the plan is ready (`maestro plan`).
     pub stop_after_plan: bool,
+    /// The most characters of each dependency's result a worker's prompt quotes; `None`:
+    /// all of it.
+    pub max_dependency_chars: Option<usize>,
 }
 
 impl RunSettings {
@@ -583,16 +586,20 @@ impl Run {
         if let Some(model) = &role.model {
             spec.model = model.clone();
         }
-        let deps: Vec<(&PlannedSubtask, &str)> = self.tasks[i]
+        let bound = self.settings.max_dependency_chars;
+        let bounded: Vec<(&PlannedSubtask, std::borrow::Cow<'_, str>)> = self.tasks[i]
             .spec
             .depends_on
             .iter()
             .filter_map(|d| self.index.get(d))
             .map(|&j| {
                 let t = &self.tasks[j];
-                (&t.spec, t.result.as_deref().unwrap_or(""))
+                let result = t.result.as_deref().unwrap_or("");
+                (&t.spec, prompt::bound_result(result, bound))
             })
             .collect();
+        let deps: Vec<(&PlannedSubtask, &str)> =
+            bounded.iter().map(|(s, r)| (*s, r.as_ref())).collect();
         let request = prompt::worker_request(&self.query, &self.tasks[i].spec, &role, &deps, &spec);
         let task = &mut self.tasks[i];
         task.attempt += 1;
@@ -644,6 +651,15 @@ impl Run {
                 }));
             }
             Err(mut e) => {
+                if e.reason == CONTEXT_LENGTH {
+                    let task = &self.tasks[i];
+                    e.message = too_long(
+                        &format!("subtask `{}` ({})", task.spec.id, task.spec.title),
+                        task.prompt_chars,
+                        !task.spec.depends_on.is_empty(),
+                        &e.message,
+                    );
+                }
                 let delay = self.retry_delay(&mut e, self.tasks[i].failures);
                 let task = &mut self.tasks[i];
                 let call = CallId {
@@ -775,6 +791,14 @@ impl Run {
                 self.finish(status, None, now, out);
             }
             Err(mut e) => {
+                if e.reason == CONTEXT_LENGTH {
+                    e.message = too_long(
+                        "the synthesis",
+                        self.synthesis.prompt_chars,
+                        false,
+                        &e.message,
+                    );
+                }
                 if let Some(delay) = self.retry_delay(&mut e, self.synthesis.failures) {
                     self.synthesis.failures += 1;
                     self.synthesis.waiting = true;
@@ -1278,6 +1302,22 @@ impl Run {
         self.rng = x;
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// The message of a call whose prompt did not fit the model's context window: what was too
+/// long, by how much, and (for a worker that quotes dependencies) the key that bounds them.
+fn too_long(what: &str, prompt_chars: usize, quotes_results: bool, server: &str) -> String {
+    let hint = if quotes_results {
+        "; set `limits.max_dependency_chars` to bound each dependency result quoted in worker \
+         prompts, or use a model with a larger context"
+    } else {
+        "; use a model with a larger context"
+    };
+    format!(
+        "the prompt of {what} does not fit the model's context window: {prompt_chars} \
+         characters, about {} tokens{hint} (the server said: {server})",
+        prompt_chars.div_ceil(4)
+    )
 }
 
 fn refuse(out: &mut Vec<Effect>, command: CommandName, refusal: Refusal) {

@@ -26,6 +26,7 @@ fn settings() -> RunSettings {
         roles: roles::builtin_roles(),
         seed: 42,
         stop_after_plan: false,
+        max_dependency_chars: None,
     }
 }
 
@@ -1399,4 +1400,54 @@ fn reasoning_is_streamed_apart_and_reaches_no_prompt() {
         usage.map(|u| u.tokens_out),
         Some(("the answer".len() + "pondering".len()).div_ceil(4) as u64)
     );
+}
+
+#[test]
+fn a_prompt_too_long_for_the_context_fails_at_once_naming_its_size_and_the_bound() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"])]);
+    s.reply("a", ok(&"long finding ".repeat(100)));
+    let prompt_chars = s.run.tasks[1].prompt_chars;
+    let mut overflow = CallError::from_status(400, "maximum context length is 1024".into(), None);
+    overflow.reason = crate::llm::CONTEXT_LENGTH.into();
+    s.reply("b", Err(overflow));
+    assert_eq!(s.status("b"), SubtaskStatus::Failed, "not retried");
+    let error = s
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EventKind::SubtaskFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .expect("a failure");
+    assert!(error.contains("subtask `b` (Title of b)"), "{error}");
+    assert!(
+        error.contains(&format!(
+            "{prompt_chars} characters, about {} tokens",
+            prompt_chars.div_ceil(4)
+        )),
+        "{error}"
+    );
+    assert!(error.contains("limits.max_dependency_chars"), "{error}");
+    assert!(error.contains("maximum context length is 1024"), "{error}");
+}
+
+#[test]
+fn dependency_results_are_bounded_when_asked() {
+    let mut settings = settings();
+    settings.max_dependency_chars = Some(10);
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![task("a", &[]), task("b", &["a"])])),
+    );
+    s.reply("a", ok("0123456789 and the rest"));
+    let request = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b's call");
+    let user = user_text(request);
+    assert!(
+        user.contains("0123456789\n\n[… 13 more characters"),
+        "{user}"
+    );
+    assert!(!user.contains("and the rest"));
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use crate::llm::sse::{self, Head, HttpFailure, SseStream};
-use crate::llm::{ApiKey, CallError, Completion};
+use crate::llm::{ApiKey, CONTEXT_LENGTH, CallError, Completion, quirks};
 
 /// How a protocol sends its key.
 #[derive(Debug, Clone, Copy)]
@@ -110,11 +110,14 @@ async fn perform(
         // A refused parameter is resent at once without it, within the same attempt: the
         // server said exactly what to change, so waiting or counting a failure would be wrong.
         let Some(changed) = adapt.and_then(|adapt| adapt(&failure, &body)) else {
-            return Err(http_error(failure));
+            return Err(classify(failure, http_error));
         };
         response = sse::send(request(&changed), &url, stream.then_some(idle)).await?;
         if !response.status().is_success() {
-            return Err(http_error(HttpFailure::read(response, idle).await));
+            return Err(classify(
+                HttpFailure::read(response, idle).await,
+                http_error,
+            ));
         }
     }
     // Some servers ignore `stream: true` and answer with one JSON document; a proxy or a
@@ -132,6 +135,19 @@ async fn perform(
         return Err(not_the_protocol(&content_type, &body, "a JSON answer"));
     }
     read_answer(&body)
+}
+
+/// The adapter's classification, except that a prompt too long for the model's context window
+/// is never retried (some servers say so with a 500) and is labelled so the run can explain it.
+fn classify(failure: HttpFailure, http_error: fn(HttpFailure) -> CallError) -> CallError {
+    let overflow = quirks::exceeds_context(&failure);
+    let mut error = http_error(failure);
+    if overflow {
+        error.reason = CONTEXT_LENGTH.to_owned();
+        error.retryable = false;
+        error.retry_after = None;
+    }
+    error
 }
 
 /// The key's header, marked sensitive so reqwest's own `Debug` hides it too.

@@ -140,6 +140,10 @@ impl DeltaSink {
     }
 }
 
+/// The `CallError::reason` of a prompt longer than the model's context window: never retried,
+/// and the run adds what was too long and how to bound it.
+pub const CONTEXT_LENGTH: &str = "context length";
+
 /// Why a call failed, classified so the engine can decide whether to try again.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]

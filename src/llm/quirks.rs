@@ -161,7 +161,7 @@ pub(crate) fn adapt(
     body: &Value,
     swap_token_param: bool,
 ) -> Option<Value> {
-    if !matches!(failure.status, 400 | 422) {
+    if !matches!(failure.status, 400 | 422) || exceeds_context(failure) {
         return None;
     }
     let refused = refused_param(failure, body)?;
@@ -255,6 +255,28 @@ fn first_mention(message: &str, name: &str) -> Option<usize> {
         let after = message[at + name.len()..].chars().next();
         !before.is_some_and(word) && !after.is_some_and(word)
     })
+}
+
+/// Words with which servers say a prompt does not fit the model's context window: OpenAI's
+/// `context_length_exceeded` / "maximum context length" (vLLM, LiteLLM say it the same way),
+/// Anthropic's "prompt is too long", llama.cpp's "exceeds the available context size".
+const CONTEXT_WORDS: [&str; 6] = [
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "available context size",
+];
+
+/// Whether `failure` says the request is longer than the model's context window. Such a call
+/// fails the same way every time, whatever its status.
+pub(crate) fn exceeds_context(failure: &HttpFailure) -> bool {
+    if !matches!(failure.status, 400 | 413 | 422 | 500) {
+        return false;
+    }
+    let body = failure.body.to_ascii_lowercase();
+    CONTEXT_WORDS.iter().any(|w| body.contains(w))
 }
 
 fn model_of(body: &Value) -> String {
@@ -408,6 +430,42 @@ mod tests {
         for refusal in cases {
             assert_eq!(adapt(url, &refusal, &body, true), None, "{}", refusal.body);
         }
+    }
+
+    #[test]
+    fn context_overflows_are_recognised_and_never_adapted() {
+        let url = "http://quirks-test-context/v1";
+        let body = json!({ "model": "m", "max_tokens": 4000 });
+        let overflows = [
+            failure(
+                400,
+                openai_error(
+                    "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (5000 in the messages, 4000 in the completion).",
+                    Some("messages"),
+                    Some("context_length_exceeded"),
+                ),
+            ),
+            failure(
+                400,
+                json!({ "type": "error", "error": { "type": "invalid_request_error", "message": "prompt is too long: 201234 tokens > 200000 maximum" } }),
+            ),
+            failure(
+                400,
+                json!({ "error": { "code": 400, "message": "the request exceeds the available context size, try increasing it", "type": "exceed_context_size_error" } }),
+            ),
+        ];
+        for overflow in overflows {
+            assert!(exceeds_context(&overflow), "{}", overflow.body);
+            assert_eq!(adapt(url, &overflow, &body, true), None);
+        }
+        assert!(!exceeds_context(&failure(
+            400,
+            openai_error("Unsupported parameter: 'max_tokens'", None, None)
+        )));
+        assert!(!exceeds_context(&failure(
+            401,
+            openai_error("maximum context length", None, None)
+        )));
     }
 
     #[test]
