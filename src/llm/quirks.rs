@@ -118,13 +118,18 @@ fn learnt(base_url: &str, model: &str) -> Learnt {
         .unwrap_or_default()
 }
 
-fn remember(base_url: &str, model: &str, change: impl FnOnce(&mut Learnt)) {
-    if let Ok(mut m) = memory().lock() {
-        change(
-            m.entry((base_url.to_owned(), model.to_owned()))
-                .or_default(),
-        );
-    }
+/// Apply `change` to what is known of `base_url` and `model`; true when it was news (so
+/// calls refused at the same time log it once).
+fn remember(base_url: &str, model: &str, change: impl FnOnce(&mut Learnt)) -> bool {
+    let Ok(mut m) = memory().lock() else {
+        return true;
+    };
+    let learnt = m
+        .entry((base_url.to_owned(), model.to_owned()))
+        .or_default();
+    let before = *learnt;
+    change(learnt);
+    *learnt != before
 }
 
 /// Apply what was learnt for `base_url` and the body's model to `body`.
@@ -168,7 +173,7 @@ pub(crate) fn adapt(
     let model = model_of(body);
     let mut changed = body.clone();
     let object = changed.as_object_mut()?;
-    let what = match refused {
+    let (news, what) = match refused {
         "max_tokens" | "max_completion_tokens" => {
             if !swap_token_param {
                 return None;
@@ -185,24 +190,29 @@ pub(crate) fn adapt(
             }
             let limit = object.remove(from.name())?;
             object.insert(to.name().to_owned(), limit);
-            remember(base_url, &model, |l| l.token_param = Some(to));
-            format!("sending `{}` instead of `{}`", to.name(), from.name())
+            let news = remember(base_url, &model, |l| l.token_param = Some(to));
+            (
+                news,
+                format!("sending `{}` instead of `{}`", to.name(), from.name()),
+            )
         }
         other => {
             object.remove(other)?;
-            remember(base_url, &model, |l| match other {
+            let news = remember(base_url, &model, |l| match other {
                 "temperature" => l.drop_temperature = true,
                 "stream_options" => l.drop_stream_options = true,
                 _ => l.drop_response_format = true,
             });
-            format!("leaving `{other}` out")
+            (news, format!("leaving `{other}` out"))
         }
     };
-    tracing::info!(
-        model = %model,
-        base_url = %base_url,
-        "the server does not accept `{refused}` for this model: {what} from now on"
-    );
+    if news {
+        tracing::info!(
+            model = %model,
+            base_url = %base_url,
+            "the server does not accept `{refused}` for this model: {what} from now on"
+        );
+    }
     Some(changed)
 }
 
