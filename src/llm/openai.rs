@@ -167,14 +167,17 @@ struct Reply {
 }
 
 impl Reply {
-    fn reasoning(&mut self, piece: &str, sink: &DeltaSink) {
-        sink.send_reasoning(piece);
-        self.reasoning.push_str(piece);
-    }
-
-    fn content(&mut self, piece: &str, sink: &DeltaSink) {
-        let split = self.splitter.push(piece);
-        self.take(split, sink);
+    /// A streamed delta or a whole message. Some servers (vLLM during its rename) send the
+    /// same reasoning under both names, so one name is read: `reasoning_content` first.
+    fn delta(&mut self, delta: Delta, sink: &DeltaSink) {
+        if let Some(piece) = delta.reasoning_content.or(delta.reasoning) {
+            sink.send_reasoning(&piece);
+            self.reasoning.push_str(&piece);
+        }
+        if let Some(content) = delta.content {
+            let split = self.splitter.push(&content);
+            self.take(split, sink);
+        }
     }
 
     fn take(&mut self, split: Split, sink: &DeltaSink) {
@@ -270,15 +273,8 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
         // `n` is never set, so every choice is choice 0; the usage chunk has `choices: []`.
         for choice in chunk.choices.unwrap_or_default() {
             reply.cut_off |= is_cut_off(choice.finish_reason.as_deref());
-            let Some(delta) = choice.delta else { continue };
-            for piece in [delta.reasoning_content, delta.reasoning]
-                .into_iter()
-                .flatten()
-            {
-                reply.reasoning(&piece, sink);
-            }
-            if let Some(content) = delta.content {
-                reply.content(&content, sink);
+            if let Some(delta) = choice.delta {
+                reply.delta(delta, sink);
             }
         }
     }
@@ -319,15 +315,7 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
         ..Reply::default()
     };
     if let Some(message) = choice.message {
-        for piece in [message.reasoning_content, message.reasoning]
-            .into_iter()
-            .flatten()
-        {
-            reply.reasoning(&piece, sink);
-        }
-        if let Some(content) = message.content {
-            reply.content(&content, sink);
-        }
+        reply.delta(message, sink);
     }
     Ok(reply.finish(answer.usage.and_then(WireUsage::into_usage), sink))
 }
@@ -335,6 +323,34 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_sent_under_both_names_is_read_once_and_kept_from_the_answer() {
+        let (sink, mut rx) = DeltaSink::new();
+        let mut reply = Reply::default();
+        for chunk in [
+            r#"{"choices":[{"delta":{"reasoning_content":"Hm, ","reasoning":"Hm, "}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"yes."}}]}"#,
+            r#"{"choices":[{"delta":{"content":"<think>more</think>Yes."},"finish_reason":"length"}]}"#,
+        ] {
+            let chunk: Chunk = serde_json::from_str(chunk).unwrap();
+            for choice in chunk.choices.unwrap() {
+                reply.cut_off |= is_cut_off(choice.finish_reason.as_deref());
+                reply.delta(choice.delta.unwrap(), &sink);
+            }
+        }
+        let done = reply.finish(None, &sink);
+        assert_eq!(done.text, "Yes.");
+        assert_eq!(done.reasoning, "Hm, yes.more");
+        assert!(done.cut_off);
+        let mut answer = String::new();
+        while let Ok(delta) = rx.try_recv() {
+            if let crate::llm::Delta::Answer(text) = delta {
+                answer.push_str(&text);
+            }
+        }
+        assert_eq!(answer, "Yes.");
+    }
 
     #[test]
     fn empty_usage_object_is_no_usage() {
