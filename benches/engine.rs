@@ -181,6 +181,7 @@ impl Scenario {
             roles: builtin_roles(),
             seed: 1,
             stop_after_plan: false,
+            max_dependency_chars: None,
         }
     }
 
@@ -345,6 +346,7 @@ impl Provider for FixedLatency {
                     estimated: false,
                 }),
                 text,
+                ..Default::default()
             })
         })
     }
@@ -657,6 +659,7 @@ async fn run_case(
                 stream: true,
                 include_usage: true,
                 idle_timeout: Duration::from_secs(30),
+                token_param: None,
             });
             server = Some(mock);
             Arc::new(openai)

@@ -173,6 +173,7 @@ fn big_model() -> (Model, RunId) {
                     estimated: false,
                 },
                 result: "A result paragraph. ".repeat(20),
+                cut_off: false,
             }),
             1 => feed(EventKind::SubtaskFailed {
                 subtask: id,

@@ -24,6 +24,7 @@ use crate::llm::ApiKey;
 use crate::llm::anthropic::AnthropicConfig;
 use crate::llm::demo::DemoConfig;
 use crate::llm::openai::OpenAiConfig;
+use crate::llm::quirks::TokenParam;
 
 /// A configuration problem. Every one is a usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,8 @@ pub struct OpenAiSection {
     pub api_key_env: Option<EnvName>,
     pub stream: Option<bool>,
     pub include_usage: Option<bool>,
+    /// `max_tokens` or `max_completion_tokens`; by server when absent.
+    pub token_param: Option<TokenParam>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +118,7 @@ pub struct LimitsSection {
     pub retries: Option<u32>,
     pub max_tokens: Option<Positive>,
     pub temperature: Option<Temperature>,
+    pub max_dependency_chars: Option<Positive>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +390,7 @@ impl Config {
                         stream: s.stream.unwrap_or(true),
                         include_usage: s.include_usage.unwrap_or(true),
                         idle_timeout: idle,
+                        token_param: s.token_param,
                     }),
                     defaults::OPENAI_MODEL,
                 )
@@ -457,6 +462,12 @@ impl Config {
                 roles,
                 seed: 0x9E37_79B9_7F4A_7C15,
                 stop_after_plan: false,
+                max_dependency_chars: limits
+                    .max_dependency_chars
+                    .as_ref()
+                    .map(|v| v.0)
+                    .or(defaults::MAX_DEPENDENCY_CHARS)
+                    .map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,

@@ -16,6 +16,9 @@ pub const IDLE_TIMEOUT_SECS: u64 = 30;
 pub const RETRIES: u32 = 2;
 /// `max_tokens` of every call (`limits.max_tokens`).
 pub const MAX_TOKENS: u64 = 4096;
+/// The most characters of each dependency's result quoted in a worker's prompt
+/// (`limits.max_dependency_chars`); `None`: quoted in full.
+pub const MAX_DEPENDENCY_CHARS: Option<u64> = None;
 /// The first backoff delay between retries, in seconds; it doubles per retry.
 pub const RETRY_BASE_SECS: u64 = 1;
 /// The longest backoff delay, in seconds.

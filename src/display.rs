@@ -5,6 +5,9 @@
 //! Pure formatting (except `now_ms`, the one place that reads the wall clock for front ends).
 //! Must not import terminal code or know about panes: callers decide layout and colour.
 
+/// How a result that stopped at the token limit is marked, wherever people read it.
+pub const CUT_OFF: &str = "cut off at the token limit";
+
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::protocol::SubtaskStatus;

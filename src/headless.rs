@@ -445,7 +445,9 @@ impl Progress {
             }
             if !matches!(
                 event.kind,
-                EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. }
+                EventKind::SubtaskDelta { .. }
+                    | EventKind::SubtaskReasoning { .. }
+                    | EventKind::SynthesisDelta { .. }
             ) {
                 self.redraw(report);
             }
@@ -693,7 +695,9 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 title(subtask)
             )
         }
-        EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. } => return None,
+        EventKind::SubtaskDelta { .. }
+        | EventKind::SubtaskReasoning { .. }
+        | EventKind::SynthesisDelta { .. } => return None,
         EventKind::SubtaskRetrying {
             subtask,
             attempt,
@@ -709,14 +713,20 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             subtask,
             elapsed_ms,
             usage,
+            cut_off,
             ..
         } => format!(
-            "✓ {} done in {} ({} in, {} out{})",
+            "✓ {} done in {} ({} in, {} out{}){}",
             title(subtask),
             duration(*elapsed_ms),
             tokens(usage.tokens_in),
             tokens(usage.tokens_out),
-            if usage.estimated { ", estimated" } else { "" }
+            if usage.estimated { ", estimated" } else { "" },
+            if *cut_off {
+                format!(", {}", crate::display::CUT_OFF)
+            } else {
+                String::new()
+            }
         ),
         EventKind::SubtaskFailed {
             subtask,

@@ -27,11 +27,9 @@ fn main() -> ExitCode {
     // every event handed between the engine, the calls and the printer. The dashboard keeps
     // the multi-thread runtime, so drawing a frame never delays reading a stream.
     let runtime = match cli.command {
-        Some(_) => {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        }
+        Some(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         None => tokio::runtime::Runtime::new(),
     };
     let runtime = match runtime {

@@ -29,6 +29,8 @@ pub struct SubtaskReport {
     pub tokens_out: u64,
     pub usage_estimated: bool,
     pub result: Option<String>,
+    /// The result stopped at the token limit (`cut off at the token limit`).
+    pub cut_off: bool,
     pub error: Option<String>,
     /// Text of the attempt in flight (or the partial text of a failed one).
     #[serde(skip)]
@@ -55,6 +57,8 @@ pub struct AttemptRecord {
     pub elapsed_ms: Option<u64>,
     pub started_ts: u64,
     pub outcome: AttemptOutcome,
+    /// What the model reasoned apart from its answer, as streamed. Shown, never quoted.
+    pub reasoning: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +173,7 @@ impl RunReport {
                         tokens_out: 0,
                         usage_estimated: false,
                         result: None,
+                        cut_off: false,
                         error: None,
                         output: String::new(),
                         waiting_on: p.depends_on.clone(),
@@ -215,6 +220,7 @@ impl RunReport {
                         elapsed_ms: None,
                         started_ts: event.ts_ms,
                         outcome: AttemptOutcome::Running,
+                        reasoning: String::new(),
                     });
                 }
             }
@@ -227,6 +233,18 @@ impl RunReport {
                     && s.attempts == *attempt
                 {
                     s.output.push_str(text);
+                }
+            }
+            EventKind::SubtaskReasoning {
+                subtask,
+                attempt,
+                text,
+            } => {
+                if let Some(record) = self
+                    .subtask_mut(subtask)
+                    .and_then(|s| s.history.iter_mut().rev().find(|r| r.attempt == *attempt))
+                {
+                    record.reasoning.push_str(text);
                 }
             }
             EventKind::SubtaskRetrying {
@@ -256,6 +274,7 @@ impl RunReport {
                 elapsed_ms,
                 usage,
                 result,
+                cut_off,
             } => {
                 self.usage_since.add(*usage);
                 if let Some(s) = self.subtask_mut(subtask) {
@@ -266,6 +285,7 @@ impl RunReport {
                     s.tokens_out += usage.tokens_out;
                     s.usage_estimated |= usage.estimated;
                     s.result = Some(result.clone());
+                    s.cut_off = *cut_off;
                     s.output.clear();
                 }
             }
@@ -289,6 +309,7 @@ impl RunReport {
                     s.error = Some(error.clone());
                     s.output = partial.clone();
                     s.result = None;
+                    s.cut_off = false;
                 }
             }
             EventKind::SubtaskBlocked {
@@ -382,6 +403,7 @@ impl RunReport {
                 (SubtaskStatus::Succeeded, Some(result)) => findings.push(Finding {
                     title: &s.title,
                     result,
+                    cut_off: s.cut_off,
                 }),
                 (status, _) => gaps.push(Gap {
                     title: &s.title,
@@ -422,6 +444,15 @@ impl RunReport {
         ) {
             self.status = None;
         }
+    }
+}
+
+/// A subtask's status in the report's table, with the mark of a result that was cut off.
+fn status_cell(s: &SubtaskReport) -> String {
+    if s.status == SubtaskStatus::Succeeded && s.cut_off {
+        format!("{} ({})", s.status.word(), crate::display::CUT_OFF)
+    } else {
+        s.status.word().to_owned()
     }
 }
 
@@ -504,7 +535,7 @@ impl RunReport {
                 cell(s.id.as_str()),
                 cell(&s.title),
                 cell(&s.worker),
-                s.status.word(),
+                status_cell(s),
                 s.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
                 tokens(s.tokens_in),
                 tokens(s.tokens_out),
@@ -593,6 +624,7 @@ mod tests {
                 elapsed_ms: 10,
                 usage: usage(10),
                 result: "A".into(),
+                cut_off: false,
             },
             EventKind::SynthesisStarted {
                 attempt: 1,
@@ -679,6 +711,7 @@ mod tests {
             elapsed_ms: 10,
             usage: usage(3),
             result: "A2".into(),
+            cut_off: false,
         }));
         assert_eq!(r.tokens().total(), 46);
     }

@@ -894,7 +894,7 @@ fn state(model: &Model) -> String {
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(
         "focus {:?} overlay {overlay} selected {:?} offset {} detail {} {:?} synthesis {:?} \
-         query {:?} {:?} history {:?} quit {} toast {:?} expanded {expanded:?}",
+         query {:?} {:?} history {:?} quit {} toast {:?} expanded {expanded:?} reasoning {}",
         model.focus,
         model.selected,
         model.tree_offset,
@@ -906,6 +906,7 @@ fn state(model: &Model) -> String {
         model.history_pos,
         model.quit,
         model.toast.as_ref().map(|t| &t.text),
+        model.show_reasoning,
     )
 }
 

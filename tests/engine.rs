@@ -152,6 +152,7 @@ fn settings() -> RunSettings {
         roles: builtin_roles(),
         seed: 7,
         stop_after_plan: false,
+        max_dependency_chars: None,
     }
 }
 
@@ -170,6 +171,7 @@ fn openai(server: &MockServer, idle_timeout: Duration) -> Arc<dyn Provider> {
         stream: true,
         include_usage: true,
         idle_timeout,
+        token_param: None,
     }))
 }
 
@@ -1259,6 +1261,7 @@ async fn openai_key_with_invalid_characters_fails_at_once_naming_the_key() {
         stream: true,
         include_usage: true,
         idle_timeout: Duration::from_secs(5),
+        token_param: None,
     }));
     let (engine, mut events) = Engine::spawn(provider, settings(), executor());
     engine.start_run(QUERY, None);
@@ -1299,11 +1302,13 @@ impl Provider for PanickingWorkers {
                 maestro::protocol::CallRole::Planner => Ok(maestro::llm::Completion {
                     text: plan_json(&[("a", &[])]),
                     usage: None,
+                    ..Default::default()
                 }),
                 maestro::protocol::CallRole::Worker => panic!("a provider bug"),
                 maestro::protocol::CallRole::Synthesizer => Ok(maestro::llm::Completion {
                     text: "report".into(),
                     usage: None,
+                    ..Default::default()
                 }),
             }
         })
@@ -1402,6 +1407,7 @@ impl Provider for Fake {
                     tokens_out: 5,
                     estimated: false,
                 }),
+                ..Default::default()
             })
         })
     }
@@ -1684,6 +1690,7 @@ async fn a_resumed_run_calls_only_what_was_left_and_keeps_its_id() {
             text: "the saved finding".into(),
             usage: Usage::default(),
             elapsed_ms: 900,
+            cut_off: false,
         }),
     }];
     let mut e = InProcess::spawn(String::new(), settings(), executor(), |t, _| {
@@ -1728,6 +1735,7 @@ fn complete_saved_run() -> SavedRun {
             text: "A".into(),
             usage: Usage::default(),
             elapsed_ms: 1,
+            cut_off: false,
         }),
     }];
     saved.report = Some(SavedReport {

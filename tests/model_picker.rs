@@ -162,7 +162,10 @@ impl Provider for Recorder {
             CallRole::Worker | CallRole::Synthesizer => "An answer.".to_owned(),
         };
         sink.send(&text);
-        Box::pin(std::future::ready(Ok(Completion { text, usage: None })))
+        Box::pin(std::future::ready(Ok(Completion {
+            text,
+            ..Completion::default()
+        })))
     }
 }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::mock::{self, MockServer, Reply};
 use maestro::llm::anthropic::{Anthropic, AnthropicConfig};
 use maestro::llm::openai::{OpenAi, OpenAiConfig};
-use maestro::llm::{ApiKey, CallError, ChatRequest, Completion, DeltaSink, Message, Provider};
+use maestro::llm::{
+    ApiKey, CallError, ChatRequest, Completion, Delta, DeltaSink, Message, Provider,
+};
 use maestro::protocol::{CallRole, Usage};
 
 const KEY: &str = "fake-key-secret-0123456789";
@@ -42,6 +44,7 @@ fn openai_with(base_url: String, key: Option<&str>, stream: bool, include_usage:
         stream,
         include_usage,
         idle_timeout: IDLE,
+        token_param: None,
     })
 }
 
@@ -62,7 +65,7 @@ fn anthropic(server: &MockServer) -> Anthropic {
     anthropic_with(server.anthropic_base_url(), true, IDLE)
 }
 
-/// Run one call and collect the deltas it sent, in order.
+/// Run one call and collect the answer deltas it sent, in order (reasoning left out).
 async fn call(
     provider: &dyn Provider,
     request: ChatRequest,
@@ -71,7 +74,9 @@ async fn call(
     let result = provider.complete(request, sink).await;
     let mut deltas = Vec::new();
     while let Ok(delta) = rx.try_recv() {
-        deltas.push(delta);
+        if let Delta::Answer(text) = delta {
+            deltas.push(text);
+        }
     }
     (result, deltas)
 }
@@ -462,6 +467,7 @@ async fn a_silent_stream_hits_the_idle_timeout() {
         stream: true,
         include_usage: true,
         idle_timeout: idle,
+        token_param: None,
     });
     let anthropic = anthropic_with(server.anthropic_base_url(), true, idle);
     let started = Instant::now();
@@ -487,6 +493,7 @@ async fn silence_before_the_headers_is_a_first_byte_timeout_not_a_silent_stream(
         stream: true,
         include_usage: true,
         idle_timeout: idle,
+        token_param: None,
     });
     let anthropic = anthropic_with(server.anthropic_base_url(), true, idle);
     let started = Instant::now();

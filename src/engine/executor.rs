@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
-use crate::llm::{CallError, ChatRequest, DeltaSink, Provider};
+use crate::llm::{CallError, ChatRequest, Delta, DeltaSink, Provider};
 use crate::protocol::{
     Command, CommandName, Event, EventKind, ModelOverrides, Plan, Refusal, RunCommand, RunId,
     SavedRun,
@@ -405,17 +405,36 @@ async fn perform_call(
         });
     let completion = tokio::time::timeout(settings.call_timeout, guarded);
     tokio::pin!(completion);
+    // Answer and reasoning are gathered apart, so one event never mixes them.
     let mut pending = String::new();
+    let mut pending_reasoning = String::new();
     let mut flush = tokio::time::interval(settings.coalesce.max(Duration::from_millis(1)));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let send_delta = |text: String| {
-        let _ = inputs.send((
-            run,
-            Input::Delta {
-                call: call.clone(),
-                text,
-            },
-        ));
+    let send_delta = |text: &mut String, reasoning: &mut String| {
+        if !reasoning.is_empty() {
+            let text = std::mem::take(reasoning);
+            let _ = inputs.send((
+                run,
+                Input::Reasoning {
+                    call: call.clone(),
+                    text,
+                },
+            ));
+        }
+        if !text.is_empty() {
+            let text = std::mem::take(text);
+            let _ = inputs.send((
+                run,
+                Input::Delta {
+                    call: call.clone(),
+                    text,
+                },
+            ));
+        }
+    };
+    let gather = |delta: Delta, text: &mut String, reasoning: &mut String| match delta {
+        Delta::Answer(piece) => text.push_str(&piece),
+        Delta::Reasoning(piece) => reasoning.push_str(&piece),
     };
     let result = loop {
         tokio::select! {
@@ -424,15 +443,15 @@ async fn perform_call(
             result = &mut completion => {
                 break result.unwrap_or_else(|_| Err(CallError::timeout(settings.call_timeout)));
             }
-            Some(text) = deltas.recv() => pending.push_str(&text),
-            _ = flush.tick(), if !pending.is_empty() => send_delta(std::mem::take(&mut pending)),
+            Some(delta) = deltas.recv() => gather(delta, &mut pending, &mut pending_reasoning),
+            _ = flush.tick(), if !pending.is_empty() || !pending_reasoning.is_empty() => {
+                send_delta(&mut pending, &mut pending_reasoning);
+            }
         }
     };
-    while let Ok(text) = deltas.try_recv() {
-        pending.push_str(&text);
+    while let Ok(delta) = deltas.try_recv() {
+        gather(delta, &mut pending, &mut pending_reasoning);
     }
-    if !pending.is_empty() {
-        send_delta(pending);
-    }
+    send_delta(&mut pending, &mut pending_reasoning);
     let _ = inputs.send((run, Input::Reply { call, result }));
 }

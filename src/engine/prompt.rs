@@ -143,12 +143,37 @@ pub fn worker_request(
     )
 }
 
+/// `result` cut to at most `max` characters (on a character boundary), with a line that says
+/// how much was left out; unchanged without a bound or when it fits.
+pub fn bound_result(result: &str, max: Option<usize>) -> std::borrow::Cow<'_, str> {
+    let Some(max) = max else {
+        return result.into();
+    };
+    match result.char_indices().nth(max) {
+        None => result.into(),
+        Some((cut, _)) => {
+            let left_out = result[cut..].chars().count();
+            format!(
+                "{}\n\n[… {left_out} more characters of this result left out \
+                 (limits.max_dependency_chars)]",
+                &result[..cut]
+            )
+            .into()
+        }
+    }
+}
+
 /// One finished subtask as the synthesis sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Finding<'a> {
     pub title: &'a str,
     pub result: &'a str,
+    /// The model stopped at the token limit: the result may end mid-way.
+    pub cut_off: bool,
 }
+
+/// Said of a result that stopped at the token limit, wherever it is shown or quoted.
+pub const CUT_OFF: &str = "cut off at the token limit";
 
 /// A subtask with no result, and why (`failed: HTTP 500 …`, `blocked`, `cancelled`).
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +205,13 @@ pub fn synthesis_request(
     }
     for (n, finding) in findings.iter().enumerate() {
         let _ = writeln!(user, "\n## {}. {}\n", n + 1, one_line(finding.title));
+        if finding.cut_off {
+            let _ = writeln!(
+                user,
+                "This result was {CUT_OFF}: it may end mid-way. Use what it says; do not \
+                 present it as complete.\n"
+            );
+        }
         push_tagged(&mut user, "finding", finding.result);
     }
     let _ = writeln!(user, "\n# Missing\n");
@@ -235,6 +267,9 @@ pub fn joined_report(
     }
     for finding in findings {
         let _ = writeln!(out, "\n## {}\n", one_line(finding.title));
+        if finding.cut_off {
+            let _ = writeln!(out, "_({CUT_OFF})_\n");
+        }
         let _ = writeln!(out, "{}", finding.result.trim());
     }
     if !gaps.is_empty() {
@@ -412,10 +447,12 @@ mod tests {
             Finding {
                 title: "Emissions",
                 result: &long,
+                cut_off: false,
             },
             Finding {
                 title: "Grid load",
                 result: "Peak demand rises 5–10%.",
+                cut_off: false,
             },
         ];
         let gaps = [
@@ -445,10 +482,20 @@ mod tests {
     }
 
     #[test]
+    fn bound_results_are_cut_on_a_char_boundary_with_a_marker() {
+        assert_eq!(bound_result("short", None), "short");
+        assert_eq!(bound_result("short", Some(5)), "short");
+        let cut = bound_result("ééééé tail", Some(3));
+        assert!(cut.starts_with("ééé\n\n[… 7 more characters"), "{cut}");
+        assert!(cut.contains("limits.max_dependency_chars"));
+    }
+
+    #[test]
     fn synthesis_request_says_when_nothing_is_missing_or_no_guidance_given() {
         let findings = [Finding {
             title: "A",
             result: "a",
+            cut_off: false,
         }];
         let req = synthesis_request(QUERY, "  ", &findings, &[], &spec());
         let user = &req.messages[0].content;
@@ -462,10 +509,12 @@ mod tests {
             Finding {
                 title: "Emissions",
                 result: "CO2 falls.\n",
+                cut_off: false,
             },
             Finding {
                 title: "Grid load",
                 result: "Peaks rise.",
+                cut_off: false,
             },
         ];
         let gaps = [Gap {

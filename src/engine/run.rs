@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
-use crate::llm::{CallError, ChatRequest, Completion};
+use crate::llm::{CONTEXT_LENGTH, CallError, ChatRequest, Completion};
 use crate::protocol::{
     CommandName, EventKind, Refusal, RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus,
     Usage,
@@ -47,6 +47,9 @@ pub struct RunSettings {
     pub seed: u64,
     /// End the run as soon as the plan is ready (`maestro plan`).
     pub stop_after_plan: bool,
+    /// The most characters of each dependency's result a worker's prompt quotes; `None`:
+    /// all of it.
+    pub max_dependency_chars: Option<usize>,
 }
 
 impl RunSettings {
@@ -78,6 +81,11 @@ pub enum Input {
     Start,
     /// Text streamed by a call, coalesced by the executor.
     Delta {
+        call: CallId,
+        text: String,
+    },
+    /// Reasoning streamed by a call, coalesced apart from its text.
+    Reasoning {
         call: CallId,
         text: String,
     },
@@ -127,6 +135,8 @@ struct Task {
     /// What the current attempt has streamed.
     output: String,
     result: Option<String>,
+    /// The result stopped at the token limit.
+    cut_off: bool,
     error: Option<String>,
 }
 
@@ -220,6 +230,7 @@ impl Run {
         match input {
             Input::Start => self.start(now_ms, &mut out),
             Input::Delta { call, text } => self.on_delta(call, text, &mut out),
+            Input::Reasoning { call, text } => self.on_reasoning(call, text, &mut out),
             Input::Reply { call, result } => self.on_reply(call, result, now_ms, &mut out),
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
             Input::Command(command) => self.on_command(command, now_ms, &mut out),
@@ -279,12 +290,14 @@ impl Run {
                 task.attempt = task.attempt.max(1);
                 task.status = SubtaskStatus::Succeeded;
                 task.result = Some(result.text.clone());
+                task.cut_off = result.cut_off;
                 out.push(Effect::Emit(EventKind::SubtaskSucceeded {
                     subtask: subtask.id,
                     attempt: task.attempt,
                     elapsed_ms: result.elapsed_ms,
                     usage: result.usage,
                     result: result.text,
+                    cut_off: result.cut_off,
                 }));
             }
         }
@@ -429,6 +442,7 @@ impl Run {
                 prompt_chars: 0,
                 output: String::new(),
                 result: None,
+                cut_off: false,
                 error: None,
             })
             .collect();
@@ -572,16 +586,20 @@ impl Run {
         if let Some(model) = &role.model {
             spec.model = model.clone();
         }
-        let deps: Vec<(&PlannedSubtask, &str)> = self.tasks[i]
+        let bound = self.settings.max_dependency_chars;
+        let bounded: Vec<(&PlannedSubtask, std::borrow::Cow<'_, str>)> = self.tasks[i]
             .spec
             .depends_on
             .iter()
             .filter_map(|d| self.index.get(d))
             .map(|&j| {
                 let t = &self.tasks[j];
-                (&t.spec, t.result.as_deref().unwrap_or(""))
+                let result = t.result.as_deref().unwrap_or("");
+                (&t.spec, prompt::bound_result(result, bound))
             })
             .collect();
+        let deps: Vec<(&PlannedSubtask, &str)> =
+            bounded.iter().map(|(s, r)| (*s, r.as_ref())).collect();
         let request = prompt::worker_request(&self.query, &self.tasks[i].spec, &role, &deps, &spec);
         let task = &mut self.tasks[i];
         task.attempt += 1;
@@ -613,6 +631,7 @@ impl Run {
         out: &mut Vec<Effect>,
     ) {
         let elapsed_ms = now.saturating_sub(self.tasks[i].started_ms);
+        let result = self.answer_or_empty(result, self.tasks[i].prompt_chars);
         match result {
             Ok(done) => {
                 let usage = usage_or_estimate(&done, self.tasks[i].prompt_chars);
@@ -621,15 +640,26 @@ impl Run {
                 task.status = SubtaskStatus::Succeeded;
                 task.output.clear();
                 task.result = Some(done.text.clone());
+                task.cut_off = done.cut_off;
                 out.push(Effect::Emit(EventKind::SubtaskSucceeded {
                     subtask: task.spec.id.clone(),
                     attempt: task.attempt,
                     elapsed_ms,
                     usage,
                     result: done.text,
+                    cut_off: done.cut_off,
                 }));
             }
             Err(mut e) => {
+                if e.reason == CONTEXT_LENGTH {
+                    let task = &self.tasks[i];
+                    e.message = too_long(
+                        &format!("subtask `{}` ({})", task.spec.id, task.spec.title),
+                        task.prompt_chars,
+                        !task.spec.depends_on.is_empty(),
+                        &e.message,
+                    );
+                }
                 let delay = self.retry_delay(&mut e, self.tasks[i].failures);
                 let task = &mut self.tasks[i];
                 let call = CallId {
@@ -674,6 +704,7 @@ impl Run {
                 (SubtaskStatus::Succeeded, Some(result)) => findings.push(Finding {
                     title: &t.spec.title,
                     result,
+                    cut_off: t.cut_off,
                 }),
                 (status, _) => gaps.push(Gap {
                     title: &t.spec.title,
@@ -735,6 +766,7 @@ impl Run {
     ) {
         self.synthesis.in_flight = false;
         let attempt = self.synthesis.attempt;
+        let result = self.answer_or_empty(result, self.synthesis.prompt_chars);
         match result {
             Ok(done) => {
                 let usage = usage_or_estimate(&done, self.synthesis.prompt_chars);
@@ -759,6 +791,14 @@ impl Run {
                 self.finish(status, None, now, out);
             }
             Err(mut e) => {
+                if e.reason == CONTEXT_LENGTH {
+                    e.message = too_long(
+                        "the synthesis",
+                        self.synthesis.prompt_chars,
+                        false,
+                        &e.message,
+                    );
+                }
                 if let Some(delay) = self.retry_delay(&mut e, self.synthesis.failures) {
                     self.synthesis.failures += 1;
                     self.synthesis.waiting = true;
@@ -865,6 +905,50 @@ impl Run {
                     text,
                 }));
             }
+        }
+    }
+
+    /// Reasoning is shown with its subtask and goes nowhere else: not into `output` (which a
+    /// failed attempt keeps as its partial answer) and not into any prompt. The planner's and
+    /// the synthesis's reasoning are counted in their usage only.
+    fn on_reasoning(&mut self, call: CallId, text: String, out: &mut Vec<Effect>) {
+        if !self.is_current(&call) || text.is_empty() {
+            return;
+        }
+        match call.target {
+            CallTarget::Planner | CallTarget::Synthesis => {}
+            CallTarget::Subtask(id) => out.push(Effect::Emit(EventKind::SubtaskReasoning {
+                subtask: id,
+                attempt: call.attempt,
+                text,
+            })),
+        }
+    }
+
+    /// A reply with no answer text (empty, whitespace, or only reasoning) is not an answer:
+    /// it becomes a failure retried like a cut stream, decided here once for every provider,
+    /// so it never reaches a dependent or the synthesis. Its tokens were spent all the same
+    /// and count in the run's total.
+    fn answer_or_empty(
+        &mut self,
+        result: Result<Completion, CallError>,
+        prompt_chars: usize,
+    ) -> Result<Completion, CallError> {
+        match result {
+            Ok(done) if done.text.trim().is_empty() => {
+                self.usage.add(usage_or_estimate(&done, prompt_chars));
+                let why = if done.reasoning.trim().is_empty() {
+                    "the model returned no text"
+                } else {
+                    "the model returned no text (only reasoning)"
+                };
+                let mut error = CallError::transient("no text", why);
+                if done.cut_off {
+                    error.message.push_str(", stopped at the token limit");
+                }
+                Err(error)
+            }
+            other => other,
         }
     }
 
@@ -1220,6 +1304,22 @@ impl Run {
     }
 }
 
+/// The message of a call whose prompt did not fit the model's context window: what was too
+/// long, by how much, and (for a worker that quotes dependencies) the key that bounds them.
+fn too_long(what: &str, prompt_chars: usize, quotes_results: bool, server: &str) -> String {
+    let hint = if quotes_results {
+        "; set `limits.max_dependency_chars` to bound each dependency result quoted in worker \
+         prompts, or use a model with a larger context"
+    } else {
+        "; use a model with a larger context"
+    };
+    format!(
+        "the prompt of {what} does not fit the model's context window: {prompt_chars} \
+         characters, about {} tokens{hint} (the server said: {server})",
+        prompt_chars.div_ceil(4)
+    )
+}
+
 fn refuse(out: &mut Vec<Effect>, command: CommandName, refusal: Refusal) {
     out.push(Effect::Emit(EventKind::CommandRefused { command, refusal }));
 }
@@ -1239,9 +1339,11 @@ fn request_chars(request: &ChatRequest) -> usize {
 
 /// The provider's usage, or an estimate (about four characters a token) marked as such.
 fn usage_or_estimate(done: &Completion, prompt_chars: usize) -> Usage {
+    // Reasoning is output the model wrote: it is counted.
+    let written = done.text.chars().count() + done.reasoning.chars().count();
     done.usage.unwrap_or(Usage {
         tokens_in: prompt_chars.div_ceil(4) as u64,
-        tokens_out: done.text.chars().count().div_ceil(4) as u64,
+        tokens_out: written.div_ceil(4) as u64,
         estimated: true,
     })
 }

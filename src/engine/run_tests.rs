@@ -26,6 +26,7 @@ fn settings() -> RunSettings {
         roles: roles::builtin_roles(),
         seed: 42,
         stop_after_plan: false,
+        max_dependency_chars: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn ok(text: &str) -> Result<Completion, CallError> {
             tokens_out: 5,
             estimated: false,
         }),
+        ..Default::default()
     })
 }
 
@@ -540,6 +542,7 @@ fn usage_is_estimated_and_marked_when_the_provider_sends_none() {
         Ok(Completion {
             text: "x".repeat(400),
             usage: None,
+            ..Default::default()
         }),
     );
     let usage = s.events().into_iter().find_map(|e| match e {
@@ -986,6 +989,7 @@ fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
                 estimated: false,
             },
             elapsed_ms: 1200,
+            cut_off: false,
         }),
     }
 }
@@ -1055,6 +1059,7 @@ fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
                     estimated: false
                 },
                 result: "the saved finding of a".into(),
+                cut_off: false,
             },
         ],
         "the saved facts are restated for consumers"
@@ -1246,4 +1251,203 @@ fn a_runs_plan_rules_are_those_of_its_roles_with_one_default() {
     // With no roles at all, the built-in default still names a role (it was once empty).
     settings.roles.clear();
     assert_eq!(settings.plan_rules().default_role, "analysis");
+}
+
+// ---- replies that are not answers ------------------------------------------------------------
+
+fn reply_with(text: &str, reasoning: &str, cut_off: bool) -> Result<Completion, CallError> {
+    Ok(Completion {
+        text: text.into(),
+        usage: None,
+        cut_off,
+        reasoning: reasoning.into(),
+    })
+}
+
+#[test]
+fn an_empty_or_reasoning_only_reply_is_a_retried_failure_that_reaches_no_dependent() {
+    for (text, reasoning) in [("", ""), (" \n\t ", ""), ("", "Let me think about it.")] {
+        let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"])]);
+        s.at(100).reply("a", reply_with(text, reasoning, false));
+        assert_eq!(
+            s.status("a"),
+            SubtaskStatus::Retrying,
+            "{text:?} {reasoning:?}"
+        );
+        assert!(s.started().is_empty(), "the dependent does not start");
+        assert!(s.events().iter().any(|e| matches!(e,
+            EventKind::SubtaskRetrying { attempt: 1, error, .. }
+                if error.contains("the model returned no text"))));
+        assert!(
+            !s.all_events
+                .iter()
+                .any(|e| matches!(e, EventKind::SubtaskSucceeded { .. }))
+        );
+        // Its tokens were spent: they count in the run's total.
+        assert!(s.run.usage.tokens_in > 0);
+        s.wake("a");
+        s.reply("a", ok("a real answer"));
+        assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+        assert_eq!(s.started(), ["b"]);
+        let request = s
+            .request_for(&CallTarget::Subtask("b".into()))
+            .expect("b's call");
+        assert!(user_text(request).contains("a real answer"));
+        assert!(!user_text(request).contains("Let me think"));
+    }
+}
+
+#[test]
+fn empty_replies_use_up_the_retries_then_fail_the_subtask() {
+    let mut settings = settings();
+    settings.retries = 1;
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![task("a", &[]), task("b", &["a"])])),
+    );
+    s.reply("a", reply_with("", "", false));
+    s.wake("a");
+    s.reply("a", reply_with("", "", true));
+    assert_eq!(s.status("a"), SubtaskStatus::Failed);
+    assert_eq!(s.status("b"), SubtaskStatus::Blocked);
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskFailed { attempt: 2, error, .. }
+            if error.contains("the model returned no text") && error.contains("token limit"))));
+}
+
+#[test]
+fn an_empty_synthesis_is_retried_and_never_becomes_the_report() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.reply("a", ok("the finding of a"));
+    s.synth_reply(reply_with("   ", "thinking only", false));
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::SynthesisRetrying { .. }))
+    );
+    assert!(
+        !s.all_events
+            .iter()
+            .any(|e| matches!(e, EventKind::SynthesisFinished { .. }))
+    );
+    let attempt = s.run.synthesis.attempt;
+    s.feed(Input::Wake {
+        call: CallId {
+            target: CallTarget::Synthesis,
+            attempt,
+        },
+    });
+    s.synth_reply(ok("# The report"));
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SynthesisFinished { text, synthesized: true, .. } if text == "# The report")));
+}
+
+#[test]
+fn a_cut_off_result_is_kept_marked_and_the_synthesis_is_told() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.reply("a", reply_with("half an answ", "", true));
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskSucceeded { cut_off: true, result, .. } if result == "half an answ")));
+    s.reply("b", ok("a whole answer"));
+    let request = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("the synthesis call");
+    let user = user_text(request);
+    let marked = |title: &str| {
+        let at = user
+            .find(&format!("{title}\n"))
+            .expect("the finding's heading");
+        user[at..]
+            .lines()
+            .nth(2)
+            .unwrap_or("")
+            .contains("cut off at the token limit")
+    };
+    assert!(marked("Title of a"), "{user}");
+    assert!(!marked("Title of b"), "{user}");
+}
+
+#[test]
+fn reasoning_is_streamed_apart_and_reaches_no_prompt() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"])]);
+    s.feed(Input::Reasoning {
+        call: CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt: 1,
+        },
+        text: "pondering".into(),
+    });
+    assert_eq!(
+        s.events(),
+        [&EventKind::SubtaskReasoning {
+            subtask: "a".into(),
+            attempt: 1,
+            text: "pondering".into()
+        }]
+    );
+    s.reply("a", reply_with("the answer", "pondering", false));
+    let request = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b's call");
+    assert!(!user_text(request).contains("pondering"));
+    // Reasoning is output: the estimate counts it.
+    let usage = s.all_events.iter().find_map(|e| match e {
+        EventKind::SubtaskSucceeded { usage, .. } => Some(*usage),
+        _ => None,
+    });
+    assert_eq!(
+        usage.map(|u| u.tokens_out),
+        Some(("the answer".len() + "pondering".len()).div_ceil(4) as u64)
+    );
+}
+
+#[test]
+fn a_prompt_too_long_for_the_context_fails_at_once_naming_its_size_and_the_bound() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"])]);
+    s.reply("a", ok(&"long finding ".repeat(100)));
+    let prompt_chars = s.run.tasks[1].prompt_chars;
+    let mut overflow = CallError::from_status(400, "maximum context length is 1024".into(), None);
+    overflow.reason = crate::llm::CONTEXT_LENGTH.into();
+    s.reply("b", Err(overflow));
+    assert_eq!(s.status("b"), SubtaskStatus::Failed, "not retried");
+    let error = s
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EventKind::SubtaskFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .expect("a failure");
+    assert!(error.contains("subtask `b` (Title of b)"), "{error}");
+    assert!(
+        error.contains(&format!(
+            "{prompt_chars} characters, about {} tokens",
+            prompt_chars.div_ceil(4)
+        )),
+        "{error}"
+    );
+    assert!(error.contains("limits.max_dependency_chars"), "{error}");
+    assert!(error.contains("maximum context length is 1024"), "{error}");
+}
+
+#[test]
+fn dependency_results_are_bounded_when_asked() {
+    let mut settings = settings();
+    settings.max_dependency_chars = Some(10);
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![task("a", &[]), task("b", &["a"])])),
+    );
+    s.reply("a", ok("0123456789 and the rest"));
+    let request = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b's call");
+    let user = user_text(request);
+    assert!(
+        user.contains("0123456789\n\n[… 13 more characters"),
+        "{user}"
+    );
+    assert!(!user.contains("and the rest"));
 }

@@ -2,7 +2,8 @@
 //! `anthropic-version: 2023-06-01`, SSE streaming or one JSON answer.
 //!
 //! Owns this protocol's request body and its reading of answers: text comes only from
-//! `text_delta`s (thinking, tool input and signatures are skipped), input tokens from
+//! `text_delta`s, reasoning from `thinking_delta`s (tool input and signatures are skipped),
+//! `stop_reason: "max_tokens"` marks a cut-off answer, input tokens from
 //! `message_start`, cumulative output tokens from `message_delta`, `message_stop` ends the
 //! stream, and unknown event types are ignored (new ones get added). It must not retry, apply an
 //! overall deadline, sanitise model text, or put the API key anywhere but its header.
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
+use crate::llm::quirks;
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::{
     ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
@@ -73,15 +75,22 @@ impl Anthropic {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let base_url = self.config.base_url.as_str();
+        // Only `temperature` can be left out here: `max_tokens` is required by this API.
+        let adapt =
+            |failure: &HttpFailure, body: &Value| quirks::adapt(base_url, failure, body, false);
+        let mut body = self.body(&request);
+        quirks::prepare(base_url, &mut body);
         let exchange = Exchange {
             client: &self.client,
             url: self.url(),
-            body: self.body(&request),
+            body,
             headers: &[("anthropic-version", API_VERSION)],
             auth: Auth::Header("x-api-key", &self.config.api_key),
             provider: "Anthropic",
             stream: self.config.stream,
             idle: self.config.idle_timeout,
+            adapt: Some(&adapt),
         };
         http::call(
             exchange,
@@ -179,6 +188,15 @@ struct EventDelta {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
+    /// `thinking_delta`.
+    thinking: Option<String>,
+    /// `message_delta`.
+    stop_reason: Option<String>,
+}
+
+/// `stop_reason: "max_tokens"`: the model stopped at the token limit.
+fn is_cut_off(stop_reason: Option<&str>) -> bool {
+    stop_reason == Some("max_tokens")
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +239,8 @@ impl UsageSoFar {
 
 async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
     let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut cut_off = false;
     let mut usage = UsageSoFar::default();
     while let Some(event) = events.next().await? {
         if event.event == "error" {
@@ -244,23 +264,31 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
             }
             "content_block_delta" => {
                 let Some(delta) = parsed.delta else { continue };
-                // thinking_delta, input_json_delta and signature_delta are not answer text.
-                if delta.kind.as_deref() == Some("text_delta")
-                    && let Some(piece) = delta.text
-                {
-                    sink.send(&piece);
-                    text.push_str(&piece);
+                // input_json_delta and signature_delta are neither answer nor reasoning.
+                match (delta.kind.as_deref(), delta.text, delta.thinking) {
+                    (Some("text_delta"), Some(piece), _) => {
+                        sink.send(&piece);
+                        text.push_str(&piece);
+                    }
+                    (Some("thinking_delta"), _, Some(piece)) => {
+                        sink.send_reasoning(&piece);
+                        reasoning.push_str(&piece);
+                    }
+                    _ => {}
                 }
             }
             "message_delta" => {
                 if let Some(reported) = parsed.usage {
                     usage.update(reported);
                 }
+                cut_off |= is_cut_off(parsed.delta.and_then(|d| d.stop_reason).as_deref());
             }
             "message_stop" => {
                 return Ok(Completion {
                     text,
                     usage: usage.finish(),
+                    cut_off,
+                    reasoning,
                 });
             }
             "error" => return Err(in_band_error(&event.data)),
@@ -276,6 +304,7 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
 struct Answer {
     content: Option<Vec<ContentBlock>>,
     usage: Option<WireUsage>,
+    stop_reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,6 +313,7 @@ struct ContentBlock {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
+    thinking: Option<String>,
 }
 
 /// A whole (non-streamed) answer: the text blocks joined, sent to the sink at once.
@@ -300,11 +330,16 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     let Some(blocks) = answer.content else {
         return Err(sse::bad_response("the answer has no content"));
     };
-    let text: String = blocks
-        .into_iter()
-        .filter(|b| b.kind.as_deref() == Some("text"))
-        .filter_map(|b| b.text)
-        .collect();
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    for block in blocks {
+        match (block.kind.as_deref(), block.text, block.thinking) {
+            (Some("text"), Some(piece), _) => text.push_str(&piece),
+            (Some("thinking"), _, Some(piece)) => reasoning.push_str(&piece),
+            _ => {}
+        }
+    }
+    sink.send_reasoning(&reasoning);
     sink.send(&text);
     let mut usage = UsageSoFar::default();
     if let Some(reported) = answer.usage {
@@ -313,6 +348,8 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     Ok(Completion {
         text,
         usage: usage.finish(),
+        cut_off: is_cut_off(answer.stop_reason.as_deref()),
+        reasoning,
     })
 }
 

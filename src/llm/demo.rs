@@ -162,6 +162,7 @@ impl Demo {
                 estimated: false,
             }),
             text,
+            ..Default::default()
         })
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use crate::llm::sse::{self, Head, HttpFailure, SseStream};
-use crate::llm::{ApiKey, CallError, Completion};
+use crate::llm::{ApiKey, CONTEXT_LENGTH, CallError, Completion, quirks};
 
 /// How a protocol sends its key.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,14 @@ pub(crate) struct Exchange<'a> {
     pub stream: bool,
     /// Longest silence between two body chunks, and before the headers of a stream.
     pub idle: Duration,
+    /// Given a failed status and the body that was sent, the body to send instead when the
+    /// server refused one of its parameters (`llm::quirks`). Used at most once per call.
+    pub adapt: Option<&'a Adapt<'a>>,
 }
+
+/// How an adapter turns a refused body into one the server takes (`llm::quirks::adapt`).
+pub(crate) type Adapt<'a> =
+    dyn Fn(&HttpFailure, &serde_json::Value) -> Option<serde_json::Value> + Sync + 'a;
 
 /// Perform `exchange`: `http_error` classifies a non-2xx answer, `read_stream` reads an event
 /// stream and `read_answer` a whole JSON answer (also when a server ignores `stream: true`).
@@ -82,20 +89,37 @@ async fn perform(
         provider,
         stream,
         idle,
+        adapt,
     } = exchange;
-    let mut builder = client.post(&url).json(&body);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    if let Some((name, value)) = auth_header(auth, provider)? {
-        builder = builder.header(name, value);
-    }
-    if stream {
-        builder = builder.header(ACCEPT, "text/event-stream");
-    }
-    let response = sse::send(builder, &url, stream.then_some(idle)).await?;
+    let auth = auth_header(auth, provider)?;
+    let request = |body: &serde_json::Value| {
+        let mut builder = client.post(&url).json(body);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        if let Some((name, value)) = &auth {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        if stream {
+            builder = builder.header(ACCEPT, "text/event-stream");
+        }
+        builder
+    };
+    let mut response = sse::send(request(&body), &url, stream.then_some(idle)).await?;
     if !response.status().is_success() {
-        return Err(http_error(HttpFailure::read(response, idle).await));
+        let failure = HttpFailure::read(response, idle).await;
+        // A refused parameter is resent at once without it, within the same attempt: the
+        // server said exactly what to change, so waiting or counting a failure would be wrong.
+        let Some(changed) = adapt.and_then(|adapt| adapt(&failure, &body)) else {
+            return Err(classify(failure, http_error));
+        };
+        response = sse::send(request(&changed), &url, stream.then_some(idle)).await?;
+        if !response.status().is_success() {
+            return Err(classify(
+                HttpFailure::read(response, idle).await,
+                http_error,
+            ));
+        }
     }
     // Some servers ignore `stream: true` and answer with one JSON document; a proxy or a
     // wrong base URL answers with a web page. Both are told apart from the first bytes.
@@ -167,6 +191,19 @@ async fn fetch_body(
         return Err(not_the_protocol(&content_type, &body, "a JSON answer"));
     }
     Ok(body)
+}
+
+/// The adapter's classification, except that a prompt too long for the model's context window
+/// is never retried (some servers say so with a 500) and is labelled so the run can explain it.
+fn classify(failure: HttpFailure, http_error: fn(HttpFailure) -> CallError) -> CallError {
+    let overflow = quirks::exceeds_context(&failure);
+    let mut error = http_error(failure);
+    if overflow {
+        error.reason = CONTEXT_LENGTH.to_owned();
+        error.retryable = false;
+        error.retry_after = None;
+    }
+    error
 }
 
 /// The key's header, marked sensitive so reqwest's own `Debug` hides it too.

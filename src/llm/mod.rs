@@ -12,6 +12,8 @@ pub mod demo;
 mod http;
 mod models;
 pub mod openai;
+pub mod quirks;
+pub mod reasoning;
 pub mod sse;
 
 use std::future::Future;
@@ -83,21 +85,36 @@ pub enum MessageRole {
     Assistant,
 }
 
-/// A finished call: the whole text and what the provider reported of its usage.
-#[derive(Debug, Clone, PartialEq)]
+/// A finished call: the answer, the reasoning the model showed apart from it, and what the
+/// provider reported of its usage and of why it stopped.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Completion {
+    /// The answer only: never the reasoning, which is in `reasoning`.
     pub text: String,
     /// `None` when the provider sent no usage; the engine then estimates it.
     pub usage: Option<Usage>,
+    /// The model stopped at the token limit (`finish_reason: "length"`, `stop_reason:
+    /// "max_tokens"`): the answer is kept but may be incomplete.
+    pub cut_off: bool,
+    /// Reasoning (`<think>` blocks, `reasoning_content` / `reasoning` fields, Anthropic
+    /// thinking blocks), for people to read; it never reaches another prompt.
+    pub reasoning: String,
 }
 
 /// Where an adapter sends text as it streams in. Dropped deltas (a receiver that went away
 /// because the call was cancelled) are not an error for the adapter.
 #[derive(Debug, Clone)]
-pub struct DeltaSink(mpsc::UnboundedSender<String>);
+pub struct DeltaSink(mpsc::UnboundedSender<Delta>);
+
+/// A piece of streamed text: answer, or reasoning shown apart from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    Answer(String),
+    Reasoning(String),
+}
 
 impl DeltaSink {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<String>) {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Delta>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self(tx), rx)
     }
@@ -105,12 +122,28 @@ impl DeltaSink {
     pub fn discard() -> Self {
         Self::new().0
     }
+    /// Answer text.
     pub fn send(&self, text: &str) {
         if !text.is_empty() {
-            let _ = self.0.send(text.to_owned());
+            let _ = self.0.send(Delta::Answer(text.to_owned()));
         }
     }
+    /// Reasoning text.
+    pub fn send_reasoning(&self, text: &str) {
+        if !text.is_empty() {
+            let _ = self.0.send(Delta::Reasoning(text.to_owned()));
+        }
+    }
+    /// Both parts of a split piece, reasoning first.
+    pub fn send_split(&self, split: &reasoning::Split) {
+        self.send_reasoning(&split.reasoning);
+        self.send(&split.answer);
+    }
 }
+
+/// The `CallError::reason` of a prompt longer than the model's context window: never retried,
+/// and the run adds what was too long and how to bound it.
+pub const CONTEXT_LENGTH: &str = "context length";
 
 /// Why a call failed, classified so the engine can decide whether to try again.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

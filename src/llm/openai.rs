@@ -3,7 +3,9 @@
 //!
 //! Owns this protocol's request body and its lenient reading of answers: every field is
 //! optional, an `error` key is looked for before `choices`, `data: [DONE]` is compared as text,
-//! and a stream without `[DONE]` is a cut, not a success. It must not retry, apply an overall
+//! and a stream without `[DONE]` is a cut, not a success. Reasoning (`reasoning_content`,
+//! `reasoning`, a leading `<think>` block) is kept apart from the answer, and
+//! `finish_reason: "length"` marks the answer as cut off. It must not retry, apply an overall
 //! deadline, sanitise model text (the consumer does that) or put the API key anywhere but the
 //! `Authorization` header.
 
@@ -13,6 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
+use crate::llm::quirks::{self, TokenParam};
+use crate::llm::reasoning::{Split, ThinkSplitter};
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::{
     ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
@@ -31,6 +35,8 @@ pub struct OpenAiConfig {
     pub include_usage: bool,
     /// Longest silence allowed between two stream chunks (or before the headers).
     pub idle_timeout: Duration,
+    /// The name of the token limit; `None` picks by server (`TokenParam::for_base_url`).
+    pub token_param: Option<TokenParam>,
 }
 
 pub struct OpenAi {
@@ -65,22 +71,30 @@ impl OpenAi {
                 .iter()
                 .map(|m| json!({ "role": m.role, "content": m.content })),
         );
+        let token_param = self
+            .config
+            .token_param
+            .unwrap_or_else(|| TokenParam::for_base_url(&self.config.base_url));
         let mut body = json!({
             "model": request.model,
             "messages": messages,
-            "max_tokens": request.max_tokens,
             "stream": self.config.stream,
         });
+        body[token_param.name()] = json!(request.max_tokens);
         if let Some(temperature) = request.temperature {
             body["temperature"] = json!(temperature);
         }
         if self.config.stream && self.config.include_usage {
             body["stream_options"] = json!({ "include_usage": true });
         }
+        quirks::prepare(&self.config.base_url, &mut body);
         body
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let base_url = self.config.base_url.as_str();
+        let adapt =
+            |failure: &HttpFailure, body: &Value| quirks::adapt(base_url, failure, body, true);
         let exchange = Exchange {
             client: &self.client,
             url: self.url(),
@@ -93,6 +107,7 @@ impl OpenAi {
             provider: "OpenAI",
             stream: self.config.stream,
             idle: self.config.idle_timeout,
+            adapt: Some(&adapt),
         };
         http::call(
             exchange,
@@ -136,12 +151,64 @@ struct Chunk {
 #[serde(default)]
 struct ChunkChoice {
     delta: Option<Delta>,
+    finish_reason: Option<String>,
 }
 
+/// `reasoning_content` (DeepSeek, vLLM) and `reasoning` (Ollama, OpenRouter) carry reasoning
+/// apart from `content`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Delta {
     content: Option<String>,
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
+}
+
+/// `finish_reason: "length"`: the model stopped at the token limit.
+fn is_cut_off(finish_reason: Option<&str>) -> bool {
+    finish_reason == Some("length")
+}
+
+/// The answer and reasoning of a call as they build up: reasoning from its own fields and
+/// from a `<think>` block at the start of the content.
+#[derive(Debug, Default)]
+struct Reply {
+    text: String,
+    reasoning: String,
+    splitter: ThinkSplitter,
+    cut_off: bool,
+}
+
+impl Reply {
+    /// A streamed delta or a whole message. Some servers (vLLM during its rename) send the
+    /// same reasoning under both names, so one name is read: `reasoning_content` first.
+    fn delta(&mut self, delta: Delta, sink: &DeltaSink) {
+        if let Some(piece) = delta.reasoning_content.or(delta.reasoning) {
+            sink.send_reasoning(&piece);
+            self.reasoning.push_str(&piece);
+        }
+        if let Some(content) = delta.content {
+            let split = self.splitter.push(&content);
+            self.take(split, sink);
+        }
+    }
+
+    fn take(&mut self, split: Split, sink: &DeltaSink) {
+        sink.send_split(&split);
+        self.reasoning.push_str(&split.reasoning);
+        self.text.push_str(&split.answer);
+    }
+
+    fn finish(mut self, usage: Option<Usage>, sink: &DeltaSink) -> Completion {
+        let rest = self.splitter.finish();
+        self.take(rest, sink);
+        Completion {
+            text: self.text,
+            usage,
+            cut_off: self.cut_off,
+            reasoning: self.reasoning,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,7 +248,7 @@ fn has_error(json: &Value) -> bool {
 }
 
 async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
-    let mut text = String::new();
+    let mut reply = Reply::default();
     let mut usage = None;
     while let Some(event) = events.next().await? {
         if event.event == "error" {
@@ -190,7 +257,7 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
         let data = event.data.trim();
         // The end marker is not JSON: compare it before parsing.
         if data == "[DONE]" {
-            return Ok(Completion { text, usage });
+            return Ok(reply.finish(usage, sink));
         }
         // Straight into `Chunk`: building a `Value` first cost a dozen allocations a chunk.
         // Only a chunk that does not fit is parsed again, to tell an error from junk.
@@ -221,9 +288,9 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
         }
         // `n` is never set, so every choice is choice 0; the usage chunk has `choices: []`.
         for choice in chunk.choices.unwrap_or_default() {
-            if let Some(content) = choice.delta.and_then(|d| d.content) {
-                sink.send(&content);
-                text.push_str(&content);
+            reply.cut_off |= is_cut_off(choice.finish_reason.as_deref());
+            if let Some(delta) = choice.delta {
+                reply.delta(delta, sink);
             }
         }
     }
@@ -240,13 +307,8 @@ struct Answer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct AnswerChoice {
-    message: Option<AnswerMessage>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct AnswerMessage {
-    content: Option<String>,
+    message: Option<Delta>,
+    finish_reason: Option<String>,
 }
 
 /// A whole (non-streamed) answer: `choices[0].message.content`, sent to the sink at once.
@@ -264,17 +326,47 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     let Some(choice) = answer.choices.unwrap_or_default().into_iter().next() else {
         return Err(sse::bad_response("the answer has no choices"));
     };
-    let text = choice.message.and_then(|m| m.content).unwrap_or_default();
-    sink.send(&text);
-    Ok(Completion {
-        text,
-        usage: answer.usage.and_then(WireUsage::into_usage),
-    })
+    let mut reply = Reply {
+        cut_off: is_cut_off(choice.finish_reason.as_deref()),
+        ..Reply::default()
+    };
+    if let Some(message) = choice.message {
+        reply.delta(message, sink);
+    }
+    Ok(reply.finish(answer.usage.and_then(WireUsage::into_usage), sink))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_sent_under_both_names_is_read_once_and_kept_from_the_answer() {
+        let (sink, mut rx) = DeltaSink::new();
+        let mut reply = Reply::default();
+        for chunk in [
+            r#"{"choices":[{"delta":{"reasoning_content":"Hm, ","reasoning":"Hm, "}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"yes."}}]}"#,
+            r#"{"choices":[{"delta":{"content":"<think>more</think>Yes."},"finish_reason":"length"}]}"#,
+        ] {
+            let chunk: Chunk = serde_json::from_str(chunk).unwrap();
+            for choice in chunk.choices.unwrap() {
+                reply.cut_off |= is_cut_off(choice.finish_reason.as_deref());
+                reply.delta(choice.delta.unwrap(), &sink);
+            }
+        }
+        let done = reply.finish(None, &sink);
+        assert_eq!(done.text, "Yes.");
+        assert_eq!(done.reasoning, "Hm, yes.more");
+        assert!(done.cut_off);
+        let mut answer = String::new();
+        while let Ok(delta) = rx.try_recv() {
+            if let crate::llm::Delta::Answer(text) = delta {
+                answer.push_str(&text);
+            }
+        }
+        assert_eq!(answer, "Yes.");
+    }
 
     #[test]
     fn empty_usage_object_is_no_usage() {

@@ -404,6 +404,14 @@ pub enum EventKind {
         attempt: u32,
         text: String,
     },
+    /// Reasoning streamed by one attempt (a `<think>` block, `reasoning_content`, Anthropic
+    /// thinking), coalesced. An event of its own rather than a kind of `SubtaskDelta`, so a
+    /// consumer that does not know it cannot take reasoning for the answer.
+    SubtaskReasoning {
+        subtask: SubtaskId,
+        attempt: u32,
+        text: String,
+    },
     /// `attempt` failed with `reason`; attempt `attempt + 1` starts after `delay_ms`.
     SubtaskRetrying {
         subtask: SubtaskId,
@@ -419,6 +427,9 @@ pub enum EventKind {
         elapsed_ms: u64,
         usage: Usage,
         result: String,
+        /// The model stopped at the token limit: the result may be incomplete.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cut_off: bool,
     },
     SubtaskFailed {
         subtask: SubtaskId,
@@ -489,6 +500,7 @@ impl EventKind {
             Self::SubtaskQueued { subtask, .. }
             | Self::SubtaskStarted { subtask, .. }
             | Self::SubtaskDelta { subtask, .. }
+            | Self::SubtaskReasoning { subtask, .. }
             | Self::SubtaskRetrying { subtask, .. }
             | Self::SubtaskSucceeded { subtask, .. }
             | Self::SubtaskFailed { subtask, .. }

@@ -56,6 +56,9 @@ pub struct SavedResult {
     /// How long the successful attempt took.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// The model stopped at the token limit.
+    #[serde(default)]
+    pub cut_off: bool,
 }
 
 /// The last report, as `SynthesisFinished` carried it.

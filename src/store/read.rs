@@ -240,6 +240,8 @@ pub struct SavedSubtask {
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub elapsed_ms: Option<u64>,
+    /// The result stopped at the model's token limit.
+    pub cut_off: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -668,7 +670,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
         .prepare(
             "SELECT id, position, worker, title, description, focus_areas, depends_on, priority,
                     status, waiting_on, attempts, model, result, error, tokens_in, tokens_out,
-                    usage_estimated, started_at, finished_at, elapsed_ms
+                    usage_estimated, started_at, finished_at, elapsed_ms, cut_off
              FROM subtasks WHERE run_id = ?1 ORDER BY position",
         )
         .map_err(map)?;
@@ -696,6 +698,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
                     started_ms: u64_of(r.get(17)?),
                     finished_ms: u64_of(r.get(18)?),
                     elapsed_ms: u64_of(r.get(19)?),
+                    cut_off: r.get(20)?,
                 },
             ))
         })

@@ -64,6 +64,7 @@ CREATE TABLE subtasks (
     attempts        INTEGER NOT NULL DEFAULT 0,
     model           TEXT,
     result          TEXT,
+    cut_off         INTEGER NOT NULL DEFAULT 0,
     error           TEXT,
     tokens_in       INTEGER NOT NULL DEFAULT 0,
     tokens_out      INTEGER NOT NULL DEFAULT 0,

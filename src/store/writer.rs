@@ -277,10 +277,14 @@ impl StoreSender {
     }
 }
 
+/// Streamed text, which is not saved: the finished results are. (Reasoning streams too, and
+/// is counted in the usage the finished call reports.)
 fn is_delta(kind: &EventKind) -> bool {
     matches!(
         kind,
-        EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. }
+        EventKind::SubtaskDelta { .. }
+            | EventKind::SynthesisDelta { .. }
+            | EventKind::SubtaskReasoning { .. }
     )
 }
 
@@ -841,7 +845,9 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
             )?;
             Call::worker(run, subtask, *attempt).start(tx, Some(worker), model, ts)?;
         }
-        EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. } => {}
+        EventKind::SubtaskDelta { .. }
+        | EventKind::SynthesisDelta { .. }
+        | EventKind::SubtaskReasoning { .. } => {}
         EventKind::SubtaskRetrying {
             subtask,
             attempt,
@@ -868,12 +874,13 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
             elapsed_ms,
             usage,
             result,
+            cut_off,
         } => {
             tx.execute(
                 "UPDATE subtasks SET status = 'succeeded', result = ?3, error = NULL,
                      elapsed_ms = ?4, finished_at = ?5,
                      tokens_in = tokens_in + ?6, tokens_out = tokens_out + ?7,
-                     usage_estimated = usage_estimated OR ?8
+                     usage_estimated = usage_estimated OR ?8, cut_off = ?9
                  WHERE run_id = ?1 AND id = ?2",
                 params![
                     run,
@@ -884,6 +891,7 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
                     usage.tokens_in as i64,
                     usage.tokens_out as i64,
                     usage.estimated,
+                    cut_off,
                 ],
             )?;
             if let Some(row) = Call::worker(run, subtask, *attempt).close(

@@ -8,11 +8,11 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
-use crate::display::{clock, duration, status_glyph};
+use crate::display::{CUT_OFF, clock, duration, status_glyph};
 use crate::protocol::SubtaskStatus;
 use crate::report::AttemptOutcome;
 use crate::sanitize::{sanitize, sanitize_line};
-use crate::tui::keymap::BINDINGS;
+use crate::tui::keymap::{BINDINGS, KeyAction};
 use crate::tui::layout::{self, areas};
 use crate::tui::markdown::wrap_line;
 use crate::tui::model::{Focus, Model, RunView};
@@ -61,6 +61,14 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
                 (None, _) => String::new(),
             },
             theme.dim(),
+        ),
+        Span::styled(
+            if s.result.is_some() && s.cut_off {
+                format!(" · {CUT_OFF}")
+            } else {
+                String::new()
+            },
+            theme.warning(),
         ),
     ]);
     para(&mut out, status);
@@ -147,7 +155,9 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
             para(&mut out, Line::from(spans));
         }
     }
+    reasoning_lines(model, s, width, &mut out);
     let (label, body) = match (&s.result, s.status) {
+        (Some(result), _) if s.cut_off => ("Result, cut off at the token limit", result.as_str()),
         (Some(result), _) => ("Result", result.as_str()),
         (None, SubtaskStatus::Failed) if !s.output.is_empty() => {
             ("Partial output of the failed attempt", s.output.as_str())
@@ -172,6 +182,51 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
         }
     }
     out
+}
+
+/// The reasoning of the latest attempt that has some, dimmed: one line saying how long it is
+/// and which key shows it, or, once shown, the text itself (sanitised, never rendered as
+/// markdown: it is the model's scratch work, not a result).
+fn reasoning_lines(
+    model: &Model,
+    s: &crate::report::SubtaskReport,
+    width: usize,
+    out: &mut Vec<Line<'static>>,
+) {
+    let Some(record) = s.history.iter().rev().find(|r| !r.reasoning.is_empty()) else {
+        return;
+    };
+    let theme = &model.theme;
+    let key = BINDINGS
+        .iter()
+        .find(|b| b.keys.iter().any(|(_, a)| *a == KeyAction::ToggleReasoning))
+        .map(|b| b.label())
+        .unwrap_or_default();
+    let chars = record.reasoning.chars().count();
+    out.push(Line::default());
+    let what = if model.show_reasoning {
+        format!("── Reasoning, attempt {} ({key} hides) ", record.attempt)
+    } else {
+        format!(
+            "── Reasoning, attempt {}: {chars} characters ({key} shows) ",
+            record.attempt
+        )
+    };
+    let fill = width.saturating_sub(what.width());
+    out.push(Line::from(Span::styled(
+        format!("{what}{}", "─".repeat(fill)),
+        theme.dim(),
+    )));
+    if model.show_reasoning {
+        let style = theme.dim().add_modifier(Modifier::ITALIC);
+        for line in sanitize(&record.reasoning).lines() {
+            wrap_line(
+                &Line::from(Span::styled(line.to_owned(), style)),
+                width,
+                out,
+            );
+        }
+    }
 }
 
 fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'static>>) {

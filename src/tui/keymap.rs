@@ -70,6 +70,8 @@ pub enum KeyAction {
     Resynthesize,
     CopySynthesis,
     WriteReport,
+    /// Show or hide the model's reasoning in the detail pane.
+    ToggleReasoning,
     SelectUp,
     SelectDown,
     SelectPageUp,
@@ -338,6 +340,11 @@ pub const BINDINGS: &[Binding] = &[
         C::Panes,
         &[(Chord::ch('m'), A::PickModels)],
         "pick the models of the next run",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('t'), A::ToggleReasoning)],
+        "show / hide the model's reasoning in the detail",
     ),
     b(
         C::Tree,

@@ -306,6 +306,8 @@ pub struct Model {
     /// First visible row of the tree.
     pub tree_offset: usize,
     pub detail_open: bool,
+    /// The detail pane shows the model's reasoning (else one line that says it is there).
+    pub show_reasoning: bool,
     pub detail_scroll: Scroll,
     pub synthesis_scroll: Scroll,
     pub toast: Option<Toast>,
@@ -334,6 +336,7 @@ impl Model {
             selected: None,
             tree_offset: 0,
             detail_open: true,
+            show_reasoning: false,
             detail_scroll: Scroll::default(),
             synthesis_scroll: Scroll::default(),
             toast: None,

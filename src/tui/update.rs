@@ -233,6 +233,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::EditSubtask => open_editor(model),
         KeyAction::CopySynthesis => copy_synthesis(model, actions),
         KeyAction::WriteReport => write_report(model, actions),
+        KeyAction::ToggleReasoning => model.show_reasoning = !model.show_reasoning,
         KeyAction::SelectUp => move_selection(model, -1),
         KeyAction::SelectDown => move_selection(model, 1),
         KeyAction::SelectPageUp => move_selection(model, -tree_page(model)),

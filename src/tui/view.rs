@@ -12,7 +12,7 @@ use ratatui::widgets::{
 };
 use unicode_width::UnicodeWidthStr;
 
-use crate::display::{clock, duration, spinner_at, status_glyph, tokens, truncate};
+use crate::display::{CUT_OFF, clock, duration, spinner_at, status_glyph, tokens, truncate};
 use crate::protocol::SubtaskStatus;
 use crate::report::SubtaskReport;
 use crate::sanitize::sanitize_line;
@@ -266,12 +266,27 @@ fn subtask_row(
     );
     let right = format!(" {right}");
     let title_w = (width as usize).saturating_sub(left.width() + right.width());
-    let title = truncate(&sanitize_line(&s.title), title_w);
-    let gap = title_w.saturating_sub(title.width());
+    // A result cut at the token limit says so after its title: in full where it fits.
+    let title_text = sanitize_line(&s.title);
+    let mark = (s.status == SubtaskStatus::Succeeded && s.cut_off).then(|| {
+        let full = format!(" {CUT_OFF}");
+        if title_text.width() + full.width() <= title_w {
+            full
+        } else {
+            " cut off".to_owned()
+        }
+    });
+    let mark_w = mark.as_ref().map_or(0, |m| m.width());
+    let title = truncate(&title_text, title_w.saturating_sub(mark_w));
+    let mark = mark
+        .map(|m| truncate(&m, title_w.saturating_sub(title.width())))
+        .unwrap_or_default();
+    let gap = title_w.saturating_sub(title.width() + mark.width());
     let style = model.theme.status(s.status);
     Line::from(vec![
         Span::styled(left, style),
         Span::raw(title),
+        Span::styled(mark, model.theme.warning()),
         Span::raw(" ".repeat(gap)),
         Span::styled(right, style),
     ])

@@ -122,6 +122,11 @@ impl MockRequest {
             .unwrap_or(false)
     }
 
+    /// A top-level field of the body, when it was sent.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.body.get(name)
+    }
+
     pub fn max_tokens(&self) -> Option<u64> {
         self.body.get("max_tokens").and_then(Value::as_u64)
     }
@@ -247,6 +252,12 @@ pub struct Reply {
     usage: UsageSpec,
     keep_alive: bool,
     headers: Vec<(String, String)>,
+    /// Stopped at the token limit: `finish_reason: "length"` / `stop_reason: "max_tokens"`.
+    cut_off: bool,
+    /// Reasoning sent before the text: in `reasoning_field` deltas (OpenAI) or a thinking
+    /// block (Anthropic).
+    reasoning: Vec<String>,
+    reasoning_field: String,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +270,8 @@ enum Kind {
         message: String,
         error_type: Option<String>,
         error_code: Option<String>,
+        /// OpenAI's `error.param`: the request field the error is about.
+        error_param: Option<String>,
     },
     /// A 401 whose message quotes the request's `authorization` or `x-api-key` header, as
     /// some servers and gateways do.
@@ -305,6 +318,9 @@ impl Reply {
             usage: UsageSpec::Estimated,
             keep_alive: false,
             headers: Vec::new(),
+            cut_off: false,
+            reasoning: Vec::new(),
+            reasoning_field: "reasoning_content".to_owned(),
         }
     }
 
@@ -364,6 +380,7 @@ impl Reply {
             message: message.into(),
             error_type: None,
             error_code: None,
+            error_param: None,
         })
     }
 
@@ -443,6 +460,27 @@ impl Reply {
         self
     }
 
+    /// End as a model stopped by the token limit: `finish_reason: "length"` (OpenAI),
+    /// `stop_reason: "max_tokens"` (Anthropic), in the stream and in a whole answer.
+    pub fn cut_off(mut self) -> Self {
+        self.cut_off = true;
+        self
+    }
+
+    /// Send `text` as reasoning before the answer: `reasoning_content` deltas or message field
+    /// (OpenAI; see `reasoning_field`), a `thinking` block with `thinking_delta`s (Anthropic).
+    pub fn reasoning(mut self, text: impl Into<String>) -> Self {
+        self.reasoning = split_words(&text.into(), WORDS_PER_CHUNK);
+        self
+    }
+
+    /// The OpenAI field reasoning goes in: `reasoning_content` (DeepSeek, vLLM; the default)
+    /// or `reasoning` (Ollama, OpenRouter).
+    pub fn reasoning_field(mut self, name: &str) -> Self {
+        self.reasoning_field = name.to_owned();
+        self
+    }
+
     /// Add `Retry-After: secs`.
     pub fn retry_after(self, secs: u64) -> Self {
         self.header("retry-after", secs.to_string())
@@ -452,6 +490,14 @@ impl Reply {
     pub fn error_type(mut self, error_type: &str) -> Self {
         if let Kind::Status { error_type: t, .. } = &mut self.kind {
             *t = Some(error_type.to_owned());
+        }
+        self
+    }
+
+    /// Set OpenAI's `error.param` on a `status` reply (the field refused).
+    pub fn error_param(mut self, param: &str) -> Self {
+        if let Kind::Status { error_param: p, .. } = &mut self.kind {
+            *p = Some(param.to_owned());
         }
         self
     }
@@ -629,7 +675,7 @@ impl MockServer {
 
     /// Answer `GET /v1/models` with this reply (an HTTP error, a raw body, a delay).
     pub fn set_models_reply(&self, reply: Reply) {
-        *lock(&self.shared.models) = Some(Models::Reply(reply));
+        *lock(&self.shared.models) = Some(Models::Reply(Box::new(reply)));
     }
 
     /// Every `GET /v1/models` received so far, in order.
@@ -694,7 +740,7 @@ async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
 #[derive(Debug, Clone)]
 enum Models {
     Ids { ids: Vec<String>, page_size: usize },
-    Reply(Reply),
+    Reply(Box<Reply>),
 }
 
 /// One `GET /v1/models` the server received.
@@ -765,7 +811,7 @@ async fn list_models(
                 received_at: Instant::now(),
                 finished_at: None,
             };
-            render(&as_chat, reply, shutdown, Box::new(|| {}))
+            render(&as_chat, *reply, shutdown, Box::new(|| {}))
         }
         Some(Models::Ids { ids, page_size }) => {
             let json = match protocol {
@@ -905,16 +951,20 @@ fn render(
             message,
             error_type,
             error_code,
+            error_param,
         } => {
             let error_type = error_type
                 .clone()
                 .unwrap_or_else(|| default_error_type(request.protocol, *code).to_owned());
-            let json = error_body(
+            let mut json = error_body(
                 request.protocol,
                 &error_type,
                 message,
                 error_code.as_deref(),
             );
+            if let (Protocol::OpenAi, Some(param)) = (request.protocol, error_param) {
+                json["error"]["param"] = json!(param);
+            }
             body(
                 *code,
                 "application/json",
@@ -1014,6 +1064,11 @@ fn openai_stream(
         json!({ "role": "assistant", "content": "" }),
         Value::Null,
     ));
+    for thought in &reply.reasoning {
+        let mut delta = json!({ "content": null });
+        delta[reply.reasoning_field.as_str()] = json!(thought);
+        pieces.push_back(chunk(delta, Value::Null));
+    }
     for (i, text) in chunks.iter().enumerate() {
         if reply.keep_alive && i > 0 {
             pieces.push_back(": keep-alive\n\n".to_owned());
@@ -1022,7 +1077,8 @@ fn openai_stream(
     }
     match ending {
         Ending::Done => {
-            pieces.push_back(chunk(json!({}), json!("stop")));
+            let finish = if reply.cut_off { "length" } else { "stop" };
+            pieces.push_back(chunk(json!({}), json!(finish)));
             let text = chunks.concat();
             if let (true, Some((i, o))) = (with_usage, usage_of(request, reply, &text)) {
                 pieces.push_back(sse_data(&json!({
@@ -1072,9 +1128,34 @@ fn anthropic_stream(
         "message_start",
         &json!({ "type": "message_start", "message": message }),
     ));
+    // A thinking block first (index 0), when there is reasoning; then the text block.
+    let text_index = usize::from(!reply.reasoning.is_empty());
+    if text_index == 1 {
+        pieces.push_back(sse_event(
+            "content_block_start",
+            &json!({ "type": "content_block_start", "index": 0,
+                     "content_block": { "type": "thinking", "thinking": "" } }),
+        ));
+        for thought in &reply.reasoning {
+            pieces.push_back(sse_event(
+                "content_block_delta",
+                &json!({ "type": "content_block_delta", "index": 0,
+                         "delta": { "type": "thinking_delta", "thinking": thought } }),
+            ));
+        }
+        pieces.push_back(sse_event(
+            "content_block_delta",
+            &json!({ "type": "content_block_delta", "index": 0,
+                     "delta": { "type": "signature_delta", "signature": "c2lnbmVk" } }),
+        ));
+        pieces.push_back(sse_event(
+            "content_block_stop",
+            &json!({ "type": "content_block_stop", "index": 0 }),
+        ));
+    }
     pieces.push_back(sse_event(
         "content_block_start",
-        &json!({ "type": "content_block_start", "index": 0,
+        &json!({ "type": "content_block_start", "index": text_index,
                  "content_block": { "type": "text", "text": "" } }),
     ));
     pieces.push_back(ping());
@@ -1084,7 +1165,7 @@ fn anthropic_stream(
         }
         pieces.push_back(sse_event(
             "content_block_delta",
-            &json!({ "type": "content_block_delta", "index": 0,
+            &json!({ "type": "content_block_delta", "index": text_index,
                      "delta": { "type": "text_delta", "text": piece } }),
         ));
     }
@@ -1092,11 +1173,16 @@ fn anthropic_stream(
         Ending::Done => {
             pieces.push_back(sse_event(
                 "content_block_stop",
-                &json!({ "type": "content_block_stop", "index": 0 }),
+                &json!({ "type": "content_block_stop", "index": text_index }),
             ));
+            let stop = if reply.cut_off {
+                "max_tokens"
+            } else {
+                "end_turn"
+            };
             let mut delta = json!({
                 "type": "message_delta",
-                "delta": { "stop_reason": "end_turn", "stop_sequence": null },
+                "delta": { "stop_reason": stop, "stop_sequence": null },
             });
             if let Some((_, o)) = usage {
                 delta["usage"] = json!({ "output_tokens": o });
@@ -1132,9 +1218,13 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 "choices": [{
                     "index": 0,
                     "message": { "role": "assistant", "content": text },
-                    "finish_reason": "stop",
+                    "finish_reason": if reply.cut_off { "length" } else { "stop" },
                 }],
             });
+            if !reply.reasoning.is_empty() {
+                json["choices"][0]["message"][reply.reasoning_field.as_str()] =
+                    json!(reply.reasoning.concat());
+            }
             if let Some((i, o)) = usage {
                 json["usage"] =
                     json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o });
@@ -1148,9 +1238,16 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 "role": "assistant",
                 "model": request.model(),
                 "content": [{ "type": "text", "text": text }],
-                "stop_reason": "end_turn",
+                "stop_reason": if reply.cut_off { "max_tokens" } else { "end_turn" },
                 "stop_sequence": null,
             });
+            if !reply.reasoning.is_empty() {
+                json["content"] = json!([
+                    { "type": "thinking", "thinking": reply.reasoning.concat(),
+                      "signature": "c2lnbmVk" },
+                    { "type": "text", "text": text },
+                ]);
+            }
             if let Some((i, o)) = usage {
                 json["usage"] = json!({ "input_tokens": i, "output_tokens": o });
             }

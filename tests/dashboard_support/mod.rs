@@ -250,6 +250,7 @@ pub fn every_state_events(run: RunId) -> Vec<Event> {
             result: "## Background\n\nEV adoption means the **share of new cars** that are \
                      electric.\n\n- Oslo: 90%\n- Paris: 25%"
                 .to_owned(),
+            cut_off: false,
         },
     ));
     // health: started, then cancelled by the user.
@@ -449,6 +450,7 @@ pub fn small_run_events(run: RunId, synthesis: &str) -> Vec<Event> {
                     estimated: false,
                 },
                 result: format!("Findings on {id}."),
+                cut_off: false,
             },
         ));
     }
