@@ -155,6 +155,7 @@ impl Scenario {
             roles: builtin_roles(),
             seed: 1,
             stop_after_plan: false,
+            structured: maestro::llm::structured::Structured::Auto,
         }
     }
 

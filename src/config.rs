@@ -70,6 +70,15 @@ pub struct FileConfig {
     pub roles: BTreeMap<String, RoleSection>,
     #[serde(default)]
     pub ui: UiSection,
+    #[serde(default)]
+    pub planner: PlannerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerSection {
+    /// How the planner asks for structured output.
+    pub structured: Option<crate::llm::structured::Structured>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -457,6 +466,10 @@ impl Config {
                 roles,
                 seed: 0x9E37_79B9_7F4A_7C15,
                 stop_after_plan: false,
+                structured: file.planner.structured.unwrap_or_else(|| {
+                    crate::llm::structured::Structured::from_word(defaults::PLANNER_STRUCTURED)
+                        .unwrap_or_default()
+                }),
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
@@ -555,6 +568,11 @@ mod tests {
             defaults.executor.call_timeout
         );
         assert_eq!(from_example.run.worker, defaults.run.worker);
+        assert_eq!(from_example.run.structured, defaults.run.structured);
+        assert_eq!(
+            defaults.run.structured.word(),
+            crate::defaults::PLANNER_STRUCTURED
+        );
         assert_eq!(from_example.bell, defaults.bell);
         assert!(matches!(
             (&from_example.provider, &defaults.provider),

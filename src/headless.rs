@@ -445,7 +445,9 @@ impl Progress {
             }
             if !matches!(
                 event.kind,
-                EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. }
+                EventKind::SubtaskDelta { .. }
+                    | EventKind::SynthesisDelta { .. }
+                    | EventKind::PlanningDelta { .. }
             ) {
                 self.redraw(report);
             }
@@ -693,7 +695,10 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 title(subtask)
             )
         }
-        EventKind::SubtaskDelta { .. } | EventKind::SynthesisDelta { .. } => return None,
+        EventKind::SubtaskDelta { .. }
+        | EventKind::SynthesisDelta { .. }
+        | EventKind::PlanningDelta { .. }
+        | EventKind::PlanDrafted { .. } => return None,
         EventKind::SubtaskRetrying {
             subtask,
             attempt,

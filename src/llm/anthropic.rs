@@ -2,7 +2,8 @@
 //! `anthropic-version: 2023-06-01`, SSE streaming or one JSON answer.
 //!
 //! Owns this protocol's request body and its reading of answers: text comes only from
-//! `text_delta`s (thinking, tool input and signatures are skipped), input tokens from
+//! `text_delta`s (thinking and signatures are skipped; a forced tool's input, asked for as
+//! structured output, is the answer instead), input tokens from
 //! `message_start`, cumulative output tokens from `message_delta`, `message_stop` ends the
 //! stream, and unknown event types are ignored (new ones get added). It must not retry, apply an
 //! overall deadline, sanitise model text, or put the API key anywhere but its header.
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::sse::{self, HttpFailure, SseStream};
+use crate::llm::structured::{self, Dialect, StructuredMode};
 use crate::llm::{ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Provider};
 use crate::protocol::Usage;
 
@@ -70,10 +72,37 @@ impl Anthropic {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let Some(wanted) = request.structured.as_ref().map(|s| s.mode) else {
+            return self.send(&request, StructuredMode::Text, &sink).await;
+        };
+        structured::call_with_fallback(
+            Dialect::Anthropic,
+            &self.config.base_url,
+            &request.model,
+            wanted,
+            |mode| self.send(&request, mode, &sink),
+        )
+        .await
+    }
+
+    /// One request; in `Tool` mode the answer is the forced tool's input, as text.
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        mode: StructuredMode,
+        sink: &DeltaSink,
+    ) -> Result<Completion, CallError> {
+        let mut body = self.body(request);
+        let tool = request.structured.is_some() && mode == StructuredMode::Tool;
+        if let (Some(output), true) = (&request.structured, tool) {
+            let (tools, choice) = structured::anthropic_tool(output);
+            body["tools"] = tools;
+            body["tool_choice"] = choice;
+        }
         let exchange = Exchange {
             client: &self.client,
             url: self.url(),
-            body: self.body(&request),
+            body,
             headers: &[("anthropic-version", API_VERSION)],
             auth: Auth::Header("x-api-key", &self.config.api_key),
             provider: "Anthropic",
@@ -83,8 +112,8 @@ impl Anthropic {
         http::call(
             exchange,
             http_error,
-            async |events| read_stream(events, &sink).await,
-            |body| read_answer(body, &sink),
+            async |events| read_stream(events, sink, tool).await,
+            |body| read_answer(body, sink, tool),
         )
         .await
     }
@@ -167,6 +196,8 @@ struct EventDelta {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
+    /// `input_json_delta`: a piece of a tool call's input.
+    partial_json: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,8 +238,15 @@ impl UsageSoFar {
     }
 }
 
-async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
+/// `tool`: a tool was forced, and its input is the answer.
+async fn read_stream(
+    mut events: SseStream,
+    sink: &DeltaSink,
+    tool: bool,
+) -> Result<Completion, CallError> {
     let mut text = String::new();
+    // The forced tool's input (structured output), streamed as the answer's text.
+    let mut tool_input = String::new();
     let mut usage = UsageSoFar::default();
     while let Some(event) = events.next().await? {
         if event.event == "error" {
@@ -232,12 +270,19 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
             }
             "content_block_delta" => {
                 let Some(delta) = parsed.delta else { continue };
-                // thinking_delta, input_json_delta and signature_delta are not answer text.
+                // thinking_delta and signature_delta are not answer text; input_json_delta is
+                // only asked for as the answer itself (the forced tool of structured output).
                 if delta.kind.as_deref() == Some("text_delta")
                     && let Some(piece) = delta.text
                 {
                     sink.send(&piece);
                     text.push_str(&piece);
+                } else if tool
+                    && delta.kind.as_deref() == Some("input_json_delta")
+                    && let Some(piece) = delta.partial_json
+                {
+                    sink.send(&piece);
+                    tool_input.push_str(&piece);
                 }
             }
             "message_delta" => {
@@ -247,7 +292,11 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
             }
             "message_stop" => {
                 return Ok(Completion {
-                    text,
+                    text: if tool_input.is_empty() {
+                        text
+                    } else {
+                        tool_input
+                    },
                     usage: usage.finish(),
                 });
             }
@@ -272,10 +321,13 @@ struct ContentBlock {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
+    /// A `tool_use` block's input.
+    input: Option<Value>,
 }
 
-/// A whole (non-streamed) answer: the text blocks joined, sent to the sink at once.
-fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
+/// A whole (non-streamed) answer: the text blocks joined (or the forced tool's input, for
+/// structured output), sent to the sink at once.
+fn read_answer(body: &[u8], sink: &DeltaSink, tool: bool) -> Result<Completion, CallError> {
     let json: Value =
         serde_json::from_slice(body).map_err(|_| sse::bad_response("the answer is not JSON"))?;
     if json.get("type").and_then(Value::as_str) == Some("error")
@@ -288,11 +340,20 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     let Some(blocks) = answer.content else {
         return Err(sse::bad_response("the answer has no content"));
     };
-    let text: String = blocks
-        .into_iter()
-        .filter(|b| b.kind.as_deref() == Some("text"))
-        .filter_map(|b| b.text)
-        .collect();
+    let tool_input = blocks
+        .iter()
+        .filter(|_| tool)
+        .find(|b| b.kind.as_deref() == Some("tool_use"))
+        .and_then(|b| b.input.as_ref())
+        .map(Value::to_string);
+    let text: String = match tool_input {
+        Some(input) => input,
+        None => blocks
+            .into_iter()
+            .filter(|b| b.kind.as_deref() == Some("text"))
+            .filter_map(|b| b.text)
+            .collect(),
+    };
     sink.send(&text);
     let mut usage = UsageSoFar::default();
     if let Some(reported) = answer.usage {

@@ -128,6 +128,30 @@ impl MockRequest {
         self.body.get("temperature").and_then(Value::as_f64)
     }
 
+    /// OpenAI's `response_format.type` (`json_schema`, `json_object`), if the request set one.
+    pub fn response_format(&self) -> Option<String> {
+        self.body
+            .pointer("/response_format/type")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    /// The tool an Anthropic request forces (`tool_choice: {"type": "tool", "name": …}`).
+    pub fn forced_tool(&self) -> Option<String> {
+        (self
+            .body
+            .pointer("/tool_choice/type")
+            .and_then(Value::as_str)
+            == Some("tool"))
+        .then(|| {
+            self.body
+                .pointer("/tool_choice/name")
+                .and_then(Value::as_str)
+        })
+        .flatten()
+        .map(str::to_owned)
+    }
+
     /// A header's value, looked up case-insensitively (the first one when repeated).
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
@@ -245,6 +269,9 @@ pub struct Reply {
     usage: UsageSpec,
     keep_alive: bool,
     headers: Vec<(String, String)>,
+    /// Anthropic: the text is the input of a `tool_use` block of this tool (streamed as
+    /// `input_json_delta`s), not a text block.
+    tool: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,7 +330,16 @@ impl Reply {
             usage: UsageSpec::Estimated,
             keep_alive: false,
             headers: Vec::new(),
+            tool: None,
         }
+    }
+
+    /// Anthropic: answer with a call of tool `name` whose input is `json` (streamed in pieces
+    /// as `input_json_delta`s, or one `tool_use` block). OpenAI: `json` as the text.
+    pub fn tool_call(name: &str, json: impl Into<String>) -> Self {
+        let mut reply = Self::text(json);
+        reply.tool = Some(name.to_owned());
+        reply
     }
 
     /// A complete answer. Streamed in pieces of about four words (whitespace kept, so the
@@ -939,20 +975,26 @@ fn anthropic_stream(
         "message_start",
         &json!({ "type": "message_start", "message": message }),
     ));
+    let block = match &reply.tool {
+        Some(name) => json!({ "type": "tool_use", "id": "toolu_mock", "name": name, "input": {} }),
+        None => json!({ "type": "text", "text": "" }),
+    };
     pieces.push_back(sse_event(
         "content_block_start",
-        &json!({ "type": "content_block_start", "index": 0,
-                 "content_block": { "type": "text", "text": "" } }),
+        &json!({ "type": "content_block_start", "index": 0, "content_block": block }),
     ));
     pieces.push_back(ping());
     for (i, piece) in chunks.iter().enumerate() {
         if reply.keep_alive && i > 0 {
             pieces.push_back(ping());
         }
+        let delta = match &reply.tool {
+            Some(_) => json!({ "type": "input_json_delta", "partial_json": piece }),
+            None => json!({ "type": "text_delta", "text": piece }),
+        };
         pieces.push_back(sse_event(
             "content_block_delta",
-            &json!({ "type": "content_block_delta", "index": 0,
-                     "delta": { "type": "text_delta", "text": piece } }),
+            &json!({ "type": "content_block_delta", "index": 0, "delta": delta }),
         ));
     }
     match ending {
@@ -1014,8 +1056,16 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 "type": "message",
                 "role": "assistant",
                 "model": request.model(),
-                "content": [{ "type": "text", "text": text }],
-                "stop_reason": "end_turn",
+                "content": [match &reply.tool {
+                    Some(name) => json!({
+                        "type": "tool_use",
+                        "id": "toolu_mock",
+                        "name": name,
+                        "input": serde_json::from_str::<Value>(text).unwrap_or(Value::Null),
+                    }),
+                    None => json!({ "type": "text", "text": text }),
+                }],
+                "stop_reason": if reply.tool.is_some() { "tool_use" } else { "end_turn" },
                 "stop_sequence": null,
             });
             if let Some((i, o)) = usage {
