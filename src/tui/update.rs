@@ -208,7 +208,22 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         }
         KeyAction::ToTree => model.focus = Focus::Tree,
         KeyAction::ToQuery => model.focus = Focus::Query,
-        KeyAction::RetrySubtask => steer_selected(model, actions, RunCommand::RetrySubtask),
+        KeyAction::RetrySubtask => match &model.selected {
+            // On the row of a run that ended without a plan, there is no subtask to re-run:
+            // plan it again.
+            Some(Node::Run(id))
+                if model
+                    .run(*id)
+                    .is_some_and(|v| v.report.plan.is_none() && v.report.status.is_some()) =>
+            {
+                let id = *id;
+                actions.push(Action::Send(Command::Run {
+                    id,
+                    command: RunCommand::Replan,
+                }));
+            }
+            _ => steer_selected(model, actions, RunCommand::RetrySubtask),
+        },
         KeyAction::CancelSubtask => steer_selected(model, actions, RunCommand::CancelSubtask),
         KeyAction::RetryFailed => steer_run(model, actions, RunCommand::RetryFailed),
         KeyAction::CancelRun => {

@@ -105,9 +105,9 @@ fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
 fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
     let mut heading = vec![title("Subtasks")];
     if let Some(view) = model.current_run()
-        && !view.report.subtasks.is_empty()
+        && let (done, failed, total) = Model::counts(&view.report)
+        && total > 0
     {
-        let (done, failed, total) = Model::counts(&view.report);
         heading.push(Span::styled(
             format!("{done}/{total} ✓"),
             model.theme.status(SubtaskStatus::Succeeded),
@@ -221,6 +221,8 @@ fn subtask_row(
     };
     let (id_w, role_w) = widths;
     let mut right = match s.status {
+        // Read from the planner's answer as it streams: nothing about it is known yet.
+        _ if s.drafted => "planned".to_owned(),
         SubtaskStatus::Pending if s.waiting_on.is_empty() => "queued".to_owned(),
         SubtaskStatus::Pending | SubtaskStatus::Blocked => format!("after {}", join(&s.waiting_on)),
         SubtaskStatus::Running => {
@@ -265,7 +267,11 @@ fn subtask_row(
     let title_w = (width as usize).saturating_sub(left.width() + right.width());
     let title = truncate(&sanitize_line(&s.title), title_w);
     let gap = title_w.saturating_sub(title.width());
-    let style = model.theme.status(s.status);
+    let style = if s.drafted {
+        model.theme.dim()
+    } else {
+        model.theme.status(s.status)
+    };
     Line::from(vec![
         Span::styled(left, style),
         Span::raw(title),
