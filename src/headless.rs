@@ -592,6 +592,8 @@ fn live_lines(
         };
         let title: String = sanitize_line(&s.title).chars().take(title_w).collect();
         let detail = match s.status {
+            // Read from the planner's answer as it streams; not checked yet.
+            _ if s.drafted => "planned".to_owned(),
             SubtaskStatus::Running => {
                 let ms = s.started_ts.map(|t| now.saturating_sub(t)).unwrap_or(0);
                 format!("{:>6}", duration(ms))

@@ -235,3 +235,22 @@ async fn anthropic_falls_back_to_text_when_a_proxy_rejects_tools() {
     assert_eq!(done.text, PLAN);
     assert_eq!(server.request_count(), 2);
 }
+
+#[tokio::test]
+async fn probe_reports_the_mode_a_server_ends_up_using() {
+    let server = MockServer::start(rejects_json_schema).await;
+    let provider = openai(&server, true);
+    let mode = structured::probe(
+        &provider,
+        &server.openai_base_url(),
+        "probe-model",
+        Structured::Auto,
+    )
+    .await
+    .expect("the probe call works");
+    assert_eq!(mode, StructuredMode::JsonObject);
+    assert_eq!(
+        formats(&server),
+        [Some("json_schema".into()), Some("json_object".into())]
+    );
+}

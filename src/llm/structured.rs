@@ -202,6 +202,42 @@ fn remember(base_url: &str, model: &str, mode: StructuredMode) {
     }
 }
 
+/// Find out which structured mode `provider` ends up using with `model`: one tiny call asking
+/// for `{"ok": true}` in the `wanted` way, then what the memory holds for `base_url` (the
+/// provider's configured base URL) and `model`. `Text` when the provider keeps no memory (the
+/// demo) or nothing structured was accepted. For `maestro doctor`.
+pub async fn probe(
+    provider: &dyn crate::llm::Provider,
+    base_url: &str,
+    model: &str,
+    wanted: Structured,
+) -> Result<StructuredMode, CallError> {
+    let request = crate::llm::ChatRequest {
+        model: model.to_owned(),
+        role: crate::protocol::CallRole::Planner,
+        system: "Answer in JSON.".to_owned(),
+        messages: vec![crate::llm::Message::user(
+            "Reply with the JSON object {\"ok\": true}.",
+        )],
+        max_tokens: 20,
+        temperature: None,
+        structured: (wanted != Structured::Off).then(|| StructuredOutput {
+            name: "check".to_owned(),
+            description: "Confirm that structured output works.".to_owned(),
+            schema: json!({
+                "type": "object",
+                "properties": { "ok": { "type": "boolean" } },
+                "required": ["ok"],
+            }),
+            mode: wanted,
+        }),
+    };
+    provider
+        .complete(request, crate::llm::DeltaSink::discard())
+        .await?;
+    Ok(remembered(base_url, model).unwrap_or(StructuredMode::Text))
+}
+
 /// Make a call with structured output, falling back while the server rejects a mode.
 ///
 /// `send` performs one request in the given mode. Tried in order: the mode remembered for this

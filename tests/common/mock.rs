@@ -5,7 +5,9 @@
 //! records every request (with when it arrived and when its answer was sent) and renders the
 //! reply in the protocol and mode (SSE or one JSON answer) the request asked for, really
 //! incrementally, so gaps and idle timeouts can be observed. Failure modes are replies too:
-//! HTTP errors, cut or silent streams, in-stream errors, raw bodies.
+//! HTTP errors, cut or silent streams, in-stream errors, raw bodies. A script reads what
+//! structured output a request asked for (`response_format`, `forced_tool`) and can answer
+//! with an Anthropic tool call (`Reply::tool_call`).
 //!
 //! Shared by the integration tests and by the benchmark (included with `#[path]`), so it must
 //! stay self-contained: only axum, tokio, serde_json, futures-util and std, no `#[test]`, and
