@@ -278,6 +278,30 @@ fn drafted_subtasks_are_replaced_by_the_checked_plan_and_dropped_with_a_rejectio
 }
 
 #[test]
+fn a_drafted_subtask_cannot_be_steered_yet() {
+    let mut model = model(false, (120, 40));
+    send_all(&mut model, planning_mid_stream_events(run_id(1)));
+    key(&mut model, KeyCode::Esc);
+    ch(&mut model, 'j');
+    assert_eq!(
+        model.selected,
+        Some(Node::Subtask(run_id(1), sid("emissions")))
+    );
+    for c in ['r', 'x', 'e'] {
+        assert!(ch(&mut model, c).is_empty(), "{c}");
+        assert!(model.overlay.is_none());
+        assert!(
+            model
+                .toast
+                .as_ref()
+                .unwrap()
+                .text
+                .contains("not checked yet")
+        );
+    }
+}
+
+#[test]
 fn r_on_a_failed_subtask_asks_the_engine_to_retry_it() {
     let mut model = failed_costs_selected();
     assert_eq!(

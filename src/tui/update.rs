@@ -460,6 +460,9 @@ fn steer_selected(
     actions: &mut Vec<Action>,
     command: fn(crate::protocol::SubtaskId) -> RunCommand,
 ) {
+    if drafted_selected(model) {
+        return;
+    }
     match &model.selected {
         Some(Node::Subtask(run, id)) => actions.push(Action::Send(Command::Run {
             id: *run,
@@ -476,7 +479,23 @@ fn steer_run(model: &mut Model, actions: &mut Vec<Action>, command: RunCommand) 
     }
 }
 
+/// The selection is a subtask read from a plan still streaming: nothing can be done to it yet
+/// (the engine has no such subtask), so say so instead of sending a command it would refuse.
+fn drafted_selected(model: &mut Model) -> bool {
+    let drafted = model.selected_subtask().is_some_and(|(_, s)| s.drafted);
+    if drafted {
+        model.toast(
+            "this subtask is planned, not checked yet: wait for the plan".into(),
+            ToastLevel::Info,
+        );
+    }
+    drafted
+}
+
 fn open_editor(model: &mut Model) {
+    if drafted_selected(model) {
+        return;
+    }
     let Some((view, subtask)) = model.selected_subtask() else {
         model.toast("select a subtask to edit".into(), ToastLevel::Info);
         return;
