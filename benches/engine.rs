@@ -182,6 +182,7 @@ impl Scenario {
             seed: 1,
             stop_after_plan: false,
             max_dependency_chars: None,
+            structured: maestro::llm::structured::Structured::Auto,
         }
     }
 

@@ -71,6 +71,15 @@ pub struct FileConfig {
     pub roles: BTreeMap<String, RoleSection>,
     #[serde(default)]
     pub ui: UiSection,
+    #[serde(default)]
+    pub planner: PlannerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerSection {
+    /// How the planner asks for structured output.
+    pub structured: Option<crate::llm::structured::Structured>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -468,6 +477,10 @@ impl Config {
                     .map(|v| v.0)
                     .or(defaults::MAX_DEPENDENCY_CHARS)
                     .map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
+                structured: file.planner.structured.unwrap_or_else(|| {
+                    crate::llm::structured::Structured::from_word(defaults::PLANNER_STRUCTURED)
+                        .unwrap_or_default()
+                }),
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
@@ -566,6 +579,11 @@ mod tests {
             defaults.executor.call_timeout
         );
         assert_eq!(from_example.run.worker, defaults.run.worker);
+        assert_eq!(from_example.run.structured, defaults.run.structured);
+        assert_eq!(
+            defaults.run.structured.word(),
+            crate::defaults::PLANNER_STRUCTURED
+        );
         assert_eq!(from_example.bell, defaults.bell);
         assert!(matches!(
             (&from_example.provider, &defaults.provider),

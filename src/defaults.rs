@@ -37,6 +37,10 @@ pub const CHECK_TIMEOUT_SECS: u64 = 15;
 /// The lowest and highest sampling temperature accepted (`limits.temperature`).
 pub const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=2.0;
 
+/// How the planner asks for structured output (`planner.structured`): `auto` tries a JSON
+/// schema, then JSON mode, then plain text, remembering what the server accepted.
+pub const PLANNER_STRUCTURED: &str = "auto";
+
 /// Demo provider: the share of worker attempts that fail (`demo.failure_rate`).
 pub const DEMO_FAILURE_RATE: f64 = 0.2;
 /// Demo provider: failures at most per subtask (`demo.failures_per_subtask`).

@@ -616,6 +616,7 @@ async fn tiny_call(
         messages: vec![Message::user("Reply with the single word: ready")],
         max_tokens: CHECK_MAX_TOKENS,
         temperature: None,
+        structured: None,
     };
     let started = Instant::now();
     let call = provider.complete(request, DeltaSink::discard());

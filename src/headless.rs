@@ -448,6 +448,7 @@ impl Progress {
                 EventKind::SubtaskDelta { .. }
                     | EventKind::SubtaskReasoning { .. }
                     | EventKind::SynthesisDelta { .. }
+                    | EventKind::PlanningDelta { .. }
             ) {
                 self.redraw(report);
             }
@@ -592,6 +593,8 @@ fn live_lines(
         };
         let title: String = sanitize_line(&s.title).chars().take(title_w).collect();
         let detail = match s.status {
+            // Read from the planner's answer as it streams; not checked yet.
+            _ if s.drafted => "planned".to_owned(),
             SubtaskStatus::Running => {
                 let ms = s.started_ts.map(|t| now.saturating_sub(t)).unwrap_or(0);
                 format!("{:>6}", duration(ms))
@@ -697,7 +700,9 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         }
         EventKind::SubtaskDelta { .. }
         | EventKind::SubtaskReasoning { .. }
-        | EventKind::SynthesisDelta { .. } => return None,
+        | EventKind::SynthesisDelta { .. }
+        | EventKind::PlanningDelta { .. }
+        | EventKind::PlanDrafted { .. } => return None,
         EventKind::SubtaskRetrying {
             subtask,
             attempt,

@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use crate::display::{duration, tokens};
-use crate::protocol::{Event, EventKind, Plan, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::protocol::{
+    Event, EventKind, Plan, PlannedSubtask, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage,
+};
 use crate::sanitize::sanitize_line;
 
 /// One subtask as a consumer sees it.
@@ -35,6 +37,10 @@ pub struct SubtaskReport {
     /// Text of the attempt in flight (or the partial text of a failed one).
     #[serde(skip)]
     pub output: String,
+    /// Read from the planner's answer while it streams, not yet checked: `PlanReady` replaces
+    /// it.
+    #[serde(skip)]
+    pub drafted: bool,
     /// Dependencies it is waiting on or blocked by.
     #[serde(skip)]
     pub waiting_on: Vec<SubtaskId>,
@@ -47,6 +53,29 @@ pub struct SubtaskReport {
     /// Every attempt so far, oldest first.
     #[serde(skip)]
     pub history: Vec<AttemptRecord>,
+}
+
+/// One planner call, for the detail view of the run: what it answered (streamed as it came,
+/// or the whole answer once rejected) and what was wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerAttempt {
+    pub attempt: u32,
+    pub model: String,
+    /// The answer's text; unsanitised while streaming (the views sanitise), the sanitised and
+    /// bounded copy `PlanRejected` carries once rejected.
+    pub text: String,
+    pub outcome: PlannerOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlannerOutcome {
+    Running,
+    /// The answer became the plan.
+    Accepted,
+    /// The answer was not a usable plan, for this reason.
+    Rejected(String),
+    /// The call failed (and was retried, or ended the run).
+    Failed(String),
 }
 
 /// One attempt of a subtask, for the detail view.
@@ -77,6 +106,34 @@ pub enum AttemptOutcome {
 }
 
 impl SubtaskReport {
+    /// A subtask of a plan, before anything ran.
+    fn planned(p: &PlannedSubtask) -> Self {
+        Self {
+            id: p.id.clone(),
+            title: p.title.clone(),
+            worker: p.worker.clone(),
+            description: p.description.clone(),
+            focus_areas: p.focus_areas.clone(),
+            depends_on: p.depends_on.clone(),
+            status: SubtaskStatus::Pending,
+            attempts: 0,
+            model: None,
+            elapsed_ms: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            usage_estimated: false,
+            result: None,
+            cut_off: false,
+            error: None,
+            output: String::new(),
+            drafted: false,
+            waiting_on: p.depends_on.clone(),
+            retry: None,
+            started_ts: None,
+            history: Vec::new(),
+        }
+    }
+
     /// Record how `attempt` ended, if it is the one in flight.
     fn close_attempt(&mut self, attempt: u32, ts_ms: u64, outcome: AttemptOutcome) {
         if let Some(record) = self.history.last_mut()
@@ -96,6 +153,8 @@ pub struct RunReport {
     pub query: String,
     pub started_ts: Option<u64>,
     pub planning_model: Option<String>,
+    /// Every planner call, oldest first.
+    pub planning: Vec<PlannerAttempt>,
     pub plan: Option<Plan>,
     pub subtasks: Vec<SubtaskReport>,
     /// The synthesis as far as it has streamed, or the finished report.
@@ -125,6 +184,20 @@ impl RunReport {
         self.subtasks.iter().find(|s| &s.id == id)
     }
 
+    fn planner_attempt(&mut self, attempt: u32) -> Option<&mut PlannerAttempt> {
+        self.planning
+            .iter_mut()
+            .rev()
+            .find(|p| p.attempt == attempt)
+    }
+
+    /// Subtasks drafted from a planner answer that will not become the plan.
+    fn drop_drafts(&mut self) {
+        if self.plan.is_none() {
+            self.subtasks.retain(|s| !s.drafted);
+        }
+    }
+
     fn subtask_mut(&mut self, id: &SubtaskId) -> Option<&mut SubtaskReport> {
         self.subtasks.iter_mut().find(|s| &s.id == id)
     }
@@ -150,38 +223,60 @@ impl RunReport {
                 self.query = query.clone();
                 self.started_ts = Some(event.ts_ms);
             }
-            EventKind::PlanningStarted { model, .. } => {
+            EventKind::PlanningStarted { attempt, model } => {
                 self.planning_model = Some(model.clone());
+                // A run planned again after it failed: the old failure no longer stands.
+                self.error = None;
+                self.drop_drafts();
+                self.planning.push(PlannerAttempt {
+                    attempt: *attempt,
+                    model: model.clone(),
+                    text: String::new(),
+                    outcome: PlannerOutcome::Running,
+                });
             }
-            EventKind::PlanningRetrying { .. } | EventKind::PlanRejected { .. } => {}
+            EventKind::PlanningDelta { attempt, text } => {
+                if let Some(p) = self.planner_attempt(*attempt) {
+                    p.text.push_str(text);
+                }
+            }
+            EventKind::PlanDrafted { subtasks, .. } => {
+                if self.plan.is_none() {
+                    self.subtasks = subtasks
+                        .iter()
+                        .map(|p| SubtaskReport {
+                            drafted: true,
+                            ..SubtaskReport::planned(p)
+                        })
+                        .collect();
+                }
+            }
+            EventKind::PlanningRetrying {
+                attempt, reason, ..
+            } => {
+                if let Some(p) = self.planner_attempt(*attempt) {
+                    p.outcome = PlannerOutcome::Failed(reason.clone());
+                }
+                self.drop_drafts();
+            }
+            EventKind::PlanRejected {
+                attempt,
+                error,
+                answer,
+            } => {
+                if let Some(p) = self.planner_attempt(*attempt) {
+                    p.outcome = PlannerOutcome::Rejected(error.clone());
+                    p.text = answer.clone();
+                }
+                self.drop_drafts();
+            }
             EventKind::PlanReady { plan } => {
-                self.subtasks = plan
-                    .subtasks
-                    .iter()
-                    .map(|p| SubtaskReport {
-                        id: p.id.clone(),
-                        title: p.title.clone(),
-                        worker: p.worker.clone(),
-                        description: p.description.clone(),
-                        focus_areas: p.focus_areas.clone(),
-                        depends_on: p.depends_on.clone(),
-                        status: SubtaskStatus::Pending,
-                        attempts: 0,
-                        model: None,
-                        elapsed_ms: None,
-                        tokens_in: 0,
-                        tokens_out: 0,
-                        usage_estimated: false,
-                        result: None,
-                        cut_off: false,
-                        error: None,
-                        output: String::new(),
-                        waiting_on: p.depends_on.clone(),
-                        retry: None,
-                        started_ts: None,
-                        history: Vec::new(),
-                    })
-                    .collect();
+                if let Some(p) = self.planning.last_mut()
+                    && p.outcome == PlannerOutcome::Running
+                {
+                    p.outcome = PlannerOutcome::Accepted;
+                }
+                self.subtasks = plan.subtasks.iter().map(SubtaskReport::planned).collect();
                 self.plan = Some(plan.clone());
             }
             EventKind::Notice { message } => self.notices.push(message.clone()),
@@ -382,6 +477,14 @@ impl RunReport {
                 error,
                 ..
             } => {
+                if let Some(p) = self.planning.last_mut()
+                    && p.outcome == PlannerOutcome::Running
+                {
+                    p.outcome = PlannerOutcome::Failed(
+                        error.clone().unwrap_or_else(|| status.word().to_owned()),
+                    );
+                }
+                self.drop_drafts();
                 self.status = Some(*status);
                 self.elapsed_ms = Some(*elapsed_ms);
                 self.usage = *usage;
@@ -441,6 +544,7 @@ impl RunReport {
             EventKind::SubtaskQueued { .. }
                 | EventKind::SubtaskStarted { .. }
                 | EventKind::SynthesisStarted { .. }
+                | EventKind::PlanningStarted { .. }
         ) {
             self.status = None;
         }

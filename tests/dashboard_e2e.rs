@@ -460,6 +460,108 @@ fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
     println!("dashboard end-to-end test took {:?}", started.elapsed());
 }
 
+// ---- planning you can watch ----------------------------------------------------------------
+
+/// What the planner says while the model "cannot" plan.
+const NO_PLAN: &str = "Heat waves are serious and cities respond in many ways.";
+
+/// The planner fails twice (prose, no JSON); the run fails and its detail pane shows the
+/// answers. `r` on the run's row plans it again: the new answer streams
+/// slowly, one subtask at a time, and the subtasks appear in the tree as `planned` before the
+/// checked plan arrives and the run goes on to succeed.
+#[test]
+fn a_failed_planning_shows_the_answers_and_r_plans_again_with_subtasks_streaming_in() {
+    if !tmux_ready() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let planner_calls = Arc::new(AtomicUsize::new(0));
+    let calls = planner_calls.clone();
+    let plan = plan();
+    // One piece per subtask, each ending just after the subtask's object closes.
+    let pieces: Vec<String> = {
+        let mut pieces = Vec::new();
+        let mut rest = plan.as_str();
+        while let Some(end) = rest.find("\"worker\":\"research\"}") {
+            let cut = end + "\"worker\":\"research\"}".len();
+            pieces.push(rest[..cut].to_owned());
+            rest = &rest[cut..];
+        }
+        pieces.push(rest.to_owned());
+        pieces
+    };
+    let server = runtime.block_on(MockServer::start(move |r: &MockRequest| {
+        if r.is_planner() {
+            return if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Reply::text(NO_PLAN)
+            } else {
+                Reply::chunks(pieces.clone()).gap(Duration::from_millis(1500))
+            };
+        }
+        if r.is_synthesis() {
+            return Reply::text(format!("# Heat report\n\n{}\n", synthesis_mark(1)));
+        }
+        Reply::text("Findings.")
+    }));
+
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ntimeout_secs = 15\nidle_timeout_secs = 5\n\n[ui]\nbell = false\n",
+    )
+    .expect("write the config");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    let binary = quote(env!("CARGO_BIN_EXE_maestro"));
+    let base_url = quote(&server.openai_base_url());
+    tmux.start(&format!(
+        "{binary} --provider openai --base-url {base_url} --model test --retries 0; \
+         echo {EXITED}$?; exec sleep 60"
+    ));
+    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
+    tmux.type_text(QUERY);
+    tmux.wait_for("the typed query", |s| s.contains(QUERY));
+    tmux.send_keys(&["Enter"]);
+
+    let screen = tmux.wait_for(
+        "the failed run with the planner's answer in the detail",
+        |s| {
+            s.contains("#1 failed")
+                && detail(s).is_some_and(|(_, text)| {
+                    text.contains("Planner, attempt 1 · test · rejected")
+                        && text.contains("Heat waves are serious")
+                })
+        },
+    );
+    println!("--- planning failed ---\n{screen}");
+
+    tmux.send_keys(&["r"]);
+    let screen = tmux.wait_for("a subtask drafted before the plan is ready", |s| {
+        s.contains("#1 planning") && s.contains("planned")
+    });
+    println!("--- mid-plan ---\n{screen}");
+    assert!(
+        words(&screen).contains(TITLE_A),
+        "the first subtask's title is in the tree:\n{screen}"
+    );
+    let screen = tmux.wait_for("the run to succeed", |s| {
+        s.contains("#1 succeeded") && s.contains(&synthesis_mark(1))
+    });
+    assert!(!screen.contains("planned"), "drafts replaced:\n{screen}");
+    assert_eq!(planner_calls.load(Ordering::SeqCst), 3);
+    tmux.send_keys(&["q"]);
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+}
+
 // ---- signals ------------------------------------------------------------------------------
 
 /// The dashboard on the demo provider with a run going; `signal` is sent to its pid. It must

@@ -222,6 +222,86 @@ fn a_second_query_while_a_run_is_active_starts_a_second_run_and_collapses_the_fi
 // ---- steering --------------------------------------------------------------------------------
 
 #[test]
+fn r_on_the_row_of_a_run_whose_planning_failed_plans_it_again() {
+    let mut model = model(false, (120, 40));
+    send_all(&mut model, rejected_plan_events(run_id(1)));
+    key(&mut model, KeyCode::Esc);
+    assert_eq!(model.selected, Some(Node::Run(run_id(1))));
+    assert_eq!(ch(&mut model, 'r'), steer(run_id(1), RunCommand::Replan));
+    // Planning again reopens the run: the old failure is gone and the tree says so.
+    send_all(
+        &mut model,
+        [at(
+            run_id(1),
+            1_000,
+            EventKind::PlanningStarted {
+                attempt: 3,
+                model: "gpt-4o".to_owned(),
+            },
+        )],
+    );
+    let report = &model.run(run_id(1)).unwrap().report;
+    assert_eq!(report.status, None);
+    assert_eq!(report.error, None);
+    assert_eq!(report.planning.len(), 3);
+}
+
+#[test]
+fn drafted_subtasks_are_replaced_by_the_checked_plan_and_dropped_with_a_rejection() {
+    let mut model = model(false, (120, 40));
+    send_all(&mut model, planning_mid_stream_events(run_id(1)));
+    let report = &model.run(run_id(1)).unwrap().report;
+    assert_eq!(report.subtasks.len(), 2);
+    assert!(report.subtasks.iter().all(|s| s.drafted));
+    assert!(report.planning[0].text.contains("Who pa"));
+    send_all(
+        &mut model,
+        [at(
+            run_id(1),
+            1_000,
+            EventKind::PlanRejected {
+                attempt: 1,
+                error: "cut off".into(),
+                answer: "{\"subtasks\": [".into(),
+            },
+        )],
+    );
+    let report = &model.run(run_id(1)).unwrap().report;
+    assert!(report.subtasks.is_empty(), "drafts of a rejected answer go");
+    send_all(
+        &mut model,
+        every_state_events(run_id(1)).into_iter().skip(2),
+    );
+    let report = &model.run(run_id(1)).unwrap().report;
+    assert!(!report.subtasks.is_empty());
+    assert!(report.subtasks.iter().all(|s| !s.drafted));
+}
+
+#[test]
+fn a_drafted_subtask_cannot_be_steered_yet() {
+    let mut model = model(false, (120, 40));
+    send_all(&mut model, planning_mid_stream_events(run_id(1)));
+    key(&mut model, KeyCode::Esc);
+    ch(&mut model, 'j');
+    assert_eq!(
+        model.selected,
+        Some(Node::Subtask(run_id(1), sid("emissions")))
+    );
+    for c in ['r', 'x', 'e'] {
+        assert!(ch(&mut model, c).is_empty(), "{c}");
+        assert!(model.overlay.is_none());
+        assert!(
+            model
+                .toast
+                .as_ref()
+                .unwrap()
+                .text
+                .contains("not checked yet")
+        );
+    }
+}
+
+#[test]
 fn r_on_a_failed_subtask_asks_the_engine_to_retry_it() {
     let mut model = failed_costs_selected();
     assert_eq!(

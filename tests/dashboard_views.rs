@@ -114,6 +114,26 @@ fn planning_shows_the_run_and_a_planning_placeholder() {
 }
 
 #[test]
+fn subtasks_appear_in_the_tree_as_the_plan_streams_with_the_answer_in_the_detail() {
+    snapshot_at_both_sizes("planning_mid_stream", |size| {
+        let mut model = model(false, size);
+        send_all(&mut model, planning_mid_stream_events(run_id(1)));
+        key(&mut model, KeyCode::Esc);
+        model
+    });
+}
+
+#[test]
+fn a_rejected_plan_keeps_every_answer_beside_its_problem_in_the_detail() {
+    snapshot_at_both_sizes("rejected_plan", |size| {
+        let mut model = model(false, size);
+        send_all(&mut model, rejected_plan_events(run_id(1)));
+        key(&mut model, KeyCode::Esc);
+        model
+    });
+}
+
+#[test]
 fn every_subtask_state_at_once_with_the_running_one_streaming_in_the_detail() {
     snapshot_at_both_sizes("every_state", every_state_running_selected);
 }

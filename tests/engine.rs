@@ -153,6 +153,7 @@ fn settings() -> RunSettings {
         seed: 7,
         stop_after_plan: false,
         max_dependency_chars: None,
+        structured: maestro::llm::structured::Structured::Auto,
     }
 }
 
@@ -1209,7 +1210,7 @@ async fn events_of_a_clean_run_come_in_protocol_order() {
         .iter()
         .filter(|e| e.kind.subtask().is_none())
         .map(|e| describe(&e.kind))
-        .filter(|k| k != "synthesis_delta")
+        .filter(|k| !["synthesis_delta", "planning_delta", "plan_drafted"].contains(&k.as_str()))
         .collect();
     assert_eq!(
         run_level,
@@ -1859,4 +1860,159 @@ async fn keeping_no_finished_run_drops_each_as_it_ends() {
         ),
         "{refusal:?}"
     );
+}
+
+// ---- structured plans, streamed planning, planning again --------------------------------
+
+/// The plan's JSON in pieces that end right after each subtask's object, so each streamed
+/// piece completes one more subtask.
+fn plan_pieces(tasks: &[(&str, &[&str])]) -> Vec<String> {
+    let text = plan_json(tasks);
+    let mut pieces = Vec::new();
+    let mut rest = text.as_str();
+    // Cut after each `}` that closes a subtask: the subtasks have no nested objects.
+    const CLOSE: &str = "\"worker\":\"research\"}";
+    while let Some(end) = rest.find(CLOSE) {
+        let cut = end + CLOSE.len();
+        pieces.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    pieces.push(rest.to_owned());
+    pieces
+}
+
+#[tokio::test]
+async fn subtasks_are_drafted_as_the_plan_streams_and_the_checked_plan_follows() {
+    let tasks: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("c", &["a"])];
+    let pieces = plan_pieces(tasks);
+    assert_eq!(pieces.len(), 4, "{pieces:?}");
+    let script = Script::new(plan_json(tasks))
+        .planner(move |_| Reply::chunks(pieces.clone()).gap(Duration::from_millis(150)));
+    let mut h = Harness::start(script).await;
+    h.until("PlanReady", |k| matches!(k, EventKind::PlanReady { .. }))
+        .await;
+    let drafts: Vec<Vec<String>> = h
+        .log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanDrafted { subtasks, .. } => {
+                Some(subtasks.iter().map(|s| s.id.to_string()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drafts, [vec!["a"], vec!["a", "b"], vec!["a", "b", "c"]]);
+    let streamed: String = h
+        .log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanningDelta { attempt: 1, text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, plan_json(tasks));
+    assert_eq!(h.finished().await.status, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn the_planner_is_asked_for_the_plan_schema_and_a_rejected_answer_is_carried() {
+    let prose = "I would look at emissions first, then at the grid.";
+    let script = Script::new(plan_json(&[("a", &[])])).planner(move |_| Reply::text(prose));
+    let mut h = Harness::start(script).await;
+    let finished = h.finished().await;
+    assert_eq!(finished.status, RunStatus::Failed);
+    let planner = h.requests(Call::Planner);
+    assert_eq!(planner.len(), 2, "asked once more after the first answer");
+    for request in &planner {
+        assert_eq!(request.response_format().as_deref(), Some("json_schema"));
+        let schema = &request.body["response_format"]["json_schema"]["schema"];
+        assert_eq!(schema["properties"]["subtasks"]["maxItems"], 8);
+        let roles: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
+        assert_eq!(
+            schema["properties"]["subtasks"]["items"]["properties"]["worker"]["enum"],
+            json!(roles)
+        );
+    }
+    let answers: Vec<(u32, String)> = h
+        .log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanRejected {
+                attempt, answer, ..
+            } => Some((*attempt, answer.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, [(1, prose.to_owned()), (2, prose.to_owned())]);
+}
+
+#[tokio::test]
+async fn anthropic_plans_through_a_forced_submit_plan_tool() {
+    let plan = plan_json(&[("a", &[]), ("b", &["a"])]);
+    let script = Script::new(plan.clone()).planner(move |r| {
+        if r.forced_tool().as_deref() == Some("submit_plan") {
+            Reply::tool_call("submit_plan", plan.clone())
+        } else {
+            Reply::text("No tool was forced, so here is prose without a plan.")
+        }
+    });
+    let options = Options {
+        protocol: Protocol::Anthropic,
+        ..Options::default()
+    };
+    let mut h = Harness::start_with(script, options).await;
+    assert_eq!(h.finished().await.status, RunStatus::Succeeded);
+    let planner = h.only(Call::Planner);
+    assert_eq!(planner.body["tools"][0]["name"], "submit_plan");
+    assert_eq!(
+        planner.body["tools"][0]["input_schema"]["properties"]["subtasks"]["type"],
+        "array"
+    );
+    // The tool's input streamed as the planner's text, so subtasks were drafted from it.
+    assert!(
+        h.count(|k| matches!(k, EventKind::PlanningDelta { .. })) > 0,
+        "{:?}",
+        h.kinds()
+    );
+    assert!(h.count(|k| matches!(k, EventKind::PlanDrafted { .. })) > 0);
+}
+
+#[tokio::test]
+async fn a_run_whose_planning_failed_plans_again_on_replan() {
+    let plan = plan_json(&[("a", &[])]);
+    let script = Script::new(plan.clone()).planner(mock::sequence(vec![
+        Reply::text("No plan here."),
+        Reply::text("Still no plan."),
+        Reply::text(plan),
+    ]));
+    let mut h = Harness::start(script).await;
+    assert_eq!(h.finished().await.status, RunStatus::Failed);
+    h.steer(RunCommand::Replan);
+    let started = h
+        .until("PlanningStarted", |k| {
+            matches!(k, EventKind::PlanningStarted { .. })
+        })
+        .await;
+    assert!(matches!(
+        started,
+        EventKind::PlanningStarted { attempt: 3, .. }
+    ));
+    assert_eq!(h.finished().await.status, RunStatus::Succeeded);
+    // The new plan was asked for afresh, not as a correction of the old answers.
+    let third = h.requests(Call::Planner).remove(2);
+    assert_eq!(third.messages().len(), 2, "system and query only");
+
+    h.steer(RunCommand::Replan);
+    let refused = h
+        .until("CommandRefused", |k| {
+            matches!(k, EventKind::CommandRefused { .. })
+        })
+        .await;
+    assert!(matches!(
+        refused,
+        EventKind::CommandRefused {
+            command: CommandName::Replan,
+            refusal: Refusal::PlanExists
+        }
+    ));
 }

@@ -34,6 +34,7 @@ fn request() -> ChatRequest {
         ],
         max_tokens: 321,
         temperature: Some(0.5),
+        structured: None,
     }
 }
 

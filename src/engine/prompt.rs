@@ -36,6 +36,7 @@ impl CallSpec {
             messages,
             max_tokens: self.max_tokens,
             temperature: self.temperature,
+            structured: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
+use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CallError, ChatRequest, Completion};
 use crate::protocol::{
     CommandName, EventKind, Refusal, RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus,
@@ -50,6 +51,8 @@ pub struct RunSettings {
     /// The most characters of each dependency's result a worker's prompt quotes; `None`:
     /// all of it.
     pub max_dependency_chars: Option<usize>,
+    /// How the planner is asked for structured output (`[planner] structured`).
+    pub structured: Structured,
 }
 
 impl RunSettings {
@@ -149,6 +152,8 @@ struct Single {
     waiting: bool,
     prompt_chars: usize,
     output: String,
+    /// Subtasks of the streaming plan already announced as drafted (planner only).
+    drafted: usize,
 }
 
 /// One run's state. Create with `Run::new` (or `Run::restore`), then feed `Input::Start`.
@@ -329,7 +334,9 @@ impl Run {
         self.planner.attempt += 1;
         self.planner.in_flight = true;
         self.planner.waiting = false;
-        let request = prompt::planner_request(
+        self.planner.output.clear();
+        self.planner.drafted = 0;
+        let mut request = prompt::planner_request(
             &self.query,
             &self.settings.roles,
             &self.settings.plan_rules(),
@@ -338,6 +345,15 @@ impl Run {
                 .as_ref()
                 .map(|(answer, error)| (answer.as_str(), error.as_str())),
         );
+        if self.settings.structured != Structured::Off {
+            request.structured = Some(StructuredOutput {
+                name: "plan".into(),
+                description: "Submit the plan: the subtasks, their worker roles and dependencies."
+                    .into(),
+                schema: plan::plan_schema(&self.settings.plan_rules()),
+                mode: self.settings.structured,
+            });
+        }
         self.planner.prompt_chars = request_chars(&request);
         out.push(Effect::Emit(EventKind::PlanningStarted {
             attempt: self.planner.attempt,
@@ -370,6 +386,7 @@ impl Run {
                         out.push(Effect::Emit(EventKind::PlanRejected {
                             attempt: self.planner.attempt,
                             error: error.clone(),
+                            answer: bounded_answer(&done.text),
                         }));
                         if self.plan_reask.is_some() {
                             self.finish(
@@ -887,7 +904,14 @@ impl Run {
             return;
         }
         match call.target {
-            CallTarget::Planner => self.planner.output.push_str(&text),
+            CallTarget::Planner => {
+                self.planner.output.push_str(&text);
+                out.push(Effect::Emit(EventKind::PlanningDelta {
+                    attempt: call.attempt,
+                    text,
+                }));
+                self.draft_plan(out);
+            }
             CallTarget::Synthesis => {
                 self.synthesis.output.push_str(&text);
                 out.push(Effect::Emit(EventKind::SynthesisDelta {
@@ -1044,6 +1068,46 @@ impl Run {
                 }
             }
             RunCommand::Resynthesize => self.resynthesize(out),
+            RunCommand::Replan => self.replan(out),
+        }
+    }
+
+    /// Announce the subtasks complete so far in the streaming planner answer, when there are
+    /// more than last time. Roles are given as the check would give them, but nothing else is
+    /// checked: these are a preview that `PlanReady` replaces.
+    fn draft_plan(&mut self, out: &mut Vec<Effect>) {
+        let mut drafted = plan::draft_subtasks(&self.planner.output);
+        if drafted.len() <= self.planner.drafted {
+            return;
+        }
+        self.planner.drafted = drafted.len();
+        let rules = self.settings.plan_rules();
+        for subtask in &mut drafted {
+            if !rules.roles.contains(&subtask.worker) {
+                subtask.worker = rules.default_role.clone();
+            }
+        }
+        out.push(Effect::Emit(EventKind::PlanDrafted {
+            attempt: self.planner.attempt,
+            subtasks: drafted,
+        }));
+    }
+
+    /// Plan again a run that ended without a plan (the planner failed, or it was cancelled
+    /// while planning). The re-ask memory is cleared: the planner starts afresh, with attempt
+    /// numbers going on from the last.
+    fn replan(&mut self, out: &mut Vec<Effect>) {
+        let name = CommandName::Replan;
+        match self.phase {
+            Phase::Planning => refuse(out, name, Refusal::StillPlanning),
+            Phase::Working | Phase::Synthesizing => refuse(out, name, Refusal::RunActive),
+            Phase::Finished(_) if self.plan.is_some() => refuse(out, name, Refusal::PlanExists),
+            Phase::Finished(_) => {
+                self.phase = Phase::Planning;
+                self.plan_reask = None;
+                self.planner.failures = 0;
+                self.call_planner(out);
+            }
         }
     }
 
@@ -1317,6 +1381,27 @@ fn too_long(what: &str, prompt_chars: usize, quotes_results: bool, server: &str)
         "the prompt of {what} does not fit the model's context window: {prompt_chars} \
          characters, about {} tokens{hint} (the server said: {server})",
         prompt_chars.div_ceil(4)
+    )
+}
+
+/// The most of a rejected planner answer an event carries; a longer one is cut with a note.
+pub const REJECTED_ANSWER_MAX_BYTES: usize = 4096;
+
+/// A planner answer as `PlanRejected` carries it: sanitised (it is shown in terminals) and cut
+/// to [`REJECTED_ANSWER_MAX_BYTES`] on a character boundary.
+fn bounded_answer(text: &str) -> String {
+    let clean = crate::sanitize::sanitize(text);
+    if clean.len() <= REJECTED_ANSWER_MAX_BYTES {
+        return clean.into_owned();
+    }
+    let mut cut = REJECTED_ANSWER_MAX_BYTES;
+    while !clean.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}\n… ({} more bytes not shown)",
+        &clean[..cut],
+        clean.len() - cut
     )
 }
 

@@ -27,6 +27,7 @@ fn settings() -> RunSettings {
         seed: 42,
         stop_after_plan: false,
         max_dependency_chars: None,
+        structured: Structured::Auto,
     }
 }
 
@@ -1402,6 +1403,53 @@ fn reasoning_is_streamed_apart_and_reaches_no_prompt() {
     );
 }
 
+fn planner_call(attempt: u32) -> CallId {
+    CallId {
+        target: CallTarget::Planner,
+        attempt,
+    }
+}
+
+/// A run whose planner gave no usable plan twice.
+fn failed_planning() -> Story {
+    let mut s = Story::new("q", settings(), None);
+    s.feed(Input::Reply {
+        call: planner_call(1),
+        result: ok("No JSON here."),
+    });
+    s.feed(Input::Reply {
+        call: planner_call(2),
+        result: ok("Still none."),
+    });
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+    s
+}
+
+#[test]
+fn replan_is_refused_while_the_run_goes_on_or_has_a_plan() {
+    let mut planning = Story::new("q", settings(), None);
+    planning.command(RunCommand::Replan);
+    assert_eq!(
+        planning.effects,
+        only_refusal(CommandName::Replan, Refusal::StillPlanning)
+    );
+
+    let mut working = Story::planned(vec![task("a", &[])]);
+    working.command(RunCommand::Replan);
+    assert_eq!(
+        working.effects,
+        only_refusal(CommandName::Replan, Refusal::RunActive)
+    );
+
+    working.reply("a", ok("result")).synth_reply(ok("report"));
+    assert_eq!(working.finished(), Some(RunStatus::Succeeded));
+    working.command(RunCommand::Replan);
+    assert_eq!(
+        working.effects,
+        only_refusal(CommandName::Replan, Refusal::PlanExists)
+    );
+}
+
 #[test]
 fn a_prompt_too_long_for_the_context_fails_at_once_naming_its_size_and_the_bound() {
     let mut s = Story::planned(vec![task("a", &[]), task("b", &["a"])]);
@@ -1450,4 +1498,93 @@ fn dependency_results_are_bounded_when_asked() {
         "{user}"
     );
     assert!(!user.contains("and the rest"));
+}
+
+#[test]
+fn a_run_whose_planning_failed_plans_again_afresh_and_goes_on() {
+    let mut s = failed_planning();
+    s.command(RunCommand::Replan);
+    assert!(matches!(
+        s.events()[..],
+        [EventKind::PlanningStarted { attempt: 3, .. }]
+    ));
+    let request = s
+        .request_for(&CallTarget::Planner)
+        .expect("the planner is asked");
+    // Afresh: the query alone, not the old answers and their problems.
+    assert_eq!(request.messages.len(), 1);
+    assert!(request.structured.is_some(), "with the plan's schema");
+    s.feed(Input::Reply {
+        call: planner_call(3),
+        result: ok(r#"{"subtasks": [{"id": "a", "title": "A", "description": "x"}]}"#),
+    });
+    assert_eq!(s.started(), ["a"]);
+    s.reply("a", ok("result")).synth_reply(ok("report"));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+#[test]
+fn a_rejected_answer_is_carried_sanitised_and_bounded() {
+    let mut s = Story::new("q", settings(), None);
+    let long = format!("\u{1b}[31mred\u{1b}[0m {}", "é".repeat(3000));
+    s.feed(Input::Reply {
+        call: planner_call(1),
+        result: ok(&long),
+    });
+    let answer = s
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EventKind::PlanRejected { answer, .. } => Some(answer.clone()),
+            _ => None,
+        })
+        .expect("rejected");
+    assert!(answer.starts_with("red é"), "{answer:?}");
+    assert!(!answer.contains('\u{1b}'));
+    assert!(answer.len() < REJECTED_ANSWER_MAX_BYTES + 100);
+    assert!(answer.ends_with("more bytes not shown)"), "{answer:?}");
+}
+
+#[test]
+fn planner_text_streams_as_events_and_complete_subtasks_are_drafted_once_each() {
+    let mut s = Story::new("q", settings(), None);
+    let delta = |s: &mut Story, text: &str| {
+        s.feed(Input::Delta {
+            call: planner_call(1),
+            text: text.into(),
+        });
+        s.events().into_iter().cloned().collect::<Vec<_>>()
+    };
+    let first = delta(
+        &mut s,
+        r#"{"subtasks": [{"id": "a", "title": "A", "worker": "nobody""#,
+    );
+    assert_eq!(
+        first,
+        [EventKind::PlanningDelta {
+            attempt: 1,
+            text: r#"{"subtasks": [{"id": "a", "title": "A", "worker": "nobody""#.into()
+        }]
+    );
+    let second = delta(&mut s, r#"}, {"id": "b", "#);
+    let drafted = second.iter().find_map(|e| match e {
+        EventKind::PlanDrafted {
+            attempt: 1,
+            subtasks,
+        } => Some(subtasks.clone()),
+        _ => None,
+    });
+    let drafted = drafted.expect("`a` is complete");
+    assert_eq!(drafted.len(), 1);
+    // An unknown role shows as the default one, as the check will make it.
+    assert_eq!(drafted[0].worker, "analysis");
+    // Text that completes nothing new drafts nothing new.
+    let third = delta(&mut s, r#""title": "B""#);
+    assert_eq!(third.len(), 1, "{third:?}");
+    // A late delta of an older attempt is dropped.
+    s.feed(Input::Delta {
+        call: planner_call(7),
+        text: "x".into(),
+    });
+    assert!(s.effects.is_empty());
 }

@@ -2,8 +2,9 @@
 //! `anthropic-version: 2023-06-01`, SSE streaming or one JSON answer.
 //!
 //! Owns this protocol's request body and its reading of answers: text comes only from
-//! `text_delta`s, reasoning from `thinking_delta`s (tool input and signatures are skipped),
-//! `stop_reason: "max_tokens"` marks a cut-off answer, input tokens from
+//! `text_delta`s, reasoning from `thinking_delta`s (signatures are skipped; a forced tool's
+//! input, asked for as structured output, is the answer instead), `stop_reason: "max_tokens"`
+//! marks a cut-off answer, input tokens from
 //! `message_start`, cumulative output tokens from `message_delta`, `message_stop` ends the
 //! stream, and unknown event types are ignored (new ones get added). It must not retry, apply an
 //! overall deadline, sanitise model text, or put the API key anywhere but its header.
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::quirks;
 use crate::llm::sse::{self, HttpFailure, SseStream};
+use crate::llm::structured::{self, Dialect, StructuredMode};
 use crate::llm::{
     ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
     models,
@@ -75,12 +77,38 @@ impl Anthropic {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let Some(wanted) = request.structured.as_ref().map(|s| s.mode) else {
+            return self.send(&request, StructuredMode::Text, &sink).await;
+        };
+        structured::call_with_fallback(
+            Dialect::Anthropic,
+            &self.config.base_url,
+            &request.model,
+            wanted,
+            |mode| self.send(&request, mode, &sink),
+        )
+        .await
+    }
+
+    /// One request; in `Tool` mode the answer is the forced tool's input, as text.
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        mode: StructuredMode,
+        sink: &DeltaSink,
+    ) -> Result<Completion, CallError> {
         let base_url = self.config.base_url.as_str();
         // Only `temperature` can be left out here: `max_tokens` is required by this API.
         let adapt =
             |failure: &HttpFailure, body: &Value| quirks::adapt(base_url, failure, body, false);
-        let mut body = self.body(&request);
+        let mut body = self.body(request);
         quirks::prepare(base_url, &mut body);
+        let tool = request.structured.is_some() && mode == StructuredMode::Tool;
+        if let (Some(output), true) = (&request.structured, tool) {
+            let (tools, choice) = structured::anthropic_tool(output);
+            body["tools"] = tools;
+            body["tool_choice"] = choice;
+        }
         let exchange = Exchange {
             client: &self.client,
             url: self.url(),
@@ -95,8 +123,8 @@ impl Anthropic {
         http::call(
             exchange,
             http_error,
-            async |events| read_stream(events, &sink).await,
-            |body| read_answer(body, &sink),
+            async |events| read_stream(events, sink, tool).await,
+            |body| read_answer(body, sink, tool),
         )
         .await
     }
@@ -192,6 +220,8 @@ struct EventDelta {
     thinking: Option<String>,
     /// `message_delta`.
     stop_reason: Option<String>,
+    /// `input_json_delta`: a piece of a tool call's input.
+    partial_json: Option<String>,
 }
 
 /// `stop_reason: "max_tokens"`: the model stopped at the token limit.
@@ -237,10 +267,17 @@ impl UsageSoFar {
     }
 }
 
-async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
+/// `tool`: a tool was forced, and its input is the answer.
+async fn read_stream(
+    mut events: SseStream,
+    sink: &DeltaSink,
+    tool: bool,
+) -> Result<Completion, CallError> {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut cut_off = false;
+    // The forced tool's input (structured output), streamed as the answer's text.
+    let mut tool_input = String::new();
     let mut usage = UsageSoFar::default();
     while let Some(event) = events.next().await? {
         if event.event == "error" {
@@ -264,15 +301,25 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
             }
             "content_block_delta" => {
                 let Some(delta) = parsed.delta else { continue };
-                // input_json_delta and signature_delta are neither answer nor reasoning.
-                match (delta.kind.as_deref(), delta.text, delta.thinking) {
-                    (Some("text_delta"), Some(piece), _) => {
+                // signature_delta is neither answer nor reasoning; input_json_delta is only
+                // asked for as the answer itself (the forced tool of structured output).
+                match (
+                    delta.kind.as_deref(),
+                    delta.text,
+                    delta.thinking,
+                    delta.partial_json,
+                ) {
+                    (Some("text_delta"), Some(piece), _, _) => {
                         sink.send(&piece);
                         text.push_str(&piece);
                     }
-                    (Some("thinking_delta"), _, Some(piece)) => {
+                    (Some("thinking_delta"), _, Some(piece), _) => {
                         sink.send_reasoning(&piece);
                         reasoning.push_str(&piece);
+                    }
+                    (Some("input_json_delta"), _, _, Some(piece)) if tool => {
+                        sink.send(&piece);
+                        tool_input.push_str(&piece);
                     }
                     _ => {}
                 }
@@ -285,7 +332,11 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
             }
             "message_stop" => {
                 return Ok(Completion {
-                    text,
+                    text: if tool_input.is_empty() {
+                        text
+                    } else {
+                        tool_input
+                    },
                     usage: usage.finish(),
                     cut_off,
                     reasoning,
@@ -314,10 +365,13 @@ struct ContentBlock {
     kind: Option<String>,
     text: Option<String>,
     thinking: Option<String>,
+    /// A `tool_use` block's input.
+    input: Option<Value>,
 }
 
-/// A whole (non-streamed) answer: the text blocks joined, sent to the sink at once.
-fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
+/// A whole (non-streamed) answer: the text blocks joined (or the forced tool's input, for
+/// structured output), sent to the sink at once.
+fn read_answer(body: &[u8], sink: &DeltaSink, tool: bool) -> Result<Completion, CallError> {
     let json: Value =
         serde_json::from_slice(body).map_err(|_| sse::bad_response("the answer is not JSON"))?;
     if json.get("type").and_then(Value::as_str) == Some("error")
@@ -330,6 +384,12 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
     let Some(blocks) = answer.content else {
         return Err(sse::bad_response("the answer has no content"));
     };
+    let tool_input = blocks
+        .iter()
+        .filter(|_| tool)
+        .find(|b| b.kind.as_deref() == Some("tool_use"))
+        .and_then(|b| b.input.as_ref())
+        .map(Value::to_string);
     let mut text = String::new();
     let mut reasoning = String::new();
     for block in blocks {
@@ -338,6 +398,9 @@ fn read_answer(body: &[u8], sink: &DeltaSink) -> Result<Completion, CallError> {
             (Some("thinking"), _, Some(piece)) => reasoning.push_str(&piece),
             _ => {}
         }
+    }
+    if let Some(input) = tool_input {
+        text = input;
     }
     sink.send_reasoning(&reasoning);
     sink.send(&text);

@@ -15,6 +15,7 @@ pub mod openai;
 pub mod quirks;
 pub mod reasoning;
 pub mod sse;
+pub mod structured;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,6 +56,9 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub max_tokens: u32,
     pub temperature: Option<f32>,
+    /// Ask for an answer in this JSON shape (the planner); `None` for plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<structured::StructuredOutput>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

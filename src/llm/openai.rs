@@ -18,6 +18,7 @@ use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::quirks::{self, TokenParam};
 use crate::llm::reasoning::{Split, ThinkSplitter};
 use crate::llm::sse::{self, HttpFailure, SseStream};
+use crate::llm::structured::{self, Dialect, StructuredMode};
 use crate::llm::{
     ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
     models,
@@ -92,13 +93,41 @@ impl OpenAi {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
+        let Some(wanted) = request.structured.as_ref().map(|s| s.mode) else {
+            return self.send(&request, StructuredMode::Text, &sink).await;
+        };
+        structured::call_with_fallback(
+            Dialect::OpenAi,
+            &self.config.base_url,
+            &request.model,
+            wanted,
+            |mode| self.send(&request, mode, &sink),
+        )
+        .await
+    }
+
+    /// One request, asking for structure the `mode` way.
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        mode: StructuredMode,
+        sink: &DeltaSink,
+    ) -> Result<Completion, CallError> {
+        let mut body = self.body(request);
+        if let Some(format) = request
+            .structured
+            .as_ref()
+            .and_then(|output| structured::response_format(output, mode))
+        {
+            body["response_format"] = format;
+        }
         let base_url = self.config.base_url.as_str();
         let adapt =
             |failure: &HttpFailure, body: &Value| quirks::adapt(base_url, failure, body, true);
         let exchange = Exchange {
             client: &self.client,
             url: self.url(),
-            body: self.body(&request),
+            body,
             headers: &[],
             auth: match &self.config.api_key {
                 Some(key) => Auth::Bearer(key),
@@ -112,8 +141,8 @@ impl OpenAi {
         http::call(
             exchange,
             HttpFailure::into_call_error,
-            async |events| read_stream(events, &sink).await,
-            |body| read_answer(body, &sink),
+            async |events| read_stream(events, sink).await,
+            |body| read_answer(body, sink),
         )
         .await
     }

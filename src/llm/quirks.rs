@@ -2,7 +2,7 @@
 //!
 //! Servers disagree about parameters: OpenAI's reasoning models reject `max_tokens` (they want
 //! `max_completion_tokens`) and any `temperature` but the default, older OpenAI-compatible
-//! servers reject `max_completion_tokens`, some reject `stream_options` or `response_format`.
+//! servers reject `max_completion_tokens`, some reject `stream_options`.
 //! When a 400 (or 422) names one of these as unsupported, `adapt` returns the body changed
 //! (that parameter swapped or dropped) for one immediate resend, remembers the change for the
 //! base URL and model for the rest of the process, and logs one line. `prepare` applies what was
@@ -65,13 +65,14 @@ fn is_openai_api(base_url: &str) -> bool {
 }
 
 /// The parameters a server may refuse, checked in this order (the longer name first, so
-/// `max_completion_tokens` is not read as `max_tokens`).
-const ADAPTABLE: [&str; 5] = [
+/// `max_completion_tokens` is not read as `max_tokens`). A refused `response_format` is not
+/// here: `llm::structured` answers it by stepping down from a JSON schema to JSON mode to plain
+/// text, which dropping the parameter at once would skip.
+const ADAPTABLE: [&str; 4] = [
     "max_completion_tokens",
     "max_tokens",
     "temperature",
     "stream_options",
-    "response_format",
 ];
 
 /// Words with which servers say a parameter is not accepted (OpenAI's "Unsupported
@@ -96,7 +97,6 @@ struct Learnt {
     token_param: Option<TokenParam>,
     drop_temperature: bool,
     drop_stream_options: bool,
-    drop_response_format: bool,
 }
 
 type Memory = Mutex<HashMap<(String, String), Learnt>>;
@@ -151,9 +151,6 @@ pub(crate) fn prepare(base_url: &str, body: &mut Value) {
     if learnt.drop_stream_options {
         object.remove("stream_options");
     }
-    if learnt.drop_response_format {
-        object.remove("response_format");
-    }
 }
 
 /// When `failure` says that a parameter of `body` is not supported, the body without it (or
@@ -200,8 +197,7 @@ pub(crate) fn adapt(
             object.remove(other)?;
             let news = remember(base_url, &model, |l| match other {
                 "temperature" => l.drop_temperature = true,
-                "stream_options" => l.drop_stream_options = true,
-                _ => l.drop_response_format = true,
+                _ => l.drop_stream_options = true,
             });
             (news, format!("leaving `{other}` out"))
         }

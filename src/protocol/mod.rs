@@ -226,6 +226,10 @@ pub enum RunCommand {
     /// Write the synthesis again from the current results. Answered by `SynthesisStarted`…
     /// `SynthesisFinished` and `RunFinished`; refused (`CommandRefused`) while subtasks still run.
     Resynthesize,
+    /// Plan a run again whose planning failed (or was cancelled): the planner is asked afresh,
+    /// as at the start. Answered by `PlanningStarted`, then as any run. Refused while the run
+    /// goes on (`still_planning`, `run_active`) and for a run that has a plan (`plan_exists`).
+    Replan,
 }
 
 impl RunCommand {
@@ -238,6 +242,7 @@ impl RunCommand {
             Self::CancelRun => CommandName::CancelRun,
             Self::EditSubtask { .. } => CommandName::EditSubtask,
             Self::Resynthesize => CommandName::Resynthesize,
+            Self::Replan => CommandName::Replan,
         }
     }
 }
@@ -252,6 +257,7 @@ pub enum CommandName {
     CancelRun,
     EditSubtask,
     Resynthesize,
+    Replan,
     ResumeRun,
     CloseRun,
 }
@@ -294,6 +300,10 @@ pub enum Refusal {
     SubtasksRunning,
     /// A new synthesis with no subtask result to write it from.
     NoResults,
+    /// A new plan for a run that has not ended.
+    RunActive,
+    /// A new plan for a run that has one; its subtasks can be re-run instead.
+    PlanExists,
 }
 
 impl fmt::Display for Refusal {
@@ -336,6 +346,10 @@ impl fmt::Display for Refusal {
                 f.write_str("subtasks are still running; the synthesis follows when they finish")
             }
             Self::NoResults => f.write_str("no subtask has a result to synthesise"),
+            Self::RunActive => f.write_str("the run is still going"),
+            Self::PlanExists => {
+                f.write_str("the run has a plan already; re-run its subtasks instead")
+            }
         }
     }
 }
@@ -367,10 +381,26 @@ pub enum EventKind {
         delay_ms: u64,
         reason: String,
     },
-    /// The planner's answer was unusable; it is asked again (or the run fails).
+    /// Streamed text of the planner's answer, coalesced (for a forced tool call, the tool's
+    /// input as it arrives).
+    PlanningDelta {
+        attempt: u32,
+        text: String,
+    },
+    /// The subtasks whose objects are complete so far in the streamed answer (all of them, in
+    /// order, each time one more completes): planned, not yet checked. `PlanReady` replaces
+    /// them; `PlanRejected` and a new `PlanningStarted` drop them.
+    PlanDrafted {
+        attempt: u32,
+        subtasks: Vec<PlannedSubtask>,
+    },
+    /// The planner's answer was unusable; it is asked again (or the run fails). `answer` is
+    /// what the planner said, sanitised and cut to a few KB.
     PlanRejected {
         attempt: u32,
         error: String,
+        #[serde(default)]
+        answer: String,
     },
     PlanReady {
         plan: Plan,
@@ -510,6 +540,8 @@ impl EventKind {
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
             | Self::PlanningRetrying { .. }
+            | Self::PlanningDelta { .. }
+            | Self::PlanDrafted { .. }
             | Self::PlanRejected { .. }
             | Self::PlanReady { .. }
             | Self::Notice { .. }

@@ -117,7 +117,7 @@ CREATE TABLE commands (
     run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     at              INTEGER NOT NULL,
     kind            TEXT NOT NULL CHECK (kind IN ('retry_subtask', 'retry_failed',
-                    'cancel_subtask', 'cancel_run', 'edit_subtask', 'resynthesize')),
+                    'cancel_subtask', 'cancel_run', 'edit_subtask', 'resynthesize', 'replan')),
     subtask_id      TEXT,
     old_description TEXT,
     new_description TEXT,

@@ -285,6 +285,8 @@ fn is_delta(kind: &EventKind) -> bool {
         EventKind::SubtaskDelta { .. }
             | EventKind::SynthesisDelta { .. }
             | EventKind::SubtaskReasoning { .. }
+            | EventKind::PlanningDelta { .. }
+            | EventKind::PlanDrafted { .. }
     )
 }
 
@@ -749,8 +751,20 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
                 )?;
             }
         }
-        EventKind::PlanRejected { attempt, error } => {
-            Call::planner(run, *attempt).close(tx, ts, "rejected", None, Some(error))?;
+        EventKind::PlanRejected {
+            attempt,
+            error,
+            answer,
+        } => {
+            // The answer is kept beside the problem found in it, as the dashboard shows them.
+            if let Some(row) =
+                Call::planner(run, *attempt).close(tx, ts, "rejected", None, Some(error))?
+            {
+                tx.execute(
+                    "UPDATE attempts SET output = ?2 WHERE id = ?1",
+                    params![row, answer],
+                )?;
+            }
         }
         EventKind::PlanReady { plan } => {
             let json = serde_json::to_string(plan)
@@ -847,7 +861,9 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         }
         EventKind::SubtaskDelta { .. }
         | EventKind::SynthesisDelta { .. }
-        | EventKind::SubtaskReasoning { .. } => {}
+        | EventKind::SubtaskReasoning { .. }
+        | EventKind::PlanningDelta { .. }
+        | EventKind::PlanDrafted { .. } => {}
         EventKind::SubtaskRetrying {
             subtask,
             attempt,
@@ -1084,6 +1100,7 @@ fn apply_command(tx: &Connection, record: &CommandRecord) -> rusqlite::Result<()
             worker.as_deref(),
         ),
         RunCommand::Resynthesize => ("resynthesize", None, None, None),
+        RunCommand::Replan => ("replan", None, None, None),
     };
     let (old_description, old_worker) = match subtask {
         Some(id) if description.is_some() || worker.is_some() => tx

@@ -10,7 +10,7 @@ use unicode_width::UnicodeWidthStr;
 
 use crate::display::{CUT_OFF, clock, duration, status_glyph};
 use crate::protocol::SubtaskStatus;
-use crate::report::AttemptOutcome;
+use crate::report::{AttemptOutcome, PlannerOutcome, RunReport};
 use crate::sanitize::{sanitize, sanitize_line};
 use crate::tui::keymap::{BINDINGS, KeyAction};
 use crate::tui::layout::{self, areas};
@@ -50,10 +50,14 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
         return out;
     };
     let status = Line::from(vec![
-        Span::styled(
-            format!("{} {}", status_glyph(s.status), s.status.word()),
-            theme.status(s.status).add_modifier(Modifier::BOLD),
-        ),
+        if s.drafted {
+            Span::styled("planned · not yet checked", theme.dim())
+        } else {
+            Span::styled(
+                format!("{} {}", status_glyph(s.status), s.status.word()),
+                theme.status(s.status).add_modifier(Modifier::BOLD),
+            )
+        },
         Span::styled(
             match (&s.model, s.attempts) {
                 (Some(m), n) if n > 1 => format!(" · {} · attempt {n}", sanitize_line(m)),
@@ -256,6 +260,9 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
             para(Line::from(line.to_owned()));
         }
     }
+    // In the order things happened: the planner's answers, then how the run ended.
+    planner_answers(model, report, width, out);
+    let mut para = |line: Line<'static>| wrap_line(&line, width, out);
     if let Some(error) = &report.error {
         para(Line::default());
         para(Line::from(Span::styled(
@@ -268,6 +275,68 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
             format!("note: {}", sanitize_line(notice)),
             theme.warning(),
         )));
+    }
+    if report.plan.is_none() && report.status.is_some() && !report.planning.is_empty() {
+        para(Line::default());
+        para(Line::from(Span::styled(
+            "r plans the run again",
+            theme.dim(),
+        )));
+    }
+}
+
+/// What the planner said: every answer while the run has no plan (the one streaming, and
+/// each rejected one beside the problem found in it), and once it has one, the answers that
+/// were not used, so a re-ask can still be understood.
+fn planner_answers(model: &Model, report: &RunReport, width: usize, out: &mut Vec<Line<'static>>) {
+    let theme = &model.theme;
+    let mut para = |line: Line<'static>| wrap_line(&line, width, out);
+    for attempt in &report.planning {
+        if report.plan.is_some() && attempt.outcome == PlannerOutcome::Accepted {
+            continue;
+        }
+        let state = match &attempt.outcome {
+            PlannerOutcome::Running => "streaming",
+            PlannerOutcome::Accepted => "used",
+            PlannerOutcome::Rejected(_) => "rejected",
+            PlannerOutcome::Failed(_) => "failed",
+        };
+        para(Line::default());
+        let rule = format!(
+            "── Planner, attempt {} · {} · {state} ",
+            attempt.attempt,
+            sanitize_line(&attempt.model)
+        );
+        let fill = width.saturating_sub(rule.width());
+        para(Line::from(Span::styled(
+            format!("{rule}{}", "─".repeat(fill)),
+            theme.dim(),
+        )));
+        let text = sanitize(&attempt.text);
+        if text.trim().is_empty() {
+            let empty = match attempt.outcome {
+                PlannerOutcome::Running => "waiting for the first words…",
+                _ => "(no text)",
+            };
+            para(Line::from(Span::styled(empty, theme.dim())));
+        }
+        for line in text.trim_end().lines() {
+            para(Line::from(line.to_owned()));
+        }
+        match &attempt.outcome {
+            PlannerOutcome::Rejected(problem) => para(Line::from(vec![
+                Span::styled(
+                    "✗ not a usable plan: ",
+                    theme.error().add_modifier(Modifier::BOLD),
+                ),
+                Span::styled(sanitize_line(problem).into_owned(), theme.error()),
+            ])),
+            PlannerOutcome::Failed(reason) => para(Line::from(Span::styled(
+                format!("✗ the call failed: {}", sanitize_line(reason)),
+                theme.error(),
+            ))),
+            PlannerOutcome::Running | PlannerOutcome::Accepted => {}
+        }
     }
 }
 

@@ -299,7 +299,7 @@ pub const BINDINGS: &[Binding] = &[
     b(
         C::Panes,
         &[(Chord::ch('r'), A::RetrySubtask)],
-        "re-run the selected subtask",
+        "re-run the selected subtask; replan a failed run",
     ),
     b(
         C::Panes,

@@ -389,10 +389,19 @@ impl Model {
         }
     }
 
-    /// The selected subtask is streaming: its detail follows new text.
+    /// The selected subtask is streaming, or the selected run's planner is: the detail
+    /// follows new text.
     pub fn detail_live(&self) -> bool {
-        self.selected_subtask()
-            .is_some_and(|(_, s)| s.status == SubtaskStatus::Running)
+        match self.selected_subtask() {
+            Some((_, s)) => s.status == SubtaskStatus::Running,
+            None => self.current_run().is_some_and(|v| {
+                v.report.plan.is_none()
+                    && v.report
+                        .planning
+                        .last()
+                        .is_some_and(|p| p.outcome == crate::report::PlannerOutcome::Running)
+            }),
+        }
     }
 
     /// The shown synthesis is streaming.
@@ -564,7 +573,8 @@ impl Model {
         (
             report.count(SubtaskStatus::Succeeded),
             report.count(SubtaskStatus::Failed),
-            report.subtasks.len(),
+            // Drafts of a plan still streaming are not subtasks yet.
+            report.subtasks.iter().filter(|s| !s.drafted).count(),
         )
     }
 

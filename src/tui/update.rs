@@ -219,7 +219,22 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         }
         KeyAction::ToTree => model.focus = Focus::Tree,
         KeyAction::ToQuery => model.focus = Focus::Query,
-        KeyAction::RetrySubtask => steer_selected(model, actions, RunCommand::RetrySubtask),
+        KeyAction::RetrySubtask => match &model.selected {
+            // On the row of a run that ended without a plan, there is no subtask to re-run:
+            // plan it again.
+            Some(Node::Run(id))
+                if model
+                    .run(*id)
+                    .is_some_and(|v| v.report.plan.is_none() && v.report.status.is_some()) =>
+            {
+                let id = *id;
+                actions.push(Action::Send(Command::Run {
+                    id,
+                    command: RunCommand::Replan,
+                }));
+            }
+            _ => steer_selected(model, actions, RunCommand::RetrySubtask),
+        },
         KeyAction::CancelSubtask => steer_selected(model, actions, RunCommand::CancelSubtask),
         KeyAction::RetryFailed => steer_run(model, actions, RunCommand::RetryFailed),
         KeyAction::CancelRun => {
@@ -555,6 +570,9 @@ fn steer_selected(
     actions: &mut Vec<Action>,
     command: fn(crate::protocol::SubtaskId) -> RunCommand,
 ) {
+    if drafted_selected(model) {
+        return;
+    }
     match &model.selected {
         Some(Node::Subtask(run, id)) => actions.push(Action::Send(Command::Run {
             id: *run,
@@ -571,7 +589,23 @@ fn steer_run(model: &mut Model, actions: &mut Vec<Action>, command: RunCommand) 
     }
 }
 
+/// The selection is a subtask read from a plan still streaming: nothing can be done to it yet
+/// (the engine has no such subtask), so say so instead of sending a command it would refuse.
+fn drafted_selected(model: &mut Model) -> bool {
+    let drafted = model.selected_subtask().is_some_and(|(_, s)| s.drafted);
+    if drafted {
+        model.toast(
+            "this subtask is planned, not checked yet: wait for the plan".into(),
+            ToastLevel::Info,
+        );
+    }
+    drafted
+}
+
 fn open_editor(model: &mut Model) {
+    if drafted_selected(model) {
+        return;
+    }
     let Some((view, subtask)) = model.selected_subtask() else {
         model.toast("select a subtask to edit".into(), ToastLevel::Info);
         return;

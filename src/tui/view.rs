@@ -108,9 +108,9 @@ fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
 fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
     let mut heading = vec![title("Subtasks")];
     if let Some(view) = model.current_run()
-        && !view.report.subtasks.is_empty()
+        && let (done, failed, total) = Model::counts(&view.report)
+        && total > 0
     {
-        let (done, failed, total) = Model::counts(&view.report);
         heading.push(Span::styled(
             format!("{done}/{total} ✓"),
             model.theme.status(SubtaskStatus::Succeeded),
@@ -224,6 +224,8 @@ fn subtask_row(
     };
     let (id_w, role_w) = widths;
     let mut right = match s.status {
+        // Read from the planner's answer as it streams: nothing about it is known yet.
+        _ if s.drafted => "planned".to_owned(),
         SubtaskStatus::Pending if s.waiting_on.is_empty() => "queued".to_owned(),
         SubtaskStatus::Pending | SubtaskStatus::Blocked => format!("after {}", join(&s.waiting_on)),
         SubtaskStatus::Running => {
@@ -282,7 +284,11 @@ fn subtask_row(
         .map(|m| truncate(&m, title_w.saturating_sub(title.width())))
         .unwrap_or_default();
     let gap = title_w.saturating_sub(title.width() + mark.width());
-    let style = model.theme.status(s.status);
+    let style = if s.drafted {
+        model.theme.dim()
+    } else {
+        model.theme.status(s.status)
+    };
     Line::from(vec![
         Span::styled(left, style),
         Span::raw(title),

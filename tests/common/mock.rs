@@ -7,7 +7,9 @@
 //! records every request (with when it arrived and when its answer was sent) and renders the
 //! reply in the protocol and mode (SSE or one JSON answer) the request asked for, really
 //! incrementally, so gaps and idle timeouts can be observed. Failure modes are replies too:
-//! HTTP errors, cut or silent streams, in-stream errors, raw bodies.
+//! HTTP errors, cut or silent streams, in-stream errors, raw bodies. A script reads what
+//! structured output a request asked for (`response_format`, `forced_tool`) and can answer
+//! with an Anthropic tool call (`Reply::tool_call`).
 //!
 //! Shared by the integration tests and by the benchmark (included with `#[path]`), so it must
 //! stay self-contained: only axum, tokio, serde_json, futures-util and std, no `#[test]`, and
@@ -135,6 +137,30 @@ impl MockRequest {
         self.body.get("temperature").and_then(Value::as_f64)
     }
 
+    /// OpenAI's `response_format.type` (`json_schema`, `json_object`), if the request set one.
+    pub fn response_format(&self) -> Option<String> {
+        self.body
+            .pointer("/response_format/type")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    /// The tool an Anthropic request forces (`tool_choice: {"type": "tool", "name": …}`).
+    pub fn forced_tool(&self) -> Option<String> {
+        (self
+            .body
+            .pointer("/tool_choice/type")
+            .and_then(Value::as_str)
+            == Some("tool"))
+        .then(|| {
+            self.body
+                .pointer("/tool_choice/name")
+                .and_then(Value::as_str)
+        })
+        .flatten()
+        .map(str::to_owned)
+    }
+
     /// A header's value, looked up case-insensitively (the first one when repeated).
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
@@ -258,6 +284,9 @@ pub struct Reply {
     /// block (Anthropic).
     reasoning: Vec<String>,
     reasoning_field: String,
+    /// Anthropic: the text is the input of a `tool_use` block of this tool (streamed as
+    /// `input_json_delta`s), not a text block.
+    tool: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -321,7 +350,16 @@ impl Reply {
             cut_off: false,
             reasoning: Vec::new(),
             reasoning_field: "reasoning_content".to_owned(),
+            tool: None,
         }
+    }
+
+    /// Anthropic: answer with a call of tool `name` whose input is `json` (streamed in pieces
+    /// as `input_json_delta`s, or one `tool_use` block). OpenAI: `json` as the text.
+    pub fn tool_call(name: &str, json: impl Into<String>) -> Self {
+        let mut reply = Self::text(json);
+        reply.tool = Some(name.to_owned());
+        reply
     }
 
     /// A complete answer. Streamed in pieces of about four words (whitespace kept, so the
@@ -1153,20 +1191,26 @@ fn anthropic_stream(
             &json!({ "type": "content_block_stop", "index": 0 }),
         ));
     }
+    let block = match &reply.tool {
+        Some(name) => json!({ "type": "tool_use", "id": "toolu_mock", "name": name, "input": {} }),
+        None => json!({ "type": "text", "text": "" }),
+    };
     pieces.push_back(sse_event(
         "content_block_start",
-        &json!({ "type": "content_block_start", "index": text_index,
-                 "content_block": { "type": "text", "text": "" } }),
+        &json!({ "type": "content_block_start", "index": text_index, "content_block": block }),
     ));
     pieces.push_back(ping());
     for (i, piece) in chunks.iter().enumerate() {
         if reply.keep_alive && i > 0 {
             pieces.push_back(ping());
         }
+        let delta = match &reply.tool {
+            Some(_) => json!({ "type": "input_json_delta", "partial_json": piece }),
+            None => json!({ "type": "text_delta", "text": piece }),
+        };
         pieces.push_back(sse_event(
             "content_block_delta",
-            &json!({ "type": "content_block_delta", "index": text_index,
-                     "delta": { "type": "text_delta", "text": piece } }),
+            &json!({ "type": "content_block_delta", "index": text_index, "delta": delta }),
         ));
     }
     match ending {
@@ -1237,8 +1281,22 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 "type": "message",
                 "role": "assistant",
                 "model": request.model(),
-                "content": [{ "type": "text", "text": text }],
-                "stop_reason": if reply.cut_off { "max_tokens" } else { "end_turn" },
+                "content": [match &reply.tool {
+                    Some(name) => json!({
+                        "type": "tool_use",
+                        "id": "toolu_mock",
+                        "name": name,
+                        "input": serde_json::from_str::<Value>(text).unwrap_or(Value::Null),
+                    }),
+                    None => json!({ "type": "text", "text": text }),
+                }],
+                "stop_reason": if reply.tool.is_some() {
+                    "tool_use"
+                } else if reply.cut_off {
+                    "max_tokens"
+                } else {
+                    "end_turn"
+                },
                 "stop_sequence": null,
             });
             if !reply.reasoning.is_empty() {

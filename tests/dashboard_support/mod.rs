@@ -533,3 +533,114 @@ pub fn long_synthesis() -> String {
     );
     s
 }
+
+/// The planner's answer as it streams in: two subtasks complete, a third under way.
+pub const PLAN_SO_FAR: &str = r#"{"query_analysis": "Environment and money.",
+ "subtasks": [
+  {"id": "emissions", "title": "Tailpipe and grid emissions", "worker": "research",
+   "description": "Measure them.", "depends_on": []},
+  {"id": "grid", "title": "Evening load on the grid", "worker": "analysis",
+   "description": "Peaks.", "depends_on": ["emissions"]},
+  {"id": "costs", "title": "Who pa"#;
+
+/// Planning under way: the answer so far streamed, and its two complete subtasks drafted.
+pub fn planning_mid_stream_events(run: RunId) -> Vec<Event> {
+    let mut events = planning_events(run);
+    let (first, rest) = PLAN_SO_FAR.split_at(60);
+    for (ago, text) in [(30_000, first), (20_000, rest)] {
+        events.push(at(
+            run,
+            ago,
+            EventKind::PlanningDelta {
+                attempt: 1,
+                text: text.to_owned(),
+            },
+        ));
+    }
+    events.push(at(
+        run,
+        20_000,
+        EventKind::PlanDrafted {
+            attempt: 1,
+            subtasks: vec![
+                subtask(
+                    "emissions",
+                    "research",
+                    "Tailpipe and grid emissions",
+                    "Measure them.",
+                    &[],
+                ),
+                subtask(
+                    "grid",
+                    "analysis",
+                    "Evening load on the grid",
+                    "Peaks.",
+                    &["emissions"],
+                ),
+            ],
+        },
+    ));
+    events
+}
+
+/// What a small model answered, twice, and the run that failed of it.
+pub const REJECTED_ANSWERS: [&str; 2] = [
+    "Sure! To answer this I would first look at emissions, then at the grid.",
+    "{\"subtasks\": [{\"id\": \"a\", \"title\": \"Emissions\", \"depends_on\": [\"b\"]}]}",
+];
+
+pub fn rejected_plan_events(run: RunId) -> Vec<Event> {
+    let mut events = planning_events(run);
+    let errors = [
+        "no JSON object found in the planner's answer",
+        "subtask `a` depends on `b`, which is not in the plan",
+    ];
+    for (i, (answer, error)) in REJECTED_ANSWERS.iter().zip(errors).enumerate() {
+        let attempt = i as u32 + 1;
+        let ago = 30_000 - 10_000 * i as u64;
+        if attempt > 1 {
+            events.push(at(
+                run,
+                ago + 100,
+                EventKind::PlanningStarted {
+                    attempt,
+                    model: "gpt-4o".to_owned(),
+                },
+            ));
+        }
+        events.push(at(
+            run,
+            ago,
+            EventKind::PlanningDelta {
+                attempt,
+                text: answer.to_string(),
+            },
+        ));
+        events.push(at(
+            run,
+            ago,
+            EventKind::PlanRejected {
+                attempt,
+                error: error.to_owned(),
+                answer: answer.to_string(),
+            },
+        ));
+    }
+    events.push(at(
+        run,
+        20_000,
+        EventKind::RunFinished {
+            status: maestro::protocol::RunStatus::Failed,
+            elapsed_ms: 22_000,
+            usage: maestro::protocol::Usage::default(),
+            succeeded: 0,
+            failed: 0,
+            total: 0,
+            error: Some(format!(
+                "the planner gave no usable plan twice; last problem: {}",
+                errors[1]
+            )),
+        },
+    ));
+    events
+}

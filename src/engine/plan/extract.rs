@@ -1,6 +1,7 @@
 //! Finding the plan's JSON in a model's answer: raw, in a ```json (or bare) fence, or between
 //! prose, forgiving trailing commas, with error positions that point into the answer as the
-//! model wrote it. Decoding the JSON found is `decode`'s job, checking it `check`'s.
+//! model wrote it; and the subtasks already complete in an answer still streaming
+//! (`draft_subtasks`). Decoding the JSON found is `decode`'s job, checking it `check`'s.
 
 use std::collections::HashSet;
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 
 use super::check::check_plan;
 use super::decode::decode_plan;
-use super::{CheckedPlan, Plan, PlanError, PlanRules};
+use super::{CheckedPlan, Plan, PlanError, PlanRules, PlannedSubtask};
 
 /// How many `{` positions are tried as the start of a plan before giving up. Bounds the work
 /// on long answers full of braces (the scan from each start is linear).
@@ -291,4 +292,62 @@ fn keys_of(value: &Value) -> Vec<String> {
         .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
+}
+
+/// The subtasks whose objects are complete in a planner's answer that is still streaming: the
+/// objects of the `"subtasks": [ … ]` list, from its start up to the first one that has not
+/// closed yet, decoded leniently as a finished plan's would be (ids generated the same way).
+/// Pure and cheap: one scan of the text per call, so it can run on every streamed piece. An
+/// answer with no such list yet, or whose complete objects do not decode, gives what it can:
+/// the longest run of objects from the first that does decode, possibly none.
+pub fn draft_subtasks(partial: &str) -> Vec<PlannedSubtask> {
+    let Some(list) = subtasks_list_start(partial) else {
+        return Vec::new();
+    };
+    let bytes = partial.as_bytes();
+    let mut objects = Vec::new();
+    let mut at = list;
+    loop {
+        while at < bytes.len() && (bytes[at].is_ascii_whitespace() || bytes[at] == b',') {
+            at += 1;
+        }
+        if at >= bytes.len() || bytes[at] != b'{' {
+            break;
+        }
+        let Some(end) = matching_brace(partial, at) else {
+            break;
+        };
+        match parse_json(&partial[at..end]) {
+            Ok(value) => objects.push(value),
+            Err(_) => break,
+        }
+        at = end;
+    }
+    // A complete object that does not decode (a number for a title…) stops the draft there:
+    // the check of the finished answer will say what is wrong with it.
+    while !objects.is_empty() {
+        if let Ok((plan, _)) = decode_plan(&Value::Array(objects.clone())) {
+            return plan.subtasks;
+        }
+        objects.pop();
+    }
+    Vec::new()
+}
+
+/// The byte just past the `[` of the first `"subtasks": [` outside a string.
+fn subtasks_list_start(text: &str) -> Option<usize> {
+    const KEY: &str = "\"subtasks\"";
+    let mut from = 0;
+    while let Some(found) = text[from..].find(KEY) {
+        let after = from + found + KEY.len();
+        let rest = text[after..].trim_start();
+        if let Some(rest) = rest.strip_prefix(':') {
+            let rest = rest.trim_start();
+            if rest.starts_with('[') {
+                return Some(text.len() - rest.len() + 1);
+            }
+        }
+        from = after;
+    }
+    None
 }

@@ -15,15 +15,21 @@
 //!   dependencies, cycles) and repairs, with a warning, what merely degrades it (unknown roles,
 //!   too many subtasks). A missing role is not a repair: it gets the default role silently.
 //!
+//! While the answer streams, `draft_subtasks` reads the subtasks already complete in it, for
+//! front ends to show before the plan is checked; `plan_schema` is the shape asked of servers
+//! that support structured output.
+//!
 //! Error messages are written to be read twice: by the user, and by the planner model itself
 //! when it is asked to correct its answer, so they name the field and the problem.
 
 mod check;
 mod decode;
 mod extract;
+mod schema;
 
 pub use check::check_plan;
-pub use extract::{parse_plan, read_plan_text};
+pub use extract::{draft_subtasks, parse_plan, read_plan_text};
+pub use schema::plan_schema;
 // The types are re-exported for code inside the engine; everything outside it names them
 // through `protocol`.
 pub use crate::protocol::plan::{Plan, PlannedSubtask, Priority};

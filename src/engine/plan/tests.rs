@@ -542,3 +542,74 @@ fn plan_round_trips_through_serde_json() {
     assert_eq!(value["subtasks"][0]["priority"], "high");
     assert_eq!(value["subtasks"][0]["worker"], "research");
 }
+
+// ---- drafts of a streaming answer ------------------------------------------------------------
+
+const STREAMED: &str = r#"Here is the plan:
+```json
+{"query_analysis": "Two parts {with braces}.",
+ "subtasks": [
+  {"id": "a", "title": "Emissions", "description": "Measure them", "depends_on": []},
+  {"title": "Grid \"load\" }", "description": "Peaks", "depends_on": "a"},
+  {"id": "c", "title": "Costs", "description": "Money", "depends_on": ["a"]}
+ ],
+ "synthesis_guidance": "Weigh them."}
+```"#;
+
+fn draft_ids(text: &str) -> Vec<String> {
+    draft_subtasks(text)
+        .into_iter()
+        .map(|s| s.id.to_string())
+        .collect()
+}
+
+#[test]
+fn every_prefix_of_a_streaming_answer_drafts_exactly_the_complete_subtasks() {
+    let ends: Vec<usize> = ["\"depends_on\": []}", "\"depends_on\": \"a\"}", "[\"a\"]}"]
+        .iter()
+        .map(|close| STREAMED.find(close).expect("in the answer") + close.len())
+        .collect();
+    for cut in (0..=STREAMED.len()).filter(|&i| STREAMED.is_char_boundary(i)) {
+        let complete = ends.iter().filter(|&&end| end <= cut).count();
+        let expected: Vec<&str> = ["a", "task_2", "c"][..complete].to_vec();
+        assert_eq!(draft_ids(&STREAMED[..cut]), expected, "cut at {cut}");
+    }
+}
+
+#[test]
+fn drafts_are_decoded_like_the_finished_plan() {
+    let drafted = draft_subtasks(STREAMED);
+    let finished = parse_plan(STREAMED, &rules()).expect("a valid plan").plan;
+    assert_eq!(drafted.len(), finished.subtasks.len());
+    for (draft, done) in drafted.iter().zip(&finished.subtasks) {
+        assert_eq!(draft.id, done.id);
+        assert_eq!(draft.title, done.title);
+        assert_eq!(draft.depends_on, done.depends_on);
+    }
+}
+
+#[test]
+fn answers_without_a_subtask_list_or_with_an_undecodable_object_draft_what_they_can() {
+    assert!(draft_subtasks("").is_empty());
+    assert!(draft_subtasks("I think the plan should cover \"subtasks\" of the grid").is_empty());
+    assert!(draft_subtasks(r#"{"subtasks": "soon"}"#).is_empty());
+    // The second object has an object for a title: the draft stops before it.
+    let text = r#"{"subtasks": [{"id": "a", "title": "A"}, {"id": "b", "title": {"x": 1}}, {"id": "c", "title": "C"}"#;
+    assert_eq!(draft_ids(text), ["a"]);
+}
+
+#[test]
+fn the_schema_names_the_roles_and_bounds_the_list() {
+    let schema = plan_schema(&rules());
+    let subtasks = &schema["properties"]["subtasks"];
+    assert_eq!(subtasks["maxItems"], rules().max_subtasks);
+    assert_eq!(
+        subtasks["items"]["properties"]["worker"]["enum"],
+        serde_json::json!(rules().roles)
+    );
+    assert_eq!(subtasks["items"]["properties"]["id"]["type"], "string");
+    assert_eq!(
+        subtasks["items"]["properties"]["depends_on"]["items"]["type"],
+        "string"
+    );
+}
