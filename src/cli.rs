@@ -144,6 +144,12 @@ pub struct EngineArgs {
               defaults::RETRIES,
           ))]
     pub retries: Option<u32>,
+    /// The run history database [default: maestro.db in the platform data dir]
+    #[arg(long, env = "MAESTRO_DB", value_name = "PATH", global = true)]
+    pub db: Option<PathBuf>,
+    /// Do not save runs in the history
+    #[arg(long, global = true)]
+    pub no_save: bool,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

@@ -17,6 +17,7 @@
 //! - [`display`]: how durations, clocks, token counts, glyphs and the spinner read, shared by
 //!   every front end and the reports.
 //! - [`headless`]: `maestro run` and `maestro plan`.
+//! - [`history`]: saved runs for the front ends: saving as a run happens.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
@@ -34,6 +35,7 @@ pub mod defaults;
 pub mod display;
 pub mod engine;
 pub mod headless;
+pub mod history;
 pub mod llm;
 pub mod protocol;
 pub mod report;

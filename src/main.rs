@@ -64,7 +64,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 Some(Ok(file)) => Some(file),
                 Some(Err(e)) => return usage_error(e),
             };
-            headless::run(config, provider, query, plan, events, &args).await
+            headless::run(config, provider, query, plan, events, &args, &cli.engine).await
         }
         Some(CommandLine::Plan(args)) => {
             let query = match headless::read_query(&args.query) {
