@@ -53,6 +53,47 @@ pub enum CommandLine {
     Run(RunArgs),
     /// Print the plan the planner makes for a query, as JSON, and stop.
     Plan(PlanArgs),
+    /// List saved runs, newest first: id (a unique prefix is accepted everywhere), when,
+    /// status, query, subtasks ok/failed/total, tokens, duration.
+    History(HistoryArgs),
+    /// Print a saved run's report, in the same shapes as `maestro run`.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// One JSON array, newest first
+    #[arg(long)]
+    pub json: bool,
+    /// At most N runs
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Only runs whose query or report contains TEXT (case-insensitive)
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Only runs with this status
+    #[arg(long, value_enum)]
+    pub status: Option<HistoryStatus>,
+}
+
+/// A saved run's status, as `--status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HistoryStatus {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShowArgs {
+    /// The run's id, or a unique prefix of it
+    pub id: String,
+    /// Report format on stdout
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, clap::Args)]

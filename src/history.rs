@@ -1,18 +1,28 @@
-//! Saved runs as the front ends use them: saving a run while it happens ([`Saving`]), with the
-//! run's row ([`run_meta`]) and the settings it is saved with ([`SavedSettings`]).
+//! Saved runs as the front ends use them: saving a run while it happens ([`Saving`]), reading
+//! one back as the `RunReport` every front end shows ([`report_of`]), and the commands that
+//! only read saved runs (`maestro history`, `show`).
 //!
-//! The store records events; this module only hands them over, so it must not decide anything
-//! about a run nor talk to a provider.
+//! The store records events and answers queries; this module only translates between it and
+//! the front ends, so it must not decide anything about a run nor talk to a provider. Output goes through `Write` (never the printing macros) and model text is
+//! sanitised before it reaches a terminal.
 
+use std::io::Write;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::EngineArgs;
+use crate::cli::{EngineArgs, Format, HistoryArgs, HistoryStatus};
 use crate::config::{Config, ProviderConfig, StoreConfig};
-use crate::display::now_ms;
-use crate::protocol::{Event, RunCommand, RunId};
-use crate::store::{CommandRecord, RunMeta, StoreStatus, StoreWriter};
+use crate::display::{duration, now_ms, tokens, truncate};
+use crate::protocol::{
+    CallRole, Event, EventKind, Plan, RunCommand, RunId, RunStatus, SubtaskStatus,
+};
+use crate::report::{AttemptOutcome, AttemptRecord, RunReport};
+use crate::sanitize::sanitize_line;
+use crate::store::{
+    self, CommandRecord, RunFilter, RunMeta, SavedRunStatus, SavedSubtaskStatus, Store,
+    StoreStatus, StoreWriter,
+};
 
 /// How long a front end waits for the run's row before the first provider call. Longer than
 /// the store's busy timeout, so another process's long write is waited out, not failed.
@@ -175,5 +185,331 @@ pub fn run_meta(
         settings,
         parent,
         started_ms: now_ms(),
+    }
+}
+
+// ---- reading back ---------------------------------------------------------------------------
+
+/// The plan as the engine's type (the saved plan has the same JSON shape).
+fn engine_plan(plan: &store::SavedPlan) -> Option<Plan> {
+    serde_json::to_value(plan)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// How long the run had taken: as measured when it finished, else up to its last saved call.
+fn elapsed_of(saved: &store::SavedRun) -> u64 {
+    if let Some(ms) = saved.summary.elapsed_ms {
+        return ms;
+    }
+    let started = saved.summary.started_ms;
+    let last = saved
+        .attempts
+        .iter()
+        .map(|a| a.finished_ms.unwrap_or(a.started_ms))
+        .chain(saved.syntheses.iter().map(|s| s.finished_ms))
+        .max()
+        .unwrap_or(started);
+    last.saturating_sub(started)
+}
+
+/// A saved run folded into the report the front ends show, as if its events had been seen:
+/// the plan, each subtask as it was saved (attempts included), the last report and the
+/// outcome. A run that never finished (interrupted) reads as cancelled.
+pub fn report_of(saved: &store::SavedRun) -> RunReport {
+    let id = saved.summary.id;
+    let event = |ts_ms: u64, kind: EventKind| Event {
+        run: id,
+        ts_ms,
+        kind,
+    };
+    let started = saved.summary.started_ms;
+    let mut report = RunReport::default();
+    report.apply(&event(
+        started,
+        EventKind::RunStarted {
+            query: saved.summary.query.clone(),
+        },
+    ));
+    report.planning_model = saved.planner_model.clone();
+    if let Some(plan) = saved.plan.as_ref().and_then(engine_plan) {
+        report.apply(&event(started, EventKind::PlanReady { plan }));
+    }
+    for s in &saved.subtasks {
+        let Some(r) = report.subtasks.iter_mut().find(|r| r.id == s.id) else {
+            continue;
+        };
+        r.worker = s.worker.clone();
+        r.description = s.description.clone();
+        r.status = subtask_status(s.status);
+        r.attempts = s.attempts;
+        r.model = s.model.clone();
+        r.elapsed_ms = s.elapsed_ms;
+        r.tokens_in = s.usage.tokens_in;
+        r.tokens_out = s.usage.tokens_out;
+        r.usage_estimated = s.usage.estimated;
+        r.result = s.result.clone();
+        r.error = match s.status {
+            SavedSubtaskStatus::Interrupted => Some(
+                s.error
+                    .clone()
+                    .unwrap_or_else(|| "interrupted: maestro stopped while it ran".to_owned()),
+            ),
+            _ => s.error.clone(),
+        };
+        r.waiting_on = s.waiting_on.clone();
+        r.started_ts = s.started_ms;
+        r.history = saved
+            .attempts
+            .iter()
+            .filter(|a| a.role == CallRole::Worker && a.subtask.as_ref() == Some(&s.id))
+            .map(|a| AttemptRecord {
+                attempt: a.attempt,
+                model: a.model.clone().unwrap_or_default(),
+                elapsed_ms: a.elapsed_ms,
+                started_ts: a.started_ms,
+                outcome: attempt_outcome(a),
+            })
+            .collect();
+    }
+    if let Some(last) = saved.syntheses.last() {
+        report.apply(&event(
+            last.finished_ms,
+            EventKind::SynthesisFinished {
+                attempt: last.attempt,
+                text: last.text.clone(),
+                synthesized: last.synthesized,
+                usage: last.usage,
+                error: last.error.clone(),
+            },
+        ));
+        report.synthesis_model = last.model.clone();
+    }
+    let status = match saved.summary.status {
+        SavedRunStatus::Succeeded => RunStatus::Succeeded,
+        SavedRunStatus::Partial => RunStatus::Partial,
+        SavedRunStatus::Failed => RunStatus::Failed,
+        SavedRunStatus::Cancelled | SavedRunStatus::Interrupted | SavedRunStatus::Running => {
+            RunStatus::Cancelled
+        }
+    };
+    let elapsed = elapsed_of(saved);
+    report.apply(&event(
+        started.saturating_add(elapsed),
+        EventKind::RunFinished {
+            status,
+            elapsed_ms: elapsed,
+            usage: saved.summary.usage,
+            succeeded: saved.summary.succeeded,
+            failed: saved.summary.failed,
+            total: saved.summary.total,
+            error: saved.error.clone(),
+        },
+    ));
+    if saved.summary.status == SavedRunStatus::Running {
+        // Another process is running it right now.
+        report.status = None;
+    }
+    report
+}
+
+fn subtask_status(status: SavedSubtaskStatus) -> SubtaskStatus {
+    status.live().unwrap_or(SubtaskStatus::Cancelled)
+}
+
+fn attempt_outcome(a: &store::SavedAttempt) -> AttemptOutcome {
+    let error = || a.error.clone().unwrap_or_default();
+    match a.outcome {
+        store::AttemptOutcome::Running => AttemptOutcome::Running,
+        store::AttemptOutcome::Succeeded => AttemptOutcome::Succeeded,
+        store::AttemptOutcome::Retried => AttemptOutcome::Retried {
+            error: error(),
+            delay_ms: a.retry_delay_ms.unwrap_or(0),
+        },
+        store::AttemptOutcome::Rejected | store::AttemptOutcome::Failed => {
+            AttemptOutcome::Failed { error: error() }
+        }
+        store::AttemptOutcome::Cancelled | store::AttemptOutcome::Interrupted => {
+            AttemptOutcome::Cancelled
+        }
+    }
+}
+
+/// The JSON of `maestro show`: `maestro run --format json`'s object, with the saved status
+/// words (`interrupted`, `running`) where the engine has none.
+pub fn show_json(saved: &store::SavedRun, report: &RunReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report.to_json()).unwrap_or_default();
+    value["status"] = saved.summary.status.word().into();
+    if let Some(subtasks) = value["subtasks"].as_array_mut() {
+        for entry in subtasks {
+            let id = entry["id"].as_str().unwrap_or_default().to_owned();
+            if let Some(s) = saved.subtasks.iter().find(|s| s.id.as_str() == id) {
+                entry["status"] = s.status.word().into();
+            }
+        }
+    }
+    value
+}
+
+// ---- commands -------------------------------------------------------------------------------
+
+/// A failure of a history command, and what kind, for the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A bad argument: an unknown or ambiguous id (exit 2).
+    Usage,
+    /// The database could not be read or changed (exit 1).
+    Store,
+    /// Stdout could not be written (exit 4).
+    Output,
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        kind: FailureKind::Usage,
+        message: message.into(),
+    }
+}
+
+fn failed(message: impl Into<String>) -> Failure {
+    Failure {
+        kind: FailureKind::Store,
+        message: message.into(),
+    }
+}
+
+/// Opens the database for reading or deleting. A file that does not exist is not created.
+pub fn open_store(store: &StoreConfig) -> Result<Store, Failure> {
+    let Some(path) = &store.path else {
+        return Err(usage(
+            "no data folder is known; name the database with --db",
+        ));
+    };
+    if !path.exists() {
+        return Err(failed(format!(
+            "{}: no runs have been saved there (the database does not exist)",
+            path.display()
+        )));
+    }
+    Store::open(path).map_err(|e| failed(e.to_string()))
+}
+
+/// The run an id or a unique prefix names. An unknown or ambiguous prefix is a usage error.
+pub fn resolve(store: &Store, prefix: &str) -> Result<store::SavedRun, Failure> {
+    use crate::store::StoreError;
+    let id = store.resolve(prefix).map_err(|e| match e {
+        StoreError::NotFound { .. }
+        | StoreError::Ambiguous { .. }
+        | StoreError::InvalidId { .. } => usage(e.to_string()),
+        other => failed(other.to_string()),
+    })?;
+    store.load_run(id).map_err(|e| failed(e.to_string()))
+}
+
+fn write_out(out: &mut dyn Write, text: &[u8]) -> Result<(), Failure> {
+    out.write_all(text)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure {
+            kind: FailureKind::Output,
+            message: format!("cannot write to stdout: {e}"),
+        })
+}
+
+fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Serialising plain data into memory cannot fail.
+    let _ = crate::sanitize::write_json(&mut buf, value);
+    buf.push(b'\n');
+    buf
+}
+
+fn saved_status(status: HistoryStatus) -> SavedRunStatus {
+    match status {
+        HistoryStatus::Running => SavedRunStatus::Running,
+        HistoryStatus::Succeeded => SavedRunStatus::Succeeded,
+        HistoryStatus::Partial => SavedRunStatus::Partial,
+        HistoryStatus::Failed => SavedRunStatus::Failed,
+        HistoryStatus::Cancelled => SavedRunStatus::Cancelled,
+        HistoryStatus::Interrupted => SavedRunStatus::Interrupted,
+    }
+}
+
+/// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86_400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// `maestro history`.
+pub fn history(
+    store: &StoreConfig,
+    args: &HistoryArgs,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let filter = RunFilter {
+        limit: args.limit,
+        status: args.status.map(saved_status),
+        search: args.search.clone(),
+    };
+    let db = open_store(store)?;
+    let runs = db.list_runs(&filter).map_err(|e| failed(e.to_string()))?;
+    if args.json {
+        return write_out(out, &json_bytes(&runs));
+    }
+    let now = now_ms();
+    let mut text = String::new();
+    let id_w = runs
+        .iter()
+        .map(|r| r.short_id.len())
+        .max()
+        .unwrap_or(8)
+        .max(2);
+    text.push_str(&format!(
+        "{:<id_w$}  {:<8}  {:<11}  {:>8}  {:>6}  {:>7}  QUERY\n",
+        "ID", "WHEN", "STATUS", "OK/FAIL/N", "TOKENS", "TIME"
+    ));
+    for r in &runs {
+        let counts = format!("{}/{}/{}", r.succeeded, r.failed, r.total);
+        text.push_str(&format!(
+            "{:<id_w$}  {:<8}  {:<11}  {:>9}  {:>6}  {:>7}  {}\n",
+            r.short_id,
+            age(now.saturating_sub(r.started_ms)),
+            r.status.word(),
+            counts,
+            tokens(r.usage.total()),
+            r.elapsed_ms.map(duration).unwrap_or_else(|| "–".into()),
+            truncate(&sanitize_line(&r.query), 48),
+        ));
+    }
+    if runs.is_empty() {
+        text.push_str("(no saved runs)\n");
+    }
+    write_out(out, text.as_bytes())
+}
+
+/// `maestro show`.
+pub fn show(
+    store: &StoreConfig,
+    id: &str,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let db = open_store(store)?;
+    let saved = resolve(&db, id)?;
+    let report = report_of(&saved);
+    match format {
+        Format::Markdown => write_out(out, report.to_markdown().as_bytes()),
+        Format::Json => write_out(out, &json_bytes(&show_json(&saved, &report))),
     }
 }

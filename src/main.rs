@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use maestro::cli::{Cli, CommandLine};
-use maestro::config::Config;
+use maestro::config::{Config, StoreConfig};
 use maestro::headless::{self, exit, say};
 use maestro::sanitize::sanitize_line;
 
@@ -35,6 +35,10 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    // Saved runs: these need only the database, never a provider or its key.
+    if let Some(code) = saved_runs(&cli) {
+        return code;
+    }
     let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -73,6 +77,8 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             headless::plan(config, provider, query).await
         }
+        // Handled above: they need no provider.
+        Some(CommandLine::History(_)) | Some(CommandLine::Show(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -82,6 +88,36 @@ async fn dispatch(cli: Cli) -> i32 {
             exit::FAILED
         }
     }
+}
+
+/// `history` and `show`; `None` for the other commands.
+fn saved_runs(cli: &Cli) -> Option<i32> {
+    use maestro::history::{self, Failure, FailureKind};
+    let command = cli.command.as_ref()?;
+    let store = match StoreConfig::resolve(&cli.engine) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return Some(exit::USAGE);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let result = match command {
+        CommandLine::History(args) => history::history(&store, args, &mut stdout),
+        CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
+        CommandLine::Run(_) | CommandLine::Plan(_) => return None,
+    };
+    Some(match result {
+        Ok(()) => exit::OK,
+        Err(Failure { kind, message }) => {
+            say(&format!("maestro: {}", sanitize_line(&message)));
+            match kind {
+                FailureKind::Usage => exit::USAGE,
+                FailureKind::Store => exit::FAILED,
+                FailureKind::Output => exit::OUTPUT,
+            }
+        }
+    })
 }
 
 fn usage_error(e: anyhow::Error) -> i32 {

@@ -1,6 +1,6 @@
 //! Saved runs through the real binary: `maestro run` saving as it happens (checked by opening
 //! the database with rusqlite), `--db`, `[store] path`, `--no-save`, a database that cannot be
-//! opened.
+//! opened, `maestro history` and `show`.
 //!
 //! Every child gets a clean environment with `HOME`/XDG directories in a temp dir, and talks to
 //! the in-process mock server.
@@ -30,6 +30,13 @@ struct Output {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self:?}"))
+    }
 }
 
 impl std::fmt::Debug for Output {
@@ -95,6 +102,12 @@ impl Sandbox {
         tokio::task::spawn_blocking(move || collect(spawn(command)))
             .await
             .expect("the child runner")
+    }
+
+    fn run_sync(&self, args: &[&str]) -> Output {
+        let args = self.with_db(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        collect(spawn(self.command(&args, &[])))
     }
 
     fn open_db(&self) -> Connection {
@@ -467,4 +480,187 @@ async fn a_cancel_by_ctrl_c_is_recorded_as_a_command() {
         ["cancelled"]
     );
     server.shutdown().await;
+}
+
+// ---- history and show ---------------------------------------------------------------------
+
+/// Runs `maestro run --format json` and returns its JSON report.
+async fn saved_run(sandbox: &Sandbox, query: &str) -> Value {
+    let out = sandbox
+        .run(&["run", "-q", "--format", "json", query], &[])
+        .await;
+    assert!(matches!(out.code, Some(0 | 3)), "{out:?}");
+    out.json()
+}
+
+#[tokio::test]
+async fn history_lists_runs_newest_first_with_their_figures() {
+    let server =
+        MockServer::start(script(plan_value(&["a", "b"]), &["b"], &[], Duration::ZERO)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let first = saved_run(&sandbox, "First question about buses").await;
+    let second = saved_run(&sandbox, "Second question about trams").await;
+
+    let out = sandbox.run(&["history", "--json"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let list = out.json();
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["id"], second["run_id"]);
+    assert_eq!(list[1]["id"], first["run_id"]);
+    let entry = &list[0];
+    let keys: Vec<&str> = entry
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = [
+        "id",
+        "short_id",
+        "parent",
+        "query",
+        "provider",
+        "status",
+        "started_ms",
+        "finished_ms",
+        "elapsed_ms",
+        "usage",
+        "succeeded",
+        "failed",
+        "total",
+    ];
+    expected.sort_unstable();
+    let mut keys_sorted = keys.clone();
+    keys_sorted.sort_unstable();
+    assert_eq!(keys_sorted, expected);
+    assert_eq!(entry["query"], "Second question about trams");
+    assert_eq!(entry["provider"], "openai");
+    assert_eq!(entry["status"], "partial");
+    assert_eq!(entry["parent"], Value::Null);
+    assert_eq!(entry["succeeded"], 1);
+    assert_eq!(entry["failed"], 1);
+    assert_eq!(entry["total"], 2);
+    assert_eq!(entry["usage"], second["usage"]);
+    assert_eq!(entry["elapsed_ms"], second["elapsed_ms"]);
+    let short = entry["short_id"].as_str().expect("short id");
+    assert!(short.len() >= 8);
+    assert!(
+        second["run_id"]
+            .as_str()
+            .expect("id")
+            .replace('-', "")
+            .starts_with(short)
+    );
+    assert!(entry["finished_ms"].as_u64() >= entry["started_ms"].as_u64());
+
+    // --limit, --search, --status
+    let out = sandbox
+        .run(&["history", "--json", "--limit", "1"], &[])
+        .await;
+    assert_eq!(out.json().as_array().map(Vec::len), Some(1));
+    let out = sandbox
+        .run(&["history", "--json", "--search", "BUSES"], &[])
+        .await;
+    let found = out.json();
+    assert_eq!(found.as_array().map(Vec::len), Some(1));
+    assert_eq!(found[0]["id"], first["run_id"]);
+    let out = sandbox
+        .run(&["history", "--json", "--status", "succeeded"], &[])
+        .await;
+    assert_eq!(out.json(), json!([]));
+
+    // The table: one line per run under a header, the short id first.
+    let out = sandbox.run(&["history"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:?}");
+    assert!(lines[0].starts_with("ID"), "{out:?}");
+    assert!(lines[1].starts_with(short), "{out:?}");
+    assert!(
+        lines[1].contains("partial") && lines[1].contains("1/1/2"),
+        "{out:?}"
+    );
+    assert!(lines[1].contains("Second question about trams"), "{out:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn show_prints_the_same_json_and_markdown_as_the_run_did() {
+    let server =
+        MockServer::start(script(plan_value(&["a", "b"]), &["b"], &[], Duration::ZERO)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let ran = saved_run(&sandbox, QUERY).await;
+    let id = ran["run_id"].as_str().expect("id").to_owned();
+    let prefix: String = id.chars().take(10).collect();
+
+    let out = sandbox
+        .run(&["show", &prefix, "--format", "json"], &[])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let shown = out.json();
+    let fields = [
+        "run_id",
+        "query",
+        "status",
+        "error",
+        "plan",
+        "synthesis",
+        "synthesized",
+        "usage",
+        "elapsed_ms",
+        "notices",
+    ];
+    for field in fields {
+        assert_eq!(shown[field], ran[field], "field {field}");
+    }
+    let ran_subtasks = ran["subtasks"].as_array().expect("subtasks");
+    let shown_subtasks = shown["subtasks"].as_array().expect("subtasks");
+    assert_eq!(ran_subtasks.len(), shown_subtasks.len());
+    for (r, s) in ran_subtasks.iter().zip(shown_subtasks) {
+        for (key, value) in r.as_object().expect("object") {
+            assert_eq!(&s[key], value, "subtask {} field {key}", r["id"]);
+        }
+        assert_eq!(
+            s.as_object().map(|o| o.len()),
+            r.as_object().map(|o| o.len())
+        );
+    }
+    assert_eq!(
+        shown.as_object().map(|o| o.len()),
+        ran.as_object().map(|o| o.len())
+    );
+
+    // Markdown: the same report `maestro run` prints.
+    let md_run = sandbox.run(&["show", &id], &[]).await;
+    assert_eq!(md_run.code, Some(0), "{md_run:?}");
+    assert!(md_run.stdout.contains(SYNTHESIS), "{md_run:?}");
+    assert!(md_run.stdout.contains(&title("b")), "{md_run:?}");
+
+    // Unknown id: a usage error naming it.
+    let out = sandbox.run(&["show", "ffffffff"], &[]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("ffffffff"), "{out:?}");
+    let out = sandbox.run(&["show", "not-hex!"], &[]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    server.shutdown().await;
+}
+
+#[test]
+fn history_of_a_database_that_does_not_exist_says_so_and_creates_nothing() {
+    let sandbox = Sandbox::new("");
+    let out = sandbox.run_sync(&["history"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("runs.db"), "{out:?}");
+    assert!(!sandbox.db().exists());
+}
+
+#[test]
+fn history_needs_no_provider_key() {
+    // A config whose provider has no key would stop `maestro run`; history only reads.
+    let sandbox = Sandbox::new("provider = \"anthropic\"\n");
+    Connection::open(sandbox.db()).expect("create an empty file");
+    let out = sandbox.run_sync(&["history", "--json"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.json(), json!([]));
 }
