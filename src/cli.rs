@@ -58,6 +58,12 @@ pub enum CommandLine {
     History(HistoryArgs),
     /// Print a saved run's report, in the same shapes as `maestro run`.
     Show(ShowArgs),
+    /// Continue an interrupted or partly failed saved run headless: only subtasks without a
+    /// result are called again, then their dependents, then a new synthesis.
+    ///
+    /// Provider, model and limit options default to those the run was saved with; API keys
+    /// always come from the environment. Exit codes as `maestro run`.
+    Resume(ResumeArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -94,6 +100,21 @@ pub struct ShowArgs {
     /// Report format on stdout
     #[arg(long, value_enum, default_value_t = Format::Markdown)]
     pub format: Format,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResumeArgs {
+    /// The run's id, or a unique prefix of it
+    pub id: String,
+    /// Report format on stdout
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    pub format: Format,
+    /// Write every event as one JSON object per line to FILE
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// No progress on stderr
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -1,4 +1,4 @@
-//! `maestro run` and `maestro plan`: the engine without the dashboard.
+//! `maestro run`, `maestro resume` and `maestro plan`: the engine without the dashboard.
 //!
 //! Consumes the same events the dashboard does, and feeds them to the run store in order
 //! (`history::Saving`). Progress goes to stderr (a line per event, or
@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crossterm::style::Stylize;
 
-use crate::cli::{EngineArgs, Format, RunArgs};
+use crate::cli::{EngineArgs, Format, ResumeArgs, RunArgs};
 use crate::config::Config;
 use crate::display::{clock, duration, now_ms, spinner, status_glyph, tokens, truncate};
 use crate::engine::executor::{Engine, EngineHandle};
@@ -249,6 +249,62 @@ pub async fn run(
     let describe = config.describe();
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
     engine.send(Command::StartRun { id, query, plan });
+    let output = Output {
+        format: args.format,
+        quiet: args.quiet,
+    };
+    drive(
+        engine,
+        events,
+        id,
+        signals,
+        saving,
+        events_file,
+        output,
+        describe,
+    )
+    .await
+}
+
+/// `maestro resume`: go on with a saved run under its old id. Saved results are facts; only
+/// what has none is called again. A run saved before it had a plan is planned again.
+pub async fn resume(
+    config: Config,
+    provider: Arc<dyn Provider>,
+    saved: &crate::store::SavedRun,
+    events_file: Option<EventsFile>,
+    args: &ResumeArgs,
+    engine_args: &EngineArgs,
+) -> anyhow::Result<i32> {
+    let signals = Signals::install();
+    let mut saving = open_saving(&config);
+    let id = saved.summary.id;
+    let meta = history::run_meta(
+        id,
+        &saved.summary.query,
+        &config,
+        engine_args,
+        saved.summary.parent,
+    );
+    if let Some(why) = saving.begin(meta) {
+        say(&format!(
+            "maestro: warning: this run is not saved: {}",
+            sanitize_line(&why)
+        ));
+    }
+    let describe = config.describe();
+    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    match history::resume_input(saved) {
+        Some(input) => {
+            saving.resuming(id, &input);
+            engine.resume_run(id, input);
+        }
+        None => engine.send(Command::StartRun {
+            id,
+            query: saved.summary.query.clone(),
+            plan: None,
+        }),
+    }
     let output = Output {
         format: args.format,
         quiet: args.quiet,

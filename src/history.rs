@@ -1,21 +1,24 @@
 //! Saved runs as the front ends use them: saving a run while it happens ([`Saving`]), reading
-//! one back as the `RunReport` every front end shows ([`report_of`]), and the commands that
-//! only read saved runs (`maestro history`, `show`).
+//! one back as the `RunReport` every front end shows ([`report_of`]), turning one into what the
+//! engine resumes from ([`resume_input`]), and the commands that only read saved runs
+//! (`maestro history`, `show`).
 //!
-//! The store records events and answers queries; this module only translates between it and
-//! the front ends, so it must not decide anything about a run nor talk to a provider. Output goes through `Write` (never the printing macros) and model text is
+//! The store records events and answers queries; the engine decides what a resumed run does.
+//! This module only translates between them, so it must not decide anything about a run nor
+//! talk to a provider. Output goes through `Write` (never the printing macros) and model text is
 //! sanitised before it reaches a terminal.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{EngineArgs, Format, HistoryArgs, HistoryStatus};
+use crate::cli::{EngineArgs, Format, HistoryArgs, HistoryStatus, ProviderKind};
 use crate::config::{Config, ProviderConfig, StoreConfig};
 use crate::display::{duration, now_ms, tokens, truncate};
 use crate::protocol::{
-    CallRole, Event, EventKind, Plan, RunCommand, RunId, RunStatus, SubtaskStatus,
+    CallRole, Event, EventKind, Plan, RunCommand, RunId, RunStatus, SubtaskId, SubtaskStatus,
 };
 use crate::report::{AttemptOutcome, AttemptRecord, RunReport};
 use crate::sanitize::sanitize_line;
@@ -34,12 +37,17 @@ const BEGIN_WAIT: Duration = Duration::from_secs(6);
 /// database cannot be opened (or `--no-save`), it is off and every call does nothing.
 pub struct Saving {
     writer: Option<StoreWriter>,
+    /// Per resumed run, the saved facts the engine restates, which are saved already.
+    restated: HashMap<RunId, Restated>,
 }
 
 impl Saving {
     /// Nothing is saved.
     pub fn off() -> Self {
-        Self { writer: None }
+        Self {
+            writer: None,
+            restated: HashMap::new(),
+        }
     }
 
     /// Opens the writer, or explains in one line why runs are not saved. `--no-save` is not a
@@ -58,6 +66,7 @@ impl Saving {
             Ok(writer) => (
                 Self {
                     writer: Some(writer),
+                    restated: HashMap::new(),
                 },
                 None,
             ),
@@ -87,10 +96,25 @@ impl Saving {
         }
     }
 
+    /// A resumed run restates what was saved as events; those are not written again.
+    pub fn resuming(&mut self, id: RunId, saved: &crate::protocol::SavedRun) {
+        self.restated.insert(id, Restated::new(saved));
+    }
+
     pub fn event(&mut self, event: &Event) {
-        if let Some(writer) = &self.writer {
-            writer.event(event);
+        let Some(writer) = &self.writer else { return };
+        if let Some(restated) = self.restated.get_mut(&event.run)
+            && restated.take(event)
+        {
+            return;
         }
+        if matches!(event.kind, EventKind::RunFinished { .. })
+            && let Some(restated) = self.restated.get_mut(&event.run)
+        {
+            // Anything restated later would be a new fact.
+            restated.clear();
+        }
+        writer.event(event);
     }
 
     /// Records a user's command to a run. Call it before sending the command to the engine,
@@ -115,6 +139,53 @@ impl Saving {
         if let Some(writer) = self.writer.take() {
             writer.close();
         }
+    }
+}
+
+/// The facts a restored run restates (`SubtaskSucceeded` for each saved result,
+/// `SynthesisFinished` for the saved report), each recognised once by its attempt number.
+#[derive(Debug, Default)]
+struct Restated {
+    results: HashMap<SubtaskId, u32>,
+    report: Option<u32>,
+}
+
+impl Restated {
+    fn new(saved: &crate::protocol::SavedRun) -> Self {
+        Self {
+            results: saved
+                .subtasks
+                .iter()
+                .filter(|s| s.result.is_some())
+                .map(|s| (s.id.clone(), s.attempts.max(1)))
+                .collect(),
+            report: saved
+                .report
+                .as_ref()
+                .map(|_| saved.synthesis_attempts.max(1)),
+        }
+    }
+
+    /// Whether `event` restates a saved fact (and forgets that fact).
+    fn take(&mut self, event: &Event) -> bool {
+        match &event.kind {
+            EventKind::SubtaskSucceeded {
+                subtask, attempt, ..
+            } if self.results.get(subtask) == Some(attempt) => {
+                self.results.remove(subtask);
+                true
+            }
+            EventKind::SynthesisFinished { attempt, .. } if self.report == Some(*attempt) => {
+                self.report = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.results.clear();
+        self.report = None;
     }
 }
 
@@ -161,6 +232,37 @@ impl SavedSettings {
             max_tokens: Some(r.worker.max_tokens),
             temperature: r.worker.temperature,
         }
+    }
+
+    fn provider_kind(&self) -> Option<ProviderKind> {
+        use clap::ValueEnum;
+        self.provider
+            .as_deref()
+            .and_then(|p| ProviderKind::from_str(p, true).ok())
+    }
+
+    /// The command line's engine options with these settings as defaults: a flag (or its
+    /// `MAESTRO_*` variable) still wins. A different `--provider` keeps only the limits.
+    pub fn under(&self, args: &EngineArgs) -> EngineArgs {
+        let saved_kind = self.provider_kind();
+        let same_provider = args.provider.is_none() || args.provider == saved_kind;
+        let mut out = args.clone();
+        out.provider = args.provider.or(saved_kind);
+        if same_provider {
+            out.base_url = args.base_url.clone().or(self.base_url.clone());
+            out.api_key_env = args.api_key_env.clone().or(self.api_key_env.clone());
+            // `--model` names every role: a saved per-role model must not beat it.
+            if args.model.is_none() {
+                out.planner_model = args.planner_model.clone().or(self.planner_model.clone());
+                out.worker_model = args.worker_model.clone().or(self.worker_model.clone());
+                out.synth_model = args.synth_model.clone().or(self.synth_model.clone());
+            }
+        }
+        out.concurrency = args.concurrency.or(self.concurrency);
+        out.max_subtasks = args.max_subtasks.or(self.max_subtasks);
+        out.timeout = args.timeout.or(self.timeout_secs);
+        out.retries = args.retries.or(self.retries);
+        out
     }
 }
 
@@ -351,6 +453,64 @@ pub fn show_json(saved: &store::SavedRun, report: &RunReport) -> serde_json::Val
     value
 }
 
+/// What the engine resumes from: the plan as it stands (edits applied), every saved result,
+/// and the last report unless a result is newer than it. `None` when the run stopped before
+/// it had a plan (it is planned again).
+pub fn resume_input(saved: &store::SavedRun) -> Option<crate::protocol::SavedRun> {
+    use crate::protocol::{SavedReport, SavedResult, SavedSubtask};
+    let state = saved.resume_state();
+    let plan = engine_plan(state.plan.as_ref()?)?;
+    let subtasks = saved
+        .subtasks
+        .iter()
+        .map(|s| SavedSubtask {
+            id: s.id.clone(),
+            attempts: s.attempts,
+            result: match (s.status, &s.result) {
+                (SavedSubtaskStatus::Succeeded, Some(text)) => Some(SavedResult {
+                    text: text.clone(),
+                    usage: s.usage,
+                    elapsed_ms: s.elapsed_ms.unwrap_or(0),
+                }),
+                _ => None,
+            },
+        })
+        .collect();
+    let newest_result = saved
+        .subtasks
+        .iter()
+        .filter(|s| s.status == SavedSubtaskStatus::Succeeded)
+        .filter_map(|s| s.finished_ms)
+        .max()
+        .unwrap_or(0);
+    let report = saved
+        .syntheses
+        .last()
+        .filter(|s| s.finished_ms >= newest_result)
+        .map(|s| SavedReport {
+            text: s.text.clone(),
+            synthesized: s.synthesized,
+            usage: s.usage,
+        });
+    let synthesis_attempts = saved
+        .attempts
+        .iter()
+        .filter(|a| a.role == CallRole::Synthesizer)
+        .map(|a| a.attempt)
+        .chain(saved.syntheses.iter().map(|s| s.attempt))
+        .max()
+        .unwrap_or(0);
+    Some(crate::protocol::SavedRun {
+        query: saved.summary.query.clone(),
+        plan,
+        subtasks,
+        synthesis_attempts,
+        report,
+        usage: saved.summary.usage,
+        elapsed_ms: elapsed_of(saved),
+    })
+}
+
 // ---- commands -------------------------------------------------------------------------------
 
 /// A failure of a history command, and what kind, for the exit code.
@@ -511,5 +671,49 @@ pub fn show(
     match format {
         Format::Markdown => write_out(out, report.to_markdown().as_bytes()),
         Format::Json => write_out(out, &json_bytes(&show_json(&saved, &report))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_settings_are_defaults_under_the_flags() {
+        let saved = SavedSettings {
+            provider: Some("openai".into()),
+            base_url: Some("http://localhost:1/v1".into()),
+            planner_model: Some("p".into()),
+            worker_model: Some("w".into()),
+            synth_model: Some("s".into()),
+            concurrency: Some(3),
+            ..SavedSettings::default()
+        };
+        let args = EngineArgs {
+            concurrency: Some(9),
+            ..EngineArgs::default()
+        };
+        let merged = saved.under(&args);
+        assert_eq!(merged.provider, Some(ProviderKind::OpenAi));
+        assert_eq!(merged.base_url.as_deref(), Some("http://localhost:1/v1"));
+        assert_eq!(merged.worker_model.as_deref(), Some("w"));
+        assert_eq!(merged.concurrency, Some(9));
+
+        let all = EngineArgs {
+            model: Some("m".into()),
+            ..EngineArgs::default()
+        };
+        let merged = saved.under(&all);
+        assert_eq!(merged.model.as_deref(), Some("m"));
+        assert_eq!(merged.worker_model, None, "--model names every role");
+
+        let other = EngineArgs {
+            provider: Some(ProviderKind::Demo),
+            ..EngineArgs::default()
+        };
+        let merged = saved.under(&other);
+        assert_eq!(merged.base_url, None);
+        assert_eq!(merged.planner_model, None);
+        assert_eq!(merged.concurrency, Some(3));
     }
 }

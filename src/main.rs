@@ -39,6 +39,9 @@ async fn dispatch(cli: Cli) -> i32 {
     if let Some(code) = saved_runs(&cli) {
         return code;
     }
+    if let Some(CommandLine::Resume(args)) = &cli.command {
+        return resume(&cli, args).await;
+    }
     let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -77,8 +80,10 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             headless::plan(config, provider, query).await
         }
-        // Handled above: they need no provider.
-        Some(CommandLine::History(_)) | Some(CommandLine::Show(_)) => return exit::USAGE,
+        // Handled above, before the config is resolved without the saved settings.
+        Some(CommandLine::Resume(_))
+        | Some(CommandLine::History(_))
+        | Some(CommandLine::Show(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -105,7 +110,7 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
     let result = match command {
         CommandLine::History(args) => history::history(&store, args, &mut stdout),
         CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
-        CommandLine::Run(_) | CommandLine::Plan(_) => return None,
+        CommandLine::Resume(_) | CommandLine::Run(_) | CommandLine::Plan(_) => return None,
     };
     Some(match result {
         Ok(()) => exit::OK,
@@ -118,6 +123,59 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
             }
         }
     })
+}
+
+/// `maestro resume`: the saved run, its settings under the flags, then the run.
+async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
+    use maestro::history;
+    let store = match StoreConfig::resolve(&cli.engine) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return exit::USAGE;
+        }
+    };
+    let saved = match history::open_store(&store).and_then(|db| history::resolve(&db, &args.id)) {
+        Ok(saved) => saved,
+        Err(failure) => {
+            say(&format!("maestro: {}", sanitize_line(&failure.message)));
+            return match failure.kind {
+                history::FailureKind::Usage => exit::USAGE,
+                history::FailureKind::Store | history::FailureKind::Output => exit::FAILED,
+            };
+        }
+    };
+    if saved.summary.status == maestro::store::SavedRunStatus::Running {
+        say(&format!(
+            "maestro: run {} is running in another maestro process; resume it when that ends",
+            saved.summary.short_id
+        ));
+        return exit::USAGE;
+    }
+    let settings: history::SavedSettings =
+        serde_json::from_value(saved.settings.clone()).unwrap_or_default();
+    let engine_args = settings.under(&cli.engine);
+    let config = match Config::resolve(&engine_args, &|var| std::env::var(var).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return exit::USAGE;
+        }
+    };
+    let events = match args.events.as_deref().map(headless::EventsFile::create) {
+        None => None,
+        Some(Ok(file)) => Some(file),
+        Some(Err(e)) => return usage_error(e),
+    };
+    tracing::info!(provider = %config.describe(), run = %saved.summary.id, "resuming");
+    let provider = config.provider.build();
+    match headless::resume(config, provider, &saved, events, args, &engine_args).await {
+        Ok(code) => code,
+        Err(e) => {
+            say(&format!("maestro: {}", sanitize_line(&format!("{e:#}"))));
+            exit::FAILED
+        }
+    }
 }
 
 fn usage_error(e: anyhow::Error) -> i32 {

@@ -1,13 +1,14 @@
 //! Saved runs through the real binary: `maestro run` saving as it happens (checked by opening
 //! the database with rusqlite), `--db`, `[store] path`, `--no-save`, a database that cannot be
-//! opened, `maestro history` and `show`.
+//! opened, `maestro history`, `show`, `resume` (the crash test: `kill -9`, then resume without
+//! calling finished subtasks again).
 //!
 //! Every child gets a clean environment with `HOME`/XDG directories in a temp dir, and talks to
 //! the in-process mock server.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::mock::{MockRequest, MockServer, Reply};
@@ -234,6 +235,14 @@ fn query_strings(conn: &Connection, sql: &str) -> Vec<String> {
 
 fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+/// Worker calls of the mock, by subtask title.
+fn worker_calls(requests: &[MockRequest], id: &str) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.worker_title() == Some(title(id)))
+        .count()
 }
 
 // ---- maestro run saves --------------------------------------------------------------------
@@ -663,4 +672,147 @@ fn history_needs_no_provider_key() {
     let out = sandbox.run_sync(&["history", "--json"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.json(), json!([]));
+}
+
+// ---- resume -------------------------------------------------------------------------------
+
+fn succeeded_subtasks(db: &Path) -> i64 {
+    Connection::open(db)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM subtasks WHERE status = 'succeeded'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn after_kill_9_resume_finishes_the_run_without_calling_finished_subtasks_again() {
+    let server = MockServer::start(script(
+        plan_value(&["a", "b", "c", "d"]),
+        &[],
+        &["c", "d"],
+        Duration::from_secs(60),
+    ))
+    .await;
+    let sandbox = Sandbox::new(&openai_config(&server, "concurrency = 4\n"));
+    let args = sandbox.with_db(&["run", "-q", QUERY]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = spawn(sandbox.command(&args, &[]));
+    // Wait until a and b are on disk (c and d hang), then kill the process outright.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while succeeded_subtasks(&sandbox.db()) < 2 {
+        assert!(Instant::now() < deadline, "a and b were never saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+
+    let conn = sandbox.open_db();
+    assert_eq!(query_strings(&conn, "SELECT status FROM runs"), ["running"]);
+    drop(conn);
+    let before = server.requests().len();
+    assert_eq!(worker_calls(&server.requests(), "a"), 1);
+
+    // The mock answers c and d at once now.
+    server.set_script(script(
+        plan_value(&["a", "b", "c", "d"]),
+        &[],
+        &[],
+        Duration::ZERO,
+    ));
+    let history = sandbox.run(&["history", "--json"], &[]).await;
+    let list = history.json();
+    assert_eq!(list[0]["status"], "interrupted", "{history:?}");
+    let short = list[0]["short_id"].as_str().expect("short id").to_owned();
+
+    let out = sandbox
+        .run(&["resume", &short, "--format", "json", "-q"], &[])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = out.json();
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["synthesis"], SYNTHESIS);
+    assert_eq!(report["run_id"], list[0]["id"]);
+
+    let requests = server.requests();
+    let after = &requests[before..];
+    assert_eq!(worker_calls(after, "a"), 0, "a was called again");
+    assert_eq!(worker_calls(after, "b"), 0, "b was called again");
+    assert_eq!(worker_calls(after, "c"), 1);
+    assert_eq!(worker_calls(after, "d"), 1);
+    assert_eq!(after.iter().filter(|r| r.is_planner()).count(), 0);
+    assert_eq!(after.iter().filter(|r| r.is_synthesis()).count(), 1);
+    // The resumed calls used the saved settings: the same mock, the same model.
+    assert!(after.iter().all(|r| r.model() == requests[0].model()));
+
+    let conn = sandbox.open_db();
+    assert_eq!(
+        query_strings(&conn, "SELECT status FROM runs"),
+        ["succeeded"]
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM subtasks WHERE status = 'succeeded'"
+        ),
+        4
+    );
+    // Saved results were not written again: one synthesis, a's tokens counted once.
+    assert_eq!(count(&conn, "SELECT count(*) FROM syntheses"), 1);
+    assert_eq!(
+        count(&conn, "SELECT tokens_in FROM subtasks WHERE id = 'a'"),
+        20
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_of_a_partly_failed_run_calls_only_the_failed_subtask_and_exits_0() {
+    let server = MockServer::start(script(
+        plan_value(&["a", "b", "c"]),
+        &["b"],
+        &[],
+        Duration::ZERO,
+    ))
+    .await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let ran = saved_run(&sandbox, QUERY).await;
+    assert_eq!(ran["status"], "partial");
+    let before = server.requests().len();
+    server.set_script(script(
+        plan_value(&["a", "b", "c"]),
+        &[],
+        &[],
+        Duration::ZERO,
+    ));
+    let id = ran["run_id"].as_str().expect("id").to_owned();
+    let out = sandbox.run(&["resume", &id, "-q"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(SYNTHESIS), "{out:?}");
+    let requests = server.requests();
+    let after = &requests[before..];
+    assert_eq!(worker_calls(after, "a"), 0);
+    assert_eq!(worker_calls(after, "b"), 1);
+    assert_eq!(worker_calls(after, "c"), 0);
+    assert_eq!(after.len(), 2, "b and a new synthesis");
+
+    // A run with every result and a written report has nothing left to call.
+    let before = server.requests().len();
+    let out = sandbox.run(&["resume", &id, "-q"], &[]).await;
+    assert_eq!(out.code, Some(0), "nothing left to do: {out:?}");
+    assert_eq!(server.requests().len(), before);
+    server.shutdown().await;
+}
+
+#[test]
+fn resume_of_an_unknown_run_is_a_usage_error() {
+    let sandbox = Sandbox::new("");
+    Connection::open(sandbox.db()).expect("create an empty file");
+    let out = sandbox.run_sync(&["resume", "0123abcd"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("0123abcd"), "{out:?}");
 }
