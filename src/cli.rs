@@ -64,6 +64,10 @@ pub enum CommandLine {
     /// Provider, model and limit options default to those the run was saved with; API keys
     /// always come from the environment. Exit codes as `maestro run`.
     Resume(ResumeArgs),
+    /// Delete saved runs.
+    Rm(RmArgs),
+    /// Delete saved runs that started longer ago than an age (running runs are kept).
+    Gc(GcArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -115,6 +119,20 @@ pub struct ResumeArgs {
     /// No progress on stderr
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RmArgs {
+    /// Ids of runs, or unique prefixes
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GcArgs {
+    /// An age: a number and a unit, s, m, h, d or w (`30d`, `12h`)
+    #[arg(long, value_name = "AGE")]
+    pub older_than: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -1,7 +1,7 @@
 //! Saved runs as the front ends use them: saving a run while it happens ([`Saving`]), reading
 //! one back as the `RunReport` every front end shows ([`report_of`]), turning one into what the
-//! engine resumes from ([`resume_input`]), and the commands that only read saved runs
-//! (`maestro history`, `show`).
+//! engine resumes from ([`resume_input`]), and the commands that only read or delete saved runs
+//! (`maestro history`, `show`, `rm`, `gc`).
 //!
 //! The store records events and answers queries; the engine decides what a resumed run does.
 //! This module only translates between them, so it must not decide anything about a run nor
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{EngineArgs, Format, HistoryArgs, HistoryStatus, ProviderKind};
+use crate::cli::{EngineArgs, Format, GcArgs, HistoryArgs, HistoryStatus, ProviderKind, RmArgs};
 use crate::config::{Config, ProviderConfig, StoreConfig};
 use crate::display::{duration, now_ms, tokens, truncate};
 use crate::protocol::{
@@ -522,7 +522,7 @@ pub struct Failure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// A bad argument: an unknown or ambiguous id (exit 2).
+    /// A bad argument: an unknown or ambiguous id, a bad age (exit 2).
     Usage,
     /// The database could not be read or changed (exit 1).
     Store,
@@ -674,9 +674,81 @@ pub fn show(
     }
 }
 
+/// `maestro rm`: every id is resolved before anything is deleted.
+pub fn rm(store: &StoreConfig, args: &RmArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let db = open_store(store)?;
+    let mut ids = Vec::new();
+    for prefix in &args.ids {
+        let id = db.resolve(prefix).map_err(|e| usage(e.to_string()))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let deleted = db.delete_runs(&ids).map_err(|e| failed(e.to_string()))?;
+    write_out(
+        out,
+        format!(
+            "deleted {deleted} run{}\n",
+            if deleted == 1 { "" } else { "s" }
+        )
+        .as_bytes(),
+    )
+}
+
+/// `30d`, `12h`, `90m`, `45s`, `2w`.
+pub fn parse_age(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs).map(Duration::from_secs)
+}
+
+/// `maestro gc`.
+pub fn gc(store: &StoreConfig, args: &GcArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let Some(age) = parse_age(&args.older_than) else {
+        return Err(usage(format!(
+            "--older-than {:?}: expected a number and a unit, s, m, h, d or w (`30d`)",
+            args.older_than
+        )));
+    };
+    let db = open_store(store)?;
+    let deleted = db
+        .gc_older_than(age, now_ms())
+        .map_err(|e| failed(e.to_string()))?;
+    write_out(
+        out,
+        format!(
+            "deleted {deleted} run{} older than {}\n",
+            if deleted == 1 { "" } else { "s" },
+            args.older_than.trim()
+        )
+        .as_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_as_a_number_and_a_unit() {
+        assert_eq!(parse_age("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_age("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_age("2w"), Some(Duration::from_secs(14 * 86_400)));
+        assert_eq!(parse_age("45s"), Some(Duration::from_secs(45)));
+        for bad in ["", "30", "d", "30x", "-1d", "1.5d", "99999999999999999999d"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn saved_settings_are_defaults_under_the_flags() {

@@ -18,7 +18,7 @@
 //!   every front end and the reports.
 //! - [`headless`]: `maestro run`, `maestro plan` and `maestro resume`.
 //! - [`history`]: saved runs for the front ends: saving as a run happens, reading one back as a
-//!   `RunReport`, what a resume starts from; `maestro history` and `show`.
+//!   `RunReport`, what a resume starts from; `maestro history`, `show`, `rm`, `gc`.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.

@@ -83,7 +83,9 @@ async fn dispatch(cli: Cli) -> i32 {
         // Handled above, before the config is resolved without the saved settings.
         Some(CommandLine::Resume(_))
         | Some(CommandLine::History(_))
-        | Some(CommandLine::Show(_)) => return exit::USAGE,
+        | Some(CommandLine::Show(_))
+        | Some(CommandLine::Rm(_))
+        | Some(CommandLine::Gc(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -95,7 +97,7 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// `history` and `show`; `None` for the other commands.
+/// `history`, `show`, `rm`, `gc` and `resume`; `None` for the other commands.
 fn saved_runs(cli: &Cli) -> Option<i32> {
     use maestro::history::{self, Failure, FailureKind};
     let command = cli.command.as_ref()?;
@@ -110,6 +112,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
     let result = match command {
         CommandLine::History(args) => history::history(&store, args, &mut stdout),
         CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
+        CommandLine::Rm(args) => history::rm(&store, args, &mut stdout),
+        CommandLine::Gc(args) => history::gc(&store, args, &mut stdout),
         CommandLine::Resume(_) | CommandLine::Run(_) | CommandLine::Plan(_) => return None,
     };
     Some(match result {

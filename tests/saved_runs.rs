@@ -1,7 +1,7 @@
 //! Saved runs through the real binary: `maestro run` saving as it happens (checked by opening
 //! the database with rusqlite), `--db`, `[store] path`, `--no-save`, a database that cannot be
 //! opened, `maestro history`, `show`, `resume` (the crash test: `kill -9`, then resume without
-//! calling finished subtasks again).
+//! calling finished subtasks again), `rm` and `gc`.
 //!
 //! Every child gets a clean environment with `HOME`/XDG directories in a temp dir, and talks to
 //! the in-process mock server.
@@ -815,4 +815,67 @@ fn resume_of_an_unknown_run_is_a_usage_error() {
     let out = sandbox.run_sync(&["resume", "0123abcd"]);
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("0123abcd"), "{out:?}");
+}
+
+// ---- rm and gc ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rm_deletes_runs_by_prefix_and_gc_deletes_old_ones() {
+    let server = MockServer::start(script(plan_value(&["a"]), &[], &[], Duration::ZERO)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let one = saved_run(&sandbox, "one").await;
+    let two = saved_run(&sandbox, "two").await;
+    let three = saved_run(&sandbox, "three").await;
+    let id = |v: &Value| v["run_id"].as_str().expect("id").to_owned();
+
+    // The short id `history` shows is a unique prefix (ids made in the same second share
+    // their first digits, so a fixed length would not be).
+    let list = sandbox.run(&["history", "--json"], &[]).await.json();
+    let short = list[2]["short_id"].as_str().expect("short id").to_owned();
+    assert_eq!(list[2]["id"], one["run_id"]);
+    let out = sandbox.run(&["rm", &short], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "deleted 1 run");
+    let conn = sandbox.open_db();
+    assert_eq!(
+        count(
+            &conn,
+            &format!("SELECT count(*) FROM runs WHERE id = '{}'", id(&one))
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM subtasks WHERE run_id = '{}'",
+                id(&one)
+            )
+        ),
+        0,
+        "its subtasks went with it"
+    );
+    // An unknown id deletes nothing, even with a good one beside it.
+    let out = sandbox.run(&["rm", &id(&two), "ffffffff"], &[]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 2);
+
+    // gc: nothing is 30 days old yet; make `two` 40 days old.
+    let out = sandbox.run(&["gc", "--older-than", "30d"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.starts_with("deleted 0 runs"), "{out:?}");
+    let forty_days_ms: i64 = 40 * 86_400 * 1000;
+    conn.execute(
+        "UPDATE runs SET started_at = started_at - ?1 WHERE id = ?2",
+        rusqlite::params![forty_days_ms, id(&two)],
+    )
+    .expect("age a run");
+    let out = sandbox.run(&["gc", "--older-than", "30d"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.starts_with("deleted 1 run "), "{out:?}");
+    assert_eq!(query_strings(&conn, "SELECT id FROM runs"), [id(&three)]);
+    let out = sandbox.run(&["gc", "--older-than", "soon"], &[]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--older-than"), "{out:?}");
+    server.shutdown().await;
 }
