@@ -96,6 +96,12 @@ impl Saving {
         }
     }
 
+    /// Sends the run's row without waiting: the caller waits on the answer where blocking is
+    /// fine (the dashboard, off its drawing path). `None` when saving is off.
+    pub fn begin_pending(&self, meta: RunMeta) -> Option<store::Pending> {
+        self.writer.as_ref().map(|w| w.begin_run(meta))
+    }
+
     /// A resumed run restates what was saved as events; those are not written again.
     pub fn resuming(&mut self, id: RunId, saved: &crate::protocol::SavedRun) {
         self.restated.insert(id, Restated::new(saved));
