@@ -65,6 +65,21 @@ pub enum CommandLine {
     /// One line per check, ✓ or ✗, with the fix for each ✗. Exit codes: 0 every check
     /// passed; 1 a check failed; 2 the configuration itself is wrong (nothing was called).
     Doctor,
+    /// List saved runs, newest first: id (a unique prefix is accepted everywhere), when,
+    /// status, query, subtasks ok/failed/total, tokens, duration.
+    History(HistoryArgs),
+    /// Print a saved run's report, in the same shapes as `maestro run`.
+    Show(ShowArgs),
+    /// Continue an interrupted or partly failed saved run headless: only subtasks without a
+    /// result are called again, then their dependents, then a new synthesis.
+    ///
+    /// Provider, model and limit options default to those the run was saved with; API keys
+    /// always come from the environment. Exit codes as `maestro run`.
+    Resume(ResumeArgs),
+    /// Delete saved runs.
+    Rm(RmArgs),
+    /// Delete saved runs that started longer ago than an age (running runs are kept).
+    Gc(GcArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +87,71 @@ pub struct ModelsArgs {
     /// Print one JSON object instead of a list
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// One JSON array, newest first
+    #[arg(long)]
+    pub json: bool,
+    /// At most N runs
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Only runs whose query or report contains TEXT (case-insensitive)
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Only runs with this status
+    #[arg(long, value_enum)]
+    pub status: Option<HistoryStatus>,
+}
+
+/// A saved run's status, as `--status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HistoryStatus {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShowArgs {
+    /// The run's id, or a unique prefix of it
+    pub id: String,
+    /// Report format on stdout
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResumeArgs {
+    /// The run's id, or a unique prefix of it
+    pub id: String,
+    /// Report format on stdout
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    pub format: Format,
+    /// Write every event as one JSON object per line to FILE
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// No progress on stderr
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RmArgs {
+    /// Ids of runs, or unique prefixes
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GcArgs {
+    /// An age: a number and a unit, s, m, h, d or w (`30d`, `12h`)
+    #[arg(long, value_name = "AGE")]
+    pub older_than: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -163,6 +243,12 @@ pub struct EngineArgs {
               defaults::RETRIES,
           ))]
     pub retries: Option<u32>,
+    /// The run history database [default: maestro.db in the platform data dir]
+    #[arg(long, env = "MAESTRO_DB", value_name = "PATH", global = true)]
+    pub db: Option<PathBuf>,
+    /// Do not save runs in the history
+    #[arg(long, global = true)]
+    pub no_save: bool,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

@@ -73,6 +73,8 @@ pub struct FileConfig {
     pub ui: UiSection,
     #[serde(default)]
     pub planner: PlannerSection,
+    #[serde(default)]
+    pub store: StoreSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +145,43 @@ pub struct RoleSection {
 pub struct UiSection {
     pub bell: Option<bool>,
     pub mouse: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The run history database.
+    pub path: Option<PathBuf>,
+}
+
+/// Where runs are saved, and whether.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// `None` when no data folder is known and none was named.
+    pub path: Option<PathBuf>,
+    /// False with `--no-save`.
+    pub save: bool,
+}
+
+impl StoreConfig {
+    /// `--db` (or `MAESTRO_DB`) over the file's `[store] path` over the platform default.
+    fn merge(args: &EngineArgs, file: &FileConfig) -> Self {
+        Self {
+            path: args
+                .db
+                .clone()
+                .or_else(|| file.store.path.clone())
+                .or_else(crate::store::default_path),
+            save: !args.no_save,
+        }
+    }
+
+    /// Only the file's store settings, for commands that run nothing (history, show, rm,
+    /// gc): they must work without a provider's key.
+    pub fn resolve(args: &EngineArgs) -> Result<Self, ConfigError> {
+        let (file, _) = FileConfig::load(args.config.as_deref())?;
+        Ok(Self::merge(args, &file))
+    }
 }
 
 /// Checked value types: a bad value fails deserialisation, so the error carries its line.
@@ -279,6 +318,8 @@ pub struct Config {
     pub mouse: bool,
     /// The file the settings came from, if any.
     pub source: Option<PathBuf>,
+    /// Where runs are saved.
+    pub store: StoreConfig,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -450,6 +491,7 @@ impl Config {
         };
 
         let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
+        let store = StoreConfig::merge(args, &file);
         Ok(Self {
             provider,
             run: RunSettings {
@@ -489,6 +531,7 @@ impl Config {
             bell: file.ui.bell.unwrap_or(true),
             mouse: file.ui.mouse.unwrap_or(true),
             source: None,
+            store,
         })
     }
 

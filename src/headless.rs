@@ -1,6 +1,7 @@
-//! `maestro run` and `maestro plan`: the engine without the dashboard.
+//! `maestro run`, `maestro resume` and `maestro plan`: the engine without the dashboard.
 //!
-//! Consumes the same events the dashboard does. Progress goes to stderr (a line per event, or
+//! Consumes the same events the dashboard does, and feeds them to the run store in order
+//! (`history::Saving`). Progress goes to stderr (a line per event, or
 //! a compact live view when stderr is a terminal), the report to stdout, every event to
 //! `--events FILE`. Model text is sanitised before it reaches either stream; JSON output is
 //! escaped by the serialiser. Ctrl-C, SIGTERM and SIGHUP cancel the run cleanly and still
@@ -18,12 +19,15 @@ use std::time::Duration;
 use anyhow::Context;
 use crossterm::style::Stylize;
 
-use crate::cli::{Format, RunArgs};
+use crate::cli::{EngineArgs, Format, ResumeArgs, RunArgs};
 use crate::config::Config;
 use crate::display::{clock, duration, now_ms, spinner, status_glyph, tokens, truncate};
-use crate::engine::executor::Engine;
+use crate::engine::executor::{Engine, EngineHandle};
+use crate::history::{self, Saving};
 use crate::llm::Provider;
-use crate::protocol::{Event, EventKind, Plan, RunCommand, RunStatus, SubtaskStatus};
+use crate::protocol::{
+    Command, Event, EventKind, ModelOverrides, Plan, RunCommand, RunId, RunStatus, SubtaskStatus,
+};
 use crate::report::RunReport;
 use crate::sanitize::sanitize_line;
 
@@ -221,20 +225,138 @@ impl Signals {
     }
 }
 
-/// `maestro run`. Returns the exit code.
+/// `maestro run`. Returns the exit code. The run is saved as it happens unless saving is off
+/// or the database cannot be opened (then a one-line warning, and the run goes on).
 pub async fn run(
     config: Config,
     provider: Arc<dyn Provider>,
     query: String,
     plan: Option<Plan>,
-    mut events_file: Option<EventsFile>,
+    events_file: Option<EventsFile>,
     args: &RunArgs,
+    engine_args: &EngineArgs,
 ) -> anyhow::Result<i32> {
-    let mut signals = Signals::install();
+    let signals = Signals::install();
+    let mut saving = open_saving(&config);
+    let id = RunId::new();
+    // The run's row is written before the engine can make its first call.
+    if let Some(why) = saving.begin(history::run_meta(id, &query, &config, engine_args, None)) {
+        say(&format!(
+            "maestro: warning: this run is not saved: {}",
+            sanitize_line(&why)
+        ));
+    }
     let describe = config.describe();
-    let (engine, mut events) = Engine::spawn(provider, config.run, config.executor);
-    let id = engine.start_run(query, plan);
+    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    engine.send(Command::StartRun {
+        id,
+        query,
+        plan,
+        models: ModelOverrides::default(),
+    });
+    let output = Output {
+        format: args.format,
+        quiet: args.quiet,
+    };
+    drive(
+        engine,
+        events,
+        id,
+        signals,
+        saving,
+        events_file,
+        output,
+        describe,
+    )
+    .await
+}
 
+/// `maestro resume`: go on with a saved run under its old id. Saved results are facts; only
+/// what has none is called again. A run saved before it had a plan is planned again.
+pub async fn resume(
+    config: Config,
+    provider: Arc<dyn Provider>,
+    saved: &crate::store::SavedRun,
+    events_file: Option<EventsFile>,
+    args: &ResumeArgs,
+    engine_args: &EngineArgs,
+) -> anyhow::Result<i32> {
+    let signals = Signals::install();
+    let mut saving = open_saving(&config);
+    let id = saved.summary.id;
+    let meta = history::run_meta(
+        id,
+        &saved.summary.query,
+        &config,
+        engine_args,
+        saved.summary.parent,
+    );
+    if let Some(why) = saving.begin(meta) {
+        say(&format!(
+            "maestro: warning: this run is not saved: {}",
+            sanitize_line(&why)
+        ));
+    }
+    let describe = config.describe();
+    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    match history::resume_input(saved) {
+        Some(input) => {
+            saving.resuming(id, &input);
+            engine.resume_run(id, input);
+        }
+        None => engine.send(Command::StartRun {
+            id,
+            query: saved.summary.query.clone(),
+            plan: None,
+            models: ModelOverrides::default(),
+        }),
+    }
+    let output = Output {
+        format: args.format,
+        quiet: args.quiet,
+    };
+    drive(
+        engine,
+        events,
+        id,
+        signals,
+        saving,
+        events_file,
+        output,
+        describe,
+    )
+    .await
+}
+
+fn open_saving(config: &Config) -> Saving {
+    let (saving, warning) = Saving::open(&config.store);
+    if let Some(why) = warning {
+        say(&format!(
+            "maestro: warning: runs are not saved: {}",
+            sanitize_line(&why)
+        ));
+    }
+    saving
+}
+
+/// How the report is printed.
+struct Output {
+    format: Format,
+    quiet: bool,
+}
+
+/// Follow one run to its end: progress, events file, store, signals, then the report.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    engine: EngineHandle,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    id: RunId,
+    mut signals: Signals,
+    mut saving: Saving,
+    mut events_file: Option<EventsFile>,
+    args: Output,
+    describe: String,
+) -> anyhow::Result<i32> {
     let mut progress = Progress::new(
         !args.quiet,
         std::io::stderr().is_terminal(),
@@ -259,6 +381,7 @@ pub async fn run(
                     events_error = Some(e.to_string());
                     events_file = None;
                 }
+                saving.event(&event);
                 report.apply(&event);
                 progress.on_event(&event, &report);
                 if matches!(event.kind, EventKind::RunFinished { .. }) {
@@ -276,12 +399,14 @@ pub async fn run(
                     "cancelling ({}; send it again to quit at once)…",
                     signal.name()
                 ));
+                saving.command(id, &RunCommand::CancelRun);
                 engine.steer(id, RunCommand::CancelRun);
             }
             _ = ticker.tick(), if progress.live => progress.redraw(&report),
         }
     }
     engine.send(crate::protocol::Command::Shutdown);
+    saving.close();
     progress.finish(&report);
     let mut output_failed = false;
     if let Some(e) = events_error {

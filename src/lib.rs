@@ -16,9 +16,11 @@
 //!   and JSON reports.
 //! - [`display`]: how durations, clocks, token counts, glyphs and the spinner read, shared by
 //!   every front end and the reports.
-//! - [`headless`]: `maestro run` and `maestro plan`.
+//! - [`headless`]: `maestro run`, `maestro plan` and `maestro resume`.
 //! - [`doctor`]: `maestro models` and `maestro doctor`, what the configured server offers and
 //!   whether the configuration works end to end.
+//! - [`history`]: saved runs for the front ends: saving as a run happens, reading one back as a
+//!   `RunReport`, what a resume starts from; `maestro history`, `show`, `rm`, `gc`.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
@@ -37,6 +39,7 @@ pub mod display;
 pub mod doctor;
 pub mod engine;
 pub mod headless;
+pub mod history;
 pub mod llm;
 pub mod protocol;
 pub mod report;

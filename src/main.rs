@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use maestro::cli::{Cli, CommandLine};
-use maestro::config::Config;
+use maestro::config::{Config, StoreConfig};
 use maestro::headless::{self, exit, say};
 use maestro::sanitize::sanitize_line;
 
@@ -50,6 +50,13 @@ async fn dispatch(cli: Cli) -> i32 {
     if let Some(CommandLine::Doctor) = cli.command {
         return maestro::doctor::doctor(&cli.engine).await;
     }
+    // Saved runs: these need only the database, never a provider or its key.
+    if let Some(code) = saved_runs(&cli) {
+        return code;
+    }
+    if let Some(CommandLine::Resume(args)) = &cli.command {
+        return resume(&cli, args).await;
+    }
     let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -79,7 +86,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 Some(Ok(file)) => Some(file),
                 Some(Err(e)) => return usage_error(e),
             };
-            headless::run(config, provider, query, plan, events, &args).await
+            headless::run(config, provider, query, plan, events, &args, &cli.engine).await
         }
         Some(CommandLine::Plan(args)) => {
             let query = match headless::read_query(&args.query) {
@@ -92,9 +99,115 @@ async fn dispatch(cli: Cli) -> i32 {
             Ok(maestro::doctor::models(&config, provider, args.json).await)
         }
         Some(CommandLine::Doctor) => Ok(maestro::doctor::doctor(&cli.engine).await),
+        // Handled above, before the config is resolved without the saved settings.
+        Some(CommandLine::Resume(_))
+        | Some(CommandLine::History(_))
+        | Some(CommandLine::Show(_))
+        | Some(CommandLine::Rm(_))
+        | Some(CommandLine::Gc(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
+        Ok(code) => code,
+        Err(e) => {
+            say(&format!("maestro: {}", sanitize_line(&format!("{e:#}"))));
+            exit::FAILED
+        }
+    }
+}
+
+/// `history`, `show`, `rm`, `gc` and `resume`; `None` for the other commands.
+fn saved_runs(cli: &Cli) -> Option<i32> {
+    use maestro::history::{self, Failure, FailureKind};
+    let command = cli.command.as_ref()?;
+    match command {
+        CommandLine::History(_)
+        | CommandLine::Show(_)
+        | CommandLine::Rm(_)
+        | CommandLine::Gc(_) => {}
+        CommandLine::Resume(_)
+        | CommandLine::Run(_)
+        | CommandLine::Plan(_)
+        | CommandLine::Models(_)
+        | CommandLine::Doctor => return None,
+    }
+    let store = match StoreConfig::resolve(&cli.engine) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return Some(exit::USAGE);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let result = match command {
+        CommandLine::History(args) => history::history(&store, args, &mut stdout),
+        CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
+        CommandLine::Rm(args) => history::rm(&store, args, &mut stdout),
+        CommandLine::Gc(args) => history::gc(&store, args, &mut stdout),
+        CommandLine::Resume(_)
+        | CommandLine::Run(_)
+        | CommandLine::Plan(_)
+        | CommandLine::Models(_)
+        | CommandLine::Doctor => return None,
+    };
+    Some(match result {
+        Ok(()) => exit::OK,
+        Err(Failure { kind, message }) => {
+            say(&format!("maestro: {}", sanitize_line(&message)));
+            match kind {
+                FailureKind::Usage => exit::USAGE,
+                FailureKind::Store => exit::FAILED,
+                FailureKind::Output => exit::OUTPUT,
+            }
+        }
+    })
+}
+
+/// `maestro resume`: the saved run, its settings under the flags, then the run.
+async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
+    use maestro::history;
+    let store = match StoreConfig::resolve(&cli.engine) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return exit::USAGE;
+        }
+    };
+    let saved = match history::open_store(&store).and_then(|db| history::resolve(&db, &args.id)) {
+        Ok(saved) => saved,
+        Err(failure) => {
+            say(&format!("maestro: {}", sanitize_line(&failure.message)));
+            return match failure.kind {
+                history::FailureKind::Usage => exit::USAGE,
+                history::FailureKind::Store | history::FailureKind::Output => exit::FAILED,
+            };
+        }
+    };
+    if saved.summary.status == maestro::store::SavedRunStatus::Running {
+        say(&format!(
+            "maestro: run {} is running in another maestro process; resume it when that ends",
+            saved.summary.short_id
+        ));
+        return exit::USAGE;
+    }
+    let settings: history::SavedSettings =
+        serde_json::from_value(saved.settings.clone()).unwrap_or_default();
+    let engine_args = settings.under(&cli.engine);
+    let config = match Config::resolve(&engine_args, &|var| std::env::var(var).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return exit::USAGE;
+        }
+    };
+    let events = match args.events.as_deref().map(headless::EventsFile::create) {
+        None => None,
+        Some(Ok(file)) => Some(file),
+        Some(Err(e)) => return usage_error(e),
+    };
+    tracing::info!(provider = %config.describe(), run = %saved.summary.id, "resuming");
+    let provider = config.provider.build();
+    match headless::resume(config, provider, &saved, events, args, &engine_args).await {
         Ok(code) => code,
         Err(e) => {
             say(&format!("maestro: {}", sanitize_line(&format!("{e:#}"))));

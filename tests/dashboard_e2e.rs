@@ -6,6 +6,10 @@
 //! quits with `q`, and checks the terminal was restored and that an escape sequence in model
 //! text never reached the terminal.
 //!
+//! The run is saved as it happens: after quitting, the test opens the database and finds the
+//! run, its re-run command and both reports. Another test starts the dashboard on a file that
+//! is not a database: it starts anyway and its status line says "unsaved".
+//!
 //! Two more tests send SIGTERM and SIGHUP to the dashboard's pid mid-run and check its exit
 //! code (143, 129) and that the terminal was restored.
 //!
@@ -455,6 +459,28 @@ fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
         "the dashboard is gone from the normal screen:\n{screen}"
     );
 
+    // Saved as it happened: the run, the re-run of b, and both reports.
+    let db = rusqlite::Connection::open(home.join("data").join("maestro").join("maestro.db"))
+        .expect("the dashboard's database");
+    let (query, status): (String, String) = db
+        .query_row("SELECT query, status FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("one saved run");
+    assert_eq!((query.as_str(), status.as_str()), (QUERY, "succeeded"));
+    let commands: Vec<String> = db
+        .prepare("SELECT kind || ' ' || coalesce(subtask_id, '') FROM commands")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("commands");
+    assert_eq!(commands, ["retry_subtask b"]);
+    let reports: i64 = db
+        .query_row("SELECT count(*) FROM syntheses", [], |r| r.get(0))
+        .expect("syntheses");
+    assert_eq!(reports, 2);
+
     drop(tmux);
     drop(server);
     println!("dashboard end-to-end test took {:?}", started.elapsed());
@@ -560,6 +586,47 @@ fn a_failed_planning_shows_the_answers_and_r_plans_again_with_subtasks_streaming
     assert_eq!(planner_calls.load(Ordering::SeqCst), 3);
     tmux.send_keys(&["q"]);
     tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+}
+
+#[test]
+fn dashboard_starts_on_a_database_it_cannot_open_and_says_unsaved() {
+    if !tmux_ready() {
+        return;
+    }
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(&config, "provider = \"demo\"\n\n[ui]\nbell = false\n")
+        .expect("write the config");
+    let db = home.join("not-a-db.txt");
+    std::fs::write(&db, "plain text, not SQLite\n".repeat(100)).expect("write the file");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    tmux.start(&format!(
+        "{} --db {}; echo {EXITED}$?; exec sleep 60",
+        quote(env!("CARGO_BIN_EXE_maestro")),
+        quote(&db.to_string_lossy())
+    ));
+    let screen = tmux.wait_for("the dashboard, unsaved", |s| {
+        s.contains("Ask a question") && s.lines().last().is_some_and(|l| l.contains("unsaved"))
+    });
+    println!("--- unsaved ---\n{screen}");
+    // It still runs queries.
+    tmux.type_text("How do cities adapt to heat waves?");
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for("a run going", |s| s.contains("#1 "));
+    // Ctrl-C asks while a run is going; a second one quits.
+    tmux.send_keys(&["C-c"]);
+    tmux.send_keys(&["C-c"]);
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+    assert_eq!(
+        std::fs::read_to_string(&db).expect("the file"),
+        "plain text, not SQLite\n".repeat(100),
+        "the file was not touched"
+    );
 }
 
 // ---- signals ------------------------------------------------------------------------------

@@ -564,3 +564,27 @@ fn with_colour_the_focused_pane_border_is_cyan_and_the_others_are_not() {
     assert_ne!(corner(areas.query).fg, Color::Cyan);
     assert_ne!(corner(areas.synthesis).fg, Color::Cyan);
 }
+
+#[test]
+fn the_status_line_says_unsaved_while_runs_are_not_saved_and_not_otherwise() {
+    let mut model = model(false, (80, 24));
+    let last_line = |model: &mut Model| {
+        let terminal = render(model, 80, 24);
+        buffer_text(terminal.backend().buffer())
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(!last_line(&mut model).contains("unsaved"));
+    model.unsaved = Some("the disk is full".into());
+    let line = last_line(&mut model);
+    assert!(line.contains("unsaved"), "{line}");
+    // With a run's figures on a narrow line, it still shows.
+    let run = run_id(1);
+    send_all(&mut model, every_state_events(run));
+    let terminal = render(&mut model, 60, 24);
+    let text = buffer_text(terminal.backend().buffer());
+    let line = text.lines().last().unwrap_or_default();
+    assert!(line.contains("unsaved"), "{line}");
+}

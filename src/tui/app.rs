@@ -3,6 +3,11 @@
 //! `update`, performs the `Action`s that come back, and redraws only when something changed,
 //! at most once a frame. A ticker runs only while something animates, so an idle dashboard
 //! sleeps.
+//!
+//! It also owns the run store's writer (`history::Saving`): every engine event is handed to it
+//! as it is folded, every command to a run is recorded before it is sent, and a new run's row is
+//! written before the engine is asked to start it. Its status is polled into the model for the
+//! status line. `update` never sees the store.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -20,9 +25,11 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ProviderConfig};
 use crate::display::now_ms;
 use crate::engine::executor::{Engine, EngineHandle};
+use crate::history::{self, Saving};
 use crate::llm::Provider;
 use crate::protocol::{Command, RunId};
 use crate::sanitize::sanitize;
+use crate::store::{RunMeta, StoreStatus};
 use crate::tui::model::{Info, Model, Models};
 use crate::tui::theme::Theme;
 use crate::tui::update::{Action, Msg, update};
@@ -32,6 +39,10 @@ use crate::tui::view;
 const FRAME: Duration = Duration::from_millis(16);
 /// Spinners and timers move this often while work runs.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the store's status is looked at while the store is on.
+const STORE_POLL: Duration = Duration::from_millis(500);
+/// How long a new run waits for its row to be saved before it starts anyway, unsaved.
+const BEGIN_WAIT: Duration = Duration::from_secs(6);
 
 /// Run the dashboard until the user quits. Returns the exit code.
 pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<i32> {
@@ -51,6 +62,20 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     let mouse = config.mouse;
     // The engine calls the models; the app keeps the provider too, to list them for the picker.
     let lister = provider.clone();
+    // Opened before the terminal is taken, so a slow file system cannot leave it half set up.
+    // A database that cannot be opened never stops the dashboard: it says "unsaved".
+    let (saving, warning) = Saving::open(&config.store);
+    let store = Store {
+        unsaved: warning,
+        template: history::run_meta(
+            RunId::new(),
+            "",
+            &config,
+            &crate::cli::EngineArgs::default(),
+            None,
+        ),
+        saving,
+    };
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
 
     // Our own set-up instead of `ratatui::init`, whose panic hook restores the terminal when
@@ -94,7 +119,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         execute!(std::io::stdout(), EnableBracketedPaste)
     };
     let result = match setup {
-        Ok(()) => event_loop(&mut terminal, &engine, lister, events, info, models).await,
+        Ok(()) => event_loop(&mut terminal, &engine, lister, events, info, models, store).await,
         Err(e) => Err(e).context("cannot set up the terminal"),
     };
     let _ = execute!(
@@ -108,6 +133,26 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         End::Quit => 0,
         End::Signal(code) => code,
     })
+}
+
+/// The store as the loop sees it.
+struct Store {
+    saving: Saving,
+    /// Why runs are not being saved, if they are not (and saving was not turned off).
+    unsaved: Option<String>,
+    /// A new run's row, but for its id, query and start.
+    template: RunMeta,
+}
+
+impl Store {
+    /// What the status line should say: `None` while saving works or with `--no-save`.
+    fn problem(&self) -> Option<String> {
+        match self.saving.status() {
+            Some(StoreStatus::Saving) => None,
+            Some(StoreStatus::Unsaved { reason }) => Some(reason),
+            None => self.unsaved.clone(),
+        }
+    }
 }
 
 /// Why the loop ended.
@@ -126,10 +171,15 @@ async fn event_loop(
     mut events: mpsc::UnboundedReceiver<crate::protocol::Event>,
     info: Info,
     models: Models,
+    mut store: Store,
 ) -> anyhow::Result<End> {
     let size = terminal.size().context("cannot read the terminal size")?;
     let mut model = Model::new(info, Theme::from_env(), (size.width, size.height), now_ms());
     model.models = models;
+    model.unsaved = store.problem();
+    let mut store_poll = tokio::time::interval(STORE_POLL);
+    store_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let polling = store.saving.is_on();
     let mut input = EventStream::new();
     let (internal_tx, mut internal) = mpsc::unbounded_channel::<Msg>();
     let mut ticker = tokio::time::interval(TICK);
@@ -165,9 +215,11 @@ async fn event_loop(
             event = events.recv(), if engine_alive => {
                 match event {
                     Some(event) => {
+                        store.saving.event(&event);
                         actions.extend(update(&mut model, Msg::Engine(event)));
                         // Drain the burst before drawing once.
                         while let Ok(event) = events.try_recv() {
+                            store.saving.event(&event);
                             actions.extend(update(&mut model, Msg::Engine(event)));
                         }
                     }
@@ -191,6 +243,13 @@ async fn event_loop(
                 actions.extend(update(&mut model, Msg::Tick(now_ms())));
                 dirty = true;
             }
+            _ = store_poll.tick(), if polling => {
+                let problem = store.problem();
+                if problem != model.unsaved {
+                    model.unsaved = problem;
+                    dirty = true;
+                }
+            }
             _ = tokio::time::sleep(due), if dirty => {}
             code = &mut terminated => return Ok(End::Signal(code)),
         }
@@ -198,7 +257,7 @@ async fn event_loop(
         // for more: all of it happens before the next engine event is read.
         let mut pending = std::collections::VecDeque::from(actions);
         while let Some(action) = pending.pop_front() {
-            if let Some(msg) = perform(action, engine, &provider, &internal_tx) {
+            if let Some(msg) = perform(action, engine, &provider, &internal_tx, &mut store) {
                 pending.extend(update(&mut model, msg));
             }
         }
@@ -225,18 +284,52 @@ fn perform(
     engine: &EngineHandle,
     provider: &Arc<dyn Provider>,
     internal: &mpsc::UnboundedSender<Msg>,
+    store: &mut Store,
 ) -> Option<Msg> {
     match action {
-        Action::Send(command) => engine.send(command),
+        Action::Send(command) => {
+            if let Command::Run { id, command } = &command {
+                store.saving.command(*id, command);
+            }
+            engine.send(command);
+        }
         Action::StartRun { query, models } => {
             // The id is made here, not in `update`, which stays free of clocks and randomness.
             let id = RunId::new();
-            engine.send(Command::StartRun {
+            // The row names the models this run uses: those picked in the dashboard, if any.
+            let template = &store.template;
+            let meta = RunMeta {
+                id,
+                query: query.clone(),
+                started_ms: now_ms(),
+                planner_model: models.planner.clone().or(template.planner_model.clone()),
+                worker_model: models.worker.clone().or(template.worker_model.clone()),
+                synthesizer_model: models
+                    .synthesizer
+                    .clone()
+                    .or(template.synthesizer_model.clone()),
+                ..template.clone()
+            };
+            let start = Command::StartRun {
                 id,
                 query: query.clone(),
                 plan: None,
                 models,
-            });
+            };
+            match store.saving.begin_pending(meta) {
+                // The run starts once its row is saved (or could not be), waited for off the
+                // drawing path; the run shows as starting meanwhile.
+                Some(pending) => {
+                    let engine = engine.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = pending.wait(BEGIN_WAIT) {
+                            tracing::warn!("a run's row could not be saved: {e}");
+                        }
+                        engine.send(start);
+                    });
+                }
+                None => engine.send(start),
+            }
             return Some(Msg::RunStarting { id, query });
         }
         Action::ListModels => {

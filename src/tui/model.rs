@@ -320,6 +320,9 @@ pub struct Model {
     pub models: Models,
     pub theme: Theme,
     pub quit: bool,
+    /// Why runs are not being saved (the store could not be opened, or writes fail); the
+    /// status line says "unsaved". Set by the app loop, which polls the store.
+    pub unsaved: Option<String>,
     /// Rendered markdown of the shown synthesis, reused between frames.
     pub markdown: RefCell<MarkdownCache>,
 }
@@ -346,6 +349,7 @@ impl Model {
             models: Models::default(),
             theme,
             quit: false,
+            unsaved: None,
             markdown: RefCell::new(MarkdownCache::default()),
         };
         model.reset_query();

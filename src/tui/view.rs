@@ -466,6 +466,10 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     } else if model.info.demo {
         segments.push((5, vec![Span::styled("no model is called", theme.dim())]));
     }
+    if model.unsaved.is_some() {
+        // Runs are not being kept: worth more room than the figures.
+        segments.push((1, vec![Span::styled("unsaved", theme.warning())]));
+    }
     let room = area.width as usize;
     let width_of = |segs: &[(u8, Vec<Span>)]| -> usize {
         segs.iter()

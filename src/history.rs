@@ -1,0 +1,801 @@
+//! Saved runs as the front ends use them: saving a run while it happens ([`Saving`]), reading
+//! one back as the `RunReport` every front end shows ([`report_of`]), turning one into what the
+//! engine resumes from ([`resume_input`]), and the commands that only read or delete saved runs
+//! (`maestro history`, `show`, `rm`, `gc`).
+//!
+//! The store records events and answers queries; the engine decides what a resumed run does.
+//! This module only translates between them, so it must not decide anything about a run nor
+//! talk to a provider. Output goes through `Write` (never the printing macros) and model text is
+//! sanitised before it reaches a terminal.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{EngineArgs, Format, GcArgs, HistoryArgs, HistoryStatus, ProviderKind, RmArgs};
+use crate::config::{Config, ProviderConfig, StoreConfig};
+use crate::display::{duration, now_ms, tokens, truncate};
+use crate::protocol::{
+    CallRole, Event, EventKind, Plan, RunCommand, RunId, RunStatus, SubtaskId, SubtaskStatus,
+};
+use crate::report::{AttemptOutcome, AttemptRecord, RunReport};
+use crate::sanitize::sanitize_line;
+use crate::store::{
+    self, CommandRecord, RunFilter, RunMeta, SavedRunStatus, SavedSubtaskStatus, Store,
+    StoreStatus, StoreWriter,
+};
+
+/// How long a front end waits for the run's row before the first provider call. Longer than
+/// the store's busy timeout, so another process's long write is waited out, not failed.
+const BEGIN_WAIT: Duration = Duration::from_secs(6);
+
+// ---- saving ---------------------------------------------------------------------------------
+
+/// A front end's link to the store writer: opened once, fed every event in order. When the
+/// database cannot be opened (or `--no-save`), it is off and every call does nothing.
+pub struct Saving {
+    writer: Option<StoreWriter>,
+    /// Per resumed run, the saved facts the engine restates, which are saved already.
+    restated: HashMap<RunId, Restated>,
+}
+
+impl Saving {
+    /// Nothing is saved.
+    pub fn off() -> Self {
+        Self {
+            writer: None,
+            restated: HashMap::new(),
+        }
+    }
+
+    /// Opens the writer, or explains in one line why runs are not saved. `--no-save` is not a
+    /// problem, so it gives no warning.
+    pub fn open(store: &StoreConfig) -> (Self, Option<String>) {
+        if !store.save {
+            return (Self::off(), None);
+        }
+        let Some(path) = &store.path else {
+            return (
+                Self::off(),
+                Some("no data folder is known; name a database with --db".to_owned()),
+            );
+        };
+        match StoreWriter::spawn(path) {
+            Ok(writer) => (
+                Self {
+                    writer: Some(writer),
+                    restated: HashMap::new(),
+                },
+                None,
+            ),
+            Err(e) => {
+                tracing::warn!("runs are not saved: {e}");
+                (Self::off(), Some(e.to_string()))
+            }
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Writes the run's row and waits for it (briefly), so that a run is on record before its
+    /// first provider call. On failure the writer is dropped: the run goes on unsaved. Returns
+    /// why, if so.
+    pub fn begin(&mut self, meta: RunMeta) -> Option<String> {
+        let writer = self.writer.as_ref()?;
+        match writer.begin_run(meta).wait(BEGIN_WAIT) {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!("the run's row could not be saved: {e}");
+                self.writer = None;
+                Some(e.to_string())
+            }
+        }
+    }
+
+    /// Sends the run's row without waiting: the caller waits on the answer where blocking is
+    /// fine (the dashboard, off its drawing path). `None` when saving is off.
+    pub fn begin_pending(&self, meta: RunMeta) -> Option<store::Pending> {
+        self.writer.as_ref().map(|w| w.begin_run(meta))
+    }
+
+    /// A resumed run restates what was saved as events; those are not written again.
+    pub fn resuming(&mut self, id: RunId, saved: &crate::protocol::SavedRun) {
+        self.restated.insert(id, Restated::new(saved));
+    }
+
+    pub fn event(&mut self, event: &Event) {
+        let Some(writer) = &self.writer else { return };
+        if let Some(restated) = self.restated.get_mut(&event.run)
+            && restated.take(event)
+        {
+            return;
+        }
+        if matches!(event.kind, EventKind::RunFinished { .. })
+            && let Some(restated) = self.restated.get_mut(&event.run)
+        {
+            // Anything restated later would be a new fact.
+            restated.clear();
+        }
+        writer.event(event);
+    }
+
+    /// Records a user's command to a run. Call it before sending the command to the engine,
+    /// so an edit's old text is read before the engine's answer changes it.
+    pub fn command(&self, run: RunId, command: &RunCommand) {
+        if let Some(writer) = &self.writer {
+            writer.command(CommandRecord {
+                run,
+                at_ms: now_ms(),
+                command: command.clone(),
+            });
+        }
+    }
+
+    /// `None` when saving is off; the writer's status otherwise.
+    pub fn status(&self) -> Option<StoreStatus> {
+        self.writer.as_ref().map(|w| w.status())
+    }
+
+    /// Commits what was sent and stops the writer.
+    pub fn close(mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.close();
+        }
+    }
+}
+
+/// The facts a restored run restates (`SubtaskSucceeded` for each saved result,
+/// `SynthesisFinished` for the saved report), each recognised once by its attempt number.
+#[derive(Debug, Default)]
+struct Restated {
+    results: HashMap<SubtaskId, u32>,
+    report: Option<u32>,
+}
+
+impl Restated {
+    fn new(saved: &crate::protocol::SavedRun) -> Self {
+        Self {
+            results: saved
+                .subtasks
+                .iter()
+                .filter(|s| s.result.is_some())
+                .map(|s| (s.id.clone(), s.attempts.max(1)))
+                .collect(),
+            report: saved
+                .report
+                .as_ref()
+                .map(|_| saved.synthesis_attempts.max(1)),
+        }
+    }
+
+    /// Whether `event` restates a saved fact (and forgets that fact).
+    fn take(&mut self, event: &Event) -> bool {
+        match &event.kind {
+            EventKind::SubtaskSucceeded {
+                subtask, attempt, ..
+            } if self.results.get(subtask) == Some(attempt) => {
+                self.results.remove(subtask);
+                true
+            }
+            EventKind::SynthesisFinished { attempt, .. } if self.report == Some(*attempt) => {
+                self.report = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.results.clear();
+        self.report = None;
+    }
+}
+
+/// The settings saved with a run (`runs.settings`): what a resume starts from. Never a key;
+/// `api_key_env` is the name of a variable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedSettings {
+    pub provider: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub planner_model: Option<String>,
+    pub worker_model: Option<String>,
+    pub synth_model: Option<String>,
+    pub concurrency: Option<u64>,
+    pub max_subtasks: Option<u64>,
+    pub timeout_secs: Option<u64>,
+    pub retries: Option<u32>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+}
+
+impl SavedSettings {
+    /// The effective settings of `config`; `args` gives the key variable's name if a flag
+    /// named it.
+    pub fn of(config: &Config, args: &EngineArgs) -> Self {
+        let base_url = match &config.provider {
+            ProviderConfig::Demo(_) => None,
+            ProviderConfig::OpenAi(c) => Some(c.base_url.clone()),
+            ProviderConfig::Anthropic(c) => Some(c.base_url.clone()),
+        };
+        let r = &config.run;
+        Self {
+            provider: Some(config.provider.kind().to_string()),
+            base_url,
+            api_key_env: args.api_key_env.clone(),
+            planner_model: Some(r.planner.model.clone()),
+            worker_model: Some(r.worker.model.clone()),
+            synth_model: Some(r.synthesizer.model.clone()),
+            concurrency: Some(r.concurrency as u64),
+            max_subtasks: Some(r.max_subtasks as u64),
+            timeout_secs: Some(config.executor.call_timeout.as_secs()),
+            retries: Some(r.retries),
+            max_tokens: Some(r.worker.max_tokens),
+            temperature: r.worker.temperature,
+        }
+    }
+
+    fn provider_kind(&self) -> Option<ProviderKind> {
+        use clap::ValueEnum;
+        self.provider
+            .as_deref()
+            .and_then(|p| ProviderKind::from_str(p, true).ok())
+    }
+
+    /// The command line's engine options with these settings as defaults: a flag (or its
+    /// `MAESTRO_*` variable) still wins. A different `--provider` keeps only the limits.
+    pub fn under(&self, args: &EngineArgs) -> EngineArgs {
+        let saved_kind = self.provider_kind();
+        let same_provider = args.provider.is_none() || args.provider == saved_kind;
+        let mut out = args.clone();
+        out.provider = args.provider.or(saved_kind);
+        if same_provider {
+            out.base_url = args.base_url.clone().or(self.base_url.clone());
+            out.api_key_env = args.api_key_env.clone().or(self.api_key_env.clone());
+            // `--model` names every role: a saved per-role model must not beat it.
+            if args.model.is_none() {
+                out.planner_model = args.planner_model.clone().or(self.planner_model.clone());
+                out.worker_model = args.worker_model.clone().or(self.worker_model.clone());
+                out.synth_model = args.synth_model.clone().or(self.synth_model.clone());
+            }
+        }
+        out.concurrency = args.concurrency.or(self.concurrency);
+        out.max_subtasks = args.max_subtasks.or(self.max_subtasks);
+        out.timeout = args.timeout.or(self.timeout_secs);
+        out.retries = args.retries.or(self.retries);
+        out
+    }
+}
+
+/// The run's row: query, provider, models and the effective settings (no secrets).
+pub fn run_meta(
+    id: RunId,
+    query: &str,
+    config: &Config,
+    args: &EngineArgs,
+    parent: Option<RunId>,
+) -> RunMeta {
+    let settings = serde_json::to_value(SavedSettings::of(config, args))
+        .unwrap_or_else(|_| serde_json::json!({}));
+    RunMeta {
+        id,
+        query: query.to_owned(),
+        provider: config.provider.kind().to_string(),
+        planner_model: Some(config.run.planner.model.clone()),
+        worker_model: Some(config.run.worker.model.clone()),
+        synthesizer_model: Some(config.run.synthesizer.model.clone()),
+        preset: None,
+        settings,
+        parent,
+        started_ms: now_ms(),
+    }
+}
+
+// ---- reading back ---------------------------------------------------------------------------
+
+/// The plan as the engine's type (the saved plan has the same JSON shape).
+fn engine_plan(plan: &store::SavedPlan) -> Option<Plan> {
+    serde_json::to_value(plan)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// How long the run had taken: as measured when it finished, else up to its last saved call.
+fn elapsed_of(saved: &store::SavedRun) -> u64 {
+    if let Some(ms) = saved.summary.elapsed_ms {
+        return ms;
+    }
+    let started = saved.summary.started_ms;
+    let last = saved
+        .attempts
+        .iter()
+        .map(|a| a.finished_ms.unwrap_or(a.started_ms))
+        .chain(saved.syntheses.iter().map(|s| s.finished_ms))
+        .max()
+        .unwrap_or(started);
+    last.saturating_sub(started)
+}
+
+/// A saved run folded into the report the front ends show, as if its events had been seen:
+/// the plan, each subtask as it was saved (attempts included), the last report and the
+/// outcome. A run that never finished (interrupted) reads as cancelled.
+pub fn report_of(saved: &store::SavedRun) -> RunReport {
+    let id = saved.summary.id;
+    let event = |ts_ms: u64, kind: EventKind| Event {
+        run: id,
+        ts_ms,
+        kind,
+    };
+    let started = saved.summary.started_ms;
+    let mut report = RunReport::default();
+    report.apply(&event(
+        started,
+        EventKind::RunStarted {
+            query: saved.summary.query.clone(),
+        },
+    ));
+    report.planning_model = saved.planner_model.clone();
+    if let Some(plan) = saved.plan.as_ref().and_then(engine_plan) {
+        report.apply(&event(started, EventKind::PlanReady { plan }));
+    }
+    for s in &saved.subtasks {
+        let Some(r) = report.subtasks.iter_mut().find(|r| r.id == s.id) else {
+            continue;
+        };
+        r.worker = s.worker.clone();
+        r.description = s.description.clone();
+        r.status = subtask_status(s.status);
+        r.attempts = s.attempts;
+        r.model = s.model.clone();
+        r.elapsed_ms = s.elapsed_ms;
+        r.tokens_in = s.usage.tokens_in;
+        r.tokens_out = s.usage.tokens_out;
+        r.usage_estimated = s.usage.estimated;
+        r.result = s.result.clone();
+        r.cut_off = s.cut_off;
+        r.error = match s.status {
+            SavedSubtaskStatus::Interrupted => Some(
+                s.error
+                    .clone()
+                    .unwrap_or_else(|| "interrupted: maestro stopped while it ran".to_owned()),
+            ),
+            _ => s.error.clone(),
+        };
+        r.waiting_on = s.waiting_on.clone();
+        r.started_ts = s.started_ms;
+        r.history = saved
+            .attempts
+            .iter()
+            .filter(|a| a.role == CallRole::Worker && a.subtask.as_ref() == Some(&s.id))
+            .map(|a| AttemptRecord {
+                attempt: a.attempt,
+                model: a.model.clone().unwrap_or_default(),
+                elapsed_ms: a.elapsed_ms,
+                started_ts: a.started_ms,
+                outcome: attempt_outcome(a),
+                // Reasoning streams but is not saved.
+                reasoning: String::new(),
+            })
+            .collect();
+    }
+    if let Some(last) = saved.syntheses.last() {
+        report.apply(&event(
+            last.finished_ms,
+            EventKind::SynthesisFinished {
+                attempt: last.attempt,
+                text: last.text.clone(),
+                synthesized: last.synthesized,
+                usage: last.usage,
+                error: last.error.clone(),
+            },
+        ));
+        report.synthesis_model = last.model.clone();
+    }
+    let status = match saved.summary.status {
+        SavedRunStatus::Succeeded => RunStatus::Succeeded,
+        SavedRunStatus::Partial => RunStatus::Partial,
+        SavedRunStatus::Failed => RunStatus::Failed,
+        SavedRunStatus::Cancelled | SavedRunStatus::Interrupted | SavedRunStatus::Running => {
+            RunStatus::Cancelled
+        }
+    };
+    let elapsed = elapsed_of(saved);
+    report.apply(&event(
+        started.saturating_add(elapsed),
+        EventKind::RunFinished {
+            status,
+            elapsed_ms: elapsed,
+            usage: saved.summary.usage,
+            succeeded: saved.summary.succeeded,
+            failed: saved.summary.failed,
+            total: saved.summary.total,
+            error: saved.error.clone(),
+        },
+    ));
+    if saved.summary.status == SavedRunStatus::Running {
+        // Another process is running it right now.
+        report.status = None;
+    }
+    report
+}
+
+fn subtask_status(status: SavedSubtaskStatus) -> SubtaskStatus {
+    status.live().unwrap_or(SubtaskStatus::Cancelled)
+}
+
+fn attempt_outcome(a: &store::SavedAttempt) -> AttemptOutcome {
+    let error = || a.error.clone().unwrap_or_default();
+    match a.outcome {
+        store::AttemptOutcome::Running => AttemptOutcome::Running,
+        store::AttemptOutcome::Succeeded => AttemptOutcome::Succeeded,
+        store::AttemptOutcome::Retried => AttemptOutcome::Retried {
+            error: error(),
+            delay_ms: a.retry_delay_ms.unwrap_or(0),
+        },
+        store::AttemptOutcome::Rejected | store::AttemptOutcome::Failed => {
+            AttemptOutcome::Failed { error: error() }
+        }
+        store::AttemptOutcome::Cancelled | store::AttemptOutcome::Interrupted => {
+            AttemptOutcome::Cancelled
+        }
+    }
+}
+
+/// The JSON of `maestro show`: `maestro run --format json`'s object, with the saved status
+/// words (`interrupted`, `running`) where the engine has none.
+pub fn show_json(saved: &store::SavedRun, report: &RunReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report.to_json()).unwrap_or_default();
+    value["status"] = saved.summary.status.word().into();
+    if let Some(subtasks) = value["subtasks"].as_array_mut() {
+        for entry in subtasks {
+            let id = entry["id"].as_str().unwrap_or_default().to_owned();
+            if let Some(s) = saved.subtasks.iter().find(|s| s.id.as_str() == id) {
+                entry["status"] = s.status.word().into();
+            }
+        }
+    }
+    value
+}
+
+/// What the engine resumes from: the plan as it stands (edits applied), every saved result,
+/// and the last report unless a result is newer than it. `None` when the run stopped before
+/// it had a plan (it is planned again).
+pub fn resume_input(saved: &store::SavedRun) -> Option<crate::protocol::SavedRun> {
+    use crate::protocol::{SavedReport, SavedResult, SavedSubtask};
+    let state = saved.resume_state();
+    let plan = engine_plan(state.plan.as_ref()?)?;
+    let subtasks = saved
+        .subtasks
+        .iter()
+        .map(|s| SavedSubtask {
+            id: s.id.clone(),
+            attempts: s.attempts,
+            result: match (s.status, &s.result) {
+                (SavedSubtaskStatus::Succeeded, Some(text)) => Some(SavedResult {
+                    text: text.clone(),
+                    usage: s.usage,
+                    elapsed_ms: s.elapsed_ms.unwrap_or(0),
+                    cut_off: s.cut_off,
+                }),
+                _ => None,
+            },
+        })
+        .collect();
+    let newest_result = saved
+        .subtasks
+        .iter()
+        .filter(|s| s.status == SavedSubtaskStatus::Succeeded)
+        .filter_map(|s| s.finished_ms)
+        .max()
+        .unwrap_or(0);
+    let report = saved
+        .syntheses
+        .last()
+        .filter(|s| s.finished_ms >= newest_result)
+        .map(|s| SavedReport {
+            text: s.text.clone(),
+            synthesized: s.synthesized,
+            usage: s.usage,
+        });
+    let synthesis_attempts = saved
+        .attempts
+        .iter()
+        .filter(|a| a.role == CallRole::Synthesizer)
+        .map(|a| a.attempt)
+        .chain(saved.syntheses.iter().map(|s| s.attempt))
+        .max()
+        .unwrap_or(0);
+    Some(crate::protocol::SavedRun {
+        query: saved.summary.query.clone(),
+        plan,
+        subtasks,
+        synthesis_attempts,
+        report,
+        usage: saved.summary.usage,
+        elapsed_ms: elapsed_of(saved),
+    })
+}
+
+// ---- commands -------------------------------------------------------------------------------
+
+/// A failure of a history command, and what kind, for the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A bad argument: an unknown or ambiguous id, a bad age (exit 2).
+    Usage,
+    /// The database could not be read or changed (exit 1).
+    Store,
+    /// Stdout could not be written (exit 4).
+    Output,
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        kind: FailureKind::Usage,
+        message: message.into(),
+    }
+}
+
+fn failed(message: impl Into<String>) -> Failure {
+    Failure {
+        kind: FailureKind::Store,
+        message: message.into(),
+    }
+}
+
+/// Opens the database for reading or deleting. A file that does not exist is not created.
+pub fn open_store(store: &StoreConfig) -> Result<Store, Failure> {
+    let Some(path) = &store.path else {
+        return Err(usage(
+            "no data folder is known; name the database with --db",
+        ));
+    };
+    if !path.exists() {
+        return Err(failed(format!(
+            "{}: no runs have been saved there (the database does not exist)",
+            path.display()
+        )));
+    }
+    Store::open(path).map_err(|e| failed(e.to_string()))
+}
+
+/// The run an id or a unique prefix names. An unknown or ambiguous prefix is a usage error.
+pub fn resolve(store: &Store, prefix: &str) -> Result<store::SavedRun, Failure> {
+    use crate::store::StoreError;
+    let id = store.resolve(prefix).map_err(|e| match e {
+        StoreError::NotFound { .. }
+        | StoreError::Ambiguous { .. }
+        | StoreError::InvalidId { .. } => usage(e.to_string()),
+        other => failed(other.to_string()),
+    })?;
+    store.load_run(id).map_err(|e| failed(e.to_string()))
+}
+
+fn write_out(out: &mut dyn Write, text: &[u8]) -> Result<(), Failure> {
+    out.write_all(text)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure {
+            kind: FailureKind::Output,
+            message: format!("cannot write to stdout: {e}"),
+        })
+}
+
+fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Serialising plain data into memory cannot fail.
+    let _ = crate::sanitize::write_json(&mut buf, value);
+    buf.push(b'\n');
+    buf
+}
+
+fn saved_status(status: HistoryStatus) -> SavedRunStatus {
+    match status {
+        HistoryStatus::Running => SavedRunStatus::Running,
+        HistoryStatus::Succeeded => SavedRunStatus::Succeeded,
+        HistoryStatus::Partial => SavedRunStatus::Partial,
+        HistoryStatus::Failed => SavedRunStatus::Failed,
+        HistoryStatus::Cancelled => SavedRunStatus::Cancelled,
+        HistoryStatus::Interrupted => SavedRunStatus::Interrupted,
+    }
+}
+
+/// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86_400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// `maestro history`.
+pub fn history(
+    store: &StoreConfig,
+    args: &HistoryArgs,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let filter = RunFilter {
+        limit: args.limit,
+        status: args.status.map(saved_status),
+        search: args.search.clone(),
+    };
+    let db = open_store(store)?;
+    let runs = db.list_runs(&filter).map_err(|e| failed(e.to_string()))?;
+    if args.json {
+        return write_out(out, &json_bytes(&runs));
+    }
+    let now = now_ms();
+    let mut text = String::new();
+    let id_w = runs
+        .iter()
+        .map(|r| r.short_id.len())
+        .max()
+        .unwrap_or(8)
+        .max(2);
+    text.push_str(&format!(
+        "{:<id_w$}  {:<8}  {:<11}  {:>8}  {:>6}  {:>7}  QUERY\n",
+        "ID", "WHEN", "STATUS", "OK/FAIL/N", "TOKENS", "TIME"
+    ));
+    for r in &runs {
+        let counts = format!("{}/{}/{}", r.succeeded, r.failed, r.total);
+        text.push_str(&format!(
+            "{:<id_w$}  {:<8}  {:<11}  {:>9}  {:>6}  {:>7}  {}\n",
+            r.short_id,
+            age(now.saturating_sub(r.started_ms)),
+            r.status.word(),
+            counts,
+            tokens(r.usage.total()),
+            r.elapsed_ms.map(duration).unwrap_or_else(|| "–".into()),
+            truncate(&sanitize_line(&r.query), 48),
+        ));
+    }
+    if runs.is_empty() {
+        text.push_str("(no saved runs)\n");
+    }
+    write_out(out, text.as_bytes())
+}
+
+/// `maestro show`.
+pub fn show(
+    store: &StoreConfig,
+    id: &str,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let db = open_store(store)?;
+    let saved = resolve(&db, id)?;
+    let report = report_of(&saved);
+    match format {
+        Format::Markdown => write_out(out, report.to_markdown().as_bytes()),
+        Format::Json => write_out(out, &json_bytes(&show_json(&saved, &report))),
+    }
+}
+
+/// `maestro rm`: every id is resolved before anything is deleted.
+pub fn rm(store: &StoreConfig, args: &RmArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let db = open_store(store)?;
+    let mut ids = Vec::new();
+    for prefix in &args.ids {
+        let id = db.resolve(prefix).map_err(|e| usage(e.to_string()))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let deleted = db.delete_runs(&ids).map_err(|e| failed(e.to_string()))?;
+    write_out(
+        out,
+        format!(
+            "deleted {deleted} run{}\n",
+            if deleted == 1 { "" } else { "s" }
+        )
+        .as_bytes(),
+    )
+}
+
+/// `30d`, `12h`, `90m`, `45s`, `2w`.
+pub fn parse_age(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs).map(Duration::from_secs)
+}
+
+/// `maestro gc`.
+pub fn gc(store: &StoreConfig, args: &GcArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let Some(age) = parse_age(&args.older_than) else {
+        return Err(usage(format!(
+            "--older-than {:?}: expected a number and a unit, s, m, h, d or w (`30d`)",
+            args.older_than
+        )));
+    };
+    let db = open_store(store)?;
+    let deleted = db
+        .gc_older_than(age, now_ms())
+        .map_err(|e| failed(e.to_string()))?;
+    write_out(
+        out,
+        format!(
+            "deleted {deleted} run{} older than {}\n",
+            if deleted == 1 { "" } else { "s" },
+            args.older_than.trim()
+        )
+        .as_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_a_number_and_a_unit() {
+        assert_eq!(parse_age("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_age("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_age("2w"), Some(Duration::from_secs(14 * 86_400)));
+        assert_eq!(parse_age("45s"), Some(Duration::from_secs(45)));
+        for bad in ["", "30", "d", "30x", "-1d", "1.5d", "99999999999999999999d"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn saved_settings_are_defaults_under_the_flags() {
+        let saved = SavedSettings {
+            provider: Some("openai".into()),
+            base_url: Some("http://localhost:1/v1".into()),
+            planner_model: Some("p".into()),
+            worker_model: Some("w".into()),
+            synth_model: Some("s".into()),
+            concurrency: Some(3),
+            ..SavedSettings::default()
+        };
+        let args = EngineArgs {
+            concurrency: Some(9),
+            ..EngineArgs::default()
+        };
+        let merged = saved.under(&args);
+        assert_eq!(merged.provider, Some(ProviderKind::OpenAi));
+        assert_eq!(merged.base_url.as_deref(), Some("http://localhost:1/v1"));
+        assert_eq!(merged.worker_model.as_deref(), Some("w"));
+        assert_eq!(merged.concurrency, Some(9));
+
+        let all = EngineArgs {
+            model: Some("m".into()),
+            ..EngineArgs::default()
+        };
+        let merged = saved.under(&all);
+        assert_eq!(merged.model.as_deref(), Some("m"));
+        assert_eq!(merged.worker_model, None, "--model names every role");
+
+        let other = EngineArgs {
+            provider: Some(ProviderKind::Demo),
+            ..EngineArgs::default()
+        };
+        let merged = saved.under(&other);
+        assert_eq!(merged.base_url, None);
+        assert_eq!(merged.planner_model, None);
+        assert_eq!(merged.concurrency, Some(3));
+    }
+}
