@@ -558,6 +558,7 @@ pub async fn doctor(args: &EngineArgs) -> i32 {
     // Structured output: how the planner will be asked for its plan.
     if planner_answered {
         structured_check(&mut report, provider.as_ref(), &config).await;
+        remember_server(&config);
     } else {
         report.line(
             Mark::Skipped,
@@ -566,7 +567,6 @@ pub async fn doctor(args: &EngineArgs) -> i32 {
             None,
         );
     }
-    remember_server(&config);
 
     // Usage: what the token figures will be based on.
     let streaming = match &config.provider {
@@ -685,7 +685,8 @@ async fn structured_check(report: &mut Report, provider: &dyn Provider, config: 
     }
 }
 
-/// Replaces what the database remembers about this server with what the checks just learnt,
+/// Replaces what the database remembers about this server with what the checks just learnt
+/// (only after the planner model answered: a server that is down teaches nothing),
 /// so a server that changed (an upgrade now takes `json_schema`) is not held to its old
 /// refusals. Nothing is written when runs are not saved (`--no-save`).
 fn remember_server(config: &Config) {

@@ -358,10 +358,15 @@ async fn a_refused_max_tokens_is_not_sent_again_by_the_next_run() {
 #[tokio::test]
 async fn the_doctor_replaces_what_runs_remembered_and_no_save_keeps_nothing() {
     // A server that rejected json_schema once, and has been upgraded since.
-    let upgraded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = upgraded.clone();
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let upgraded = Arc::new(AtomicBool::new(false));
+    let down = Arc::new(AtomicBool::new(false));
+    let (is_upgraded, is_down) = (upgraded.clone(), down.clone());
     let server = MockServer::start(move |request| {
-        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+        if is_down.load(Ordering::SeqCst) {
+            Reply::status(404, "no such model")
+        } else if is_upgraded.load(Ordering::SeqCst) {
             answer(request)
         } else {
             rejects_json_schema(request)
@@ -370,7 +375,7 @@ async fn the_doctor_replaces_what_runs_remembered_and_no_save_keeps_nothing() {
     .await;
     let sandbox = Sandbox::new(&server);
     assert_eq!(sandbox.run().await.code, Some(0));
-    upgraded.store(true, std::sync::atomic::Ordering::SeqCst);
+    upgraded.store(true, Ordering::SeqCst);
     let out = sandbox.maestro(&["doctor"]).await;
     assert!(line(&out, "✓ plans").contains("a JSON schema"), "{out:?}");
     assert!(
@@ -387,6 +392,13 @@ async fn the_doctor_replaces_what_runs_remembered_and_no_save_keeps_nothing() {
         formats(&server.requests()[before..]),
         [Some("json_schema".into())]
     );
+
+    // A doctor whose planner model does not answer learns nothing, so it forgets nothing.
+    down.store(true, Ordering::SeqCst);
+    let facts = sandbox.facts();
+    assert!(!facts.is_empty());
+    assert_eq!(sandbox.maestro(&["doctor"]).await.code, Some(1));
+    assert_eq!(sandbox.facts(), facts);
 
     // --no-save neither reads nor writes the memory.
     let server = MockServer::start(rejects_json_schema).await;
