@@ -5,7 +5,8 @@
 //! servers reject `max_completion_tokens`, some reject `stream_options`.
 //! When a 400 (or 422) names one of these as unsupported, `adapt` returns the body changed
 //! (that parameter swapped or dropped) for one immediate resend, remembers the change for the
-//! base URL and model for the rest of the process, and logs one line. `prepare` applies what was
+//! base URL and model for the rest of the process (front ends carry it across processes with
+//! `export`/`import`), and logs one line. `prepare` applies what was
 //! learnt to every later body, so the refusal costs one request per model, not one per call.
 //!
 //! It owns only JSON bodies and the memory: it must not send anything, retry more than once

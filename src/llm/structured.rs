@@ -4,7 +4,8 @@
 //! Owns the request pieces for each mode (OpenAI's `response_format` with `json_schema` or
 //! `json_object`, Anthropic's forced tool), the recognition of a server that rejects them, the
 //! fallback order, and the process-wide memory of what worked per base URL and model, so a
-//! server that rejects `json_schema` costs one extra request per process, not one per call. It
+//! server that rejects `json_schema` costs one extra request per process, not one per call
+//! (`export`/`import` let a front end keep it across processes). It
 //! must not know what the schema describes (the engine builds it) nor retry anything but a
 //! rejected mode: every other failure is returned as it came.
 
