@@ -4,7 +4,9 @@
 //!
 //! A front end like `headless`: it reads the config, asks the provider through
 //! `llm::Provider` (`list_models`, one tiny `complete` per configured model) and prints. Every
-//! network step is bounded by [`CHECK_TIMEOUT`], so neither command can hang. It never prints
+//! network step is bounded by [`CHECK_TIMEOUT`], so neither command can hang. The doctor
+//! asks the server afresh (it does not load what earlier runs learnt about it) and replaces
+//! that memory in the database with what it found. It never prints
 //! a key (only the name of its variable), sanitises whatever a server sent before printing it,
 //! and does not use the printing macros (they panic when a write fails).
 
@@ -490,6 +492,7 @@ pub async fn doctor(args: &EngineArgs) -> i32 {
 
     // Each configured model: listed, and answering a tiny call.
     let mut usage_seen: Option<bool> = None;
+    let mut planner_answered = false;
     for configured in configured_models(&config.run) {
         let uses = configured.uses.join(", ");
         let model = &configured.model;
@@ -533,6 +536,7 @@ pub async fn doctor(args: &EngineArgs) -> i32 {
             Ok(completion) => {
                 report.pass("call", &format!("{model} answered in {took} ({uses})"));
                 usage_seen = Some(usage_seen.unwrap_or(false) || completion.usage.is_some());
+                planner_answered |= configured.uses.iter().any(|u| u == "planner");
             }
             Err(e) => {
                 let fix = match e.reason.as_str() {
@@ -549,6 +553,19 @@ pub async fn doctor(args: &EngineArgs) -> i32 {
                 report.fail("call", &format!("{model} ({uses}): {}", e.message), &fix);
             }
         }
+    }
+
+    // Structured output: how the planner will be asked for its plan.
+    if planner_answered {
+        structured_check(&mut report, provider.as_ref(), &config).await;
+        remember_server(&config);
+    } else {
+        report.line(
+            Mark::Skipped,
+            "plans",
+            "structured output not checked: the planner model did not answer",
+            None,
+        );
     }
 
     // Usage: what the token figures will be based on.
@@ -584,6 +601,122 @@ pub async fn doctor(args: &EngineArgs) -> i32 {
         None => report.line(Mark::Skipped, "usage", "not known: no call succeeded", None),
     }
     report.finish(exit::FAILED)
+}
+
+/// The configured base URL as the providers key what they learn (`None` for the demo).
+fn base_url(provider: &ProviderConfig) -> Option<&str> {
+    match provider {
+        ProviderConfig::Demo(_) => None,
+        ProviderConfig::OpenAi(c) => Some(&c.base_url),
+        ProviderConfig::Anthropic(c) => Some(&c.base_url),
+    }
+}
+
+/// Which structured-output mode the planner model ends up with: one tiny structured call
+/// within [`CHECK_TIMEOUT`], stepping down from the best mode as a run would. This process
+/// did not load what earlier runs learnt, so the server is asked afresh.
+async fn structured_check(report: &mut Report, provider: &dyn Provider, config: &Config) {
+    use crate::llm::structured::{Structured, StructuredMode, is_rejection, probe};
+    let Some(url) = base_url(&config.provider) else {
+        return;
+    };
+    let model = &config.run.planner.model;
+    let wanted = config.run.structured;
+    let probed =
+        match tokio::time::timeout(CHECK_TIMEOUT, probe(provider, url, model, wanted)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::timeout(CHECK_TIMEOUT)),
+        };
+    match probed {
+        Ok(StructuredMode::Text) if wanted == Structured::Off => report.pass(
+            "plans",
+            &format!("{model} is asked for plans in plain text ([planner] structured = \"off\")"),
+        ),
+        Ok(StructuredMode::Text) => report.line(
+            Mark::Note,
+            "plans",
+            &format!(
+                "{model} takes no structured output here (the server rejected JSON schema \
+                 and JSON mode), so plans are read from plain text"
+            ),
+            Some(
+                "a model that cannot write JSON unaided may fail to plan: use a bigger \
+                 planner model, or a server that takes `response_format` (then \
+                 [planner] structured = \"schema\" or \"json\" insists on it)",
+            ),
+        ),
+        Ok(mode) => {
+            let how = match mode {
+                StructuredMode::JsonSchema => "a JSON schema (`response_format` json_schema)",
+                StructuredMode::JsonObject => {
+                    "JSON mode with the schema (`response_format` json_object; the server \
+                     rejects json_schema)"
+                }
+                StructuredMode::Tool => "a forced tool call (`submit_plan`)",
+                StructuredMode::Text => "plain text",
+            };
+            report.pass("plans", &format!("{model} is asked for plans with {how}"));
+        }
+        Err(e) => {
+            let fix = match wanted {
+                Structured::Schema | Structured::Json
+                    if is_rejection(&e, StructuredMode::JsonSchema)
+                        || is_rejection(&e, StructuredMode::Tool) =>
+                {
+                    format!(
+                        "the server refuses [planner] structured = \"{}\": set it to \"auto\" \
+                         to step down to what it takes",
+                        wanted.word()
+                    )
+                }
+                _ if e.reason == "timeout" => format!(
+                    "a structured answer of a few tokens took longer than {}s: try again, or \
+                     set [planner] structured = \"off\"",
+                    CHECK_TIMEOUT.as_secs()
+                ),
+                _ => "see the server's message above".to_owned(),
+            };
+            report.fail(
+                "plans",
+                &format!("{model}: a structured call failed: {}", e.message),
+                &fix,
+            );
+        }
+    }
+}
+
+/// Replaces what the database remembers about this server with what the checks just learnt
+/// (only after the planner model answered: a server that is down teaches nothing),
+/// so a server that changed (an upgrade now takes `json_schema`) is not held to its old
+/// refusals. Nothing is written when runs are not saved (`--no-save`).
+fn remember_server(config: &Config) {
+    let (Some(url), Some(path), true) = (
+        base_url(&config.provider),
+        config.store.path.as_deref(),
+        config.store.save,
+    ) else {
+        return;
+    };
+    let url = url.trim_end_matches('/');
+    let now = crate::display::now_ms();
+    let facts: Vec<crate::store::ServerFact> = crate::llm::learnt_facts()
+        .into_iter()
+        .filter(|f| f.base_url == url)
+        .map(|f| crate::store::ServerFact {
+            base_url: f.base_url,
+            model: f.model,
+            fact: f.fact,
+            value: f.value,
+            learnt_at_ms: now,
+        })
+        .collect();
+    let saved = crate::store::Store::open(path).and_then(|db| {
+        db.forget_server_facts(Some(url))?;
+        db.save_server_facts(&facts)
+    });
+    if let Err(e) = saved {
+        tracing::warn!("what the checks learnt could not be saved: {e}");
+    }
 }
 
 /// The server was not reached at all: nothing else can be learnt from it.

@@ -1,4 +1,5 @@
-//! Saved runs as the front ends use them: saving a run while it happens ([`Saving`]), reading
+//! Saved runs as the front ends use them: saving a run while it happens ([`Saving`], which also
+//! carries what the providers learnt about servers across processes), reading
 //! one back as the `RunReport` every front end shows ([`report_of`]), turning one into what the
 //! engine resumes from ([`resume_input`]), and the commands that only read or delete saved runs
 //! (`maestro history`, `show`, `rm`, `gc`).
@@ -63,13 +64,16 @@ impl Saving {
             );
         };
         match StoreWriter::spawn(path) {
-            Ok(writer) => (
-                Self {
-                    writer: Some(writer),
-                    restated: HashMap::new(),
-                },
-                None,
-            ),
+            Ok(writer) => {
+                load_server_facts(path);
+                (
+                    Self {
+                        writer: Some(writer),
+                        restated: HashMap::new(),
+                    },
+                    None,
+                )
+            }
             Err(e) => {
                 tracing::warn!("runs are not saved: {e}");
                 (Self::off(), Some(e.to_string()))
@@ -121,6 +125,28 @@ impl Saving {
             restated.clear();
         }
         writer.event(event);
+        if matches!(event.kind, EventKind::RunFinished { .. }) {
+            self.save_server_facts();
+        }
+    }
+
+    /// Queues what the providers have learnt about servers and models so far; rows change
+    /// only where a value is new.
+    fn save_server_facts(&self) {
+        let Some(writer) = &self.writer else { return };
+        let now = now_ms();
+        writer.server_facts(
+            crate::llm::learnt_facts()
+                .into_iter()
+                .map(|f| store::ServerFact {
+                    base_url: f.base_url,
+                    model: f.model,
+                    fact: f.fact,
+                    value: f.value,
+                    learnt_at_ms: now,
+                })
+                .collect(),
+        );
     }
 
     /// Records a user's command to a run. Call it before sending the command to the engine,
@@ -140,12 +166,44 @@ impl Saving {
         self.writer.as_ref().map(|w| w.status())
     }
 
-    /// Commits what was sent and stops the writer.
+    /// Commits what was sent (and what the providers learnt) and stops the writer.
     pub fn close(mut self) {
+        self.save_server_facts();
         if let Some(writer) = self.writer.take() {
             writer.close();
         }
     }
+}
+
+impl Drop for Saving {
+    /// A front end that quits mid-run keeps what its calls learnt.
+    fn drop(&mut self) {
+        self.save_server_facts();
+    }
+}
+
+/// Hands what earlier processes learnt about servers and models (saved in the database at
+/// `path`) to the providers, so a server that refuses a parameter or a structured-output
+/// mode costs one refused request per database, not one per process. A failure only means
+/// the facts are learnt again.
+fn load_server_facts(path: &std::path::Path) {
+    let facts = match Store::open(path).and_then(|db| db.server_facts()) {
+        Ok(facts) => facts,
+        Err(e) => {
+            tracing::warn!("what was learnt about servers could not be read: {e}");
+            return;
+        }
+    };
+    let facts: Vec<crate::llm::LearntFact> = facts
+        .into_iter()
+        .map(|f| crate::llm::LearntFact {
+            base_url: f.base_url,
+            model: f.model,
+            fact: f.fact,
+            value: f.value,
+        })
+        .collect();
+    crate::llm::import_facts(&facts);
 }
 
 /// The facts a restored run restates (`SubtaskSucceeded` for each saved result,

@@ -275,11 +275,15 @@ async fn doctor_passes_every_check_against_a_healthy_server() {
     assert!(line(&out, "✓ call     big").contains("answered in"));
     assert!(line(&out, "✓ call     small").contains("answered in"));
     assert!(line(&out, "✓ usage").contains("stream reports token usage"));
+    assert!(line(&out, "✓ plans").contains("big is asked for plans with a JSON schema"));
     assert!(!out.stdout.contains('✗'), "{out:?}");
     assert!(out.stdout.trim_end().ends_with("checks passed"), "{out:?}");
-    // One tiny call per distinct model, a few tokens each, streamed.
+    // One tiny call per distinct model and one structured call to the planner's, a few
+    // tokens each, streamed.
     let calls = server.requests();
-    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[2].model(), "big");
+    assert_eq!(calls[2].response_format().as_deref(), Some("json_schema"));
     assert!(
         calls
             .iter()

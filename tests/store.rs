@@ -1781,3 +1781,127 @@ fn a_message_that_cannot_be_applied_is_skipped_and_the_rest_saved() {
         1
     );
 }
+
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.db");
+    let id = RunId::new();
+    {
+        let mut conn = Connection::open(&path).expect("create");
+        maestro::store::migrations_up_to(1)
+            .to_latest(&mut conn)
+            .expect("the version 1 schema");
+        conn.execute(
+            "INSERT INTO runs (id, query, status, started_at, finished_at)
+             VALUES (?1, 'an old question', 'succeeded', 1000, 2000)",
+            [id.to_string()],
+        )
+        .expect("a run");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 1);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'server_facts'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("tables");
+        assert_eq!(tables, 0, "version 1 has no server_facts");
+    }
+    let store = Store::open(&path).expect("opens and migrates");
+    let version: i64 = store
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, maestro::store::latest_version() as i64);
+    assert_eq!(maestro::store::latest_version(), 2);
+    let runs = store.list_runs(&RunFilter::default()).expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, id);
+    assert_eq!(runs[0].query, "an old question");
+    assert_eq!(store.server_facts().expect("facts"), []);
+}
+
+#[test]
+fn a_schema_one_past_this_build_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("next.db");
+    drop(Store::open(&path).expect("create"));
+    let next = maestro::store::latest_version() as i64 + 1;
+    raw(&path)
+        .execute_batch(&format!("PRAGMA user_version = {next};"))
+        .expect("bump");
+    let err = Store::open(&path).err().expect("refused");
+    assert!(
+        matches!(&err, StoreError::TooNew { found, .. } if *found == next),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer maestro"), "{err}");
+    assert!(StoreWriter::spawn(&path).is_err());
+}
+
+#[test]
+fn server_facts_are_saved_changed_only_when_their_value_changes_and_forgotten() {
+    use maestro::store::ServerFact;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("facts.db");
+    let store = Store::open(&path).expect("open");
+    let fact = |url: &str, model: &str, value: &str, at: u64| ServerFact {
+        base_url: url.into(),
+        model: model.into(),
+        fact: "structured_output".into(),
+        value: value.into(),
+        learnt_at_ms: at,
+    };
+    let a = "http://a.test/v1";
+    let b = "http://b.test/v1";
+    assert_eq!(
+        store
+            .save_server_facts(&[
+                fact(&format!("{a}/"), "m", "json_object", 10),
+                fact(b, "m", "json_schema", 10)
+            ])
+            .expect("save"),
+        2
+    );
+    // The same value again changes nothing, not even its time.
+    assert_eq!(
+        store
+            .save_server_facts(&[fact(a, "m", "json_object", 20)])
+            .expect("save"),
+        0
+    );
+    assert_eq!(
+        store
+            .save_server_facts(&[fact(b, "m", "text", 30)])
+            .expect("save"),
+        1
+    );
+    assert_eq!(
+        store.server_facts().expect("read"),
+        [fact(a, "m", "json_object", 10), fact(b, "m", "text", 30)]
+    );
+    // Through the writer too.
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    writer.server_facts(vec![fact(a, "n", "tool", 40)]);
+    writer
+        .flush()
+        .wait(Duration::from_secs(5))
+        .expect("flushed");
+    writer.close();
+    assert_eq!(store.server_facts().expect("read").len(), 3);
+    assert_eq!(
+        store
+            .forget_server_facts(Some(&format!("{a}/")))
+            .expect("forget"),
+        2
+    );
+    assert_eq!(
+        store.server_facts().expect("read"),
+        [fact(b, "m", "text", 30)]
+    );
+    assert_eq!(store.forget_server_facts(None).expect("forget"), 1);
+}

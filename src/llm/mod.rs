@@ -46,6 +46,37 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// One thing an adapter learnt about a server and model (which structured-output mode it
+/// takes, a parameter it refuses), as plain data. The adapters keep these for the life of the
+/// process; a front end that wants them to last longer saves [`learnt_facts`] somewhere and
+/// hands them back with [`import_facts`] in the next process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LearntFact {
+    /// The configured base URL, without a trailing `/`.
+    pub base_url: String,
+    pub model: String,
+    /// What is known: `structured_output`, `token_param`, `drop_temperature`,
+    /// `drop_stream_options`.
+    pub fact: String,
+    /// Its value, in the words the fact's owner reads back (`json_object`, `max_tokens`, `true`).
+    pub value: String,
+}
+
+/// Everything learnt in this process (and imported into it), in a stable order.
+pub fn learnt_facts() -> Vec<LearntFact> {
+    let mut facts = structured::export();
+    facts.extend(quirks::export());
+    facts.sort_by(|a, b| (&a.base_url, &a.model, &a.fact).cmp(&(&b.base_url, &b.model, &b.fact)));
+    facts
+}
+
+/// Adds facts learnt by an earlier process. What this process has learnt already wins; facts
+/// that are not understood (an older or newer build wrote them) are skipped.
+pub fn import_facts(facts: &[LearntFact]) {
+    structured::import(facts);
+    quirks::import(facts);
+}
+
 /// One chat call, in the terms both wire protocols share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {

@@ -5,7 +5,8 @@
 //! servers reject `max_completion_tokens`, some reject `stream_options`.
 //! When a 400 (or 422) names one of these as unsupported, `adapt` returns the body changed
 //! (that parameter swapped or dropped) for one immediate resend, remembers the change for the
-//! base URL and model for the rest of the process, and logs one line. `prepare` applies what was
+//! base URL and model for the rest of the process (front ends carry it across processes with
+//! `export`/`import`), and logs one line. `prepare` applies what was
 //! learnt to every later body, so the refusal costs one request per model, not one per call.
 //!
 //! It owns only JSON bodies and the memory: it must not send anything, retry more than once
@@ -107,14 +108,15 @@ fn memory() -> &'static Memory {
     MEMORY.get_or_init(Memory::default)
 }
 
+/// The memory's key: a trailing `/` does not make another server.
+fn key(base_url: &str, model: &str) -> (String, String) {
+    (base_url.trim_end_matches('/').to_owned(), model.to_owned())
+}
+
 fn learnt(base_url: &str, model: &str) -> Learnt {
     memory()
         .lock()
-        .map(|m| {
-            m.get(&(base_url.to_owned(), model.to_owned()))
-                .copied()
-                .unwrap_or_default()
-        })
+        .map(|m| m.get(&key(base_url, model)).copied().unwrap_or_default())
         .unwrap_or_default()
 }
 
@@ -124,13 +126,70 @@ fn remember(base_url: &str, model: &str, change: impl FnOnce(&mut Learnt)) -> bo
     let Ok(mut m) = memory().lock() else {
         return true;
     };
-    let learnt = m
-        .entry((base_url.to_owned(), model.to_owned()))
-        .or_default();
+    let learnt = m.entry(key(base_url, model)).or_default();
     let before = *learnt;
     change(learnt);
     *learnt != before
 }
+
+/// What the memory holds, as facts: `token_param` (the name the server takes), and
+/// `drop_temperature` / `drop_stream_options` (`true`) for parameters it refuses.
+pub fn export() -> Vec<crate::llm::LearntFact> {
+    let Ok(m) = memory().lock() else {
+        return Vec::new();
+    };
+    let mut facts = Vec::new();
+    for ((base_url, model), learnt) in m.iter() {
+        let mut add = |fact: &str, value: &str| {
+            facts.push(crate::llm::LearntFact {
+                base_url: base_url.clone(),
+                model: model.clone(),
+                fact: fact.to_owned(),
+                value: value.to_owned(),
+            })
+        };
+        if let Some(param) = learnt.token_param {
+            add(FACT_TOKEN_PARAM, param.name());
+        }
+        if learnt.drop_temperature {
+            add(FACT_DROP_TEMPERATURE, "true");
+        }
+        if learnt.drop_stream_options {
+            add(FACT_DROP_STREAM_OPTIONS, "true");
+        }
+    }
+    facts
+}
+
+/// Takes the facts [`export`] writes among `facts` into the memory; what this process learnt
+/// already wins. Facts it does not know, or with a value it does not know, are ignored.
+pub fn import(facts: &[crate::llm::LearntFact]) {
+    for fact in facts {
+        let change: Box<dyn FnOnce(&mut Learnt)> = match (fact.fact.as_str(), fact.value.as_str()) {
+            (FACT_TOKEN_PARAM, value) => {
+                let Some(param) = [TokenParam::MaxTokens, TokenParam::MaxCompletionTokens]
+                    .into_iter()
+                    .find(|p| p.name() == value)
+                else {
+                    continue;
+                };
+                Box::new(move |l: &mut Learnt| {
+                    l.token_param.get_or_insert(param);
+                })
+            }
+            (FACT_DROP_TEMPERATURE, "true") => Box::new(|l: &mut Learnt| l.drop_temperature = true),
+            (FACT_DROP_STREAM_OPTIONS, "true") => {
+                Box::new(|l: &mut Learnt| l.drop_stream_options = true)
+            }
+            _ => continue,
+        };
+        remember(&fact.base_url, &fact.model, change);
+    }
+}
+
+const FACT_TOKEN_PARAM: &str = "token_param";
+const FACT_DROP_TEMPERATURE: &str = "drop_temperature";
+const FACT_DROP_STREAM_OPTIONS: &str = "drop_stream_options";
 
 /// Apply what was learnt for `base_url` and the body's model to `body`.
 pub(crate) fn prepare(base_url: &str, body: &mut Value) {
@@ -354,6 +413,43 @@ mod tests {
         let mut other = json!({ "model": "m2", "max_tokens": 50 });
         prepare(url, &mut other);
         assert_eq!(other, json!({ "model": "m2", "max_tokens": 50 }));
+    }
+
+    #[test]
+    fn facts_round_trip_and_what_the_process_learnt_wins() {
+        let url = "http://quirks-test-facts/v1";
+        let fact = |model: &str, fact: &str, value: &str| crate::llm::LearntFact {
+            base_url: url.to_owned(),
+            model: model.to_owned(),
+            fact: fact.to_owned(),
+            value: value.to_owned(),
+        };
+        remember(url, "known", |l| {
+            l.token_param = Some(TokenParam::MaxTokens)
+        });
+        import(&[
+            fact("new", "token_param", "max_completion_tokens"),
+            fact("new", "drop_temperature", "true"),
+            fact("known", "token_param", "max_completion_tokens"),
+            fact("odd", "token_param", "max_output_tokens"),
+            fact("odd", "structured_output", "json_object"),
+        ]);
+        let mut body = json!({ "model": "new", "max_tokens": 9, "temperature": 0.5 });
+        prepare(&format!("{url}/"), &mut body);
+        assert_eq!(body, json!({ "model": "new", "max_completion_tokens": 9 }));
+        let mut body = json!({ "model": "known", "max_completion_tokens": 9 });
+        prepare(url, &mut body);
+        assert_eq!(body, json!({ "model": "known", "max_tokens": 9 }));
+        let mut exported: Vec<_> = export().into_iter().filter(|f| f.base_url == url).collect();
+        exported.sort_by(|a, b| (&a.model, &a.fact).cmp(&(&b.model, &b.fact)));
+        assert_eq!(
+            exported,
+            [
+                fact("known", "token_param", "max_tokens"),
+                fact("new", "drop_temperature", "true"),
+                fact("new", "token_param", "max_completion_tokens"),
+            ]
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Owns the request pieces for each mode (OpenAI's `response_format` with `json_schema` or
 //! `json_object`, Anthropic's forced tool), the recognition of a server that rejects them, the
 //! fallback order, and the process-wide memory of what worked per base URL and model, so a
-//! server that rejects `json_schema` costs one extra request per process, not one per call. It
+//! server that rejects `json_schema` costs one extra request per process, not one per call
+//! (`export`/`import` let a front end keep it across processes). It
 //! must not know what the schema describes (the engine builds it) nor retry anything but a
 //! rejected mode: every other failure is returned as it came.
 
@@ -80,6 +81,23 @@ pub enum StructuredMode {
 }
 
 impl StructuredMode {
+    const ALL: [Self; 4] = [Self::JsonSchema, Self::JsonObject, Self::Tool, Self::Text];
+
+    /// The mode's name in saved facts and JSON (`json_schema`, `json_object`, `tool`, `text`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::JsonSchema => "json_schema",
+            Self::JsonObject => "json_object",
+            Self::Tool => "tool",
+            Self::Text => "text",
+        }
+    }
+
+    /// The mode [`StructuredMode::name`] gives `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
     pub fn word(self) -> &'static str {
         match self {
             Self::JsonSchema => "JSON schema",
@@ -199,6 +217,38 @@ fn remember(base_url: &str, model: &str, mode: StructuredMode) {
             mode = mode.word(),
             "structured output mode"
         );
+    }
+}
+
+/// The fact name under which the mode that worked is exported.
+pub const FACT: &str = "structured_output";
+
+/// What the memory holds, as facts (`structured_output` = a mode's [`StructuredMode::name`]).
+pub fn export() -> Vec<crate::llm::LearntFact> {
+    let memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+    memory
+        .iter()
+        .flatten()
+        .map(|((base_url, model), mode)| crate::llm::LearntFact {
+            base_url: base_url.clone(),
+            model: model.clone(),
+            fact: FACT.to_owned(),
+            value: mode.name().to_owned(),
+        })
+        .collect()
+}
+
+/// Takes the `structured_output` facts among `facts` into the memory, where this process has
+/// not learnt a mode of its own for that server and model. Other facts are ignored.
+pub fn import(facts: &[crate::llm::LearntFact]) {
+    let mut memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+    let memory = memory.get_or_insert_with(HashMap::new);
+    for fact in facts.iter().filter(|f| f.fact == FACT) {
+        if let Some(mode) = StructuredMode::from_name(&fact.value) {
+            memory
+                .entry(key(&fact.base_url, &fact.model))
+                .or_insert(mode);
+        }
     }
 }
 
@@ -402,6 +452,41 @@ mod tests {
         )
         .await;
         assert_eq!(again, [StructuredMode::JsonObject]);
+    }
+
+    #[test]
+    fn facts_round_trip_and_what_the_process_learnt_wins() {
+        let url = "http://import.test/v1";
+        let fact = |model: &str, value: &str| crate::llm::LearntFact {
+            base_url: url.to_owned(),
+            model: model.to_owned(),
+            fact: FACT.to_owned(),
+            value: value.to_owned(),
+        };
+        remember(url, "known", StructuredMode::JsonSchema);
+        import(&[
+            fact("new", "json_object"),
+            fact("known", "text"),
+            fact("odd", "from_the_future"),
+            crate::llm::LearntFact {
+                fact: "token_param".into(),
+                ..fact("other", "max_tokens")
+            },
+        ]);
+        assert_eq!(remembered(url, "new"), Some(StructuredMode::JsonObject));
+        assert_eq!(
+            remembered(&format!("{url}/"), "new"),
+            Some(StructuredMode::JsonObject)
+        );
+        assert_eq!(remembered(url, "known"), Some(StructuredMode::JsonSchema));
+        assert_eq!(remembered(url, "odd"), None);
+        assert_eq!(remembered(url, "other"), None);
+        let exported: Vec<_> = export().into_iter().filter(|f| f.base_url == url).collect();
+        assert_eq!(exported.len(), 2, "{exported:?}");
+        assert!(exported.contains(&fact("new", "json_object")));
+        for mode in StructuredMode::ALL {
+            assert_eq!(StructuredMode::from_name(mode.name()), Some(mode));
+        }
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! - `writer`: [`StoreWriter`], the thread that turns `protocol::Event`s into rows, batched,
 //!   never blocking its senders.
 //! - `read`: plain structs for the history list, a whole run, and a resume.
+//! - `facts`: what the providers learnt about each server and model ([`ServerFact`]).
 //! - `owner`: which live process owns a running run, so runs of dead processes can be
 //!   marked `interrupted`.
 //!
@@ -13,6 +14,7 @@
 //! tables for people using the `sqlite3` shell.
 
 mod error;
+mod facts;
 mod owner;
 mod read;
 mod schema;
@@ -24,12 +26,13 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 
 pub use error::{Candidate, StoreError};
+pub use facts::ServerFact;
 pub use read::{
     AttemptOutcome, ResumeState, RunFilter, RunSummary, SavedAttempt, SavedCommand, SavedNotice,
     SavedPlan, SavedPlannedSubtask, SavedResult, SavedRun, SavedRunStatus, SavedSubtask,
     SavedSubtaskStatus, SavedSynthesis,
 };
-pub use schema::{APPLICATION_ID, BUSY_TIMEOUT, latest_version};
+pub use schema::{APPLICATION_ID, BUSY_TIMEOUT, latest_version, migrations_up_to};
 pub use writer::{
     BATCH_MAX, BATCH_WINDOW, CommandRecord, Pending, RETRY_EVERY, RunMeta, StoreSender,
     StoreStatus, StoreWriter, WriterStats, scrub_secrets,
@@ -172,6 +175,29 @@ impl Store {
             .map_err(|e| self.fail(e))?;
         tx.commit().map_err(|e| self.fail(e))?;
         Ok(deleted)
+    }
+
+    /// What the providers learnt about servers and models, by base URL, model and fact.
+    pub fn server_facts(&self) -> Result<Vec<ServerFact>, StoreError> {
+        facts::read(&self.conn).map_err(|e| self.fail(e))
+    }
+
+    /// Saves facts: new ones are added, a changed value replaces the old one (and its time).
+    /// Returns how many rows changed.
+    pub fn save_server_facts(&self, facts: &[ServerFact]) -> Result<usize, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.fail(e))?;
+        let changed = facts::write(&tx, facts).map_err(|e| self.fail(e))?;
+        tx.commit().map_err(|e| self.fail(e))?;
+        Ok(changed)
+    }
+
+    /// Forgets what was learnt about `base_url` (every model), or about every server when
+    /// `None`. Saved runs are not touched. Returns how many facts were deleted.
+    pub fn forget_server_facts(&self, base_url: Option<&str>) -> Result<usize, StoreError> {
+        facts::forget(&self.conn, base_url).map_err(|e| self.fail(e))
     }
 
     /// The raw connection, for tests and one-off queries.

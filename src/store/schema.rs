@@ -135,14 +135,43 @@ CREATE TABLE notices (
 CREATE INDEX notices_by_run ON notices(run_id);
 "#;
 
+/// What the providers learnt about each server and model (the structured-output mode that
+/// works, parameters it refuses), kept so the next process does not learn it again.
+const V2: &str = r#"
+CREATE TABLE server_facts (
+    base_url        TEXT NOT NULL,
+    model           TEXT NOT NULL,
+    fact            TEXT NOT NULL,
+    value           TEXT NOT NULL,
+    learnt_at       INTEGER NOT NULL,
+    PRIMARY KEY (base_url, model, fact)
+) WITHOUT ROWID;
+"#;
+
+/// Every schema version's SQL, oldest first; the database's version is the count applied.
+const VERSIONS: [&str; 2] = [V1, V2];
+
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(VERSIONS.iter().map(|sql| M::up(sql)).collect())
 }
 
 /// The schema version this build writes.
 pub fn latest_version() -> usize {
-    1
+    VERSIONS.len()
+}
+
+/// The migrations up to `version` only: for tests that need a database as an older build
+/// left it.
+#[doc(hidden)]
+pub fn migrations_up_to(version: usize) -> Migrations<'static> {
+    Migrations::new(
+        VERSIONS
+            .iter()
+            .take(version)
+            .map(|sql| M::up(sql))
+            .collect(),
+    )
 }
 
 /// Opens `path` (creating it and its folder), sets the pragmas, checks it is ours and not

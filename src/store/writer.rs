@@ -96,6 +96,7 @@ enum Msg {
     Begin(RunMeta, Ack),
     Event(Event),
     Command(CommandRecord),
+    Facts(Vec<super::ServerFact>),
     Flush(Ack),
     Close,
 }
@@ -107,7 +108,7 @@ impl Msg {
                 let (dead, _) = mpsc::channel();
                 Some(std::mem::replace(ack, dead))
             }
-            Msg::Event(_) | Msg::Command(_) | Msg::Close => None,
+            Msg::Event(_) | Msg::Command(_) | Msg::Facts(_) | Msg::Close => None,
         }
     }
 }
@@ -245,6 +246,14 @@ impl StoreSender {
     /// when the command is written, so record it before the engine's `SubtaskEdited`.
     pub fn command(&self, record: CommandRecord) {
         self.send(Msg::Command(record));
+    }
+
+    /// Queues facts learnt about servers and models, saved as [`super::Store::save_server_facts`]
+    /// saves them.
+    pub fn server_facts(&self, facts: Vec<super::ServerFact>) {
+        if !facts.is_empty() {
+            self.send(Msg::Facts(facts));
+        }
     }
 
     /// Commits everything sent before this call.
@@ -541,6 +550,7 @@ fn apply(tx: &Connection, owner: &str, msg: &Msg) -> rusqlite::Result<()> {
         Msg::Begin(meta, _) => begin(tx, owner, meta),
         Msg::Event(event) => apply_event(tx, owner, event),
         Msg::Command(record) => apply_command(tx, record),
+        Msg::Facts(facts) => super::facts::write(tx, facts).map(|_| ()),
         Msg::Flush(_) | Msg::Close => Ok(()),
     }
 }
