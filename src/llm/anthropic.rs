@@ -77,14 +77,10 @@ impl Anthropic {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
-        let Some(wanted) = request.structured.as_ref().map(|s| s.mode) else {
-            return self.send(&request, StructuredMode::Text, &sink).await;
-        };
-        structured::call_with_fallback(
+        structured::call(
             Dialect::Anthropic,
             &self.config.base_url,
-            &request.model,
-            wanted,
+            &request,
             |mode| self.send(&request, mode, &sink),
         )
         .await

@@ -93,16 +93,9 @@ impl OpenAi {
     }
 
     async fn call(&self, request: ChatRequest, sink: DeltaSink) -> Result<Completion, CallError> {
-        let Some(wanted) = request.structured.as_ref().map(|s| s.mode) else {
-            return self.send(&request, StructuredMode::Text, &sink).await;
-        };
-        structured::call_with_fallback(
-            Dialect::OpenAi,
-            &self.config.base_url,
-            &request.model,
-            wanted,
-            |mode| self.send(&request, mode, &sink),
-        )
+        structured::call(Dialect::OpenAi, &self.config.base_url, &request, |mode| {
+            self.send(&request, mode, &sink)
+        })
         .await
     }
 

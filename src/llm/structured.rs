@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::llm::{CallError, Completion};
+use crate::llm::{CallError, ChatRequest, Completion};
 
 /// What the configuration asks for (`[planner] structured`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -286,6 +286,23 @@ pub async fn probe(
         .complete(request, crate::llm::DeltaSink::discard())
         .await?;
     Ok(remembered(base_url, model).unwrap_or(StructuredMode::Text))
+}
+
+/// Make `request`: in plain text when it asks for no structure, otherwise through
+/// [`call_with_fallback`]. Both adapters' `call` is this, with their own `send`.
+pub async fn call<F>(
+    dialect: Dialect,
+    base_url: &str,
+    request: &ChatRequest,
+    mut send: impl FnMut(StructuredMode) -> F,
+) -> Result<Completion, CallError>
+where
+    F: Future<Output = Result<Completion, CallError>>,
+{
+    match request.structured.as_ref().map(|s| s.mode) {
+        None => send(StructuredMode::Text).await,
+        Some(wanted) => call_with_fallback(dialect, base_url, &request.model, wanted, send).await,
+    }
 }
 
 /// Make a call with structured output, falling back while the server rejects a mode.
