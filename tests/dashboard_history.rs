@@ -290,7 +290,7 @@ fn an_opened_interrupted_run_says_so_and_r_resumes_it_live() {
         "{detail}"
     );
 
-    // `r` on the failed subtask: resuming runs it again, so nothing follows the resume.
+    // `r` on the failed subtask: resuming runs it again, so the re-run is only recorded.
     select_subtask(&mut model, id, "costs");
     let actions = ch(&mut model, 'r');
     match actions.as_slice() {
@@ -298,10 +298,12 @@ fn an_opened_interrupted_run_says_so_and_r_resumes_it_live() {
             Action::Resume {
                 id: resumed,
                 saved: Some(saved),
-                then: None,
+                asked: Some(RunCommand::RetrySubtask(s)),
+                then: false,
                 query,
             },
         ] => {
+            assert_eq!(*s, sid("costs"));
             assert_eq!(*resumed, id);
             assert_eq!(saved.elapsed_ms, 41_000);
             assert_eq!(*query, model.run(id).unwrap().report.query);
@@ -335,21 +337,30 @@ fn each_steering_key_resumes_a_saved_run_with_what_it_adds() {
     select_subtask(&mut model, id, "emissions");
     assert!(matches!(
         ch(&mut model, 'r').as_slice(),
-        [Action::Resume { then: Some(RunCommand::RetrySubtask(s)), .. }] if *s == sid("emissions")
+        [Action::Resume { asked: Some(RunCommand::RetrySubtask(s)), then: true, .. }]
+            if *s == sid("emissions")
     ));
 
     // `R`: the resume re-runs every failed subtask itself.
     let (mut model, _) = opened(SavedRunStatus::Partial);
     assert!(matches!(
         ch(&mut model, 'R').as_slice(),
-        [Action::Resume { then: None, .. }]
+        [Action::Resume {
+            asked: Some(RunCommand::RetryFailed),
+            then: false,
+            ..
+        }]
     ));
 
     // `s` with a failed subtask: the resume ends in a new synthesis anyway.
     let (mut model, _) = opened(SavedRunStatus::Partial);
     assert!(matches!(
         ch(&mut model, 's').as_slice(),
-        [Action::Resume { then: None, .. }]
+        [Action::Resume {
+            asked: Some(RunCommand::Resynthesize),
+            then: false,
+            ..
+        }]
     ));
 
     // `e`: the edit follows the resume.
@@ -359,8 +370,23 @@ fn each_steering_key_resumes_a_saved_run_with_what_it_adds() {
     type_text(&mut model, " Again.");
     assert!(matches!(
         key(&mut model, KeyCode::Enter).as_slice(),
-        [Action::Resume { then: Some(RunCommand::EditSubtask { description: Some(d), .. }), .. }]
-            if d.ends_with("Again.")
+        [Action::Resume {
+            asked: Some(RunCommand::EditSubtask { description: Some(d), .. }),
+            then: true,
+            ..
+        }] if d.ends_with("Again.")
+    ));
+
+    // `r` on the run's row resumes it as it is.
+    let (mut model, _) = opened(SavedRunStatus::Interrupted);
+    assert!(matches!(
+        ch(&mut model, 'r').as_slice(),
+        [Action::Resume {
+            asked: None,
+            then: false,
+            saved: Some(_),
+            ..
+        }]
     ));
 
     // `x` and `X` have nothing to cancel.

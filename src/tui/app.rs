@@ -392,6 +392,7 @@ fn perform(
             id,
             query,
             saved,
+            asked,
             then,
         } => {
             // As `maestro resume` does it: the row is running again (its start kept), the
@@ -406,9 +407,10 @@ fn perform(
                 store.saving.resuming(id, saved);
             }
             let pending = store.saving.begin_pending(meta);
-            if let Some(command) = &then {
+            if let Some(command) = &asked {
                 store.saving.command(id, command);
             }
+            let then = asked.filter(|_| then);
             let engine = engine.clone();
             let send = move || {
                 match saved {

@@ -77,13 +77,16 @@ pub enum Action {
     /// Read a saved run; answer with `Msg::SavedOpened`.
     OpenSaved(RunId),
     /// Go on with a saved run in the engine under its id: save its row as running again, send
-    /// `Command::ResumeRun` (or, with nothing to resume from, `StartRun` to plan it again),
-    /// then `then`, if any.
+    /// `Command::ResumeRun` (or, with nothing to resume from, `StartRun` to plan it again).
     Resume {
         id: RunId,
         query: String,
         saved: Option<Box<SavedRun>>,
-        then: Option<RunCommand>,
+        /// What the key asked, saved as the user's command.
+        asked: Option<RunCommand>,
+        /// Send `asked` to the engine after the resume; false when the resume itself does it
+        /// (it runs every subtask without a result again, then a new synthesis).
+        then: bool,
     },
     /// Put this text on the clipboard (OSC 52).
     Copy(String),
@@ -543,23 +546,31 @@ fn resume_selected(model: &mut Model, actions: &mut Vec<Action>, what: ResumeFor
             .subtasks
             .iter()
             .all(|s| s.status == SubtaskStatus::Succeeded);
-    let then = match what {
+    let planned = view.report.plan.is_some();
+    let (asked, then) = match what {
         ResumeFor::Retry => match model.selected_subtask() {
-            Some((_, s)) if s.status == SubtaskStatus::Succeeded => {
-                Some(RunCommand::RetrySubtask(s.id.clone()))
-            }
-            _ => None,
+            Some((_, s)) => (
+                Some(RunCommand::RetrySubtask(s.id.clone())),
+                s.status == SubtaskStatus::Succeeded,
+            ),
+            // On the run's row: resume it (planned again when it has no plan).
+            None => ((!planned).then_some(RunCommand::Replan), false),
         },
-        ResumeFor::RetryFailed => None,
-        ResumeFor::Resynthesize if all_done => Some(RunCommand::Resynthesize),
-        ResumeFor::Resynthesize => None,
+        ResumeFor::RetryFailed => (Some(RunCommand::RetryFailed), false),
+        ResumeFor::Resynthesize => (Some(RunCommand::Resynthesize), all_done),
     };
-    resume(model, id, then, actions);
+    resume(model, id, asked, then, actions);
     true
 }
 
 /// Make the saved run `id` live and ask the app to resume it.
-fn resume(model: &mut Model, id: RunId, then: Option<RunCommand>, actions: &mut Vec<Action>) {
+fn resume(
+    model: &mut Model,
+    id: RunId,
+    asked: Option<RunCommand>,
+    then: bool,
+    actions: &mut Vec<Action>,
+) {
     let query = model
         .run(id)
         .map(|v| v.report.query.clone())
@@ -573,6 +584,7 @@ fn resume(model: &mut Model, id: RunId, then: Option<RunCommand>, actions: &mut 
         id,
         query,
         saved: saved.resume,
+        asked,
         then,
     });
 }
@@ -805,7 +817,7 @@ fn save_edit(model: &mut Model, actions: &mut Vec<Action>) {
     };
     model.overlay = None;
     if model.run(run).is_some_and(|v| v.saved.is_some()) {
-        resume(model, run, Some(command), actions);
+        resume(model, run, Some(command), true, actions);
     } else {
         actions.push(Action::Send(Command::Run { id: run, command }));
     }
