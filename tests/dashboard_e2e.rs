@@ -553,6 +553,13 @@ fn a_saved_run_is_opened_from_history_rerun_and_its_report_compared() {
             && s.contains(&synthesis_mark(1))
             && s.contains("#1 partial")
     });
+    // The session's own run is in history at once.
+    tmux.send_keys(&["H"]);
+    tmux.wait_for("this session's run in history", |s| {
+        s.contains("Search:") && s.contains("partial") && s.contains("1/2/3")
+    });
+    tmux.send_keys(&["Escape"]);
+    tmux.wait_for("history closed", |s| !s.contains("Search:"));
     quit(&tmux);
 
     // 2. A new dashboard on the same database: no run in it, until one is opened from history.
