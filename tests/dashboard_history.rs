@@ -117,7 +117,16 @@ fn saved_report(id: RunId, status: SavedRunStatus) -> (RunReport, Saved) {
     let resume = maestro::protocol::SavedRun {
         query: report.query.clone(),
         plan: report.plan.clone().unwrap(),
-        subtasks: Vec::new(),
+        subtasks: vec![maestro::protocol::SavedSubtask {
+            id: sid("emissions"),
+            attempts: 1,
+            result: Some(maestro::protocol::SavedResult {
+                text: "Findings on emissions.".into(),
+                usage: Usage::default(),
+                elapsed_ms: 7_000,
+                cut_off: false,
+            }),
+        }],
         synthesis_attempts: 1,
         report: None,
         usage: Usage::default(),
@@ -363,19 +372,44 @@ fn each_steering_key_resumes_a_saved_run_with_what_it_adds() {
         }]
     ));
 
-    // `e`: the edit follows the resume.
+    // `e`: the edit is made in the plan the run resumes from (so the subtask runs once, with
+    // the new text), and recorded; the subtask's saved result is dropped.
     let (mut model, id) = opened(SavedRunStatus::Partial);
-    select_subtask(&mut model, id, "costs");
+    select_subtask(&mut model, id, "emissions");
     ch(&mut model, 'e');
     type_text(&mut model, " Again.");
-    assert!(matches!(
-        key(&mut model, KeyCode::Enter).as_slice(),
-        [Action::Resume {
-            asked: Some(RunCommand::EditSubtask { description: Some(d), .. }),
-            then: true,
-            ..
-        }] if d.ends_with("Again.")
-    ));
+    key(&mut model, KeyCode::Tab);
+    match key(&mut model, KeyCode::Enter).as_slice() {
+        [
+            Action::Resume {
+                asked:
+                    Some(RunCommand::EditSubtask {
+                        description: Some(d),
+                        worker,
+                        ..
+                    }),
+                then: false,
+                saved: Some(saved),
+                ..
+            },
+        ] => {
+            assert!(d.ends_with("Again."), "{d}");
+            let planned = saved
+                .plan
+                .subtasks
+                .iter()
+                .find(|p| p.id == sid("emissions"))
+                .unwrap();
+            assert_eq!(planned.description, *d);
+            assert_eq!(Some(&planned.worker), worker.as_ref());
+            assert_eq!(planned.worker, "research", "Tab picked the next role");
+            let untouched = saved.plan.subtasks.iter().find(|p| p.id == sid("costs"));
+            assert_eq!(untouched.unwrap().description, "Costs for households.");
+            assert_eq!(saved.subtasks[0].id, sid("emissions"));
+            assert_eq!(saved.subtasks[0].result, None, "its old result is not kept");
+        }
+        other => panic!("{other:?}"),
+    }
 
     // `r` on the run's row resumes it as it is.
     let (mut model, _) = opened(SavedRunStatus::Interrupted);

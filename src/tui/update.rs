@@ -575,9 +575,35 @@ fn resume(
         .run(id)
         .map(|v| v.report.query.clone())
         .unwrap_or_default();
-    let Some(saved) = model.take_saved(id) else {
+    let Some(mut saved) = model.take_saved(id) else {
         return;
     };
+    // An edit goes into the plan the run resumes from: the subtask then runs once, with the
+    // new text (an edit sent after the resume would cancel the call it had started). The
+    // resumed plan is saved again, so the edit is on record with it.
+    let mut then = then;
+    if let (
+        Some(RunCommand::EditSubtask {
+            id: subtask,
+            description,
+            worker,
+        }),
+        Some(input),
+    ) = (&asked, saved.resume.as_mut())
+    {
+        if let Some(planned) = input.plan.subtasks.iter_mut().find(|p| p.id == *subtask) {
+            if let Some(d) = description {
+                planned.description = d.clone();
+            }
+            if let Some(w) = worker {
+                planned.worker = w.clone();
+            }
+        }
+        if let Some(done) = input.subtasks.iter_mut().find(|s| s.id == *subtask) {
+            done.result = None;
+        }
+        then = false;
+    }
     model.show_diff = false;
     model.synthesis_scroll = Scroll::default();
     actions.push(Action::Resume {
