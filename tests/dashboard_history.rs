@@ -221,6 +221,14 @@ fn typing_searches_the_saved_runs_and_old_answers_are_dropped() {
             search: String::new()
         }]
     );
+    // A paste goes into the search too, on one line, never into the query box.
+    assert_eq!(
+        update(&mut model, Msg::Paste("cool\nroofs".into())),
+        [Action::ListHistory {
+            search: "cool roofs".into()
+        }]
+    );
+    assert!(model.query.lines().join("").is_empty());
     key(&mut model, KeyCode::Esc);
     assert!(model.overlay.is_none());
 }

@@ -108,7 +108,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
                 on_key(model, key, &mut actions);
             }
         }
-        Msg::Paste(text) => on_paste(model, &text),
+        Msg::Paste(text) => on_paste(model, &text, &mut actions),
         Msg::Mouse(mouse) => on_mouse(model, mouse),
         Msg::Resize(w, h) => {
             model.size = (w, h);
@@ -1067,7 +1067,7 @@ pub fn keep_selection_visible(model: &mut Model) {
 
 // ---- paste and mouse -------------------------------------------------------------------------
 
-fn on_paste(model: &mut Model, text: &str) {
+fn on_paste(model: &mut Model, text: &str, actions: &mut Vec<Action>) {
     // A paste is text, never commands: its newlines must not submit, and its escape
     // sequences must not reach the screen.
     let clean =
@@ -1075,6 +1075,12 @@ fn on_paste(model: &mut Model, text: &str) {
     match &mut model.overlay {
         Some(Overlay::Edit { text: area, .. }) => {
             area.insert_str(&clean);
+        }
+        // Into the search, on one line.
+        Some(Overlay::History { search, .. }) => {
+            let joined = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+            let search = format!("{search}{joined}");
+            set_search(model, search, actions);
         }
         Some(_) => {}
         None => {
