@@ -10,6 +10,9 @@
 //! run, its re-run command and both reports. Another test starts the dashboard on a file that
 //! is not a database: it starts anyway and its status line says "unsaved".
 //!
+//! Another test quits a run with a failed subtask, starts the dashboard again on the same
+//! database, opens the run from history, re-runs the subtask, and compares the two reports.
+//!
 //! Two more tests send SIGTERM and SIGHUP to the dashboard's pid mid-run and check its exit
 //! code (143, 129) and that the terminal was restored.
 //!
@@ -484,6 +487,177 @@ fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
     drop(tmux);
     drop(server);
     println!("dashboard end-to-end test took {:?}", started.elapsed());
+}
+
+// ---- history: a saved run comes back -------------------------------------------------------
+
+/// A run ends with b failed; the dashboard quits. Started again on the same database, the run
+/// is opened from history (`H`, Enter), b is re-run (`r`) with the server healthy, the new
+/// synthesis arrives, and `D` shows what changed in the report.
+#[test]
+fn a_saved_run_is_opened_from_history_rerun_and_its_report_compared() {
+    if !tmux_ready() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let healthy = Arc::new(AtomicBool::new(false));
+    let syntheses = Arc::new(AtomicUsize::new(0));
+    let server = runtime.block_on(MockServer::start(script(
+        healthy.clone(),
+        syntheses.clone(),
+    )));
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ntimeout_secs = 10\nidle_timeout_secs = 5\n\n[ui]\nbell = false\n",
+    )
+    .expect("write the config");
+    let db = home.join("runs.db");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    let dashboard = format!(
+        "{} --provider openai --base-url {} --model test --retries 1 --db {}; \
+         echo {EXITED}$?; exec sleep 60",
+        quote(env!("CARGO_BIN_EXE_maestro")),
+        quote(&server.openai_base_url()),
+        quote(&db.to_string_lossy()),
+    );
+    let quit = |tmux: &Tmux| {
+        tmux.send_keys(&["q"]);
+        let screen = tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+        let code = screen
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(EXITED))
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(code, "0", "exit code (screen:\n{screen})");
+    };
+
+    // 1. The first session: b fails, c is blocked, the report has a alone; quit.
+    tmux.start(&dashboard);
+    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
+    tmux.type_text(QUERY);
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for("b ✗, c ⊘, synthesis 1, run partial", |s| {
+        row(s, "✗", "b").is_some()
+            && row(s, "⊘", "c").is_some()
+            && s.contains(&synthesis_mark(1))
+            && s.contains("#1 partial")
+    });
+    // The session's own run is in history at once.
+    tmux.send_keys(&["H"]);
+    tmux.wait_for("this session's run in history", |s| {
+        s.contains("Search:") && s.contains("partial") && s.contains("1/2/3")
+    });
+    tmux.send_keys(&["Escape"]);
+    tmux.wait_for("history closed", |s| !s.contains("Search:"));
+    quit(&tmux);
+
+    // 2. A new dashboard on the same database: no run in it, until one is opened from history.
+    tmux.run(&["respawn-pane", "-k", "-t", "e2e", &dashboard]);
+    tmux.wait_for("the new dashboard", |s| {
+        s.contains("Ask a question") && s.contains("No runs yet")
+    });
+    tmux.send_keys(&["Escape"]);
+    tmux.send_keys(&["H"]);
+    let screen = tmux.wait_for("the saved run in history", |s| {
+        s.contains("History") && s.contains("partial") && s.contains(QUERY)
+    });
+    println!("--- history ---\n{screen}");
+    // A search that matches nothing, then one that matches the report's text.
+    tmux.type_text("zebra");
+    tmux.wait_for("no match", |s| s.contains("No saved run has that"));
+    tmux.send_keys(&["C-u"]);
+    tmux.type_text("mark-1");
+    tmux.wait_for("the run found by its report", |s| {
+        s.contains("Search: mark-1") && s.contains(QUERY)
+    });
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the opened run in the panes", |s| {
+        row(s, "✗", "b").is_some()
+            && row(s, "✓", "a").is_some()
+            && s.contains(&synthesis_mark(1))
+            && s.contains("#1 partial")
+    });
+    println!("--- opened ---\n{screen}");
+
+    // 3. Select b and re-run it with the server healthy: the run goes on live, c follows and
+    //    a new report is written.
+    tmux.send_keys(&["j", "j"]);
+    tmux.wait_for("b in the detail pane", |s| {
+        detail_shows(s, "b", UPSTREAM_ERROR)
+    });
+    healthy.store(true, Ordering::SeqCst);
+    tmux.send_keys(&["r"]);
+    let screen = tmux.wait_for("b ✓, c ✓, synthesis 2, run succeeded", |s| {
+        row(s, "✓", "b").is_some()
+            && row(s, "✓", "c").is_some()
+            && s.contains(&synthesis_mark(2))
+            && !s.contains(&synthesis_mark(1))
+            && s.contains("#1 succeeded")
+    });
+    println!("--- resumed ---\n{screen}");
+
+    // 4. D: the report's change, signed; D again: the report.
+    tmux.send_keys(&["D"]);
+    let screen = tmux.wait_for("the report diff", |s| {
+        s.contains("changes since the previous version")
+            && s.contains(&format!("- {}", synthesis_mark(1)))
+            && s.contains(&format!("+ {}", synthesis_mark(2)))
+    });
+    println!("--- diff ---\n{screen}");
+    tmux.send_keys(&["D"]);
+    tmux.wait_for("the report again", |s| {
+        s.contains(&synthesis_mark(2)) && !s.contains(&synthesis_mark(1))
+    });
+    quit(&tmux);
+
+    // The server saw one plan, a once (its result was kept), b twice then once more, c once
+    // b had a result, and two reports.
+    let requests = server.requests();
+    let calls = |title: &str| {
+        requests
+            .iter()
+            .filter(|r| r.worker_title().as_deref() == Some(title))
+            .count()
+    };
+    let planners = requests.iter().filter(|r| r.is_planner()).count();
+    assert_eq!(
+        (planners, calls(TITLE_A), calls(TITLE_B), calls(TITLE_C)),
+        (1, 1, 3, 1),
+        "(planner, a, b, c) calls"
+    );
+    assert_eq!(syntheses.load(Ordering::SeqCst), 2, "two syntheses");
+
+    // One run, finished; the re-run on record; each report saved once.
+    let db = rusqlite::Connection::open(&db).expect("the database");
+    let (count, status): (i64, String) = db
+        .query_row("SELECT count(*), max(status) FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("the runs");
+    assert_eq!((count, status.as_str()), (1, "succeeded"));
+    let commands: Vec<String> = db
+        .prepare("SELECT kind || ' ' || coalesce(subtask_id, '') FROM commands")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("commands");
+    assert_eq!(commands, ["retry_subtask b"]);
+    let reports: i64 = db
+        .query_row("SELECT count(*) FROM syntheses", [], |r| r.get(0))
+        .expect("syntheses");
+    assert_eq!(reports, 2);
 }
 
 // ---- planning you can watch ----------------------------------------------------------------

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use dashboard_support::*;
 use maestro::protocol::{Command, EventKind, RunCommand, RunId, RunStatus, Usage};
+use maestro::store::SavedRunStatus;
 use maestro::tui::content;
 use maestro::tui::keymap::{BINDINGS, Context};
 use maestro::tui::layout::{self, areas};
@@ -970,11 +971,15 @@ fn state(model: &Model) -> String {
             "models {role:?} {cursor} {:?} {:?}",
             model.models.picked, model.models.list
         ),
+        Some(Overlay::History { search, cursor }) => {
+            format!("history {search:?} {cursor} {:?}", model.saved_runs)
+        }
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(
         "focus {:?} overlay {overlay} selected {:?} offset {} detail {} {:?} synthesis {:?} \
-         query {:?} {:?} history {:?} quit {} toast {:?} expanded {expanded:?} reasoning {}",
+         query {:?} {:?} history {:?} quit {} toast {:?} expanded {expanded:?} reasoning {} \
+         diff {}",
         model.focus,
         model.selected,
         model.tree_offset,
@@ -987,6 +992,7 @@ fn state(model: &Model) -> String {
         model.quit,
         model.toast.as_ref().map(|t| &t.text),
         model.show_reasoning,
+        model.show_diff,
     )
 }
 
@@ -1040,6 +1046,24 @@ fn setups(context: Context) -> Vec<Model> {
             key(&mut model, KeyCode::Enter);
             ch(&mut model, 'j');
             assert_eq!(model.models.picked.planner.as_deref(), Some("beta"));
+            vec![model]
+        }
+        Context::History => {
+            // The pop-up with a search typed, three runs listed and the second highlighted.
+            let mut model = failed_costs_selected();
+            ch(&mut model, 'H');
+            type_text(&mut model, "heat");
+            let runs = (1..=3)
+                .map(|n| saved_summary(n, "heat in cities", SavedRunStatus::Succeeded))
+                .collect();
+            update(
+                &mut model,
+                Msg::HistoryListed {
+                    search: "heat".into(),
+                    result: Ok(runs),
+                },
+            );
+            key(&mut model, KeyCode::Down);
             vec![model]
         }
     }

@@ -30,7 +30,7 @@ use crate::llm::Provider;
 use crate::protocol::{Command, RunId};
 use crate::sanitize::sanitize;
 use crate::store::{RunMeta, StoreStatus};
-use crate::tui::model::{Info, Model, Models};
+use crate::tui::model::{Info, Model, Models, Saved};
 use crate::tui::theme::Theme;
 use crate::tui::update::{Action, Msg, update};
 use crate::tui::view;
@@ -66,6 +66,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     // A database that cannot be opened never stops the dashboard: it says "unsaved".
     let (saving, warning) = Saving::open(&config.store);
     let store = Store {
+        path: config.store.path.clone(),
         unsaved: warning,
         template: history::run_meta(
             RunId::new(),
@@ -138,6 +139,8 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
 /// The store as the loop sees it.
 struct Store {
     saving: Saving,
+    /// The database history is read from (also with `--no-save`, when it exists).
+    path: Option<std::path::PathBuf>,
     /// Why runs are not being saved, if they are not (and saving was not turned off).
     unsaved: Option<String>,
     /// A new run's row, but for its id, query and start.
@@ -369,9 +372,118 @@ fn perform(
             let mut out = std::io::stdout();
             let _ = out.write_all(b"\x07").and_then(|()| out.flush());
         }
+        Action::ListHistory { search } => {
+            let path = store.path.clone();
+            let internal = internal.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = list_saved(path.as_deref(), &search);
+                let _ = internal.send(Msg::HistoryListed { search, result });
+            });
+        }
+        Action::OpenSaved(id) => {
+            let path = store.path.clone();
+            let internal = internal.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = open_saved(path.as_deref(), id);
+                let _ = internal.send(Msg::SavedOpened(result));
+            });
+        }
+        Action::Resume {
+            id,
+            query,
+            saved,
+            asked,
+            then,
+        } => {
+            // As `maestro resume` does it: the row is running again (its start kept), the
+            // restated facts are not saved twice, the key's command is on record.
+            let meta = RunMeta {
+                id,
+                query: query.clone(),
+                started_ms: now_ms(),
+                ..store.template.clone()
+            };
+            if let Some(saved) = &saved {
+                store.saving.resuming(id, saved);
+            }
+            let pending = store.saving.begin_pending(meta);
+            if let Some(command) = &asked {
+                store.saving.command(id, command);
+            }
+            let then = asked.filter(|_| then);
+            let engine = engine.clone();
+            let send = move || {
+                match saved {
+                    Some(saved) => engine.send(Command::ResumeRun { id, saved }),
+                    None => engine.send(Command::StartRun {
+                        id,
+                        query,
+                        plan: None,
+                        models: crate::protocol::ModelOverrides::default(),
+                    }),
+                }
+                if let Some(command) = then {
+                    engine.send(Command::Run { id, command });
+                }
+            };
+            match pending {
+                Some(pending) => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = pending.wait(BEGIN_WAIT) {
+                            tracing::warn!("a resumed run's row could not be saved: {e}");
+                        }
+                        send();
+                    });
+                }
+                None => send(),
+            }
+        }
         Action::Quit => {}
     }
     None
+}
+
+/// How many saved runs the history pop-up lists at most.
+const HISTORY_LIMIT: usize = 500;
+
+/// The saved runs whose query or report has `search`, newest first. A database that does not
+/// exist yet has none (it is not created for reading).
+fn list_saved(
+    path: Option<&std::path::Path>,
+    search: &str,
+) -> Result<Vec<crate::store::RunSummary>, String> {
+    let Some(path) = path else {
+        return Err("no data folder is known; name a database with --db".into());
+    };
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = crate::store::Store::open(path).map_err(|e| e.to_string())?;
+    let search = search.trim();
+    db.list_runs(&crate::store::RunFilter {
+        limit: Some(HISTORY_LIMIT),
+        status: None,
+        search: (!search.is_empty()).then(|| search.to_owned()),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A saved run as the panes show it, and what it resumes from.
+fn open_saved(
+    path: Option<&std::path::Path>,
+    id: RunId,
+) -> Result<Box<(crate::report::RunReport, Saved)>, String> {
+    let Some(path) = path else {
+        return Err("no data folder is known; name a database with --db".into());
+    };
+    let db = crate::store::Store::open(path).map_err(|e| e.to_string())?;
+    let saved = db.load_run(id).map_err(|e| e.to_string())?;
+    let report = history::report_of(&saved);
+    let state = Saved {
+        status: saved.summary.status,
+        resume: history::resume_input(&saved).map(Box::new),
+    };
+    Ok(Box::new((report, state)))
 }
 
 /// Exit code after SIGTERM (128 + 15).

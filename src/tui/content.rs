@@ -16,6 +16,7 @@ use crate::tui::keymap::{BINDINGS, KeyAction};
 use crate::tui::layout::{self, areas};
 use crate::tui::markdown::wrap_line;
 use crate::tui::model::{Focus, Model, RunView};
+use crate::tui::report_diff::{self, Change};
 
 /// Lines of content and visible height of a scrollable pane (`None` for the others, or when
 /// the pane is not on screen).
@@ -240,7 +241,7 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
     para(Line::from(vec![
         Span::styled(format!("Run #{} ", view.number), theme.bold()),
         Span::styled(
-            Model::run_phase(report).to_owned(),
+            Model::view_phase(view).to_owned(),
             theme.run_status(report.status),
         ),
         Span::styled(
@@ -250,6 +251,22 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
     ]));
     for line in sanitize(&report.query).lines() {
         para(Line::from(line.to_owned()));
+    }
+    if let Some(saved) = &view.saved {
+        para(Line::default());
+        let (note, style) = match saved.status {
+            crate::store::SavedRunStatus::Interrupted => (
+                "Interrupted: maestro stopped before this run finished. r resumes it (finished \
+                 results are kept; the rest runs again).",
+                theme.warning(),
+            ),
+            crate::store::SavedRunStatus::Running => (
+                "Saved run, going on in another maestro right now.",
+                theme.dim(),
+            ),
+            _ => ("Saved run. r, R, e or s resume it here.", theme.dim()),
+        };
+        para(Line::from(Span::styled(note, style)));
     }
     if let Some(plan) = &report.plan
         && !plan.query_analysis.trim().is_empty()
@@ -355,6 +372,9 @@ pub fn with_synthesis_lines<T>(
     let Some(view) = model.current_run() else {
         return f(&[]);
     };
+    if let Some(lines) = diff_shown(model, view, width) {
+        return f(&lines);
+    }
     let (Some(id), false) = (view.id(), view.report.synthesis.is_empty()) else {
         return f(&[]);
     };
@@ -367,6 +387,39 @@ pub fn with_synthesis_lines<T>(
         model.now_ms,
         view.report.synthesizing,
     ))
+}
+
+/// The previous and current report of `view`, when the synthesis pane shows their diff.
+fn diff_pair<'a>(model: &Model, view: &'a RunView) -> Option<(&'a str, &'a str)> {
+    let previous = view.previous_synthesis.as_deref()?;
+    (model.show_diff && !view.report.synthesizing && !view.report.synthesis.is_empty())
+        .then_some((previous, view.report.synthesis.as_str()))
+}
+
+/// Lines added and removed since the previous report, when the pane shows the diff.
+pub fn shown_diff_counts(model: &Model) -> Option<(usize, usize)> {
+    let view = model.current_run()?;
+    let (old, new) = diff_pair(model, view)?;
+    Some(report_diff::counts(&report_diff::diff_lines(old, new)))
+}
+
+/// The diff as the synthesis pane shows it: each line signed `+`, `-` or blank (so it reads
+/// without colour), coloured as added or removed, wrapped to `width`.
+fn diff_shown(model: &Model, view: &RunView, width: u16) -> Option<Vec<Line<'static>>> {
+    let (old, new) = diff_pair(model, view)?;
+    let theme = &model.theme;
+    let width = width.max(1) as usize;
+    let mut out = Vec::new();
+    for line in report_diff::diff_lines(&sanitize(old), &sanitize(new)) {
+        let style = match line.change {
+            Change::Kept => ratatui::style::Style::new(),
+            Change::Added => theme.status(SubtaskStatus::Succeeded),
+            Change::Removed => theme.error(),
+        };
+        let text = format!("{}{}", line.change.sign(), sanitize_line(&line.text));
+        wrap_line(&Line::from(Span::styled(text, style)), width, &mut out);
+    }
+    Some(out)
 }
 
 /// The furthest the help scrolls on a terminal of `size`: its last line at the pop-up's bottom

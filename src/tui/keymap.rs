@@ -28,6 +28,8 @@ pub enum Context {
     Edit,
     /// The pop-up picking the next run's models is open.
     Models,
+    /// The history pop-up is open (other keys type the search).
+    History,
 }
 
 impl Context {
@@ -41,6 +43,7 @@ impl Context {
             Context::Reading => "Detail and synthesis",
             Context::Edit => "Editing a subtask (e)",
             Context::Models => "Picking models (m)",
+            Context::History => "History (H; type to search)",
         }
     }
 }
@@ -103,6 +106,18 @@ pub enum KeyAction {
     /// Back to the configured model for the role being picked.
     ConfiguredModel,
     CloseModels,
+    /// Open the list of saved runs.
+    OpenHistory,
+    /// Show what changed in the report since its previous version, or the report again.
+    ToggleDiff,
+    HistoryUp,
+    HistoryDown,
+    HistoryPageUp,
+    HistoryPageDown,
+    /// Open the highlighted saved run in the panes.
+    OpenSaved,
+    ClearSearch,
+    CloseHistory,
 }
 
 /// A key with the modifiers that matter for it.
@@ -347,6 +362,16 @@ pub const BINDINGS: &[Binding] = &[
         "show / hide the model's reasoning in the detail",
     ),
     b(
+        C::Panes,
+        &[(Chord::ch('H'), A::OpenHistory)],
+        "saved runs: search, open, resume",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('D'), A::ToggleDiff)],
+        "what changed in the report since its previous version / back",
+    ),
+    b(
         C::Tree,
         &[
             (Chord::key(K::Up), A::SelectUp),
@@ -473,6 +498,31 @@ pub const BINDINGS: &[Binding] = &[
         "back to the configured model for that role",
     ),
     b(C::Models, &[(Chord::key(K::Esc), A::CloseModels)], "close"),
+    b(
+        C::History,
+        &[
+            (Chord::key(K::Up), A::HistoryUp),
+            (Chord::key(K::Down), A::HistoryDown),
+            (Chord::key(K::PageUp), A::HistoryPageUp),
+            (Chord::key(K::PageDown), A::HistoryPageDown),
+        ],
+        "move through the saved runs",
+    ),
+    b(
+        C::History,
+        &[(Chord::key(K::Enter), A::OpenSaved)],
+        "open the run in the panes (r, R, e, s resume it)",
+    ),
+    b(
+        C::History,
+        &[(Chord::ctrl('u'), A::ClearSearch)],
+        "clear the search",
+    ),
+    b(
+        C::History,
+        &[(Chord::key(K::Esc), A::CloseHistory)],
+        "close",
+    ),
 ];
 
 /// What `key` does in `context`, if anything.

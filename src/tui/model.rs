@@ -7,8 +7,11 @@ use std::cell::RefCell;
 
 use ratatui_textarea::TextArea;
 
-use crate::protocol::{Event, EventKind, ModelOverrides, RunId, SubtaskId, SubtaskStatus};
+use crate::protocol::{
+    Event, EventKind, ModelOverrides, RunId, SavedRun, SubtaskId, SubtaskStatus,
+};
 use crate::report::RunReport;
+use crate::store::{RunSummary, SavedRunStatus};
 use crate::tui::markdown::MarkdownCache;
 use crate::tui::theme::Theme;
 
@@ -60,6 +63,35 @@ pub enum Overlay {
         /// Index into the listed models.
         cursor: usize,
     },
+    /// The saved runs (`Model::saved_runs`), filtered by what is typed.
+    History {
+        search: String,
+        /// Index into the listed runs.
+        cursor: usize,
+    },
+}
+
+/// The saved runs as far as the dashboard knows them (read by the app loop, off the drawing
+/// path).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum SavedList {
+    #[default]
+    NotAsked,
+    /// Asked for with this search.
+    Loading(String),
+    /// Newest first, for this search.
+    Ready(String, Vec<RunSummary>),
+    /// Why they could not be read.
+    Failed(String),
+}
+
+/// A run opened from history that the engine does not have yet: what it resumes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub status: SavedRunStatus,
+    /// What the engine resumes from; `None` when the run stopped before it had a plan (it is
+    /// planned again).
+    pub resume: Option<Box<SavedRun>>,
 }
 
 /// The roles the model picker sets, in Tab order.
@@ -281,6 +313,10 @@ pub struct RunView {
     pub active_since_ms: u64,
     /// Bumped whenever the synthesis text changes, to invalidate cached rendering.
     pub synthesis_version: u64,
+    /// The report as it was before the synthesis now shown (or streaming) began, for the diff.
+    pub previous_synthesis: Option<String>,
+    /// Opened from history and not resumed yet: the engine does not know this run.
+    pub saved: Option<Saved>,
 }
 
 impl RunView {
@@ -288,8 +324,17 @@ impl RunView {
         self.report.id
     }
 
+    /// Going on in this dashboard's engine (a saved run that another process is running is
+    /// not).
     pub fn is_active(&self) -> bool {
-        self.report.status.is_none()
+        self.report.status.is_none() && self.saved.is_none()
+    }
+
+    /// Saved as interrupted (its process stopped mid-run) and not resumed yet.
+    pub fn interrupted(&self) -> bool {
+        self.saved
+            .as_ref()
+            .is_some_and(|s| s.status == SavedRunStatus::Interrupted)
     }
 }
 
@@ -325,6 +370,10 @@ pub struct Model {
     pub unsaved: Option<String>,
     /// Rendered markdown of the shown synthesis, reused between frames.
     pub markdown: RefCell<MarkdownCache>,
+    /// The saved runs for the history pop-up.
+    pub saved_runs: SavedList,
+    /// The synthesis pane shows what changed since the previous version of the report.
+    pub show_diff: bool,
 }
 
 impl Model {
@@ -351,6 +400,8 @@ impl Model {
             quit: false,
             unsaved: None,
             markdown: RefCell::new(MarkdownCache::default()),
+            saved_runs: SavedList::NotAsked,
+            show_diff: false,
         };
         model.reset_query();
         model
@@ -502,10 +553,54 @@ impl Model {
             expanded: true,
             active_since_ms: self.now_ms,
             synthesis_version: 0,
+            previous_synthesis: None,
+            saved: None,
         });
         self.selected = Some(Node::Run(id));
         self.synthesis_scroll = Scroll::default();
         self.detail_scroll = Scroll::default();
+        self.show_diff = false;
+    }
+
+    /// Show a run read from the store, selected, as the engine would have shown it.
+    pub fn add_saved(&mut self, report: RunReport, saved: Saved) {
+        let Some(id) = report.id else { return };
+        for view in &mut self.runs {
+            view.expanded = false;
+        }
+        self.runs.push(RunView {
+            report,
+            number: self.runs.len() + 1,
+            expanded: true,
+            active_since_ms: self.now_ms,
+            synthesis_version: 0,
+            previous_synthesis: None,
+            saved: Some(saved),
+        });
+        self.selected = Some(Node::Run(id));
+        self.synthesis_scroll = Scroll::default();
+        self.detail_scroll = Scroll::default();
+        self.show_diff = false;
+    }
+
+    /// The saved run `id` is being resumed: it becomes live, its report is rebuilt from the
+    /// engine's events, and the report it had is kept to compare with the next one. What it
+    /// resumes from, if it is a saved run not resumed yet.
+    pub fn take_saved(&mut self, id: RunId) -> Option<Saved> {
+        let now = self.now_ms;
+        let view = self.run_mut(id)?;
+        let saved = view.saved.take()?;
+        let previous = std::mem::take(&mut view.report.synthesis);
+        if !previous.trim().is_empty() {
+            view.previous_synthesis = Some(previous);
+        }
+        let mut report = RunReport::default();
+        report.id = Some(id);
+        report.query = view.report.query.clone();
+        view.report = report;
+        view.active_since_ms = now;
+        view.synthesis_version += 1;
+        Some(saved)
     }
 
     /// Fold an engine event in. Returns true when a long run just ended (for the bell).
@@ -519,6 +614,13 @@ impl Model {
             return false;
         };
         let was_active = view.is_active();
+        // A new synthesis of a finished report: keep the report it replaces, for the diff.
+        if matches!(event.kind, EventKind::SynthesisStarted { .. })
+            && !view.report.synthesizing
+            && !view.report.synthesis.trim().is_empty()
+        {
+            view.previous_synthesis = Some(view.report.synthesis.clone());
+        }
         view.report.apply(event);
         let mut long_run_ended = false;
         match &event.kind {
@@ -588,6 +690,16 @@ impl Model {
             (Some(ms), Some(_), _) => ms,
             (_, _, Some(start)) => self.now_ms.saturating_sub(start),
             _ => 0,
+        }
+    }
+
+    /// The words for a run's state as the tree shows it: `interrupted` for a saved run whose
+    /// process stopped, else as [`Model::run_phase`].
+    pub fn view_phase(view: &RunView) -> &'static str {
+        if view.interrupted() {
+            "interrupted"
+        } else {
+            Self::run_phase(&view.report)
         }
     }
 

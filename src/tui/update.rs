@@ -8,16 +8,23 @@
 use std::path::PathBuf;
 
 use ratatui::crossterm::event::{
-    KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui_textarea::{CursorMove, TextArea};
 
-use crate::protocol::{Command, Event, EventKind, ModelOverrides, RunCommand, RunId, RunStatus};
+use crate::protocol::{
+    Command, Event, EventKind, ModelOverrides, RunCommand, RunId, RunStatus, SavedRun,
+    SubtaskStatus,
+};
+use crate::report::RunReport;
 use crate::sanitize::sanitize_line;
+use crate::store::{RunSummary, SavedRunStatus};
 use crate::tui::content;
 use crate::tui::keymap::{self, Context, KeyAction};
 use crate::tui::layout::{self, areas, inner};
-use crate::tui::model::{Focus, Model, ModelList, Node, Overlay, PickRole, Scroll, ToastLevel};
+use crate::tui::model::{
+    Focus, Model, ModelList, Node, Overlay, PickRole, Saved, SavedList, Scroll, ToastLevel,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -39,6 +46,15 @@ pub enum Msg {
     /// The provider's models (sorted), or why they could not be listed: the answer to
     /// `Action::ListModels`.
     ModelsListed(Result<Vec<String>, String>),
+    /// The saved runs matching `search` (newest first), or why they could not be read: the
+    /// answer to `Action::ListHistory`.
+    HistoryListed {
+        search: String,
+        result: Result<Vec<RunSummary>, String>,
+    },
+    /// A saved run read back for the panes, or why it could not be: the answer to
+    /// `Action::OpenSaved`.
+    SavedOpened(Result<Box<(RunReport, Saved)>, String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +69,25 @@ pub enum Action {
     },
     /// Ask the provider for its models; answer with `Msg::ModelsListed`.
     ListModels,
+    /// Read the saved runs whose query or report has `search` (all when empty); answer with
+    /// `Msg::HistoryListed`.
+    ListHistory {
+        search: String,
+    },
+    /// Read a saved run; answer with `Msg::SavedOpened`.
+    OpenSaved(RunId),
+    /// Go on with a saved run in the engine under its id: save its row as running again, send
+    /// `Command::ResumeRun` (or, with nothing to resume from, `StartRun` to plan it again).
+    Resume {
+        id: RunId,
+        query: String,
+        saved: Option<Box<SavedRun>>,
+        /// What the key asked, saved as the user's command.
+        asked: Option<RunCommand>,
+        /// Send `asked` to the engine after the resume; false when the resume itself does it
+        /// (it runs every subtask without a result again, then a new synthesis).
+        then: bool,
+    },
     /// Put this text on the clipboard (OSC 52).
     Copy(String),
     /// Write a report file; answer with `Msg::ReportWritten`.
@@ -73,7 +108,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
                 on_key(model, key, &mut actions);
             }
         }
-        Msg::Paste(text) => on_paste(model, &text),
+        Msg::Paste(text) => on_paste(model, &text, &mut actions),
         Msg::Mouse(mouse) => on_mouse(model, mouse),
         Msg::Resize(w, h) => {
             model.size = (w, h);
@@ -86,6 +121,24 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
             keep_selection_visible(model);
         }
         Msg::ModelsListed(result) => models_listed(model, result),
+        Msg::HistoryListed { search, result } => history_listed(model, search, result),
+        Msg::SavedOpened(result) => match result {
+            Ok(opened) => {
+                let (report, saved) = *opened;
+                let id = report.id;
+                if id.is_some_and(|id| model.run(id).is_some()) {
+                    select(model, id.map(Node::Run));
+                } else {
+                    model.add_saved(report, saved);
+                    keep_selection_visible(model);
+                }
+                model.focus = Focus::Tree;
+            }
+            Err(why) => model.toast(
+                format!("could not open the run: {}", sanitize_line(&why)),
+                ToastLevel::Error,
+            ),
+        },
         Msg::ReportWritten(result) => match result {
             Ok(path) => model.toast(
                 format!("report written to {}", path.display()),
@@ -111,7 +164,11 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
     let long_run_ended = model.apply(event);
     if current {
         match &event.kind {
-            EventKind::SynthesisStarted { .. } => model.synthesis_scroll = Scroll::default(),
+            EventKind::SynthesisStarted { .. } => {
+                model.synthesis_scroll = Scroll::default();
+                // The new version streams in: the diff waits for it to finish.
+                model.show_diff = false;
+            }
             EventKind::SynthesisFinished { .. } if following_to_end => {
                 if let Some((total, height)) = content::extent(model, Focus::Synthesis) {
                     model.synthesis_scroll.end(total, height);
@@ -146,6 +203,7 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
     match &model.overlay {
         Some(Overlay::Edit { .. }) => return keymap::lookup(Context::Edit, key),
         Some(Overlay::Models { .. }) => return keymap::lookup(Context::Models, key),
+        Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => return None,
         None => {}
     }
@@ -183,6 +241,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => on_overlay_key(model, key, actions),
         // Its keys are in the key map; others do nothing there.
         Some(Overlay::Models { .. }) => {}
+        Some(Overlay::History { .. }) => type_search(model, key, actions),
         None if model.focus == Focus::Query => {
             model.query.input(key);
         }
@@ -219,6 +278,17 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         }
         KeyAction::ToTree => model.focus = Focus::Tree,
         KeyAction::ToQuery => model.focus = Focus::Query,
+        KeyAction::RetrySubtask if resume_selected(model, actions, ResumeFor::Retry) => {}
+        KeyAction::RetryFailed if resume_selected(model, actions, ResumeFor::RetryFailed) => {}
+        KeyAction::Resynthesize if resume_selected(model, actions, ResumeFor::Resynthesize) => {}
+        KeyAction::CancelSubtask | KeyAction::CancelRun
+            if model.current_run().is_some_and(|r| r.saved.is_some()) =>
+        {
+            model.toast(
+                "a saved run: nothing of it is going on here".into(),
+                ToastLevel::Info,
+            );
+        }
         KeyAction::RetrySubtask => match &model.selected {
             // On the row of a run that ended without a plan, there is no subtask to re-run:
             // plan it again.
@@ -317,7 +387,250 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
             }
         }
         KeyAction::CloseModels => model.overlay = None,
+        KeyAction::OpenHistory => open_history(model, actions),
+        KeyAction::ToggleDiff => toggle_diff(model),
+        KeyAction::HistoryUp => move_history_cursor(model, -1),
+        KeyAction::HistoryDown => move_history_cursor(model, 1),
+        KeyAction::HistoryPageUp => move_history_cursor(model, -history_page(model)),
+        KeyAction::HistoryPageDown => move_history_cursor(model, history_page(model)),
+        KeyAction::OpenSaved => open_saved(model, actions),
+        KeyAction::ClearSearch => set_search(model, String::new(), actions),
+        KeyAction::CloseHistory => model.overlay = None,
     }
+}
+
+// ---- history and saved runs ------------------------------------------------------------------
+
+/// Open the history pop-up and ask for the saved runs again (the session's own runs are saved
+/// as they happen, so they are there at once). The last search is kept.
+fn open_history(model: &mut Model, actions: &mut Vec<Action>) {
+    let search = match &model.saved_runs {
+        SavedList::Loading(s) | SavedList::Ready(s, _) => s.clone(),
+        SavedList::NotAsked | SavedList::Failed(_) => String::new(),
+    };
+    model.saved_runs = SavedList::Loading(search.clone());
+    model.overlay = Some(Overlay::History {
+        search: search.clone(),
+        cursor: 0,
+    });
+    actions.push(Action::ListHistory { search });
+}
+
+fn history_listed(model: &mut Model, search: String, result: Result<Vec<RunSummary>, String>) {
+    // An answer to a search typed over since is not what the pop-up shows.
+    let current = match &model.overlay {
+        Some(Overlay::History { search, .. }) => Some(search.as_str()),
+        _ => None,
+    };
+    if current.is_some_and(|c| c != search) {
+        return;
+    }
+    model.saved_runs = match result {
+        Ok(runs) => SavedList::Ready(search, runs),
+        Err(why) => SavedList::Failed(why),
+    };
+    if let Some(Overlay::History { cursor, .. }) = &mut model.overlay {
+        *cursor = (*cursor).min(saved_listed(&model.saved_runs).len().saturating_sub(1));
+    }
+}
+
+/// The runs the pop-up lists now.
+pub fn saved_listed(list: &SavedList) -> &[RunSummary] {
+    match list {
+        SavedList::Ready(_, runs) => runs,
+        SavedList::NotAsked | SavedList::Loading(_) | SavedList::Failed(_) => &[],
+    }
+}
+
+/// A printable key typed in the history pop-up: it goes into the search (Backspace takes
+/// the last character out), and the list is asked for again.
+fn type_search(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
+    let Some(Overlay::History { search, .. }) = &model.overlay else {
+        return;
+    };
+    let mut search = search.clone();
+    match key.code {
+        KeyCode::Char(c)
+            if !key
+                .modifiers
+                .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
+        {
+            search.push(c)
+        }
+        KeyCode::Backspace => {
+            search.pop();
+        }
+        _ => return,
+    }
+    set_search(model, search, actions);
+}
+
+fn set_search(model: &mut Model, search: String, actions: &mut Vec<Action>) {
+    if let Some(Overlay::History { search: s, cursor }) = &mut model.overlay {
+        if *s == search {
+            return;
+        }
+        *s = search.clone();
+        *cursor = 0;
+        model.saved_runs = SavedList::Loading(search.clone());
+        actions.push(Action::ListHistory { search });
+    }
+}
+
+fn move_history_cursor(model: &mut Model, step: isize) {
+    let count = saved_listed(&model.saved_runs).len();
+    if let Some(Overlay::History { cursor, .. }) = &mut model.overlay
+        && count > 0
+    {
+        *cursor = (*cursor as isize)
+            .saturating_add(step)
+            .clamp(0, count as isize - 1) as usize;
+    }
+}
+
+/// Rows a page moves in the history pop-up: about what it shows.
+fn history_page(model: &Model) -> isize {
+    (model.size.1 as isize - 8).max(1)
+}
+
+/// Open the highlighted run: one the dashboard has (this session's, or opened before) is
+/// selected at once; others are read from the store.
+fn open_saved(model: &mut Model, actions: &mut Vec<Action>) {
+    let Some(Overlay::History { cursor, .. }) = model.overlay else {
+        return;
+    };
+    let Some(id) = saved_listed(&model.saved_runs).get(cursor).map(|r| r.id) else {
+        return;
+    };
+    model.overlay = None;
+    model.focus = Focus::Tree;
+    if model.run(id).is_some() {
+        if let Some(view) = model.runs.iter_mut().find(|v| v.id() == Some(id)) {
+            view.expanded = true;
+        }
+        select(model, Some(Node::Run(id)));
+    } else {
+        actions.push(Action::OpenSaved(id));
+    }
+}
+
+/// What a key asks of a saved run being resumed.
+#[derive(Clone, Copy)]
+enum ResumeFor {
+    Retry,
+    RetryFailed,
+    Resynthesize,
+}
+
+/// When the current run is a saved one the engine does not have, resume it with what the key
+/// asks, and say the key was dealt with. Resuming runs again every subtask without a result
+/// (then a new synthesis), so the key's own command follows only where it asks for more: a
+/// re-run of a subtask that has a result, a new synthesis when nothing is left to run.
+fn resume_selected(model: &mut Model, actions: &mut Vec<Action>, what: ResumeFor) -> bool {
+    let Some(view) = model.current_run() else {
+        return false;
+    };
+    let (Some(id), Some(saved)) = (view.id(), &view.saved) else {
+        return false;
+    };
+    if saved.status == SavedRunStatus::Running {
+        model.toast(
+            "another maestro is running this run; open it again when it ends".into(),
+            ToastLevel::Info,
+        );
+        return true;
+    }
+    let all_done = !view.report.subtasks.is_empty()
+        && view
+            .report
+            .subtasks
+            .iter()
+            .all(|s| s.status == SubtaskStatus::Succeeded);
+    let planned = view.report.plan.is_some();
+    let (asked, then) = match what {
+        ResumeFor::Retry => match model.selected_subtask() {
+            Some((_, s)) => (
+                Some(RunCommand::RetrySubtask(s.id.clone())),
+                s.status == SubtaskStatus::Succeeded,
+            ),
+            // On the run's row: resume it (planned again when it has no plan).
+            None => ((!planned).then_some(RunCommand::Replan), false),
+        },
+        ResumeFor::RetryFailed => (Some(RunCommand::RetryFailed), false),
+        ResumeFor::Resynthesize => (Some(RunCommand::Resynthesize), all_done),
+    };
+    resume(model, id, asked, then, actions);
+    true
+}
+
+/// Make the saved run `id` live and ask the app to resume it.
+fn resume(
+    model: &mut Model,
+    id: RunId,
+    asked: Option<RunCommand>,
+    then: bool,
+    actions: &mut Vec<Action>,
+) {
+    let query = model
+        .run(id)
+        .map(|v| v.report.query.clone())
+        .unwrap_or_default();
+    let Some(mut saved) = model.take_saved(id) else {
+        return;
+    };
+    // An edit goes into the plan the run resumes from: the subtask then runs once, with the
+    // new text (an edit sent after the resume would cancel the call it had started). The
+    // resumed plan is saved again, so the edit is on record with it.
+    let mut then = then;
+    if let (
+        Some(RunCommand::EditSubtask {
+            id: subtask,
+            description,
+            worker,
+        }),
+        Some(input),
+    ) = (&asked, saved.resume.as_mut())
+    {
+        if let Some(planned) = input.plan.subtasks.iter_mut().find(|p| p.id == *subtask) {
+            if let Some(d) = description {
+                planned.description = d.clone();
+            }
+            if let Some(w) = worker {
+                planned.worker = w.clone();
+            }
+        }
+        if let Some(done) = input.subtasks.iter_mut().find(|s| s.id == *subtask) {
+            done.result = None;
+        }
+        then = false;
+    }
+    model.show_diff = false;
+    model.synthesis_scroll = Scroll::default();
+    actions.push(Action::Resume {
+        id,
+        query,
+        saved: saved.resume,
+        asked,
+        then,
+    });
+}
+
+/// Show the diff of the current run's report against its previous version, or the report.
+fn toggle_diff(model: &mut Model) {
+    if model.show_diff {
+        model.show_diff = false;
+    } else if model.current_run().is_some_and(|v| {
+        v.previous_synthesis.is_some() && !v.report.synthesizing && !v.report.synthesis.is_empty()
+    }) {
+        model.show_diff = true;
+    } else {
+        model.toast(
+            "no earlier version of this report to compare with yet".into(),
+            ToastLevel::Info,
+        );
+        return;
+    }
+    model.synthesis_scroll = Scroll::default();
 }
 
 // ---- the model picker ------------------------------------------------------------------------
@@ -500,9 +813,9 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             _ => {}
         },
         // Their keys are in the key map.
-        Some(overlay @ (Overlay::Edit { .. } | Overlay::Models { .. })) => {
-            model.overlay = Some(overlay)
-        }
+        Some(
+            overlay @ (Overlay::Edit { .. } | Overlay::Models { .. } | Overlay::History { .. }),
+        ) => model.overlay = Some(overlay),
         None => {}
     }
 }
@@ -522,15 +835,18 @@ fn save_edit(model: &mut Model, actions: &mut Vec<Action>) {
         model.toast("the description is empty".into(), ToastLevel::Warning);
         return;
     }
-    actions.push(Action::Send(Command::Run {
-        id: *run,
-        command: RunCommand::EditSubtask {
-            id: subtask.clone(),
-            description: Some(description),
-            worker: model.info.roles.get(*role).cloned(),
-        },
-    }));
+    let run = *run;
+    let command = RunCommand::EditSubtask {
+        id: subtask.clone(),
+        description: Some(description),
+        worker: model.info.roles.get(*role).cloned(),
+    };
     model.overlay = None;
+    if model.run(run).is_some_and(|v| v.saved.is_some()) {
+        resume(model, run, Some(command), true, actions);
+    } else {
+        actions.push(Action::Send(Command::Run { id: run, command }));
+    }
 }
 
 fn cycle_role(model: &mut Model, step: isize) {
@@ -751,7 +1067,7 @@ pub fn keep_selection_visible(model: &mut Model) {
 
 // ---- paste and mouse -------------------------------------------------------------------------
 
-fn on_paste(model: &mut Model, text: &str) {
+fn on_paste(model: &mut Model, text: &str, actions: &mut Vec<Action>) {
     // A paste is text, never commands: its newlines must not submit, and its escape
     // sequences must not reach the screen.
     let clean =
@@ -759,6 +1075,12 @@ fn on_paste(model: &mut Model, text: &str) {
     match &mut model.overlay {
         Some(Overlay::Edit { text: area, .. }) => {
             area.insert_str(&clean);
+        }
+        // Into the search, on one line.
+        Some(Overlay::History { search, .. }) => {
+            let joined = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+            let search = format!("{search}{joined}");
+            set_search(model, search, actions);
         }
         Some(_) => {}
         None => {

@@ -13,13 +13,14 @@ use ratatui::widgets::{
 use unicode_width::UnicodeWidthStr;
 
 use crate::display::{CUT_OFF, clock, duration, spinner_at, status_glyph, tokens, truncate};
-use crate::protocol::SubtaskStatus;
+use crate::protocol::{RunStatus, SubtaskStatus};
 use crate::report::SubtaskReport;
 use crate::sanitize::sanitize_line;
+use crate::store::SavedRunStatus;
 use crate::tui::content::{self, detail_lines, help_lines, with_synthesis_lines};
 use crate::tui::layout::{self, areas};
 use crate::tui::model::{
-    Focus, Model, ModelList, Node, Overlay, PickRole, Row, RunView, ToastLevel,
+    Focus, Model, ModelList, Node, Overlay, PickRole, Row, RunView, SavedList, ToastLevel,
 };
 
 pub fn draw(frame: &mut Frame, model: &Model) {
@@ -41,6 +42,9 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         Some(Overlay::Edit { .. }) => draw_edit(frame, model, area),
         Some(Overlay::ConfirmQuit) => draw_confirm_quit(frame, model, area),
         Some(Overlay::Models { role, cursor }) => draw_models(frame, model, area, *role, *cursor),
+        Some(Overlay::History { search, cursor }) => {
+            draw_history(frame, model, area, search, *cursor)
+        }
         None => {}
     }
 }
@@ -196,7 +200,7 @@ fn spinner(model: &Model) -> &'static str {
 fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
     let report = &view.report;
     let arrow = if view.expanded { "▾" } else { "▸" };
-    let phase = Model::run_phase(report);
+    let phase = Model::view_phase(view);
     let right = format!(" {phase} {} ", clock(model.run_elapsed(report)));
     let left = format!("{arrow} #{} ", view.number);
     let query_width = (width as usize).saturating_sub(left.width() + right.width());
@@ -340,7 +344,12 @@ fn draw_detail(frame: &mut Frame, model: &Model, area: Rect) {
 fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
     let view = model.current_run();
     let mut heading = vec![title("Synthesis")];
-    if let Some(view) = view {
+    if let Some((added, removed)) = content::shown_diff_counts(model) {
+        heading.push(Span::styled(
+            format!("· changes since the previous version: +{added} -{removed} (D back) "),
+            model.theme.warning(),
+        ));
+    } else if let Some(view) = view {
         let r = &view.report;
         if r.synthesizing {
             heading.push(Span::styled(
@@ -436,7 +445,7 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
         segments.push((
             0,
             vec![Span::styled(
-                format!("#{} {}", view.number, Model::run_phase(r)),
+                format!("#{} {}", view.number, Model::view_phase(view)),
                 theme.run_status(r.status),
             )],
         ));
@@ -764,6 +773,142 @@ fn draw_models(frame: &mut Frame, model: &Model, area: Rect, role: PickRole, cur
                     ..rect
                 };
                 draw_scrollbar(frame, beside, ids.len(), height, top);
+            }
+        }
+    }
+}
+
+/// Glyph and word of a saved run's status (the glyph never stands alone).
+fn saved_status(status: SavedRunStatus) -> (&'static str, Option<RunStatus>) {
+    match status {
+        SavedRunStatus::Running => ("▶", None),
+        SavedRunStatus::Succeeded => ("✓", Some(RunStatus::Succeeded)),
+        SavedRunStatus::Partial => ("◐", Some(RunStatus::Partial)),
+        SavedRunStatus::Failed => ("✗", Some(RunStatus::Failed)),
+        SavedRunStatus::Cancelled => ("⊗", Some(RunStatus::Cancelled)),
+        SavedRunStatus::Interrupted => ("⚠", Some(RunStatus::Partial)),
+    }
+}
+
+/// The history pop-up: the search, then one saved run a line (status, age, counts, tokens,
+/// query), the highlighted one marked.
+fn draw_history(frame: &mut Frame, model: &Model, area: Rect, search: &str, cursor: usize) {
+    let theme = &model.theme;
+    let rect = centered(
+        area,
+        120.min(area.width.saturating_sub(2)),
+        area.height.saturating_sub(2),
+    );
+    frame.render_widget(Clear, rect);
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(theme.border(true))
+        .padding(Padding::horizontal(1))
+        .title(title("History"))
+        .title_bottom(
+            Line::from(Span::styled(
+                " type to search · ↑↓ choose · Enter open · Esc close ",
+                theme.dim(),
+            ))
+            .alignment(Alignment::Right),
+        );
+    let inside = block.inner(rect);
+    frame.render_widget(block, rect);
+    let [search_area, header_area, list_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(1),
+    ])
+    .areas(inside);
+    let width = inside.width as usize;
+    frame.render_widget(
+        Paragraph::new(Span::styled(
+            format!(
+                "  {:<13} {:>8}  {:>9}  {:>6}  query",
+                "status", "started", "ok/fail/n", "tokens"
+            ),
+            theme.dim(),
+        )),
+        header_area,
+    );
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled("Search: ", theme.dim()),
+            Span::styled(
+                truncate(&sanitize_line(search), width.saturating_sub(10)),
+                theme.bold(),
+            ),
+            Span::styled("▏", theme.key()),
+        ])),
+        search_area,
+    );
+    let runs = crate::tui::update::saved_listed(&model.saved_runs);
+    let message =
+        |text: String, style: Style| Paragraph::new(text).style(style).wrap(Wrap { trim: true });
+    match &model.saved_runs {
+        SavedList::NotAsked | SavedList::Loading(_) if runs.is_empty() => frame.render_widget(
+            message("Reading the saved runs…".into(), theme.dim()),
+            list_area,
+        ),
+        SavedList::Failed(why) => frame.render_widget(
+            message(
+                format!("Could not read the saved runs: {}", sanitize_line(why)),
+                theme.error(),
+            ),
+            list_area,
+        ),
+        _ if runs.is_empty() && search.trim().is_empty() => {
+            frame.render_widget(message("No saved runs yet.".into(), theme.dim()), list_area)
+        }
+        _ if runs.is_empty() => frame.render_widget(
+            message(
+                "No saved run has that in its query or report.".into(),
+                theme.dim(),
+            ),
+            list_area,
+        ),
+        _ => {
+            let height = list_area.height as usize;
+            let top = cursor.saturating_sub(height.saturating_sub(1));
+            let lines: Vec<Line> = runs
+                .iter()
+                .enumerate()
+                .skip(top)
+                .take(height)
+                .map(|(i, run)| {
+                    let (glyph, style) = saved_status(run.status);
+                    let status = format!("{glyph} {:<11}", run.status.word());
+                    let figures = format!(
+                        " {:>8}  {:>9}  {:>6}  ",
+                        crate::history::age(model.now_ms.saturating_sub(run.started_ms)),
+                        format!("{}/{}/{}", run.succeeded, run.failed, run.total),
+                        tokens(run.usage.total()),
+                    );
+                    let mark = if i == cursor { "▸ " } else { "  " };
+                    let room =
+                        width.saturating_sub(mark.width() + status.width() + figures.width());
+                    let mut line = Line::from(vec![
+                        Span::raw(mark),
+                        Span::styled(status, theme.run_status(style)),
+                        Span::styled(figures, theme.dim()),
+                        Span::raw(truncate(&sanitize_line(&run.query), room)),
+                    ]);
+                    if i == cursor {
+                        line = line.patch_style(theme.selected());
+                        let pad = width.saturating_sub(line.width());
+                        line.push_span(Span::styled(" ".repeat(pad), theme.selected()));
+                    }
+                    line
+                })
+                .collect();
+            frame.render_widget(Paragraph::new(lines), list_area);
+            if runs.len() > height {
+                let beside = Rect {
+                    y: list_area.y.saturating_sub(1),
+                    height: list_area.height + 2,
+                    ..rect
+                };
+                draw_scrollbar(frame, beside, runs.len(), height, top);
             }
         }
     }

@@ -644,3 +644,33 @@ pub fn rejected_plan_events(run: RunId) -> Vec<Event> {
     ));
     events
 }
+
+/// A saved run as the history lists it, started `n` hours before `NOW` (a smaller `n` is
+/// newer).
+pub fn saved_summary(
+    n: u128,
+    query: &str,
+    status: maestro::store::SavedRunStatus,
+) -> maestro::store::RunSummary {
+    let id = run_id(500 + n);
+    let started_ms = NOW - (n as u64) * 3_600_000;
+    maestro::store::RunSummary {
+        id,
+        short_id: id.to_string().replace('-', "")[..8].to_owned(),
+        parent: None,
+        query: query.to_owned(),
+        provider: "openai".to_owned(),
+        status,
+        started_ms,
+        finished_ms: Some(started_ms + 42_000),
+        elapsed_ms: Some(42_000),
+        usage: Usage {
+            tokens_in: 9_000 * n as u64,
+            tokens_out: 2_000,
+            estimated: false,
+        },
+        succeeded: 3,
+        failed: (n % 2) as u32,
+        total: 3 + (n % 2) as u32,
+    }
+}
