@@ -198,6 +198,7 @@ async fn a_run_started_with_picked_models_uses_them_and_the_next_run_does_not() 
             query: "Q".into(),
             plan: None,
             models,
+            follow_up: None,
         });
         id
     };

@@ -315,6 +315,7 @@ fn perform(
                 query: query.clone(),
                 plan: None,
                 models,
+                follow_up: None,
             };
             match store.saving.begin_pending(meta) {
                 // The run starts once its row is saved (or could not be), waited for off the

@@ -37,6 +37,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         focus_areas: Vec::new(),
         depends_on: deps.iter().map(|d| SubtaskId::new(*d)).collect(),
         priority: Priority::Medium,
+        reuse: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn expected_two_tasks() -> Plan {
                 focus_areas: vec!["CO2".to_owned(), "NOx".to_owned()],
                 depends_on: vec![],
                 priority: Priority::High,
+                reuse: None,
             },
             PlannedSubtask {
                 id: SubtaskId::new("task_2"),
@@ -81,6 +83,7 @@ fn expected_two_tasks() -> Plan {
                 focus_areas: vec![],
                 depends_on: vec![SubtaskId::new("task_1")],
                 priority: Priority::Low,
+                reuse: None,
             },
         ],
         synthesis_guidance: "lead with emissions".to_owned(),
