@@ -113,6 +113,7 @@ fn picks_go_with_the_next_run_and_c_or_the_configured_model_unpicks() {
         [Action::StartRun {
             query: "Next question".into(),
             models: wanted,
+            follow_up: None,
         }]
     );
 
