@@ -316,3 +316,32 @@ fn a_run_still_going_cannot_be_followed_up() {
     let toast = model.toast.as_ref().expect("a message");
     assert!(toast.text.contains("finished"), "{toast:?}");
 }
+
+#[test]
+fn a_parent_that_is_going_again_makes_the_question_one_of_its_own_and_says_so() {
+    let mut model = asking_a_follow_up((160, 48));
+    // The parent is re-run after `f`: its report is no longer settled.
+    send(
+        &mut model,
+        at(
+            run_id(1),
+            100,
+            EventKind::SubtaskStarted {
+                subtask: sid("costs"),
+                attempt: 2,
+                worker: "research".to_owned(),
+                model: "gpt-4o-mini".to_owned(),
+            },
+        ),
+    );
+    let actions = key(&mut model, KeyCode::Enter);
+    assert!(matches!(
+        actions.as_slice(),
+        [Action::StartRun {
+            follow_up: None,
+            ..
+        }]
+    ));
+    let toast = model.toast.as_ref().expect("a message");
+    assert!(toast.text.contains("of its own"), "{toast:?}");
+}

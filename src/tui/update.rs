@@ -429,12 +429,18 @@ fn submit(model: &mut Model, actions: &mut Vec<Action>) {
     // Focus the tree so r, e, x act at once; Tab (or /) comes back here for the next question.
     model.focus = Focus::Tree;
     // The context is the parent's report as it stands: plain data, built here without I/O.
-    let follow_up = model
-        .follow_up
-        .take()
+    let parent = model.follow_up.take();
+    let follow_up = parent
         .and_then(|parent| model.run(parent))
         .and_then(|view| view.report.follow_up())
         .map(Box::new);
+    if parent.is_some() && follow_up.is_none() {
+        // It was re-run since `f`: a run in progress has no settled report to build on.
+        model.toast(
+            "that run is going again; asked as a question of its own".into(),
+            ToastLevel::Warning,
+        );
+    }
     actions.push(Action::StartRun {
         query: text,
         models: model.models.picked.clone(),

@@ -616,3 +616,28 @@ fn the_schema_names_the_roles_and_bounds_the_list() {
         "string"
     );
 }
+
+#[test]
+fn reuse_is_read_leniently_and_left_out_when_absent() {
+    let plan = parse(
+        r#"{"subtasks": [
+            {"id": "a", "title": "A", "reuse": " task_3 "},
+            {"id": "b", "title": "B", "reuse": 2},
+            {"id": "c", "title": "C", "reuse": ""},
+            {"id": "d", "title": "D"}
+        ]}"#,
+    )
+    .plan;
+    let reuse: Vec<Option<&str>> = plan
+        .subtasks
+        .iter()
+        .map(|s| s.reuse.as_ref().map(SubtaskId::as_str))
+        .collect();
+    assert_eq!(reuse, [Some("task_3"), Some("2"), None, None]);
+    // Printed back, a subtask without it has no `reuse` key (plans stay as they were).
+    let json = serde_json::to_value(&plan).expect("serialisable");
+    assert_eq!(json["subtasks"][0]["reuse"], "task_3");
+    assert!(json["subtasks"][3].get("reuse").is_none());
+    let err = parse_err(r#"{"subtasks": [{"id": "a", "title": "A", "reuse": ["x"]}]}"#);
+    assert!(err.to_string().contains("subtasks[0].reuse"), "{err}");
+}
