@@ -206,6 +206,7 @@ fn subtask(id: String, depends_on: Vec<SubtaskId>) -> PlannedSubtask {
         focus_areas: vec!["evidence".to_owned(), "uncertainty".to_owned()],
         depends_on,
         priority: Priority::Medium,
+        reuse: None,
     }
 }
 

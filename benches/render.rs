@@ -140,6 +140,7 @@ fn big_model() -> (Model, RunId) {
                 vec![]
             },
             priority: Priority::Medium,
+            reuse: None,
         })
         .collect();
     let plan = Plan {

@@ -167,6 +167,10 @@ pub struct RunArgs {
     /// Run this plan (JSON, as `maestro plan` prints) instead of asking the planner
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+    /// Ask this as a follow-up to a saved run (its id, or a unique prefix): the planner and
+    /// the workers see that run's query and report, and the plan may reuse its results
+    #[arg(long, value_name = "ID")]
+    pub follow_up: Option<String>,
     /// No progress on stderr
     #[arg(long, short)]
     pub quiet: bool,

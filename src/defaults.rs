@@ -54,3 +54,10 @@ pub const OPENAI_MODEL: &str = "gpt-4o-mini";
 pub const ANTHROPIC_URL: &str = "https://api.anthropic.com";
 pub const ANTHROPIC_KEY_ENV: &str = "ANTHROPIC_API_KEY";
 pub const ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
+
+/// The most characters of an earlier run's report that a follow-up's planner and workers see;
+/// a longer report is cut, with a notice.
+pub const FOLLOW_UP_REPORT_CHARS: usize = 8_000;
+/// The most characters of each earlier subtask's result shown to a follow-up's planner, so it
+/// can judge what to reuse (a reused result is passed on whole).
+pub const FOLLOW_UP_EXCERPT_CHARS: usize = 600;

@@ -26,7 +26,8 @@ use crate::engine::executor::{Engine, EngineHandle};
 use crate::history::{self, Saving};
 use crate::llm::Provider;
 use crate::protocol::{
-    Command, Event, EventKind, ModelOverrides, Plan, RunCommand, RunId, RunStatus, SubtaskStatus,
+    Command, Event, EventKind, FollowUp, ModelOverrides, Plan, RunCommand, RunId, RunStatus,
+    SubtaskStatus,
 };
 use crate::report::RunReport;
 use crate::sanitize::sanitize_line;
@@ -226,12 +227,15 @@ impl Signals {
 }
 
 /// `maestro run`. Returns the exit code. The run is saved as it happens unless saving is off
-/// or the database cannot be opened (then a one-line warning, and the run goes on).
+/// or the database cannot be opened (then a one-line warning, and the run goes on). With
+/// `follow_up` (`--follow-up ID`) it builds on that earlier run and records it as its parent.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
     provider: Arc<dyn Provider>,
     query: String,
     plan: Option<Plan>,
+    follow_up: Option<FollowUp>,
     events_file: Option<EventsFile>,
     args: &RunArgs,
     engine_args: &EngineArgs,
@@ -239,8 +243,9 @@ pub async fn run(
     let signals = Signals::install();
     let mut saving = open_saving(&config);
     let id = RunId::new();
+    let parent = follow_up.as_ref().map(|f| f.parent);
     // The run's row is written before the engine can make its first call.
-    if let Some(why) = saving.begin(history::run_meta(id, &query, &config, engine_args, None)) {
+    if let Some(why) = saving.begin(history::run_meta(id, &query, &config, engine_args, parent)) {
         say(&format!(
             "maestro: warning: this run is not saved: {}",
             sanitize_line(&why)
@@ -253,10 +258,12 @@ pub async fn run(
         query,
         plan,
         models: ModelOverrides::default(),
+        follow_up: follow_up.map(Box::new),
     });
     let output = Output {
         format: args.format,
         quiet: args.quiet,
+        parent,
     };
     drive(
         engine,
@@ -309,11 +316,13 @@ pub async fn resume(
             query: saved.summary.query.clone(),
             plan: None,
             models: ModelOverrides::default(),
+            follow_up: None,
         }),
     }
     let output = Output {
         format: args.format,
         quiet: args.quiet,
+        parent: saved.summary.parent,
     };
     drive(
         engine,
@@ -343,6 +352,8 @@ fn open_saving(config: &Config) -> Saving {
 struct Output {
     format: Format,
     quiet: bool,
+    /// The run this one follows up on, for the report.
+    parent: Option<RunId>,
 }
 
 /// Follow one run to its end: progress, events file, store, signals, then the report.
@@ -364,6 +375,7 @@ async fn drive(
         describe,
     );
     let mut report = RunReport::default();
+    report.parent = args.parent;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;

@@ -356,6 +356,36 @@ pub fn run_meta(
 
 // ---- reading back ---------------------------------------------------------------------------
 
+/// A saved run as the context of a follow-up to it: its query, its last report and its
+/// subtasks' results.
+pub fn follow_up_of(saved: &store::SavedRun) -> crate::protocol::FollowUp {
+    let mut follow_up = report_of(saved)
+        .follow_up()
+        .unwrap_or_else(|| crate::protocol::FollowUp {
+            parent: saved.summary.id,
+            query: saved.summary.query.clone(),
+            report: String::new(),
+            results: Vec::new(),
+        });
+    // A run still going in another process has no status in its report; its id stands.
+    follow_up.parent = saved.summary.id;
+    follow_up
+}
+
+/// The short ids of the parents among `runs` (a parent may be outside a filtered list).
+fn parent_shorts(
+    db: &Store,
+    runs: &[store::RunSummary],
+) -> Result<HashMap<RunId, String>, Failure> {
+    if runs.iter().all(|r| r.parent.is_none()) {
+        return Ok(Default::default());
+    }
+    let all = db
+        .list_runs(&RunFilter::default())
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(all.into_iter().map(|r| (r.id, r.short_id)).collect())
+}
+
 /// The plan as the engine's type (the saved plan has the same JSON shape).
 fn engine_plan(plan: &store::SavedPlan) -> Option<Plan> {
     serde_json::to_value(plan)
@@ -391,6 +421,7 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
     };
     let started = saved.summary.started_ms;
     let mut report = RunReport::default();
+    report.parent = saved.summary.parent;
     report.apply(&event(
         started,
         EventKind::RunStarted {
@@ -692,8 +723,17 @@ pub fn history(
     };
     let db = open_store(store)?;
     let runs = db.list_runs(&filter).map_err(|e| failed(e.to_string()))?;
+    let shorts = parent_shorts(&db, &runs)?;
+    let parent_of = |r: &store::RunSummary| r.parent.and_then(|p| shorts.get(&p).cloned());
     if args.json {
-        return write_out(out, &json_bytes(&runs));
+        // `parent` is the parent's short id, like the ids people read in the table.
+        let mut list = serde_json::to_value(&runs).unwrap_or_default();
+        if let Some(entries) = list.as_array_mut() {
+            for (entry, run) in entries.iter_mut().zip(&runs) {
+                entry["parent"] = parent_of(run).into();
+            }
+        }
+        return write_out(out, &json_bytes(&list));
     }
     let now = now_ms();
     let mut text = String::new();
@@ -704,14 +744,15 @@ pub fn history(
         .unwrap_or(8)
         .max(2);
     text.push_str(&format!(
-        "{:<id_w$}  {:<8}  {:<11}  {:>8}  {:>6}  {:>7}  QUERY\n",
-        "ID", "WHEN", "STATUS", "OK/FAIL/N", "TOKENS", "TIME"
+        "{:<id_w$}  {:<id_w$}  {:<8}  {:<11}  {:>8}  {:>6}  {:>7}  QUERY\n",
+        "ID", "PARENT", "WHEN", "STATUS", "OK/FAIL/N", "TOKENS", "TIME"
     ));
     for r in &runs {
         let counts = format!("{}/{}/{}", r.succeeded, r.failed, r.total);
         text.push_str(&format!(
-            "{:<id_w$}  {:<8}  {:<11}  {:>9}  {:>6}  {:>7}  {}\n",
+            "{:<id_w$}  {:<id_w$}  {:<8}  {:<11}  {:>9}  {:>6}  {:>7}  {}\n",
             r.short_id,
+            parent_of(r).unwrap_or_else(|| "–".into()),
             age(now.saturating_sub(r.started_ms)),
             r.status.word(),
             counts,
@@ -736,8 +777,16 @@ pub fn show(
     let db = open_store(store)?;
     let saved = resolve(&db, id)?;
     let report = report_of(&saved);
+    let parent = parent_shorts(&db, std::slice::from_ref(&saved.summary))?;
+    let parent = saved.summary.parent.and_then(|p| parent.get(&p).cloned());
     match format {
-        Format::Markdown => write_out(out, report.to_markdown().as_bytes()),
+        Format::Markdown => {
+            let mut text = report.to_markdown();
+            if let Some(parent) = &parent {
+                text.insert_str(0, &format!("> Follow-up to run `{parent}`.\n\n"));
+            }
+            write_out(out, text.as_bytes())
+        }
         Format::Json => write_out(out, &json_bytes(&show_json(&saved, &report))),
     }
 }

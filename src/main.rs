@@ -81,12 +81,31 @@ async fn dispatch(cli: Cli) -> i32 {
                 Some(Ok(plan)) => Some(plan),
                 Some(Err(e)) => return usage_error(e),
             };
+            let follow_up = match args
+                .follow_up
+                .as_deref()
+                .map(|id| follow_up_of(&cli.engine, id))
+            {
+                None => None,
+                Some(Ok(follow_up)) => Some(follow_up),
+                Some(Err(code)) => return code,
+            };
             let events = match args.events.as_deref().map(headless::EventsFile::create) {
                 None => None,
                 Some(Ok(file)) => Some(file),
                 Some(Err(e)) => return usage_error(e),
             };
-            headless::run(config, provider, query, plan, events, &args, &cli.engine).await
+            headless::run(
+                config,
+                provider,
+                query,
+                plan,
+                follow_up,
+                events,
+                &args,
+                &cli.engine,
+            )
+            .await
         }
         Some(CommandLine::Plan(args)) => {
             let query = match headless::read_query(&args.query) {
@@ -214,6 +233,32 @@ async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
             exit::FAILED
         }
     }
+}
+
+/// The saved run `id` as a follow-up's context, or the exit code when it cannot be read: an id
+/// that names no run (or several) is a usage error.
+fn follow_up_of(
+    engine: &maestro::cli::EngineArgs,
+    id: &str,
+) -> Result<maestro::protocol::FollowUp, i32> {
+    use maestro::history;
+    let store = StoreConfig::resolve(engine).map_err(|e| {
+        say(&format!("maestro: {e}"));
+        exit::USAGE
+    })?;
+    let saved = history::open_store(&store)
+        .and_then(|db| history::resolve(&db, id))
+        .map_err(|failure| {
+            say(&format!(
+                "maestro: --follow-up: {}",
+                sanitize_line(&failure.message)
+            ));
+            match failure.kind {
+                history::FailureKind::Usage => exit::USAGE,
+                history::FailureKind::Store | history::FailureKind::Output => exit::FAILED,
+            }
+        })?;
+    Ok(history::follow_up_of(&saved))
 }
 
 fn usage_error(e: anyhow::Error) -> i32 {

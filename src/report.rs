@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::display::{duration, tokens};
 use crate::protocol::{
-    Event, EventKind, Plan, PlannedSubtask, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage,
+    EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask, RunId, RunStatus, SubtaskId,
+    SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
 
@@ -34,6 +35,10 @@ pub struct SubtaskReport {
     /// The result stopped at the token limit (`cut off at the token limit`).
     pub cut_off: bool,
     pub error: Option<String>,
+    /// In a follow-up run: the earlier run's subtask whose result this one took without a
+    /// call. Cleared when it is run after all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused: Option<SubtaskId>,
     /// Text of the attempt in flight (or the partial text of a failed one).
     #[serde(skip)]
     pub output: String,
@@ -125,6 +130,7 @@ impl SubtaskReport {
             result: None,
             cut_off: false,
             error: None,
+            reused: p.reuse.clone(),
             output: String::new(),
             drafted: false,
             waiting_on: p.depends_on.clone(),
@@ -150,6 +156,9 @@ impl SubtaskReport {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunReport {
     pub id: Option<RunId>,
+    /// The earlier run this one follows up on. No event carries it: whoever starts or loads
+    /// the run sets it.
+    pub parent: Option<RunId>,
     pub query: String,
     pub started_ts: Option<u64>,
     pub planning_model: Option<String>,
@@ -180,6 +189,30 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// What a follow-up to this run is given: its query, its report and its subtasks'
+    /// results. `None` before the run has an id or while it is still going.
+    pub fn follow_up(&self) -> Option<FollowUp> {
+        let parent = self.id?;
+        self.status?;
+        Some(FollowUp {
+            parent,
+            query: self.query.clone(),
+            report: self.synthesis.clone(),
+            results: self
+                .subtasks
+                .iter()
+                .filter(|s| s.status == SubtaskStatus::Succeeded)
+                .filter_map(|s| {
+                    Some(EarlierResult {
+                        id: s.id.clone(),
+                        title: s.title.clone(),
+                        text: s.result.clone()?,
+                    })
+                })
+                .collect(),
+        })
+    }
+
     pub fn subtask(&self, id: &SubtaskId) -> Option<&SubtaskReport> {
         self.subtasks.iter().find(|s| &s.id == id)
     }
@@ -305,6 +338,7 @@ impl RunReport {
                     s.model = Some(model.clone());
                     s.output.clear();
                     s.error = None;
+                    s.reused = None;
                     s.retry = None;
                     s.waiting_on.clear();
                     s.started_ts = Some(event.ts_ms);
@@ -551,9 +585,14 @@ impl RunReport {
     }
 }
 
-/// A subtask's status in the report's table, with the mark of a result that was cut off.
+/// A subtask's status in the report's table, with the mark of a result that was cut off or
+/// reused from the earlier run.
 fn status_cell(s: &SubtaskReport) -> String {
-    if s.status == SubtaskStatus::Succeeded && s.cut_off {
+    if s.status == SubtaskStatus::Succeeded
+        && let Some(earlier) = &s.reused
+    {
+        format!("{} (reused `{}`)", s.status.word(), cell(earlier.as_str()))
+    } else if s.status == SubtaskStatus::Succeeded && s.cut_off {
         format!("{} ({})", s.status.word(), crate::display::CUT_OFF)
     } else {
         s.status.word().to_owned()
@@ -564,6 +603,9 @@ fn status_cell(s: &SubtaskReport) -> String {
 #[derive(Debug, Serialize)]
 pub struct JsonReport<'a> {
     pub run_id: Option<RunId>,
+    /// The run this one follows up on (`--follow-up`); absent for a run of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<RunId>,
     pub query: &'a str,
     pub status: Option<RunStatus>,
     pub error: Option<&'a str>,
@@ -580,6 +622,7 @@ impl RunReport {
     pub fn to_json(&self) -> JsonReport<'_> {
         JsonReport {
             run_id: self.id,
+            parent: self.parent,
             query: &self.query,
             status: self.status,
             error: self.error.as_deref(),
@@ -716,6 +759,7 @@ mod tests {
                 focus_areas: vec![],
                 depends_on: vec![],
                 priority: Priority::Medium,
+                reuse: None,
             }],
             synthesis_guidance: String::new(),
         };

@@ -34,7 +34,17 @@ fn ask(model: &mut Model, text: &str) -> RunId {
         other => panic!("Enter sent {other:?}"),
     };
     let id = run_id(100 + model.runs.len() as u128);
-    assert!(update(model, Msg::RunStarting { id, query }).is_empty());
+    assert!(
+        update(
+            model,
+            Msg::RunStarting {
+                id,
+                query,
+                parent: None,
+            },
+        )
+        .is_empty()
+    );
     id
 }
 
@@ -121,6 +131,7 @@ fn typing_a_query_and_enter_starts_a_run_clears_the_box_and_focuses_the_tree() {
         Msg::RunStarting {
             id,
             query: query.clone(),
+            parent: None,
         },
     );
     assert!(more.is_empty(), "{more:?}");

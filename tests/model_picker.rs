@@ -113,6 +113,7 @@ fn picks_go_with_the_next_run_and_c_or_the_configured_model_unpicks() {
         [Action::StartRun {
             query: "Next question".into(),
             models: wanted,
+            follow_up: None,
         }]
     );
 
@@ -198,6 +199,7 @@ async fn a_run_started_with_picked_models_uses_them_and_the_next_run_does_not() 
             query: "Q".into(),
             plan: None,
             models,
+            follow_up: None,
         });
         id
     };

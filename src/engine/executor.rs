@@ -69,6 +69,7 @@ impl EngineHandle {
             query: query.into(),
             plan,
             models: ModelOverrides::default(),
+            follow_up: None,
         });
         id
     }
@@ -186,12 +187,13 @@ impl Executor {
                 query,
                 plan,
                 models,
+                follow_up,
             } => {
                 let settings = with_models(self.settings_for(id), &models);
                 self.runs.insert(
                     id,
                     Slot {
-                        run: Run::new(query, settings, plan),
+                        run: Run::new(query, settings, plan).following(follow_up.map(|f| *f)),
                         created: Instant::now(),
                         finished: None,
                     },

@@ -18,6 +18,8 @@ use crate::protocol::CallRole;
 const PLANNER_PROMPT: &str = include_str!("../../assets/prompts/planner.md");
 /// The synthesiser's system prompt, used as is.
 const SYNTHESIS_PROMPT: &str = include_str!("../../assets/prompts/synthesis.md");
+/// What a follow-up's planner is told about planning on top of an earlier run.
+const FOLLOW_UP_PROMPT: &str = include_str!("../../assets/prompts/follow_up.md");
 
 /// Model and limits for one kind of call.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +163,92 @@ pub fn bound_result(result: &str, max: Option<usize>) -> std::borrow::Cow<'_, st
             )
             .into()
         }
+    }
+}
+
+/// `text` cut to at most `max` characters (on a character boundary), with a line that says how
+/// much of `what` was left out, and whether it was cut.
+pub fn cut_text<'a>(text: &'a str, max: usize, what: &str) -> (std::borrow::Cow<'a, str>, bool) {
+    match text.char_indices().nth(max) {
+        None => (text.into(), false),
+        Some((cut, _)) => {
+            let left_out = text[cut..].chars().count();
+            let text = format!(
+                "{}\n\n[… {left_out} more characters of {what} left out]",
+                &text[..cut]
+            );
+            (text.into(), true)
+        }
+    }
+}
+
+/// The earlier run a follow-up builds on, as its prompts quote it (already cut by the engine).
+#[derive(Debug, Clone, Copy)]
+pub struct Earlier<'a> {
+    pub query: &'a str,
+    /// Its report; empty when it has none.
+    pub report: &'a str,
+    /// Its subtasks with a result, for the planner: id, title and an excerpt of the result.
+    pub subtasks: &'a [EarlierSubtask<'a>],
+}
+
+/// One earlier subtask as a follow-up's planner sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct EarlierSubtask<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub excerpt: &'a str,
+}
+
+/// Put the earlier run before a follow-up planner's query: its question, its report, and its
+/// subtasks with an excerpt of each result, with how to reuse them. The system prompt is left
+/// alone so a plan's format is described in one place.
+pub fn planner_follow_up(request: &mut ChatRequest, earlier: &Earlier<'_>) {
+    let mut context = earlier_context(earlier);
+    if !earlier.subtasks.is_empty() {
+        let _ = writeln!(context, "\n# The earlier run's subtasks\n");
+        for subtask in earlier.subtasks {
+            let _ = writeln!(
+                context,
+                "## `{}`: {}\n",
+                one_line(subtask.id),
+                one_line(subtask.title)
+            );
+            push_tagged(&mut context, "excerpt", subtask.excerpt);
+            context.push('\n');
+        }
+    }
+    let _ = writeln!(context, "\n{}", FOLLOW_UP_PROMPT.trim());
+    prepend_context(request, &context, "# The follow-up query");
+}
+
+/// Put the earlier run's question and report before a follow-up worker's instructions.
+pub fn worker_follow_up(request: &mut ChatRequest, earlier: &Earlier<'_>) {
+    let mut context = earlier_context(earlier);
+    let _ = writeln!(
+        context,
+        "\nThe query below follows up on that analysis: build on it, do not repeat it."
+    );
+    prepend_context(request, &context, "# Your task");
+}
+
+fn earlier_context(earlier: &Earlier<'_>) -> String {
+    let mut context = String::new();
+    let _ = writeln!(context, "# An earlier analysis\n\nIts query:\n");
+    push_tagged(&mut context, "earlier_query", earlier.query);
+    if earlier.report.trim().is_empty() {
+        let _ = writeln!(context, "\nIt wrote no report.");
+    } else {
+        let _ = writeln!(context, "\nIts report:\n");
+        push_tagged(&mut context, "earlier_report", earlier.report);
+    }
+    context
+}
+
+/// `context`, then `heading`, then the request's first user message.
+fn prepend_context(request: &mut ChatRequest, context: &str, heading: &str) {
+    if let Some(first) = request.messages.first_mut() {
+        first.content = format!("{}\n\n{heading}\n\n{}", context.trim_end(), first.content);
     }
 }
 
@@ -318,6 +406,7 @@ mod tests {
             focus_areas: vec![],
             depends_on: vec![],
             priority: Priority::Medium,
+            reuse: None,
         }
     }
 

@@ -14,14 +14,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::defaults::{FOLLOW_UP_EXCERPT_CHARS, FOLLOW_UP_REPORT_CHARS};
 use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CallError, ChatRequest, Completion};
 use crate::protocol::{
-    CommandName, EventKind, Refusal, RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus,
-    Usage,
+    CommandName, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus, SavedRun,
+    SubtaskId, SubtaskStatus, Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -178,6 +179,8 @@ pub struct Run {
     synthesis_text: Option<String>,
     usage: Usage,
     rng: u64,
+    /// The earlier run this one follows up on (see [`Run::following`]).
+    follow_up: Option<FollowUp>,
 }
 
 impl Run {
@@ -200,7 +203,17 @@ impl Run {
             synthesis_text: None,
             usage: Usage::default(),
             rng,
+            follow_up: None,
         }
+    }
+
+    /// The run follows up on an earlier one: its planner and workers see the earlier query
+    /// and report (the report cut to `defaults::FOLLOW_UP_REPORT_CHARS`, with a notice), the
+    /// planner also the earlier subtasks with an excerpt of each result, and a plan subtask
+    /// that names one of them in `reuse` takes its result without a call.
+    pub fn following(mut self, follow_up: Option<FollowUp>) -> Self {
+        self.follow_up = follow_up;
+        self
     }
 
     /// A run rebuilt from what was saved, to go on where it stopped. On `Input::Start` it checks
@@ -252,6 +265,17 @@ impl Run {
         if let Some(saved) = self.saved.take() {
             self.resume(saved, now, out);
             return;
+        }
+        if let Some(follow_up) = &self.follow_up {
+            let chars = follow_up.report.chars().count();
+            if chars > FOLLOW_UP_REPORT_CHARS {
+                out.push(Effect::Emit(EventKind::Notice {
+                    message: format!(
+                        "the earlier run's report has {chars} characters; this follow-up's \
+                         prompts quote the first {FOLLOW_UP_REPORT_CHARS}"
+                    ),
+                }));
+            }
         }
         match self.given_plan.take() {
             Some(given) => match plan::check_plan(given, &self.settings.plan_rules()) {
@@ -345,12 +369,25 @@ impl Run {
                 .as_ref()
                 .map(|(answer, error)| (answer.as_str(), error.as_str())),
         );
+        if let Some(follow_up) = &self.follow_up {
+            with_earlier(follow_up, true, |earlier| {
+                prompt::planner_follow_up(&mut request, earlier);
+            });
+        }
         if self.settings.structured != Structured::Off {
+            let mut schema = plan::plan_schema(&self.settings.plan_rules());
+            if self.follow_up.is_some()
+                && let Some(fields) = schema
+                    .pointer_mut("/properties/subtasks/items/properties")
+                    .and_then(|v| v.as_object_mut())
+            {
+                fields.insert("reuse".into(), serde_json::json!({ "type": "string" }));
+            }
             request.structured = Some(StructuredOutput {
                 name: "plan".into(),
                 description: "Submit the plan: the subtasks, their worker roles and dependencies."
                     .into(),
-                schema: plan::plan_schema(&self.settings.plan_rules()),
+                schema,
                 mode: self.settings.structured,
             });
         }
@@ -431,14 +468,69 @@ impl Run {
         }
     }
 
-    fn accept_plan(&mut self, checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
+    fn accept_plan(&mut self, mut checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
+        self.check_reuse(&mut checked, out);
         self.install_plan(checked, out);
         if self.settings.stop_after_plan {
             self.finish(RunStatus::Succeeded, None, now, out);
             return;
         }
         self.phase = Phase::Working;
+        self.take_reused(out);
         self.pump(now, out);
+    }
+
+    /// A subtask may only reuse a result the earlier run has; any other `reuse` is dropped
+    /// with a notice, and the subtask runs.
+    fn check_reuse(&self, checked: &mut CheckedPlan, out: &mut Vec<Effect>) {
+        for spec in &mut checked.plan.subtasks {
+            let Some(wanted) = &spec.reuse else { continue };
+            let known = self
+                .follow_up
+                .as_ref()
+                .is_some_and(|f| f.results.iter().any(|r| &r.id == wanted));
+            if !known {
+                let message = match self.follow_up {
+                    Some(_) => format!(
+                        "subtask `{}` would reuse `{wanted}`, which the earlier run has no \
+                         result for; it runs instead",
+                        spec.id
+                    ),
+                    None => format!(
+                        "subtask `{}` would reuse `{wanted}`, but this run follows up on no \
+                         earlier run; it runs instead",
+                        spec.id
+                    ),
+                };
+                out.push(Effect::Emit(EventKind::Notice { message }));
+                spec.reuse = None;
+            }
+        }
+    }
+
+    /// Subtasks that reuse an earlier result succeed at once with it, without a call.
+    fn take_reused(&mut self, out: &mut Vec<Effect>) {
+        let Some(follow_up) = &self.follow_up else {
+            return;
+        };
+        for task in &mut self.tasks {
+            let Some(wanted) = &task.spec.reuse else {
+                continue;
+            };
+            let Some(earlier) = follow_up.results.iter().find(|r| &r.id == wanted) else {
+                continue;
+            };
+            task.status = SubtaskStatus::Succeeded;
+            task.result = Some(earlier.text.clone());
+            out.push(Effect::Emit(EventKind::SubtaskSucceeded {
+                subtask: task.spec.id.clone(),
+                attempt: task.attempt,
+                elapsed_ms: 0,
+                usage: Usage::default(),
+                result: earlier.text.clone(),
+                cut_off: false,
+            }));
+        }
     }
 
     /// Take the plan: its warnings become notices, its subtasks pending tasks.
@@ -617,7 +709,13 @@ impl Run {
             .collect();
         let deps: Vec<(&PlannedSubtask, &str)> =
             bounded.iter().map(|(s, r)| (*s, r.as_ref())).collect();
-        let request = prompt::worker_request(&self.query, &self.tasks[i].spec, &role, &deps, &spec);
+        let mut request =
+            prompt::worker_request(&self.query, &self.tasks[i].spec, &role, &deps, &spec);
+        if let Some(follow_up) = &self.follow_up {
+            with_earlier(follow_up, false, |earlier| {
+                prompt::worker_follow_up(&mut request, earlier);
+            });
+        }
         let task = &mut self.tasks[i];
         task.attempt += 1;
         task.status = SubtaskStatus::Running;
@@ -1389,6 +1487,42 @@ pub const REJECTED_ANSWER_MAX_BYTES: usize = 4096;
 
 /// A planner answer as `PlanRejected` carries it: sanitised (it is shown in terminals) and cut
 /// to [`REJECTED_ANSWER_MAX_BYTES`] on a character boundary.
+/// The earlier run as prompts quote it: the report cut to `FOLLOW_UP_REPORT_CHARS`; with
+/// `subtasks`, each result as an excerpt of `FOLLOW_UP_EXCERPT_CHARS`.
+fn with_earlier(follow_up: &FollowUp, subtasks: bool, f: impl FnOnce(&prompt::Earlier<'_>)) {
+    let (report, _) = prompt::cut_text(
+        &follow_up.report,
+        FOLLOW_UP_REPORT_CHARS,
+        "the earlier report",
+    );
+    let excerpts: Vec<(&EarlierResult, std::borrow::Cow<'_, str>)> = if subtasks {
+        follow_up
+            .results
+            .iter()
+            .map(|r| {
+                let (excerpt, _) =
+                    prompt::cut_text(&r.text, FOLLOW_UP_EXCERPT_CHARS, "this result");
+                (r, excerpt)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let listed: Vec<prompt::EarlierSubtask<'_>> = excerpts
+        .iter()
+        .map(|(r, excerpt)| prompt::EarlierSubtask {
+            id: r.id.as_str(),
+            title: &r.title,
+            excerpt,
+        })
+        .collect();
+    f(&prompt::Earlier {
+        query: &follow_up.query,
+        report: &report,
+        subtasks: &listed,
+    });
+}
+
 fn bounded_answer(text: &str) -> String {
     let clean = crate::sanitize::sanitize(text);
     if clean.len() <= REJECTED_ANSWER_MAX_BYTES {

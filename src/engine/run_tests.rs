@@ -40,6 +40,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         focus_areas: vec![],
         depends_on: deps.iter().map(|d| SubtaskId::from(*d)).collect(),
         priority: Priority::Medium,
+        reuse: None,
     }
 }
 
@@ -1587,4 +1588,161 @@ fn planner_text_streams_as_events_and_complete_subtasks_are_drafted_once_each() 
         text: "x".into(),
     });
     assert!(s.effects.is_empty());
+}
+
+// ---- follow-ups ---------------------------------------------------------------------------
+
+fn earlier(report: &str) -> FollowUp {
+    FollowUp {
+        parent: crate::protocol::RunId(uuid::Uuid::nil()),
+        query: "the earlier query".into(),
+        report: report.into(),
+        results: vec![
+            EarlierResult {
+                id: "costs".into(),
+                title: "Costs of the rollout".into(),
+                text: "EARLIER COSTS RESULT".into(),
+            },
+            EarlierResult {
+                id: "pricing".into(),
+                title: "Pricing".into(),
+                text: format!("EARLIER PRICING {}", "p".repeat(5_000)),
+            },
+        ],
+    }
+}
+
+fn follow_up_story(report: &str) -> Story {
+    let mut s = Story {
+        run: Run::new("go deeper on pricing", settings(), None).following(Some(earlier(report))),
+        now: 0,
+        effects: vec![],
+        all_events: vec![],
+    };
+    s.feed(Input::Start);
+    s
+}
+
+fn notices(s: &Story) -> Vec<String> {
+    s.all_events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::Notice { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_follow_up_planner_sees_the_earlier_query_report_and_subtasks() {
+    let s = follow_up_story("The earlier REPORT text.");
+    let request = s.request_for(&CallTarget::Planner).expect("a planner call");
+    let user = &request.messages[0].content;
+    assert!(user.contains("<earlier_query>\nthe earlier query\n</earlier_query>"));
+    assert!(user.contains("The earlier REPORT text."));
+    assert!(user.contains("`costs`: Costs of the rollout"));
+    assert!(user.contains("EARLIER COSTS RESULT"));
+    assert!(
+        user.contains("\"reuse\""),
+        "the planner is told how to reuse"
+    );
+    assert!(user.ends_with("go deeper on pricing"), "{user}");
+    // Excerpts are bounded: a long earlier result is cut for the planner.
+    assert!(!user.contains(&"p".repeat(FOLLOW_UP_EXCERPT_CHARS + 1)));
+    assert!(user.contains("more characters of this result left out"));
+    // A structured plan may carry the field.
+    let schema = &request.structured.as_ref().expect("structured").schema;
+    assert!(
+        schema
+            .pointer("/properties/subtasks/items/properties/reuse")
+            .is_some()
+    );
+    assert!(notices(&s).is_empty(), "a short report is not cut");
+}
+
+#[test]
+fn a_long_earlier_report_is_cut_with_a_notice() {
+    let long = format!("{}TAIL-OF-REPORT", "r".repeat(FOLLOW_UP_REPORT_CHARS));
+    let s = follow_up_story(&long);
+    let user = &s
+        .request_for(&CallTarget::Planner)
+        .expect("planner")
+        .messages[0]
+        .content;
+    assert!(user.contains(&"r".repeat(FOLLOW_UP_REPORT_CHARS)));
+    assert!(!user.contains("TAIL-OF-REPORT"));
+    assert!(user.contains("more characters of the earlier report left out"));
+    let notices = notices(&s);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains(&FOLLOW_UP_REPORT_CHARS.to_string()));
+}
+
+#[test]
+fn a_reused_subtask_makes_no_call_and_its_dependents_get_its_result() {
+    let mut s = follow_up_story("Earlier report.");
+    s.feed(Input::Reply {
+        call: planner_call(1),
+        result: ok(r#"{"subtasks": [
+            {"id": "base", "title": "Costs", "description": "as before", "reuse": "costs"},
+            {"id": "deeper", "title": "Pricing risks", "description": "go deeper",
+             "depends_on": ["base"]}
+        ]}"#),
+    });
+    assert_eq!(s.started(), ["deeper"], "the reused subtask is not called");
+    assert_eq!(s.status("base"), SubtaskStatus::Succeeded);
+    let reused = s.events().into_iter().find_map(|e| match e {
+        EventKind::SubtaskSucceeded {
+            subtask, result, ..
+        } if subtask.as_str() == "base" => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(reused.as_deref(), Some("EARLIER COSTS RESULT"));
+    let plan_reuse = s.all_events.iter().find_map(|e| match e {
+        EventKind::PlanReady { plan } => Some(plan.subtasks[0].reuse.clone()),
+        _ => None,
+    });
+    assert_eq!(plan_reuse, Some(Some(SubtaskId::from("costs"))));
+    let worker = s
+        .request_for(&CallTarget::Subtask("deeper".into()))
+        .expect("the dependent is called");
+    let user = &worker.messages[0].content;
+    assert!(user.contains("<result>\nEARLIER COSTS RESULT\n</result>"));
+    assert!(
+        user.contains("Earlier report."),
+        "workers see the earlier report"
+    );
+    assert!(user.contains("the earlier query"));
+
+    s.reply("deeper", ok("deeper finding"));
+    let synthesis = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("a synthesis call");
+    let user = &synthesis.messages[0].content;
+    assert!(user.contains("EARLIER COSTS RESULT"));
+    assert!(user.contains("deeper finding"));
+    s.synth_reply(ok("report"));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+#[test]
+fn reuse_of_an_unknown_earlier_subtask_runs_it_with_a_notice() {
+    let mut s = follow_up_story("Earlier report.");
+    s.feed(Input::Reply {
+        call: planner_call(1),
+        result: ok(
+            r#"{"subtasks": [{"id": "a", "title": "A", "description": "x", "reuse": "nope"}]}"#,
+        ),
+    });
+    assert_eq!(s.started(), ["a"]);
+    assert!(notices(&s).iter().any(|n| n.contains("`nope`")));
+    // Without a follow-up, `reuse` means nothing either.
+    let mut given = task("b", &[]);
+    given.reuse = Some("costs".into());
+    let s = Story::planned(vec![given]);
+    assert_eq!(s.started(), ["b"]);
+    assert!(notices(&s).iter().any(|n| n.contains("follows up on no")));
+    let request = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("called");
+    assert!(!request.messages[0].content.contains("earlier"));
 }

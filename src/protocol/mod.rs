@@ -169,6 +169,8 @@ pub enum Command {
         plan: Option<Plan>,
         /// Models for this run instead of the configured ones (the dashboard's picker).
         models: ModelOverrides,
+        /// The earlier run this one follows up on, as context for its planner and workers.
+        follow_up: Option<Box<FollowUp>>,
     },
     /// Go on with a saved run under its old id (see `SavedRun`). Answered by `RunStarted`,
     /// `PlanReady`, `SubtaskSucceeded` for each saved result and `SynthesisFinished` for the
@@ -199,6 +201,27 @@ impl ModelOverrides {
     pub fn is_empty(&self) -> bool {
         self.planner.is_none() && self.worker.is_none() && self.synthesizer.is_none()
     }
+}
+
+/// A follow-up run's context: the earlier run's question, its report and its subtasks' results.
+/// The engine decides how much of each its prompts quote; a plan subtask may take one of
+/// `results` as its own (`PlannedSubtask::reuse`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub parent: RunId,
+    pub query: String,
+    /// The earlier run's last report; empty when it has none.
+    pub report: String,
+    /// Its subtasks that have a result, in plan order.
+    pub results: Vec<EarlierResult>,
+}
+
+/// One subtask result of the earlier run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlierResult {
+    pub id: SubtaskId,
+    pub title: String,
+    pub text: String,
 }
 
 /// Steering a run.

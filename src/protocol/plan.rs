@@ -31,6 +31,10 @@ pub struct PlannedSubtask {
     pub depends_on: Vec<SubtaskId>,
     #[serde(default)]
     pub priority: Priority,
+    /// In a follow-up run: the id of the earlier run's subtask whose result this subtask takes
+    /// as its own instead of calling a worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<SubtaskId>,
 }
 
 #[derive(

@@ -214,6 +214,9 @@ pub struct SavedPlannedSubtask {
     /// `high`, `medium` or `low`.
     #[serde(default = "medium")]
     pub priority: String,
+    /// The earlier run's subtask whose result a follow-up's subtask took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<SubtaskId>,
 }
 
 fn medium() -> String {
@@ -359,6 +362,11 @@ impl SavedRun {
                     focus_areas: s.focus_areas.clone(),
                     depends_on: s.depends_on.clone(),
                     priority: s.priority.clone(),
+                    reuse: p
+                        .subtasks
+                        .iter()
+                        .find(|planned| planned.id == s.id)
+                        .and_then(|planned| planned.reuse.clone()),
                 })
                 .collect(),
             synthesis_guidance: p.synthesis_guidance.clone(),

@@ -296,7 +296,12 @@ fn perform(
             }
             engine.send(command);
         }
-        Action::StartRun { query, models } => {
+        Action::StartRun {
+            query,
+            models,
+            follow_up,
+        } => {
+            let parent = follow_up.as_ref().map(|f| f.parent);
             // The id is made here, not in `update`, which stays free of clocks and randomness.
             let id = RunId::new();
             // The row names the models this run uses: those picked in the dashboard, if any.
@@ -311,6 +316,7 @@ fn perform(
                     .synthesizer
                     .clone()
                     .or(template.synthesizer_model.clone()),
+                parent,
                 ..template.clone()
             };
             let start = Command::StartRun {
@@ -318,6 +324,7 @@ fn perform(
                 query: query.clone(),
                 plan: None,
                 models,
+                follow_up,
             };
             match store.saving.begin_pending(meta) {
                 // The run starts once its row is saved (or could not be), waited for off the
@@ -333,7 +340,7 @@ fn perform(
                 }
                 None => engine.send(start),
             }
-            return Some(Msg::RunStarting { id, query });
+            return Some(Msg::RunStarting { id, query, parent });
         }
         Action::ListModels => {
             let provider = provider.clone();
@@ -420,6 +427,7 @@ fn perform(
                         query,
                         plan: None,
                         models: crate::protocol::ModelOverrides::default(),
+                        follow_up: None,
                     }),
                 }
                 if let Some(command) = then {

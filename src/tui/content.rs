@@ -75,6 +75,16 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
             },
             theme.warning(),
         ),
+        Span::styled(
+            match &s.reused {
+                Some(earlier) if s.status == SubtaskStatus::Succeeded => format!(
+                    " · reused `{}` of the earlier run, no call",
+                    sanitize_line(earlier.as_str())
+                ),
+                _ => String::new(),
+            },
+            theme.dim(),
+        ),
     ]);
     para(&mut out, status);
     para(

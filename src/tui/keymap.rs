@@ -75,6 +75,8 @@ pub enum KeyAction {
     WriteReport,
     /// Show or hide the model's reasoning in the detail pane.
     ToggleReasoning,
+    /// Ask the next question as a follow-up to the selected finished run, or not.
+    ToggleFollowUp,
     SelectUp,
     SelectDown,
     SelectPageUp,
@@ -297,6 +299,11 @@ pub const BINDINGS: &[Binding] = &[
     b(C::Query, &[(Chord::ctrl('u'), A::ClearQuery)], "clear"),
     b(
         C::Query,
+        &[(Chord::ctrl('f'), A::ToggleFollowUp)],
+        "ask as a follow-up to the selected run, or not",
+    ),
+    b(
+        C::Query,
         &[(Chord::key(K::Esc), A::ToTree)],
         "to the subtask tree",
     ),
@@ -370,6 +377,11 @@ pub const BINDINGS: &[Binding] = &[
         C::Panes,
         &[(Chord::ch('D'), A::ToggleDiff)],
         "what changed in the report since its previous version / back",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('f'), A::ToggleFollowUp)],
+        "ask a follow-up to the selected finished run",
     ),
     b(
         C::Tree,

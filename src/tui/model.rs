@@ -374,6 +374,8 @@ pub struct Model {
     pub saved_runs: SavedList,
     /// The synthesis pane shows what changed since the previous version of the report.
     pub show_diff: bool,
+    /// The next question is a follow-up to this (finished) run: the query pane says so.
+    pub follow_up: Option<RunId>,
 }
 
 impl Model {
@@ -402,6 +404,7 @@ impl Model {
             markdown: RefCell::new(MarkdownCache::default()),
             saved_runs: SavedList::NotAsked,
             show_diff: false,
+            follow_up: None,
         };
         model.reset_query();
         model
@@ -473,10 +476,56 @@ impl Model {
         self.any_active() || self.toast.is_some()
     }
 
+    /// The runs in tree order: each run in start order, its follow-ups right after it (and
+    /// theirs after them), with how many follow-up steps below a run of its own it is.
+    pub fn lineage(&self) -> Vec<(&RunView, usize)> {
+        let known = |parent: Option<RunId>| parent.is_some_and(|p| self.run(p).is_some());
+        let mut out = Vec::with_capacity(self.runs.len());
+        let mut placed = std::collections::HashSet::new();
+        // Depth-first from each run whose parent is not in the tree; a stack keeps start order.
+        for root in self.runs.iter().filter(|v| !known(v.report.parent)) {
+            let mut stack = vec![(root, 0usize)];
+            while let Some((view, depth)) = stack.pop() {
+                if !placed.insert(view.id()) {
+                    continue;
+                }
+                out.push((view, depth));
+                let children = self
+                    .runs
+                    .iter()
+                    .filter(|c| view.id().is_some() && c.report.parent == view.id());
+                stack.extend(children.rev().map(|c| (c, depth + 1)));
+            }
+        }
+        out
+    }
+
+    /// How many follow-up steps `view` is below a run of its own (0 for a run of its own).
+    pub fn depth(&self, view: &RunView) -> usize {
+        let mut depth = 0;
+        let mut parent = view.report.parent;
+        while let Some(p) = parent.and_then(|p| self.run(p)) {
+            depth += 1;
+            // A chain can be no longer than the runs there are (a guard against a loop).
+            if depth > self.runs.len() {
+                break;
+            }
+            parent = p.report.parent;
+        }
+        depth
+    }
+
+    /// The run started as `id` follows up on `parent`.
+    pub fn set_parent(&mut self, id: RunId, parent: Option<RunId>) {
+        if let Some(view) = self.run_mut(id) {
+            view.report.parent = parent;
+        }
+    }
+
     /// Visible rows of the tree, top to bottom: each run, and its subtasks when expanded.
     pub fn rows(&self) -> Vec<Node> {
         let mut rows = Vec::new();
-        for view in &self.runs {
+        for (view, _) in self.lineage() {
             let Some(id) = view.id() else { continue };
             rows.push(Node::Run(id));
             if view.expanded {
@@ -510,7 +559,12 @@ impl Model {
     pub fn visible_rows(&self, offset: usize, count: usize) -> Vec<Row<'_>> {
         let mut out = Vec::with_capacity(count);
         let mut index = 0usize;
-        for view in self.runs.iter().filter(|v| v.id().is_some()) {
+        for view in self
+            .lineage()
+            .into_iter()
+            .map(|(v, _)| v)
+            .filter(|v| v.id().is_some())
+        {
             if out.len() == count {
                 break;
             }

@@ -13,7 +13,7 @@ use ratatui::crossterm::event::{
 use ratatui_textarea::{CursorMove, TextArea};
 
 use crate::protocol::{
-    Command, Event, EventKind, ModelOverrides, RunCommand, RunId, RunStatus, SavedRun,
+    Command, Event, EventKind, FollowUp, ModelOverrides, RunCommand, RunId, RunStatus, SavedRun,
     SubtaskStatus,
 };
 use crate::report::RunReport;
@@ -42,6 +42,8 @@ pub enum Msg {
     RunStarting {
         id: RunId,
         query: String,
+        /// The run it follows up on, if it is a follow-up.
+        parent: Option<RunId>,
     },
     /// The provider's models (sorted), or why they could not be listed: the answer to
     /// `Action::ListModels`.
@@ -66,6 +68,8 @@ pub enum Action {
         query: String,
         /// The models picked in the dashboard (empty: the configured ones).
         models: ModelOverrides,
+        /// The earlier run it follows up on, from that run's report.
+        follow_up: Option<Box<FollowUp>>,
     },
     /// Ask the provider for its models; answer with `Msg::ModelsListed`.
     ListModels,
@@ -116,8 +120,9 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
         }
         Msg::Tick(now) => model.tick(now),
         Msg::Engine(event) => on_engine(model, &event, &mut actions),
-        Msg::RunStarting { id, query } => {
+        Msg::RunStarting { id, query, parent } => {
             model.add_run(id, &query);
+            model.set_parent(id, parent);
             keep_selection_visible(model);
         }
         Msg::ModelsListed(result) => models_listed(model, result),
@@ -319,6 +324,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::CopySynthesis => copy_synthesis(model, actions),
         KeyAction::WriteReport => write_report(model, actions),
         KeyAction::ToggleReasoning => model.show_reasoning = !model.show_reasoning,
+        KeyAction::ToggleFollowUp => toggle_follow_up(model),
         KeyAction::SelectUp => move_selection(model, -1),
         KeyAction::SelectDown => move_selection(model, 1),
         KeyAction::SelectPageUp => move_selection(model, -tree_page(model)),
@@ -733,10 +739,49 @@ fn submit(model: &mut Model, actions: &mut Vec<Action>) {
     model.reset_query();
     // Focus the tree so r, e, x act at once; Tab (or /) comes back here for the next question.
     model.focus = Focus::Tree;
+    // The context is the parent's report as it stands: plain data, built here without I/O.
+    let parent = model.follow_up.take();
+    let follow_up = parent
+        .and_then(|parent| model.run(parent))
+        .and_then(|view| view.report.follow_up())
+        .map(Box::new);
+    if parent.is_some() && follow_up.is_none() {
+        // It was re-run since `f`: a run in progress has no settled report to build on.
+        model.toast(
+            "that run is going again; asked as a question of its own".into(),
+            ToastLevel::Warning,
+        );
+    }
     actions.push(Action::StartRun {
         query: text,
         models: model.models.picked.clone(),
+        follow_up,
     });
+}
+
+/// Ask the next question as a follow-up to the current run (it must have finished), or, when
+/// already asking one, as a question of its own again.
+fn toggle_follow_up(model: &mut Model) {
+    if model.follow_up.take().is_some() {
+        model.toast(
+            "the next question is one of its own".into(),
+            ToastLevel::Info,
+        );
+        return;
+    }
+    let Some(view) = model.current_run() else {
+        model.toast("no run to follow up on yet".into(), ToastLevel::Info);
+        return;
+    };
+    if view.is_active() {
+        model.toast(
+            "a run can be followed up once it has finished".into(),
+            ToastLevel::Info,
+        );
+        return;
+    }
+    model.follow_up = view.id();
+    model.focus = Focus::Query;
 }
 
 /// Step through the session's earlier queries; past the newest, the draft comes back.

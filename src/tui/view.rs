@@ -86,7 +86,14 @@ fn title(text: &str) -> Span<'static> {
 
 fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
     let mut hint = Line::default();
-    if model.focus == Focus::Query {
+    let parent = model.follow_up.and_then(|id| model.run(id));
+    if model.focus == Focus::Query && parent.is_some() {
+        hint = Line::from(Span::styled(
+            " Enter ask · Ctrl+F a question of its own ",
+            model.theme.dim(),
+        ))
+        .alignment(Alignment::Right);
+    } else if model.focus == Focus::Query {
         hint = Line::from(Span::styled(
             " Enter ask · Alt+Enter newline · ↑ history · Ctrl+U clear ",
             model.theme.dim(),
@@ -96,7 +103,16 @@ fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
         hint = Line::from(Span::styled(" / to ask another ", model.theme.dim()))
             .alignment(Alignment::Right);
     }
-    let block = pane(model, Focus::Query, Line::from(title("Query"))).title(hint);
+    let heading = match parent {
+        // The parent's query, as much as fits beside the hint.
+        Some(view) => {
+            let room = (area.width as usize).saturating_sub(hint.width() + 24);
+            let query = truncate(&sanitize_line(&view.report.query), room.max(8));
+            title(&format!("Follow-up to #{} {query}", view.number))
+        }
+        None => title("Query"),
+    };
+    let block = pane(model, Focus::Query, Line::from(heading)).title(hint);
     let inner_area = block.inner(area);
     frame.render_widget(block, area);
     let mut query = model.query.clone();
@@ -170,7 +186,7 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
         .map(|row| {
             let (mut line, selected) = match row {
                 Row::Run(view) => (
-                    run_row(model, view, inner_area.width),
+                    run_row(model, view, model.depth(view), inner_area.width),
                     matches!(&model.selected, Some(Node::Run(id)) if Some(*id) == view.id()),
                 ),
                 Row::Subtask(view, s, widths) => (
@@ -197,12 +213,18 @@ fn spinner(model: &Model) -> &'static str {
     spinner_at(model.now_ms)
 }
 
-fn run_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
+/// `▾ #2 query… succeeded 00:08`; a follow-up sits indented under its parent, with `↳`.
+fn run_row(model: &Model, view: &RunView, depth: usize, width: u16) -> Line<'static> {
     let report = &view.report;
     let arrow = if view.expanded { "▾" } else { "▸" };
     let phase = Model::view_phase(view);
     let right = format!(" {phase} {} ", clock(model.run_elapsed(report)));
-    let left = format!("{arrow} #{} ", view.number);
+    // Deep chains stop indenting, so the query keeps its room.
+    let lineage = match depth {
+        0 => String::new(),
+        d => format!("{}↳ ", "  ".repeat(d.min(4) - 1)),
+    };
+    let left = format!("{lineage}{arrow} #{} ", view.number);
     let query_width = (width as usize).saturating_sub(left.width() + right.width());
     let query = truncate(&sanitize_line(&report.query), query_width);
     let gap = query_width.saturating_sub(query.width());
@@ -250,6 +272,8 @@ fn subtask_row(
             }
             None => "retrying".into(),
         },
+        // Taken from the earlier run without a call: no time, no tokens of its own.
+        SubtaskStatus::Succeeded if s.reused.is_some() => format!("{:>12}", "reused"),
         SubtaskStatus::Succeeded => format!(
             "{:>6} {:>5}",
             s.elapsed_ms.map(duration).unwrap_or_default(),

@@ -107,6 +107,7 @@ pub fn subtask(
         focus_areas: Vec::new(),
         depends_on: depends_on.iter().map(|d| sid(d)).collect(),
         priority: Priority::Medium,
+        reuse: None,
     }
 }
 

@@ -132,6 +132,9 @@ pub(super) fn decode_plan(value: &Value) -> Result<(Plan, Vec<String>), PlanErro
                 Priority::Medium
             }
         };
+        // Whether the earlier run has such a subtask is the run's to check: only it knows the
+        // earlier run.
+        let reuse = id_value(obj.get("reuse"), &at("reuse"))?.map(SubtaskId);
         subtasks.push(PlannedSubtask {
             id: SubtaskId(id),
             worker,
@@ -140,6 +143,7 @@ pub(super) fn decode_plan(value: &Value) -> Result<(Plan, Vec<String>), PlanErro
             focus_areas,
             depends_on,
             priority,
+            reuse,
         });
     }
 

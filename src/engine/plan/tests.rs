@@ -37,6 +37,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         focus_areas: Vec::new(),
         depends_on: deps.iter().map(|d| SubtaskId::new(*d)).collect(),
         priority: Priority::Medium,
+        reuse: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn expected_two_tasks() -> Plan {
                 focus_areas: vec!["CO2".to_owned(), "NOx".to_owned()],
                 depends_on: vec![],
                 priority: Priority::High,
+                reuse: None,
             },
             PlannedSubtask {
                 id: SubtaskId::new("task_2"),
@@ -81,6 +83,7 @@ fn expected_two_tasks() -> Plan {
                 focus_areas: vec![],
                 depends_on: vec![SubtaskId::new("task_1")],
                 priority: Priority::Low,
+                reuse: None,
             },
         ],
         synthesis_guidance: "lead with emissions".to_owned(),
@@ -612,4 +615,29 @@ fn the_schema_names_the_roles_and_bounds_the_list() {
         subtasks["items"]["properties"]["depends_on"]["items"]["type"],
         "string"
     );
+}
+
+#[test]
+fn reuse_is_read_leniently_and_left_out_when_absent() {
+    let plan = parse(
+        r#"{"subtasks": [
+            {"id": "a", "title": "A", "reuse": " task_3 "},
+            {"id": "b", "title": "B", "reuse": 2},
+            {"id": "c", "title": "C", "reuse": ""},
+            {"id": "d", "title": "D"}
+        ]}"#,
+    )
+    .plan;
+    let reuse: Vec<Option<&str>> = plan
+        .subtasks
+        .iter()
+        .map(|s| s.reuse.as_ref().map(SubtaskId::as_str))
+        .collect();
+    assert_eq!(reuse, [Some("task_3"), Some("2"), None, None]);
+    // Printed back, a subtask without it has no `reuse` key (plans stay as they were).
+    let json = serde_json::to_value(&plan).expect("serialisable");
+    assert_eq!(json["subtasks"][0]["reuse"], "task_3");
+    assert!(json["subtasks"][3].get("reuse").is_none());
+    let err = parse_err(r#"{"subtasks": [{"id": "a", "title": "A", "reuse": ["x"]}]}"#);
+    assert!(err.to_string().contains("subtasks[0].reuse"), "{err}");
 }

@@ -1,0 +1,270 @@
+//! Follow-up runs through the real binary: `maestro run --follow-up ID` against the mock
+//! server with a temp database. The planner is given the earlier run's report, a subtask that
+//! reuses an earlier result makes no worker call, the lineage shows in `history` and `show`,
+//! and an id that names no saved run is a usage error.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::mock::{MockRequest, MockServer, Reply};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const QUERY: &str = "What are the impacts of EV adoption in cities?";
+const FOLLOW: &str = "Now go deeper on the pricing risks";
+const REPORT: &str = "# EV report\n\nThe earlier synthesised answer, with PARENT-MARK.";
+const PROCESS_LIMIT: Duration = Duration::from_secs(30);
+
+struct Sandbox {
+    dir: TempDir,
+}
+
+#[derive(Debug)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self:?}"))
+    }
+}
+
+impl Sandbox {
+    fn new(server: &MockServer) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = format!(
+            "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[limits]\nretries = 0\n\
+             timeout_secs = 20\nidle_timeout_secs = 20\n",
+            server.openai_base_url()
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
+        Self { dir }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("runs.db")
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
+        command.arg("--db").arg(self.db()).args(args);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let home = self.dir.path();
+        command
+            .env("MAESTRO_CONFIG", home.join("config.toml"))
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("NO_COLOR", "1")
+            .current_dir(home)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        tokio::task::spawn_blocking(move || {
+            let child = command.spawn().expect("start maestro");
+            let deadline = Instant::now() + PROCESS_LIMIT;
+            let pid = child.id();
+            let waiter = std::thread::spawn(move || child.wait_with_output());
+            while !waiter.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "maestro (pid {pid}) ran longer than {PROCESS_LIMIT:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let out = waiter.join().expect("waiter").expect("maestro's output");
+            Output {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .await
+        .expect("the child runner")
+    }
+}
+
+fn title(id: &str) -> String {
+    format!("Subtask {id} title")
+}
+
+fn result_for(title: &str) -> String {
+    format!("Findings for {title}: alpha beta gamma delta.")
+}
+
+fn subtask(id: &str, depends_on: &[&str], reuse: Option<&str>) -> Value {
+    let mut value = json!({
+        "id": id,
+        "worker": "research",
+        "title": title(id),
+        "description": format!("Find out about {id}."),
+        "depends_on": depends_on,
+    });
+    if let Some(reuse) = reuse {
+        value["reuse"] = reuse.into();
+    }
+    value
+}
+
+/// The first run plans `a` and `b`; a follow-up (its planner sees the earlier report) plans
+/// `again`, reusing `a`, and `deeper`, which builds on it.
+fn script(r: &MockRequest) -> Reply {
+    if r.is_planner() {
+        let plan = if r.user().contains("<earlier_report>") {
+            json!({ "subtasks": [
+                subtask("again", &[], Some("a")),
+                subtask("deeper", &["again"], None),
+            ]})
+        } else {
+            json!({ "subtasks": [subtask("a", &[], None), subtask("b", &[], None)] })
+        };
+        return Reply::text(plan.to_string()).usage(100, 50);
+    }
+    if r.is_synthesis() {
+        return Reply::text(REPORT).usage(300, 80);
+    }
+    match r.worker_title() {
+        Some(t) => Reply::text(result_for(&t)).usage(20, 10),
+        None => Reply::status(400, "mock: unexpected request"),
+    }
+}
+
+fn workers_for(requests: &[MockRequest], id: &str) -> Vec<MockRequest> {
+    requests
+        .iter()
+        .filter(|r| r.worker_title() == Some(title(id)))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_follow_up_builds_on_its_parent_and_records_the_lineage() {
+    let server = MockServer::start(script).await;
+    let sandbox = Sandbox::new(&server);
+    let first = sandbox.run(&["run", "-q", "--format", "json", QUERY]).await;
+    assert_eq!(first.code, Some(0), "{first:?}");
+    let parent_id = first.json()["run_id"].as_str().expect("an id").to_owned();
+    let before = server.requests().len();
+
+    // A unique prefix names the parent.
+    let prefix = &parent_id[..13];
+    let second = sandbox
+        .run(&[
+            "run",
+            "-q",
+            "--format",
+            "json",
+            "--follow-up",
+            prefix,
+            FOLLOW,
+        ])
+        .await;
+    assert_eq!(second.code, Some(0), "{second:?}");
+    let report = second.json();
+    let requests: Vec<MockRequest> = server.requests()[before..].to_vec();
+    assert_eq!(report["parent"], parent_id.as_str());
+
+    let planner = requests
+        .iter()
+        .find(|r| r.is_planner())
+        .expect("the follow-up was planned");
+    let user = planner.user();
+    assert!(user.contains("PARENT-MARK"), "the parent's report: {user}");
+    assert!(user.contains(QUERY), "the parent's query");
+    assert!(
+        user.contains("`a`: Subtask a title"),
+        "the parent's subtasks"
+    );
+    assert!(user.contains(FOLLOW));
+
+    assert!(
+        workers_for(&requests, "again").is_empty(),
+        "a reused subtask is not called"
+    );
+    let deeper = workers_for(&requests, "deeper");
+    assert_eq!(deeper.len(), 1);
+    assert!(deeper[0].user().contains(&result_for(&title("a"))));
+    assert!(
+        deeper[0].user().contains("PARENT-MARK"),
+        "workers see the report"
+    );
+
+    let again = report["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .find(|s| s["id"] == "again")
+        .expect("the reused subtask");
+    assert_eq!(again["reused"], "a");
+    assert_eq!(again["status"], "succeeded");
+    assert_eq!(again["result"], result_for(&title("a")).as_str());
+    assert_eq!(again["tokens_in"], 0);
+
+    let history = sandbox.run(&["history", "--json"]).await;
+    assert_eq!(history.code, Some(0), "{history:?}");
+    let list = history.json();
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 2);
+    let parent_short = list[1]["short_id"].as_str().expect("short id");
+    assert_eq!(list[1]["id"], parent_id.as_str());
+    assert_eq!(list[1]["parent"], Value::Null);
+    assert_eq!(list[0]["id"], report["run_id"]);
+    assert_eq!(list[0]["parent"], parent_short);
+
+    let table = sandbox.run(&["history"]).await;
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.contains("Now go deeper"))
+        .expect("the follow-up's line");
+    assert!(line.contains(parent_short), "{table:?}");
+    assert!(
+        table
+            .stdout
+            .lines()
+            .next()
+            .expect("header")
+            .contains("PARENT")
+    );
+
+    let child = report["run_id"].as_str().expect("id");
+    let shown = sandbox.run(&["show", "--format", "json", child]).await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    // The reports' JSON names the parent by its full id, as it names the run itself.
+    assert_eq!(shown.json()["parent"], parent_id.as_str());
+    assert_eq!(shown.json()["subtasks"], report["subtasks"]);
+    let shown = sandbox.run(&["show", child]).await;
+    assert!(
+        shown
+            .stdout
+            .starts_with(&format!("> Follow-up to run `{parent_short}`.")),
+        "{shown:?}"
+    );
+    assert!(shown.stdout.contains("done (reused `a`)"), "{shown:?}");
+}
+
+#[tokio::test]
+async fn a_follow_up_to_no_saved_run_is_a_usage_error() {
+    let server = MockServer::start(script).await;
+    let sandbox = Sandbox::new(&server);
+    let first = sandbox.run(&["run", "-q", QUERY]).await;
+    assert_eq!(first.code, Some(0), "{first:?}");
+    let before = server.requests().len();
+    let out = sandbox
+        .run(&["run", "-q", "--follow-up", "ffffffff", FOLLOW])
+        .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--follow-up"), "{out:?}");
+    assert_eq!(server.requests().len(), before, "nothing was called");
+}
