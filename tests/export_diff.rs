@@ -529,3 +529,62 @@ async fn unknown_ids_are_usage_errors() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_follow_up_export_starts_with_its_parent_query_and_report_summary() {
+    let server = MockServer::start(script(abc(), &[], SYNTHESIS)).await;
+    let sandbox = Sandbox::new(&openai_config(&server));
+    let parent = sandbox.saved_run().await;
+    let child = sandbox.saved_run().await;
+    // Follow-ups are made by `run --follow-up`; the link is all export reads.
+    let conn = rusqlite::Connection::open(sandbox.path("runs.db")).expect("open the database");
+    let linked = conn
+        .execute(
+            "UPDATE runs SET parent_id = ?1 WHERE id = ?2",
+            [&parent, &child],
+        )
+        .expect("link the runs");
+    assert_eq!(linked, 1);
+    drop(conn);
+
+    let out = sandbox.run(&["export", &child]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let heading = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("## Follow-up of run "))
+        .unwrap_or_else(|| panic!("no follow-up heading: {out:?}"));
+    let short = heading.trim_start_matches("## Follow-up of run ");
+    assert!(
+        short.len() >= 8 && parent.replace('-', "").starts_with(short),
+        "{heading}"
+    );
+    let follow = section(&out.stdout, heading);
+    assert!(follow.contains(&format!("> {QUERY}")), "{follow}");
+    assert!(
+        follow.contains("The first finding."),
+        "the summary: {follow}"
+    );
+    assert!(
+        !follow.contains("The closing line."),
+        "only the first paragraph: {follow}"
+    );
+    let plan_at = out.stdout.find("## Plan").expect("a plan");
+    assert!(
+        out.stdout
+            .find("## Follow-up")
+            .is_some_and(|at| at < plan_at)
+    );
+
+    let out = sandbox.run(&["export", &child, "--format", "json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let v = out.json();
+    assert_eq!(v["parent"]["run_id"], parent.as_str());
+    assert_eq!(v["parent"]["query"], QUERY);
+    assert_eq!(v["parent"]["summary"], "The first finding.");
+
+    // A run without a parent has no such section.
+    let out = sandbox.run(&["export", &parent]).await;
+    assert!(!out.stdout.contains("## Follow-up"), "{out:?}");
+    server.shutdown().await;
+}
