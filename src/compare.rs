@@ -327,6 +327,65 @@ pub fn json<'a>(old: &'a SavedRun, new: &'a SavedRun, d: &'a RunDiff) -> DiffJso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{RunId, Usage};
+    use crate::store::{RunSummary, SavedRunStatus, SavedSynthesis};
+
+    fn run(report: &str) -> SavedRun {
+        SavedRun {
+            summary: RunSummary {
+                id: RunId::new(),
+                short_id: "0123abcd".into(),
+                parent: None,
+                query: "q".into(),
+                provider: "openai".into(),
+                status: SavedRunStatus::Succeeded,
+                started_ms: 0,
+                finished_ms: Some(10),
+                elapsed_ms: Some(10),
+                usage: Usage::default(),
+                succeeded: 0,
+                failed: 0,
+                total: 0,
+            },
+            planner_model: None,
+            worker_model: None,
+            synthesizer_model: None,
+            preset: None,
+            settings: serde_json::json!({}),
+            error: None,
+            plan: None,
+            subtasks: Vec::new(),
+            attempts: Vec::new(),
+            syntheses: vec![SavedSynthesis {
+                version: 1,
+                attempt: 1,
+                model: None,
+                text: report.into(),
+                synthesized: true,
+                error: None,
+                usage: Usage::default(),
+                finished_ms: 10,
+            }],
+            commands: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn colour_wraps_sanitised_lines_and_plain_text_has_no_escapes() {
+        let old = run("# R\nkept\n");
+        let new = run("# R\nkept\nnew \x1b]52;c;bWFs\x07line\n");
+        let d = compare(&old, &new);
+        let coloured = text(&old, &new, &d, true);
+        assert!(coloured.contains("\x1b[32m+new "), "{coloured:?}");
+        assert!(
+            !coloured.contains("\x1b]52"),
+            "model escapes are stripped: {coloured:?}"
+        );
+        let plain = text(&old, &new, &d, false);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(plain.contains("\n+new "), "{plain:?}");
+    }
 
     #[test]
     fn long_unchanged_stretches_fold_to_one_marker() {
