@@ -84,6 +84,20 @@
 //! run in ≤ 0.1 s of CPU. `BENCH_ONLY=headless` runs this case alone; `BENCH_BINARY=PATH`
 //! measures another build of the binary.
 //!
+//! # Saving
+//!
+//! Scenarios A and B run again (both providers) with the run store on: a `StoreWriter` on a
+//! database in a temporary directory, the run's row written and waited for before the run
+//! starts (as the front ends do), and every event the bench receives handed to the writer. The
+//! wall time stops at `RunFinished` as usual; the CPU figure waits until the writer has
+//! committed the run, so the writer thread's work is counted. Target: within 3 % of the same
+//! case with the store off. Then the store's own figures: the events of one run of A (recorded
+//! with the in-process provider), with each result made 3 000 bytes long like a real worker's
+//! answer, replayed into a fresh database as 5 runs (1 000 subtasks): events written per second
+//! (from the first send to the commit of the last, stream deltas not counted as the writer
+//! drops them) and the size of the database per 1 000 subtasks. `BENCH_ONLY=store` runs only
+//! these cases.
+//!
 //! Median and best of the measured runs are printed per case, then a summary table. The
 //! benchmark reports; it never fails on a missed target.
 
@@ -101,7 +115,10 @@ use maestro::engine::roles::builtin_roles;
 use maestro::engine::run::RunSettings;
 use maestro::llm::openai::{OpenAi, OpenAiConfig};
 use maestro::llm::{CallFuture, ChatRequest, Completion, DeltaSink, Provider};
-use maestro::protocol::{CallRole, Event, EventKind, RunStatus, SubtaskId, Usage};
+use maestro::protocol::{
+    CallRole, Command, Event, EventKind, ModelOverrides, RunId, RunStatus, SubtaskId, Usage,
+};
+use maestro::store::{RunMeta, StoreWriter};
 use mock::{Call, MockRequest, MockServer, Reply};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -533,16 +550,50 @@ struct Sample {
     synthesis: Duration,
 }
 
-/// One run, from `start_run` to `RunFinished`; panics unless it succeeded in full.
+const BENCH_QUERY: &str = "How do the benchmark's parts fit together?";
+
+fn run_meta(id: RunId) -> RunMeta {
+    RunMeta {
+        id,
+        query: BENCH_QUERY.to_owned(),
+        provider: "openai".to_owned(),
+        planner_model: Some(PLANNER_MODEL.to_owned()),
+        worker_model: Some(WORKER_MODEL.to_owned()),
+        synthesizer_model: Some(SYNTH_MODEL.to_owned()),
+        preset: None,
+        settings: serde_json::json!({ "concurrency": 16 }),
+        parent: None,
+        started_ms: 0,
+    }
+}
+
+/// One run, from `start_run` to `RunFinished`; panics unless it succeeded in full. With a
+/// store, the run's row is written (and waited for) first and every event goes to the writer;
+/// the CPU figure includes the writer committing the run. `record` keeps the run's events.
 async fn run_once(
     handle: &EngineHandle,
     events: &mut UnboundedReceiver<Event>,
     subtasks: usize,
     ticks_per_sec: u64,
+    store: Option<&StoreWriter>,
+    mut record: Option<&mut Vec<Event>>,
 ) -> Sample {
     let cpu_before = cpu_snapshot();
     let start = Instant::now();
-    let id = handle.start_run("How do the benchmark's parts fit together?", None);
+    let id = RunId::new();
+    if let Some(store) = store {
+        store
+            .begin_run(run_meta(id))
+            .wait(Duration::from_secs(10))
+            .expect("the run's row is saved");
+    }
+    handle.send(Command::StartRun {
+        id,
+        query: BENCH_QUERY.to_owned(),
+        plan: None,
+        models: ModelOverrides::default(),
+        follow_up: None,
+    });
     let mut succeeded = 0usize;
     let mut elapsed_sum = 0u64;
     let (mut plan_ready, mut synthesis_started) = (None, None);
@@ -550,6 +601,12 @@ async fn run_once(
         let event = events.recv().await.expect("the engine stopped mid-run");
         if event.run != id {
             continue;
+        }
+        if let Some(store) = store {
+            store.event(&event);
+        }
+        if let Some(record) = record.as_deref_mut() {
+            record.push(event.clone());
         }
         match event.kind {
             EventKind::SubtaskSucceeded { elapsed_ms, .. } => {
@@ -585,6 +642,12 @@ async fn run_once(
             _ => {}
         }
     };
+    if let Some(store) = store {
+        store
+            .flush()
+            .wait(Duration::from_secs(30))
+            .expect("the run is committed");
+    }
     let (all_cpu, mock_cpu, precise) = cpu_between(&cpu_before, &cpu_snapshot(), ticks_per_sec);
     let plan_ready = plan_ready.expect("PlanReady came");
     let synthesis_started = synthesis_started.expect("SynthesisStarted came");
@@ -617,6 +680,7 @@ impl Variant {
 
 struct CaseResult {
     scenario: &'static str,
+    store: bool,
     variant: &'static str,
     ideal: Duration,
     wall_median: Duration,
@@ -645,7 +709,12 @@ async fn run_case(
     repeats: usize,
     ticks_per_sec: u64,
     mock_runtime: &tokio::runtime::Handle,
+    store: bool,
+    mut record: Option<&mut Vec<Event>>,
 ) -> CaseResult {
+    let store_dir = tempfile::tempdir().expect("a temp dir");
+    let writer = store
+        .then(|| StoreWriter::spawn(&store_dir.path().join("bench.db")).expect("the store opens"));
     let executor = ExecutorSettings {
         call_timeout: Duration::from_secs(60),
         ..ExecutorSettings::default()
@@ -676,10 +745,11 @@ async fn run_case(
     let n = scenario.subtasks();
     let ideal = scenario.ideal();
     println!(
-        "\n{} / {}: {} subtasks, concurrency {}, ideal {:.0} ms \
+        "\n{} / {}{}: {} subtasks, concurrency {}, ideal {:.0} ms \
          (L_p {:.0} + {} x L_w {:.0} + L_s {:.0})",
         scenario.name,
         variant.name(),
+        if store { " / store on" } else { "" },
         n,
         scenario.concurrency,
         ms(ideal),
@@ -696,7 +766,21 @@ async fn run_case(
         if let Some(f) = &fixed {
             f.take_observed();
         }
-        let sample = run_once(&handle, &mut events, n, ticks_per_sec).await;
+        // The last run is the one recorded.
+        let record = if i == repeats {
+            record.as_deref_mut()
+        } else {
+            None
+        };
+        let sample = run_once(
+            &handle,
+            &mut events,
+            n,
+            ticks_per_sec,
+            writer.as_ref(),
+            record,
+        )
+        .await;
         let run_observed = match (&server, &fixed) {
             (Some(s), _) => mock_observed(&s.requests()[first_request..]),
             (_, Some(f)) => f.take_observed(),
@@ -733,6 +817,9 @@ async fn run_case(
     // Stop the engine, then the server.
     handle.send(maestro::protocol::Command::Shutdown);
     drop(server);
+    if let Some(writer) = writer {
+        writer.close();
+    }
 
     let walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
     let cpus: Vec<f64> = samples.iter().map(|s| ms(s.cpu) / n as f64).collect();
@@ -791,6 +878,7 @@ async fn run_case(
 
     CaseResult {
         scenario: scenario.name,
+        store,
         variant: variant.name(),
         ideal,
         wall_median,
@@ -1052,6 +1140,88 @@ fn run_headless_case(
     result
 }
 
+// ---------------------------------------------------------------------------------------------
+// The store's own figures
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of a worker's result and of a report in the store's figures: a real worker answers in
+/// a few hundred words, a report in a few pages.
+const RESULT_BYTES: usize = 3_000;
+const REPORT_BYTES: usize = 8_000;
+/// Subtasks written for the store's figures.
+const FIGURE_SUBTASKS: usize = 1_000;
+
+struct StoreFigures {
+    runs: usize,
+    subtasks: usize,
+    messages: u64,
+    elapsed: Duration,
+    commits: u64,
+    bytes: u64,
+}
+
+fn text_of(len: usize) -> String {
+    WORKER_TEXT.repeat(len / WORKER_TEXT.len() + 1)[..len].to_owned()
+}
+
+/// Replays `recorded` (one run's events) as new runs into a fresh database until
+/// [`FIGURE_SUBTASKS`] subtasks are written, results and report made realistically long.
+fn store_figures(recorded: &[Event], subtasks_per_run: usize) -> StoreFigures {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("figures.db");
+    let writer = StoreWriter::spawn(&path).expect("the store opens");
+    let (result, report) = (text_of(RESULT_BYTES), text_of(REPORT_BYTES));
+    let runs = FIGURE_SUBTASKS.div_ceil(subtasks_per_run.max(1));
+    // Built before the clock starts: only the writing is timed.
+    let batches: Vec<(RunId, Vec<Event>)> = (0..runs)
+        .map(|_| {
+            let id = RunId::new();
+            let events = recorded
+                .iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    e.run = id;
+                    match &mut e.kind {
+                        EventKind::SubtaskSucceeded { result: r, .. } => *r = result.clone(),
+                        EventKind::SynthesisFinished { text, .. } => *text = report.clone(),
+                        _ => {}
+                    }
+                    e
+                })
+                .collect();
+            (id, events)
+        })
+        .collect();
+    let before = writer.stats();
+    let start = Instant::now();
+    for (id, events) in batches {
+        // Not waited for: the writer keeps the order, and this measures its throughput.
+        drop(writer.begin_run(run_meta(id)));
+        for e in events {
+            writer.event_owned(e);
+        }
+    }
+    writer
+        .flush()
+        .wait(Duration::from_secs(120))
+        .expect("everything is committed");
+    let elapsed = start.elapsed();
+    let after = writer.stats();
+    writer.close();
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let bytes = size(path.clone())
+        + size(path.with_extension("db-wal"))
+        + size(path.with_extension("db-shm"));
+    StoreFigures {
+        runs,
+        subtasks: runs * subtasks_per_run,
+        messages: after.saved - before.saved,
+        elapsed,
+        commits: after.commits - before.commits,
+        bytes,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench` (and any filter); this benchmark has no options but the
     // environment, so arguments are ignored.
@@ -1096,27 +1266,40 @@ fn main() {
             .join(" "),
     );
     let scenarios = [scenario_a(latency), scenario_b(latency)];
-    let only_headless = std::env::var("BENCH_ONLY").is_ok_and(|v| v.trim() == "headless");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let only_headless = only.trim() == "headless";
+    let only_store = only.trim() == "store";
+    let mut recorded = Vec::new();
     let results: Vec<CaseResult> = runtime.block_on(async {
         let mut results = Vec::new();
         for scenario in scenarios.iter().filter(|_| !only_headless) {
             for variant in [Variant::MockHttp, Variant::InProcess] {
-                results.push(
-                    run_case(
-                        scenario,
-                        variant,
-                        repeats,
-                        ticks_per_sec,
-                        mock_runtime.handle(),
-                    )
-                    .await,
-                );
+                for store in [false, true] {
+                    let record = (store
+                        && variant == Variant::InProcess
+                        && std::ptr::eq(scenario, &scenarios[0]))
+                    .then_some(&mut recorded);
+                    results.push(
+                        run_case(
+                            scenario,
+                            variant,
+                            repeats,
+                            ticks_per_sec,
+                            mock_runtime.handle(),
+                            store,
+                            record,
+                        )
+                        .await,
+                    );
+                }
             }
         }
         results
     });
+    let figures = (!recorded.is_empty()).then(|| store_figures(&recorded, scenarios[0].subtasks()));
     let headless: Vec<HeadlessResult> = [Shape::Burst, Shape::Streamed]
         .into_iter()
+        .filter(|_| !only_store)
         .map(|shape| {
             run_headless_case(
                 &scenarios[0],
@@ -1139,7 +1322,11 @@ fn main() {
         let ratio = ms(r.wall_median) / ms(r.ideal);
         println!(
             "{:<26} {:<11} {:>8.0} {:>20} {:>22} {:>26}",
-            r.scenario,
+            if r.store {
+                format!("{} +store", r.scenario)
+            } else {
+                r.scenario.to_owned()
+            },
             r.variant,
             ms(r.ideal),
             format!("{:.1} ({:.1})", ms(r.wall_median), ms(r.wall_best)),
@@ -1155,6 +1342,40 @@ fn main() {
                 r.cpu_best_ms,
                 mark(r.cpu_median_ms <= CPU_TARGET_MS)
             ),
+        );
+    }
+    for on in results.iter().filter(|r| r.store) {
+        let Some(off) = results
+            .iter()
+            .find(|r| !r.store && r.scenario == on.scenario && r.variant == on.variant)
+        else {
+            continue;
+        };
+        let wall = ms(on.wall_median) / ms(off.wall_median) - 1.0;
+        let cpu = on.cpu_median_ms / off.cpu_median_ms - 1.0;
+        println!(
+            "store on vs off, {} / {}: wall {:+.2} %, CPU per subtask {:+.2} % \
+             [target within 3 %: {}]",
+            on.scenario,
+            on.variant,
+            wall * 100.0,
+            cpu * 100.0,
+            mark(wall <= 0.03 && cpu <= 0.03),
+        );
+    }
+    if let Some(f) = &figures {
+        println!(
+            "store: {} runs, {} subtasks ({RESULT_BYTES}-byte results, {REPORT_BYTES}-byte \
+             reports): {} messages in {:.1} ms, {} commits = {:.0} events/s; database {:.2} MB \
+             = {:.2} MB per 1 000 subtasks",
+            f.runs,
+            f.subtasks,
+            f.messages,
+            ms(f.elapsed),
+            f.commits,
+            f.messages as f64 / f.elapsed.as_secs_f64(),
+            f.bytes as f64 / 1e6,
+            f.bytes as f64 / 1e6 * 1000.0 / f.subtasks as f64,
         );
     }
     for h in &headless {

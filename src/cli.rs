@@ -80,6 +80,43 @@ pub enum CommandLine {
     Rm(RmArgs),
     /// Delete saved runs that started longer ago than an age (running runs are kept).
     Gc(GcArgs),
+    /// Write a saved run's full report: query, plan, synthesis, a table of timings, tokens
+    /// and attempts, and every subtask's result.
+    ///
+    /// Exit codes: 0 written; 1 the database could not be read; 2 an unknown id or an `--out`
+    /// in a folder that does not exist; 4 the output could not be written.
+    Export(ExportArgs),
+    /// Compare two saved runs: plan differences, each subtask's status, time and tokens side by
+    /// side, and a line diff of the reports.
+    ///
+    /// Coloured on a terminal unless NO_COLOR is set. Exit codes: 0 compared (whether or not
+    /// they differ); 1 the database could not be read; 2 an unknown id.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// The run's id, or a unique prefix of it
+    pub id: String,
+    /// Write the report to FILE (replaced if it exists) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Report format
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffArgs {
+    /// The earlier run's id, or a unique prefix of it
+    #[arg(value_name = "ID1")]
+    pub old: String,
+    /// The later run's id, or a unique prefix of it
+    #[arg(value_name = "ID2")]
+    pub new: String,
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

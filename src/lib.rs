@@ -21,6 +21,8 @@
 //!   whether the configuration works end to end.
 //! - [`history`]: saved runs for the front ends: saving as a run happens, reading one back as a
 //!   `RunReport`, what a resume starts from; `maestro history`, `show`, `rm`, `gc`.
+//! - [`export`]: `maestro export`, a saved run's full report; [`compare`]: `maestro diff`;
+//!   [`diff`]: comparing two runs as data (plans, outcomes, a line diff of the reports).
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
@@ -33,11 +35,14 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod defaults;
+pub mod diff;
 pub mod display;
 pub mod doctor;
 pub mod engine;
+pub mod export;
 pub mod headless;
 pub mod history;
 pub mod llm;

@@ -123,7 +123,9 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::History(_))
         | Some(CommandLine::Show(_))
         | Some(CommandLine::Rm(_))
-        | Some(CommandLine::Gc(_)) => return exit::USAGE,
+        | Some(CommandLine::Gc(_))
+        | Some(CommandLine::Export(_))
+        | Some(CommandLine::Diff(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -135,7 +137,7 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// `history`, `show`, `rm`, `gc` and `resume`; `None` for the other commands.
+/// `history`, `show`, `rm`, `gc`, `export` and `diff`; `None` for the other commands.
 fn saved_runs(cli: &Cli) -> Option<i32> {
     use maestro::history::{self, Failure, FailureKind};
     let command = cli.command.as_ref()?;
@@ -143,7 +145,9 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         CommandLine::History(_)
         | CommandLine::Show(_)
         | CommandLine::Rm(_)
-        | CommandLine::Gc(_) => {}
+        | CommandLine::Gc(_)
+        | CommandLine::Export(_)
+        | CommandLine::Diff(_) => {}
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -163,6 +167,10 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
         CommandLine::Rm(args) => history::rm(&store, args, &mut stdout),
         CommandLine::Gc(args) => history::gc(&store, args, &mut stdout),
+        CommandLine::Export(args) => maestro::export::export(&store, args, &mut stdout),
+        CommandLine::Diff(args) => {
+            maestro::compare::diff(&store, args, colour_stdout(), &mut stdout)
+        }
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -259,6 +267,12 @@ fn follow_up_of(
             }
         })?;
     Ok(history::follow_up_of(&saved))
+}
+
+/// Colour on stdout: a terminal, and `NO_COLOR` unset or empty.
+fn colour_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn usage_error(e: anyhow::Error) -> i32 {

@@ -97,6 +97,21 @@ const RULES: &[Rule] = &[
         no_crates: TERMINAL,
     },
     Rule {
+        module: "diff",
+        imports: Imports::Only(&["diff", "report", "protocol"]),
+        no_crates: PLAIN_DATA,
+    },
+    Rule {
+        module: "export",
+        imports: Imports::Not(&["headless", "tui", "engine", "llm"]),
+        no_crates: TERMINAL,
+    },
+    Rule {
+        module: "compare",
+        imports: Imports::Not(&["headless", "tui", "engine", "llm"]),
+        no_crates: TERMINAL,
+    },
+    Rule {
         module: "headless",
         imports: Imports::Not(&["tui"]),
         no_crates: &[],
