@@ -41,7 +41,7 @@ pub struct DiffLine {
 pub fn report_diff(old: &str, new: &str) -> Vec<DiffLine> {
     // A missing final line break would make the last line differ from itself.
     let ended = |t: &str| {
-        let mut t = t.to_owned();
+        let mut t = t.replace("\r\n", "\n");
         if !t.is_empty() && !t.ends_with('\n') {
             t.push('\n');
         }
@@ -64,6 +64,12 @@ pub fn report_diff(old: &str, new: &str) -> Vec<DiffLine> {
 /// Whether two reports differ at all, line by line.
 pub fn changed(lines: &[DiffLine]) -> bool {
     lines.iter().any(|l| l.tag != LineTag::Same)
+}
+
+/// How many lines were added and removed.
+pub fn counts(lines: &[DiffLine]) -> (usize, usize) {
+    let of = |t: LineTag| lines.iter().filter(|l| l.tag == t).count();
+    (of(LineTag::Added), of(LineTag::Removed))
 }
 
 /// What a plan says about one subtask, and how it went.
@@ -281,6 +287,23 @@ fn field_changes(old: &SubtaskFacts, new: &SubtaskFacts) -> Vec<FieldChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_line_is_removed_then_added_in_place_whatever_the_line_endings() {
+        let lines = report_diff("# Title\r\nold claim\r\nend\r\n", "# Title\nnew claim\nend");
+        let marked: Vec<(LineTag, &str)> = lines.iter().map(|l| (l.tag, l.text.as_str())).collect();
+        assert_eq!(
+            marked,
+            [
+                (LineTag::Same, "# Title"),
+                (LineTag::Removed, "old claim"),
+                (LineTag::Added, "new claim"),
+                (LineTag::Same, "end"),
+            ]
+        );
+        assert_eq!(counts(&lines), (1, 1));
+        assert_eq!(counts(&report_diff("a\nb\n", "a\nb")), (0, 0));
+    }
 
     fn facts(id: &str, title: &str) -> SubtaskFacts {
         SubtaskFacts {

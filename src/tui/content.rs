@@ -8,6 +8,7 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
+use crate::diff::{self, LineTag};
 use crate::display::{CUT_OFF, clock, duration, status_glyph};
 use crate::protocol::SubtaskStatus;
 use crate::report::{AttemptOutcome, PlannerOutcome, RunReport};
@@ -16,7 +17,6 @@ use crate::tui::keymap::{BINDINGS, KeyAction};
 use crate::tui::layout::{self, areas};
 use crate::tui::markdown::wrap_line;
 use crate::tui::model::{Focus, Model, RunView};
-use crate::tui::report_diff::{self, Change};
 
 /// Lines of content and visible height of a scrollable pane (`None` for the others, or when
 /// the pane is not on screen).
@@ -410,7 +410,7 @@ fn diff_pair<'a>(model: &Model, view: &'a RunView) -> Option<(&'a str, &'a str)>
 pub fn shown_diff_counts(model: &Model) -> Option<(usize, usize)> {
     let view = model.current_run()?;
     let (old, new) = diff_pair(model, view)?;
-    Some(report_diff::counts(&report_diff::diff_lines(old, new)))
+    Some(diff::counts(&diff::report_diff(old, new)))
 }
 
 /// The diff as the synthesis pane shows it: each line signed `+`, `-` or blank (so it reads
@@ -420,13 +420,13 @@ fn diff_shown(model: &Model, view: &RunView, width: u16) -> Option<Vec<Line<'sta
     let theme = &model.theme;
     let width = width.max(1) as usize;
     let mut out = Vec::new();
-    for line in report_diff::diff_lines(&sanitize(old), &sanitize(new)) {
-        let style = match line.change {
-            Change::Kept => ratatui::style::Style::new(),
-            Change::Added => theme.status(SubtaskStatus::Succeeded),
-            Change::Removed => theme.error(),
+    for line in diff::report_diff(&sanitize(old), &sanitize(new)) {
+        let style = match line.tag {
+            LineTag::Same => ratatui::style::Style::new(),
+            LineTag::Added => theme.status(SubtaskStatus::Succeeded),
+            LineTag::Removed => theme.error(),
         };
-        let text = format!("{}{}", line.change.sign(), sanitize_line(&line.text));
+        let text = format!("{} {}", line.tag.sign(), sanitize_line(&line.text));
         wrap_line(&Line::from(Span::styled(text, style)), width, &mut out);
     }
     Some(out)

@@ -10,7 +10,6 @@ pub mod keymap;
 pub mod layout;
 pub mod markdown;
 pub mod model;
-pub mod report_diff;
 pub mod theme;
 pub mod update;
 pub mod view;
