@@ -284,6 +284,7 @@ pub async fn resume(
     config: Config,
     provider: Arc<dyn Provider>,
     saved: &crate::store::SavedRun,
+    parent: Option<&crate::store::SavedRun>,
     events_file: Option<EventsFile>,
     args: &ResumeArgs,
     engine_args: &EngineArgs,
@@ -306,7 +307,7 @@ pub async fn resume(
     }
     let describe = config.describe();
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
-    match history::resume_input(saved) {
+    match history::resume_input(saved, parent) {
         Some(input) => {
             saving.resuming(id, &input);
             engine.resume_run(id, input);

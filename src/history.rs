@@ -551,10 +551,19 @@ pub fn show_json(saved: &store::SavedRun, report: &RunReport) -> serde_json::Val
     value
 }
 
+/// The run `saved` follows up, when it is one and that run is still in `db`.
+pub fn parent_of(db: &Store, saved: &store::SavedRun) -> Option<store::SavedRun> {
+    db.load_run(saved.summary.parent?).ok()
+}
+
 /// What the engine resumes from: the plan as it stands (edits applied), every saved result,
-/// and the last report unless a result is newer than it. `None` when the run stopped before
-/// it had a plan (it is planned again).
-pub fn resume_input(saved: &store::SavedRun) -> Option<crate::protocol::SavedRun> {
+/// the last report unless a result is newer than it, and the earlier run's context when it
+/// follows one up (`parent`, see [`parent_of`]). `None` when the run stopped before it had a
+/// plan (it is planned again).
+pub fn resume_input(
+    saved: &store::SavedRun,
+    parent: Option<&store::SavedRun>,
+) -> Option<crate::protocol::SavedRun> {
     use crate::protocol::{SavedReport, SavedResult, SavedSubtask};
     let state = saved.resume_state();
     let plan = engine_plan(state.plan.as_ref()?)?;
@@ -607,6 +616,7 @@ pub fn resume_input(saved: &store::SavedRun) -> Option<crate::protocol::SavedRun
         report,
         usage: saved.summary.usage,
         elapsed_ms: elapsed_of(saved),
+        follow_up: parent.map(follow_up_of),
     })
 }
 

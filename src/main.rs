@@ -200,8 +200,13 @@ async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let saved = match history::open_store(&store).and_then(|db| history::resolve(&db, &args.id)) {
-        Ok(saved) => saved,
+    let found = history::open_store(&store).and_then(|db| {
+        let saved = history::resolve(&db, &args.id)?;
+        let parent = history::parent_of(&db, &saved);
+        Ok((saved, parent))
+    });
+    let (saved, parent) = match found {
+        Ok(found) => found,
         Err(failure) => {
             say(&format!("maestro: {}", sanitize_line(&failure.message)));
             return match failure.kind {
@@ -234,7 +239,17 @@ async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
     };
     tracing::info!(provider = %config.describe(), run = %saved.summary.id, "resuming");
     let provider = config.provider.build();
-    match headless::resume(config, provider, &saved, events, args, &engine_args).await {
+    match headless::resume(
+        config,
+        provider,
+        &saved,
+        parent.as_ref(),
+        events,
+        args,
+        &engine_args,
+    )
+    .await
+    {
         Ok(code) => code,
         Err(e) => {
             say(&format!("maestro: {}", sanitize_line(&format!("{e:#}"))));

@@ -128,6 +128,7 @@ fn saved_report(id: RunId, status: SavedRunStatus) -> (RunReport, Saved) {
             }),
         }],
         synthesis_attempts: 1,
+        follow_up: None,
         report: None,
         usage: Usage::default(),
         elapsed_ms: 41_000,

@@ -1675,6 +1675,7 @@ fn saved_run(tasks: &[(&str, &[&str])]) -> SavedRun {
         plan,
         subtasks: Vec::new(),
         synthesis_attempts: 0,
+        follow_up: None,
         report: None,
         usage: Usage::default(),
         elapsed_ms: 0,

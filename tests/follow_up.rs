@@ -268,3 +268,53 @@ async fn a_follow_up_to_no_saved_run_is_a_usage_error() {
     assert!(out.stderr.contains("--follow-up"), "{out:?}");
     assert_eq!(server.requests().len(), before, "nothing was called");
 }
+
+#[tokio::test]
+async fn a_resumed_follow_up_keeps_the_earlier_runs_context() {
+    // `deeper` fails while `broken` is set, so the follow-up ends partly failed.
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = broken.clone();
+    let server = MockServer::start(move |r: &MockRequest| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst)
+            && r.worker_title() == Some(title("deeper"))
+        {
+            return Reply::status(400, "mock: deeper is not ready");
+        }
+        script(r)
+    })
+    .await;
+    let sandbox = Sandbox::new(&server);
+    let first = sandbox.run(&["run", "-q", "--format", "json", QUERY]).await;
+    assert_eq!(first.code, Some(0), "{first:?}");
+    let parent_id = first.json()["run_id"].as_str().expect("an id").to_owned();
+    let second = sandbox
+        .run(&[
+            "run",
+            "-q",
+            "--format",
+            "json",
+            "--follow-up",
+            &parent_id,
+            FOLLOW,
+        ])
+        .await;
+    assert_eq!(second.code, Some(3), "{second:?}");
+    let child = second.json()["run_id"].as_str().expect("id").to_owned();
+
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = server.requests().len();
+    let resumed = sandbox
+        .run(&["resume", "-q", "--format", "json", &child])
+        .await;
+    assert_eq!(resumed.code, Some(0), "{resumed:?}");
+    let requests: Vec<MockRequest> = server.requests()[before..].to_vec();
+    let deeper = workers_for(&requests, "deeper");
+    assert_eq!(deeper.len(), 1, "only the failed subtask runs again");
+    assert!(
+        deeper[0].user().contains("PARENT-MARK"),
+        "the resumed worker still sees the earlier report: {}",
+        deeper[0].user()
+    );
+    assert!(deeper[0].user().contains(&result_for(&title("a"))));
+    assert_eq!(resumed.json()["parent"], parent_id.as_str());
+}

@@ -226,7 +226,8 @@ impl Run {
     /// model (not joined after a failed synthesis) makes no call at all: it ends with
     /// `RunFinished(succeeded)` at once, and a `Resynthesize` can still ask for a new report.
     pub fn restore(saved: SavedRun, settings: RunSettings) -> Self {
-        let mut run = Self::new(saved.query.clone(), settings, None);
+        let mut run =
+            Self::new(saved.query.clone(), settings, None).following(saved.follow_up.clone());
         run.base_ms = saved.elapsed_ms;
         run.saved = Some(saved);
         run

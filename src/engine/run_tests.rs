@@ -969,6 +969,7 @@ fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
         plan: plan(tasks),
         subtasks: vec![],
         synthesis_attempts: 0,
+        follow_up: None,
         report: None,
         usage: Usage {
             tokens_in: 100,

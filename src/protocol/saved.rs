@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Plan, SubtaskId, Usage};
+use crate::protocol::{FollowUp, Plan, SubtaskId, Usage};
 
 /// What a restored run starts from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +33,9 @@ pub struct SavedRun {
     /// How long the run had taken; the restored run's elapsed times go on from there.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// The earlier run this one follows up, as context for what still runs.
+    #[serde(default)]
+    pub follow_up: Option<FollowUp>,
 }
 
 /// One subtask as saved.

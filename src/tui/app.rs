@@ -489,7 +489,8 @@ fn open_saved(
     let report = history::report_of(&saved);
     let state = Saved {
         status: saved.summary.status,
-        resume: history::resume_input(&saved).map(Box::new),
+        resume: history::resume_input(&saved, history::parent_of(&db, &saved).as_ref())
+            .map(Box::new),
     };
     Ok(Box::new((report, state)))
 }
