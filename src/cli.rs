@@ -80,6 +80,26 @@ pub enum CommandLine {
     Rm(RmArgs),
     /// Delete saved runs that started longer ago than an age (running runs are kept).
     Gc(GcArgs),
+    /// The result cache of worker answers: `clear` deletes them, `stats` counts them.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CacheAction {
+    /// Delete every cached answer.
+    Clear,
+    /// Entries, size, oldest and newest, hits and the tokens they saved.
+    Stats {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -249,6 +269,10 @@ pub struct EngineArgs {
     /// Do not save runs in the history
     #[arg(long, global = true)]
     pub no_save: bool,
+    /// Call the model for every worker subtask, even when an identical earlier call's
+    /// answer is cached
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

@@ -32,6 +32,7 @@
 // fail is written through `Write` and its errors handled.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod defaults;

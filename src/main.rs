@@ -65,7 +65,7 @@ async fn dispatch(cli: Cli) -> i32 {
         }
     };
     tracing::info!(provider = %config.describe(), "starting");
-    let provider = config.provider.build();
+    let provider = maestro::cache::wrap(config.provider.build(), &config);
     let result = match cli.command {
         Some(CommandLine::Run(args)) => {
             let query = match headless::read_query(&args.query) {
@@ -104,7 +104,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::History(_))
         | Some(CommandLine::Show(_))
         | Some(CommandLine::Rm(_))
-        | Some(CommandLine::Gc(_)) => return exit::USAGE,
+        | Some(CommandLine::Gc(_))
+        | Some(CommandLine::Cache(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -116,7 +117,7 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// `history`, `show`, `rm`, `gc` and `resume`; `None` for the other commands.
+/// `history`, `show`, `rm`, `gc` and `cache`; `None` for the other commands.
 fn saved_runs(cli: &Cli) -> Option<i32> {
     use maestro::history::{self, Failure, FailureKind};
     let command = cli.command.as_ref()?;
@@ -124,7 +125,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         CommandLine::History(_)
         | CommandLine::Show(_)
         | CommandLine::Rm(_)
-        | CommandLine::Gc(_) => {}
+        | CommandLine::Gc(_)
+        | CommandLine::Cache(_) => {}
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -144,6 +146,7 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
         CommandLine::Rm(args) => history::rm(&store, args, &mut stdout),
         CommandLine::Gc(args) => history::gc(&store, args, &mut stdout),
+        CommandLine::Cache(args) => maestro::cache::command(&store, args, &mut stdout),
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -206,7 +209,7 @@ async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
         Some(Err(e)) => return usage_error(e),
     };
     tracing::info!(provider = %config.describe(), run = %saved.summary.id, "resuming");
-    let provider = config.provider.build();
+    let provider = maestro::cache::wrap(config.provider.build(), &config);
     match headless::resume(config, provider, &saved, events, args, &engine_args).await {
         Ok(code) => code,
         Err(e) => {

@@ -33,6 +33,9 @@ pub struct SubtaskReport {
     pub result: Option<String>,
     /// The result stopped at the token limit (`cut off at the token limit`).
     pub cut_off: bool,
+    /// The result was saved from an earlier identical call: no model was asked, no tokens
+    /// spent.
+    pub cached: bool,
     pub error: Option<String>,
     /// Text of the attempt in flight (or the partial text of a failed one).
     #[serde(skip)]
@@ -124,6 +127,7 @@ impl SubtaskReport {
             usage_estimated: false,
             result: None,
             cut_off: false,
+            cached: false,
             error: None,
             output: String::new(),
             drafted: false,
@@ -370,6 +374,7 @@ impl RunReport {
                 usage,
                 result,
                 cut_off,
+                cached,
             } => {
                 self.usage_since.add(*usage);
                 if let Some(s) = self.subtask_mut(subtask) {
@@ -381,6 +386,7 @@ impl RunReport {
                     s.usage_estimated |= usage.estimated;
                     s.result = Some(result.clone());
                     s.cut_off = *cut_off;
+                    s.cached = *cached;
                     s.output.clear();
                 }
             }
@@ -405,6 +411,7 @@ impl RunReport {
                     s.output = partial.clone();
                     s.result = None;
                     s.cut_off = false;
+                    s.cached = false;
                 }
             }
             EventKind::SubtaskBlocked {
@@ -555,6 +562,8 @@ impl RunReport {
 fn status_cell(s: &SubtaskReport) -> String {
     if s.status == SubtaskStatus::Succeeded && s.cut_off {
         format!("{} ({})", s.status.word(), crate::display::CUT_OFF)
+    } else if s.status == SubtaskStatus::Succeeded && s.cached {
+        format!("{} ({})", s.status.word(), crate::display::CACHED)
     } else {
         s.status.word().to_owned()
     }
@@ -729,6 +738,7 @@ mod tests {
                 usage: usage(10),
                 result: "A".into(),
                 cut_off: false,
+                cached: false,
             },
             EventKind::SynthesisStarted {
                 attempt: 1,
@@ -816,6 +826,7 @@ mod tests {
             usage: usage(3),
             result: "A2".into(),
             cut_off: false,
+            cached: false,
         }));
         assert_eq!(r.tokens().total(), 46);
     }

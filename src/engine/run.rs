@@ -18,7 +18,7 @@ use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
-use crate::llm::{CONTEXT_LENGTH, CallError, ChatRequest, Completion};
+use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
     CommandName, EventKind, Refusal, RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus,
     Usage,
@@ -141,6 +141,9 @@ struct Task {
     /// The result stopped at the token limit.
     cut_off: bool,
     error: Option<String>,
+    /// The user asked for this subtask again (re-run, edit): its attempts call the model
+    /// rather than take a cached answer, whose repetition is what the user turned down.
+    bypass_cache: bool,
 }
 
 /// Planner or synthesis call state.
@@ -303,6 +306,7 @@ impl Run {
                     usage: result.usage,
                     result: result.text,
                     cut_off: result.cut_off,
+                    cached: false,
                 }));
             }
         }
@@ -461,6 +465,7 @@ impl Run {
                 result: None,
                 cut_off: false,
                 error: None,
+                bypass_cache: false,
             })
             .collect();
         self.index = self
@@ -617,8 +622,12 @@ impl Run {
             .collect();
         let deps: Vec<(&PlannedSubtask, &str)> =
             bounded.iter().map(|(s, r)| (*s, r.as_ref())).collect();
-        let request = prompt::worker_request(&self.query, &self.tasks[i].spec, &role, &deps, &spec);
+        let mut request =
+            prompt::worker_request(&self.query, &self.tasks[i].spec, &role, &deps, &spec);
         let task = &mut self.tasks[i];
+        if task.bypass_cache {
+            request.cache = CachePolicy::Bypass;
+        }
         task.attempt += 1;
         task.status = SubtaskStatus::Running;
         task.started_ms = now;
@@ -651,7 +660,12 @@ impl Run {
         let result = self.answer_or_empty(result, self.tasks[i].prompt_chars);
         match result {
             Ok(done) => {
-                let usage = usage_or_estimate(&done, self.tasks[i].prompt_chars);
+                // A cached answer cost nothing now, whatever its first call spent.
+                let usage = if done.cached {
+                    Usage::default()
+                } else {
+                    usage_or_estimate(&done, self.tasks[i].prompt_chars)
+                };
                 self.usage.add(usage);
                 let task = &mut self.tasks[i];
                 task.status = SubtaskStatus::Succeeded;
@@ -665,6 +679,7 @@ impl Run {
                     usage,
                     result: done.text,
                     cut_off: done.cut_off,
+                    cached: done.cached,
                 }));
             }
             Err(mut e) => {
@@ -1165,6 +1180,7 @@ impl Run {
         task.status = SubtaskStatus::Pending;
         task.failures = 0;
         task.result = None;
+        task.bypass_cache = true;
         out.push(Effect::Emit(EventKind::SubtaskQueued {
             subtask: id,
             waiting_on: self.unfinished_deps(i),

@@ -7,11 +7,14 @@
 //! - `read`: plain structs for the history list, a whole run, and a resume.
 //! - `owner`: which live process owns a running run, so runs of dead processes can be
 //!   marked `interrupted`.
+//! - `cache`: [`ResultCache`], the result cache's table (answers under a caller's key, with a
+//!   time to live).
 //!
 //! This module depends on `protocol` only: it never imports the engine, providers or any
 //! front end, and nothing here decides what a run does next. `docs/STORE.md` describes the
 //! tables for people using the `sqlite3` shell.
 
+mod cache;
 mod error;
 mod owner;
 mod read;
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+pub use cache::{CacheEntry, CacheStats, CachedAnswer, ResultCache};
 pub use error::{Candidate, StoreError};
 pub use read::{
     AttemptOutcome, ResumeState, RunFilter, RunSummary, SavedAttempt, SavedCommand, SavedNotice,

@@ -135,14 +135,35 @@ CREATE TABLE notices (
 CREATE INDEX notices_by_run ON notices(run_id);
 "#;
 
+/// The result cache: worker answers keyed by a hash of their request, and which subtask
+/// results came from it.
+const V2: &str = r#"
+ALTER TABLE subtasks ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE result_cache (
+    key         TEXT PRIMARY KEY NOT NULL,
+    provider    TEXT NOT NULL,
+    base_url    TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    answer      TEXT NOT NULL,
+    reasoning   TEXT NOT NULL DEFAULT '',
+    tokens_in   INTEGER NOT NULL DEFAULT 0,
+    tokens_out  INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0,
+    last_hit_at INTEGER
+);
+CREATE INDEX result_cache_by_created ON result_cache(created_at);
+"#;
+
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 /// The schema version this build writes.
 pub fn latest_version() -> usize {
-    1
+    2
 }
 
 /// Opens `path` (creating it and its folder), sets the pragmas, checks it is ours and not

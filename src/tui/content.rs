@@ -8,7 +8,7 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
-use crate::display::{CUT_OFF, clock, duration, status_glyph};
+use crate::display::{CACHED, CUT_OFF, clock, duration, status_glyph};
 use crate::protocol::SubtaskStatus;
 use crate::report::{AttemptOutcome, PlannerOutcome, RunReport};
 use crate::sanitize::{sanitize, sanitize_line};
@@ -73,6 +73,14 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
                 String::new()
             },
             theme.warning(),
+        ),
+        Span::styled(
+            if s.result.is_some() && s.cached {
+                format!(" · {CACHED}, no tokens spent")
+            } else {
+                String::new()
+            },
+            theme.dim(),
         ),
     ]);
     para(&mut out, status);
