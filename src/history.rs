@@ -482,6 +482,7 @@ pub fn resume_input(saved: &store::SavedRun) -> Option<crate::protocol::SavedRun
                     usage: s.usage,
                     elapsed_ms: s.elapsed_ms.unwrap_or(0),
                     cut_off: s.cut_off,
+                    cached: s.cached,
                 }),
                 _ => None,
             },

@@ -552,3 +552,49 @@ mod dashboard {
         );
     }
 }
+
+#[tokio::test]
+async fn a_resumed_run_keeps_its_cached_results_marked() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Phase 0: the plan is [a]. Phase 1: [a, b] and b fails. Phase 2: b answers.
+    let phase = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&phase);
+    let server = MockServer::start(move |r| {
+        let phase = seen.load(Ordering::SeqCst);
+        if r.is_planner() {
+            let ids: &[&str] = if phase == 0 { &["a"] } else { &["a", "b"] };
+            return Reply::text(plan_value(ids)).usage(100, 50);
+        }
+        if r.is_synthesis() {
+            return Reply::text("# Report").usage(300, 80);
+        }
+        match r.worker_title() {
+            Some(t) if t == title("b") && phase == 1 => Reply::status(500, "b is down"),
+            Some(t) => Reply::text(format!("Findings for {t}.")).usage(20, 10),
+            None => Reply::status(400, "mock: unexpected request"),
+        }
+    })
+    .await;
+    let sandbox = Sandbox::new(&config(&server, ""));
+    sandbox.run_json(&[]).await;
+    phase.store(1, Ordering::SeqCst);
+    let out = sandbox.run(&["run", "-q", "--format", "json", QUERY]).await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    let partial = out.json();
+    assert_eq!(partial["subtasks"][0]["cached"], true, "{partial}");
+    let id = partial["run_id"].as_str().expect("run id");
+
+    phase.store(2, Ordering::SeqCst);
+    let out = sandbox.run(&["resume", "-q", "--format", "json", id]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        subtask_marks(&out.json()),
+        [("a".into(), true, 0, 0), ("b".into(), false, 20, 10)]
+    );
+    let calls: Vec<String> = server
+        .requests()
+        .iter()
+        .filter_map(|r| r.worker_title())
+        .collect();
+    assert_eq!(calls, [title("a"), title("b"), title("b")]);
+}

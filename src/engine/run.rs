@@ -306,7 +306,7 @@ impl Run {
                     usage: result.usage,
                     result: result.text,
                     cut_off: result.cut_off,
-                    cached: false,
+                    cached: result.cached,
                 }));
             }
         }

@@ -991,6 +991,7 @@ fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
             },
             elapsed_ms: 1200,
             cut_off: false,
+            cached: false,
         }),
     }
 }
