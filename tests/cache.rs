@@ -1,5 +1,5 @@
 //! The result cache through the real binary and the mock server: a second identical run asks
-//! no worker and its JSON marks every subtask cached with zero tokens; `--no-cache`,
+//! no worker and its JSON marks every subtask cached with zero tokens; `--no-cache`, `--no-save`,
 //! `[cache] enabled = false`, an answer older than the time to live, `maestro cache clear`, a
 //! different worker model or system prompt, and an answer cut off all make the workers be
 //! asked again. And in process: the dashboard's `r` on a cached subtask asks the model.
@@ -273,7 +273,7 @@ async fn a_second_identical_run_asks_no_worker_and_marks_its_subtasks_cached() {
 }
 
 #[tokio::test]
-async fn no_cache_and_the_config_key_ask_the_workers_again() {
+async fn no_cache_the_config_key_and_no_save_ask_the_workers_again() {
     let server = MockServer::start(script(false)).await;
     let sandbox = Sandbox::new(&config(&server, ""));
     sandbox.run_json(&[]).await;
@@ -285,6 +285,14 @@ async fn no_cache_and_the_config_key_ask_the_workers_again() {
     let again = sandbox.run_json(&[]).await;
     assert_eq!(subtask_marks(&again), fresh());
     assert_eq!(worker_calls(&server), 6);
+
+    // Nothing is read from the database without saving either.
+    sandbox.configure(&config(&server, ""));
+    let again = sandbox.run_json(&["--no-save"]).await;
+    assert_eq!(subtask_marks(&again), fresh());
+    assert_eq!(worker_calls(&server), 8);
+    let again = sandbox.run_json(&[]).await;
+    assert_eq!(subtask_marks(&again), cached(), "still there, unused");
 }
 
 #[tokio::test]
