@@ -1054,6 +1054,9 @@ fn run_headless_case(
         &n.to_string(),
         "--retries",
         "0",
+        // Every repeat must ask the workers: the same run again would be answered from the
+        // result cache.
+        "--no-cache",
         "run",
         "--plan",
         &plan_path.to_string_lossy(),

@@ -175,6 +175,7 @@ fn big_model() -> (Model, RunId) {
                 },
                 result: "A result paragraph. ".repeat(20),
                 cut_off: false,
+                cached: false,
             }),
             1 => feed(EventKind::SubtaskFailed {
                 subtask: id,

@@ -92,6 +92,8 @@ pub enum CommandLine {
     /// Coloured on a terminal unless NO_COLOR is set. Exit codes: 0 compared (whether or not
     /// they differ); 1 the database could not be read; 2 an unknown id.
     Diff(DiffArgs),
+    /// The result cache of worker answers: `clear` deletes them, `stats` counts them.
+    Cache(CacheArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -117,6 +119,24 @@ pub struct DiffArgs {
     /// One JSON object instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CacheAction {
+    /// Delete every cached answer.
+    Clear,
+    /// Entries, size, oldest and newest, hits and the tokens they saved.
+    Stats {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -290,6 +310,10 @@ pub struct EngineArgs {
     /// Do not save runs in the history
     #[arg(long, global = true)]
     pub no_save: bool,
+    /// Call the model for every worker subtask, even when an identical earlier call's
+    /// answer is cached
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

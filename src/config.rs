@@ -75,6 +75,17 @@ pub struct FileConfig {
     pub planner: PlannerSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub cache: CacheSection,
+}
+
+/// `[cache]`: the result cache of worker answers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub enabled: Option<bool>,
+    /// How long an answer stays usable: `7d`, `12h`, `30m`.
+    pub ttl: Option<Age>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +172,17 @@ pub struct StoreConfig {
     pub path: Option<PathBuf>,
     /// False with `--no-save`.
     pub save: bool,
+    /// The result cache, kept in the same database.
+    pub cache: CacheConfig,
+}
+
+/// Whether worker answers are reused, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// False with `--no-cache`, `[cache] enabled = false`, or `--no-save` (nothing is read
+    /// from or written to the database then).
+    pub enabled: bool,
+    pub ttl: Duration,
 }
 
 impl StoreConfig {
@@ -173,6 +195,14 @@ impl StoreConfig {
                 .or_else(|| file.store.path.clone())
                 .or_else(crate::store::default_path),
             save: !args.no_save,
+            cache: CacheConfig {
+                enabled: !args.no_save && !args.no_cache && file.cache.enabled.unwrap_or(true),
+                ttl: file
+                    .cache
+                    .ttl
+                    .as_ref()
+                    .map_or(Duration::from_secs(defaults::CACHE_TTL_SECS), |a| a.0),
+            },
         }
     }
 
@@ -207,6 +237,20 @@ macro_rules! checked {
 }
 
 checked!(Positive, u64, "a whole number above 0", |v| *v > 0);
+
+/// An age such as `7d`, `12h`, `30m`, `45s`, `2w`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Age(pub Duration);
+impl<'de> Deserialize<'de> for Age {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = String::deserialize(d)?;
+        crate::display::parse_age(&v).map(Self).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid value {v:?}: expected an age such as \"7d\", \"12h\" or \"30m\""
+            ))
+        })
+    }
+}
 checked!(Fraction, f64, "a number from 0.0 to 1.0", |v| (0.0..=1.0)
     .contains(v));
 checked!(Temperature, f32, "a number from 0 to 2", |v| {
@@ -294,6 +338,15 @@ impl ProviderConfig {
             Self::Demo(c) => std::sync::Arc::new(Demo::new(c.clone())),
             Self::OpenAi(c) => std::sync::Arc::new(OpenAi::new(c.clone())),
             Self::Anthropic(c) => std::sync::Arc::new(Anthropic::new(c.clone())),
+        }
+    }
+
+    /// The server's base URL; empty for the demo provider, which has none.
+    pub fn base_url(&self) -> &str {
+        match self {
+            Self::Demo(_) => "",
+            Self::OpenAi(c) => &c.base_url,
+            Self::Anthropic(c) => &c.base_url,
         }
     }
 

@@ -4,6 +4,9 @@
 //!
 //! Plain constants only: this module depends on nothing, so any layer may read it.
 
+/// How long a worker's answer in the result cache may stand in for an identical call
+/// (`[cache] ttl`): 7 days, in seconds.
+pub const CACHE_TTL_SECS: u64 = 7 * 86_400;
 /// Worker calls in flight at once, per run (`--concurrency`, `limits.concurrency`).
 pub const CONCURRENCY: u64 = 4;
 /// Most subtasks a plan may have (`--max-subtasks`, `limits.max_subtasks`).

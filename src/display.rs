@@ -8,6 +8,10 @@
 /// How a result that stopped at the token limit is marked, wherever people read it.
 pub const CUT_OFF: &str = "cut off at the token limit";
 
+/// How a result taken from the result cache (no model asked) is marked, wherever people read
+/// it.
+pub const CACHED: &str = "cached";
+
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::protocol::SubtaskStatus;
@@ -17,6 +21,24 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An age as people write it: `30d`, `12h`, `90m`, `45s`, `2w` (`maestro gc --older-than`,
+/// `[cache] ttl`). `None` for anything else, or an age no `Duration` holds.
+pub fn parse_age(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs).map(std::time::Duration::from_secs)
 }
 
 /// A measured time, compact: `0.9s`, `3.1s`, `2m05s`, `1h02m`.

@@ -750,6 +750,7 @@ async fn tiny_call(
         max_tokens: CHECK_MAX_TOKENS,
         temperature: None,
         structured: None,
+        cache: crate::llm::CachePolicy::Bypass,
     };
     let started = Instant::now();
     let call = provider.complete(request, DeltaSink::discard());

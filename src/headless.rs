@@ -857,6 +857,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             elapsed_ms,
             usage,
             cut_off,
+            cached: false,
             ..
         } => format!(
             "✓ {} done in {} ({} in, {} out{}){}",
@@ -870,6 +871,15 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             } else {
                 String::new()
             }
+        ),
+        EventKind::SubtaskSucceeded {
+            subtask,
+            cached: true,
+            ..
+        } => format!(
+            "✓ {} done ({}: an earlier identical call's answer, no tokens spent)",
+            title(subtask),
+            crate::display::CACHED
         ),
         EventKind::SubtaskFailed {
             subtask,

@@ -447,6 +447,7 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
         r.usage_estimated = s.usage.estimated;
         r.result = s.result.clone();
         r.cut_off = s.cut_off;
+        r.cached = s.cached;
         r.error = match s.status {
             SavedSubtaskStatus::Interrupted => Some(
                 s.error
@@ -579,6 +580,7 @@ pub fn resume_input(
                     usage: s.usage,
                     elapsed_ms: s.elapsed_ms.unwrap_or(0),
                     cut_off: s.cut_off,
+                    cached: s.cached,
                 }),
                 _ => None,
             },
@@ -822,22 +824,7 @@ pub fn rm(store: &StoreConfig, args: &RmArgs, out: &mut dyn Write) -> Result<(),
     )
 }
 
-/// `30d`, `12h`, `90m`, `45s`, `2w`.
-pub fn parse_age(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return None,
-    };
-    n.checked_mul(secs).map(Duration::from_secs)
-}
+pub use crate::display::parse_age;
 
 /// `maestro gc`.
 pub fn gc(store: &StoreConfig, args: &GcArgs, out: &mut dyn Write) -> Result<(), Failure> {

@@ -34,6 +34,7 @@
 // fail is written through `Write` and its errors handled.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cache;
 pub mod cli;
 pub mod compare;
 pub mod config;

@@ -65,7 +65,7 @@ async fn dispatch(cli: Cli) -> i32 {
         }
     };
     tracing::info!(provider = %config.describe(), "starting");
-    let provider = config.provider.build();
+    let provider = maestro::cache::wrap(config.provider.build(), &config);
     let result = match cli.command {
         Some(CommandLine::Run(args)) => {
             let query = match headless::read_query(&args.query) {
@@ -125,7 +125,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::Rm(_))
         | Some(CommandLine::Gc(_))
         | Some(CommandLine::Export(_))
-        | Some(CommandLine::Diff(_)) => return exit::USAGE,
+        | Some(CommandLine::Diff(_))
+        | Some(CommandLine::Cache(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -137,7 +138,7 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// `history`, `show`, `rm`, `gc`, `export` and `diff`; `None` for the other commands.
+/// `history`, `show`, `rm`, `gc`, `export`, `diff` and `cache`; `None` for the other commands.
 fn saved_runs(cli: &Cli) -> Option<i32> {
     use maestro::history::{self, Failure, FailureKind};
     let command = cli.command.as_ref()?;
@@ -147,7 +148,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Rm(_)
         | CommandLine::Gc(_)
         | CommandLine::Export(_)
-        | CommandLine::Diff(_) => {}
+        | CommandLine::Diff(_)
+        | CommandLine::Cache(_) => {}
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -171,6 +173,7 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         CommandLine::Diff(args) => {
             maestro::compare::diff(&store, args, colour_stdout(), &mut stdout)
         }
+        CommandLine::Cache(args) => maestro::cache::command(&store, args, &mut stdout),
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -238,7 +241,7 @@ async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
         Some(Err(e)) => return usage_error(e),
     };
     tracing::info!(provider = %config.describe(), run = %saved.summary.id, "resuming");
-    let provider = config.provider.build();
+    let provider = maestro::cache::wrap(config.provider.build(), &config);
     match headless::resume(
         config,
         provider,

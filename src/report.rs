@@ -34,6 +34,9 @@ pub struct SubtaskReport {
     pub result: Option<String>,
     /// The result stopped at the token limit (`cut off at the token limit`).
     pub cut_off: bool,
+    /// The result was saved from an earlier identical call: no model was asked, no tokens
+    /// spent.
+    pub cached: bool,
     pub error: Option<String>,
     /// In a follow-up run: the earlier run's subtask whose result this one took without a
     /// call. Cleared when it is run after all.
@@ -129,6 +132,7 @@ impl SubtaskReport {
             usage_estimated: false,
             result: None,
             cut_off: false,
+            cached: false,
             error: None,
             reused: p.reuse.clone(),
             output: String::new(),
@@ -404,6 +408,7 @@ impl RunReport {
                 usage,
                 result,
                 cut_off,
+                cached,
             } => {
                 self.usage_since.add(*usage);
                 if let Some(s) = self.subtask_mut(subtask) {
@@ -415,6 +420,7 @@ impl RunReport {
                     s.usage_estimated |= usage.estimated;
                     s.result = Some(result.clone());
                     s.cut_off = *cut_off;
+                    s.cached = *cached;
                     s.output.clear();
                 }
             }
@@ -439,6 +445,7 @@ impl RunReport {
                     s.output = partial.clone();
                     s.result = None;
                     s.cut_off = false;
+                    s.cached = false;
                 }
             }
             EventKind::SubtaskBlocked {
@@ -594,6 +601,8 @@ fn status_cell(s: &SubtaskReport) -> String {
         format!("{} (reused `{}`)", s.status.word(), cell(earlier.as_str()))
     } else if s.status == SubtaskStatus::Succeeded && s.cut_off {
         format!("{} ({})", s.status.word(), crate::display::CUT_OFF)
+    } else if s.status == SubtaskStatus::Succeeded && s.cached {
+        format!("{} ({})", s.status.word(), crate::display::CACHED)
     } else {
         s.status.word().to_owned()
     }
@@ -773,6 +782,7 @@ mod tests {
                 usage: usage(10),
                 result: "A".into(),
                 cut_off: false,
+                cached: false,
             },
             EventKind::SynthesisStarted {
                 attempt: 1,
@@ -860,6 +870,7 @@ mod tests {
             usage: usage(3),
             result: "A2".into(),
             cut_off: false,
+            cached: false,
         }));
         assert_eq!(r.tokens().total(), 46);
     }

@@ -683,7 +683,11 @@ async fn concurrency_flag_beats_environment_which_beats_the_config_file() {
         }
     })
     .await;
-    let sandbox = Sandbox::new(&openai_config(&server, "concurrency = 4\n"));
+    // The same run three times: the workers must be asked each time, not the result cache.
+    let sandbox = Sandbox::new(&openai_config(
+        &server,
+        "concurrency = 4\n\n[cache]\nenabled = false\n",
+    ));
     let mut seen = Vec::new();
     for (args, env) in [
         (vec!["run", "-q", QUERY], vec![]),

@@ -63,6 +63,7 @@ fn succeeded(
             },
             result: result.to_owned(),
             cut_off: false,
+            cached: false,
         },
     )
 }

@@ -125,6 +125,7 @@ fn saved_report(id: RunId, status: SavedRunStatus) -> (RunReport, Saved) {
                 usage: Usage::default(),
                 elapsed_ms: 7_000,
                 cut_off: false,
+                cached: false,
             }),
         }],
         synthesis_attempts: 1,

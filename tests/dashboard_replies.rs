@@ -71,6 +71,7 @@ fn scene() -> Model {
                 },
                 result: format!("Findings on {id}."),
                 cut_off,
+                cached: false,
             },
         ));
     }

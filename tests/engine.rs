@@ -1693,6 +1693,7 @@ async fn a_resumed_run_calls_only_what_was_left_and_keeps_its_id() {
             usage: Usage::default(),
             elapsed_ms: 900,
             cut_off: false,
+            cached: false,
         }),
     }];
     let mut e = InProcess::spawn(String::new(), settings(), executor(), |t, _| {
@@ -1738,6 +1739,7 @@ fn complete_saved_run() -> SavedRun {
             usage: Usage::default(),
             elapsed_ms: 1,
             cut_off: false,
+            cached: false,
         }),
     }];
     saved.report = Some(SavedReport {

@@ -122,6 +122,11 @@ const RULES: &[Rule] = &[
         no_crates: &[],
     },
     Rule {
+        module: "cache",
+        imports: Imports::Not(&["headless", "tui", "report"]),
+        no_crates: TERMINAL,
+    },
+    Rule {
         module: "doctor",
         imports: Imports::Not(&["tui", "report"]),
         no_crates: TERMINAL,

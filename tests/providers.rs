@@ -35,6 +35,7 @@ fn request() -> ChatRequest {
         max_tokens: 321,
         temperature: Some(0.5),
         structured: None,
+        cache: Default::default(),
     }
 }
 

@@ -27,6 +27,7 @@ fn request(model: &str, mode: Option<Structured>) -> ChatRequest {
         messages: vec![Message::user("What do EVs change in cities?")],
         max_tokens: 300,
         temperature: None,
+        cache: Default::default(),
         structured: mode.map(|mode| StructuredOutput {
             name: "plan".into(),
             description: "Submit the plan.".into(),

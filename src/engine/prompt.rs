@@ -39,6 +39,7 @@ impl CallSpec {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             structured: None,
+            cache: crate::llm::CachePolicy::Use,
         }
     }
 }

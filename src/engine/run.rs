@@ -19,7 +19,7 @@ use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
-use crate::llm::{CONTEXT_LENGTH, CallError, ChatRequest, Completion};
+use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
     CommandName, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus, SavedRun,
     SubtaskId, SubtaskStatus, Usage,
@@ -142,6 +142,9 @@ struct Task {
     /// The result stopped at the token limit.
     cut_off: bool,
     error: Option<String>,
+    /// The user asked for this subtask again (re-run, edit): its attempts call the model
+    /// rather than take a cached answer, whose repetition is what the user turned down.
+    bypass_cache: bool,
 }
 
 /// Planner or synthesis call state.
@@ -328,6 +331,7 @@ impl Run {
                     usage: result.usage,
                     result: result.text,
                     cut_off: result.cut_off,
+                    cached: result.cached,
                 }));
             }
         }
@@ -530,6 +534,7 @@ impl Run {
                 usage: Usage::default(),
                 result: earlier.text.clone(),
                 cut_off: false,
+                cached: false,
             }));
         }
     }
@@ -554,6 +559,7 @@ impl Run {
                 result: None,
                 cut_off: false,
                 error: None,
+                bypass_cache: false,
             })
             .collect();
         self.index = self
@@ -718,6 +724,9 @@ impl Run {
             });
         }
         let task = &mut self.tasks[i];
+        if task.bypass_cache {
+            request.cache = CachePolicy::Bypass;
+        }
         task.attempt += 1;
         task.status = SubtaskStatus::Running;
         task.started_ms = now;
@@ -750,7 +759,12 @@ impl Run {
         let result = self.answer_or_empty(result, self.tasks[i].prompt_chars);
         match result {
             Ok(done) => {
-                let usage = usage_or_estimate(&done, self.tasks[i].prompt_chars);
+                // A cached answer cost nothing now, whatever its first call spent.
+                let usage = if done.cached {
+                    Usage::default()
+                } else {
+                    usage_or_estimate(&done, self.tasks[i].prompt_chars)
+                };
                 self.usage.add(usage);
                 let task = &mut self.tasks[i];
                 task.status = SubtaskStatus::Succeeded;
@@ -764,6 +778,7 @@ impl Run {
                     usage,
                     result: done.text,
                     cut_off: done.cut_off,
+                    cached: done.cached,
                 }));
             }
             Err(mut e) => {
@@ -1264,6 +1279,7 @@ impl Run {
         task.status = SubtaskStatus::Pending;
         task.failures = 0;
         task.result = None;
+        task.bypass_cache = true;
         out.push(Effect::Emit(EventKind::SubtaskQueued {
             subtask: id,
             waiting_on: self.unfinished_deps(i),

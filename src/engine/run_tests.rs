@@ -993,6 +993,7 @@ fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
             },
             elapsed_ms: 1200,
             cut_off: false,
+            cached: false,
         }),
     }
 }
@@ -1063,6 +1064,7 @@ fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
                 },
                 result: "the saved finding of a".into(),
                 cut_off: false,
+                cached: false,
             },
         ],
         "the saved facts are restated for consumers"
@@ -1264,6 +1266,7 @@ fn reply_with(text: &str, reasoning: &str, cut_off: bool) -> Result<Completion, 
         usage: None,
         cut_off,
         reasoning: reasoning.into(),
+        cached: false,
     })
 }
 
@@ -1746,4 +1749,84 @@ fn reuse_of_an_unknown_earlier_subtask_runs_it_with_a_notice() {
         .request_for(&CallTarget::Subtask("b".into()))
         .expect("called");
     assert!(!request.messages[0].content.contains("earlier"));
+}
+
+// ---- the result cache ---------------------------------------------------------------------
+
+#[track_caller]
+fn policy(s: &Story, id: &str) -> CachePolicy {
+    s.request_for(&CallTarget::Subtask(id.into()))
+        .expect("the subtask started")
+        .cache
+}
+
+#[test]
+fn an_explicit_rerun_or_edit_bypasses_the_result_cache_and_the_scheduler_does_not() {
+    let mut settings = settings();
+    settings.retries = 1;
+    settings.retry_base = Duration::from_millis(10);
+    let tasks = vec![task("a", &[]), task("b", &["a"]), task("c", &[])];
+    let mut s = Story::new("q", settings, Some(plan(tasks)));
+    assert_eq!(policy(&s, "a"), CachePolicy::Use);
+    assert_eq!(policy(&s, "c"), CachePolicy::Use);
+    s.reply("c", ok("C"));
+    s.reply("a", ok("A"));
+    assert_eq!(
+        policy(&s, "b"),
+        CachePolicy::Use,
+        "started by the scheduler"
+    );
+    s.reply("b", ok("B"));
+    s.synth_reply(ok("r"));
+
+    s.command(RunCommand::RetrySubtask("a".into()));
+    assert_eq!(policy(&s, "a"), CachePolicy::Bypass, "`r`");
+    // A retry after a failure of that attempt is still the user's re-run.
+    s.reply("a", server_error());
+    s.wake("a");
+    assert_eq!(policy(&s, "a"), CachePolicy::Bypass);
+    s.reply("a", ok("A2"));
+    s.synth_reply(ok("r2"));
+
+    s.command(RunCommand::EditSubtask {
+        id: "c".into(),
+        description: Some("Sharper".into()),
+        worker: None,
+    });
+    assert_eq!(policy(&s, "c"), CachePolicy::Bypass, "`e`");
+}
+
+#[test]
+fn retry_failed_bypasses_the_result_cache() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.run.settings = settings;
+    s.reply("b", ok("B"));
+    s.reply("a", server_error());
+    s.synth_reply(ok("r"));
+    s.command(RunCommand::RetryFailed);
+    assert_eq!(s.started(), ["a"]);
+    assert_eq!(policy(&s, "a"), CachePolicy::Bypass, "`R`");
+}
+
+#[test]
+fn a_cached_answer_spends_no_tokens_and_is_marked() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.reply(
+        "a",
+        Ok(Completion {
+            text: "A".into(),
+            usage: Some(Usage {
+                tokens_in: 50,
+                tokens_out: 20,
+                estimated: false,
+            }),
+            cached: true,
+            ..Completion::default()
+        }),
+    );
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskSucceeded { cached: true, usage, .. } if *usage == Usage::default())));
+    assert_eq!(s.run.usage, Usage::default());
 }

@@ -336,6 +336,7 @@ async fn read_stream(
                     usage: usage.finish(),
                     cut_off,
                     reasoning,
+                    cached: false,
                 });
             }
             "error" => return Err(in_band_error(&event.data)),
@@ -409,6 +410,7 @@ fn read_answer(body: &[u8], sink: &DeltaSink, tool: bool) -> Result<Completion, 
         usage: usage.finish(),
         cut_off: is_cut_off(answer.stop_reason.as_deref()),
         reasoning,
+        cached: false,
     })
 }
 

@@ -90,6 +90,28 @@ pub struct ChatRequest {
     /// Ask for an answer in this JSON shape (the planner); `None` for plain text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structured: Option<structured::StructuredOutput>,
+    /// Whether a saved answer to the same request may stand in for the call. Providers send
+    /// nothing of it; the result cache reads it.
+    #[serde(default, skip_serializing_if = "CachePolicy::is_use")]
+    pub cache: CachePolicy,
+}
+
+/// What the result cache may do with a request. The run decides: an attempt started by an
+/// explicit re-run or edit bypasses the cache, every other attempt may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CachePolicy {
+    /// A saved answer may stand in for the call; a new answer may be saved.
+    #[default]
+    Use,
+    /// Call the model whatever is saved; its answer replaces the saved one.
+    Bypass,
+}
+
+impl CachePolicy {
+    pub fn is_use(&self) -> bool {
+        *self == Self::Use
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +156,9 @@ pub struct Completion {
     /// Reasoning (`<think>` blocks, `reasoning_content` / `reasoning` fields, Anthropic
     /// thinking blocks), for people to read; it never reaches another prompt.
     pub reasoning: String,
+    /// The answer was saved from an earlier identical call, not asked of the model: no tokens
+    /// were spent on it.
+    pub cached: bool,
 }
 
 /// Where an adapter sends text as it streams in. Dropped deltas (a receiver that went away

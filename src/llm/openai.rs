@@ -229,6 +229,7 @@ impl Reply {
             usage,
             cut_off: self.cut_off,
             reasoning: self.reasoning,
+            cached: false,
         }
     }
 }

@@ -271,6 +271,7 @@ pub async fn probe(
         )],
         max_tokens: 20,
         temperature: None,
+        cache: crate::llm::CachePolicy::Bypass,
         structured: (wanted != Structured::Off).then(|| StructuredOutput {
             name: "check".to_owned(),
             description: "Confirm that structured output works.".to_owned(),

@@ -483,6 +483,10 @@ pub enum EventKind {
         /// The model stopped at the token limit: the result may be incomplete.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cut_off: bool,
+        /// The result was saved from an earlier identical call (the result cache): no model
+        /// was asked and `usage` is zero.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cached: bool,
     },
     SubtaskFailed {
         subtask: SubtaskId,

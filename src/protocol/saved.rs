@@ -62,6 +62,9 @@ pub struct SavedResult {
     /// The model stopped at the token limit.
     #[serde(default)]
     pub cut_off: bool,
+    /// The answer came from the result cache.
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// The last report, as `SynthesisFinished` carried it.

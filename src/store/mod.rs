@@ -8,11 +8,14 @@
 //! - `facts`: what the providers learnt about each server and model ([`ServerFact`]).
 //! - `owner`: which live process owns a running run, so runs of dead processes can be
 //!   marked `interrupted`.
+//! - `cache`: [`ResultCache`], the result cache's table (answers under a caller's key, with a
+//!   time to live).
 //!
 //! This module depends on `protocol` only: it never imports the engine, providers or any
 //! front end, and nothing here decides what a run does next. `docs/STORE.md` describes the
 //! tables for people using the `sqlite3` shell.
 
+mod cache;
 mod error;
 mod facts;
 mod owner;
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+pub use cache::{CacheEntry, CacheStats, CachedAnswer, ResultCache};
 pub use error::{Candidate, StoreError};
 pub use facts::ServerFact;
 pub use read::{

@@ -245,6 +245,8 @@ pub struct SavedSubtask {
     pub elapsed_ms: Option<u64>,
     /// The result stopped at the model's token limit.
     pub cut_off: bool,
+    /// The result came from the result cache.
+    pub cached: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -678,7 +680,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
         .prepare(
             "SELECT id, position, worker, title, description, focus_areas, depends_on, priority,
                     status, waiting_on, attempts, model, result, error, tokens_in, tokens_out,
-                    usage_estimated, started_at, finished_at, elapsed_ms, cut_off
+                    usage_estimated, started_at, finished_at, elapsed_ms, cut_off, cached
              FROM subtasks WHERE run_id = ?1 ORDER BY position",
         )
         .map_err(map)?;
@@ -707,6 +709,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
                     finished_ms: u64_of(r.get(18)?),
                     elapsed_ms: u64_of(r.get(19)?),
                     cut_off: r.get(20)?,
+                    cached: r.get(21)?,
                 },
             ))
         })

@@ -148,8 +148,29 @@ CREATE TABLE server_facts (
 ) WITHOUT ROWID;
 "#;
 
+/// The result cache: worker answers keyed by a hash of their request, and which subtask
+/// results came from it.
+const V3: &str = r#"
+ALTER TABLE subtasks ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE result_cache (
+    key         TEXT PRIMARY KEY NOT NULL,
+    provider    TEXT NOT NULL,
+    base_url    TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    answer      TEXT NOT NULL,
+    reasoning   TEXT NOT NULL DEFAULT '',
+    tokens_in   INTEGER NOT NULL DEFAULT 0,
+    tokens_out  INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0,
+    last_hit_at INTEGER
+);
+CREATE INDEX result_cache_by_created ON result_cache(created_at);
+"#;
+
 /// Every schema version's SQL, oldest first; the database's version is the count applied.
-const VERSIONS: [&str; 2] = [V1, V2];
+const VERSIONS: [&str; 3] = [V1, V2, V3];
 
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {

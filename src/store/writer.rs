@@ -901,12 +901,13 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
             usage,
             result,
             cut_off,
+            cached,
         } => {
             tx.execute(
                 "UPDATE subtasks SET status = 'succeeded', result = ?3, error = NULL,
                      elapsed_ms = ?4, finished_at = ?5,
                      tokens_in = tokens_in + ?6, tokens_out = tokens_out + ?7,
-                     usage_estimated = usage_estimated OR ?8, cut_off = ?9
+                     usage_estimated = usage_estimated OR ?8, cut_off = ?9, cached = ?10
                  WHERE run_id = ?1 AND id = ?2",
                 params![
                     run,
@@ -918,6 +919,7 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
                     usage.tokens_out as i64,
                     usage.estimated,
                     cut_off,
+                    cached,
                 ],
             )?;
             if let Some(row) = Call::worker(run, subtask, *attempt).close(

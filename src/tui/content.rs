@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
 use crate::diff::{self, LineTag};
-use crate::display::{CUT_OFF, clock, duration, status_glyph};
+use crate::display::{CACHED, CUT_OFF, clock, duration, status_glyph};
 use crate::protocol::SubtaskStatus;
 use crate::report::{AttemptOutcome, PlannerOutcome, RunReport};
 use crate::sanitize::{sanitize, sanitize_line};
@@ -81,6 +81,7 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
                     " · reused `{}` of the earlier run, no call",
                     sanitize_line(earlier.as_str())
                 ),
+                _ if s.result.is_some() && s.cached => format!(" · {CACHED}, no tokens spent"),
                 _ => String::new(),
             },
             theme.dim(),

@@ -12,7 +12,9 @@ use ratatui::widgets::{
 };
 use unicode_width::UnicodeWidthStr;
 
-use crate::display::{CUT_OFF, clock, duration, spinner_at, status_glyph, tokens, truncate};
+use crate::display::{
+    CACHED, CUT_OFF, clock, duration, spinner_at, status_glyph, tokens, truncate,
+};
 use crate::protocol::{RunStatus, SubtaskStatus};
 use crate::report::SubtaskReport;
 use crate::sanitize::sanitize_line;
@@ -306,6 +308,9 @@ fn subtask_row(
             " cut off".to_owned()
         }
     });
+    // A result from the result cache says so likewise, quieter: nothing is wrong with it.
+    let cached = !s.cut_off && s.status == SubtaskStatus::Succeeded && s.cached;
+    let mark = mark.or_else(|| cached.then(|| format!(" {CACHED}")));
     let mark_w = mark.as_ref().map_or(0, |m| m.width());
     let title = truncate(&title_text, title_w.saturating_sub(mark_w));
     let mark = mark
@@ -320,7 +325,14 @@ fn subtask_row(
     Line::from(vec![
         Span::styled(left, style),
         Span::raw(title),
-        Span::styled(mark, model.theme.warning()),
+        Span::styled(
+            mark,
+            if cached {
+                model.theme.dim()
+            } else {
+                model.theme.warning()
+            },
+        ),
         Span::raw(" ".repeat(gap)),
         Span::styled(right, style),
     ])

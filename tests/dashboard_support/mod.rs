@@ -252,6 +252,7 @@ pub fn every_state_events(run: RunId) -> Vec<Event> {
                      electric.\n\n- Oslo: 90%\n- Paris: 25%"
                 .to_owned(),
             cut_off: false,
+            cached: false,
         },
     ));
     // health: started, then cancelled by the user.
@@ -452,6 +453,7 @@ pub fn small_run_events(run: RunId, synthesis: &str) -> Vec<Event> {
                 },
                 result: format!("Findings on {id}."),
                 cut_off: false,
+                cached: false,
             },
         ));
     }
