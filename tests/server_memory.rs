@@ -44,8 +44,10 @@ struct Sandbox {
 impl Sandbox {
     fn new(server: &MockServer) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
+        // The result cache is off: each run's worker must reach the server, whose requests
+        // are what these tests read.
         let config = format!(
-            "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n",
+            "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[cache]\nenabled = false\n",
             server.openai_base_url()
         );
         std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
