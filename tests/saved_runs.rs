@@ -254,7 +254,7 @@ async fn a_run_is_saved_with_its_row_subtasks_calls_report_and_no_secret() {
         &server,
         "concurrency = 3\n\n[models]\nplanner = \"big\"\nworker = \"small\"\n",
     ));
-    let secret = "sk-test-secret-never-saved";
+    let secret = "test-secret-never-saved-4821";
     let out = sandbox
         .run(
             &["run", "-q", "--api-key-env", "MY_KEY", QUERY],

@@ -15,7 +15,7 @@ use maestro::config::{Config, FileConfig};
 use maestro::llm::Provider;
 use serde_json::Value;
 
-const KEY: &str = "sk-test-not-real-0123456789";
+const KEY: &str = "test-key-not-real-0123456789";
 /// The longest one child may run: the doctor bounds each check, so this is never reached.
 const PROCESS_LIMIT: Duration = Duration::from_secs(40);
 

@@ -793,23 +793,13 @@ fn draw_models(frame: &mut Frame, model: &Model, area: Rect, role: PickRole, cur
                         ),
                     ]);
                     if i == cursor {
-                        line = line.patch_style(theme.selected());
-                        let pad = width.saturating_sub(line.width());
-                        line.push_span(Span::styled(" ".repeat(pad), theme.selected()));
+                        line = selected_row(line, theme, width);
                     }
                     line
                 })
                 .collect();
             frame.render_widget(Paragraph::new(lines), list_area);
-            if ids.len() > height {
-                // Beside the list only, on the pop-up's right border.
-                let beside = Rect {
-                    y: list_area.y.saturating_sub(1),
-                    height: list_area.height + 2,
-                    ..rect
-                };
-                draw_scrollbar(frame, beside, ids.len(), height, top);
-            }
+            list_scrollbar(frame, rect, list_area, ids.len(), top);
         }
     }
 }
@@ -930,22 +920,13 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect, search: &str, curs
                         Span::raw(truncate(&sanitize_line(&run.query), room)),
                     ]);
                     if i == cursor {
-                        line = line.patch_style(theme.selected());
-                        let pad = width.saturating_sub(line.width());
-                        line.push_span(Span::styled(" ".repeat(pad), theme.selected()));
+                        line = selected_row(line, theme, width);
                     }
                     line
                 })
                 .collect();
             frame.render_widget(Paragraph::new(lines), list_area);
-            if runs.len() > height {
-                let beside = Rect {
-                    y: list_area.y.saturating_sub(1),
-                    height: list_area.height + 2,
-                    ..rect
-                };
-                draw_scrollbar(frame, beside, runs.len(), height, top);
-            }
+            list_scrollbar(frame, rect, list_area, runs.len(), top);
         }
     }
 }
@@ -1013,4 +994,26 @@ fn join(ids: &[crate::protocol::SubtaskId]) -> String {
         .map(|i| i.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A pop-up list's selected row: highlighted across the whole `width`.
+fn selected_row<'a>(line: Line<'a>, theme: &crate::tui::theme::Theme, width: usize) -> Line<'a> {
+    let mut line = line.patch_style(theme.selected());
+    let pad = width.saturating_sub(line.width());
+    line.push_span(Span::styled(" ".repeat(pad), theme.selected()));
+    line
+}
+
+/// A pop-up list's scrollbar, when its `len` rows do not fit: beside the list only, on the
+/// pop-up's (`rect`) right border.
+fn list_scrollbar(frame: &mut Frame, rect: Rect, list_area: Rect, len: usize, top: usize) {
+    let height = usize::from(list_area.height);
+    if len > height {
+        let beside = Rect {
+            y: list_area.y.saturating_sub(1),
+            height: list_area.height + 2,
+            ..rect
+        };
+        draw_scrollbar(frame, beside, len, height, top);
+    }
 }
