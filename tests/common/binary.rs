@@ -84,6 +84,7 @@ pub struct Maestro {
     dir: Option<PathBuf>,
     stdin: Option<String>,
     limit: Duration,
+    lossy: bool,
 }
 
 impl Maestro {
@@ -96,6 +97,7 @@ impl Maestro {
             dir: None,
             stdin: None,
             limit: DEFAULT_LIMIT,
+            lossy: false,
         }
     }
 
@@ -137,6 +139,12 @@ impl Maestro {
     /// The longest the child may run before the test fails.
     pub fn limit(mut self, limit: Duration) -> Self {
         self.limit = limit;
+        self
+    }
+
+    /// Replace bytes that are not UTF-8 in what the child printed instead of failing the test.
+    pub fn lossy(mut self) -> Self {
+        self.lossy = true;
         self
     }
 
@@ -183,6 +191,7 @@ impl Maestro {
         Running {
             child,
             limit: self.limit,
+            lossy: self.lossy,
         }
     }
 
@@ -203,6 +212,7 @@ impl Maestro {
 pub struct Running {
     pub child: Child,
     pub limit: Duration,
+    pub lossy: bool,
 }
 
 impl Running {
@@ -241,10 +251,17 @@ impl Running {
         };
         let stdout = out.join().expect("stdout reader");
         let stderr = err.join().expect("stderr reader");
+        let text = |bytes: Vec<u8>, what: &str| {
+            if self.lossy {
+                String::from_utf8_lossy(&bytes).into_owned()
+            } else {
+                String::from_utf8(bytes).unwrap_or_else(|e| panic!("{what} is not UTF-8: {e}"))
+            }
+        };
         Output {
             code: status.code(),
-            stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+            stdout: text(stdout, "stdout"),
+            stderr: text(stderr, "stderr"),
         }
     }
 }
