@@ -25,7 +25,7 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(20);
 impl Sandbox {
     /// The child with a clean environment (no colour setting either) and a debug log.
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Maestro {
-        self.maestro(args)
+        self.child(args)
             .scrub("MY_KEY")
             .scrub("NO_COLOR")
             .env("MAESTRO_LOG", "debug")

@@ -17,7 +17,7 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(30);
 
 impl Sandbox {
     async fn run(&self, args: &[&str]) -> Output {
-        self.maestro(args)
+        self.child(args)
             .db(self.path("runs.db"))
             .env("NO_COLOR", "1")
             .limit(PROCESS_LIMIT)

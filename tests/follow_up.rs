@@ -32,7 +32,7 @@ impl Sandbox {
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        self.maestro(args)
+        self.child(args)
             .db(self.db())
             .env("NO_COLOR", "1")
             .limit(PROCESS_LIMIT)

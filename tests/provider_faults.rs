@@ -23,7 +23,7 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(20);
 
 impl Sandbox {
     async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        self.maestro(args)
+        self.child(args)
             .env("XDG_STATE_HOME", self.path("state"))
             .env("MAESTRO_LOG", "debug")
             .envs(env)

@@ -29,7 +29,7 @@ impl Sandbox {
 
     /// The child with a clean environment and no `--db` of its own.
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Maestro {
-        self.maestro(args)
+        self.child(args)
             .scrub("MY_KEY")
             .env("NO_COLOR", "1")
             .envs(env)

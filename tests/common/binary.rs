@@ -38,7 +38,7 @@ impl Sandbox {
     }
 
     /// A child with `MAESTRO_CONFIG` naming the sandbox's file and home and XDG dirs inside it.
-    pub fn maestro(&self, args: &[&str]) -> Maestro {
+    pub fn child(&self, args: &[&str]) -> Maestro {
         let home = self.dir.path();
         Maestro::new(args)
             .env("MAESTRO_CONFIG", self.config_path())
