@@ -12,57 +12,19 @@ mod dashboard_support;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mock::{MockRequest, MockServer, Reply};
+use common::{Output, Sandbox};
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const QUERY: &str = "What are the impacts of EV adoption in cities?";
 const PROCESS_LIMIT: Duration = Duration::from_secs(30);
 
-struct Sandbox {
-    dir: TempDir,
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self:?}"))
-    }
-}
-
 impl Sandbox {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let sandbox = Self { dir };
-        sandbox.configure(config);
-        sandbox
-    }
-
     fn configure(&self, config: &str) {
         std::fs::write(self.path("config.toml"), config).expect("write the config");
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     fn db(&self) -> PathBuf {
@@ -75,28 +37,12 @@ impl Sandbox {
 
     /// `maestro --db <sandbox db> args…` in a clean environment, on a blocking thread.
     async fn run(&self, args: &[&str]) -> Output {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.arg("--db").arg(self.db()).args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", self.path("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
+        self.child(args)
+            .db(self.db())
             .env("NO_COLOR", "1")
-            .current_dir(home)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        tokio::task::spawn_blocking(move || collect(command.spawn().expect("start maestro")))
+            .limit(PROCESS_LIMIT)
+            .run()
             .await
-            .expect("the child runner")
     }
 
     /// `maestro run --format json QUERY` with `extra` flags; it must succeed.
@@ -107,38 +53,6 @@ impl Sandbox {
         let out = self.run(&args).await;
         assert_eq!(out.code, Some(0), "{out:?}");
         out.json()
-    }
-}
-
-fn collect(mut child: std::process::Child) -> Output {
-    use std::io::Read;
-    fn reader(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            String::from_utf8(buf).expect("UTF-8")
-        })
-    }
-    let readers = [reader(child.stdout.take()), reader(child.stderr.take())];
-    let deadline = Instant::now() + PROCESS_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for maestro") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let [stdout, stderr] = readers.map(|r| r.join().expect("a pipe reader"));
-    Output {
-        code: status.code(),
-        stdout,
-        stderr,
     }
 }
 

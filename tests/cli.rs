@@ -9,12 +9,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::mock::{self, MockRequest, MockServer, Reply};
+use common::{Maestro, Output, Sandbox};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const QUERY: &str = "What are the impacts of EV adoption in cities?";
 const SYNTHESIS: &str = "# EV report\n\nThe synthesised answer from the mock.";
@@ -23,144 +22,24 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(20);
 
 // ---- running the binary -------------------------------------------------------------------
 
-/// A temp dir with the child's home, XDG dirs and config file.
-struct Sandbox {
-    dir: TempDir,
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
-    }
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 impl Sandbox {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.path("config.toml")
-    }
-
-    /// The command with a clean environment and `MAESTRO_CONFIG` set to the sandbox's file.
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_")
-                || name.ends_with("_API_KEY")
-                || name == "MY_KEY"
-                || name == "NO_COLOR"
-            {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", self.config_path())
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
+    /// The child with a clean environment (no colour setting either) and a debug log.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Maestro {
+        self.child(args)
+            .scrub("MY_KEY")
+            .scrub("NO_COLOR")
             .env("MAESTRO_LOG", "debug")
-            .envs(env.iter().copied())
-            .current_dir(home)
-            .stdin(std::process::Stdio::null());
-        command
+            .envs(env)
+            .limit(PROCESS_LIMIT)
     }
 
     /// Run to the end (killed after `PROCESS_LIMIT`) without blocking the async runtime.
     async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let command = self.command(args, env);
-        tokio::task::spawn_blocking(move || run_blocking(command))
-            .await
-            .expect("the child runner")
+        self.command(args, env).run().await
     }
 
     fn run_sync(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        run_blocking(self.command(args, env))
-    }
-}
-
-fn run_blocking(command: std::process::Command) -> Output {
-    collect(spawn(command, None))
-}
-
-/// Start the child with piped output, writing `stdin` (when given) to it.
-fn spawn(mut command: std::process::Command, stdin: Option<&str>) -> std::process::Child {
-    use std::io::Write;
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    if stdin.is_some() {
-        command.stdin(std::process::Stdio::piped());
-    }
-    let mut child = command.spawn().expect("start maestro");
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    child
-}
-
-/// Wait for the child (killing it after `PROCESS_LIMIT`) and gather what it printed.
-fn collect(mut child: std::process::Child) -> Output {
-    use std::io::Read;
-    // Read both pipes on threads so a chatty child never blocks on a full pipe.
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + PROCESS_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for maestro") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = out.join().expect("stdout reader");
-    let stderr = err.join().expect("stderr reader");
-    Output {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+        self.command(args, env).run_blocking()
     }
 }
 
@@ -718,14 +597,18 @@ fn config_file_given_by_flag_wins_over_the_environment_variable() {
 #[test]
 fn query_dash_is_read_from_standard_input() {
     let sandbox = Sandbox::new(FAST_DEMO);
-    let child = spawn(
-        sandbox.command(&["run", "--format", "json", "-"], &[]),
-        Some(QUERY),
-    );
-    let out = collect(child);
+    let child = sandbox
+        .command(&["run", "--format", "json", "-"], &[])
+        .stdin(QUERY)
+        .spawn();
+    let out = child.wait();
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.json()["query"], QUERY);
-    let empty = collect(spawn(sandbox.command(&["run", "-"], &[]), Some("  \n")));
+    let empty = sandbox
+        .command(&["run", "-"], &[])
+        .stdin("  \n")
+        .spawn()
+        .wait();
     assert_eq!(empty.code, Some(2), "{empty:?}");
     assert!(empty.stderr.contains("empty"), "{empty:?}");
 }
@@ -764,7 +647,7 @@ async fn interrupted_run(signal: &str, extra_args: &[&str]) -> Interrupted {
     let mut args = vec!["run", "--events", events.to_str().unwrap()];
     args.extend_from_slice(extra_args);
     args.push(QUERY);
-    let child = spawn(sandbox.command(&args, &[]), None);
+    let child = sandbox.command(&args, &[]).spawn();
     let pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !server
@@ -784,7 +667,7 @@ async fn interrupted_run(signal: &str, extra_args: &[&str]) -> Interrupted {
         .status()
         .expect("run kill");
     assert!(kill.success());
-    let out = tokio::task::spawn_blocking(move || collect(child))
+    let out = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap();
     let took = sent_at.elapsed();
@@ -908,7 +791,9 @@ fn a_stderr_that_cannot_be_written_never_costs_the_report() {
     ] {
         let report = sandbox.path("report.json");
         let status = run_with(
-            sandbox.command(&["run", "--format", "json", QUERY], &[]),
+            sandbox
+                .command(&["run", "--format", "json", QUERY], &[])
+                .command(),
             std::process::Stdio::from(std::fs::File::create(&report).unwrap()),
             stderr,
         );
@@ -933,7 +818,7 @@ fn a_stdout_that_cannot_be_written_exits_4_and_says_so() {
     ] {
         let errors = sandbox.path("stderr.txt");
         let status = run_with(
-            sandbox.command(&args, &[]),
+            sandbox.command(&args, &[]).command(),
             std::process::Stdio::from(dev_full()),
             std::process::Stdio::from(std::fs::File::create(&errors).unwrap()),
         );

@@ -5,83 +5,24 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mock::{MockRequest, MockServer, Reply};
+use common::{Output, Sandbox};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const QUERY: &str = "What are the impacts of EV adoption in cities?";
 const SYNTHESIS: &str = "# EV report\n\nThe first finding.\n\nThe closing line.";
 const PROCESS_LIMIT: Duration = Duration::from_secs(30);
 
-struct Sandbox {
-    dir: TempDir,
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self:?}"))
-    }
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 impl Sandbox {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.arg("--db").arg(self.path("runs.db")).args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", self.path("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("NO_COLOR", "1")
-            .current_dir(home)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        command
-    }
-
     async fn run(&self, args: &[&str]) -> Output {
-        let command = self.command(args);
-        tokio::task::spawn_blocking(move || collect(command))
+        self.child(args)
+            .db(self.path("runs.db"))
+            .env("NO_COLOR", "1")
+            .limit(PROCESS_LIMIT)
+            .run()
             .await
-            .expect("the child runner")
     }
 
     /// A saved run of `QUERY`; its id.
@@ -89,40 +30,6 @@ impl Sandbox {
         let out = self.run(&["run", "-q", "--format", "json", QUERY]).await;
         assert!(matches!(out.code, Some(0 | 3)), "{out:?}");
         out.json()["run_id"].as_str().expect("a run id").to_owned()
-    }
-}
-
-fn collect(mut command: std::process::Command) -> Output {
-    use std::io::Read;
-    let mut child = command.spawn().expect("start maestro");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + PROCESS_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for maestro") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        code: status.code(),
-        stdout: String::from_utf8(out.join().expect("stdout reader")).expect("UTF-8"),
-        stderr: String::from_utf8(err.join().expect("stderr reader")).expect("UTF-8"),
     }
 }
 

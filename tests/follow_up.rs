@@ -6,92 +6,38 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mock::{MockRequest, MockServer, Reply};
+use common::{Output, Sandbox};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const QUERY: &str = "What are the impacts of EV adoption in cities?";
 const FOLLOW: &str = "Now go deeper on the pricing risks";
 const REPORT: &str = "# EV report\n\nThe earlier synthesised answer, with PARENT-MARK.";
 const PROCESS_LIMIT: Duration = Duration::from_secs(30);
 
-struct Sandbox {
-    dir: TempDir,
-}
-
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self:?}"))
-    }
+/// A sandbox whose config points the OpenAI provider at `server`.
+fn sandbox(server: &MockServer) -> Sandbox {
+    Sandbox::new(&format!(
+        "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[limits]\nretries = 0\n\
+         timeout_secs = 20\nidle_timeout_secs = 20\n",
+        server.openai_base_url()
+    ))
 }
 
 impl Sandbox {
-    fn new(server: &MockServer) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let config = format!(
-            "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[limits]\nretries = 0\n\
-             timeout_secs = 20\nidle_timeout_secs = 20\n",
-            server.openai_base_url()
-        );
-        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
-        Self { dir }
-    }
-
     fn db(&self) -> PathBuf {
-        self.dir.path().join("runs.db")
+        self.path("runs.db")
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.arg("--db").arg(self.db()).args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", home.join("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
+        self.child(args)
+            .db(self.db())
             .env("NO_COLOR", "1")
-            .current_dir(home)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        tokio::task::spawn_blocking(move || {
-            let child = command.spawn().expect("start maestro");
-            let deadline = Instant::now() + PROCESS_LIMIT;
-            let pid = child.id();
-            let waiter = std::thread::spawn(move || child.wait_with_output());
-            while !waiter.is_finished() {
-                assert!(
-                    Instant::now() < deadline,
-                    "maestro (pid {pid}) ran longer than {PROCESS_LIMIT:?}"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let out = waiter.join().expect("waiter").expect("maestro's output");
-            Output {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        })
-        .await
-        .expect("the child runner")
+            .limit(PROCESS_LIMIT)
+            .run()
+            .await
     }
 }
 
@@ -151,7 +97,7 @@ fn workers_for(requests: &[MockRequest], id: &str) -> Vec<MockRequest> {
 #[tokio::test]
 async fn a_follow_up_builds_on_its_parent_and_records_the_lineage() {
     let server = MockServer::start(script).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox(&server);
     let first = sandbox.run(&["run", "-q", "--format", "json", QUERY]).await;
     assert_eq!(first.code, Some(0), "{first:?}");
     let parent_id = first.json()["run_id"].as_str().expect("an id").to_owned();
@@ -257,7 +203,7 @@ async fn a_follow_up_builds_on_its_parent_and_records_the_lineage() {
 #[tokio::test]
 async fn a_follow_up_to_no_saved_run_is_a_usage_error() {
     let server = MockServer::start(script).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox(&server);
     let first = sandbox.run(&["run", "-q", QUERY]).await;
     assert_eq!(first.code, Some(0), "{first:?}");
     let before = server.requests().len();
@@ -283,7 +229,7 @@ async fn a_resumed_follow_up_keeps_the_earlier_runs_context() {
         script(r)
     })
     .await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox(&server);
     let first = sandbox.run(&["run", "-q", "--format", "json", QUERY]).await;
     assert_eq!(first.code, Some(0), "{first:?}");
     let parent_id = first.json()["run_id"].as_str().expect("an id").to_owned();

@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mock::{MockRequest, MockServer, Reply};
+use common::{Output, Sandbox};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -15,70 +16,18 @@ const QUERY: &str = "What are the impacts of EV adoption in cities?";
 const PROCESS_LIMIT: Duration = Duration::from_secs(20);
 const PROSE: &str = "Sure! I would look at emissions first, then at the grid.";
 
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// Run `maestro` with a config of the test's own and a clean environment.
 async fn maestro(config: &str, args: &[&str], env: &[(&str, &str)]) -> (Output, TempDir) {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-    command.args(args);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") || name == "NO_COLOR" {
-            command.env_remove(name.as_ref());
-        }
-    }
-    let home = dir.path().to_owned();
-    command
-        .env("MAESTRO_CONFIG", home.join("config.toml"))
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .envs(env.iter().copied())
-        .current_dir(&home)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = command.spawn().expect("start maestro");
-        let deadline = Instant::now() + PROCESS_LIMIT;
-        loop {
-            if child.try_wait().expect("wait").is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().expect("the output")
-    })
-    .await
-    .expect("the runner");
-    (
-        Output {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        },
-        dir,
-    )
+    let sandbox = Sandbox::new(config);
+    let out = sandbox
+        .child(args)
+        .scrub("NO_COLOR")
+        .envs(env)
+        .limit(PROCESS_LIMIT)
+        .lossy()
+        .run()
+        .await;
+    (out, sandbox.dir)
 }
 
 fn openai_config(server: &MockServer, extra: &str) -> String {

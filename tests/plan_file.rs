@@ -3,40 +3,17 @@
 //! as any plan, and refused as a usage error when it holds no plan. The offline demo provider
 //! answers, so no network is involved; each child gets a clean environment in a temp dir.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
+use std::path::PathBuf;
+
+use common::{Output, Sandbox};
 use serde_json::Value;
-use tempfile::TempDir;
 
 const QUERY: &str = "What are the impacts of EV adoption in cities?";
 const FAST_DEMO: &str = "[demo]\ntokens_per_second = 5000\nfailure_rate = 0.0\n";
 
-struct Sandbox {
-    dir: TempDir,
-}
-
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-}
-
 impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("config.toml"), FAST_DEMO).expect("write the config");
-        Self { dir }
-    }
-
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("write a file");
@@ -44,29 +21,7 @@ impl Sandbox {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let home = self.dir.path();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") || name == "NO_COLOR" {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let out = command
-            .env("MAESTRO_CONFIG", home.join("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .current_dir(home)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run maestro");
-        Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.child(args).scrub("NO_COLOR").lossy().run_blocking()
     }
 
     /// `maestro run --plan FILE --format json --events events.jsonl QUERY`.
@@ -119,7 +74,7 @@ fn a_plan_file_gets_the_defaults_a_planners_answer_gets() {
             {"title": "Costs", "depends_on": "1"}
         ]
     }"#;
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new(FAST_DEMO);
     let out = sandbox.run_plan(plan);
     assert_eq!(out.code, Some(0), "{out:?}");
     let report = out.json();
@@ -144,7 +99,7 @@ fn a_plan_file_gets_the_defaults_a_planners_answer_gets() {
 fn a_plan_file_may_hold_a_planners_answer_with_prose_and_a_fence() {
     let answer = "Here is the plan:\n\n```json\n{\"subtasks\": [{\"id\": \"a\", \"worker\": \
                   \"Research\", \"title\": \"A\", \"priority\": \"HIGH\"},]}\n```\n\nGood luck!";
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new(FAST_DEMO);
     let out = sandbox.run_plan(answer);
     assert_eq!(out.code, Some(0), "{out:?}");
     let report = out.json();
@@ -158,7 +113,7 @@ fn replaced_values_are_reported_and_the_run_goes_on() {
         {"id": "a", "title": "A", "priority": "urgent"},
         {"id": "b", "title": "B", "worker": "poet"}
     ]}"#;
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new(FAST_DEMO);
     let out = sandbox.run_plan(plan);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
@@ -177,7 +132,7 @@ fn replaced_values_are_reported_and_the_run_goes_on() {
 
 #[test]
 fn the_plan_that_maestro_plan_prints_runs_as_a_plan_file() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new(FAST_DEMO);
     let planned = sandbox.run(&["plan", QUERY]);
     assert_eq!(planned.code, Some(0), "{planned:?}");
     let out = sandbox.run_plan(&planned.stdout);
@@ -188,7 +143,7 @@ fn the_plan_that_maestro_plan_prints_runs_as_a_plan_file() {
 
 #[test]
 fn a_file_without_a_plan_is_a_usage_error_that_says_why() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new(FAST_DEMO);
     for (text, why) in [
         (
             r#"{"not": "a plan"}"#,
@@ -216,7 +171,7 @@ fn a_plan_file_with_a_cycle_is_refused_before_anything_runs() {
         {"id": "a", "title": "A", "depends_on": ["b"]},
         {"id": "b", "title": "B", "depends_on": ["a"]}
     ]}"#;
-    let out = Sandbox::new().run_plan(plan);
+    let out = Sandbox::new(FAST_DEMO).run_plan(plan);
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     assert!(

@@ -13,69 +13,24 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::mock::{Call, MockRequest, MockServer, Protocol, Reply};
+use common::{Output, Sandbox};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 /// Looks nothing like a real key, so a leak in a log is never mistaken for one.
 const KEY: &str = "test-key-not-real-1234567890";
 const QUERY: &str = "What do heat pumps change for a city grid?";
 const PROCESS_LIMIT: Duration = Duration::from_secs(20);
 
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A temp home with an empty config file.
-struct Sandbox {
-    dir: TempDir,
-}
-
 impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("config.toml"), "").expect("write the config");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", self.path("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_STATE_HOME", home.join("state"))
+        self.child(args)
+            .env("XDG_STATE_HOME", self.path("state"))
             .env("MAESTRO_LOG", "debug")
-            .envs(env.iter().copied())
-            .current_dir(home)
-            .stdin(std::process::Stdio::null());
-        tokio::task::spawn_blocking(move || run_blocking(command))
+            .envs(env)
+            .limit(PROCESS_LIMIT)
+            .lossy()
+            .run()
             .await
-            .expect("the child runner")
     }
 
     /// Every file the child left in the sandbox (logs, events), as text.
@@ -97,43 +52,6 @@ fn collect_files(dir: &Path, found: &mut Vec<(PathBuf, String)>) {
         } else if let Ok(bytes) = std::fs::read(&path) {
             found.push((path, String::from_utf8_lossy(&bytes).into_owned()));
         }
-    }
-}
-
-fn run_blocking(mut command: std::process::Command) -> Output {
-    use std::io::Read;
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().expect("start maestro");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + PROCESS_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for maestro") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&out.join().expect("stdout reader")).into_owned(),
-        stderr: String::from_utf8_lossy(&err.join().expect("stderr reader")).into_owned(),
     }
 }
 
@@ -208,7 +126,7 @@ fn assert_no_key(sandbox: &Sandbox, out: &Output) {
 async fn a_key_the_server_reflects_when_planning_appears_nowhere() {
     for protocol in PROTOCOLS {
         let server = MockServer::always(Reply::reflect_key()).await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let out = run_against(&sandbox, &server, protocol, "2").await;
         assert_eq!(out.code, Some(1), "{out:?}");
         assert_no_key(&sandbox, &out);
@@ -245,7 +163,7 @@ async fn a_key_a_worker_call_reflects_appears_nowhere() {
             Call::Unknown => Reply::status(400, "unexpected"),
         })
         .await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let out = run_against(&sandbox, &server, protocol, "2").await;
         assert_no_key(&sandbox, &out);
         let events = std::fs::read_to_string(sandbox.path("events.jsonl")).expect("events");
@@ -264,7 +182,7 @@ async fn a_web_page_on_a_200_is_named_and_not_retried() {
     let page = "<!DOCTYPE html><html><head><title>Gateway sign-in</title></head></html>";
     for protocol in PROTOCOLS {
         let server = MockServer::always(Reply::raw(200, "text/html", page)).await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let out = run_against(&sandbox, &server, protocol, "2").await;
         assert_eq!(out.code, Some(1), "{out:?}");
         assert_eq!(server.request_count(), 1, "not retried: {out:?}");
@@ -279,7 +197,7 @@ async fn a_retry_after_longer_than_a_retry_may_wait_fails_saying_so() {
     for protocol in PROTOCOLS {
         let server =
             MockServer::always(Reply::status(429, "Too many requests").retry_after(600)).await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let started = Instant::now();
         let out = run_against(&sandbox, &server, protocol, "2").await;
         assert!(started.elapsed() < Duration::from_secs(10));
@@ -295,7 +213,7 @@ async fn a_retry_after_longer_than_a_retry_may_wait_fails_saying_so() {
 
 #[tokio::test]
 async fn an_empty_key_variable_is_called_empty_not_unset() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new("");
     let out = sandbox
         .run(
             &["run", "--provider", "anthropic", QUERY],

@@ -9,83 +9,26 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mock::{Call, MockRequest, MockServer, Protocol, Reply};
+use common::{Output, Sandbox};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const KEY: &str = "test-key-not-real-1234567890";
 const QUERY: &str = "What do heat pumps change for a city grid?";
 const PROCESS_LIMIT: Duration = Duration::from_secs(20);
 const PROTOCOLS: [Protocol; 2] = [Protocol::OpenAi, Protocol::Anthropic];
 
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("JSON on stdout ({e}): {self:?}"))
-    }
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A temp home with a config file.
-struct Sandbox {
-    dir: TempDir,
-}
-
 impl Sandbox {
-    fn new() -> Self {
-        Self::with_config("")
-    }
-
-    fn with_config(config: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", self.path("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_STATE_HOME", home.join("state"))
-            .envs(env.iter().copied())
-            .current_dir(home)
-            .stdin(std::process::Stdio::null());
-        tokio::task::spawn_blocking(move || run_blocking(command))
+        self.child(args)
+            .env("XDG_STATE_HOME", self.path("state"))
+            .envs(env)
+            .limit(PROCESS_LIMIT)
+            .lossy()
+            .run()
             .await
-            .expect("the child runner")
     }
 
     /// Every log file the child left, as one text (at the default log level: the child's
@@ -118,43 +61,6 @@ fn collect_logs(dir: &std::path::Path, found: &mut String) {
         {
             found.push_str(&text);
         }
-    }
-}
-
-fn run_blocking(mut command: std::process::Command) -> Output {
-    use std::io::Read;
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().expect("start maestro");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + PROCESS_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for maestro") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&out.join().expect("stdout reader")).into_owned(),
-        stderr: String::from_utf8_lossy(&err.join().expect("stderr reader")).into_owned(),
     }
 }
 
@@ -250,7 +156,7 @@ fn refuse_max_tokens(with_param: bool) -> impl Fn(&MockRequest) -> Reply + Send 
 async fn a_refused_max_tokens_is_swapped_once_and_remembered() {
     for with_param in [true, false] {
         let server = MockServer::start(refuse_max_tokens(with_param)).await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         // No retries: the swap must not spend one.
         let out = run_against(&sandbox, &server, Protocol::OpenAi, &["--retries", "0"]).await;
         assert_eq!(out.code, Some(0), "{out:?}");
@@ -295,7 +201,7 @@ async fn a_refused_max_tokens_is_swapped_once_and_remembered() {
 #[tokio::test]
 async fn openai_s_own_api_gets_max_completion_tokens_and_config_can_say_otherwise() {
     let server = MockServer::start(answer).await;
-    let sandbox = Sandbox::with_config("[openai]\ntoken_param = \"max_completion_tokens\"\n");
+    let sandbox = Sandbox::new("[openai]\ntoken_param = \"max_completion_tokens\"\n");
     let out = run_against(&sandbox, &server, Protocol::OpenAi, &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     for request in server.requests() {
@@ -304,14 +210,14 @@ async fn openai_s_own_api_gets_max_completion_tokens_and_config_can_say_otherwis
     }
     // Elsewhere `max_tokens` by default.
     let server = MockServer::start(answer).await;
-    let out = run_against(&Sandbox::new(), &server, Protocol::OpenAi, &[]).await;
+    let out = run_against(&Sandbox::new(""), &server, Protocol::OpenAi, &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     for request in server.requests() {
         assert_eq!(request.max_tokens(), Some(4096));
         assert!(request.field("max_completion_tokens").is_none());
     }
     // A value the key does not know is a configuration error with its line.
-    let sandbox = Sandbox::with_config("[openai]\ntoken_param = \"max_words\"\n");
+    let sandbox = Sandbox::new("[openai]\ntoken_param = \"max_words\"\n");
     let out = run_against(&sandbox, &server, Protocol::OpenAi, &[]).await;
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("max_completion_tokens"), "{out:?}");
@@ -335,7 +241,7 @@ async fn a_refused_temperature_is_left_out_without_failing_anything() {
             answer(request)
         })
         .await;
-        let sandbox = Sandbox::with_config("[limits]\ntemperature = 0.2\n");
+        let sandbox = Sandbox::new("[limits]\ntemperature = 0.2\n");
         let out = run_against(&sandbox, &server, protocol, &["--retries", "0"]).await;
         assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
         let requests = server.requests();
@@ -395,7 +301,7 @@ async fn an_empty_reply_is_retried_and_never_passed_on() {
                 _ => answer(request),
             })
             .await;
-            let sandbox = Sandbox::new();
+            let sandbox = Sandbox::new("");
             let out = run_against(&sandbox, &server, protocol, &[]).await;
             assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
             let report = out.json();
@@ -436,7 +342,7 @@ async fn a_reply_that_stays_empty_fails_its_subtask_and_blocks_the_dependent() {
         _ => answer(request),
     })
     .await;
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new("");
     let out = run_against(&sandbox, &server, Protocol::OpenAi, &["--retries", "1"]).await;
     let report = out.json();
     assert_eq!(subtask(&report, "a")["status"], "failed", "{report}");
@@ -464,7 +370,7 @@ async fn a_reply_cut_at_the_token_limit_is_kept_and_marked_everywhere() {
             _ => answer(request),
         })
         .await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let out = run_against(&sandbox, &server, protocol, &[]).await;
         assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
         let report = out.json();
@@ -488,7 +394,7 @@ async fn a_reply_cut_at_the_token_limit_is_kept_and_marked_everywhere() {
         );
         // The markdown report and the progress lines say so too.
         let md = run_against(
-            &Sandbox::new(),
+            &Sandbox::new(""),
             &server,
             protocol,
             &["--format", "markdown"],
@@ -546,7 +452,7 @@ async fn reasoning_is_kept_apart_from_the_answer_on_every_server_shape() {
                 (Protocol::OpenAi, false) => "[openai]\nstream = false\n".into(),
                 (Protocol::Anthropic, false) => "[anthropic]\nstream = false\n".into(),
             };
-            let sandbox = Sandbox::with_config(&config);
+            let sandbox = Sandbox::new(&config);
             let out = run_against(&sandbox, &server, protocol, &[]).await;
             assert_eq!(out.code, Some(0), "{protocol:?} {stream}: {out:?}");
             let report = out.json();
@@ -602,7 +508,7 @@ async fn comment_lines_and_an_in_band_error_mid_stream_are_a_retry_not_a_result(
             _ => answer(request),
         })
         .await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let out = run_against(&sandbox, &server, protocol, &[]).await;
         assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
         let report = out.json();
@@ -631,7 +537,7 @@ async fn comment_lines_and_an_in_band_error_mid_stream_are_a_retry_not_a_result(
 async fn no_usage_in_the_stream_is_estimated_and_marked() {
     for protocol in PROTOCOLS {
         let server = MockServer::start(|request: &MockRequest| answer(request).no_usage()).await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let out = run_against(&sandbox, &server, protocol, &[]).await;
         assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
         let report = out.json();
@@ -675,7 +581,7 @@ async fn a_prompt_longer_than_the_context_fails_once_saying_what_to_bound() {
             }
         };
         let server = MockServer::start(script.clone()).await;
-        let sandbox = Sandbox::new();
+        let sandbox = Sandbox::new("");
         let out = run_against(&sandbox, &server, protocol, &[]).await;
         let report = out.json();
         let b = subtask(&report, "b");
@@ -704,7 +610,7 @@ async fn a_prompt_longer_than_the_context_fails_once_saying_what_to_bound() {
 
         // Bounded, the dependent's prompt fits and quotes the start of `a` with a marker.
         let server = MockServer::start(script).await;
-        let sandbox = Sandbox::with_config("[limits]\nmax_dependency_chars = 1000\n");
+        let sandbox = Sandbox::new("[limits]\nmax_dependency_chars = 1000\n");
         let out = run_against(&sandbox, &server, protocol, &[]).await;
         assert_eq!(out.code, Some(0), "{protocol:?}: {out:?}");
         let prompt = worker_request(&server, "Peak shaving").user();

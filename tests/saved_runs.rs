@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::mock::{MockRequest, MockServer, Reply};
+use common::{Maestro, Output, Sandbox};
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const QUERY: &str = "What are the impacts of EV adoption in cities?";
 const SYNTHESIS: &str = "# EV report\n\nThe synthesised answer from the mock.";
@@ -22,137 +22,30 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(30);
 
 // ---- running the binary -------------------------------------------------------------------
 
-struct Sandbox {
-    dir: TempDir,
-}
-
-#[derive(Clone)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self:?}"))
-    }
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 impl Sandbox {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn db(&self) -> PathBuf {
         self.path("runs.db")
     }
 
-    /// The command with a clean environment; `--db` names the sandbox's database unless the
-    /// arguments name one or `default_db` is asked for.
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        command.args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") || name == "MY_KEY" {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", self.path("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
+    /// The child with a clean environment and no `--db` of its own.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Maestro {
+        self.child(args)
+            .scrub("MY_KEY")
             .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .current_dir(home)
-            .stdin(std::process::Stdio::null());
-        command
-    }
-
-    /// `args` with `--db <sandbox db>` first.
-    fn with_db(&self, args: &[&str]) -> Vec<String> {
-        let mut all = vec!["--db".to_owned(), self.db().display().to_string()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        all
+            .envs(env)
+            .limit(PROCESS_LIMIT)
     }
 
     async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let args = self.with_db(args);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let command = self.command(&args, env);
-        tokio::task::spawn_blocking(move || collect(spawn(command)))
-            .await
-            .expect("the child runner")
+        self.command(args, env).db(self.db()).run().await
     }
 
     fn run_sync(&self, args: &[&str]) -> Output {
-        let args = self.with_db(args);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        collect(spawn(self.command(&args, &[])))
+        self.command(args, &[]).db(self.db()).run_blocking()
     }
 
     fn open_db(&self) -> Connection {
         Connection::open(self.db()).expect("open the database")
-    }
-}
-
-fn spawn(mut command: std::process::Command) -> std::process::Child {
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    command.spawn().expect("start maestro")
-}
-
-fn collect(mut child: std::process::Child) -> Output {
-    use std::io::Read;
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + PROCESS_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for maestro") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        code: status.code(),
-        stdout: String::from_utf8(out.join().expect("stdout reader")).expect("UTF-8"),
-        stderr: String::from_utf8(err.join().expect("stderr reader")).expect("UTF-8"),
     }
 }
 
@@ -367,13 +260,13 @@ async fn the_run_row_is_written_before_the_first_provider_call() {
     })
     .await;
     let sandbox = Sandbox::new(&openai_config(&server, ""));
-    let command = sandbox.command(
-        &["--db", db.to_str().expect("utf-8 path"), "run", "-q", QUERY],
-        &[],
-    );
-    let out = tokio::task::spawn_blocking(move || collect(spawn(command)))
-        .await
-        .expect("runner");
+    let out = sandbox
+        .command(
+            &["--db", db.to_str().expect("utf-8 path"), "run", "-q", QUERY],
+            &[],
+        )
+        .run()
+        .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(*seen.lock().expect("lock"), Some(1));
     server.shutdown().await;
@@ -384,10 +277,7 @@ async fn the_default_database_is_in_the_data_dir_and_the_config_key_moves_it() {
     let server = MockServer::start(script(plan_value(&["a"]), &[], &[], Duration::ZERO)).await;
     let sandbox = Sandbox::new(&openai_config(&server, ""));
     // No --db: the platform data folder (XDG_DATA_HOME here).
-    let command = sandbox.command(&["run", "-q", QUERY], &[]);
-    let out = tokio::task::spawn_blocking(move || collect(spawn(command)))
-        .await
-        .expect("runner");
+    let out = sandbox.command(&["run", "-q", QUERY], &[]).run().await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let default = sandbox.path("data").join("maestro").join("maestro.db");
     assert!(default.exists(), "no database at {}", default.display());
@@ -401,10 +291,7 @@ async fn the_default_database_is_in_the_data_dir_and_the_config_key_moves_it() {
         ),
     )
     .expect("config");
-    let command = sandbox.command(&["run", "-q", QUERY], &[]);
-    let out = tokio::task::spawn_blocking(move || collect(spawn(command)))
-        .await
-        .expect("runner");
+    let out = sandbox.command(&["run", "-q", QUERY], &[]).run().await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let conn = Connection::open(&moved).expect("the configured database");
     assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
@@ -465,9 +352,10 @@ async fn a_cancel_by_ctrl_c_is_recorded_as_a_command() {
     ))
     .await;
     let sandbox = Sandbox::new(&openai_config(&server, ""));
-    let args = sandbox.with_db(&["run", "-q", QUERY]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = spawn(sandbox.command(&args, &[]));
+    let child = sandbox
+        .command(&["run", "-q", QUERY], &[])
+        .db(sandbox.db())
+        .spawn();
     let pid = child.id().to_string();
     server.wait_for_requests(2, Duration::from_secs(10)).await;
     let kill = std::process::Command::new("kill")
@@ -475,7 +363,7 @@ async fn a_cancel_by_ctrl_c_is_recorded_as_a_command() {
         .status()
         .expect("kill");
     assert!(kill.success());
-    let out = tokio::task::spawn_blocking(move || collect(child))
+    let out = tokio::task::spawn_blocking(move || child.wait())
         .await
         .expect("runner");
     assert_eq!(out.code, Some(130), "{out:?}");
@@ -698,17 +586,18 @@ async fn after_kill_9_resume_finishes_the_run_without_calling_finished_subtasks_
     ))
     .await;
     let sandbox = Sandbox::new(&openai_config(&server, "concurrency = 4\n"));
-    let args = sandbox.with_db(&["run", "-q", QUERY]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = spawn(sandbox.command(&args, &[]));
+    let mut child = sandbox
+        .command(&["run", "-q", QUERY], &[])
+        .db(sandbox.db())
+        .spawn();
     // Wait until a and b are on disk (c and d hang), then kill the process outright.
     let deadline = Instant::now() + Duration::from_secs(15);
     while succeeded_subtasks(&sandbox.db()) < 2 {
         assert!(Instant::now() < deadline, "a and b were never saved");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
+    child.child.kill().expect("kill -9");
+    child.child.wait().expect("reap");
 
     let conn = sandbox.open_db();
     assert_eq!(query_strings(&conn, "SELECT status FROM runs"), ["running"]);

@@ -10,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mock::{MockServer, Reply};
+use common::{Output, Sandbox};
 use maestro::cli::{EngineArgs, ProviderKind};
 use maestro::config::{Config, FileConfig};
 use maestro::llm::Provider;
@@ -122,70 +123,17 @@ async fn a_reflected_key_is_redacted_and_a_web_page_is_not_the_api() {
 
 // ---- the binary -----------------------------------------------------------------------------
 
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// Run the binary with `config` as its config file and a clean environment, off the runtime.
 async fn maestro(config: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).expect("write the config");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-    command.args(args);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") || name == "NO_COLOR" {
-            command.env_remove(name.as_ref());
-        }
-    }
-    let home = dir.path().to_path_buf();
-    command
-        .env("MAESTRO_CONFIG", &path)
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .envs(env.iter().copied())
-        .current_dir(&home)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || {
-        let child = command.spawn().expect("start maestro");
-        let id = child.id();
-        // A watchdog: the test fails rather than hangs if the child never ends.
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if wait.recv_timeout(PROCESS_LIMIT).is_err() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &id.to_string()])
-                    .status();
-            }
-        });
-        let output = child.wait_with_output().expect("wait for maestro");
-        let _ = done.send(());
-        output
-    })
-    .await
-    .expect("the child runner");
-    drop(dir);
-    Output {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let sandbox = Sandbox::new(config);
+    sandbox
+        .child(args)
+        .scrub("NO_COLOR")
+        .envs(env)
+        .limit(PROCESS_LIMIT)
+        .lossy()
+        .run()
+        .await
 }
 
 fn openai_config(server: &MockServer, models: &str) -> String {

@@ -9,78 +9,41 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mock::{Call, MockRequest, MockServer, Reply};
+use common::{Output, Sandbox};
 use serde_json::json;
-use tempfile::TempDir;
 
 const QUERY: &str = "What do heat pumps change for a city grid?";
 const PROCESS_LIMIT: Duration = Duration::from_secs(40);
 /// What a server that cannot do `json_schema` says (with a 500).
 const NO_SCHEMA: &str = "'response_format' of type 'json_schema' is not supported";
 
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A temp home with a config file naming the mock, and a database in it.
-struct Sandbox {
-    dir: TempDir,
+/// A sandbox whose config names the mock.
+fn sandbox_for(server: &MockServer) -> Sandbox {
+    // The result cache is off: each run's worker must reach the server, whose requests
+    // are what these tests read.
+    Sandbox::new(&format!(
+        "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[cache]\nenabled = false\n",
+        server.openai_base_url()
+    ))
 }
 
 impl Sandbox {
-    fn new(server: &MockServer) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        // The result cache is off: each run's worker must reach the server, whose requests
-        // are what these tests read.
-        let config = format!(
-            "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[cache]\nenabled = false\n",
-            server.openai_base_url()
-        );
-        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
-        Self { dir }
-    }
-
     fn db(&self) -> PathBuf {
-        self.dir.path().join("runs.db")
+        self.path("runs.db")
     }
 
     async fn maestro(&self, args: &[&str]) -> Output {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"));
-        let db = self.db();
-        let db = db.to_str().expect("a UTF-8 temp path");
-        command.args(["--db", db]).args(args);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MAESTRO_") || name.ends_with("_API_KEY") || name == "NO_COLOR" {
-                command.env_remove(name.as_ref());
-            }
-        }
-        let home = self.dir.path();
-        command
-            .env("MAESTRO_CONFIG", home.join("config.toml"))
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_STATE_HOME", home.join("state"))
-            .current_dir(home)
-            .stdin(std::process::Stdio::null());
-        tokio::task::spawn_blocking(move || run_blocking(command))
+        self.child(args)
+            .db(self.db())
+            .scrub("NO_COLOR")
+            .env("XDG_STATE_HOME", self.path("state"))
+            .limit(PROCESS_LIMIT)
+            .lossy()
+            .run()
             .await
-            .expect("the child runner")
     }
 
     async fn run(&self) -> Output {
@@ -98,43 +61,6 @@ impl Sandbox {
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows")
-    }
-}
-
-fn run_blocking(mut command: std::process::Command) -> Output {
-    use std::io::Read;
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().expect("start maestro");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + PROCESS_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for maestro") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maestro ran longer than {PROCESS_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&out.join().expect("stdout reader")).into_owned(),
-        stderr: String::from_utf8_lossy(&err.join().expect("stderr reader")).into_owned(),
     }
 }
 
@@ -214,7 +140,7 @@ fn formats(requests: &[MockRequest]) -> Vec<Option<String>> {
 async fn doctor_names_the_structured_output_mode_the_planner_gets() {
     // Accepts a JSON schema.
     let server = MockServer::start(answer).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let out = sandbox.maestro(&["doctor"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(line(&out, "✓ plans").contains("a JSON schema"), "{out:?}");
@@ -227,7 +153,7 @@ async fn doctor_names_the_structured_output_mode_the_planner_gets() {
 
     // A 500 on json_schema, json_object taken.
     let server = MockServer::start(rejects_json_schema).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let out = sandbox.maestro(&["doctor"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(line(&out, "✓ plans").contains("JSON mode"), "{out:?}");
@@ -249,7 +175,7 @@ async fn doctor_names_the_structured_output_mode_the_planner_gets() {
 
     // Both rejected: plain text, with a word of warning and its fix, but not a failure.
     let server = MockServer::start(rejects_json_modes).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let out = sandbox.maestro(&["doctor"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(line(&out, "! plans").contains("plain text"), "{out:?}");
@@ -268,7 +194,7 @@ async fn doctor_names_the_structured_output_mode_the_planner_gets() {
 #[tokio::test]
 async fn doctor_fails_a_forced_mode_the_server_refuses_and_skips_it_without_a_planner() {
     let server = MockServer::start(rejects_json_schema).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let config = sandbox.dir.path().join("config.toml");
     let mut text = std::fs::read_to_string(&config).expect("the config");
     text.push_str("\n[planner]\nstructured = \"schema\"\n");
@@ -280,7 +206,7 @@ async fn doctor_fails_a_forced_mode_the_server_refuses_and_skips_it_without_a_pl
 
     // The planner model does not answer at all: nothing to check.
     let server = MockServer::always(Reply::status(404, "no such model")).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let out = sandbox.maestro(&["doctor"]).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(line(&out, "- plans").contains("not checked"), "{out:?}");
@@ -291,7 +217,7 @@ async fn doctor_fails_a_forced_mode_the_server_refuses_and_skips_it_without_a_pl
 #[tokio::test]
 async fn the_structured_mode_that_worked_is_used_first_by_the_next_run() {
     let server = MockServer::start(rejects_json_schema).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let out = sandbox.run().await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(
@@ -316,7 +242,7 @@ async fn the_structured_mode_that_worked_is_used_first_by_the_next_run() {
     assert_eq!(second.len(), 3, "plan, one worker, synthesis: {second:#?}");
 
     // Another database knows nothing: the first request tries the best mode again.
-    let other = Sandbox::new(&server);
+    let other = sandbox_for(&server);
     let before = server.request_count();
     let out = other.run().await;
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -329,7 +255,7 @@ async fn the_structured_mode_that_worked_is_used_first_by_the_next_run() {
 #[tokio::test]
 async fn a_refused_max_tokens_is_not_sent_again_by_the_next_run() {
     let server = MockServer::start(refuses_max_tokens).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let out = sandbox.run().await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let refused = |requests: &[MockRequest]| {
@@ -375,7 +301,7 @@ async fn the_doctor_replaces_what_runs_remembered_and_no_save_keeps_nothing() {
         }
     })
     .await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     assert_eq!(sandbox.run().await.code, Some(0));
     upgraded.store(true, Ordering::SeqCst);
     let out = sandbox.maestro(&["doctor"]).await;
@@ -404,7 +330,7 @@ async fn the_doctor_replaces_what_runs_remembered_and_no_save_keeps_nothing() {
 
     // --no-save neither reads nor writes the memory.
     let server = MockServer::start(rejects_json_schema).await;
-    let sandbox = Sandbox::new(&server);
+    let sandbox = sandbox_for(&server);
     let out = sandbox
         .maestro(&["run", "--no-save", "--format", "json", QUERY])
         .await;

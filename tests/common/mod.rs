@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod binary;
 pub mod mock;
 
+pub use binary::{Maestro, Output, Running, Sandbox};
 pub use mock::{Call, MockRequest, MockServer, Protocol, Reply};
