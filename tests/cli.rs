@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mock::{self, MockRequest, MockServer, Reply};
+use common::plans::{plan_value, result_for, title};
 use common::{Maestro, Output, Sandbox};
 use serde_json::{Value, json};
 
@@ -44,36 +45,6 @@ impl Sandbox {
 }
 
 // ---- scripting the mock -------------------------------------------------------------------
-
-fn title(id: &str) -> String {
-    format!("Subtask {id} title")
-}
-
-fn result_for(title: &str) -> String {
-    format!("Findings for {title}: alpha beta gamma delta.")
-}
-
-fn plan_value(ids: &[&str]) -> Value {
-    let subtasks: Vec<Value> = ids
-        .iter()
-        .map(|id| {
-            json!({
-                "id": id,
-                "worker": "research",
-                "title": title(id),
-                "description": format!("Find out about {id}."),
-                "focus_areas": ["one point"],
-                "depends_on": [],
-                "priority": "medium",
-            })
-        })
-        .collect();
-    json!({
-        "query_analysis": "The impacts.",
-        "subtasks": subtasks,
-        "synthesis_guidance": "Combine.",
-    })
-}
 
 /// Planner answers `plan`; worker of subtask `failing` (if any) answers 500; other workers
 /// answer `result_for(title)`; the synthesis answers `SYNTHESIS`.

@@ -285,8 +285,8 @@ pub struct SavedSynthesis {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SavedCommand {
     pub at_ms: u64,
-    /// `retry_subtask`, `retry_failed`, `cancel_subtask`, `cancel_run`, `edit_subtask` or
-    /// `resynthesize`.
+    /// `retry_subtask`, `retry_failed`, `cancel_subtask`, `cancel_run`, `edit_subtask`,
+    /// `resynthesize` or `replan`.
     pub kind: String,
     pub subtask: Option<SubtaskId>,
     pub old_description: Option<String>,

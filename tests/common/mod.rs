@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod mock;
+pub mod plans;
 
 pub use binary::{Maestro, Output, Running, Sandbox};
 pub use mock::{Call, MockRequest, MockServer, Protocol, Reply};
