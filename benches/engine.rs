@@ -200,6 +200,9 @@ impl Scenario {
             stop_after_plan: false,
             max_dependency_chars: None,
             structured: maestro::llm::structured::Structured::Auto,
+            direct: true,
+            validate: false,
+            validator: spec(WORKER_MODEL),
         }
     }
 
@@ -232,6 +235,7 @@ fn plan_of(subtasks: Vec<PlannedSubtask>) -> Plan {
         query_analysis: "A benchmark query, split into parts.".to_owned(),
         subtasks,
         synthesis_guidance: "Join the findings into one report.".to_owned(),
+        complexity: None,
     }
 }
 

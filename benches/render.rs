@@ -147,6 +147,7 @@ fn big_model() -> (Model, RunId) {
         query_analysis: "A big plan.".into(),
         subtasks,
         synthesis_guidance: String::new(),
+        complexity: None,
     };
     let mut feed = |kind| {
         update(&mut model, Msg::Engine(event(run, kind)));

@@ -314,6 +314,22 @@ pub struct EngineArgs {
     /// answer is cached
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Plan, work and synthesise even a query the planner calls straightforward, instead of
+    /// answering it with one worker call
+    #[arg(long, global = true)]
+    pub no_direct: bool,
+    /// Check each subtask's result with a validator call; a failed check runs the subtask
+    /// once more with the reason, then keeps the result flagged
+    #[arg(long, global = true)]
+    pub validate: bool,
+    /// Model for the validator [default: the workers' model]
+    #[arg(
+        long,
+        env = "MAESTRO_VALIDATOR_MODEL",
+        value_name = "MODEL",
+        global = true
+    )]
+    pub validator_model: Option<String>,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

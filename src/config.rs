@@ -77,6 +77,17 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub cache: CacheSection,
+    #[serde(default)]
+    pub validation: ValidationSection,
+}
+
+/// `[validation]`: the quality gate after each subtask.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSection {
+    pub enabled: Option<bool>,
+    /// The validator's model; the workers' model when unset.
+    pub model: Option<NonEmpty>,
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -93,6 +104,8 @@ pub struct CacheSection {
 pub struct PlannerSection {
     /// How the planner asks for structured output.
     pub structured: Option<crate::llm::structured::Structured>,
+    /// Answer a straightforward query with one worker call and no synthesis.
+    pub direct: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -543,6 +556,16 @@ impl Config {
             temperature: limits.temperature.as_ref().map(|t| t.0),
         };
 
+        let worker = spec(pick(&args.worker_model, &m.worker));
+        // `--model` names every role, so it beats the file's validator model; with neither,
+        // the validator is the workers' model.
+        let validator = spec(
+            args.validator_model
+                .clone()
+                .or(args.model.clone())
+                .or(file.validation.model.as_ref().map(|v| v.0.clone()))
+                .unwrap_or_else(|| worker.model.clone()),
+        );
         let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
         let store = StoreConfig::merge(args, &file);
         Ok(Self {
@@ -561,7 +584,7 @@ impl Config {
                 retry_max: Duration::from_secs(defaults::RETRY_MAX_SECS),
                 retry_after_limit: Duration::from_secs(defaults::RETRY_AFTER_LIMIT_SECS),
                 planner: spec(pick(&args.planner_model, &m.planner)),
-                worker: spec(pick(&args.worker_model, &m.worker)),
+                worker,
                 synthesizer: spec(pick(&args.synth_model, &m.synthesizer)),
                 roles,
                 seed: 0x9E37_79B9_7F4A_7C15,
@@ -576,6 +599,9 @@ impl Config {
                     crate::llm::structured::Structured::from_word(defaults::PLANNER_STRUCTURED)
                         .unwrap_or_default()
                 }),
+                direct: !args.no_direct && file.planner.direct.unwrap_or(defaults::DIRECT),
+                validate: args.validate || file.validation.enabled.unwrap_or(defaults::VALIDATE),
+                validator,
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,

@@ -64,3 +64,10 @@ pub const FOLLOW_UP_REPORT_CHARS: usize = 8_000;
 /// The most characters of each earlier subtask's result shown to a follow-up's planner, so it
 /// can judge what to reuse (a reused result is passed on whole).
 pub const FOLLOW_UP_EXCERPT_CHARS: usize = 600;
+
+/// Whether a straightforward query planned as one subtask is answered by that one worker call,
+/// with no synthesis (`planner.direct`; `--no-direct` turns it off).
+pub const DIRECT: bool = true;
+/// Whether each subtask's result is checked by a validator call (`validation.enabled`,
+/// `--validate`).
+pub const VALIDATE: bool = false;

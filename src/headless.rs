@@ -931,6 +931,11 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 )
             }
         }
+        EventKind::DirectAnswer { subtask } => format!(
+            "direct answer: the query is straightforward; {}'s answer is the report, with no \
+             synthesis",
+            title(subtask)
+        ),
         EventKind::RunFinished {
             status,
             elapsed_ms,

@@ -430,7 +430,19 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
     ));
     report.planning_model = saved.planner_model.clone();
     if let Some(plan) = saved.plan.as_ref().and_then(engine_plan) {
+        // No row says a run answered directly; a run the planner called straightforward
+        // with one subtask and no synthesis call did.
+        let direct = plan.complexity == Some(crate::protocol::Complexity::Straightforward)
+            && plan.subtasks.len() == 1
+            && !saved
+                .attempts
+                .iter()
+                .any(|a| a.role == CallRole::Synthesizer);
+        let only = plan.subtasks.first().map(|s| s.id.clone());
         report.apply(&event(started, EventKind::PlanReady { plan }));
+        if let (true, Some(subtask)) = (direct, only) {
+            report.apply(&event(started, EventKind::DirectAnswer { subtask }));
+        }
     }
     for s in &saved.subtasks {
         let Some(r) = report.subtasks.iter_mut().find(|r| r.id == s.id) else {

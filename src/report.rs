@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::display::{duration, tokens};
 use crate::protocol::{
-    EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask, RunId, RunStatus, SubtaskId,
-    SubtaskStatus, Usage,
+    Complexity, EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask, RunId, RunStatus,
+    SubtaskId, SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
 
@@ -190,6 +190,8 @@ pub struct RunReport {
     pub usage: Usage,
     pub elapsed_ms: Option<u64>,
     pub notices: Vec<String>,
+    /// The run answers a straightforward query with its one subtask's answer: no synthesis.
+    pub direct: bool,
 }
 
 impl RunReport {
@@ -511,6 +513,7 @@ impl RunReport {
                 self.synthesis_stale = false;
                 self.synthesis_fresh = false;
             }
+            EventKind::DirectAnswer { .. } => self.direct = true,
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -625,9 +628,31 @@ pub struct JsonReport<'a> {
     pub usage: Usage,
     pub elapsed_ms: Option<u64>,
     pub notices: &'a [String],
+    /// How the planner classified the query (`straightforward`, `breadth_first`,
+    /// `depth_first`), when it said.
+    pub complexity: Option<Complexity>,
+    /// The report is the one subtask's answer, with no synthesis step.
+    pub direct: bool,
 }
 
 impl RunReport {
+    /// How the planner classified the query, when it said.
+    pub fn complexity(&self) -> Option<Complexity> {
+        self.plan.as_ref().and_then(|p| p.complexity)
+    }
+
+    /// `direct answer · straightforward`, `breadth_first`…: how the run was shaped, for the
+    /// report's footer and the front ends; `None` when the planner did not classify the query
+    /// and the run is not direct.
+    pub fn shape(&self) -> Option<String> {
+        match (self.direct, self.complexity()) {
+            (true, Some(c)) => Some(format!("direct answer · {}", c.word())),
+            (true, None) => Some("direct answer".to_owned()),
+            (false, Some(c)) => Some(c.word().to_owned()),
+            (false, None) => None,
+        }
+    }
+
     pub fn to_json(&self) -> JsonReport<'_> {
         JsonReport {
             run_id: self.id,
@@ -642,6 +667,8 @@ impl RunReport {
             usage: self.usage,
             elapsed_ms: self.elapsed_ms,
             notices: &self.notices,
+            complexity: self.complexity(),
+            direct: self.direct,
         }
     }
 
@@ -717,9 +744,10 @@ impl RunReport {
         } else {
             ""
         };
+        let shape = self.shape().map(|s| format!("{s} · ")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "\n_{} of {} subtasks succeeded · {} tokens in, {} out{est} · {}_",
+            "\n_{shape}{} of {} subtasks succeeded · {} tokens in, {} out{est} · {}_",
             self.count(SubtaskStatus::Succeeded),
             self.subtasks.len(),
             tokens(usage.tokens_in),
@@ -771,6 +799,7 @@ mod tests {
                 reuse: None,
             }],
             synthesis_guidance: String::new(),
+            complexity: None,
         };
         for kind in [
             EventKind::RunStarted { query: "q".into() },

@@ -154,6 +154,9 @@ fn settings() -> RunSettings {
         stop_after_plan: false,
         max_dependency_chars: None,
         structured: maestro::llm::structured::Structured::Auto,
+        direct: true,
+        validate: false,
+        validator: spec("validator-model"),
     }
 }
 

@@ -55,7 +55,10 @@ pub fn planner_request(
 ) -> ChatRequest {
     let max = rules.max_subtasks.max(1);
     let (count, cap) = if max >= 2 {
-        (format!("2 to {max} subtasks"), format!("{max} subtasks"))
+        (
+            format!("2 to {max} subtasks (one for a straightforward query)"),
+            format!("{max} subtasks"),
+        )
     } else {
         ("a single subtask".to_owned(), "one subtask".to_owned())
     };

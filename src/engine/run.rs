@@ -21,8 +21,8 @@ use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
-    CommandName, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus, SavedRun,
-    SubtaskId, SubtaskStatus, Usage,
+    CommandName, Complexity, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus,
+    SavedRun, SubtaskId, SubtaskStatus, Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -54,6 +54,15 @@ pub struct RunSettings {
     pub max_dependency_chars: Option<usize>,
     /// How the planner is asked for structured output (`[planner] structured`).
     pub structured: Structured,
+    /// A plan of one subtask for a query the planner calls straightforward is answered
+    /// directly: that subtask's answer is the report, with no synthesis call (`--no-direct`
+    /// turns it off).
+    pub direct: bool,
+    /// Check each subtask's result with a validator call before it counts as done
+    /// (`--validate`, `[validation] enabled`).
+    pub validate: bool,
+    /// The validator's model and limits.
+    pub validator: CallSpec,
 }
 
 impl RunSettings {
@@ -184,6 +193,9 @@ pub struct Run {
     rng: u64,
     /// The earlier run this one follows up on (see [`Run::following`]).
     follow_up: Option<FollowUp>,
+    /// The plan's one subtask answers the query: its result is the report (see
+    /// [`RunSettings::direct`]).
+    direct: bool,
 }
 
 impl Run {
@@ -207,6 +219,7 @@ impl Run {
             usage: Usage::default(),
             rng,
             follow_up: None,
+            direct: false,
         }
     }
 
@@ -569,7 +582,36 @@ impl Run {
             .map(|(i, t)| (t.spec.id.clone(), i))
             .collect();
         out.push(Effect::Emit(EventKind::PlanReady { plan: plan.clone() }));
+        self.decide_direct(&plan, out);
         self.plan = Some(plan);
+    }
+
+    /// Whether the run answers directly: the planner called the query straightforward and
+    /// planned one subtask, and direct answers are on. A plan checked only to be printed
+    /// (`maestro plan`) is not run, so it is not announced as direct.
+    fn decide_direct(&mut self, plan: &Plan, out: &mut Vec<Effect>) {
+        self.direct = false;
+        if !self.settings.direct
+            || self.settings.stop_after_plan
+            || plan.complexity != Some(Complexity::Straightforward)
+        {
+            return;
+        }
+        match plan.subtasks.as_slice() {
+            [only] => {
+                self.direct = true;
+                out.push(Effect::Emit(EventKind::DirectAnswer {
+                    subtask: only.id.clone(),
+                }));
+            }
+            more => out.push(Effect::Emit(EventKind::Notice {
+                message: format!(
+                    "the planner called the query straightforward but planned {} subtasks; \
+                     they run and are synthesised as usual",
+                    more.len()
+                ),
+            })),
+        }
     }
 
     // ---- scheduling -----------------------------------------------------------------------
@@ -603,7 +645,11 @@ impl Run {
                 .iter()
                 .any(|t| t.status == SubtaskStatus::Succeeded)
             {
-                self.start_synthesis(out);
+                if self.direct {
+                    self.direct_report(now, out);
+                } else {
+                    self.start_synthesis(out);
+                }
             } else {
                 self.finish(
                     RunStatus::Failed,
@@ -849,6 +895,25 @@ impl Run {
             }
         }
         (findings, gaps)
+    }
+
+    /// A direct run's report is its one subtask's answer, as it came: no synthesis call. It
+    /// is published as a finished synthesis (with no `SynthesisStarted` and no tokens) so
+    /// every consumer and the store keep it as the report.
+    fn direct_report(&mut self, now: u64, out: &mut Vec<Effect>) {
+        let Some(text) = self.tasks.first().and_then(|t| t.result.clone()) else {
+            return;
+        };
+        self.synthesis.attempt += 1;
+        self.synthesis_text = Some(text.clone());
+        out.push(Effect::Emit(EventKind::SynthesisFinished {
+            attempt: self.synthesis.attempt,
+            text,
+            synthesized: true,
+            usage: Usage::default(),
+            error: None,
+        }));
+        self.finish(RunStatus::Succeeded, None, now, out);
     }
 
     fn start_synthesis(&mut self, out: &mut Vec<Effect>) {

@@ -28,6 +28,9 @@ fn settings() -> RunSettings {
         stop_after_plan: false,
         max_dependency_chars: None,
         structured: Structured::Auto,
+        direct: true,
+        validate: false,
+        validator: spec("validator-model"),
     }
 }
 
@@ -49,6 +52,7 @@ fn plan(tasks: Vec<PlannedSubtask>) -> Plan {
         query_analysis: String::new(),
         subtasks: tasks,
         synthesis_guidance: "Be brief.".into(),
+        complexity: None,
     }
 }
 
@@ -1829,4 +1833,143 @@ fn a_cached_answer_spends_no_tokens_and_is_marked() {
     assert!(s.events().iter().any(|e| matches!(e,
         EventKind::SubtaskSucceeded { cached: true, usage, .. } if *usage == Usage::default())));
     assert_eq!(s.run.usage, Usage::default());
+}
+
+// ---- direct answers -------------------------------------------------------------------------
+
+fn straightforward(tasks: Vec<PlannedSubtask>) -> Plan {
+    Plan {
+        complexity: Some(Complexity::Straightforward),
+        ..plan(tasks)
+    }
+}
+
+fn synthesis_calls(s: &Story) -> usize {
+    s.effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Call {
+                    call: CallId {
+                        target: CallTarget::Synthesis,
+                        ..
+                    },
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn a_straightforward_query_is_answered_by_one_worker_call_and_no_synthesis() {
+    let mut s = Story::new("q", settings(), Some(straightforward(vec![task("a", &[])])));
+    assert!(s.events().contains(&&EventKind::DirectAnswer {
+        subtask: "a".into()
+    }));
+    assert_eq!(s.started(), ["a"]);
+
+    s.at(900).reply("a", ok("Paris."));
+    assert_eq!(synthesis_calls(&s), 0, "{:?}", s.effects);
+    assert!(
+        !s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::SynthesisStarted { .. }))
+    );
+    assert!(s.events().contains(&&EventKind::SynthesisFinished {
+        attempt: 1,
+        text: "Paris.".into(),
+        synthesized: true,
+        usage: Usage::default(),
+        error: None,
+    }));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+    // The one worker call is all the run spent.
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::RunFinished { usage, .. } if usage.tokens_in == 10 && usage.tokens_out == 5
+    )));
+}
+
+#[test]
+fn without_direct_answers_a_straightforward_query_is_synthesised() {
+    let mut settings = settings();
+    settings.direct = false;
+    let mut s = Story::new("q", settings, Some(straightforward(vec![task("a", &[])])));
+    assert!(
+        !s.all_events
+            .iter()
+            .any(|e| matches!(e, EventKind::DirectAnswer { .. }))
+    );
+    s.reply("a", ok("Paris."));
+    assert_eq!(synthesis_calls(&s), 1);
+}
+
+#[test]
+fn a_straightforward_plan_of_several_subtasks_runs_as_usual_with_a_notice() {
+    let mut s = Story::new(
+        "q",
+        settings(),
+        Some(straightforward(vec![task("a", &[]), task("b", &[])])),
+    );
+    assert!(notices(&s).iter().any(|n| n.contains("2 subtasks")));
+    s.reply("a", ok("A")).reply("b", ok("B"));
+    assert_eq!(synthesis_calls(&s), 1);
+}
+
+#[test]
+fn a_failed_direct_answer_fails_the_run_without_a_synthesis() {
+    let mut settings = settings();
+    settings.retries = 0;
+    let mut s = Story::new("q", settings, Some(straightforward(vec![task("a", &[])])));
+    s.reply("a", Err(CallError::from_status(400, "bad".into(), None)));
+    assert_eq!(synthesis_calls(&s), 0);
+    assert_eq!(s.finished(), Some(RunStatus::Failed));
+}
+
+#[test]
+fn a_saved_direct_answer_is_resumed_without_a_call() {
+    let mut saved = saved(vec![task("a", &[])]);
+    saved.plan.complexity = Some(Complexity::Straightforward);
+    saved.subtasks = vec![done("a", 1, "Paris.")];
+    saved.synthesis_attempts = 1;
+    saved.report = Some(SavedReport {
+        text: "Paris.".into(),
+        synthesized: true,
+        usage: Usage::default(),
+    });
+    let s = restored(saved);
+    assert!(calls(&s.effects).is_empty(), "{:?}", s.effects);
+    assert!(s.events().contains(&&EventKind::DirectAnswer {
+        subtask: "a".into()
+    }));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+#[test]
+fn a_direct_run_saved_with_its_answer_but_no_report_makes_the_report_without_a_call() {
+    let mut saved = saved(vec![task("a", &[])]);
+    saved.plan.complexity = Some(Complexity::Straightforward);
+    saved.subtasks = vec![done("a", 1, "Paris.")];
+    let s = restored(saved);
+    assert!(calls(&s.effects).is_empty(), "{:?}", s.effects);
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::SynthesisFinished { text, synthesized: true, .. } if text == "Paris."
+    )));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+#[test]
+fn an_interrupted_direct_run_asks_its_one_worker_again_and_still_makes_no_synthesis() {
+    let mut saved = saved(vec![task("a", &[])]);
+    saved.plan.complexity = Some(Complexity::Straightforward);
+    saved.subtasks = vec![tried("a", 1)];
+    let mut s = restored(saved);
+    assert_eq!(s.started(), ["a"]);
+    assert_eq!(s.attempt("a"), 2);
+    s.reply("a", ok("Paris."));
+    assert_eq!(synthesis_calls(&s), 0);
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
 }

@@ -1,6 +1,6 @@
 //! The built-in demo provider: offline and simulated, so maestro can be seen working with no
 //! key and no network. It plans 4–6 plausible subtasks (one depending on others) for any
-//! query, streams worker text at a readable pace, writes a markdown report, and makes some
+//! query but a short factual question (one subtask, answered directly), streams worker text at a readable pace, writes a markdown report, and makes some
 //! subtasks fail their first attempts so retries and re-runs can be seen. Everything it
 //! writes says it is simulated.
 //!
@@ -256,9 +256,53 @@ fn topic(query: &str) -> String {
     }
 }
 
+/// The one subtask's title of a straightforward query's plan.
+const DIRECT_TITLE: &str = "Direct answer";
+
+/// A short factual question (`What is the capital of France?`): the demo planner calls it
+/// straightforward and plans one subtask, which answers it directly.
+fn is_straightforward(query: &str) -> bool {
+    let q = query.trim().to_lowercase();
+    let short = q.split_whitespace().count() <= 8;
+    let factual = [
+        "what is ",
+        "what's ",
+        "who ",
+        "when ",
+        "where ",
+        "which ",
+        "how many ",
+        "how much ",
+        "define ",
+    ]
+    .iter()
+    .any(|start| q.starts_with(start));
+    short && factual
+}
+
 /// The plan JSON and its subtask titles.
 fn plan_for(query: &str) -> (String, Vec<String>) {
     let t = topic(query);
+    if is_straightforward(query) {
+        let plan = serde_json::json!({
+            "complexity": "straightforward",
+            "query_analysis": format!("[simulated] A short factual question about {t}: one answer, no research plan."),
+            "subtasks": [{
+                "id": "task_1",
+                "worker": "research",
+                "title": DIRECT_TITLE,
+                "description": format!("Answer the question about {} directly and briefly. [simulated]", t.trim_end_matches('…')),
+                "focus_areas": ["the answer", "one line of context"],
+                "depends_on": [],
+                "priority": "high",
+            }],
+            "synthesis_guidance": "",
+        });
+        return (
+            serde_json::to_string_pretty(&plan).unwrap_or_default(),
+            vec![DIRECT_TITLE.to_owned()],
+        );
+    }
     let h = hash(&query);
     let pool: [(&str, &str, String, &str, [&str; 2]); 6] = [
         (
@@ -340,6 +384,7 @@ fn plan_for(query: &str) -> (String, Vec<String>) {
         .collect();
     let titles = picked.iter().map(|&i| pool[i].2.clone()).collect();
     let plan = serde_json::json!({
+        "complexity": "breadth_first",
         "query_analysis": format!("[simulated] The question about {t} splits into facts, mechanisms, options and risks."),
         "subtasks": subtasks,
         "synthesis_guidance": "Lead with the answer, then the evidence; name what is missing. [simulated]",
@@ -352,6 +397,14 @@ fn plan_for(query: &str) -> (String, Vec<String>) {
 
 fn worker_text(title: &str, query: &str) -> String {
     let t = topic(query);
+    if title == DIRECT_TITLE {
+        return format!(
+            "# {t}\n\n{SIMULATED_NOTE}\n\n\
+             **The short answer:** a real model would answer this question in a sentence or \
+             two here, since it needs no research plan and no synthesis.\n\n\
+             - One line of context a reader would want next to the answer.\n"
+        );
+    }
     let h = hash(&(title, query));
     let pct = 12 + h % 30;
     let years = 3 + (h >> 5) % 7;

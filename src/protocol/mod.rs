@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use plan::{Plan, PlannedSubtask, Priority};
+pub use plan::{Complexity, Plan, PlannedSubtask, Priority};
 pub use saved::{SavedReport, SavedResult, SavedRun, SavedSubtask};
 
 /// Identifies one run (one query and everything done for it). Time-sortable.
@@ -548,6 +548,12 @@ pub enum EventKind {
         /// failed).
         error: Option<String>,
     },
+    /// The plan is one subtask for a straightforward query: its answer is the report, with
+    /// no synthesis (`SynthesisFinished` carries it when it succeeds, with no
+    /// `SynthesisStarted` before). Follows `PlanReady`.
+    DirectAnswer {
+        subtask: SubtaskId,
+    },
 }
 
 impl EventKind {
@@ -563,7 +569,8 @@ impl EventKind {
             | Self::SubtaskFailed { subtask, .. }
             | Self::SubtaskBlocked { subtask, .. }
             | Self::SubtaskCancelled { subtask, .. }
-            | Self::SubtaskEdited { subtask, .. } => Some(subtask),
+            | Self::SubtaskEdited { subtask, .. }
+            | Self::DirectAnswer { subtask } => Some(subtask),
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
             | Self::PlanningRetrying { .. }

@@ -17,6 +17,45 @@ pub struct Plan {
     pub subtasks: Vec<PlannedSubtask>,
     #[serde(default)]
     pub synthesis_guidance: String,
+    /// How the planner judged the query, which sized the plan; absent in plans written
+    /// before the planner was asked (they still load). A straightforward query planned as one
+    /// subtask is answered directly by that subtask's worker, with no synthesis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<Complexity>,
+}
+
+/// The kind of query, as the planner classifies it before sizing the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Complexity {
+    /// One clear question with one answer: a single subtask.
+    Straightforward,
+    /// Several independent aspects: parallel subtasks.
+    BreadthFirst,
+    /// One question needing several perspectives or steps that build on each other.
+    DepthFirst,
+}
+
+impl Complexity {
+    /// `straightforward`, `breadth_first` or `depth_first`, as in the JSON.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Straightforward => "straightforward",
+            Self::BreadthFirst => "breadth_first",
+            Self::DepthFirst => "depth_first",
+        }
+    }
+
+    /// Read leniently: any case, `-` or a space for `_`, and a few plain synonyms.
+    pub fn from_word(word: &str) -> Option<Self> {
+        let w = word.trim().to_lowercase().replace(['-', ' '], "_");
+        match w.as_str() {
+            "straightforward" | "simple" | "direct" => Some(Self::Straightforward),
+            "breadth_first" | "breadth" | "broad" => Some(Self::BreadthFirst),
+            "depth_first" | "depth" | "deep" => Some(Self::DepthFirst),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -199,6 +199,10 @@ pub struct SavedPlan {
     pub subtasks: Vec<SavedPlannedSubtask>,
     #[serde(default)]
     pub synthesis_guidance: String,
+    /// How the planner classified the query (`straightforward`, `breadth_first`,
+    /// `depth_first`); absent in older plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -372,6 +376,7 @@ impl SavedRun {
                 })
                 .collect(),
             synthesis_guidance: p.synthesis_guidance.clone(),
+            complexity: p.complexity.clone(),
         });
         ResumeState {
             run: self.summary.id,

@@ -1063,6 +1063,8 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
             )?;
             add_run_usage(tx, run, usage)?;
         }
+        // Nothing to save: the plan's `complexity` and a report with no synthesis call say it.
+        EventKind::DirectAnswer { .. } => {}
         EventKind::RunFinished {
             status,
             elapsed_ms,

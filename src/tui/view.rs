@@ -215,12 +215,14 @@ fn spinner(model: &Model) -> &'static str {
     spinner_at(model.now_ms)
 }
 
-/// `▾ #2 query… succeeded 00:08`; a follow-up sits indented under its parent, with `↳`.
+/// `▾ #2 query… succeeded 00:08` (`direct · succeeded` for a direct answer); a follow-up sits indented under its parent, with `↳`.
 fn run_row(model: &Model, view: &RunView, depth: usize, width: u16) -> Line<'static> {
     let report = &view.report;
     let arrow = if view.expanded { "▾" } else { "▸" };
     let phase = Model::view_phase(view);
-    let right = format!(" {phase} {} ", clock(model.run_elapsed(report)));
+    // A direct run says so: its report is one worker's answer, not a synthesis.
+    let direct = if report.direct { "direct · " } else { "" };
+    let right = format!(" {direct}{phase} {} ", clock(model.run_elapsed(report)));
     // Deep chains stop indenting, so the query keeps its room.
     let lineage = match depth {
         0 => String::new(),
@@ -400,6 +402,9 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
             ));
         } else if r.synthesis_stale {
             heading.push(Span::styled("stale ", model.theme.warning()));
+        }
+        if r.direct {
+            heading.push(Span::styled("direct answer ", model.theme.dim()));
         }
         if !r.synthesis.is_empty() && !r.synthesizing && !r.synthesized {
             heading.push(Span::styled("unsynthesised ", model.theme.warning()));

@@ -117,6 +117,7 @@ pub fn plan(subtasks: Vec<PlannedSubtask>) -> Plan {
             .to_owned(),
         subtasks,
         synthesis_guidance: "Lead with the trade-offs.".to_owned(),
+        complexity: None,
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::{Plan, PlanError, PlannedSubtask, Priority};
+use crate::protocol::Complexity;
 use crate::protocol::SubtaskId;
 
 /// "a string", "an object"…: for messages.
@@ -147,10 +148,32 @@ pub(super) fn decode_plan(value: &Value) -> Result<(Plan, Vec<String>), PlanErro
         });
     }
 
+    let complexity = match top.get("complexity") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => {
+            let found = Complexity::from_word(s);
+            if found.is_none() {
+                warnings.push(format!(
+                    "unknown complexity `{}`; expected straightforward, breadth_first or \
+                     depth_first",
+                    s.trim()
+                ));
+            }
+            found
+        }
+        Some(other) => {
+            warnings.push(format!(
+                "complexity {other} is not straightforward, breadth_first or depth_first"
+            ));
+            None
+        }
+    };
     let plan = Plan {
         query_analysis: prose_value(top.get("query_analysis")),
         subtasks,
         synthesis_guidance: prose_value(top.get("synthesis_guidance")),
+        complexity,
     };
     Ok((plan, warnings))
 }

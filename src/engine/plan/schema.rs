@@ -9,7 +9,8 @@ use super::PlanRules;
 
 /// The plan's schema for `rules`. (Servers that turn a schema into a grammar generate the
 /// properties in the order they are listed; serde_json lists them alphabetically, which
-/// happens to put the analysis before the subtasks and the guidance last.)
+/// happens to put the classification first, the analysis before the subtasks and the
+/// guidance last.)
 pub fn plan_schema(rules: &PlanRules) -> Value {
     let mut worker = json!({ "type": "string" });
     if !rules.roles.is_empty() {
@@ -18,6 +19,10 @@ pub fn plan_schema(rules: &PlanRules) -> Value {
     json!({
         "type": "object",
         "properties": {
+            "complexity": {
+                "type": "string",
+                "enum": ["straightforward", "breadth_first", "depth_first"],
+            },
             "query_analysis": { "type": "string" },
             "subtasks": {
                 "type": "array",
@@ -39,6 +44,6 @@ pub fn plan_schema(rules: &PlanRules) -> Value {
             },
             "synthesis_guidance": { "type": "string" },
         },
-        "required": ["query_analysis", "subtasks", "synthesis_guidance"],
+        "required": ["complexity", "query_analysis", "subtasks", "synthesis_guidance"],
     })
 }

@@ -5,7 +5,7 @@ use rstest::rstest;
 use serde_json::Value;
 
 use super::*;
-use crate::protocol::SubtaskId;
+use crate::protocol::{Complexity, SubtaskId};
 
 fn rules() -> PlanRules {
     PlanRules {
@@ -46,6 +46,7 @@ fn plan_of(tasks: Vec<PlannedSubtask>) -> Plan {
         query_analysis: String::new(),
         subtasks: tasks,
         synthesis_guidance: String::new(),
+        complexity: None,
     }
 }
 
@@ -87,6 +88,7 @@ fn expected_two_tasks() -> Plan {
             },
         ],
         synthesis_guidance: "lead with emissions".to_owned(),
+        complexity: None,
     }
 }
 
@@ -640,4 +642,44 @@ fn reuse_is_read_leniently_and_left_out_when_absent() {
     assert!(json["subtasks"][3].get("reuse").is_none());
     let err = parse_err(r#"{"subtasks": [{"id": "a", "title": "A", "reuse": ["x"]}]}"#);
     assert!(err.to_string().contains("subtasks[0].reuse"), "{err}");
+}
+
+#[rstest]
+#[case::exact(r#""straightforward""#, Some(Complexity::Straightforward))]
+#[case::any_case_and_dashes(r#"" Breadth-First ""#, Some(Complexity::BreadthFirst))]
+#[case::spaces(r#""depth first""#, Some(Complexity::DepthFirst))]
+#[case::synonym(r#""simple""#, Some(Complexity::Straightforward))]
+#[case::blank(r#""""#, None)]
+#[case::null("null", None)]
+fn complexity_is_read_leniently(#[case] value: &str, #[case] expected: Option<Complexity>) {
+    let text = format!(r#"{{"complexity": {value}, "subtasks": [{{"id": "a", "title": "A"}}]}}"#);
+    let checked = parse(&text);
+    assert_eq!(checked.plan.complexity, expected);
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+}
+
+#[test]
+fn an_unknown_complexity_is_dropped_with_a_warning_and_an_old_plan_has_none() {
+    let checked = parse(r#"{"complexity": "hard", "subtasks": [{"id": "a", "title": "A"}]}"#);
+    assert_eq!(checked.plan.complexity, None);
+    assert!(checked.warnings.iter().any(|w| w.contains("`hard`")));
+    let old = parse(TWO_TASKS).plan;
+    assert_eq!(old.complexity, None);
+    // Printed back, a plan without it has no `complexity` key; with it, the snake_case word.
+    let json = serde_json::to_value(&old).expect("serialisable");
+    assert!(json.get("complexity").is_none());
+    let direct = parse(r#"{"complexity": "straightforward", "subtasks": [{"title": "A"}]}"#).plan;
+    let json = serde_json::to_value(&direct).expect("serialisable");
+    assert_eq!(json["complexity"], "straightforward");
+}
+
+#[test]
+fn the_schema_asks_for_the_classification() {
+    let schema = plan_schema(&rules());
+    assert_eq!(
+        schema["properties"]["complexity"]["enum"],
+        serde_json::json!(["straightforward", "breadth_first", "depth_first"])
+    );
+    let required = schema["required"].as_array().expect("a list");
+    assert!(required.contains(&serde_json::json!("complexity")));
 }
