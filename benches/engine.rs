@@ -155,7 +155,8 @@ impl Latency {
     fn of(&self, role: CallRole) -> Duration {
         match role {
             CallRole::Planner => self.planner,
-            CallRole::Worker => self.worker,
+            // The benchmark never turns validation on.
+            CallRole::Worker | CallRole::Validator => self.worker,
             CallRole::Synthesizer => self.synthesis,
         }
     }
@@ -307,6 +308,7 @@ fn kind_of(role: CallRole) -> &'static str {
         CallRole::Planner => Call::Planner,
         CallRole::Worker => Call::Worker(String::new()),
         CallRole::Synthesizer => Call::Synthesis,
+        CallRole::Validator => Call::Unknown,
     }
     .label()
 }
@@ -348,7 +350,7 @@ impl Provider for FixedLatency {
             let latency = self.latency.of(request.role);
             let chunks = match request.role {
                 CallRole::Planner => &self.plan,
-                CallRole::Worker => &self.worker,
+                CallRole::Worker | CallRole::Validator => &self.worker,
                 CallRole::Synthesizer => &self.synthesis,
             };
             let n = chunks.len() as u32;

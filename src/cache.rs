@@ -144,7 +144,7 @@ impl Provider for CachedProvider {
         Box::pin(async move {
             match request.role {
                 CallRole::Worker => {}
-                CallRole::Planner | CallRole::Synthesizer => {
+                CallRole::Planner | CallRole::Synthesizer | CallRole::Validator => {
                     return self.inner.complete(request, sink).await;
                 }
             }

@@ -101,6 +101,7 @@ pub fn status_glyph(status: SubtaskStatus) -> &'static str {
         SubtaskStatus::Failed => "✗",
         SubtaskStatus::Blocked => "⊘",
         SubtaskStatus::Cancelled => "⊗",
+        SubtaskStatus::Validating => "◎",
     }
 }
 

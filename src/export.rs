@@ -296,6 +296,7 @@ fn call_name(a: &store::SavedAttempt) -> String {
     match a.role {
         CallRole::Planner => "planner".to_owned(),
         CallRole::Synthesizer => "synthesis".to_owned(),
+        CallRole::Validator => "validator".to_owned(),
         CallRole::Worker => a
             .subtask
             .as_ref()

@@ -685,6 +685,7 @@ fn paint(status: SubtaskStatus, line: &str) -> String {
         SubtaskStatus::Retrying => line.yellow().to_string(),
         SubtaskStatus::Blocked | SubtaskStatus::Cancelled => line.dark_grey().to_string(),
         SubtaskStatus::Pending | SubtaskStatus::Running => line.to_owned(),
+        SubtaskStatus::Validating => line.cyan().to_string(),
     }
 }
 
@@ -931,6 +932,36 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 )
             }
         }
+        EventKind::SubtaskValidating { subtask, model, .. } => {
+            format!("◎ {} validating ({model})", title(subtask))
+        }
+        EventKind::SubtaskValidated {
+            subtask,
+            passed: true,
+            reason,
+            ..
+        } => format!(
+            "✓ {} passed validation: {}",
+            title(subtask),
+            sanitize_line(reason)
+        ),
+        EventKind::SubtaskValidated {
+            subtask,
+            flagged: false,
+            reason,
+            ..
+        } => format!(
+            "✗ {} failed validation: {}; running it again with the reason",
+            title(subtask),
+            sanitize_line(reason)
+        ),
+        EventKind::SubtaskValidated {
+            subtask, reason, ..
+        } => format!(
+            "⚑ {} failed validation again; result kept, flagged: {}",
+            title(subtask),
+            sanitize_line(reason)
+        ),
         EventKind::DirectAnswer { subtask } => format!(
             "direct answer: the query is straightforward; {}'s answer is the report, with no \
              synthesis",

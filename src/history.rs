@@ -460,6 +460,7 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
         r.result = s.result.clone();
         r.cut_off = s.cut_off;
         r.cached = s.cached;
+        r.validation.flagged = s.flagged.clone();
         r.error = match s.status {
             SavedSubtaskStatus::Interrupted => Some(
                 s.error
@@ -593,6 +594,7 @@ pub fn resume_input(
                     elapsed_ms: s.elapsed_ms.unwrap_or(0),
                     cut_off: s.cut_off,
                     cached: s.cached,
+                    flagged: s.flagged.clone(),
                 }),
                 _ => None,
             },

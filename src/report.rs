@@ -42,6 +42,9 @@ pub struct SubtaskReport {
     /// call. Cleared when it is run after all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reused: Option<SubtaskId>,
+    /// The validator's verdicts and the flag they left, when validation is on.
+    #[serde(skip_serializing_if = "Validation::is_empty")]
+    pub validation: Validation,
     /// Text of the attempt in flight (or the partial text of a failed one).
     #[serde(skip)]
     pub output: String,
@@ -61,6 +64,29 @@ pub struct SubtaskReport {
     /// Every attempt so far, oldest first.
     #[serde(skip)]
     pub history: Vec<AttemptRecord>,
+}
+
+/// What the validator said of a subtask's answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Validation {
+    /// Every verdict, oldest first (a re-run's verdicts follow the earlier ones).
+    pub verdicts: Vec<VerdictRecord>,
+    /// The current result failed validation twice and is kept: why.
+    pub flagged: Option<String>,
+}
+
+impl Validation {
+    pub fn is_empty(&self) -> bool {
+        self.verdicts.is_empty() && self.flagged.is_none()
+    }
+}
+
+/// One verdict: on which attempt, `pass` or `fail`, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerdictRecord {
+    pub attempt: u32,
+    pub verdict: &'static str,
+    pub reason: String,
 }
 
 /// One planner call, for the detail view of the run: what it answered (streamed as it came,
@@ -135,6 +161,7 @@ impl SubtaskReport {
             cached: false,
             error: None,
             reused: p.reuse.clone(),
+            validation: Validation::default(),
             output: String::new(),
             drafted: false,
             waiting_on: p.depends_on.clone(),
@@ -349,6 +376,7 @@ impl RunReport {
                     s.waiting_on.clear();
                     s.started_ts = Some(event.ts_ms);
                     s.elapsed_ms = None;
+                    s.validation.flagged = None;
                     s.history.push(AttemptRecord {
                         attempt: *attempt,
                         model: model.clone(),
@@ -514,6 +542,39 @@ impl RunReport {
                 self.synthesis_fresh = false;
             }
             EventKind::DirectAnswer { .. } => self.direct = true,
+            EventKind::SubtaskValidating { subtask, .. } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.status = SubtaskStatus::Validating;
+                }
+            }
+            EventKind::SubtaskValidated {
+                subtask,
+                attempt,
+                passed,
+                reason,
+                usage,
+                flagged,
+            } => {
+                self.usage_since.add(*usage);
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.validation.verdicts.push(VerdictRecord {
+                        attempt: *attempt,
+                        verdict: if *passed { "pass" } else { "fail" },
+                        reason: reason.clone(),
+                    });
+                    if *flagged {
+                        s.validation.flagged = Some(reason.clone());
+                    } else if !*passed {
+                        s.close_attempt(
+                            *attempt,
+                            event.ts_ms,
+                            AttemptOutcome::Failed {
+                                error: format!("rejected by the validator: {reason}"),
+                            },
+                        );
+                    }
+                }
+            }
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -551,6 +612,7 @@ impl RunReport {
                     title: &s.title,
                     result,
                     cut_off: s.cut_off,
+                    flagged: s.validation.flagged.as_deref(),
                 }),
                 (status, _) => gaps.push(Gap {
                     title: &s.title,
@@ -560,6 +622,7 @@ impl RunReport {
                         SubtaskStatus::Pending => "not started",
                         SubtaskStatus::Running
                         | SubtaskStatus::Retrying
+                        | SubtaskStatus::Validating
                         | SubtaskStatus::Cancelled
                         | SubtaskStatus::Succeeded => "cancelled",
                     },
@@ -602,6 +665,8 @@ fn status_cell(s: &SubtaskReport) -> String {
         && let Some(earlier) = &s.reused
     {
         format!("{} (reused `{}`)", s.status.word(), cell(earlier.as_str()))
+    } else if s.status == SubtaskStatus::Succeeded && s.validation.flagged.is_some() {
+        format!("{} (flagged)", s.status.word())
     } else if s.status == SubtaskStatus::Succeeded && s.cut_off {
         format!("{} ({})", s.status.word(), crate::display::CUT_OFF)
     } else if s.status == SubtaskStatus::Succeeded && s.cached {
@@ -736,6 +801,17 @@ impl RunReport {
                     cell(s.id.as_str()),
                     sanitize_line(s.error.as_deref().unwrap_or(""))
                 );
+            }
+        }
+        let flagged: Vec<(&SubtaskReport, &str)> = self
+            .subtasks
+            .iter()
+            .filter_map(|s| s.validation.flagged.as_deref().map(|why| (s, why)))
+            .collect();
+        if !flagged.is_empty() {
+            let _ = writeln!(out, "\n### Flagged by the validator\n");
+            for (s, why) in flagged {
+                let _ = writeln!(out, "- **{}**: {}", cell(s.id.as_str()), sanitize_line(why));
             }
         }
         let usage = self.tokens();

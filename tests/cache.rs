@@ -369,6 +369,7 @@ mod dashboard {
                     format!("Findings for {which}.")
                 }
                 CallRole::Synthesizer => "# Report".to_owned(),
+                CallRole::Validator => "PASS".to_owned(),
             };
             Box::pin(std::future::ready(Ok(Completion {
                 text,

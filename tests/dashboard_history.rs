@@ -126,6 +126,7 @@ fn saved_report(id: RunId, status: SavedRunStatus) -> (RunReport, Saved) {
                 elapsed_ms: 7_000,
                 cut_off: false,
                 cached: false,
+                flagged: None,
             }),
         }],
         synthesis_attempts: 1,

@@ -148,3 +148,204 @@ async fn a_saved_direct_run_resumes_without_a_call_and_shows_as_direct() {
     assert_eq!(out.json()["direct"], true, "{out:?}");
     server.shutdown().await;
 }
+
+// ---- the quality gate ---------------------------------------------------------------------------
+
+/// Planner, workers and synthesis as `script`; the validator answers subtask `id`'s checks
+/// with `verdicts[id]` in order (the last repeats), and PASS for any other.
+fn gated(
+    plan: Value,
+    verdicts: &'static [(&'static str, &'static [&'static str])],
+) -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
+    let answer = script(plan);
+    let seen = std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new());
+    move |r| {
+        let Some(t) = r.validator_title() else {
+            return answer(r);
+        };
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let n = seen.entry(t.clone()).or_insert(0);
+        *n += 1;
+        let text = verdicts
+            .iter()
+            .find(|(id, _)| title(id) == t)
+            .map_or("PASS", |(_, list)| list[(*n - 1).min(list.len() - 1)]);
+        Reply::text(text).usage(7, 3)
+    }
+}
+
+fn validator_calls(server: &MockServer, id: &str) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.validator_title() == Some(title(id)))
+        .count()
+}
+
+fn worker_calls(server: &MockServer, id: &str) -> Vec<MockRequest> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.worker_title() == Some(title(id)))
+        .collect()
+}
+
+const BROAD: &str = "breadth_first";
+
+#[tokio::test]
+async fn validate_checks_each_result_with_the_validator_model_and_counts_its_tokens() {
+    let server = MockServer::start(gated(classified(&["a", "b"], BROAD), &[])).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = run(
+        &sandbox,
+        &[
+            "run",
+            "--validate",
+            "--validator-model",
+            "checker",
+            "--format",
+            "json",
+            QUERY,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let json = out.json();
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        assert_eq!(validator_calls(&server, id), 1);
+        let validation = &json["subtasks"][i]["validation"];
+        assert_eq!(validation["verdicts"][0]["verdict"], "pass", "{json}");
+        assert_eq!(validation["flagged"], Value::Null);
+    }
+    let models: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.validator_title().is_some())
+        .map(MockRequest::model)
+        .collect();
+    assert_eq!(models, ["checker", "checker"]);
+    // Planner 100, workers 2 × 20, validators 2 × 7, synthesis 300.
+    assert_eq!(json["usage"]["tokens_in"], 454);
+
+    // Off by default: no validator call, no `validation` in the JSON.
+    let before = server.request_count();
+    let out = run(&sandbox, &["run", "--no-cache", "--format", "json", QUERY]).await;
+    assert_eq!(
+        server.request_count() - before,
+        4,
+        "planner, 2 workers, synthesis"
+    );
+    assert!(out.json()["subtasks"][0].get("validation").is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_check_reruns_the_subtask_with_the_reason_and_a_pass_clears_it() {
+    let verdicts: &[(&str, &[&str])] = &[("a", &["FAIL: no source for the figure", "PASS"])];
+    let server = MockServer::start(gated(classified(&["a", "b"], BROAD), verdicts)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, "\n[validation]\nenabled = true\n"));
+    let out = run(&sandbox, &["run", "--format", "json", QUERY]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let workers = worker_calls(&server, "a");
+    assert_eq!(workers.len(), 2);
+    assert!(workers[1].user().contains("no source for the figure"));
+    assert_eq!(validator_calls(&server, "a"), 2);
+    let json = out.json();
+    let a = &json["subtasks"][0];
+    assert_eq!(a["attempts"], 2);
+    assert_eq!(a["validation"]["verdicts"][0]["verdict"], "fail");
+    assert_eq!(
+        a["validation"]["verdicts"][0]["reason"],
+        "no source for the figure"
+    );
+    assert_eq!(a["validation"]["verdicts"][1]["verdict"], "pass");
+    assert_eq!(a["validation"]["flagged"], Value::Null);
+    assert_eq!(json["status"], "succeeded");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_failed_check_keeps_the_result_flagged_everywhere_it_is_shown() {
+    let verdicts: &[(&str, &[&str])] = &[("a", &["FAIL: misses the costs"])];
+    let server = MockServer::start(gated(classified(&["a", "b"], BROAD), verdicts)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = run(&sandbox, &["run", "--validate", "--format", "json", QUERY]).await;
+    assert_eq!(out.code, Some(0), "a flag fails nothing: {out:?}");
+    assert_eq!(worker_calls(&server, "a").len(), 2, "one re-run only");
+    let json = out.json();
+    let a = &json["subtasks"][0];
+    assert_eq!(a["status"], "succeeded");
+    assert_eq!(a["validation"]["flagged"], "misses the costs");
+    assert_eq!(
+        a["validation"]["verdicts"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let synthesis = server
+        .requests()
+        .into_iter()
+        .find(MockRequest::is_synthesis)
+        .expect("a synthesis");
+    assert!(
+        synthesis
+            .user()
+            .contains("A reviewer flagged this result: misses the costs")
+    );
+
+    // Saved, and read back with its flag by `show` (JSON and markdown).
+    let id = json["run_id"].as_str().expect("an id").to_owned();
+    let shown = run(&sandbox, &["show", &id, "--format", "json"]).await;
+    assert_eq!(
+        shown.json()["subtasks"][0]["validation"]["flagged"],
+        "misses the costs",
+        "{shown:?}"
+    );
+    let shown = run(&sandbox, &["show", &id]).await;
+    assert!(shown.stdout.contains("done (flagged)"), "{shown:?}");
+    assert!(
+        shown.stdout.contains("### Flagged by the validator"),
+        "{shown:?}"
+    );
+    assert!(
+        shown.stdout.contains("**a**: misses the costs"),
+        "{shown:?}"
+    );
+    server.shutdown().await;
+}
+
+// ---- the demo provider ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_demo_answers_a_short_factual_question_directly_and_shows_a_fixed_fail() {
+    let sandbox = Sandbox::new(
+        "provider = \"demo\"\n[demo]\nfailure_rate = 0.0\ntokens_per_second = 100000\n",
+    );
+    let out = run(&sandbox, &["run", "--format", "json", QUERY]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let json = out.json();
+    assert_eq!(json["direct"], true);
+    assert_eq!(json["subtasks"].as_array().map(Vec::len), Some(1));
+
+    let broad = "What are the impacts of EV adoption in cities?";
+    let out = run(&sandbox, &["run", "--validate", "--format", "json", broad]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let json = out.json();
+    assert_eq!(json["direct"], false);
+    let subtasks = json["subtasks"].as_array().expect("subtasks");
+    let evidence = subtasks
+        .iter()
+        .find(|s| s["title"] == "Evidence and data")
+        .expect("the demo's evidence subtask");
+    let verdicts: Vec<&str> = evidence["validation"]["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .filter_map(|v| v["verdict"].as_str())
+        .collect();
+    assert_eq!(verdicts, ["fail", "pass"]);
+    assert_eq!(evidence["validation"]["flagged"], Value::Null);
+    assert!(
+        evidence["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("Source of the main figure"))
+    );
+}

@@ -1308,7 +1308,9 @@ impl Provider for PanickingWorkers {
                     usage: None,
                     ..Default::default()
                 }),
-                maestro::protocol::CallRole::Worker => panic!("a provider bug"),
+                maestro::protocol::CallRole::Worker | maestro::protocol::CallRole::Validator => {
+                    panic!("a provider bug")
+                }
                 maestro::protocol::CallRole::Synthesizer => Ok(maestro::llm::Completion {
                     text: "report".into(),
                     usage: None,
@@ -1375,6 +1377,7 @@ impl Provider for Fake {
             let call = match request.role {
                 CallRole::Planner => Call::Planner,
                 CallRole::Synthesizer => Call::Synthesis,
+                CallRole::Validator => Call::Unknown,
                 CallRole::Worker => {
                     let user = request
                         .messages
@@ -1697,6 +1700,7 @@ async fn a_resumed_run_calls_only_what_was_left_and_keeps_its_id() {
             elapsed_ms: 900,
             cut_off: false,
             cached: false,
+            flagged: None,
         }),
     }];
     let mut e = InProcess::spawn(String::new(), settings(), executor(), |t, _| {
@@ -1743,6 +1747,7 @@ fn complete_saved_run() -> SavedRun {
             elapsed_ms: 1,
             cut_off: false,
             cached: false,
+            flagged: None,
         }),
     }];
     saved.report = Some(SavedReport {

@@ -160,7 +160,9 @@ impl Provider for Recorder {
             .push((format!("{:?}", request.role), request.model.clone()));
         let text = match request.role {
             CallRole::Planner => PLAN.to_owned(),
-            CallRole::Worker | CallRole::Synthesizer => "An answer.".to_owned(),
+            CallRole::Worker | CallRole::Synthesizer | CallRole::Validator => {
+                "An answer.".to_owned()
+            }
         };
         sink.send(&text);
         Box::pin(std::future::ready(Ok(Completion {

@@ -20,6 +20,8 @@ const PLANNER_PROMPT: &str = include_str!("../../assets/prompts/planner.md");
 const SYNTHESIS_PROMPT: &str = include_str!("../../assets/prompts/synthesis.md");
 /// What a follow-up's planner is told about planning on top of an earlier run.
 const FOLLOW_UP_PROMPT: &str = include_str!("../../assets/prompts/follow_up.md");
+/// The validator's system prompt, used as is.
+const VALIDATOR_PROMPT: &str = include_str!("../../assets/prompts/validator.md");
 
 /// Model and limits for one kind of call.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +265,8 @@ pub struct Finding<'a> {
     pub result: &'a str,
     /// The model stopped at the token limit: the result may end mid-way.
     pub cut_off: bool,
+    /// The validator failed it twice, for this reason; it is kept, flagged.
+    pub flagged: Option<&'a str>,
 }
 
 /// Said of a result that stopped at the token limit, wherever it is shown or quoted.
@@ -303,6 +307,14 @@ pub fn synthesis_request(
                 user,
                 "This result was {CUT_OFF}: it may end mid-way. Use what it says; do not \
                  present it as complete.\n"
+            );
+        }
+        if let Some(reason) = finding.flagged {
+            let _ = writeln!(
+                user,
+                "A reviewer flagged this result: {}. Treat its claims with caution; where \
+                 the report relies on it, say that it is uncertain.\n",
+                one_line(reason).trim_end_matches('.')
             );
         }
         push_tagged(&mut user, "finding", finding.result);
@@ -363,6 +375,9 @@ pub fn joined_report(
         if finding.cut_off {
             let _ = writeln!(out, "_({CUT_OFF})_\n");
         }
+        if let Some(reason) = finding.flagged {
+            let _ = writeln!(out, "_(flagged: {})_\n", one_line(reason));
+        }
         let _ = writeln!(out, "{}", finding.result.trim());
     }
     if !gaps.is_empty() {
@@ -372,6 +387,191 @@ pub fn joined_report(
         }
     }
     out
+}
+
+/// The validator request: the query, the subtask (title, description, focus areas) and the
+/// result to judge, in full.
+pub fn validator_request(
+    query: &str,
+    subtask: &PlannedSubtask,
+    result: &str,
+    spec: &CallSpec,
+) -> ChatRequest {
+    let mut user = String::new();
+    let _ = writeln!(user, "The user's query:\n");
+    push_tagged(&mut user, "query", query);
+    let _ = writeln!(
+        user,
+        "\n# The subtask under review: {}\n",
+        one_line(&subtask.title)
+    );
+    let _ = writeln!(user, "{}", subtask.description.trim());
+    if !subtask.focus_areas.is_empty() {
+        let _ = writeln!(user, "\nFocus areas:");
+        for area in &subtask.focus_areas {
+            let _ = writeln!(user, "- {}", one_line(area));
+        }
+    }
+    let _ = writeln!(user, "\n# The worker's result\n");
+    push_tagged(&mut user, "result", result);
+    let _ = write!(
+        user,
+        "\nGive your verdict now: PASS or FAIL, with the reason."
+    );
+    spec.request(
+        CallRole::Validator,
+        VALIDATOR_PROMPT.trim().to_owned(),
+        vec![Message::user(user)],
+    )
+}
+
+/// Tell a worker that its previous answer to this subtask was rejected, and why, so the next
+/// one fixes it.
+pub fn worker_revision(request: &mut ChatRequest, reason: &str) {
+    if let Some(first) = request.messages.first_mut() {
+        let _ = write!(
+            first.content,
+            "\n\nA reviewer rejected your previous answer to this subtask: {}\nWrite the \
+             whole answer again, fixing that.",
+            one_line(reason)
+        );
+    }
+}
+
+/// A validator's verdict as read from its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub passed: bool,
+    /// Why, as the validator said it; empty when it gave no reason.
+    pub reason: String,
+}
+
+/// The most characters of a verdict's reason kept.
+const REASON_MAX_CHARS: usize = 500;
+
+/// Read a validator's answer leniently: `PASS`, `FAIL: reason`, `**FAIL** - reason`,
+/// `Verdict: fail - …`, a JSON object with a `verdict` (and `reason`), any case, after leading
+/// prose. `None` when no verdict can be found (the caller takes that as a pass, with a notice).
+pub fn parse_verdict(answer: &str) -> Option<Verdict> {
+    json_verdict(answer).or_else(|| text_verdict(answer))
+}
+
+fn json_verdict(answer: &str) -> Option<Verdict> {
+    let start = answer.find('{')?;
+    let end = answer.rfind('}')?;
+    let value: serde_json::Value = serde_json::from_str(answer.get(start..=end)?).ok()?;
+    let object = value.as_object()?;
+    let word = object
+        .iter()
+        .find(|(k, _)| matches!(k.to_lowercase().as_str(), "verdict" | "result" | "status"))
+        .map(|(_, v)| v)?;
+    let passed = match word {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::String(w) => verdict_word(w)?,
+        _ => return None,
+    };
+    let reason = object
+        .iter()
+        .find(|(k, _)| {
+            matches!(
+                k.to_lowercase().as_str(),
+                "reason" | "reasons" | "explanation" | "why" | "feedback"
+            )
+        })
+        .map(|(_, v)| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default();
+    Some(Verdict {
+        passed,
+        reason: bounded_reason(&reason),
+    })
+}
+
+/// `pass`/`passed`/`fail`/`failed` in any case, as a whole word.
+fn verdict_word(word: &str) -> Option<bool> {
+    match word.trim().to_lowercase().as_str() {
+        "pass" | "passed" | "passes" => Some(true),
+        "fail" | "failed" | "fails" => Some(false),
+        _ => None,
+    }
+}
+
+/// The first line that opens with a verdict (after markdown marks and a `Verdict:` label), or
+/// failing that the only verdict word in the answer; the reason is what follows it on that
+/// line, else the lines after.
+fn text_verdict(answer: &str) -> Option<Verdict> {
+    let lines: Vec<&str> = answer.lines().collect();
+    let words_of = |line: &str| -> Vec<String> {
+        line.split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    // A line whose first word (after an optional label) is the verdict.
+    for (n, line) in lines.iter().enumerate() {
+        let words = words_of(line);
+        let first = match words.first().map(String::as_str) {
+            Some("verdict" | "answer" | "result" | "decision") => words.get(1),
+            _ => words.first(),
+        };
+        if let Some(passed) = first.and_then(|w| verdict_word(w)) {
+            return Some(Verdict {
+                passed,
+                reason: reason_after(line, &lines[n + 1..]),
+            });
+        }
+    }
+    // Prose that names one verdict only, as a capitalised word (`… so: PASS`).
+    let mut found = None;
+    for (n, line) in lines.iter().enumerate() {
+        for word in line.split(|c: char| !c.is_alphanumeric()) {
+            let passed = match word {
+                "PASS" | "PASSED" => true,
+                "FAIL" | "FAILED" => false,
+                _ => continue,
+            };
+            match found {
+                Some((p, _)) if p != passed => return None,
+                Some(_) => {}
+                None => found = Some((passed, n)),
+            }
+        }
+    }
+    found.map(|(passed, n)| Verdict {
+        passed,
+        reason: reason_after(lines[n], &lines[n + 1..]),
+    })
+}
+
+/// The text after the verdict word on `line` (without `:`, `-`, `—` or markdown marks), else
+/// the lines after it.
+fn reason_after(line: &str, rest: &[&str]) -> String {
+    let lower = line.to_lowercase();
+    let after = ["passed", "failed", "passes", "fails", "pass", "fail"]
+        .iter()
+        .filter_map(|w| lower.find(w).map(|at| at + w.len()))
+        .min()
+        .and_then(|at| line.get(at..))
+        .unwrap_or("");
+    let trimmed = after.trim_start_matches(|c: char| {
+        c.is_whitespace() || matches!(c, ':' | '-' | '–' | '—' | '*' | '_' | '`' | '.' | ',')
+    });
+    let reason = if trimmed.trim().is_empty() {
+        rest.join("\n")
+    } else {
+        trimmed.to_owned()
+    };
+    bounded_reason(reason.trim_end_matches(['*', '_', '`']))
+}
+
+fn bounded_reason(reason: &str) -> String {
+    let line = one_line(reason);
+    match line.char_indices().nth(REASON_MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
 }
 
 /// `text` between `<tag>` lines, unchanged but for surrounding blank lines.
@@ -542,11 +742,13 @@ mod tests {
                 title: "Emissions",
                 result: &long,
                 cut_off: false,
+                flagged: None,
             },
             Finding {
                 title: "Grid load",
                 result: "Peak demand rises 5–10%.",
                 cut_off: false,
+                flagged: None,
             },
         ];
         let gaps = [
@@ -590,6 +792,7 @@ mod tests {
             title: "A",
             result: "a",
             cut_off: false,
+            flagged: None,
         }];
         let req = synthesis_request(QUERY, "  ", &findings, &[], &spec());
         let user = &req.messages[0].content;
@@ -604,11 +807,13 @@ mod tests {
                 title: "Emissions",
                 result: "CO2 falls.\n",
                 cut_off: false,
+                flagged: None,
             },
             Finding {
                 title: "Grid load",
                 result: "Peaks rise.",
                 cut_off: false,
+                flagged: None,
             },
         ];
         let gaps = [Gap {
@@ -632,5 +837,82 @@ mod tests {
         let report = unsynthesized_report(QUERY, &[], &[], "boom");
         assert!(report.contains("_No subtask produced a result._"));
         assert!(!report.contains("## Missing"));
+    }
+
+    #[rstest::rstest]
+    #[case::bare_pass("PASS", true, "")]
+    #[case::pass_with_reason("PASS: covers every focus area", true, "covers every focus area")]
+    #[case::bold_fail("**FAIL**: no sources given", false, "no sources given")]
+    #[case::labelled(
+        "Verdict: fail - the numbers contradict",
+        false,
+        "the numbers contradict"
+    )]
+    #[case::lower_case("pass — fine", true, "fine")]
+    #[case::leading_prose(
+        "I read the answer carefully.\n\nFAIL: it stops mid-sentence.",
+        false,
+        "it stops mid-sentence."
+    )]
+    #[case::verdict_then_reason_below(
+        "**PASS**\n\nIt answers the subtask.",
+        true,
+        "It answers the subtask."
+    )]
+    #[case::json(
+        r#"{"verdict": "FAIL", "reason": "misses costs"}"#,
+        false,
+        "misses costs"
+    )]
+    #[case::json_in_a_fence("```json\n{\"verdict\": \"pass\"}\n```", true, "")]
+    #[case::capitalised_in_prose("All points are covered, so my verdict is PASS.", true, "")]
+    fn verdicts_are_read_leniently(
+        #[case] answer: &str,
+        #[case] passed: bool,
+        #[case] reason: &str,
+    ) {
+        let verdict = parse_verdict(answer).expect("a verdict");
+        assert_eq!(verdict.passed, passed, "{answer}");
+        assert_eq!(verdict.reason, reason, "{answer}");
+    }
+
+    #[rstest::rstest]
+    #[case::none("Looks good to me.")]
+    #[case::both_named("It could PASS or FAIL depending on the reader.")]
+    #[case::empty("")]
+    #[case::json_without_a_verdict(r#"{"score": 3}"#)]
+    fn an_answer_without_a_verdict_is_none(#[case] answer: &str) {
+        assert_eq!(parse_verdict(answer), None);
+    }
+
+    #[test]
+    fn the_validator_sees_the_query_the_subtask_and_the_result_in_full() {
+        let rules = PlanRules::for_roles(&builtin_roles(), 6);
+        let plan = parse_plan(
+            r#"{"subtasks": [{"id": "a", "title": "Costs", "description": "Find costs.",
+                "focus_areas": ["capex"]}]}"#,
+            &rules,
+        )
+        .expect("a plan")
+        .plan;
+        let long = "Result line. ".repeat(2000);
+        let req = validator_request(QUERY, &plan.subtasks[0], &long, &spec());
+        assert_eq!(req.role, CallRole::Validator);
+        assert!(req.system.contains("PASS") && req.system.contains("FAIL"));
+        let user = &req.messages[0].content;
+        assert!(user.contains(QUERY));
+        assert!(user.contains("# The subtask under review: Costs"));
+        assert!(user.contains("Find costs.") && user.contains("- capex"));
+        assert!(user.contains(long.trim()));
+        assert!(
+            !user.contains("# Your subtask: "),
+            "not taken for a worker call"
+        );
+    }
+
+    #[test]
+    fn the_synthesis_is_asked_to_name_conflicting_findings() {
+        let req = synthesis_request(QUERY, "", &[], &[], &spec());
+        assert!(req.system.contains("## Conflicting findings"));
     }
 }

@@ -78,6 +78,9 @@ pub enum CallTarget {
     Planner,
     Subtask(SubtaskId),
     Synthesis,
+    /// The validator's check of a subtask's answer; the attempt is the worker attempt it
+    /// judges.
+    Validation(SubtaskId),
 }
 
 /// One call: its purpose and its attempt number (1-based, counting every call for the target).
@@ -154,6 +157,24 @@ struct Task {
     /// The user asked for this subtask again (re-run, edit): its attempts call the model
     /// rather than take a cached answer, whose repetition is what the user turned down.
     bypass_cache: bool,
+    /// The answer the validator is judging, while `Validating`.
+    judged: Option<Answer>,
+    /// Validator FAILs since the subtask was last started by the scheduler or the user.
+    rejections: u32,
+    /// Why the validator rejected the last answer: the next attempt's prompt says it.
+    fix: Option<String>,
+    /// The validator failed the current result twice, for this reason; it is kept, flagged.
+    flagged: Option<String>,
+}
+
+/// A worker's answer waiting for the validator's verdict.
+#[derive(Debug, Clone)]
+struct Answer {
+    text: String,
+    cut_off: bool,
+    cached: bool,
+    usage: Usage,
+    elapsed_ms: u64,
 }
 
 /// Planner or synthesis call state.
@@ -337,6 +358,18 @@ impl Run {
                 task.status = SubtaskStatus::Succeeded;
                 task.result = Some(result.text.clone());
                 task.cut_off = result.cut_off;
+                task.flagged = result.flagged.clone();
+                // The flag is restated as the verdict that set it, so consumers keep it.
+                if let Some(reason) = result.flagged {
+                    out.push(Effect::Emit(EventKind::SubtaskValidated {
+                        subtask: subtask.id.clone(),
+                        attempt: task.attempt,
+                        passed: false,
+                        reason,
+                        usage: Usage::default(),
+                        flagged: true,
+                    }));
+                }
                 out.push(Effect::Emit(EventKind::SubtaskSucceeded {
                     subtask: subtask.id,
                     attempt: task.attempt,
@@ -573,6 +606,10 @@ impl Run {
                 cut_off: false,
                 error: None,
                 bypass_cache: false,
+                judged: None,
+                rejections: 0,
+                fix: None,
+                flagged: None,
             })
             .collect();
         self.index = self
@@ -770,6 +807,9 @@ impl Run {
             });
         }
         let task = &mut self.tasks[i];
+        if let Some(reason) = &task.fix {
+            prompt::worker_revision(&mut request, reason);
+        }
         if task.bypass_cache {
             request.cache = CachePolicy::Bypass;
         }
@@ -779,6 +819,8 @@ impl Run {
         task.prompt_chars = request_chars(&request);
         task.output.clear();
         task.error = None;
+        task.flagged = None;
+        task.judged = None;
         out.push(Effect::Emit(EventKind::SubtaskStarted {
             subtask: task.spec.id.clone(),
             attempt: task.attempt,
@@ -812,20 +854,18 @@ impl Run {
                     usage_or_estimate(&done, self.tasks[i].prompt_chars)
                 };
                 self.usage.add(usage);
-                let task = &mut self.tasks[i];
-                task.status = SubtaskStatus::Succeeded;
-                task.output.clear();
-                task.result = Some(done.text.clone());
-                task.cut_off = done.cut_off;
-                out.push(Effect::Emit(EventKind::SubtaskSucceeded {
-                    subtask: task.spec.id.clone(),
-                    attempt: task.attempt,
-                    elapsed_ms,
-                    usage,
-                    result: done.text,
+                let answer = Answer {
+                    text: done.text,
                     cut_off: done.cut_off,
                     cached: done.cached,
-                }));
+                    usage,
+                    elapsed_ms,
+                };
+                if self.settings.validate {
+                    self.call_validator(i, answer, out);
+                } else {
+                    self.succeed(i, answer, out);
+                }
             }
             Err(mut e) => {
                 if e.reason == CONTEXT_LENGTH {
@@ -871,6 +911,130 @@ impl Run {
         self.pump(now, out);
     }
 
+    fn succeed(&mut self, i: usize, answer: Answer, out: &mut Vec<Effect>) {
+        let task = &mut self.tasks[i];
+        task.status = SubtaskStatus::Succeeded;
+        task.output.clear();
+        task.judged = None;
+        task.fix = None;
+        task.result = Some(answer.text.clone());
+        task.cut_off = answer.cut_off;
+        out.push(Effect::Emit(EventKind::SubtaskSucceeded {
+            subtask: task.spec.id.clone(),
+            attempt: task.attempt,
+            elapsed_ms: answer.elapsed_ms,
+            usage: answer.usage,
+            result: answer.text,
+            cut_off: answer.cut_off,
+            cached: answer.cached,
+        }));
+    }
+
+    // ---- validation -----------------------------------------------------------------------
+
+    /// Ask the validator about the answer; the subtask is `Validating` (not done, so no
+    /// dependent starts) until its verdict. The call takes no worker slot: it is not a
+    /// worker's.
+    fn call_validator(&mut self, i: usize, answer: Answer, out: &mut Vec<Effect>) {
+        let request = prompt::validator_request(
+            &self.query,
+            &self.tasks[i].spec,
+            &answer.text,
+            &self.settings.validator,
+        );
+        let task = &mut self.tasks[i];
+        task.status = SubtaskStatus::Validating;
+        task.prompt_chars = request_chars(&request);
+        task.judged = Some(answer);
+        out.push(Effect::Emit(EventKind::SubtaskValidating {
+            subtask: task.spec.id.clone(),
+            attempt: task.attempt,
+            model: request.model.clone(),
+        }));
+        out.push(Effect::Call {
+            call: CallId {
+                target: CallTarget::Validation(task.spec.id.clone()),
+                attempt: task.attempt,
+            },
+            request,
+        });
+    }
+
+    /// The verdict: PASS keeps the answer; a first FAIL runs the subtask again with the
+    /// reason in its prompt; a second keeps the answer, flagged. A verdict that cannot be read
+    /// counts as a pass, and a failed validator call keeps the answer unchecked, each with a
+    /// notice: the gate never fails a subtask by itself.
+    fn on_validation_reply(
+        &mut self,
+        i: usize,
+        result: Result<Completion, CallError>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(answer) = self.tasks[i].judged.take() else {
+            return;
+        };
+        let id = self.tasks[i].spec.id.clone();
+        let attempt = self.tasks[i].attempt;
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                out.push(Effect::Emit(EventKind::Notice {
+                    message: format!(
+                        "the validator's check of `{id}` failed ({}); its result is kept \
+                         unchecked",
+                        e.message
+                    ),
+                }));
+                self.succeed(i, answer, out);
+                self.pump(now, out);
+                return;
+            }
+        };
+        let usage = usage_or_estimate(&done, self.tasks[i].prompt_chars);
+        self.usage.add(usage);
+        let verdict = prompt::parse_verdict(&done.text).unwrap_or_else(|| {
+            out.push(Effect::Emit(EventKind::Notice {
+                message: format!(
+                    "the validator's answer on `{id}` has no PASS or FAIL; taken as a pass"
+                ),
+            }));
+            prompt::Verdict {
+                passed: true,
+                reason: format!(
+                    "no verdict found in: {}",
+                    crate::sanitize::sanitize_line(done.text.trim())
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+            }
+        });
+        let final_fail = !verdict.passed && self.tasks[i].rejections >= 1;
+        out.push(Effect::Emit(EventKind::SubtaskValidated {
+            subtask: id,
+            attempt,
+            passed: verdict.passed,
+            reason: verdict.reason.clone(),
+            usage,
+            flagged: final_fail,
+        }));
+        if verdict.passed {
+            self.succeed(i, answer, out);
+        } else if final_fail {
+            self.tasks[i].flagged = Some(verdict.reason);
+            self.succeed(i, answer, out);
+        } else {
+            let task = &mut self.tasks[i];
+            task.rejections += 1;
+            task.fix = Some(verdict.reason);
+            task.status = SubtaskStatus::Pending;
+            task.failures = 0;
+            task.bypass_cache = true;
+        }
+        self.pump(now, out);
+    }
+
     // ---- synthesis and the end ------------------------------------------------------------
 
     fn findings_and_gaps(&self) -> (Vec<Finding<'_>>, Vec<Gap<'_>>) {
@@ -882,6 +1046,7 @@ impl Run {
                     title: &t.spec.title,
                     result,
                     cut_off: t.cut_off,
+                    flagged: t.flagged.as_deref(),
                 }),
                 (status, _) => gaps.push(Gap {
                     title: &t.spec.title,
@@ -1075,6 +1240,10 @@ impl Run {
                 self.tasks[i].status == SubtaskStatus::Running
                     && self.tasks[i].attempt == call.attempt
             }),
+            CallTarget::Validation(id) => self.index.get(id).is_some_and(|&i| {
+                self.tasks[i].status == SubtaskStatus::Validating
+                    && self.tasks[i].attempt == call.attempt
+            }),
         }
     }
 
@@ -1098,6 +1267,8 @@ impl Run {
                     text,
                 }));
             }
+            // The verdict is read whole from the reply.
+            CallTarget::Validation(_) => {}
             CallTarget::Subtask(id) => {
                 if let Some(&i) = self.index.get(&id) {
                     self.tasks[i].output.push_str(&text);
@@ -1119,7 +1290,7 @@ impl Run {
             return;
         }
         match call.target {
-            CallTarget::Planner | CallTarget::Synthesis => {}
+            CallTarget::Planner | CallTarget::Synthesis | CallTarget::Validation(_) => {}
             CallTarget::Subtask(id) => out.push(Effect::Emit(EventKind::SubtaskReasoning {
                 subtask: id,
                 attempt: call.attempt,
@@ -1173,6 +1344,11 @@ impl Run {
                     self.on_task_reply(i, result, now, out);
                 }
             }
+            CallTarget::Validation(id) => {
+                if let Some(&i) = self.index.get(id) {
+                    self.on_validation_reply(i, result, now, out);
+                }
+            }
         }
     }
 
@@ -1194,6 +1370,8 @@ impl Run {
                     self.call_synthesis(out);
                 }
             }
+            // Validator calls are not retried, so never wait.
+            CallTarget::Validation(_) => {}
             CallTarget::Subtask(id) => {
                 if let Some(&i) = self.index.get(id)
                     && self.tasks[i].status == SubtaskStatus::Retrying
@@ -1323,7 +1501,10 @@ impl Run {
                 );
                 return;
             }
-            SubtaskStatus::Pending | SubtaskStatus::Running | SubtaskStatus::Retrying => {
+            SubtaskStatus::Pending
+            | SubtaskStatus::Running
+            | SubtaskStatus::Retrying
+            | SubtaskStatus::Validating => {
                 refuse(
                     out,
                     name,
@@ -1345,6 +1526,8 @@ impl Run {
         task.failures = 0;
         task.result = None;
         task.bypass_cache = true;
+        task.rejections = 0;
+        task.fix = None;
         out.push(Effect::Emit(EventKind::SubtaskQueued {
             subtask: id,
             waiting_on: self.unfinished_deps(i),
@@ -1376,6 +1559,13 @@ impl Run {
                     target: CallTarget::Subtask(task.spec.id.clone()),
                     attempt: task.attempt,
                 }));
+            }
+            SubtaskStatus::Validating => {
+                out.push(Effect::Abort(CallId {
+                    target: CallTarget::Validation(task.spec.id.clone()),
+                    attempt: task.attempt,
+                }));
+                task.judged = None;
             }
             SubtaskStatus::Pending | SubtaskStatus::Retrying | SubtaskStatus::Blocked => {}
             SubtaskStatus::Succeeded | SubtaskStatus::Failed | SubtaskStatus::Cancelled => {
@@ -1468,7 +1658,7 @@ impl Run {
         match self.tasks[i].status {
             // Not started yet: the edit is used when it starts.
             SubtaskStatus::Pending | SubtaskStatus::Blocked => {}
-            SubtaskStatus::Running | SubtaskStatus::Retrying => {
+            SubtaskStatus::Running | SubtaskStatus::Retrying | SubtaskStatus::Validating => {
                 self.cancel_task(CommandName::EditSubtask, i, out);
                 self.rerun(CommandName::EditSubtask, i, now, out);
             }

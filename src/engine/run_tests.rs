@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::plan::Priority;
 use crate::llm::MessageRole;
-use crate::protocol::{SavedReport, SavedResult, SavedSubtask};
+use crate::protocol::{CallRole, SavedReport, SavedResult, SavedSubtask};
 
 fn settings() -> RunSettings {
     let spec = |model: &str| CallSpec {
@@ -998,6 +998,7 @@ fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
             elapsed_ms: 1200,
             cut_off: false,
             cached: false,
+            flagged: None,
         }),
     }
 }
@@ -1972,4 +1973,211 @@ fn an_interrupted_direct_run_asks_its_one_worker_again_and_still_makes_no_synthe
     s.reply("a", ok("Paris."));
     assert_eq!(synthesis_calls(&s), 0);
     assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+// ---- the quality gate -----------------------------------------------------------------------
+
+fn validating() -> RunSettings {
+    RunSettings {
+        validate: true,
+        ..settings()
+    }
+}
+
+impl Story {
+    fn verdict(&mut self, id: &str, result: Result<Completion, CallError>) -> &mut Self {
+        let attempt = self.attempt(id);
+        self.feed(Input::Reply {
+            call: CallId {
+                target: CallTarget::Validation(id.into()),
+                attempt,
+            },
+            result,
+        })
+    }
+}
+
+fn validated(s: &Story) -> Vec<(bool, String, bool)> {
+    s.all_events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::SubtaskValidated {
+                passed,
+                reason,
+                flagged,
+                ..
+            } => Some((*passed, reason.clone(), *flagged)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn synthesis_user(s: &Story) -> String {
+    user_text(
+        s.request_for(&CallTarget::Synthesis)
+            .expect("a synthesis call"),
+    )
+}
+
+#[test]
+fn a_passed_check_lets_the_result_count_and_only_then_its_dependents_start() {
+    let mut s = Story::new(
+        "the query",
+        validating(),
+        Some(plan(vec![task("a", &[]), task("b", &["a"])])),
+    );
+    s.reply("a", ok("A's answer"));
+    assert_eq!(s.status("a"), SubtaskStatus::Validating);
+    assert!(s.started().is_empty(), "b waits for the verdict");
+    let request = s
+        .request_for(&CallTarget::Validation("a".into()))
+        .expect("a validator call");
+    assert_eq!(request.model, "validator-model");
+    assert_eq!(request.role, CallRole::Validator);
+    let user = user_text(request);
+    assert!(user.contains("the query") && user.contains("Title of a"));
+    assert!(user.contains("A's answer"));
+    assert!(s.events().contains(&&EventKind::SubtaskValidating {
+        subtask: "a".into(),
+        attempt: 1,
+        model: "validator-model".into(),
+    }));
+
+    s.verdict("a", ok("PASS: covers it"));
+    assert_eq!(validated(&s), [(true, "covers it".to_owned(), false)]);
+    assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+    assert_eq!(s.started(), ["b"]);
+    s.reply("b", ok("B")).verdict("b", ok("pass"));
+    s.synth_reply(ok("report"));
+    // Two workers, two checks, one synthesis: every call's tokens count.
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::RunFinished { usage, .. } if usage.tokens_in == 50 && usage.tokens_out == 25
+    )));
+}
+
+#[test]
+fn a_failed_check_runs_the_subtask_again_with_the_reason_and_a_pass_clears_it() {
+    let mut s = Story::new("q", validating(), Some(plan(vec![task("a", &[])])));
+    s.reply("a", ok("first try"));
+    s.verdict("a", ok("**FAIL**: the figure has no source"));
+    assert_eq!(
+        validated(&s),
+        [(false, "the figure has no source".to_owned(), false)]
+    );
+    assert_eq!(s.started(), ["a"]);
+    assert_eq!(s.attempt("a"), 2);
+    let user = user_text(
+        s.request_for(&CallTarget::Subtask("a".into()))
+            .expect("a second worker call"),
+    );
+    assert!(user.contains("A reviewer rejected your previous answer"));
+    assert!(user.contains("the figure has no source"));
+
+    s.reply("a", ok("second try")).verdict("a", ok("PASS"));
+    assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::SubtaskSucceeded { attempt: 2, result, .. } if result == "second try"
+    )));
+    assert!(!synthesis_user(&s).contains("flagged"));
+}
+
+#[test]
+fn a_second_failed_check_keeps_the_result_flagged_and_the_synthesis_is_told() {
+    let mut s = Story::new("q", validating(), Some(plan(vec![task("a", &[])])));
+    s.reply("a", ok("first try"))
+        .verdict("a", ok("FAIL: misses the costs"));
+    s.reply("a", ok("second try"))
+        .verdict("a", ok("Verdict: fail - still no costs"));
+    assert_eq!(
+        validated(&s),
+        [
+            (false, "misses the costs".to_owned(), false),
+            (false, "still no costs".to_owned(), true),
+        ]
+    );
+    assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::SubtaskSucceeded { attempt: 2, result, .. } if result == "second try"
+    )));
+    let user = synthesis_user(&s);
+    assert!(user.contains("A reviewer flagged this result: still no costs"));
+}
+
+#[test]
+fn an_unreadable_verdict_passes_with_a_notice_and_a_failed_check_keeps_the_result() {
+    let mut s = Story::new(
+        "q",
+        validating(),
+        Some(plan(vec![task("a", &[]), task("b", &[])])),
+    );
+    s.reply("a", ok("A"))
+        .verdict("a", ok("Looks fine to me overall."));
+    assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+    assert!(notices(&s).iter().any(|n| n.contains("no PASS or FAIL")));
+    assert!(validated(&s)[0].0, "taken as a pass");
+
+    s.reply("b", ok("B")).verdict("b", server_error());
+    assert_eq!(s.status("b"), SubtaskStatus::Succeeded);
+    assert!(notices(&s).iter().any(|n| n.contains("kept unchecked")));
+    assert_eq!(validated(&s).len(), 1, "no verdict for the failed check");
+    assert!(s.request_for(&CallTarget::Synthesis).is_some());
+}
+
+#[test]
+fn a_subtask_being_validated_can_be_cancelled_and_its_late_verdict_is_ignored() {
+    let mut s = Story::new("q", validating(), Some(plan(vec![task("a", &[])])));
+    s.reply("a", ok("A"));
+    s.command(RunCommand::CancelSubtask("a".into()));
+    assert!(s.effects.contains(&Effect::Abort(CallId {
+        target: CallTarget::Validation("a".into()),
+        attempt: 1,
+    })));
+    assert_eq!(s.status("a"), SubtaskStatus::Cancelled);
+    s.verdict("a", ok("PASS"));
+    assert!(s.events().is_empty(), "{:?}", s.effects);
+    // A validating subtask is busy: a re-run is refused until it settles.
+    let mut s = Story::new("q", validating(), Some(plan(vec![task("a", &[])])));
+    s.reply("a", ok("A"));
+    s.command(RunCommand::RetrySubtask("a".into()));
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::CommandRefused {
+            refusal: Refusal::SubtaskBusy {
+                status: SubtaskStatus::Validating,
+                ..
+            },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn without_validation_no_validator_is_called() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    s.reply("a", ok("A"));
+    assert_eq!(s.status("a"), SubtaskStatus::Succeeded);
+    assert!(s.request_for(&CallTarget::Validation("a".into())).is_none());
+}
+
+#[test]
+fn a_saved_flagged_result_is_restored_flagged() {
+    let mut saved = saved(vec![task("a", &[]), task("b", &[])]);
+    let mut a = done("a", 2, "A");
+    if let Some(result) = a.result.as_mut() {
+        result.flagged = Some("no sources".into());
+    }
+    saved.subtasks = vec![a, done("b", 1, "B")];
+    let s = restored(saved);
+    assert!(s.events().contains(&&EventKind::SubtaskValidated {
+        subtask: "a".into(),
+        attempt: 2,
+        passed: false,
+        reason: "no sources".into(),
+        usage: Usage::default(),
+        flagged: true,
+    }));
+    assert!(synthesis_user(&s).contains("A reviewer flagged this result: no sources"));
 }

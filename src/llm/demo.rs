@@ -118,7 +118,22 @@ impl Demo {
                     .unwrap_or_else(|| first_line(last_user));
                 let query = query_in(last_user);
                 let fail = self.should_fail(&title, &query);
-                (worker_text(&title, &query), fail)
+                let mut text = worker_text(&title, &query);
+                // A re-run after the validator's FAIL fixes what it named.
+                if last_user.contains(REVISION_MARK) {
+                    text.push_str(SOURCE_LINE);
+                }
+                (text, fail)
+            }
+            CallRole::Validator => {
+                let title = self
+                    .known_titles_in(section(last_user, "# The subtask under review", "\n#"))
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| first_line(last_user));
+                let query = query_in(last_user);
+                tokio::time::sleep(self.pace_f(20.0)).await;
+                (self.verdict(&title, &query), false)
             }
             CallRole::Synthesizer => {
                 let query = query_in(last_user);
@@ -164,6 +179,21 @@ impl Demo {
             text,
             ..Default::default()
         })
+    }
+
+    /// The validator's verdict: the first check of `Evidence and data` fails (its figure has
+    /// no source), so a FAIL and the fixed re-run can be seen; everything else passes.
+    fn verdict(&self, title: &str, query: &str) -> String {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let n = calls
+            .entry(format!("{query}\u{0}{title}\u{0}validator"))
+            .or_insert(0);
+        *n += 1;
+        if title == REJECTED_TITLE && *n == 1 {
+            "FAIL: the main figure has no source; say where it comes from. [simulated]".to_owned()
+        } else {
+            "PASS: it answers the subtask and covers its focus areas. [simulated]".to_owned()
+        }
     }
 
     /// Time for `tokens` tokens at the configured pace.
@@ -255,6 +285,14 @@ fn topic(query: &str) -> String {
         short
     }
 }
+
+/// The subtask whose first answer the demo validator rejects.
+const REJECTED_TITLE: &str = "Evidence and data";
+/// How a worker's prompt says its previous answer was rejected (`prompt::worker_revision`).
+const REVISION_MARK: &str = "A reviewer rejected your previous answer";
+/// What a re-run worker adds to fix the rejected answer.
+const SOURCE_LINE: &str =
+    "\n*Source of the main figure: a (simulated) survey of published city studies.*\n";
 
 /// The one subtask's title of a straightforward query's plan.
 const DIRECT_TITLE: &str = "Direct answer";

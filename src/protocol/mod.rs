@@ -100,6 +100,8 @@ pub enum SubtaskStatus {
     /// A dependency failed, was cancelled or is itself blocked; runs if that changes.
     Blocked,
     Cancelled,
+    /// The worker answered and a validator call checks the answer; dependents wait for it.
+    Validating,
 }
 
 impl SubtaskStatus {
@@ -119,6 +121,7 @@ impl SubtaskStatus {
             Self::Failed => "failed",
             Self::Blocked => "blocked",
             Self::Cancelled => "cancelled",
+            Self::Validating => "validating",
         }
     }
 }
@@ -156,6 +159,8 @@ pub enum CallRole {
     Planner,
     Worker,
     Synthesizer,
+    /// The quality gate: checks one subtask's result (`RunSettings::validate`).
+    Validator,
 }
 
 /// Requests into the engine. Each says which events answer it.
@@ -554,6 +559,26 @@ pub enum EventKind {
     DirectAnswer {
         subtask: SubtaskId,
     },
+    /// `attempt` answered and a validator call (`model`) checks the answer before the subtask
+    /// counts as done; its dependents wait. `SubtaskValidated` follows (or a notice when the
+    /// validator call fails, and the subtask succeeds unchecked).
+    SubtaskValidating {
+        subtask: SubtaskId,
+        attempt: u32,
+        model: String,
+    },
+    /// The validator's verdict on `attempt`, and why. A first FAIL runs the subtask again
+    /// with the reason; a FAIL of that re-run keeps the result, `flagged` with the reason.
+    /// `SubtaskSucceeded` follows a PASS and a flagged FAIL. `usage` is the validator call's.
+    SubtaskValidated {
+        subtask: SubtaskId,
+        attempt: u32,
+        passed: bool,
+        reason: String,
+        usage: Usage,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flagged: bool,
+    },
 }
 
 impl EventKind {
@@ -570,7 +595,9 @@ impl EventKind {
             | Self::SubtaskBlocked { subtask, .. }
             | Self::SubtaskCancelled { subtask, .. }
             | Self::SubtaskEdited { subtask, .. }
-            | Self::DirectAnswer { subtask } => Some(subtask),
+            | Self::DirectAnswer { subtask }
+            | Self::SubtaskValidating { subtask, .. }
+            | Self::SubtaskValidated { subtask, .. } => Some(subtask),
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
             | Self::PlanningRetrying { .. }

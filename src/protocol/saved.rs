@@ -65,6 +65,9 @@ pub struct SavedResult {
     /// The answer came from the result cache.
     #[serde(default)]
     pub cached: bool,
+    /// The validator failed it twice; why. It is kept, flagged.
+    #[serde(default)]
+    pub flagged: Option<String>,
 }
 
 /// The last report, as `SynthesisFinished` carried it.

@@ -251,6 +251,8 @@ pub struct SavedSubtask {
     pub cut_off: bool,
     /// The result came from the result cache.
     pub cached: bool,
+    /// Why the validator flagged the current result; `None`: not flagged.
+    pub flagged: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -685,7 +687,8 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
         .prepare(
             "SELECT id, position, worker, title, description, focus_areas, depends_on, priority,
                     status, waiting_on, attempts, model, result, error, tokens_in, tokens_out,
-                    usage_estimated, started_at, finished_at, elapsed_ms, cut_off, cached
+                    usage_estimated, started_at, finished_at, elapsed_ms, cut_off, cached,
+                    flagged
              FROM subtasks WHERE run_id = ?1 ORDER BY position",
         )
         .map_err(map)?;
@@ -715,6 +718,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
                     elapsed_ms: u64_of(r.get(19)?),
                     cut_off: r.get(20)?,
                     cached: r.get(21)?,
+                    flagged: r.get(22)?,
                 },
             ))
         })

@@ -863,7 +863,7 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
             tx.execute(
                 "UPDATE subtasks SET status = 'running', attempts = ?3, worker = ?4, model = ?5,
                      started_at = ?6, finished_at = NULL, elapsed_ms = NULL, error = NULL,
-                     waiting_on = '[]'
+                     waiting_on = '[]', flagged = NULL
                  WHERE run_id = ?1 AND id = ?2",
                 params![run, subtask.as_str(), attempt, worker, model, ts],
             )?;
@@ -1065,6 +1065,35 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         }
         // Nothing to save: the plan's `complexity` and a report with no synthesis call say it.
         EventKind::DirectAnswer { .. } => {}
+        // The subtask's row stays `running` while the validator checks its answer: the
+        // status words are a CHECK of the schema, and nothing is lost by it.
+        EventKind::SubtaskValidating { .. } => {}
+        EventKind::SubtaskValidated {
+            subtask,
+            attempt,
+            passed,
+            reason,
+            usage,
+            flagged,
+        } => {
+            if *flagged {
+                tx.execute(
+                    "UPDATE subtasks SET flagged = ?3 WHERE run_id = ?1 AND id = ?2",
+                    params![run, subtask.as_str(), reason],
+                )?;
+            } else if !*passed {
+                // Rejected: the attempt is over and another follows with the reason.
+                let error = format!("rejected by the validator: {reason}");
+                Call::worker(run, subtask, *attempt).close(
+                    tx,
+                    ts,
+                    "retried",
+                    None,
+                    Some(&error),
+                )?;
+            }
+            add_run_usage(tx, run, usage)?;
+        }
         EventKind::RunFinished {
             status,
             elapsed_ms,

@@ -31,6 +31,60 @@ pub fn extent(model: &Model, pane: Focus) -> Option<(usize, usize)> {
 }
 
 /// The detail pane's content, wrapped to `width` (also used to size its scrolling).
+/// The validator's verdicts on the subtask, and the flag with its reason (in the warning
+/// colour and with a `⚑`, so it reads without colour too).
+fn validation_lines(
+    s: &crate::report::SubtaskReport,
+    theme: &crate::tui::theme::Theme,
+    width: usize,
+    out: &mut Vec<Line<'static>>,
+) {
+    if s.validation.is_empty() && s.status != SubtaskStatus::Validating {
+        return;
+    }
+    out.push(Line::default());
+    if let Some(why) = &s.validation.flagged {
+        wrap_line(
+            &Line::from(vec![
+                Span::styled("⚑ flagged: ", theme.warning().add_modifier(Modifier::BOLD)),
+                Span::styled(sanitize_line(why).into_owned(), theme.warning()),
+            ]),
+            width,
+            out,
+        );
+    }
+    for v in &s.validation.verdicts {
+        let style = if v.verdict == "pass" {
+            theme.status(SubtaskStatus::Succeeded)
+        } else {
+            theme.error()
+        };
+        wrap_line(
+            &Line::from(vec![
+                Span::styled(format!("check of attempt {} ", v.attempt), theme.dim()),
+                Span::styled(v.verdict.to_uppercase(), style),
+                Span::raw(": "),
+                Span::raw(sanitize_line(&v.reason).into_owned()),
+            ]),
+            width,
+            out,
+        );
+    }
+    if s.status == SubtaskStatus::Validating {
+        wrap_line(
+            &Line::from(Span::styled(
+                format!(
+                    "{} the validator is checking this answer…",
+                    status_glyph(s.status)
+                ),
+                theme.status(SubtaskStatus::Validating),
+            )),
+            width,
+            out,
+        );
+    }
+}
+
 pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
     let width = width.max(1) as usize;
     let theme = &model.theme;
@@ -171,6 +225,7 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
             para(&mut out, Line::from(spans));
         }
     }
+    validation_lines(s, theme, width, &mut out);
     reasoning_lines(model, s, width, &mut out);
     let (label, body) = match (&s.result, s.status) {
         (Some(result), _) if s.cut_off => ("Result, cut off at the token limit", result.as_str()),
@@ -179,6 +234,7 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
             ("Partial output of the failed attempt", s.output.as_str())
         }
         (None, SubtaskStatus::Running) => ("Output (streaming)", s.output.as_str()),
+        (None, SubtaskStatus::Validating) => ("Output, being validated", s.output.as_str()),
         _ => ("", ""),
     };
     if !label.is_empty() {

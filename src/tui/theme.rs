@@ -32,6 +32,7 @@ impl Theme {
             SubtaskStatus::Pending => self.dim(),
             SubtaskStatus::Running => self.fg(Color::Cyan),
             SubtaskStatus::Retrying => self.fg(Color::Yellow),
+            SubtaskStatus::Validating => self.fg(Color::Blue),
             SubtaskStatus::Succeeded => self.fg(Color::Green),
             SubtaskStatus::Failed => self.fg(Color::Red).add_modifier(Modifier::BOLD),
             SubtaskStatus::Blocked => self.fg(Color::Magenta),

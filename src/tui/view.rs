@@ -285,6 +285,7 @@ fn subtask_row(
         ),
         SubtaskStatus::Failed => "failed".into(),
         SubtaskStatus::Cancelled => "cancelled".into(),
+        SubtaskStatus::Validating => format!("{:>12}", "validating"),
     };
     // A fixed slot for the attempt count keeps the time and token columns aligned.
     let attempts = if s.attempts > 1 {
@@ -310,8 +311,15 @@ fn subtask_row(
             " cut off".to_owned()
         }
     });
+    // A result the validator failed twice says so first: it is kept, not trusted.
+    let flagged = s.status == SubtaskStatus::Succeeded && s.validation.flagged.is_some();
+    let mark = if flagged {
+        Some(" ⚑ flagged".to_owned())
+    } else {
+        mark
+    };
     // A result from the result cache says so likewise, quieter: nothing is wrong with it.
-    let cached = !s.cut_off && s.status == SubtaskStatus::Succeeded && s.cached;
+    let cached = !flagged && !s.cut_off && s.status == SubtaskStatus::Succeeded && s.cached;
     let mark = mark.or_else(|| cached.then(|| format!(" {CACHED}")));
     let mark_w = mark.as_ref().map_or(0, |m| m.width());
     let title = truncate(&title_text, title_w.saturating_sub(mark_w));
@@ -352,9 +360,12 @@ fn draw_detail(frame: &mut Frame, model: &Model, area: Rect) {
         None => Line::from(title("Detail")),
     };
     let hint = match model.selected_subtask().map(|(_, s)| s.status) {
-        Some(SubtaskStatus::Running | SubtaskStatus::Retrying | SubtaskStatus::Pending) => {
-            " x cancel · e edit "
-        }
+        Some(
+            SubtaskStatus::Running
+            | SubtaskStatus::Retrying
+            | SubtaskStatus::Pending
+            | SubtaskStatus::Validating,
+        ) => " x cancel · e edit ",
         Some(SubtaskStatus::Blocked) => " e edit · x cancel ",
         Some(_) => " r re-run · e edit ",
         None => "",

@@ -203,6 +203,8 @@ const PLANNER_MARK: &str = "You are the planner";
 const WORKER_MARK: &str = "# Your subtask: ";
 /// Heads the subtask results in the synthesis's user message.
 const SYNTHESIS_MARK: &str = "# Findings";
+/// Heads the subtask under review in the validator's user message; the title follows.
+const VALIDATOR_MARK: &str = "# The subtask under review: ";
 
 impl Call {
     /// `planner`, `worker`, `synthesis` or `unknown`: for tallies and messages.
@@ -241,6 +243,18 @@ impl MockRequest {
 
     pub fn is_synthesis(&self) -> bool {
         self.call() == Call::Synthesis
+    }
+
+    /// The subtask title of a validator request (the quality gate's check of a result);
+    /// `None` for any other call. `call()` tells validator requests `Unknown`: only tests that
+    /// turn validation on expect them, and they ask this first.
+    pub fn validator_title(&self) -> Option<String> {
+        if self.system().contains(PLANNER_MARK) {
+            return None;
+        }
+        let user = self.user();
+        let rest = user.split(VALIDATOR_MARK).nth(1)?;
+        Some(rest.lines().next().unwrap_or("").trim().to_owned())
     }
 
     /// The subtask title of a worker request; `None` for any other call.
