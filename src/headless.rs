@@ -739,9 +739,14 @@ fn live_lines(
                 format!("{:>6}", duration(ms))
             }
             SubtaskStatus::Succeeded => format!(
-                "{:>6} {:>6} tok",
+                "{:>6} {:>6} tok{}",
                 s.elapsed_ms.map(duration).unwrap_or_default(),
-                tokens(s.tokens_in + s.tokens_out)
+                tokens(s.tokens_in + s.tokens_out),
+                if s.validation.flagged.is_some() {
+                    " ⚑ flagged"
+                } else {
+                    ""
+                }
             ),
             SubtaskStatus::Retrying => match &s.retry {
                 Some((delay, reason)) => format!("retry in {} ({reason})", duration(*delay)),
@@ -979,4 +984,70 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             duration(*elapsed_ms)
         ),
     })
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+    use crate::protocol::{
+        Event, EventKind, Plan, PlannedSubtask, Priority, RunId, SubtaskId, Usage,
+    };
+
+    fn report_with_flag() -> (RunReport, Event) {
+        let run = RunId::new();
+        let event = |kind| Event {
+            run,
+            ts_ms: 1_000,
+            kind,
+        };
+        let mut report = RunReport::default();
+        report.apply(&event(EventKind::PlanReady {
+            plan: Plan {
+                query_analysis: String::new(),
+                subtasks: vec![PlannedSubtask {
+                    id: SubtaskId::new("a"),
+                    worker: "research".into(),
+                    title: "A".into(),
+                    description: "A.".into(),
+                    focus_areas: vec![],
+                    depends_on: vec![],
+                    priority: Priority::Medium,
+                    reuse: None,
+                }],
+                synthesis_guidance: String::new(),
+                complexity: None,
+            },
+        }));
+        let flagged = event(EventKind::SubtaskValidated {
+            subtask: SubtaskId::new("a"),
+            attempt: 2,
+            passed: false,
+            reason: "no sources".into(),
+            usage: Usage::default(),
+            flagged: true,
+        });
+        report.apply(&flagged);
+        report.apply(&event(EventKind::SubtaskSucceeded {
+            subtask: SubtaskId::new("a"),
+            attempt: 2,
+            elapsed_ms: 10,
+            usage: Usage::default(),
+            result: "A".into(),
+            cut_off: false,
+            cached: false,
+        }));
+        (report, flagged)
+    }
+
+    #[test]
+    fn a_flagged_result_is_marked_in_the_live_view_and_its_progress_line() {
+        let (report, flagged) = report_with_flag();
+        let lines = live_lines(&report, "demo", 0, 2_000);
+        assert!(
+            lines.iter().any(|(_, l)| l.contains("⚑ flagged")),
+            "{lines:?}"
+        );
+        let line = event_line(&flagged, &report).expect("a progress line");
+        assert!(line.contains("flagged: no sources"), "{line}");
+    }
 }

@@ -542,8 +542,12 @@ impl RunReport {
                 self.synthesis_fresh = false;
             }
             EventKind::DirectAnswer { .. } => self.direct = true,
-            EventKind::SubtaskValidating { subtask, .. } => {
+            EventKind::SubtaskValidating {
+                subtask, attempt, ..
+            } => {
                 if let Some(s) = self.subtask_mut(subtask) {
+                    // The worker call is over: its attempt reads as answered while checked.
+                    s.close_attempt(*attempt, event.ts_ms, AttemptOutcome::Succeeded);
                     s.status = SubtaskStatus::Validating;
                 }
             }
@@ -564,14 +568,16 @@ impl RunReport {
                     });
                     if *flagged {
                         s.validation.flagged = Some(reason.clone());
-                    } else if !*passed {
-                        s.close_attempt(
-                            *attempt,
-                            event.ts_ms,
-                            AttemptOutcome::Failed {
-                                error: format!("rejected by the validator: {reason}"),
-                            },
-                        );
+                    } else if !*passed
+                        && let Some(record) =
+                            s.history.iter_mut().rev().find(|r| r.attempt == *attempt)
+                    {
+                        record
+                            .elapsed_ms
+                            .get_or_insert(event.ts_ms.saturating_sub(record.started_ts));
+                        record.outcome = AttemptOutcome::Failed {
+                            error: format!("rejected by the validator: {reason}"),
+                        };
                     }
                 }
             }

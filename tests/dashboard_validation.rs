@@ -125,7 +125,19 @@ fn gate_events(run: RunId) -> Vec<maestro::protocol::Event> {
             model: "gpt-4o".to_owned(),
         },
     ));
+    let checking = |id: &str, attempt: u32, ago: u64| {
+        at(
+            run,
+            ago,
+            K::SubtaskValidating {
+                subtask: sid(id),
+                attempt,
+                model: "gpt-4o".to_owned(),
+            },
+        )
+    };
     events.push(started("costs", 1, "compare", 37_000));
+    events.push(checking("costs", 1, 32_000));
     events.push(verdict(
         "costs",
         1,
@@ -134,6 +146,7 @@ fn gate_events(run: RunId) -> Vec<maestro::protocol::Event> {
         31_000,
     ));
     events.push(started("costs", 2, "compare", 30_500));
+    events.push(checking("costs", 2, 26_000));
     events.push(verdict(
         "costs",
         2,

@@ -2181,3 +2181,23 @@ fn a_saved_flagged_result_is_restored_flagged() {
     }));
     assert!(synthesis_user(&s).contains("A reviewer flagged this result: no sources"));
 }
+
+#[test]
+fn a_direct_answer_is_validated_like_any_result_and_its_report_waits_for_the_verdict() {
+    let mut s = Story::new(
+        "q",
+        validating(),
+        Some(straightforward(vec![task("a", &[])])),
+    );
+    s.reply("a", ok("Paris."));
+    assert_eq!(s.finished(), None, "no report before the verdict");
+    s.verdict("a", ok("FAIL: say which France"));
+    s.reply("a", ok("Paris, France."))
+        .verdict("a", ok("FAIL: still vague"));
+    assert_eq!(synthesis_calls(&s), 0);
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::SynthesisFinished { text, .. } if text == "Paris, France."
+    )));
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
