@@ -51,6 +51,7 @@ fn meta(id: RunId, query: &str) -> RunMeta {
                           "api_key_env": "OPENAI_API_KEY"}}),
         parent: None,
         started_ms: 1_000,
+        context: Default::default(),
     }
 }
 

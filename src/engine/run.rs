@@ -21,8 +21,8 @@ use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
-    CommandName, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus, SavedRun,
-    SubtaskId, SubtaskStatus, Usage,
+    Attachments, CommandName, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus,
+    SavedRun, SubtaskId, SubtaskStatus, Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -184,6 +184,8 @@ pub struct Run {
     rng: u64,
     /// The earlier run this one follows up on (see [`Run::following`]).
     follow_up: Option<FollowUp>,
+    /// The files attached to the run (see [`Run::attaching`]).
+    context: Attachments,
 }
 
 impl Run {
@@ -207,6 +209,7 @@ impl Run {
             usage: Usage::default(),
             rng,
             follow_up: None,
+            context: Attachments::default(),
         }
     }
 
@@ -216,6 +219,14 @@ impl Run {
     /// that names one of them in `reuse` takes its result without a call.
     pub fn following(mut self, follow_up: Option<FollowUp>) -> Self {
         self.follow_up = follow_up;
+        self
+    }
+
+    /// The person attached files to the run: the planner and every worker see their text
+    /// (before the rest of their first message, the same for every call), and the run
+    /// announces them with `ContextAttached` after `RunStarted`.
+    pub fn attaching(mut self, context: Attachments) -> Self {
+        self.context = context;
         self
     }
 
@@ -229,8 +240,9 @@ impl Run {
     /// model (not joined after a failed synthesis) makes no call at all: it ends with
     /// `RunFinished(succeeded)` at once, and a `Resynthesize` can still ask for a new report.
     pub fn restore(saved: SavedRun, settings: RunSettings) -> Self {
-        let mut run =
-            Self::new(saved.query.clone(), settings, None).following(saved.follow_up.clone());
+        let mut run = Self::new(saved.query.clone(), settings, None)
+            .following(saved.follow_up.clone())
+            .attaching(saved.context.clone());
         run.base_ms = saved.elapsed_ms;
         run.saved = Some(saved);
         run
@@ -266,6 +278,12 @@ impl Run {
         out.push(Effect::Emit(EventKind::RunStarted {
             query: self.query.clone(),
         }));
+        if !self.context.is_empty() {
+            out.push(Effect::Emit(EventKind::ContextAttached {
+                files: self.context.listed(),
+                skipped: self.context.skipped.clone(),
+            }));
+        }
         if let Some(saved) = self.saved.take() {
             self.resume(saved, now, out);
             return;
@@ -379,6 +397,7 @@ impl Run {
                 prompt::planner_follow_up(&mut request, earlier);
             });
         }
+        prompt::attach_files(&mut request, &self.context.files);
         if self.settings.structured != Structured::Off {
             let mut schema = plan::plan_schema(&self.settings.plan_rules());
             if self.follow_up.is_some()
@@ -723,6 +742,7 @@ impl Run {
                 prompt::worker_follow_up(&mut request, earlier);
             });
         }
+        prompt::attach_files(&mut request, &self.context.files);
         let task = &mut self.tasks[i];
         if task.bypass_cache {
             request.cache = CachePolicy::Bypass;

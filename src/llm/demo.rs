@@ -5,7 +5,8 @@
 //! writes says it is simulated.
 //!
 //! It recognises its own subtasks by title in later requests (it keeps the plans it made),
-//! and otherwise answers generically; it never parses prompts beyond that.
+//! and the files attached to a run (the `<attached_files>` block the engine puts first), which
+//! its plan and answers name so the feature can be seen; it never parses prompts beyond that.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -96,8 +97,8 @@ impl Demo {
             .unwrap_or("");
         let (text, fail) = match request.role {
             CallRole::Planner => {
-                let query = user.trim();
-                let plan = plan_for(query);
+                let (files, rest) = attached_in(user);
+                let plan = plan_for(rest.trim(), &files);
                 {
                     let mut titles = self.titles.lock().unwrap_or_else(|p| p.into_inner());
                     for t in &plan.1 {
@@ -118,7 +119,10 @@ impl Demo {
                     .unwrap_or_else(|| first_line(last_user));
                 let query = query_in(last_user);
                 let fail = self.should_fail(&title, &query);
-                (worker_text(&title, &query), fail)
+                let mut text = worker_text(&title, &query);
+                let (files, _) = attached_in(user);
+                text.push_str(&files_note(&files));
+                (text, fail)
             }
             CallRole::Synthesizer => {
                 let query = query_in(last_user);
@@ -238,6 +242,57 @@ fn section<'a>(message: &'a str, heading: &str, until: &str) -> &'a str {
     }
 }
 
+/// An attached file as the demo sees it: its path and its first line of text.
+struct Attached {
+    path: String,
+    first_line: String,
+}
+
+/// The files of the `<attached_files>` block that opens a message, and the message after it.
+fn attached_in(message: &str) -> (Vec<Attached>, &str) {
+    let Some((_, block)) = message.split_once("<attached_files>") else {
+        return (Vec::new(), message);
+    };
+    let Some((block, rest)) = block.split_once("</attached_files>") else {
+        return (Vec::new(), message);
+    };
+    let mut files = Vec::new();
+    for piece in block.split("<file path=\"").skip(1) {
+        let Some((path, text)) = piece.split_once("\">") else {
+            continue;
+        };
+        let text = text.split("</file>").next().unwrap_or("");
+        files.push(Attached {
+            path: path
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+            first_line: first_line(text),
+        });
+    }
+    (files, rest)
+}
+
+/// What a worker says about the attached files, so a newcomer sees them reach the workers.
+fn files_note(files: &[Attached]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut note = String::from("\n**From the attached files:**\n\n");
+    for f in files.iter().take(3) {
+        note.push_str(&format!(
+            "- `{}` opens with “{}”.\n",
+            f.path.replace('`', "'"),
+            f.first_line
+        ));
+    }
+    if files.len() > 3 {
+        note.push_str(&format!("- and {} more files.\n", files.len() - 3));
+    }
+    note
+}
+
 /// A short form of the query for titles and prose.
 fn topic(query: &str) -> String {
     let words: Vec<&str> = query
@@ -256,16 +311,31 @@ fn topic(query: &str) -> String {
     }
 }
 
-/// The plan JSON and its subtask titles.
-fn plan_for(query: &str) -> (String, Vec<String>) {
+/// The plan JSON and its subtask titles. With attached files, the first subtask reads them
+/// and its title names them.
+fn plan_for(query: &str, files: &[Attached]) -> (String, Vec<String>) {
     let t = topic(query);
     let h = hash(&query);
+    let first = match files {
+        [] => (
+            "Background and key facts".to_owned(),
+            "Establish what is known",
+        ),
+        [one] => (
+            format!("What {} says", one.path),
+            "Read the attached file and establish what it says",
+        ),
+        [one, rest @ ..] => (
+            format!("What {} and {} more files say", one.path, rest.len()),
+            "Read the attached files and establish what they say",
+        ),
+    };
     let pool: [(&str, &str, String, &str, [&str; 2]); 6] = [
         (
             "research",
             "high",
-            "Background and key facts".into(),
-            "Establish what is known",
+            first.0,
+            first.1,
             ["definitions", "current figures"],
         ),
         (

@@ -169,8 +169,14 @@ CREATE TABLE result_cache (
 CREATE INDEX result_cache_by_created ON result_cache(created_at);
 "#;
 
+/// The files attached to a run (`@path`, `--context`), with their text, so a resume or a
+/// re-run gives the workers the same material.
+const V4: &str = r#"
+ALTER TABLE runs ADD COLUMN context TEXT;
+"#;
+
 /// Every schema version's SQL, oldest first; the database's version is the count applied.
-const VERSIONS: [&str; 3] = [V1, V2, V3];
+const VERSIONS: [&str; 4] = [V1, V2, V3, V4];
 
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {
