@@ -326,7 +326,12 @@ fn plan_for(query: &str, files: &[Attached]) -> (String, Vec<String>) {
             "Read the attached file and establish what it says",
         ),
         [one, rest @ ..] => (
-            format!("What {} and {} more files say", one.path, rest.len()),
+            format!(
+                "What {} and {} more file{} say",
+                one.path,
+                rest.len(),
+                if rest.len() == 1 { "" } else { "s" }
+            ),
             "Read the attached files and establish what they say",
         ),
     };
@@ -478,4 +483,50 @@ fn synthesis_text(query: &str, titles: &[String], missing: &[String]) -> String 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESSAGE: &str = "# Files the user attached\n\nThe user attached these files.\n\n\
+        <attached_files>\n<file path=\"notes.md\">\n# Meeting notes\nPrices rose.\n</file>\n\
+        <file path=\"a &quot;b&quot;.txt\">\nsecond\n</file>\n</attached_files>\n\n\
+        What do the notes say?";
+
+    #[test]
+    fn the_attached_block_is_read_apart_from_the_query() {
+        let (files, rest) = attached_in(MESSAGE);
+        assert_eq!(rest.trim(), "What do the notes say?");
+        let read: Vec<(&str, &str)> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.first_line.as_str()))
+            .collect();
+        assert_eq!(
+            read,
+            [("notes.md", "Meeting notes"), ("a \"b\".txt", "second")]
+        );
+        assert!(attached_in("no block here").0.is_empty());
+    }
+
+    #[test]
+    fn a_plan_with_attached_files_names_them_in_its_first_subtask() {
+        let (files, rest) = attached_in(MESSAGE);
+        let (plan, titles) = plan_for(rest.trim(), &files);
+        assert_eq!(titles[0], "What notes.md and 1 more file say");
+        assert!(plan.contains("Read the attached files"));
+        let (_, titles) = plan_for("What do the notes say?", &[]);
+        assert_eq!(titles[0], "Background and key facts");
+    }
+
+    #[test]
+    fn a_worker_answer_quotes_how_each_file_opens() {
+        let (files, _) = attached_in(MESSAGE);
+        let note = files_note(&files);
+        assert!(
+            note.contains("`notes.md` opens with “Meeting notes”"),
+            "{note}"
+        );
+        assert_eq!(files_note(&[]), "");
+    }
 }
