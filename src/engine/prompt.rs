@@ -674,4 +674,42 @@ mod tests {
         assert!(report.contains("_No subtask produced a result._"));
         assert!(!report.contains("## Missing"));
     }
+
+    #[test]
+    fn attached_files_open_the_first_message_in_one_block_with_safe_paths() {
+        let roles = builtin_roles();
+        let mut req = planner_request(QUERY, &roles, &rules(6), &spec(), None);
+        let system = req.system.clone();
+        attach_files(&mut req, &[]);
+        assert_eq!(
+            req.messages[0].content, QUERY,
+            "nothing attached, nothing changes"
+        );
+        let files = [
+            AttachedFile {
+                path: "notes.md".into(),
+                text: "\nline one\n\n".into(),
+            },
+            AttachedFile {
+                path: "a \"b\" <c>\n.txt".into(),
+                text: "x".into(),
+            },
+        ];
+        attach_files(&mut req, &files);
+        let user = &req.messages[0].content;
+        assert!(user.starts_with(ATTACHED_HEADING), "{user}");
+        assert!(
+            user.contains("<file path=\"notes.md\">\nline one\n</file>"),
+            "{user}"
+        );
+        assert!(
+            user.contains("<file path=\"a &quot;b&quot; &lt;c&gt; .txt\">\nx\n</file>"),
+            "{user}"
+        );
+        assert!(
+            user.ends_with(&format!("</attached_files>\n\n{QUERY}")),
+            "{user}"
+        );
+        assert_eq!(req.system, system, "the system prompt is left alone");
+    }
 }
