@@ -202,6 +202,16 @@ async fn a_missing_at_path_is_a_usage_error_before_anything_runs() {
             .contains("@no such file.md: no such file or folder"),
         "{planned:?}"
     );
+    let flagged = sandbox
+        .run(&["run", "--context", "gone/", "What is in there?"])
+        .await;
+    assert_eq!(flagged.code, Some(2), "{flagged:?}");
+    assert!(
+        flagged
+            .stderr
+            .contains("maestro: --context gone/: no such file or folder (in "),
+        "{flagged:?}"
+    );
     assert_eq!(server.request_count(), 0, "nothing is called");
     assert!(!sandbox.db().exists(), "no run was saved");
 }
