@@ -16,6 +16,9 @@
 //! Two more tests send SIGTERM and SIGHUP to the dashboard's pid mid-run and check its exit
 //! code (143, 129) and that the terminal was restored.
 //!
+//! One more types `@path` queries on the demo provider: a missing file is an error line with
+//! the query kept, an existing one shows under the run and in the demo's plan.
+//!
 //! Needs `tmux` (`.ci/run` installs it). Without it the test fails, unless
 //! `MAESTRO_SKIP_TMUX_TESTS=1` is set, which skips it with a notice.
 
