@@ -570,6 +570,7 @@ fn run_meta(id: RunId) -> RunMeta {
         settings: serde_json::json!({ "concurrency": 16 }),
         parent: None,
         started_ms: 0,
+        context: Default::default(),
     }
 }
 
@@ -599,6 +600,7 @@ async fn run_once(
         plan: None,
         models: ModelOverrides::default(),
         follow_up: None,
+        context: Default::default(),
     });
     let mut succeeded = 0usize;
     let mut elapsed_sum = 0u64;

@@ -231,12 +231,20 @@ pub struct RunArgs {
     /// No progress on stderr
     #[arg(long, short)]
     pub quiet: bool,
+    /// Attach a file, or a folder's text files (its .gitignore respected), for the planner and
+    /// the workers to read; repeatable. `@path` in the query does the same
+    #[arg(long, value_name = "PATH")]
+    pub context: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
     /// The question (use - to read it from standard input)
     pub query: String,
+    /// Attach a file, or a folder's text files (its .gitignore respected), for the planner to
+    /// read; repeatable. `@path` in the query does the same
+    #[arg(long, value_name = "PATH")]
+    pub context: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

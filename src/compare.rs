@@ -368,6 +368,7 @@ mod tests {
             }],
             commands: Vec::new(),
             notices: Vec::new(),
+            context: Default::default(),
         }
     }
 

@@ -79,6 +79,8 @@ pub struct FileConfig {
     pub cache: CacheSection,
     #[serde(default)]
     pub validation: ValidationSection,
+    #[serde(default)]
+    pub context: ContextSection,
 }
 
 /// `[validation]`: the quality gate after each subtask.
@@ -88,6 +90,14 @@ pub struct ValidationSection {
     pub enabled: Option<bool>,
     /// The validator's model; the workers' model when unset.
     pub model: Option<NonEmpty>,
+}
+
+/// `[context]`: the files attached to a run (`@path`, `--context`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSection {
+    /// The most bytes of text attached to one run.
+    pub max_bytes: Option<Positive>,
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -386,6 +396,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Where runs are saved.
     pub store: StoreConfig,
+    /// The most bytes of text the files attached to one run may have (`[context] max_bytes`).
+    pub context_max_bytes: u64,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -611,6 +623,11 @@ impl Config {
             mouse: file.ui.mouse.unwrap_or(true),
             source: None,
             store,
+            context_max_bytes: file
+                .context
+                .max_bytes
+                .as_ref()
+                .map_or(defaults::CONTEXT_MAX_BYTES, |v| v.0),
         })
     }
 
@@ -707,6 +724,7 @@ mod tests {
             crate::defaults::PLANNER_STRUCTURED
         );
         assert_eq!(from_example.bell, defaults.bell);
+        assert_eq!(from_example.context_max_bytes, defaults.context_max_bytes);
         assert!(matches!(
             (&from_example.provider, &defaults.provider),
             (ProviderConfig::Demo(a), ProviderConfig::Demo(b)) if a == b

@@ -44,6 +44,10 @@ pub const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=2.0;
 /// schema, then JSON mode, then plain text, remembering what the server accepted.
 pub const PLANNER_STRUCTURED: &str = "auto";
 
+/// The most bytes of text the files attached to one run may have (`[context] max_bytes`):
+/// 200 KB. More is an error that lists the files, never a silent cut.
+pub const CONTEXT_MAX_BYTES: u64 = 200 * 1024;
+
 /// Demo provider: the share of worker attempts that fail (`demo.failure_rate`).
 pub const DEMO_FAILURE_RATE: f64 = 0.2;
 /// Demo provider: failures at most per subtask (`demo.failures_per_subtask`).

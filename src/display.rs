@@ -91,6 +91,22 @@ pub fn tokens(n: u64) -> String {
     format!("{}.{}{unit}", value / 10, value % 10)
 }
 
+/// A file size: `950 B`, `1.2 KB`, `200.0 KB`, `1.5 MB` (1 KB = 1024 bytes, as
+/// `[context] max_bytes` counts).
+pub fn bytes(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let tenths = |size: u64| n.saturating_mul(10).saturating_add(size / 2) / size;
+    if tenths(1024) < 10_240 {
+        let t = tenths(1024);
+        format!("{}.{} KB", t / 10, t % 10)
+    } else {
+        let t = tenths(1024 * 1024);
+        format!("{}.{} MB", t / 10, t % 10)
+    }
+}
+
 /// The glyph that goes with a status (always shown with colour or a word, never colour alone).
 pub fn status_glyph(status: SubtaskStatus) -> &'static str {
     match status {

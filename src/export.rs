@@ -133,6 +133,11 @@ pub fn markdown(saved: &SavedRun, parent: Option<&SavedRun>) -> String {
         }
     }
 
+    let context = report.context_markdown();
+    if !context.is_empty() {
+        let _ = writeln!(out, "{context}");
+    }
+
     let _ = writeln!(out, "## Plan\n");
     match &saved.plan {
         None => {
@@ -364,6 +369,15 @@ pub struct ExportJson<'a> {
     pub subtasks: Vec<SubtaskJson<'a>>,
     /// Every model call, planner and synthesis included, in the order they started.
     pub attempts: Vec<AttemptJson<'a>>,
+    /// The files attached to the run (path and size) and those skipped; absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContextJson {
+    pub files: Vec<crate::protocol::ContextFile>,
+    pub skipped: Vec<crate::protocol::SkippedFile>,
 }
 
 #[derive(Debug, Serialize)]
@@ -495,6 +509,10 @@ pub fn json<'a>(saved: &'a SavedRun, parent: Option<&SavedRun>) -> ExportJson<'a
                 error: a.error.as_deref(),
             })
             .collect(),
+        context: (!saved.context.is_empty()).then(|| ContextJson {
+            files: saved.context.listed(),
+            skipped: saved.context.skipped.clone(),
+        }),
     }
 }
 

@@ -26,8 +26,8 @@ use crate::engine::executor::{Engine, EngineHandle};
 use crate::history::{self, Saving};
 use crate::llm::Provider;
 use crate::protocol::{
-    Command, Event, EventKind, FollowUp, ModelOverrides, Plan, RunCommand, RunId, RunStatus,
-    SubtaskStatus,
+    Attachments, Command, Event, EventKind, FollowUp, ModelOverrides, Plan, RunCommand, RunId,
+    RunStatus, SubtaskStatus,
 };
 use crate::report::RunReport;
 use crate::sanitize::sanitize_line;
@@ -229,6 +229,7 @@ impl Signals {
 /// `maestro run`. Returns the exit code. The run is saved as it happens unless saving is off
 /// or the database cannot be opened (then a one-line warning, and the run goes on). With
 /// `follow_up` (`--follow-up ID`) it builds on that earlier run and records it as its parent.
+/// `context` holds the files attached with `@path` and `--context`, saved with the run.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
@@ -236,6 +237,7 @@ pub async fn run(
     query: String,
     plan: Option<Plan>,
     follow_up: Option<FollowUp>,
+    context: Attachments,
     events_file: Option<EventsFile>,
     args: &RunArgs,
     engine_args: &EngineArgs,
@@ -245,7 +247,9 @@ pub async fn run(
     let id = RunId::new();
     let parent = follow_up.as_ref().map(|f| f.parent);
     // The run's row is written before the engine can make its first call.
-    if let Some(why) = saving.begin(history::run_meta(id, &query, &config, engine_args, parent)) {
+    let mut meta = history::run_meta(id, &query, &config, engine_args, parent);
+    meta.context = context.clone();
+    if let Some(why) = saving.begin(meta) {
         say(&format!(
             "maestro: warning: this run is not saved: {}",
             sanitize_line(&why)
@@ -259,6 +263,7 @@ pub async fn run(
         plan,
         models: ModelOverrides::default(),
         follow_up: follow_up.map(Box::new),
+        context,
     });
     let output = Output {
         format: args.format,
@@ -318,6 +323,7 @@ pub async fn resume(
             plan: None,
             models: ModelOverrides::default(),
             follow_up: None,
+            context: history::context_of(saved),
         }),
     }
     let output = Output {
@@ -452,21 +458,32 @@ async fn drive(
     Ok(with_output(code, output_failed))
 }
 
-/// `maestro plan`: plan only, print the plan JSON.
+/// `maestro plan`: plan only, print the plan JSON. The planner sees the attached files.
 pub async fn plan(
     mut config: Config,
     provider: Arc<dyn Provider>,
     query: String,
+    context: Attachments,
 ) -> anyhow::Result<i32> {
     config.run.stop_after_plan = true;
     let (engine, mut events) = Engine::spawn(provider, config.run, config.executor);
-    engine.start_run(query, None);
+    engine.send(Command::StartRun {
+        id: RunId::new(),
+        query,
+        plan: None,
+        models: ModelOverrides::default(),
+        follow_up: None,
+        context,
+    });
     let mut plan = None;
     let mut failure = None;
     while let Some(event) = events.recv().await {
         match event.kind {
             EventKind::PlanReady { plan: p } => plan = Some(p),
             EventKind::Notice { message } => say(&format!("maestro: {}", sanitize_line(&message))),
+            EventKind::ContextAttached { files, skipped } => {
+                say(&format!("maestro: {}", context_line(&files, &skipped)));
+            }
             EventKind::PlanRejected { error, .. } => say(&format!(
                 "maestro: the planner's answer was rejected: {}",
                 sanitize_line(&error)
@@ -574,7 +591,8 @@ impl Progress {
                 EventKind::Notice { .. }
                 | EventKind::CommandRefused { .. }
                 | EventKind::PlanRejected { .. }
-                | EventKind::SubtaskFailed { .. } => {
+                | EventKind::SubtaskFailed { .. }
+                | EventKind::ContextAttached { .. } => {
                     if let Some(line) = event_line(event, report) {
                         self.note(&line);
                     }
@@ -983,7 +1001,37 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             status.word(),
             duration(*elapsed_ms)
         ),
+        EventKind::ContextAttached { files, skipped } => context_line(files, skipped),
     })
+}
+
+/// `attached 2 files (3.1 KB): notes.md, docs/a.md; skipped logo.png (binary)`.
+fn context_line(
+    files: &[crate::protocol::ContextFile],
+    skipped: &[crate::protocol::SkippedFile],
+) -> String {
+    let total: u64 = files.iter().map(|f| f.bytes).sum();
+    let mut line = format!(
+        "attached {} file{} ({})",
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        crate::display::bytes(total)
+    );
+    if !files.is_empty() {
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| sanitize_line(&f.path).into_owned())
+            .collect();
+        line.push_str(&format!(": {}", names.join(", ")));
+    }
+    if !skipped.is_empty() {
+        let names: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("{} ({})", sanitize_line(&s.path), sanitize_line(&s.reason)))
+            .collect();
+        line.push_str(&format!("; skipped {}", names.join(", ")));
+    }
+    line
 }
 
 #[cfg(test)]

@@ -351,6 +351,7 @@ pub fn run_meta(
         settings,
         parent,
         started_ms: now_ms(),
+        context: Default::default(),
     }
 }
 
@@ -428,6 +429,15 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
             query: saved.summary.query.clone(),
         },
     ));
+    if !saved.context.is_empty() {
+        report.apply(&event(
+            started,
+            EventKind::ContextAttached {
+                files: saved.context.listed(),
+                skipped: saved.context.skipped.clone(),
+            },
+        ));
+    }
     report.planning_model = saved.planner_model.clone();
     if let Some(plan) = saved.plan.as_ref().and_then(engine_plan) {
         // No row says a run answered directly; a run the planner called straightforward
@@ -633,7 +643,14 @@ pub fn resume_input(
         usage: saved.summary.usage,
         elapsed_ms: elapsed_of(saved),
         follow_up: parent.map(follow_up_of),
+        context: context_of(saved),
     })
+}
+
+/// The files attached to a saved run, with their text: what its workers saw, and see again
+/// when it is resumed.
+pub fn context_of(saved: &store::SavedRun) -> crate::protocol::Attachments {
+    saved.context.clone()
 }
 
 // ---- commands -------------------------------------------------------------------------------

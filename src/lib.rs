@@ -12,6 +12,8 @@
 //!   servers and Anthropic (SSE streaming), and the offline demo provider.
 //! - [`config`]: TOML file + environment + flags, checked with errors naming file and line;
 //!   [`defaults`] holds every default value once.
+//! - [`context`]: the files a person attaches to a run (`@path`, `--context`), read with
+//!   `.gitignore` respected and a size limit, handed to the engine as plain data.
 //! - [`report`]: folds events into a `RunReport`, the model every front end shares; markdown
 //!   and JSON reports.
 //! - [`display`]: how durations, clocks, token counts, glyphs and the spinner read, shared by
@@ -38,6 +40,7 @@ pub mod cache;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod context;
 pub mod defaults;
 pub mod diff;
 pub mod display;

@@ -90,6 +90,11 @@ async fn dispatch(cli: Cli) -> i32 {
                 Some(Ok(follow_up)) => Some(follow_up),
                 Some(Err(code)) => return code,
             };
+            let context =
+                match maestro::context::gather(&query, &args.context, config.context_max_bytes) {
+                    Ok(context) => context,
+                    Err(e) => return usage_error(e.into()),
+                };
             let events = match args.events.as_deref().map(headless::EventsFile::create) {
                 None => None,
                 Some(Ok(file)) => Some(file),
@@ -101,6 +106,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 query,
                 plan,
                 follow_up,
+                context,
                 events,
                 &args,
                 &cli.engine,
@@ -112,7 +118,12 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(q) => q,
                 Err(e) => return usage_error(e),
             };
-            headless::plan(config, provider, query).await
+            let context =
+                match maestro::context::gather(&query, &args.context, config.context_max_bytes) {
+                    Ok(context) => context,
+                    Err(e) => return usage_error(e.into()),
+                };
+            headless::plan(config, provider, query, context).await
         }
         Some(CommandLine::Models(args)) => {
             Ok(maestro::doctor::models(&config, provider, args.json).await)

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::display::{duration, tokens};
 use crate::protocol::{
-    Complexity, EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask, RunId, RunStatus,
-    SubtaskId, SubtaskStatus, Usage,
+    Complexity, ContextFile, EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask,
+    RunId, RunStatus, SkippedFile, SubtaskId, SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
 
@@ -219,6 +219,10 @@ pub struct RunReport {
     pub notices: Vec<String>,
     /// The run answers a straightforward query with its one subtask's answer: no synthesis.
     pub direct: bool,
+    /// The files attached to the run (`ContextAttached`): path and size.
+    pub context: Vec<ContextFile>,
+    /// Files found with them but left out, and why.
+    pub context_skipped: Vec<SkippedFile>,
 }
 
 impl RunReport {
@@ -581,6 +585,10 @@ impl RunReport {
                     }
                 }
             }
+            EventKind::ContextAttached { files, skipped } => {
+                self.context = files.clone();
+                self.context_skipped = skipped.clone();
+            }
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -704,6 +712,23 @@ pub struct JsonReport<'a> {
     pub complexity: Option<Complexity>,
     /// The report is the one subtask's answer, with no synthesis step.
     pub direct: bool,
+    /// The files attached to the run (`@path`, `--context`); absent when there were none.
+    #[serde(skip_serializing_if = "JsonContext::is_empty")]
+    pub context: JsonContext<'a>,
+}
+
+/// `context` of the JSON report: each attached file's path and size, and the files left out
+/// with why.
+#[derive(Debug, Serialize)]
+pub struct JsonContext<'a> {
+    pub files: &'a [ContextFile],
+    pub skipped: &'a [SkippedFile],
+}
+
+impl JsonContext<'_> {
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.skipped.is_empty()
+    }
 }
 
 impl RunReport {
@@ -740,7 +765,46 @@ impl RunReport {
             notices: &self.notices,
             complexity: self.complexity(),
             direct: self.direct,
+            context: JsonContext {
+                files: &self.context,
+                skipped: &self.context_skipped,
+            },
         }
+    }
+
+    /// `## Attached files`: each file with its size, then those left out and why; empty when
+    /// nothing was attached. Paths are sanitised: a file name can hold anything.
+    pub fn context_markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        if self.context.is_empty() && self.context_skipped.is_empty() {
+            return out;
+        }
+        let total: u64 = self.context.iter().map(|f| f.bytes).sum();
+        let _ = writeln!(
+            out,
+            "## Attached files\n\n{} file{}, {}, read by the planner and the workers.\n",
+            self.context.len(),
+            if self.context.len() == 1 { "" } else { "s" },
+            crate::display::bytes(total)
+        );
+        for f in &self.context {
+            let _ = writeln!(
+                out,
+                "- `{}` ({})",
+                cell(&f.path),
+                crate::display::bytes(f.bytes)
+            );
+        }
+        for s in &self.context_skipped {
+            let _ = writeln!(
+                out,
+                "- `{}`: skipped ({})",
+                cell(&s.path),
+                sanitize_line(&s.reason)
+            );
+        }
+        out
     }
 
     /// The synthesis, then a table of subtasks with status, role, time, tokens and attempts,
@@ -771,6 +835,10 @@ impl RunReport {
             let _ = writeln!(out, "_No report: {}._\n", sanitize_line(why));
         } else {
             let _ = writeln!(out, "{synthesis}\n");
+        }
+        let context = self.context_markdown();
+        if !context.is_empty() {
+            let _ = writeln!(out, "---\n\n{context}");
         }
         if self.subtasks.is_empty() {
             return out;

@@ -420,6 +420,7 @@ mod dashboard {
             plan: None,
             models: ModelOverrides::default(),
             follow_up: None,
+            context: Default::default(),
         };
         let calls = || workers.lock().unwrap_or_else(|p| p.into_inner()).clone();
 

@@ -16,6 +16,9 @@
 //! Two more tests send SIGTERM and SIGHUP to the dashboard's pid mid-run and check its exit
 //! code (143, 129) and that the terminal was restored.
 //!
+//! One more types `@path` queries on the demo provider: a missing file is an error line with
+//! the query kept, an existing one shows under the run and in the demo's plan.
+//!
 //! Needs `tmux` (`.ci/run` installs it). Without it the test fails, unless
 //! `MAESTRO_SKIP_TMUX_TESTS=1` is set, which skips it with a notice.
 
@@ -912,4 +915,57 @@ fn sandbox_env(home: &Path, config: &Path) -> Vec<(String, String)> {
             "debug,tui_markdown=warn,hyper_util=info".into(),
         ),
     ]
+}
+
+// ---- attached files -----------------------------------------------------------------------
+
+/// `@path` in the query box on the demo provider: a path that does not exist is an error line
+/// with the query kept; a file that does shows under the run and in the demo's plan.
+#[test]
+fn an_at_path_in_the_query_box_attaches_the_file_or_says_what_is_wrong() {
+    if !tmux_ready() {
+        return;
+    }
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        "provider = \"demo\"\n\n[demo]\nfailure_rate = 0.0\ntokens_per_second = 2000\n\n\
+         [ui]\nbell = false\n",
+    )
+    .expect("write the config");
+    std::fs::write(home.join("notes.md"), "# Heat plan\n\nShade first.\n").expect("notes");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    tmux.start(&format!(
+        "cd {} && {}; echo {EXITED}$?; exec sleep 60",
+        quote(&home.to_string_lossy()),
+        quote(env!("CARGO_BIN_EXE_maestro"))
+    ));
+    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
+    tmux.type_text("Summarise @missing.md");
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the error line", |s| {
+        s.contains("@missing.md: no such file or folder")
+    });
+    assert!(
+        screen.contains("Summarise @missing.md") && !screen.contains("#1 "),
+        "the query is kept and no run starts:\n{screen}"
+    );
+
+    tmux.send_keys(&["C-u"]);
+    tmux.type_text("Summarise @notes.md");
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the files line and the demo's plan", |s| {
+        s.contains("@ notes.md") && s.contains("What notes.md says")
+    });
+    println!("--- attached ---\n{screen}");
+    assert!(screen.contains("1 file 26 B"), "{screen}");
+    tmux.send_keys(&["C-c"]);
+    tmux.send_keys(&["C-c"]);
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
 }

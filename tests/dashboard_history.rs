@@ -131,6 +131,7 @@ fn saved_report(id: RunId, status: SavedRunStatus) -> (RunReport, Saved) {
         }],
         synthesis_attempts: 1,
         follow_up: None,
+        context: Default::default(),
         report: None,
         usage: Usage::default(),
         elapsed_ms: 41_000,

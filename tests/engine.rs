@@ -1682,6 +1682,7 @@ fn saved_run(tasks: &[(&str, &[&str])]) -> SavedRun {
         subtasks: Vec::new(),
         synthesis_attempts: 0,
         follow_up: None,
+        context: Default::default(),
         report: None,
         usage: Usage::default(),
         elapsed_ms: 0,

@@ -131,6 +131,11 @@ const RULES: &[Rule] = &[
         imports: Imports::Not(&["tui", "report"]),
         no_crates: TERMINAL,
     },
+    Rule {
+        module: "context",
+        imports: Imports::Only(&["context", "protocol"]),
+        no_crates: PLAIN_DATA,
+    },
 ];
 
 #[test]

@@ -114,6 +114,7 @@ fn picks_go_with_the_next_run_and_c_or_the_configured_model_unpicks() {
             query: "Next question".into(),
             models: wanted,
             follow_up: None,
+            context: Default::default(),
         }]
     );
 
@@ -202,6 +203,7 @@ async fn a_run_started_with_picked_models_uses_them_and_the_next_run_does_not() 
             plan: None,
             models,
             follow_up: None,
+            context: Default::default(),
         });
         id
     };

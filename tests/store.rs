@@ -51,6 +51,7 @@ fn meta(id: RunId, query: &str) -> RunMeta {
                           "api_key_env": "OPENAI_API_KEY"}}),
         parent: None,
         started_ms: 1_000,
+        context: Default::default(),
     }
 }
 
@@ -1817,12 +1818,47 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(version, maestro::store::latest_version() as i64);
-    assert_eq!(maestro::store::latest_version(), 4);
+    assert_eq!(maestro::store::latest_version(), 5);
     let runs = store.list_runs(&RunFilter::default()).expect("runs");
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].id, id);
     assert_eq!(runs[0].query, "an old question");
     assert_eq!(store.server_facts().expect("facts"), []);
+    // A run saved before files could be attached has none.
+    let saved = store.load_run(id).expect("loads");
+    assert!(saved.context.is_empty());
+}
+
+#[test]
+fn attached_files_are_saved_with_the_run_and_kept_by_a_resume_that_sends_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let id = RunId::new();
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    let mut first = meta(id, "q");
+    first.context = maestro::protocol::Attachments {
+        files: vec![maestro::protocol::AttachedFile {
+            path: "notes.md".into(),
+            text: "the notes, as they were".into(),
+        }],
+        skipped: vec![maestro::protocol::SkippedFile {
+            path: "logo.png".into(),
+            reason: "binary".into(),
+        }],
+    };
+    writer
+        .begin_run(first.clone())
+        .wait(Duration::from_secs(5))
+        .expect("row");
+    // A resume writes the row again with no files: the saved ones stay.
+    writer
+        .begin_run(meta(id, "q"))
+        .wait(Duration::from_secs(5))
+        .expect("row again");
+    writer.close();
+    let store = Store::open(&path).expect("open");
+    let saved = store.load_run(id).expect("loads");
+    assert_eq!(saved.context, first.context);
 }
 
 #[test]

@@ -70,6 +70,7 @@ impl EngineHandle {
             plan,
             models: ModelOverrides::default(),
             follow_up: None,
+            context: Default::default(),
         });
         id
     }
@@ -188,12 +189,15 @@ impl Executor {
                 plan,
                 models,
                 follow_up,
+                context,
             } => {
                 let settings = with_models(self.settings_for(id), &models);
                 self.runs.insert(
                     id,
                     Slot {
-                        run: Run::new(query, settings, plan).following(follow_up.map(|f| *f)),
+                        run: Run::new(query, settings, plan)
+                            .following(follow_up.map(|f| *f))
+                            .attaching(context),
                         created: Instant::now(),
                         finished: None,
                     },

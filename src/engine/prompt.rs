@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use crate::engine::plan::{PlanRules, PlannedSubtask};
 use crate::engine::roles::WorkerRole;
 use crate::llm::{ChatRequest, Message};
-use crate::protocol::CallRole;
+use crate::protocol::{AttachedFile, CallRole};
 
 /// The planner's system prompt, with `{{…}}` placeholders filled in by [`planner_request`].
 const PLANNER_PROMPT: &str = include_str!("../../assets/prompts/planner.md");
@@ -256,6 +256,50 @@ fn prepend_context(request: &mut ChatRequest, context: &str, heading: &str) {
     if let Some(first) = request.messages.first_mut() {
         first.content = format!("{}\n\n{heading}\n\n{}", context.trim_end(), first.content);
     }
+}
+
+/// The heading of the attached files' block, which opens the first message of the planner's
+/// and every worker's request.
+pub const ATTACHED_HEADING: &str = "# Files the user attached";
+
+/// Put the files the person attached before everything else in the request's first message:
+/// one block, the same bytes for every call of the run (files in their given order, paths as
+/// named, no sizes or times), so identical requests stay identical for the result cache and
+/// share the longest possible prefix for a server's prompt cache. Each file is between
+/// `<file path="…">` tags, its text unchanged.
+pub fn attach_files(request: &mut ChatRequest, files: &[AttachedFile]) {
+    if files.is_empty() {
+        return;
+    }
+    let mut block = String::new();
+    let _ = writeln!(
+        block,
+        "{ATTACHED_HEADING}\n\n\
+         The user attached these files to the query. Use them where they bear on the task, \
+         and name the file when you rely on one. They end at `</attached_files>`; the request \
+         follows.\n\n<attached_files>"
+    );
+    for file in files {
+        let _ = writeln!(
+            block,
+            "<file path=\"{}\">\n{}\n</file>",
+            attribute(&file.path),
+            file.text.trim_matches('\n')
+        );
+    }
+    block.push_str("</attached_files>");
+    if let Some(first) = request.messages.first_mut() {
+        first.content = format!("{block}\n\n{}", first.content);
+    }
+}
+
+/// A path as an attribute value: one line, its quotes and angle brackets escaped.
+fn attribute(path: &str) -> String {
+    one_line(path)
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// One finished subtask as the synthesis sees it.
@@ -914,5 +958,43 @@ mod tests {
     fn the_synthesis_is_asked_to_name_conflicting_findings() {
         let req = synthesis_request(QUERY, "", &[], &[], &spec());
         assert!(req.system.contains("## Conflicting findings"));
+    }
+
+    #[test]
+    fn attached_files_open_the_first_message_in_one_block_with_safe_paths() {
+        let roles = builtin_roles();
+        let mut req = planner_request(QUERY, &roles, &rules(6), &spec(), None);
+        let system = req.system.clone();
+        attach_files(&mut req, &[]);
+        assert_eq!(
+            req.messages[0].content, QUERY,
+            "nothing attached, nothing changes"
+        );
+        let files = [
+            AttachedFile {
+                path: "notes.md".into(),
+                text: "\nline one\n\n".into(),
+            },
+            AttachedFile {
+                path: "a \"b\" <c>\n.txt".into(),
+                text: "x".into(),
+            },
+        ];
+        attach_files(&mut req, &files);
+        let user = &req.messages[0].content;
+        assert!(user.starts_with(ATTACHED_HEADING), "{user}");
+        assert!(
+            user.contains("<file path=\"notes.md\">\nline one\n</file>"),
+            "{user}"
+        );
+        assert!(
+            user.contains("<file path=\"a &quot;b&quot; &lt;c&gt; .txt\">\nx\n</file>"),
+            "{user}"
+        );
+        assert!(
+            user.ends_with(&format!("</attached_files>\n\n{QUERY}")),
+            "{user}"
+        );
+        assert_eq!(req.system, system, "the system prompt is left alone");
     }
 }

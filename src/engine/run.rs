@@ -21,8 +21,8 @@ use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
-    CommandName, Complexity, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus,
-    SavedRun, SubtaskId, SubtaskStatus, Usage,
+    Attachments, CommandName, Complexity, EarlierResult, EventKind, FollowUp, Refusal, RunCommand,
+    RunStatus, SavedRun, SubtaskId, SubtaskStatus, Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -217,6 +217,8 @@ pub struct Run {
     /// The plan's one subtask answers the query: its result is the report (see
     /// [`RunSettings::direct`]).
     direct: bool,
+    /// The files attached to the run (see [`Run::attaching`]).
+    context: Attachments,
 }
 
 impl Run {
@@ -241,6 +243,7 @@ impl Run {
             rng,
             follow_up: None,
             direct: false,
+            context: Attachments::default(),
         }
     }
 
@@ -250,6 +253,14 @@ impl Run {
     /// that names one of them in `reuse` takes its result without a call.
     pub fn following(mut self, follow_up: Option<FollowUp>) -> Self {
         self.follow_up = follow_up;
+        self
+    }
+
+    /// The person attached files to the run: the planner and every worker see their text
+    /// (before the rest of their first message, the same for every call), and the run
+    /// announces them with `ContextAttached` after `RunStarted`.
+    pub fn attaching(mut self, context: Attachments) -> Self {
+        self.context = context;
         self
     }
 
@@ -263,8 +274,9 @@ impl Run {
     /// model (not joined after a failed synthesis) makes no call at all: it ends with
     /// `RunFinished(succeeded)` at once, and a `Resynthesize` can still ask for a new report.
     pub fn restore(saved: SavedRun, settings: RunSettings) -> Self {
-        let mut run =
-            Self::new(saved.query.clone(), settings, None).following(saved.follow_up.clone());
+        let mut run = Self::new(saved.query.clone(), settings, None)
+            .following(saved.follow_up.clone())
+            .attaching(saved.context.clone());
         run.base_ms = saved.elapsed_ms;
         run.saved = Some(saved);
         run
@@ -300,6 +312,12 @@ impl Run {
         out.push(Effect::Emit(EventKind::RunStarted {
             query: self.query.clone(),
         }));
+        if !self.context.is_empty() {
+            out.push(Effect::Emit(EventKind::ContextAttached {
+                files: self.context.listed(),
+                skipped: self.context.skipped.clone(),
+            }));
+        }
         if let Some(saved) = self.saved.take() {
             self.resume(saved, now, out);
             return;
@@ -425,6 +443,7 @@ impl Run {
                 prompt::planner_follow_up(&mut request, earlier);
             });
         }
+        prompt::attach_files(&mut request, &self.context.files);
         if self.settings.structured != Structured::Off {
             let mut schema = plan::plan_schema(&self.settings.plan_rules());
             if self.follow_up.is_some()
@@ -806,6 +825,7 @@ impl Run {
                 prompt::worker_follow_up(&mut request, earlier);
             });
         }
+        prompt::attach_files(&mut request, &self.context.files);
         let task = &mut self.tasks[i];
         if let Some(reason) = &task.fix {
             prompt::worker_revision(&mut request, reason);

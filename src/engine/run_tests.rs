@@ -974,6 +974,7 @@ fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
         subtasks: vec![],
         synthesis_attempts: 0,
         follow_up: None,
+        context: Default::default(),
         report: None,
         usage: Usage {
             tokens_in: 100,
@@ -2200,4 +2201,131 @@ fn a_direct_answer_is_validated_like_any_result_and_its_report_waits_for_the_ver
         EventKind::SynthesisFinished { text, .. } if text == "Paris, France."
     )));
     assert_eq!(s.finished(), Some(RunStatus::Succeeded));
+}
+
+// ---- attached files -------------------------------------------------------------------------
+
+fn attachments() -> crate::protocol::Attachments {
+    crate::protocol::Attachments {
+        files: vec![
+            crate::protocol::AttachedFile {
+                path: "notes.md".into(),
+                text: "NOTES ABOUT PRICING".into(),
+            },
+            crate::protocol::AttachedFile {
+                path: "docs/plan.txt".into(),
+                text: "THE PLAN FILE".into(),
+            },
+        ],
+        skipped: vec![crate::protocol::SkippedFile {
+            path: "logo.png".into(),
+            reason: "binary".into(),
+        }],
+    }
+}
+
+fn attached_story(plan: Option<Plan>) -> Story {
+    let mut s = Story {
+        run: Run::new("the query", settings(), plan).attaching(attachments()),
+        now: 0,
+        effects: vec![],
+        all_events: vec![],
+    };
+    s.feed(Input::Start);
+    s
+}
+
+#[test]
+fn attached_files_are_announced_after_the_start_and_reach_the_planner_first() {
+    let s = attached_story(None);
+    assert_eq!(
+        s.all_events[..2],
+        [
+            EventKind::RunStarted {
+                query: "the query".into()
+            },
+            EventKind::ContextAttached {
+                files: vec![
+                    crate::protocol::ContextFile {
+                        path: "notes.md".into(),
+                        bytes: 19,
+                    },
+                    crate::protocol::ContextFile {
+                        path: "docs/plan.txt".into(),
+                        bytes: 13,
+                    },
+                ],
+                skipped: attachments().skipped,
+            },
+        ]
+    );
+    let user = &s
+        .request_for(&CallTarget::Planner)
+        .expect("a planner call")
+        .messages[0]
+        .content;
+    assert!(user.starts_with(prompt::ATTACHED_HEADING), "{user}");
+    assert!(user.contains("<file path=\"notes.md\">\nNOTES ABOUT PRICING\n</file>"));
+    assert!(user.contains("<file path=\"docs/plan.txt\">\nTHE PLAN FILE\n</file>"));
+    assert!(!user.contains("logo.png"), "a skipped file is not quoted");
+    assert!(user.ends_with("the query"), "{user}");
+}
+
+#[test]
+fn every_worker_sees_the_same_attached_block_before_its_own_task() {
+    let s = attached_story(Some(plan(vec![task("a", &[]), task("b", &[])])));
+    let a = &s
+        .request_for(&CallTarget::Subtask("a".into()))
+        .expect("a")
+        .messages[0]
+        .content;
+    let b = &s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b")
+        .messages[0]
+        .content;
+    let block = |text: &str| text[..text.find("</attached_files>").expect("block")].to_owned();
+    assert!(a.contains("NOTES ABOUT PRICING") && a.contains("THE PLAN FILE"));
+    assert_eq!(
+        block(a),
+        block(b),
+        "one block, byte for byte, for the prompt cache"
+    );
+    assert!(a.starts_with(prompt::ATTACHED_HEADING));
+}
+
+#[test]
+fn a_run_without_attachments_says_nothing_of_them() {
+    let s = Story::new("the query", settings(), None);
+    assert!(
+        !s.all_events
+            .iter()
+            .any(|e| matches!(e, EventKind::ContextAttached { .. }))
+    );
+    let user = &s
+        .request_for(&CallTarget::Planner)
+        .expect("planner")
+        .messages[0]
+        .content;
+    assert_eq!(user, "the query");
+}
+
+#[test]
+fn a_restored_run_keeps_its_attached_files_for_what_runs_again() {
+    let mut saved = saved(vec![task("a", &[]), task("b", &[])]);
+    saved.subtasks = vec![done("a", 1, "saved a")];
+    saved.context = attachments();
+    let s = restored(saved);
+    assert!(
+        s.all_events
+            .iter()
+            .any(|e| matches!(e, EventKind::ContextAttached { files, .. } if files.len() == 2))
+    );
+    assert_eq!(s.started(), ["b"]);
+    let b = &s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("b")
+        .messages[0]
+        .content;
+    assert!(b.contains("NOTES ABOUT PRICING"), "{b}");
 }

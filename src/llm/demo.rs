@@ -5,7 +5,8 @@
 //! writes says it is simulated.
 //!
 //! It recognises its own subtasks by title in later requests (it keeps the plans it made),
-//! and otherwise answers generically; it never parses prompts beyond that.
+//! and the files attached to a run (the `<attached_files>` block the engine puts first), which
+//! its plan and answers name so the feature can be seen; it never parses prompts beyond that.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -96,8 +97,8 @@ impl Demo {
             .unwrap_or("");
         let (text, fail) = match request.role {
             CallRole::Planner => {
-                let query = user.trim();
-                let plan = plan_for(query);
+                let (files, rest) = attached_in(user);
+                let plan = plan_for(rest.trim(), &files);
                 {
                     let mut titles = self.titles.lock().unwrap_or_else(|p| p.into_inner());
                     for t in &plan.1 {
@@ -123,6 +124,8 @@ impl Demo {
                 if last_user.contains(REVISION_MARK) {
                     text.push_str(SOURCE_LINE);
                 }
+                let (files, _) = attached_in(user);
+                text.push_str(&files_note(&files));
                 (text, fail)
             }
             CallRole::Validator => {
@@ -268,6 +271,57 @@ fn section<'a>(message: &'a str, heading: &str, until: &str) -> &'a str {
     }
 }
 
+/// An attached file as the demo sees it: its path and its first line of text.
+struct Attached {
+    path: String,
+    first_line: String,
+}
+
+/// The files of the `<attached_files>` block that opens a message, and the message after it.
+fn attached_in(message: &str) -> (Vec<Attached>, &str) {
+    let Some((_, block)) = message.split_once("<attached_files>") else {
+        return (Vec::new(), message);
+    };
+    let Some((block, rest)) = block.split_once("</attached_files>") else {
+        return (Vec::new(), message);
+    };
+    let mut files = Vec::new();
+    for piece in block.split("<file path=\"").skip(1) {
+        let Some((path, text)) = piece.split_once("\">") else {
+            continue;
+        };
+        let text = text.split("</file>").next().unwrap_or("");
+        files.push(Attached {
+            path: path
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+            first_line: first_line(text),
+        });
+    }
+    (files, rest)
+}
+
+/// What a worker says about the attached files, so a newcomer sees them reach the workers.
+fn files_note(files: &[Attached]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut note = String::from("\n**From the attached files:**\n\n");
+    for f in files.iter().take(3) {
+        note.push_str(&format!(
+            "- `{}` opens with “{}”.\n",
+            f.path.replace('`', "'"),
+            f.first_line
+        ));
+    }
+    if files.len() > 3 {
+        note.push_str(&format!("- and {} more files.\n", files.len() - 3));
+    }
+    note
+}
+
 /// A short form of the query for titles and prose.
 fn topic(query: &str) -> String {
     let words: Vec<&str> = query
@@ -318,8 +372,9 @@ fn is_straightforward(query: &str) -> bool {
     short && factual
 }
 
-/// The plan JSON and its subtask titles.
-fn plan_for(query: &str) -> (String, Vec<String>) {
+/// The plan JSON and its subtask titles. With attached files, the first subtask reads them
+/// and its title names them.
+fn plan_for(query: &str, files: &[Attached]) -> (String, Vec<String>) {
     let t = topic(query);
     if is_straightforward(query) {
         let plan = serde_json::json!({
@@ -342,12 +397,31 @@ fn plan_for(query: &str) -> (String, Vec<String>) {
         );
     }
     let h = hash(&query);
+    let first = match files {
+        [] => (
+            "Background and key facts".to_owned(),
+            "Establish what is known",
+        ),
+        [one] => (
+            format!("What {} says", one.path),
+            "Read the attached file and establish what it says",
+        ),
+        [one, rest @ ..] => (
+            format!(
+                "What {} and {} more file{} say",
+                one.path,
+                rest.len(),
+                if rest.len() == 1 { "" } else { "s" }
+            ),
+            "Read the attached files and establish what they say",
+        ),
+    };
     let pool: [(&str, &str, String, &str, [&str; 2]); 6] = [
         (
             "research",
             "high",
-            "Background and key facts".into(),
-            "Establish what is known",
+            first.0,
+            first.1,
             ["definitions", "current figures"],
         ),
         (
@@ -499,4 +573,50 @@ fn synthesis_text(query: &str, titles: &[String], missing: &[String]) -> String 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESSAGE: &str = "# Files the user attached\n\nThe user attached these files.\n\n\
+        <attached_files>\n<file path=\"notes.md\">\n# Meeting notes\nPrices rose.\n</file>\n\
+        <file path=\"a &quot;b&quot;.txt\">\nsecond\n</file>\n</attached_files>\n\n\
+        What do the notes say?";
+
+    #[test]
+    fn the_attached_block_is_read_apart_from_the_query() {
+        let (files, rest) = attached_in(MESSAGE);
+        assert_eq!(rest.trim(), "What do the notes say?");
+        let read: Vec<(&str, &str)> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.first_line.as_str()))
+            .collect();
+        assert_eq!(
+            read,
+            [("notes.md", "Meeting notes"), ("a \"b\".txt", "second")]
+        );
+        assert!(attached_in("no block here").0.is_empty());
+    }
+
+    #[test]
+    fn a_plan_with_attached_files_names_them_in_its_first_subtask() {
+        let (files, rest) = attached_in(MESSAGE);
+        let (plan, titles) = plan_for(rest.trim(), &files);
+        assert_eq!(titles[0], "What notes.md and 1 more file say");
+        assert!(plan.contains("Read the attached files"));
+        let (_, titles) = plan_for("What do the notes say?", &[]);
+        assert_eq!(titles[0], "Background and key facts");
+    }
+
+    #[test]
+    fn a_worker_answer_quotes_how_each_file_opens() {
+        let (files, _) = attached_in(MESSAGE);
+        let note = files_note(&files);
+        assert!(
+            note.contains("`notes.md` opens with “Meeting notes”"),
+            "{note}"
+        );
+        assert_eq!(files_note(&[]), "");
+    }
 }

@@ -176,6 +176,9 @@ pub enum Command {
         models: ModelOverrides,
         /// The earlier run this one follows up on, as context for its planner and workers.
         follow_up: Option<Box<FollowUp>>,
+        /// Files the person attached (`@path`, `--context`), read by the front end: quoted in
+        /// the planner's and workers' prompts, announced by `ContextAttached`.
+        context: Attachments,
     },
     /// Go on with a saved run under its old id (see `SavedRun`). Answered by `RunStarted`,
     /// `PlanReady`, `SubtaskSucceeded` for each saved result and `SynthesisFinished` for the
@@ -227,6 +230,64 @@ pub struct EarlierResult {
     pub id: SubtaskId,
     pub title: String,
     pub text: String,
+}
+
+/// The files a person attached to a run (`@path` in the query, `--context`), as the front end
+/// read them. The engine quotes `files` to the planner and the workers and announces both
+/// lists with `ContextAttached`; it never reads a file itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachments {
+    /// In the order they were named (a folder's files sorted by path), each once.
+    #[serde(default)]
+    pub files: Vec<AttachedFile>,
+    /// Files that were found but not attached (binary, not UTF-8, unreadable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedFile>,
+}
+
+impl Attachments {
+    /// Nothing attached and nothing skipped.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.skipped.is_empty()
+    }
+
+    /// Path and size of each attached file, as `ContextAttached` lists them.
+    pub fn listed(&self) -> Vec<ContextFile> {
+        self.files
+            .iter()
+            .map(|f| ContextFile {
+                path: f.path.clone(),
+                bytes: f.text.len() as u64,
+            })
+            .collect()
+    }
+
+    /// Bytes of text attached, over every file.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.text.len() as u64).sum()
+    }
+}
+
+/// One attached file: its path as the person named it (a folder's files under the folder's
+/// name, with `/`), and its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// A file that was not attached, and why (`binary`, `not UTF-8 text`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedFile {
+    pub path: String,
+    pub reason: String,
+}
+
+/// An attached file as events and reports list it: its path and size, not its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextFile {
+    pub path: String,
+    pub bytes: u64,
 }
 
 /// Steering a run.
@@ -579,6 +640,14 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         flagged: bool,
     },
+    /// The files attached to the run, which its planner and workers see, and those found but
+    /// left out. Right after `RunStarted`, when anything was attached (a resumed run says it
+    /// again).
+    ContextAttached {
+        files: Vec<ContextFile>,
+        #[serde(default)]
+        skipped: Vec<SkippedFile>,
+    },
 }
 
 impl EventKind {
@@ -612,7 +681,8 @@ impl EventKind {
             | Self::SynthesisRetrying { .. }
             | Self::SynthesisCancelled { .. }
             | Self::SynthesisFinished { .. }
-            | Self::RunFinished { .. } => None,
+            | Self::RunFinished { .. }
+            | Self::ContextAttached { .. } => None,
         }
     }
 }

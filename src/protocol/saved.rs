@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{FollowUp, Plan, SubtaskId, Usage};
+use crate::protocol::{Attachments, FollowUp, Plan, SubtaskId, Usage};
 
 /// What a restored run starts from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub struct SavedRun {
     /// The earlier run this one follows up, as context for what still runs.
     #[serde(default)]
     pub follow_up: Option<FollowUp>,
+    /// The files attached to the run, so what still runs sees the same material.
+    #[serde(default)]
+    pub context: Attachments,
 }
 
 /// One subtask as saved.

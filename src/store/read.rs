@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use super::error::{Candidate, StoreError};
-use crate::protocol::{CallRole, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::protocol::{Attachments, CallRole, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
 
 /// A run's status as saved: the engine's outcomes plus `running` and `interrupted` (its
 /// process stopped before the run finished).
@@ -327,6 +327,8 @@ pub struct SavedRun {
     pub syntheses: Vec<SavedSynthesis>,
     pub commands: Vec<SavedCommand>,
     pub notices: Vec<SavedNotice>,
+    /// The files attached to the run, with their text (empty when none were).
+    pub context: Attachments,
 }
 
 /// A finished subtask's result, which a resumed run keeps instead of calling again.
@@ -656,10 +658,12 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
         String,
         Option<String>,
         Option<String>,
+        Option<String>,
     );
-    let (planner_model, worker_model, synthesizer_model, preset, settings, plan, error): Extra =
+    let (planner_model, worker_model, synthesizer_model, preset, settings, plan, error, context): Extra =
         conn.query_row(
-            "SELECT planner_model, worker_model, synthesizer_model, preset, settings, plan, error
+            "SELECT planner_model, worker_model, synthesizer_model, preset, settings, plan, error,
+                    context
              FROM runs WHERE id = ?1",
             [&id],
             |r| {
@@ -671,10 +675,16 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
                     r.get(4)?,
                     r.get(5)?,
                     r.get(6)?,
+                    r.get(7)?,
                 ))
             },
         )
         .map_err(map)?;
+    let context = match context {
+        Some(text) => serde_json::from_str::<Attachments>(&text)
+            .map_err(|e| bad(&id, format!("its attached files are not valid JSON: {e}")))?,
+        None => Attachments::default(),
+    };
     let plan = match plan {
         Some(text) => Some(
             serde_json::from_str::<SavedPlan>(&text)
@@ -865,6 +875,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
         syntheses,
         commands,
         notices,
+        context,
     }))
 }
 

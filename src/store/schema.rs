@@ -175,8 +175,14 @@ const V4: &str = r#"
 ALTER TABLE subtasks ADD COLUMN flagged TEXT;
 "#;
 
+/// The files attached to a run (`@path`, `--context`), with their text, so a resume or a
+/// re-run gives the workers the same material.
+const V5: &str = r#"
+ALTER TABLE runs ADD COLUMN context TEXT;
+"#;
+
 /// Every schema version's SQL, oldest first; the database's version is the count applied.
-const VERSIONS: [&str; 4] = [V1, V2, V3, V4];
+const VERSIONS: [&str; 5] = [V1, V2, V3, V4, V5];
 
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{StoreError, classify, is_transient_sqlite};
 use super::owner::OwnerLock;
 use super::schema::{BUSY_TIMEOUT, open_connection};
-use crate::protocol::{Event, EventKind, RunCommand, RunId, SubtaskId, Usage};
+use crate::protocol::{Attachments, Event, EventKind, RunCommand, RunId, SubtaskId, Usage};
 
 /// How long the first message of a batch waits for others before the batch commits.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(40);
@@ -51,6 +51,10 @@ pub struct RunMeta {
     pub parent: Option<RunId>,
     /// Wall-clock start, milliseconds since the Unix epoch.
     pub started_ms: u64,
+    /// The files attached to the run, with their text. Empty keeps what the row has (a
+    /// resume need not send them again).
+    #[serde(default)]
+    pub context: Attachments,
 }
 
 /// A user's steering command, recorded with the text it replaces.
@@ -566,12 +570,17 @@ fn begin(tx: &Connection, owner: &str, meta: &RunMeta) -> rusqlite::Result<()> {
             .optional()?,
         None => None,
     };
+    let context = (!meta.context.is_empty())
+        .then(|| serde_json::to_string(&meta.context).ok())
+        .flatten();
     tx.execute(
         "INSERT INTO runs (id, parent_id, query, provider, planner_model, worker_model,
-                           synthesizer_model, preset, settings, status, started_at, owner)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', ?10, ?11)
+                           synthesizer_model, preset, settings, status, started_at, owner,
+                           context)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', ?10, ?11, ?12)
          ON CONFLICT (id) DO UPDATE SET
              parent_id = coalesce(excluded.parent_id, parent_id),
+             context = coalesce(excluded.context, context),
              query = excluded.query, provider = excluded.provider,
              planner_model = excluded.planner_model, worker_model = excluded.worker_model,
              synthesizer_model = excluded.synthesizer_model, preset = excluded.preset,
@@ -589,6 +598,7 @@ fn begin(tx: &Connection, owner: &str, meta: &RunMeta) -> rusqlite::Result<()> {
             settings,
             meta.started_ms as i64,
             owner,
+            context,
         ],
     )?;
     Ok(())
@@ -874,6 +884,8 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         | EventKind::SubtaskReasoning { .. }
         | EventKind::PlanningDelta { .. }
         | EventKind::PlanDrafted { .. } => {}
+        // The files and their text came with the run's row (`RunMeta::context`).
+        EventKind::ContextAttached { .. } => {}
         EventKind::SubtaskRetrying {
             subtask,
             attempt,

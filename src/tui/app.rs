@@ -76,6 +76,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
             None,
         ),
         saving,
+        context_max_bytes: config.context_max_bytes,
     };
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
 
@@ -145,6 +146,8 @@ struct Store {
     unsaved: Option<String>,
     /// A new run's row, but for its id, query and start.
     template: RunMeta,
+    /// The most bytes of text a new run's attached files may have (`[context] max_bytes`).
+    context_max_bytes: u64,
 }
 
 impl Store {
@@ -296,10 +299,29 @@ fn perform(
             }
             engine.send(command);
         }
+        Action::ReadContext {
+            query,
+            models,
+            follow_up,
+        } => {
+            let internal = internal.clone();
+            let max = store.context_max_bytes;
+            // A folder can be large: walked off the drawing path.
+            tokio::task::spawn_blocking(move || {
+                let result = crate::context::gather(&query, &[], max).map_err(|e| e.to_string());
+                let _ = internal.send(Msg::ContextRead {
+                    query,
+                    models,
+                    follow_up,
+                    result,
+                });
+            });
+        }
         Action::StartRun {
             query,
             models,
             follow_up,
+            context,
         } => {
             let parent = follow_up.as_ref().map(|f| f.parent);
             // The id is made here, not in `update`, which stays free of clocks and randomness.
@@ -317,6 +339,7 @@ fn perform(
                     .clone()
                     .or(template.synthesizer_model.clone()),
                 parent,
+                context: context.clone(),
                 ..template.clone()
             };
             let start = Command::StartRun {
@@ -325,6 +348,7 @@ fn perform(
                 plan: None,
                 models,
                 follow_up,
+                context,
             };
             match store.saving.begin_pending(meta) {
                 // The run starts once its row is saved (or could not be), waited for off the
@@ -428,6 +452,7 @@ fn perform(
                         plan: None,
                         models: crate::protocol::ModelOverrides::default(),
                         follow_up: None,
+                        context: Default::default(),
                     }),
                 }
                 if let Some(command) = then {

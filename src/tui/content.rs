@@ -319,6 +319,29 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
     for line in sanitize(&report.query).lines() {
         para(Line::from(line.to_owned()));
     }
+    if view.has_files() {
+        para(Line::default());
+        para(Line::from(Span::styled(
+            "Attached files (the planner and the workers read them)",
+            theme.dim(),
+        )));
+        for f in &report.context {
+            para(Line::from(vec![
+                Span::raw(format!("@ {}", sanitize_line(&f.path))),
+                Span::styled(format!("  {}", crate::display::bytes(f.bytes)), theme.dim()),
+            ]));
+        }
+        for skipped in &report.context_skipped {
+            para(Line::from(Span::styled(
+                format!(
+                    "  {} skipped: {}",
+                    sanitize_line(&skipped.path),
+                    sanitize_line(&skipped.reason)
+                ),
+                theme.warning(),
+            )));
+        }
+    }
     if let Some(saved) = &view.saved {
         para(Line::default());
         let (note, style) = match saved.status {

@@ -33,12 +33,14 @@ impl Focus {
 pub enum Node {
     Run(RunId),
     Subtask(RunId, SubtaskId),
+    /// The line under a run that lists its attached files.
+    Files(RunId),
 }
 
 impl Node {
     pub fn run(&self) -> RunId {
         match self {
-            Node::Run(id) | Node::Subtask(id, _) => *id,
+            Node::Run(id) | Node::Subtask(id, _) | Node::Files(id) => *id,
         }
     }
 }
@@ -277,6 +279,8 @@ pub struct Info {
 /// and role columns of that run.
 pub enum Row<'a> {
     Run(&'a RunView),
+    /// The run's attached files, on one line under it.
+    Files(&'a RunView),
     Subtask(
         &'a RunView,
         &'a crate::report::SubtaskReport,
@@ -328,6 +332,12 @@ impl RunView {
     /// not).
     pub fn is_active(&self) -> bool {
         self.report.status.is_none() && self.saved.is_none()
+    }
+
+    /// Files were attached to the run (or found and skipped): its expanded rows start with a
+    /// line that lists them.
+    pub fn has_files(&self) -> bool {
+        !self.report.context.is_empty() || !self.report.context_skipped.is_empty()
     }
 
     /// Saved as interrupted (its process stopped mid-run) and not resumed yet.
@@ -528,6 +538,9 @@ impl Model {
         for (view, _) in self.lineage() {
             let Some(id) = view.id() else { continue };
             rows.push(Node::Run(id));
+            if view.expanded && view.has_files() {
+                rows.push(Node::Files(id));
+            }
             if view.expanded {
                 rows.extend(
                     view.report
@@ -547,7 +560,7 @@ impl Model {
             .filter(|v| v.id().is_some())
             .map(|v| {
                 1 + if v.expanded {
-                    v.report.subtasks.len()
+                    v.report.subtasks.len() + usize::from(v.has_files())
                 } else {
                     0
                 }
@@ -574,6 +587,15 @@ impl Model {
             index += 1;
             if !view.expanded {
                 continue;
+            }
+            if view.has_files() {
+                if out.len() == count {
+                    break;
+                }
+                if index >= offset {
+                    out.push(Row::Files(view));
+                }
+                index += 1;
             }
             let subtasks = &view.report.subtasks;
             let skip = offset.saturating_sub(index).min(subtasks.len());

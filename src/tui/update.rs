@@ -13,8 +13,8 @@ use ratatui::crossterm::event::{
 use ratatui_textarea::{CursorMove, TextArea};
 
 use crate::protocol::{
-    Command, Event, EventKind, FollowUp, ModelOverrides, RunCommand, RunId, RunStatus, SavedRun,
-    SubtaskStatus,
+    Attachments, Command, Event, EventKind, FollowUp, ModelOverrides, RunCommand, RunId, RunStatus,
+    SavedRun, SubtaskStatus,
 };
 use crate::report::RunReport;
 use crate::sanitize::sanitize_line;
@@ -57,6 +57,14 @@ pub enum Msg {
     /// A saved run read back for the panes, or why it could not be: the answer to
     /// `Action::OpenSaved`.
     SavedOpened(Result<Box<(RunReport, Saved)>, String>),
+    /// The files a query's `@path`s name were read (or why not): the answer to
+    /// `Action::ReadContext`, with what that action carried.
+    ContextRead {
+        query: String,
+        models: ModelOverrides,
+        follow_up: Option<Box<FollowUp>>,
+        result: Result<Attachments, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +77,16 @@ pub enum Action {
         /// The models picked in the dashboard (empty: the configured ones).
         models: ModelOverrides,
         /// The earlier run it follows up on, from that run's report.
+        follow_up: Option<Box<FollowUp>>,
+        /// The files its query's `@path`s name, read by the app (`Action::ReadContext`).
+        context: Attachments,
+    },
+    /// Read the files the query's `@path`s name, off the drawing path; answer with
+    /// `Msg::ContextRead`. The query stays in the box until they are read, so a wrong path
+    /// costs nothing to fix.
+    ReadContext {
+        query: String,
+        models: ModelOverrides,
         follow_up: Option<Box<FollowUp>>,
     },
     /// Ask the provider for its models; answer with `Msg::ModelsListed`.
@@ -127,6 +145,12 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
         }
         Msg::ModelsListed(result) => models_listed(model, result),
         Msg::HistoryListed { search, result } => history_listed(model, search, result),
+        Msg::ContextRead {
+            query,
+            models,
+            follow_up,
+            result,
+        } => context_read(model, &mut actions, query, models, follow_up, result),
         Msg::SavedOpened(result) => match result {
             Ok(opened) => {
                 let (report, saved) = *opened;
@@ -332,7 +356,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::SelectFirst => move_selection(model, isize::MIN / 2),
         KeyAction::SelectLast => move_selection(model, isize::MAX / 2),
         KeyAction::Collapse => match model.selected.clone() {
-            Some(Node::Subtask(run, _)) => select(model, Some(Node::Run(run))),
+            Some(Node::Subtask(run, _) | Node::Files(run)) => select(model, Some(Node::Run(run))),
             Some(Node::Run(run)) => set_expanded(model, run, false),
             None => {}
         },
@@ -346,7 +370,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
                 let open = model.run(run).is_some_and(|r| r.expanded);
                 set_expanded(model, run, !open);
             }
-            Some(Node::Subtask(..)) => {
+            Some(Node::Subtask(..) | Node::Files(_)) => {
                 model.detail_open = !model.detail_open;
                 if !model.detail_open && model.focus == Focus::Detail {
                     model.focus = Focus::Tree;
@@ -736,9 +760,19 @@ fn submit(model: &mut Model, actions: &mut Vec<Action>) {
         model.history.push(text.clone());
     }
     model.history_pos = None;
-    model.reset_query();
-    // Focus the tree so r, e, x act at once; Tab (or /) comes back here for the next question.
-    model.focus = Focus::Tree;
+    // `@path`s are read by the app; the query stays in the box until they are.
+    let references = match crate::context::references(&text) {
+        Ok(found) => !found.is_empty(),
+        Err(e) => {
+            model.toast(e.to_string(), ToastLevel::Error);
+            return;
+        }
+    };
+    if !references {
+        model.reset_query();
+        // Focus the tree so r, e, x act at once; Tab (or /) comes back for the next question.
+        model.focus = Focus::Tree;
+    }
     // The context is the parent's report as it stands: plain data, built here without I/O.
     let parent = model.follow_up.take();
     let follow_up = parent
@@ -752,11 +786,55 @@ fn submit(model: &mut Model, actions: &mut Vec<Action>) {
             ToastLevel::Warning,
         );
     }
-    actions.push(Action::StartRun {
-        query: text,
-        models: model.models.picked.clone(),
-        follow_up,
-    });
+    let models = model.models.picked.clone();
+    if references {
+        actions.push(Action::ReadContext {
+            query: text,
+            models,
+            follow_up,
+        });
+    } else {
+        actions.push(Action::StartRun {
+            query: text,
+            models,
+            follow_up,
+            context: Attachments::default(),
+        });
+    }
+}
+
+/// The files of a submitted query were read: start its run, or say what is wrong and leave
+/// the query in the box to be fixed.
+fn context_read(
+    model: &mut Model,
+    actions: &mut Vec<Action>,
+    query: String,
+    models: ModelOverrides,
+    follow_up: Option<Box<FollowUp>>,
+    result: Result<Attachments, String>,
+) {
+    match result {
+        Ok(context) => {
+            // Typed over meanwhile: that text is someone's next question, not this one.
+            if model.query.lines().join("\n").trim() == query {
+                model.reset_query();
+                model.focus = Focus::Tree;
+            }
+            actions.push(Action::StartRun {
+                query,
+                models,
+                follow_up,
+                context,
+            });
+        }
+        Err(why) => {
+            if model.follow_up.is_none() {
+                model.follow_up = follow_up.map(|f| f.parent);
+            }
+            model.focus = Focus::Query;
+            model.toast(why, ToastLevel::Error);
+        }
+    }
 }
 
 /// Ask the next question as a follow-up to the current run (it must have finished), or, when

@@ -191,6 +191,10 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
                     run_row(model, view, model.depth(view), inner_area.width),
                     matches!(&model.selected, Some(Node::Run(id)) if Some(*id) == view.id()),
                 ),
+                Row::Files(view) => (
+                    files_row(model, view, inner_area.width),
+                    matches!(&model.selected, Some(Node::Files(id)) if Some(*id) == view.id()),
+                ),
                 Row::Subtask(view, s, widths) => (
                     subtask_row(model, s, widths, inner_area.width),
                     matches!(&model.selected, Some(Node::Subtask(run, id))
@@ -237,6 +241,58 @@ fn run_row(model: &Model, view: &RunView, depth: usize, width: u16) -> Line<'sta
         Span::raw(query),
         Span::raw(" ".repeat(gap)),
         Span::styled(right, model.theme.run_status(report.status)),
+    ])
+}
+
+/// `  @ notes.md, docs/api.md, +2 more          4 files 12.3 KB · 1 skipped`: the files
+/// attached to a run, on one line under it; the detail pane lists them all.
+fn files_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
+    let report = &view.report;
+    let files = &report.context;
+    let total: u64 = files.iter().map(|f| f.bytes).sum();
+    let mut right = format!(
+        " {} file{} {}",
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        crate::display::bytes(total)
+    );
+    if !report.context_skipped.is_empty() {
+        right.push_str(&format!(" · {} skipped", report.context_skipped.len()));
+    }
+    right.push(' ');
+    let left = "  @ ";
+    let room = (width as usize).saturating_sub(left.width() + right.width());
+    // As many names as fit whole, then how many more.
+    let mut names = String::new();
+    for (i, f) in files.iter().enumerate() {
+        let name = sanitize_line(&f.path).into_owned();
+        let sep = if i == 0 { "" } else { ", " };
+        let rest = files.len() - i - 1;
+        let more = if rest > 0 {
+            format!(", +{rest} more")
+        } else {
+            String::new()
+        };
+        if names.width() + sep.width() + name.width() + more.width() > room {
+            let left_out = files.len() - i;
+            let tail = if i == 0 {
+                truncate(&name, room)
+            } else {
+                format!("{sep}+{left_out} more")
+            };
+            names.push_str(&tail);
+            break;
+        }
+        names.push_str(sep);
+        names.push_str(&name);
+    }
+    let names = truncate(&names, room);
+    let gap = room.saturating_sub(names.width());
+    Line::from(vec![
+        Span::styled(left.to_owned(), model.theme.dim()),
+        Span::raw(names),
+        Span::raw(" ".repeat(gap)),
+        Span::styled(right, model.theme.dim()),
     ])
 }
 
