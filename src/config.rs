@@ -77,6 +77,16 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub cache: CacheSection,
+    #[serde(default)]
+    pub tools: ToolsSection,
+}
+
+/// `[tools]`: what workers may call, and how many rounds of calls one answer may take.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsSection {
+    pub enabled: Option<crate::llm::tools::ToolChoice>,
+    pub max_rounds: Option<u32>,
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -341,6 +351,15 @@ impl ProviderConfig {
         }
     }
 
+    /// The tools workers may call with this provider: the demo's simulated ones for the demo;
+    /// none yet for real servers.
+    pub fn toolbox(&self) -> std::sync::Arc<dyn crate::llm::tools::ToolBox> {
+        match self {
+            Self::Demo(_) => std::sync::Arc::new(crate::llm::demo::toolbox()),
+            Self::OpenAi(_) | Self::Anthropic(_) => std::sync::Arc::new(crate::llm::tools::NoTools),
+        }
+    }
+
     /// The server's base URL; empty for the demo provider, which has none.
     pub fn base_url(&self) -> &str {
         match self {
@@ -579,6 +598,17 @@ impl Config {
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
+                max_tool_rounds: file.tools.max_rounds.unwrap_or(defaults::TOOL_MAX_ROUNDS),
+                tools: args
+                    .tools
+                    .as_deref()
+                    .and_then(crate::llm::tools::ToolChoice::parse)
+                    .or(file.tools.enabled)
+                    .unwrap_or_else(|| {
+                        crate::llm::tools::ToolChoice::parse(defaults::TOOLS_ENABLED)
+                            .unwrap_or_default()
+                    })
+                    .names(),
                 ..ExecutorSettings::default()
             },
             bell: file.ui.bell.unwrap_or(true),

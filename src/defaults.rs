@@ -64,3 +64,9 @@ pub const FOLLOW_UP_REPORT_CHARS: usize = 8_000;
 /// The most characters of each earlier subtask's result shown to a follow-up's planner, so it
 /// can judge what to reuse (a reused result is passed on whole).
 pub const FOLLOW_UP_EXCERPT_CHARS: usize = 600;
+
+/// `[tools] max_rounds`: how many times a worker's model may call tools before it is asked for
+/// a final answer without them.
+pub const TOOL_MAX_ROUNDS: u32 = 6;
+/// `[tools] enabled` / `--tools`: which tools workers get (`none`, `fetch`, `files`, `all`).
+pub const TOOLS_ENABLED: &str = "all";

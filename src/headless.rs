@@ -252,7 +252,8 @@ pub async fn run(
         ));
     }
     let describe = config.describe();
-    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    let tools = config.provider.toolbox();
+    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     engine.send(Command::StartRun {
         id,
         query,
@@ -306,7 +307,8 @@ pub async fn resume(
         ));
     }
     let describe = config.describe();
-    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    let tools = config.provider.toolbox();
+    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     match history::resume_input(saved, parent) {
         Some(input) => {
             saving.resuming(id, &input);
@@ -841,6 +843,28 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         | EventKind::SynthesisDelta { .. }
         | EventKind::PlanningDelta { .. }
         | EventKind::PlanDrafted { .. } => return None,
+        EventKind::ToolCallStarted {
+            subtask,
+            tool,
+            arguments,
+            ..
+        } => format!(
+            "  {subtask} calls {} {}",
+            sanitize_line(tool),
+            sanitize_line(arguments)
+        ),
+        EventKind::ToolCallFinished {
+            subtask,
+            ok,
+            ms,
+            summary,
+            ..
+        } => format!(
+            "  {subtask} tool {} ({}): {}",
+            if *ok { "done" } else { "failed" },
+            duration(*ms),
+            sanitize_line(summary)
+        ),
         EventKind::SubtaskRetrying {
             subtask,
             attempt,

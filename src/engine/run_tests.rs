@@ -1267,6 +1267,7 @@ fn reply_with(text: &str, reasoning: &str, cut_off: bool) -> Result<Completion, 
         cut_off,
         reasoning: reasoning.into(),
         cached: false,
+        tool_calls: Vec::new(),
     })
 }
 

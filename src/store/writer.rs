@@ -874,6 +874,8 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         | EventKind::SubtaskReasoning { .. }
         | EventKind::PlanningDelta { .. }
         | EventKind::PlanDrafted { .. } => {}
+        // Not saved yet: a saved run shows its results without the tool calls behind them.
+        EventKind::ToolCallStarted { .. } | EventKind::ToolCallFinished { .. } => {}
         EventKind::SubtaskRetrying {
             subtask,
             attempt,
