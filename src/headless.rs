@@ -857,10 +857,11 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             subtask,
             ok,
             ms,
+            bytes,
             summary,
             ..
         } => format!(
-            "  {subtask} tool {} ({}): {}",
+            "  {subtask} tool {} ({}, {bytes} bytes): {}",
             if *ok { "done" } else { "failed" },
             duration(*ms),
             sanitize_line(summary)

@@ -811,8 +811,8 @@ fn short_arguments(call: &ToolCall) -> String {
     cut(&crate::sanitize::sanitize_line(&text), ARGUMENTS_CHARS)
 }
 
-/// One line about a tool's outcome: for a source, its status and size; else the content's
-/// first line (an error's message).
+/// One line about a tool's outcome: for a source, its status and location; else the
+/// content's first line (an error's message). The size travels apart (`bytes`).
 fn summary(outcome: &ToolOutcome) -> String {
     if let Some(source) = &outcome.source
         && !outcome.is_error
@@ -822,10 +822,7 @@ fn summary(outcome: &ToolOutcome) -> String {
             .map(|s| format!("HTTP {s} · "))
             .unwrap_or_default();
         return cut(
-            &crate::sanitize::sanitize_line(&format!(
-                "{status}{} bytes · {}",
-                source.bytes, source.location
-            )),
+            &crate::sanitize::sanitize_line(&format!("{status}{}", source.location)),
             SUMMARY_CHARS,
         );
     }
