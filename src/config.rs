@@ -692,6 +692,29 @@ mod tests {
     }
 
     #[test]
+    fn tools_come_from_the_flag_over_the_file_over_the_default() {
+        let defaults =
+            Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
+        assert_eq!(defaults.executor.tools, ["all"]);
+        assert_eq!(
+            defaults.executor.max_tool_rounds,
+            crate::defaults::TOOL_MAX_ROUNDS
+        );
+        let file = || parse("[tools]\nenabled = \"files\"\nmax_rounds = 2\n").expect("parses");
+        let from_file = Config::merge(&EngineArgs::default(), file(), &no_env).expect("valid");
+        assert_eq!(from_file.executor.tools, ["files"]);
+        assert_eq!(from_file.executor.max_tool_rounds, 2);
+        let args = EngineArgs {
+            tools: Some("none".into()),
+            ..EngineArgs::default()
+        };
+        let none = Config::merge(&args, file(), &no_env).expect("valid");
+        assert!(none.executor.tools.is_empty());
+        let error = parse("[tools]\nenabled = \"everything\"\n").expect_err("refused");
+        assert!(error.to_string().contains("enabled"), "{error}");
+    }
+
+    #[test]
     fn the_example_config_parses_and_matches_the_defaults() {
         let file = parse(include_str!("../config.example.toml")).expect("example parses");
         let from_example = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
@@ -711,6 +734,11 @@ mod tests {
             crate::defaults::PLANNER_STRUCTURED
         );
         assert_eq!(from_example.bell, defaults.bell);
+        assert_eq!(from_example.executor.tools, defaults.executor.tools);
+        assert_eq!(
+            from_example.executor.max_tool_rounds,
+            defaults.executor.max_tool_rounds
+        );
         assert!(matches!(
             (&from_example.provider, &defaults.provider),
             (ProviderConfig::Demo(a), ProviderConfig::Demo(b)) if a == b

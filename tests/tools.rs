@@ -572,3 +572,131 @@ fn tools_none_runs_the_demo_without_tool_calls_and_markdown_lists_sources_otherw
     );
     assert!(sources.contains("HTTP 200"), "{sources}");
 }
+
+// ---- the result cache ------------------------------------------------------------------------
+
+/// Asks for a tool until it has a result, then answers with the result quoted; counts calls.
+struct Asker {
+    calls: Arc<Mutex<u32>>,
+}
+
+impl Provider for Asker {
+    fn name(&self) -> &str {
+        "asker"
+    }
+    fn complete(
+        &self,
+        request: maestro::llm::ChatRequest,
+        _sink: maestro::llm::DeltaSink,
+    ) -> maestro::llm::CallFuture<'_> {
+        *self.calls.lock().expect("lock") += 1;
+        let result = request
+            .messages
+            .iter()
+            .flat_map(|m| m.tool_results.iter())
+            .map(|r| r.content.clone())
+            .next();
+        let completion = match result {
+            Some(content) => maestro::llm::Completion {
+                text: format!("Answer from {content}."),
+                ..Default::default()
+            },
+            // With text beside the calls, as models often write: not a blank answer.
+            None => maestro::llm::Completion {
+                text: "Let me look.".into(),
+                tool_calls: vec![ToolCall::from_text(
+                    "c1".into(),
+                    "lookup".into(),
+                    r#"{"q":"x"}"#,
+                )],
+                ..Default::default()
+            },
+        };
+        Box::pin(std::future::ready(Ok(completion)))
+    }
+}
+
+#[tokio::test]
+async fn the_cache_keeps_final_answers_by_the_whole_exchange_and_never_a_request_for_tools() {
+    use maestro::llm::tools::ToolResult;
+    use maestro::llm::{ChatRequest, DeltaSink, Message};
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let args = maestro::cli::EngineArgs {
+        db: Some(dir.path().join("runs.db")),
+        ..Default::default()
+    };
+    let config = maestro::config::Config::merge(
+        &args,
+        maestro::config::FileConfig::default(),
+        &|_: &str| None,
+    )
+    .expect("a config");
+    let calls = Arc::new(Mutex::new(0));
+    let provider = maestro::cache::wrap(
+        Arc::new(Asker {
+            calls: Arc::clone(&calls),
+        }),
+        &config,
+    );
+    let first = ChatRequest {
+        model: "m".into(),
+        role: maestro::protocol::CallRole::Worker,
+        system: "S".into(),
+        messages: vec![Message::user("Q")],
+        max_tokens: 100,
+        temperature: None,
+        structured: None,
+        cache: Default::default(),
+        tools: Recorder::default().specs(&["all".into()]),
+    };
+    for _ in 0..2 {
+        let done = provider
+            .complete(first.clone(), DeltaSink::discard())
+            .await
+            .expect("an answer");
+        assert_eq!(done.tool_calls.len(), 1);
+        assert!(!done.cached);
+    }
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        2,
+        "a request for tools is not saved"
+    );
+
+    let after = |content: &str| {
+        let mut request = first.clone();
+        request.messages.push(Message::tool_calls(
+            "",
+            vec![ToolCall::from_text(
+                "c1".into(),
+                "lookup".into(),
+                r#"{"q":"x"}"#,
+            )],
+        ));
+        request
+            .messages
+            .push(Message::tool_results(vec![ToolResult {
+                call_id: "c1".into(),
+                content: content.into(),
+                is_error: false,
+            }]));
+        request
+    };
+    let live = provider
+        .complete(after("page one"), DeltaSink::discard())
+        .await
+        .expect("an answer");
+    assert!(!live.cached);
+    let again = provider
+        .complete(after("page one"), DeltaSink::discard())
+        .await
+        .expect("an answer");
+    assert!(again.cached, "the same exchange is answered from the cache");
+    assert_eq!(again.text, "Answer from page one.");
+    let changed = provider
+        .complete(after("page two"), DeltaSink::discard())
+        .await
+        .expect("an answer");
+    assert!(!changed.cached, "another tool result is another exchange");
+    assert_eq!(*calls.lock().expect("lock"), 4);
+}
