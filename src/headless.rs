@@ -737,7 +737,18 @@ fn live_lines(
             _ if s.drafted => "planned".to_owned(),
             SubtaskStatus::Running => {
                 let ms = s.started_ts.map(|t| now.saturating_sub(t)).unwrap_or(0);
-                format!("{:>6}", duration(ms))
+                match s.current_tool() {
+                    // The tool call it waits on, cut so the line stays one line.
+                    Some(call) => format!(
+                        "{:>6} · {}",
+                        duration(ms),
+                        sanitize_line(&format!("{} {}", call.tool, call.arguments))
+                            .chars()
+                            .take(60)
+                            .collect::<String>()
+                    ),
+                    None => format!("{:>6}", duration(ms)),
+                }
             }
             SubtaskStatus::Succeeded => format!(
                 "{:>6} {:>6} tok",
