@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 const KEY: &str = "sk-test-tools-key";
+/// How long the `slow` tool takes.
+const SLOW: Duration = Duration::from_millis(400);
 
 /// `lookup` answers at once with a source; `hang` waits until it is cancelled.
 #[derive(Default)]
@@ -72,6 +74,10 @@ impl ToolBox for Recorder {
             "hang" => Box::pin(async move {
                 cancel.cancelled().await;
                 ToolOutcome::error("hang: cancelled")
+            }),
+            "slow" => Box::pin(async move {
+                tokio::time::sleep(SLOW).await;
+                ToolOutcome::ok(format!("slow: {q}"))
             }),
             _ => Box::pin(std::future::ready(
                 ToolOutcome::ok(format!("found: {q}")).with_source(Source {
@@ -174,13 +180,22 @@ impl Run {
         max_tool_rounds: u32,
         worker: impl Fn(&MockRequest) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with(protocol, stream, executor(max_tool_rounds), worker).await
+    }
+
+    async fn start_with(
+        protocol: Protocol,
+        stream: bool,
+        executor: ExecutorSettings,
+        worker: impl Fn(&MockRequest) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let server = MockServer::start(script(worker)).await;
         let tools = Arc::new(Recorder::default());
         let (engine, events) = Engine::spawn_with_tools(
             provider(&server, protocol, stream),
             tools.clone(),
             settings(),
-            executor(max_tool_rounds),
+            executor,
         );
         let id = engine.start_run("What about a?", None);
         Self {
@@ -457,6 +472,77 @@ async fn the_user_cancels_a_hanging_tool_call_and_the_subtask_goes_on() {
         !run.log
             .iter()
             .any(|k| matches!(k, EventKind::SubtaskFailed { .. }))
+    );
+}
+
+#[tokio::test]
+async fn several_calls_in_one_answer_run_at_once_and_their_results_go_back_in_order() {
+    let mut run = Run::start(Protocol::Anthropic, true, 6, |request| {
+        if request.tool_results().is_empty() {
+            Reply::calls(&[("slow", r#"{"q": "one"}"#), ("slow", r#"{"q": "two"}"#)])
+        } else {
+            Reply::text("Both read.")
+        }
+    })
+    .await;
+    run.finish().await;
+
+    let results = run.worker_requests()[1].tool_results();
+    let contents: Vec<&str> = results.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(contents, ["slow: one", "slow: two"]);
+    let ids: Vec<&str> = results.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids, ["toolu_1", "toolu_2"]);
+    // Both started before either finished: they ran side by side.
+    let order: Vec<bool> = run
+        .log
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::ToolCallStarted { .. } => Some(true),
+            EventKind::ToolCallFinished { .. } => Some(false),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, [true, true, false, false]);
+    let ms: Vec<u64> = run
+        .log
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::ToolCallFinished { ms, .. } => Some(*ms),
+            _ => None,
+        })
+        .collect();
+    assert!(ms.iter().all(|&m| m >= SLOW.as_millis() as u64), "{ms:?}");
+}
+
+#[tokio::test]
+async fn a_tool_that_outlasts_the_call_timeout_fails_the_attempt_as_a_timeout() {
+    let executor = ExecutorSettings {
+        call_timeout: Duration::from_millis(600),
+        ..executor(6)
+    };
+    let mut run = Run::start_with(Protocol::OpenAi, true, executor, |request| {
+        if request.tool_results().is_empty() {
+            Reply::calls(&[("hang", r#"{"q": "forever"}"#)])
+        } else {
+            Reply::text("unreachable")
+        }
+    })
+    .await;
+    run.finish().await;
+
+    let error = run
+        .log
+        .iter()
+        .find_map(|k| match k {
+            EventKind::SubtaskFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .expect("the attempt failed");
+    assert!(error.contains("no complete answer within"), "{error}");
+    assert_eq!(
+        run.worker_requests().len(),
+        1,
+        "the model was not asked again"
     );
 }
 
