@@ -4,8 +4,11 @@
 //! clear|stats`.
 //!
 //! A call is identical when the provider, base URL, model, system prompt, messages,
-//! sampling settings (temperature, max tokens) and structured output request are the same:
-//! the key is the SHA-256 of those fields as canonical JSON. Only worker calls are looked up
+//! sampling settings (temperature, max tokens), structured output request and the tools
+//! offered are the same: the key is the SHA-256 of those fields as canonical JSON. With tools,
+//! the messages hold every earlier tool call and result, so a round is answered from the cache
+//! only when the whole exchange before it is identical; an answer that asks for tools is never
+//! saved (what follows it depends on what the tools return now). Only worker calls are looked up
 //! or saved, only answers that are not blank and not cut off are saved, and an answer from
 //! the cache is marked (`Completion::cached`) so the run spends no tokens on it.
 //!
@@ -27,6 +30,7 @@ use crate::config::{Config, StoreConfig};
 use crate::display::{duration, now_ms, tokens};
 use crate::history::{Failure, FailureKind};
 use crate::llm::structured::StructuredOutput;
+use crate::llm::tools::ToolSpec;
 use crate::llm::{
     CachePolicy, CallFuture, ChatRequest, Completion, DeltaSink, Message, ModelsFuture, Provider,
 };
@@ -61,6 +65,9 @@ struct KeyFields<'a> {
     temperature: Option<f32>,
     max_tokens: u32,
     structured: &'a Option<StructuredOutput>,
+    /// Left out when empty, so keys of calls without tools are what they were before tools.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tools: &'a [ToolSpec],
 }
 
 /// The cache key of `request` sent by `provider` to `base_url`: lowercase hex SHA-256.
@@ -75,6 +82,7 @@ pub fn key(provider: &str, base_url: &str, request: &ChatRequest) -> String {
         temperature: request.temperature,
         max_tokens: request.max_tokens,
         structured: &request.structured,
+        tools: &request.tools,
     };
     // Serialising plain strings and numbers cannot fail; an empty input would only make
     // every key equal, so it is never used.
@@ -161,6 +169,7 @@ impl Provider for CachedProvider {
                             cut_off: false,
                             reasoning: hit.reasoning,
                             cached: true,
+                            tool_calls: Vec::new(),
                         });
                     }
                 }
@@ -168,8 +177,12 @@ impl Provider for CachedProvider {
             }
             let model = request.model.clone();
             let result = self.inner.complete(request, sink).await;
+            // An answer that asks for tools is not an answer: what it leads to depends on what
+            // the tools return now. A later round's answer is saved, keyed by the whole
+            // exchange before it (tool calls and results are in the messages).
             if let Ok(done) = &result
                 && !done.cut_off
+                && done.tool_calls.is_empty()
                 && !done.text.trim().is_empty()
             {
                 let usage = done.usage.unwrap_or_default();
@@ -270,6 +283,7 @@ mod tests {
             temperature: Some(0.2),
             structured: None,
             cache: CachePolicy::Use,
+            tools: Vec::new(),
         }
     }
 
@@ -300,6 +314,28 @@ mod tests {
             },
             ChatRequest {
                 temperature: None,
+                ..request()
+            },
+            ChatRequest {
+                tools: vec![ToolSpec {
+                    name: "fetch_url".into(),
+                    description: "d".into(),
+                    parameters: serde_json::json!({"type": "object"}),
+                }],
+                ..request()
+            },
+            ChatRequest {
+                messages: vec![
+                    Message::user("U"),
+                    Message::tool_calls(
+                        "",
+                        vec![crate::llm::tools::ToolCall::from_text(
+                            "c".into(),
+                            "t".into(),
+                            "{}",
+                        )],
+                    ),
+                ],
                 ..request()
             },
         ];

@@ -338,6 +338,13 @@ pub struct EngineArgs {
         global = true
     )]
     pub validator_model: Option<String>,
+    #[arg(long, env = "MAESTRO_TOOLS", value_name = "WHICH", global = true,
+          value_parser = ["none", "fetch", "files", "all"],
+          help = with_default(
+              "Tools workers may call: none, fetch (web pages), files (local files), all",
+              defaults::TOOLS_ENABLED,
+          ))]
+    pub tools: Option<String>,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

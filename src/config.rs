@@ -81,6 +81,8 @@ pub struct FileConfig {
     pub validation: ValidationSection,
     #[serde(default)]
     pub context: ContextSection,
+    #[serde(default)]
+    pub tools: ToolsSection,
 }
 
 /// `[validation]`: the quality gate after each subtask.
@@ -98,6 +100,14 @@ pub struct ValidationSection {
 pub struct ContextSection {
     /// The most bytes of text attached to one run.
     pub max_bytes: Option<Positive>,
+}
+
+/// `[tools]`: what workers may call, and how many rounds of calls one answer may take.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsSection {
+    pub enabled: Option<crate::llm::tools::ToolChoice>,
+    pub max_rounds: Option<u32>,
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -364,6 +374,15 @@ impl ProviderConfig {
         }
     }
 
+    /// The tools workers may call with this provider: the demo's simulated ones for the demo;
+    /// none yet for real servers.
+    pub fn toolbox(&self) -> std::sync::Arc<dyn crate::llm::tools::ToolBox> {
+        match self {
+            Self::Demo(_) => std::sync::Arc::new(crate::llm::demo::toolbox()),
+            Self::OpenAi(_) | Self::Anthropic(_) => std::sync::Arc::new(crate::llm::tools::NoTools),
+        }
+    }
+
     /// The server's base URL; empty for the demo provider, which has none.
     pub fn base_url(&self) -> &str {
         match self {
@@ -617,6 +636,17 @@ impl Config {
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
+                max_tool_rounds: file.tools.max_rounds.unwrap_or(defaults::TOOL_MAX_ROUNDS),
+                tools: args
+                    .tools
+                    .as_deref()
+                    .and_then(crate::llm::tools::ToolChoice::parse)
+                    .or(file.tools.enabled)
+                    .unwrap_or_else(|| {
+                        crate::llm::tools::ToolChoice::parse(defaults::TOOLS_ENABLED)
+                            .unwrap_or_default()
+                    })
+                    .names(),
                 ..ExecutorSettings::default()
             },
             bell: file.ui.bell.unwrap_or(true),
@@ -705,6 +735,29 @@ mod tests {
     }
 
     #[test]
+    fn tools_come_from_the_flag_over_the_file_over_the_default() {
+        let defaults =
+            Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
+        assert_eq!(defaults.executor.tools, ["all"]);
+        assert_eq!(
+            defaults.executor.max_tool_rounds,
+            crate::defaults::TOOL_MAX_ROUNDS
+        );
+        let file = || parse("[tools]\nenabled = \"files\"\nmax_rounds = 2\n").expect("parses");
+        let from_file = Config::merge(&EngineArgs::default(), file(), &no_env).expect("valid");
+        assert_eq!(from_file.executor.tools, ["files"]);
+        assert_eq!(from_file.executor.max_tool_rounds, 2);
+        let args = EngineArgs {
+            tools: Some("none".into()),
+            ..EngineArgs::default()
+        };
+        let none = Config::merge(&args, file(), &no_env).expect("valid");
+        assert!(none.executor.tools.is_empty());
+        let error = parse("[tools]\nenabled = \"everything\"\n").expect_err("refused");
+        assert!(error.to_string().contains("enabled"), "{error}");
+    }
+
+    #[test]
     fn the_example_config_parses_and_matches_the_defaults() {
         let file = parse(include_str!("../config.example.toml")).expect("example parses");
         let from_example = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
@@ -725,6 +778,11 @@ mod tests {
         );
         assert_eq!(from_example.bell, defaults.bell);
         assert_eq!(from_example.context_max_bytes, defaults.context_max_bytes);
+        assert_eq!(from_example.executor.tools, defaults.executor.tools);
+        assert_eq!(
+            from_example.executor.max_tool_rounds,
+            defaults.executor.max_tool_rounds
+        );
         assert!(matches!(
             (&from_example.provider, &defaults.provider),
             (ProviderConfig::Demo(a), ProviderConfig::Demo(b)) if a == b

@@ -75,3 +75,8 @@ pub const DIRECT: bool = true;
 /// Whether each subtask's result is checked by a validator call (`validation.enabled`,
 /// `--validate`).
 pub const VALIDATE: bool = false;
+/// `[tools] max_rounds`: how many times a worker's model may call tools before it is asked for
+/// a final answer without them.
+pub const TOOL_MAX_ROUNDS: u32 = 6;
+/// `[tools] enabled` / `--tools`: which tools workers get (`none`, `fetch`, `files`, `all`).
+pub const TOOLS_ENABLED: &str = "all";

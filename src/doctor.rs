@@ -751,6 +751,7 @@ async fn tiny_call(
         temperature: None,
         structured: None,
         cache: crate::llm::CachePolicy::Bypass,
+        tools: Vec::new(),
     };
     let started = Instant::now();
     let call = provider.complete(request, DeltaSink::discard());

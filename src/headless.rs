@@ -256,7 +256,8 @@ pub async fn run(
         ));
     }
     let describe = config.describe();
-    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    let tools = config.provider.toolbox();
+    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     engine.send(Command::StartRun {
         id,
         query,
@@ -311,7 +312,8 @@ pub async fn resume(
         ));
     }
     let describe = config.describe();
-    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    let tools = config.provider.toolbox();
+    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     match history::resume_input(saved, parent) {
         Some(input) => {
             saving.resuming(id, &input);
@@ -754,7 +756,18 @@ fn live_lines(
             _ if s.drafted => "planned".to_owned(),
             SubtaskStatus::Running => {
                 let ms = s.started_ts.map(|t| now.saturating_sub(t)).unwrap_or(0);
-                format!("{:>6}", duration(ms))
+                match s.current_tool() {
+                    // The tool call it waits on, cut so the line stays one line.
+                    Some(call) => format!(
+                        "{:>6} · {}",
+                        duration(ms),
+                        sanitize_line(&format!("{} {}", call.tool, call.arguments))
+                            .chars()
+                            .take(60)
+                            .collect::<String>()
+                    ),
+                    None => format!("{:>6}", duration(ms)),
+                }
             }
             SubtaskStatus::Succeeded => format!(
                 "{:>6} {:>6} tok{}",
@@ -865,6 +878,29 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         | EventKind::SynthesisDelta { .. }
         | EventKind::PlanningDelta { .. }
         | EventKind::PlanDrafted { .. } => return None,
+        EventKind::ToolCallStarted {
+            subtask,
+            tool,
+            arguments,
+            ..
+        } => format!(
+            "  {subtask} calls {} {}",
+            sanitize_line(tool),
+            sanitize_line(arguments)
+        ),
+        EventKind::ToolCallFinished {
+            subtask,
+            ok,
+            ms,
+            bytes,
+            summary,
+            ..
+        } => format!(
+            "  {subtask} tool {} ({}, {bytes} bytes): {}",
+            if *ok { "done" } else { "failed" },
+            duration(*ms),
+            sanitize_line(summary)
+        ),
         EventKind::SubtaskRetrying {
             subtask,
             attempt,

@@ -493,6 +493,7 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
                 outcome: attempt_outcome(a),
                 // Reasoning streams but is not saved.
                 reasoning: String::new(),
+                tools: Vec::new(),
             })
             .collect();
     }

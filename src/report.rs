@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::display::{duration, tokens};
 use crate::protocol::{
     Complexity, ContextFile, EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask,
-    RunId, RunStatus, SkippedFile, SubtaskId, SubtaskStatus, Usage,
+    RunId, RunStatus, SkippedFile, Source, SubtaskId, SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
 
@@ -64,6 +64,10 @@ pub struct SubtaskReport {
     /// Every attempt so far, oldest first.
     #[serde(skip)]
     pub history: Vec<AttemptRecord>,
+    /// What the latest attempt's tools read (pages fetched, files read), in the order the
+    /// calls finished.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
 }
 
 /// What the validator said of a subtask's answers.
@@ -122,6 +126,31 @@ pub struct AttemptRecord {
     pub outcome: AttemptOutcome,
     /// What the model reasoned apart from its answer, as streamed. Shown, never quoted.
     pub reasoning: String,
+    /// The tool calls the attempt made, in the order they started.
+    pub tools: Vec<ToolCallRecord>,
+}
+
+/// One tool call of an attempt, for the tree row and the detail view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallRecord {
+    pub call_id: String,
+    pub tool: String,
+    /// Short and sanitised by the engine.
+    pub arguments: String,
+    /// How much of the attempt's streamed text came before the call, so the detail view can
+    /// show the call between the text.
+    pub at: usize,
+    pub started_ts: u64,
+    /// `None` while it runs.
+    pub finished: Option<ToolCallEnd>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallEnd {
+    pub ok: bool,
+    pub bytes: u64,
+    pub ms: u64,
+    pub summary: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,7 +197,17 @@ impl SubtaskReport {
             retry: None,
             started_ts: None,
             history: Vec::new(),
+            sources: Vec::new(),
         }
+    }
+
+    /// The tool call the attempt in flight is waiting on (the latest started), if any.
+    pub fn current_tool(&self) -> Option<&ToolCallRecord> {
+        if self.status != SubtaskStatus::Running {
+            return None;
+        }
+        let record = self.history.last()?;
+        record.tools.iter().rev().find(|t| t.finished.is_none())
     }
 
     /// Record how `attempt` ended, if it is the one in flight.
@@ -381,6 +420,7 @@ impl RunReport {
                     s.started_ts = Some(event.ts_ms);
                     s.elapsed_ms = None;
                     s.validation.flagged = None;
+                    s.sources.clear();
                     s.history.push(AttemptRecord {
                         attempt: *attempt,
                         model: model.clone(),
@@ -388,6 +428,7 @@ impl RunReport {
                         started_ts: event.ts_ms,
                         outcome: AttemptOutcome::Running,
                         reasoning: String::new(),
+                        tools: Vec::new(),
                     });
                 }
             }
@@ -400,6 +441,62 @@ impl RunReport {
                     && s.attempts == *attempt
                 {
                     s.output.push_str(text);
+                }
+            }
+            EventKind::ToolCallStarted {
+                subtask,
+                attempt,
+                call_id,
+                tool,
+                arguments,
+            } => {
+                if let Some(s) = self.subtask_mut(subtask)
+                    && s.attempts == *attempt
+                {
+                    let at = s.output.len();
+                    if let Some(record) = s.history.last_mut()
+                        && record.attempt == *attempt
+                    {
+                        record.tools.push(ToolCallRecord {
+                            call_id: call_id.clone(),
+                            tool: tool.clone(),
+                            arguments: arguments.clone(),
+                            at,
+                            started_ts: event.ts_ms,
+                            finished: None,
+                        });
+                    }
+                }
+            }
+            EventKind::ToolCallFinished {
+                subtask,
+                attempt,
+                call_id,
+                ok,
+                bytes,
+                ms,
+                summary,
+                source,
+            } => {
+                if let Some(s) = self.subtask_mut(subtask)
+                    && s.attempts == *attempt
+                {
+                    if let Some(source) = source {
+                        s.sources.push(source.clone());
+                    }
+                    if let Some(call) = s
+                        .history
+                        .last_mut()
+                        .filter(|r| r.attempt == *attempt)
+                        .and_then(|r| r.tools.iter_mut().find(|t| &t.call_id == call_id))
+                    {
+                        call.finished = Some(ToolCallEnd {
+                            ok: *ok,
+                            bytes: *bytes,
+                            ms: *ms,
+                            summary: summary.clone(),
+                        });
+                    }
                 }
             }
             EventKind::SubtaskReasoning {
@@ -888,6 +985,11 @@ impl RunReport {
                 let _ = writeln!(out, "- **{}**: {}", cell(s.id.as_str()), sanitize_line(why));
             }
         }
+        let sourced: Vec<&SubtaskReport> = self
+            .subtasks
+            .iter()
+            .filter(|s| !s.sources.is_empty())
+            .collect();
         let usage = self.tokens();
         let est = if usage.estimated {
             " (partly estimated)"
@@ -904,8 +1006,51 @@ impl RunReport {
             tokens(usage.tokens_out),
             self.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
         );
+        if !sourced.is_empty() {
+            let _ = writeln!(out, "\n## Sources\n");
+            let mut n = 0;
+            for s in sourced {
+                for source in &s.sources {
+                    n += 1;
+                    let status = source
+                        .status
+                        .map(|code| format!("HTTP {code}, "))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "{n}. {} ({status}{} bytes, {}) — subtask `{}`",
+                        cell(&source.location),
+                        source.bytes,
+                        utc(source.retrieved_ms),
+                        cell(s.id.as_str())
+                    );
+                }
+            }
+        }
         out
     }
+}
+
+/// `2026-11-30 05:35 UTC`, for the sources list (the same reading as `maestro export`'s).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem / 60) % 60
+    )
 }
 
 fn cell(text: &str) -> String {

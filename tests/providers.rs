@@ -36,6 +36,7 @@ fn request() -> ChatRequest {
         temperature: Some(0.5),
         structured: None,
         cache: Default::default(),
+        tools: Vec::new(),
     }
 }
 

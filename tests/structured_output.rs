@@ -28,6 +28,7 @@ fn request(model: &str, mode: Option<Structured>) -> ChatRequest {
         max_tokens: 300,
         temperature: None,
         cache: Default::default(),
+        tools: Vec::new(),
         structured: mode.map(|mode| StructuredOutput {
             name: "plan".into(),
             description: "Submit the plan.".into(),

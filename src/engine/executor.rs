@@ -6,6 +6,13 @@
 //! out. It makes no decisions of its own; concurrency limits, retries and staleness are the
 //! state machine's. Events leave in the order the state machine produced them.
 //!
+//! A worker call whose model asks for tools becomes a loop here (`call_with_tools`): model,
+//! then the tools it asked for (in parallel, through the `ToolBox`), then the model again with
+//! their results, at most `max_tool_rounds` times and within the one overall timeout; then
+//! the model is asked for a final answer without tools. Tool calls are reported to the run as
+//! `Input::Tool`, in order with the streamed text, and the usage of every round is summed into
+//! the one `Reply`.
+//!
 //! A run's state is kept while commands may still reach it: a finished run can be reopened (a
 //! re-run, an edit, a new synthesis), which the dashboard offers for every run it shows. It is
 //! dropped when a `CloseRun` names it, when the engine stops, or when more than
@@ -14,7 +21,7 @@
 //! are never dropped but by `CloseRun`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
@@ -22,11 +29,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
-use crate::llm::{CallError, ChatRequest, Delta, DeltaSink, Provider};
+use crate::engine::run::{CallId, CallTarget, Effect, Input, Run, RunSettings, ToolEvent};
+use crate::llm::tools::{NoTools, ToolBox, ToolCall, ToolOutcome, ToolResult, malformed_message};
+use crate::llm::{
+    CallError, ChatRequest, Completion, Delta, DeltaSink, Message, MessageRole, Provider,
+    TOOLS_UNSUPPORTED,
+};
 use crate::protocol::{
-    Command, CommandName, Event, EventKind, ModelOverrides, Plan, Refusal, RunCommand, RunId,
-    SavedRun,
+    CallRole, Command, CommandName, Event, EventKind, ModelOverrides, Plan, Refusal, RunCommand,
+    RunId, SavedRun, Usage,
 };
 
 /// How the executor treats calls.
@@ -40,6 +51,10 @@ pub struct ExecutorSettings {
     /// Finished runs kept so commands can still reopen them; beyond this, the one that
     /// finished longest ago is dropped. 0 drops a run as soon as it finishes.
     pub keep_finished: usize,
+    /// Rounds of tool calls one worker call may make before it must answer without tools.
+    pub max_tool_rounds: u32,
+    /// The tools workers are offered, as names for `ToolBox::specs` (tools, groups or `all`).
+    pub tools: Vec<String>,
 }
 
 impl Default for ExecutorSettings {
@@ -48,6 +63,8 @@ impl Default for ExecutorSettings {
             call_timeout: Duration::from_secs(crate::defaults::TIMEOUT_SECS),
             coalesce: Duration::from_millis(crate::defaults::COALESCE_MS),
             keep_finished: crate::defaults::KEEP_FINISHED_RUNS,
+            max_tool_rounds: crate::defaults::TOOL_MAX_ROUNDS,
+            tools: vec![crate::defaults::TOOLS_ENABLED.to_owned()],
         }
     }
 }
@@ -102,11 +119,22 @@ impl Engine {
         settings: RunSettings,
         executor: ExecutorSettings,
     ) -> (EngineHandle, mpsc::UnboundedReceiver<Event>) {
+        Self::spawn_with_tools(provider, Arc::new(NoTools), settings, executor)
+    }
+
+    /// Start the engine with tools for workers to call.
+    pub fn spawn_with_tools(
+        provider: Arc<dyn Provider>,
+        tools: Arc<dyn ToolBox>,
+        settings: RunSettings,
+        executor: ExecutorSettings,
+    ) -> (EngineHandle, mpsc::UnboundedReceiver<Event>) {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let state = Executor {
             provider,
+            tools,
             settings,
             executor,
             runs: HashMap::new(),
@@ -145,14 +173,25 @@ struct Slot {
     finished: Option<u64>,
 }
 
+/// A call in flight: its cancellation, and the stop for the tool calls of its current round.
+struct InFlight {
+    token: CancellationToken,
+    tools: ToolStop,
+}
+
+/// Cancels the tool calls a call is waiting on now (the user's key), not the call: each
+/// round of tool calls gets a fresh token.
+type ToolStop = Arc<Mutex<CancellationToken>>;
+
 struct Executor {
     provider: Arc<dyn Provider>,
+    tools: Arc<dyn ToolBox>,
     settings: RunSettings,
     executor: ExecutorSettings,
     runs: HashMap<RunId, Slot>,
     /// Counts run ends, to order finished runs for dropping.
     finishes: u64,
-    calls: HashMap<(RunId, CallId), CancellationToken>,
+    calls: HashMap<(RunId, CallId), InFlight>,
     events: mpsc::UnboundedSender<Event>,
     inputs: mpsc::UnboundedSender<(RunId, Input)>,
     root: CancellationToken,
@@ -257,6 +296,17 @@ impl Executor {
                 }
             }
             Command::Shutdown => {}
+            Command::CancelTools { id, subtask } => {
+                // At most one call of a subtask is in flight: the current attempt's.
+                for ((run, call), in_flight) in &self.calls {
+                    if *run == id
+                        && call.target == CallTarget::Subtask(subtask.clone())
+                        && let Ok(stop) = in_flight.tools.lock()
+                    {
+                        stop.cancel();
+                    }
+                }
+            }
         }
     }
 
@@ -331,9 +381,9 @@ impl Executor {
     /// Forget a run: its state, and any call of it still in flight.
     fn drop_run(&mut self, id: RunId) {
         self.runs.remove(&id);
-        self.calls.retain(|(run, _), token| {
+        self.calls.retain(|(run, _), in_flight| {
             if *run == id {
-                token.cancel();
+                in_flight.token.cancel();
             }
             *run != id
         });
@@ -353,20 +403,31 @@ impl Executor {
             Effect::Emit(kind) => self.emit(id, kind),
             Effect::Call { call, request } => {
                 let token = self.root.child_token();
-                self.calls.insert((id, call.clone()), token.clone());
+                let tools: ToolStop = Arc::new(Mutex::new(CancellationToken::new()));
+                self.calls.insert(
+                    (id, call.clone()),
+                    InFlight {
+                        token: token.clone(),
+                        tools: tools.clone(),
+                    },
+                );
                 tokio::spawn(perform_call(
-                    self.provider.clone(),
+                    Caller {
+                        provider: self.provider.clone(),
+                        tools: self.tools.clone(),
+                        tool_stop: tools,
+                        settings: self.executor.clone(),
+                    },
                     request,
                     token,
                     self.inputs.clone(),
                     id,
                     call,
-                    self.executor.clone(),
                 ));
             }
             Effect::Abort(call) => {
-                if let Some(token) = self.calls.remove(&(id, call)) {
-                    token.cancel();
+                if let Some(in_flight) = self.calls.remove(&(id, call)) {
+                    in_flight.token.cancel();
                 }
             }
             Effect::Wake { call, after } => {
@@ -385,21 +446,35 @@ impl Executor {
     }
 }
 
-/// One provider call: stream deltas (coalesced) and then the reply back to the engine, unless
-/// cancelled, in which case nothing more is sent.
-async fn perform_call(
+/// What a call task needs besides its request.
+struct Caller {
     provider: Arc<dyn Provider>,
+    tools: Arc<dyn ToolBox>,
+    tool_stop: ToolStop,
+    settings: ExecutorSettings,
+}
+
+/// What the call's work reports besides streamed text: tool events, in order with the text.
+type Notes = mpsc::UnboundedSender<ToolEvent>;
+
+/// One provider call (a loop of them when its model calls tools): stream deltas (coalesced)
+/// and tool events, then the reply back to the engine, unless cancelled, in which case
+/// nothing more is sent.
+async fn perform_call(
+    caller: Caller,
     request: ChatRequest,
     cancel: CancellationToken,
     inputs: mpsc::UnboundedSender<(RunId, Input)>,
     run: RunId,
     call: CallId,
-    settings: ExecutorSettings,
 ) {
+    let settings = caller.settings.clone();
     let (sink, mut deltas) = DeltaSink::new();
-    // A panic inside a provider must become a failed call, not a call that never answers
-    // (which would leave its run waiting forever).
-    let guarded = std::panic::AssertUnwindSafe(provider.complete(request, sink))
+    let (notes, mut tool_events) = mpsc::unbounded_channel();
+    let work = call_with_tools(caller, request, sink, notes, cancel.clone());
+    // A panic inside a provider or a tool must become a failed call, not a call that never
+    // answers (which would leave its run waiting forever).
+    let guarded = std::panic::AssertUnwindSafe(work)
         .catch_unwind()
         .map(|outcome| {
             outcome.unwrap_or_else(|_| {
@@ -450,6 +525,15 @@ async fn perform_call(
                 break result.unwrap_or_else(|_| Err(CallError::timeout(settings.call_timeout)));
             }
             Some(delta) = deltas.recv() => gather(delta, &mut pending, &mut pending_reasoning),
+            Some(event) = tool_events.recv() => {
+                // The text streamed before a tool call goes out before it, so the call is
+                // shown where it happened.
+                while let Ok(delta) = deltas.try_recv() {
+                    gather(delta, &mut pending, &mut pending_reasoning);
+                }
+                send_delta(&mut pending, &mut pending_reasoning);
+                let _ = inputs.send((run, Input::Tool { call: call.clone(), event }));
+            }
             _ = flush.tick(), if !pending.is_empty() || !pending_reasoning.is_empty() => {
                 send_delta(&mut pending, &mut pending_reasoning);
             }
@@ -459,5 +543,360 @@ async fn perform_call(
         gather(delta, &mut pending, &mut pending_reasoning);
     }
     send_delta(&mut pending, &mut pending_reasoning);
+    while let Ok(event) = tool_events.try_recv() {
+        let _ = inputs.send((
+            run,
+            Input::Tool {
+                call: call.clone(),
+                event,
+            },
+        ));
+    }
     let _ = inputs.send((run, Input::Reply { call, result }));
+}
+
+/// The model, and while it asks for tools (and rounds are left) the tools and the model again.
+/// Workers only: other calls are one call. The last round offers no tools, so the model has to
+/// answer; a server that refuses tools is asked once more without them, with a notice.
+async fn call_with_tools(
+    caller: Caller,
+    mut request: ChatRequest,
+    sink: DeltaSink,
+    notes: Notes,
+    cancel: CancellationToken,
+) -> Result<Completion, CallError> {
+    let specs = match request.role {
+        CallRole::Worker => caller.tools.specs(&caller.settings.tools),
+        CallRole::Planner | CallRole::Synthesizer | CallRole::Validator => Vec::new(),
+    };
+    if specs.is_empty() {
+        return caller.provider.complete(request, sink).await;
+    }
+    let max_rounds = caller.settings.max_tool_rounds;
+    let mut tools_refused = false;
+    let mut rounds = Rounds::default();
+    let mut tool_rounds = 0;
+    loop {
+        let offer = !tools_refused && tool_rounds < max_rounds;
+        if offer {
+            request.tools = specs.clone();
+        } else {
+            request.tools = Vec::new();
+            request.messages = without_tool_turns(&request.messages);
+        }
+        let prompt_chars = prompt_chars(&request);
+        let done = match caller
+            .provider
+            .complete(request.clone(), sink.clone())
+            .await
+        {
+            Err(e) if e.reason == TOOLS_UNSUPPORTED && offer => {
+                tools_refused = true;
+                let _ = notes.send(ToolEvent::Unsupported {
+                    message: format!(
+                        "the server does not take tools for this model ({}); answering \
+                         without them",
+                        e.message
+                    ),
+                });
+                continue;
+            }
+            other => other?,
+        };
+        rounds.add(&done, prompt_chars);
+        if done.tool_calls.is_empty() || !offer {
+            return Ok(rounds.finish(done));
+        }
+        tool_rounds += 1;
+        let calls = done.tool_calls.clone();
+        request
+            .messages
+            .push(Message::tool_calls(done.text.clone(), calls.clone()));
+        let stop = match caller.tool_stop.lock() {
+            Ok(mut current) => {
+                *current = CancellationToken::new();
+                current.clone()
+            }
+            Err(_) => CancellationToken::new(),
+        };
+        let results = futures_util::future::join_all(
+            calls
+                .into_iter()
+                .map(|c| run_tool(&caller, c, &notes, &cancel, &stop)),
+        )
+        .await;
+        request.messages.push(Message::tool_results(results));
+    }
+}
+
+/// The usage and reasoning of the rounds so far.
+#[derive(Default)]
+struct Rounds {
+    usage: Usage,
+    reported: bool,
+    reasoning: String,
+    /// Every round so far was answered from the result cache.
+    all_cached: bool,
+    count: u32,
+}
+
+impl Rounds {
+    fn add(&mut self, done: &Completion, prompt_chars: usize) {
+        self.all_cached = self.count == 0 || self.all_cached;
+        self.all_cached &= done.cached;
+        self.count += 1;
+        if !done.reasoning.is_empty() {
+            if !self.reasoning.is_empty() {
+                self.reasoning.push('\n');
+            }
+            self.reasoning.push_str(&done.reasoning);
+        }
+        match done.usage {
+            Some(usage) if !done.cached => {
+                self.reported = true;
+                self.usage.add(usage);
+            }
+            Some(_) => {}
+            // Estimated the way the run estimates a whole call without usage.
+            None => self.usage.add(Usage {
+                tokens_in: prompt_chars.div_ceil(4) as u64,
+                tokens_out: (done.text.len() + done.reasoning.len()).div_ceil(4) as u64,
+                estimated: true,
+            }),
+        }
+    }
+
+    /// The last round's answer with the usage and reasoning of them all. One round is left
+    /// as it came (the run estimates a missing usage itself).
+    fn finish(self, last: Completion) -> Completion {
+        if self.count <= 1 {
+            return last;
+        }
+        Completion {
+            usage: Some(self.usage),
+            reasoning: self.reasoning,
+            cached: self.all_cached,
+            ..last
+        }
+    }
+}
+
+fn prompt_chars(request: &ChatRequest) -> usize {
+    request.system.len()
+        + request
+            .messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_results
+                        .iter()
+                        .map(|r| r.content.len())
+                        .sum::<usize>()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.arguments_text().len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
+/// The conversation with tool turns written out as text, for the final answer without tools:
+/// some APIs refuse tool-call turns in a request that offers no tools.
+fn without_tool_turns(messages: &[Message]) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len() + 1);
+    for m in messages {
+        let mut text = m.content.clone();
+        for c in &m.tool_calls {
+            text.push_str(&format!(
+                "\n[called {} with {}]",
+                c.name,
+                c.arguments_text()
+            ));
+        }
+        for r in &m.tool_results {
+            let kind = if r.is_error { "error" } else { "result" };
+            text.push_str(&format!("\n[tool {kind} for {}]\n{}", r.call_id, r.content));
+        }
+        let text = text.trim().to_owned();
+        match out.last_mut() {
+            // Two turns of the same side in a row are merged: APIs want them alternating.
+            Some(last) if last.role == m.role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&text);
+            }
+            _ => out.push(Message {
+                role: m.role,
+                content: text,
+                tool_calls: Vec::new(),
+                tool_results: Vec::new(),
+            }),
+        }
+    }
+    if messages.iter().any(|m| !m.tool_calls.is_empty()) {
+        let note = "You have used every tool call allowed. Answer now from what you have, \
+                    without calling tools.";
+        match out.last_mut() {
+            Some(last) if last.role == MessageRole::User => {
+                last.content.push_str("\n\n");
+                last.content.push_str(note);
+            }
+            _ => out.push(Message::user(note)),
+        }
+    }
+    out
+}
+
+/// Longest rendering of a call's arguments in events.
+const ARGUMENTS_CHARS: usize = 120;
+/// Longest summary of a tool's outcome in events.
+const SUMMARY_CHARS: usize = 120;
+
+/// One tool call: reported as it starts and ends; the result the model reads. Broken
+/// arguments, an unknown tool, a failing tool and the user's cancel are all results, never a
+/// failed call.
+async fn run_tool(
+    caller: &Caller,
+    call: ToolCall,
+    notes: &Notes,
+    cancel: &CancellationToken,
+    stop: &CancellationToken,
+) -> ToolResult {
+    let call_id = call.id.clone();
+    let _ = notes.send(ToolEvent::Started {
+        call_id: call_id.clone(),
+        tool: crate::sanitize::sanitize_line(&call.name).into_owned(),
+        arguments: short_arguments(&call),
+    });
+    let started = tokio::time::Instant::now();
+    let outcome = match &call.malformed {
+        Some(malformed) => ToolOutcome::error(malformed_message(malformed)),
+        None => {
+            let token = cancel.child_token();
+            let running = caller.tools.call(call, token.clone());
+            let guarded = std::panic::AssertUnwindSafe(running).catch_unwind();
+            tokio::select! {
+                outcome = guarded => outcome.unwrap_or_else(|_| {
+                    ToolOutcome::error("the tool failed unexpectedly (a bug in maestro)")
+                }),
+                _ = stop.cancelled() => {
+                    token.cancel();
+                    ToolOutcome::error("cancelled by the user")
+                }
+            }
+        }
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    let _ = notes.send(ToolEvent::Finished {
+        call_id: call_id.clone(),
+        ok: !outcome.is_error,
+        bytes: outcome.content.len() as u64,
+        ms,
+        summary: summary(&outcome),
+        source: outcome.source.clone(),
+    });
+    ToolResult {
+        call_id,
+        content: outcome.content,
+        is_error: outcome.is_error,
+    }
+}
+
+/// The arguments in one short line: a lone string argument (a URL, a path) as itself,
+/// anything else as compact JSON; what did not parse as the text the model wrote.
+fn short_arguments(call: &ToolCall) -> String {
+    let text = match (&call.malformed, &call.arguments) {
+        (Some(m), _) => m.raw.clone(),
+        (None, serde_json::Value::Object(map)) if map.len() == 1 => match map.values().next() {
+            Some(serde_json::Value::String(one)) => one.clone(),
+            _ => call.arguments.to_string(),
+        },
+        (None, other) => other.to_string(),
+    };
+    cut(&crate::sanitize::sanitize_line(&text), ARGUMENTS_CHARS)
+}
+
+/// One line about a tool's outcome: for a source, its status and location; else the
+/// content's first line (an error's message). The size travels apart (`bytes`).
+fn summary(outcome: &ToolOutcome) -> String {
+    if let Some(source) = &outcome.source
+        && !outcome.is_error
+    {
+        let status = source
+            .status
+            .map(|s| format!("HTTP {s} · "))
+            .unwrap_or_default();
+        return cut(
+            &crate::sanitize::sanitize_line(&format!("{status}{}", source.location)),
+            SUMMARY_CHARS,
+        );
+    }
+    let first = outcome
+        .content
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    cut(&crate::sanitize::sanitize_line(first), SUMMARY_CHARS)
+}
+
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::tools::ToolCall;
+
+    #[test]
+    fn tool_turns_are_written_out_for_the_final_answer() {
+        let messages = vec![
+            Message::user("Q"),
+            Message::tool_calls(
+                "",
+                vec![ToolCall::from_text(
+                    "c1".into(),
+                    "fetch_url".into(),
+                    r#"{"url":"u"}"#,
+                )],
+            ),
+            Message::tool_results(vec![ToolResult {
+                call_id: "c1".into(),
+                content: "page".into(),
+                is_error: false,
+            }]),
+        ];
+        let flat = without_tool_turns(&messages);
+        assert_eq!(flat.len(), 3);
+        assert!(
+            flat.iter()
+                .all(|m| m.tool_calls.is_empty() && m.tool_results.is_empty())
+        );
+        assert!(
+            flat[1]
+                .content
+                .contains("[called fetch_url with {\"url\":\"u\"}]")
+        );
+        assert!(flat[2].content.contains("page"));
+        assert!(flat[2].content.contains("Answer now"));
+    }
+
+    #[test]
+    fn arguments_are_short_and_sanitised() {
+        let one = ToolCall::from_text(
+            "c".into(),
+            "t".into(),
+            r#"{"url":"https://e.org/\u001b[31m"}"#,
+        );
+        assert_eq!(short_arguments(&one), "https://e.org/");
+        let long = ToolCall::from_text(
+            "c".into(),
+            "t".into(),
+            &format!("{{\"a\":\"{}\"", "x".repeat(300)),
+        );
+        assert!(short_arguments(&long).ends_with('…'));
+    }
 }

@@ -42,6 +42,7 @@ impl CallSpec {
             temperature: self.temperature,
             structured: None,
             cache: crate::llm::CachePolicy::Use,
+            tools: Vec::new(),
         }
     }
 }

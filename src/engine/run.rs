@@ -115,6 +115,33 @@ pub enum Input {
         call: CallId,
     },
     Command(RunCommand),
+    /// Something happened in a call's tool loop (run by the executor).
+    Tool {
+        call: CallId,
+        event: ToolEvent,
+    },
+}
+
+/// What the executor reports of a call's tool loop; the run turns it into events for the
+/// attempt, if the attempt is still current.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolEvent {
+    Started {
+        call_id: String,
+        tool: String,
+        /// Already short and sanitised.
+        arguments: String,
+    },
+    Finished {
+        call_id: String,
+        ok: bool,
+        bytes: u64,
+        ms: u64,
+        summary: String,
+        source: Option<crate::protocol::Source>,
+    },
+    /// The server refused the request for its tools; the call goes on without them.
+    Unsupported { message: String },
 }
 
 /// What the executor must do.
@@ -302,8 +329,55 @@ impl Run {
             Input::Reply { call, result } => self.on_reply(call, result, now_ms, &mut out),
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
             Input::Command(command) => self.on_command(command, now_ms, &mut out),
+            Input::Tool { call, event } => self.on_tool(call, event, &mut out),
         }
         out
+    }
+
+    /// Tool calls are shown with the attempt that made them; those of a stale attempt are
+    /// dropped like its text. Only workers are offered tools.
+    fn on_tool(&mut self, call: CallId, event: ToolEvent, out: &mut Vec<Effect>) {
+        if !self.is_current(&call) {
+            return;
+        }
+        let subtask = match call.target {
+            CallTarget::Subtask(id) => id,
+            CallTarget::Planner | CallTarget::Synthesis | CallTarget::Validation(_) => return,
+        };
+        let attempt = call.attempt;
+        out.push(Effect::Emit(match event {
+            ToolEvent::Started {
+                call_id,
+                tool,
+                arguments,
+            } => EventKind::ToolCallStarted {
+                subtask,
+                attempt,
+                call_id,
+                tool,
+                arguments,
+            },
+            ToolEvent::Finished {
+                call_id,
+                ok,
+                bytes,
+                ms,
+                summary,
+                source,
+            } => EventKind::ToolCallFinished {
+                subtask,
+                attempt,
+                call_id,
+                ok,
+                bytes,
+                ms,
+                summary,
+                source,
+            },
+            ToolEvent::Unsupported { message } => EventKind::Notice {
+                message: format!("subtask `{subtask}`: {message}"),
+            },
+        }));
     }
 
     // ---- planning -------------------------------------------------------------------------

@@ -1273,6 +1273,7 @@ fn reply_with(text: &str, reasoning: &str, cut_off: bool) -> Result<Completion, 
         cut_off,
         reasoning: reasoning.into(),
         cached: false,
+        tool_calls: Vec::new(),
     })
 }
 

@@ -18,9 +18,10 @@ use crate::llm::http::{self, Auth, Exchange};
 use crate::llm::quirks;
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::structured::{self, Dialect, StructuredMode};
+use crate::llm::tools::ToolCall;
 use crate::llm::{
-    ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
-    models,
+    ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Message, ModelsFuture,
+    Provider, models,
 };
 use crate::protocol::Usage;
 
@@ -55,11 +56,7 @@ impl Anthropic {
     }
 
     fn body(&self, request: &ChatRequest) -> Value {
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| json!({ "role": m.role, "content": m.content }))
-            .collect();
+        let messages: Vec<Value> = request.messages.iter().map(wire_message).collect();
         let mut body = json!({
             "model": request.model,
             "messages": messages,
@@ -72,6 +69,17 @@ impl Anthropic {
         }
         if let Some(temperature) = request.temperature {
             body["temperature"] = json!(temperature);
+        }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({ "name": t.name, "description": t.description,
+                            "input_schema": t.parameters })
+                })
+                .collect();
+            body["tool_choice"] = json!({ "type": "auto" });
         }
         body
     }
@@ -115,6 +123,7 @@ impl Anthropic {
             stream: self.config.stream,
             idle: self.config.idle_timeout,
             adapt: Some(&adapt),
+            offers_tools: !request.tools.is_empty(),
         };
         http::call(
             exchange,
@@ -124,6 +133,41 @@ impl Anthropic {
         )
         .await
     }
+}
+
+/// One message in this protocol's shape: plain text stays a string; a tool-calling assistant
+/// turn is repeated with its `tool_use` blocks, and tool results are `tool_result` blocks of a
+/// user turn.
+fn wire_message(message: &Message) -> Value {
+    if message.tool_calls.is_empty() && message.tool_results.is_empty() {
+        return json!({ "role": message.role, "content": message.content });
+    }
+    let mut blocks = Vec::new();
+    for result in &message.tool_results {
+        let mut block = json!({ "type": "tool_result", "tool_use_id": result.call_id,
+                                "content": result.content });
+        if result.is_error {
+            block["is_error"] = json!(true);
+        }
+        blocks.push(block);
+    }
+    if !message.content.is_empty() {
+        blocks.push(json!({ "type": "text", "text": message.content }));
+    }
+    for call in &message.tool_calls {
+        // Input that did not parse is sent back as an empty object: the API takes only
+        // objects, and the tool result already told the model what was wrong.
+        let input = if call.arguments.is_object() {
+            call.arguments.clone()
+        } else {
+            json!({})
+        };
+        blocks.push(
+            json!({ "type": "tool_use", "id": call.id, "name": call.name,
+                            "input": input }),
+        );
+    }
+    json!({ "role": message.role, "content": blocks })
 }
 
 impl Provider for Anthropic {
@@ -198,6 +242,10 @@ struct StreamEvent {
     delta: Option<EventDelta>,
     /// `message_delta`.
     usage: Option<WireUsage>,
+    /// `content_block_start` / `_delta`: which block.
+    index: Option<usize>,
+    /// `content_block_start`: the block, for a `tool_use` its id and name.
+    content_block: Option<ContentBlock>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +322,8 @@ async fn read_stream(
     let mut cut_off = false;
     // The forced tool's input (structured output), streamed as the answer's text.
     let mut tool_input = String::new();
+    // Tools the model chose to call, when tools were offered rather than forced.
+    let mut uses: Vec<PendingUse> = Vec::new();
     let mut usage = UsageSoFar::default();
     while let Some(event) = events.next().await? {
         if event.event == "error" {
@@ -293,6 +343,19 @@ async fn read_stream(
             "message_start" => {
                 if let Some(reported) = parsed.message.and_then(|m| m.usage) {
                     usage.update(reported);
+                }
+            }
+            "content_block_start" => {
+                if let Some(block) = parsed.content_block
+                    && block.kind.as_deref() == Some("tool_use")
+                    && !tool
+                {
+                    uses.push(PendingUse {
+                        index: parsed.index.unwrap_or(uses.len()),
+                        id: block.id.unwrap_or_default(),
+                        name: block.name.unwrap_or_default(),
+                        input: String::new(),
+                    });
                 }
             }
             "content_block_delta" => {
@@ -317,6 +380,16 @@ async fn read_stream(
                         sink.send(&piece);
                         tool_input.push_str(&piece);
                     }
+                    (Some("input_json_delta"), _, _, Some(piece)) => {
+                        let at = parsed.index;
+                        if let Some(call) = uses
+                            .iter_mut()
+                            .rev()
+                            .find(|u| at.is_none_or(|i| i == u.index))
+                        {
+                            call.input.push_str(&piece);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -337,6 +410,7 @@ async fn read_stream(
                     cut_off,
                     reasoning,
                     cached: false,
+                    tool_calls: uses.into_iter().map(PendingUse::finish).collect(),
                 });
             }
             "error" => return Err(in_band_error(&event.data)),
@@ -364,6 +438,24 @@ struct ContentBlock {
     thinking: Option<String>,
     /// A `tool_use` block's input.
     input: Option<Value>,
+    /// A `tool_use` block's id and tool.
+    id: Option<String>,
+    name: Option<String>,
+}
+
+/// A `tool_use` block as its input arrives.
+#[derive(Debug)]
+struct PendingUse {
+    index: usize,
+    id: String,
+    name: String,
+    input: String,
+}
+
+impl PendingUse {
+    fn finish(self) -> ToolCall {
+        ToolCall::from_text(self.id, self.name, &self.input)
+    }
 }
 
 /// A whole (non-streamed) answer: the text blocks joined (or the forced tool's input, for
@@ -389,10 +481,17 @@ fn read_answer(body: &[u8], sink: &DeltaSink, tool: bool) -> Result<Completion, 
         .map(Value::to_string);
     let mut text = String::new();
     let mut reasoning = String::new();
-    for block in blocks {
+    let mut tool_calls = Vec::new();
+    for (n, block) in blocks.into_iter().enumerate() {
         match (block.kind.as_deref(), block.text, block.thinking) {
             (Some("text"), Some(piece), _) => text.push_str(&piece),
             (Some("thinking"), _, Some(piece)) => reasoning.push_str(&piece),
+            (Some("tool_use"), _, _) if !tool => tool_calls.push(ToolCall {
+                id: block.id.unwrap_or_else(|| format!("toolu_{n}")),
+                name: block.name.unwrap_or_default(),
+                arguments: block.input.unwrap_or_else(|| json!({})),
+                malformed: None,
+            }),
             _ => {}
         }
     }
@@ -411,12 +510,43 @@ fn read_answer(body: &[u8], sink: &DeltaSink, tool: bool) -> Result<Completion, 
         cut_off: is_cut_off(answer.stop_reason.as_deref()),
         reasoning,
         cached: false,
+        tool_calls,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_turns_are_tool_use_and_tool_result_blocks() {
+        use crate::llm::tools::ToolResult;
+        let call = ToolCall::from_text("toolu_1".into(), "t".into(), r#"{"a":1}"#);
+        let turn = wire_message(&Message::tool_calls("Looking.", vec![call]));
+        assert_eq!(
+            turn["content"][0],
+            json!({"type": "text", "text": "Looking."})
+        );
+        assert_eq!(
+            turn["content"][1],
+            json!({"type": "tool_use", "id": "toolu_1", "name": "t", "input": {"a": 1}})
+        );
+        let results = wire_message(&Message::tool_results(vec![ToolResult {
+            call_id: "toolu_1".into(),
+            content: "done".into(),
+            is_error: true,
+        }]));
+        assert_eq!(results["role"], "user");
+        assert_eq!(
+            results["content"],
+            json!([{"type": "tool_result", "tool_use_id": "toolu_1", "content": "done",
+                    "is_error": true}])
+        );
+        assert_eq!(
+            wire_message(&Message::user("hi")),
+            json!({"role": "user", "content": "hi"})
+        );
+    }
 
     #[test]
     fn spend_limit_429_is_not_retryable() {

@@ -7,6 +7,11 @@
 //! It recognises its own subtasks by title in later requests (it keeps the plans it made),
 //! and the files attached to a run (the `<attached_files>` block the engine puts first), which
 //! its plan and answers name so the feature can be seen; it never parses prompts beyond that.
+//!
+//! When tools are offered, the "Evidence and data" worker plays tool calls: it asks to fetch
+//! two pages, through the demo tool box ([`toolbox`]), whose `fetch_url` answers with canned
+//! text after a pause, so the tool rows and the detail pane can be seen. Both say they are
+//! simulated; nothing touches the network.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -88,13 +93,15 @@ impl Demo {
             .find(|m| m.role == MessageRole::User)
             .map(|m| m.content.as_str())
             .unwrap_or("");
+        // Tool results travel in user turns of their own; the prompt is the last real one.
         let last_user = request
             .messages
             .iter()
             .rev()
-            .find(|m| m.role == MessageRole::User)
+            .find(|m| m.role == MessageRole::User && m.tool_results.is_empty())
             .map(|m| m.content.as_str())
             .unwrap_or("");
+        let fetched = request.messages.iter().any(|m| !m.tool_results.is_empty());
         let (text, fail) = match request.role {
             CallRole::Planner => {
                 let (files, rest) = attached_in(user);
@@ -118,7 +125,13 @@ impl Demo {
                     .next()
                     .unwrap_or_else(|| first_line(last_user));
                 let query = query_in(last_user);
-                let fail = self.should_fail(&title, &query);
+                let fetches = title == FETCHING_TITLE
+                    && !fetched
+                    && request.tools.iter().any(|t| t.name == DEMO_TOOL);
+                if fetches {
+                    return Ok(self.ask_for_pages(&query, &sink).await);
+                }
+                let fail = !fetched && self.should_fail(&title, &query);
                 let mut text = worker_text(&title, &query);
                 // A re-run after the validator's FAIL fixes what it named.
                 if last_user.contains(REVISION_MARK) {
@@ -126,6 +139,12 @@ impl Demo {
                 }
                 let (files, _) = attached_in(user);
                 text.push_str(&files_note(&files));
+                if fetched {
+                    text.push_str(
+                        "\n\nThe two pages fetched above (simulated) agree on the broad \
+                         picture; see the Sources list.\n",
+                    );
+                }
                 (text, fail)
             }
             CallRole::Validator => {
@@ -199,6 +218,38 @@ impl Demo {
         }
     }
 
+    /// The first answer of the fetching worker: a line of text and two `fetch_url` calls.
+    async fn ask_for_pages(&self, query: &str, sink: &DeltaSink) -> Completion {
+        let text = "Looking for sources first (simulated tool calls).\n";
+        tokio::time::sleep(self.pace_f(8.0)).await;
+        sink.send(text);
+        let slug = topic(query)
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+        let calls = ["overview", "figures"]
+            .iter()
+            .enumerate()
+            .map(|(i, page)| {
+                crate::llm::tools::ToolCall::from_text(
+                    format!("demo_call_{}", i + 1),
+                    DEMO_TOOL.to_owned(),
+                    &serde_json::json!({ "url": format!("https://example.org/demo/{slug}/{page}") })
+                        .to_string(),
+                )
+            })
+            .collect();
+        Completion {
+            text: text.to_owned(),
+            usage: Some(Usage {
+                tokens_in: 200,
+                tokens_out: 40,
+                estimated: false,
+            }),
+            tool_calls: calls,
+            ..Default::default()
+        }
+    }
+
     /// Time for `tokens` tokens at the configured pace.
     fn pace_f(&self, tokens: f64) -> Duration {
         let tps = self.config.tokens_per_second.max(0.001);
@@ -219,6 +270,63 @@ impl Provider for Demo {
             .map(|m| (*m).to_owned())
             .collect())))
     }
+}
+
+/// The subtask whose worker plays tool calls.
+const FETCHING_TITLE: &str = "Evidence and data";
+/// The demo's one tool.
+const DEMO_TOOL: &str = "fetch_url";
+/// How long a simulated fetch takes: long enough to see the row.
+const DEMO_FETCH: Duration = Duration::from_millis(1200);
+
+/// The demo's tool box: a `fetch_url` that returns canned text after a pause, without any
+/// network, and says so.
+pub fn toolbox() -> crate::llm::tools::ToolSet {
+    use crate::llm::tools::{ToolOutcome, ToolSet, ToolSpec};
+    let mut set = ToolSet::new();
+    set.register(
+        ToolSpec {
+            name: DEMO_TOOL.to_owned(),
+            description: "Fetch a web page (demo: simulated, returns canned text, no network)."
+                .to_owned(),
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": { "url": { "type": "string", "description": "The page's URL" } },
+                "required": ["url"],
+            }),
+        },
+        "fetch",
+        std::sync::Arc::new(|args, cancel| {
+            Box::pin(async move {
+                let url = args
+                    .get("url")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                tokio::select! {
+                    _ = tokio::time::sleep(DEMO_FETCH) => {}
+                    _ = cancel.cancelled() => return ToolOutcome::error("cancelled"),
+                }
+                let content = format!(
+                    "[Simulated page from maestro's demo tool: nothing was fetched.]\n\
+                     {url}\n\nA canned page of plausible figures and a short summary, so \
+                     the worker has something to cite."
+                );
+                let source = crate::protocol::Source {
+                    kind: crate::protocol::SourceKind::Url,
+                    location: url,
+                    bytes: content.len() as u64,
+                    status: Some(200),
+                    retrieved_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                };
+                ToolOutcome::ok(content).with_source(source)
+            })
+        }),
+    );
+    set
 }
 
 /// The models the demo provider pretends to offer, sorted (`demo` is the default). It

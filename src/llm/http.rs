@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use crate::llm::sse::{self, Head, HttpFailure, SseStream};
-use crate::llm::{ApiKey, CONTEXT_LENGTH, CallError, Completion, quirks};
+use crate::llm::{ApiKey, CONTEXT_LENGTH, CallError, Completion, TOOLS_UNSUPPORTED, quirks};
 
 /// How a protocol sends its key.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +53,8 @@ pub(crate) struct Exchange<'a> {
     /// Given a failed status and the body that was sent, the body to send instead when the
     /// server refused one of its parameters (`llm::quirks`). Used at most once per call.
     pub adapt: Option<&'a Adapt<'a>>,
+    /// The body offers tools to call: a refusal that names them is `TOOLS_UNSUPPORTED`.
+    pub offers_tools: bool,
 }
 
 /// How an adapter turns a refused body into one the server takes (`llm::quirks::adapt`).
@@ -90,6 +92,7 @@ async fn perform(
         stream,
         idle,
         adapt,
+        offers_tools,
     } = exchange;
     let auth = auth_header(auth, provider)?;
     let request = |body: &serde_json::Value| {
@@ -111,13 +114,14 @@ async fn perform(
         // A refused parameter is resent at once without it, within the same attempt: the
         // server said exactly what to change, so waiting or counting a failure would be wrong.
         let Some(changed) = adapt.and_then(|adapt| adapt(&failure, &body)) else {
-            return Err(classify(failure, http_error));
+            return Err(classify(failure, http_error, offers_tools));
         };
         response = sse::send(request(&changed), &url, stream.then_some(idle)).await?;
         if !response.status().is_success() {
             return Err(classify(
                 HttpFailure::read(response, idle).await,
                 http_error,
+                offers_tools,
             ));
         }
     }
@@ -194,12 +198,22 @@ async fn fetch_body(
 }
 
 /// The adapter's classification, except that a prompt too long for the model's context window
-/// is never retried (some servers say so with a 500) and is labelled so the run can explain it.
-fn classify(failure: HttpFailure, http_error: fn(HttpFailure) -> CallError) -> CallError {
+/// is never retried (some servers say so with a 500) and is labelled so the run can explain it,
+/// and a request refused for the tools it offered is labelled so the executor can go without.
+fn classify(
+    failure: HttpFailure,
+    http_error: fn(HttpFailure) -> CallError,
+    offers_tools: bool,
+) -> CallError {
     let overflow = quirks::exceeds_context(&failure);
+    let no_tools = offers_tools && quirks::refuses_tools(&failure);
     let mut error = http_error(failure);
     if overflow {
         error.reason = CONTEXT_LENGTH.to_owned();
+        error.retryable = false;
+        error.retry_after = None;
+    } else if no_tools {
+        error.reason = TOOLS_UNSUPPORTED.to_owned();
         error.retryable = false;
         error.retry_after = None;
     }

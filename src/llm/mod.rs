@@ -16,6 +16,7 @@ pub mod quirks;
 pub mod reasoning;
 pub mod sse;
 pub mod structured;
+pub mod tools;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -94,6 +95,9 @@ pub struct ChatRequest {
     /// nothing of it; the result cache reads it.
     #[serde(default, skip_serializing_if = "CachePolicy::is_use")]
     pub cache: CachePolicy,
+    /// Tools the model may call (workers only); empty sends no tool fields at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<tools::ToolSpec>,
 }
 
 /// What the result cache may do with a request. The run decides: an attempt started by an
@@ -114,10 +118,18 @@ impl CachePolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One turn of the conversation. Besides text, an assistant turn may carry the tool calls the
+/// model made and a user turn the results of those calls (Anthropic's shape; the OpenAI
+/// adapter sends each result as a `tool` message). Both lists are left out of the JSON when
+/// empty, so a conversation without tools serialises (and is cached) as before they existed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: MessageRole,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<tools::ToolCall>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_results: Vec<tools::ToolResult>,
 }
 
 impl Message {
@@ -125,12 +137,30 @@ impl Message {
         Self {
             role: MessageRole::User,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_results: Vec::new(),
         }
     }
     pub fn assistant(content: impl Into<String>) -> Self {
         Self {
             role: MessageRole::Assistant,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_results: Vec::new(),
+        }
+    }
+    /// The model's turn that asked for tools: its text (often empty) and the calls.
+    pub fn tool_calls(content: impl Into<String>, calls: Vec<tools::ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::assistant(content)
+        }
+    }
+    /// The answers to the previous turn's tool calls.
+    pub fn tool_results(results: Vec<tools::ToolResult>) -> Self {
+        Self {
+            tool_results: results,
+            ..Self::user("")
         }
     }
 }
@@ -159,6 +189,9 @@ pub struct Completion {
     /// The answer was saved from an earlier identical call, not asked of the model: no tokens
     /// were spent on it.
     pub cached: bool,
+    /// Tools the model asked to call (`finish_reason: "tool_calls"`, `stop_reason:
+    /// "tool_use"`); `text` is whatever it said alongside them.
+    pub tool_calls: Vec<tools::ToolCall>,
 }
 
 /// Where an adapter sends text as it streams in. Dropped deltas (a receiver that went away
@@ -204,6 +237,10 @@ impl DeltaSink {
 /// The `CallError::reason` of a prompt longer than the model's context window: never retried,
 /// and the run adds what was too long and how to bound it.
 pub const CONTEXT_LENGTH: &str = "context length";
+
+/// The `CallError::reason` of a request refused because it offered tools (the server or model
+/// does not do function calling). The executor then asks again without tools, once.
+pub const TOOLS_UNSUPPORTED: &str = "tools unsupported";
 
 /// Why a call failed, classified so the engine can decide whether to try again.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -19,9 +19,10 @@ use crate::llm::quirks::{self, TokenParam};
 use crate::llm::reasoning::{Split, ThinkSplitter};
 use crate::llm::sse::{self, HttpFailure, SseStream};
 use crate::llm::structured::{self, Dialect, StructuredMode};
+use crate::llm::tools::ToolCall;
 use crate::llm::{
-    ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, ModelsFuture, Provider,
-    models,
+    ApiKey, CallError, CallFuture, ChatRequest, Completion, DeltaSink, Message, ModelsFuture,
+    Provider, models,
 };
 use crate::protocol::Usage;
 
@@ -66,12 +67,9 @@ impl OpenAi {
         if !request.system.is_empty() {
             messages.push(json!({ "role": "system", "content": request.system }));
         }
-        messages.extend(
-            request
-                .messages
-                .iter()
-                .map(|m| json!({ "role": m.role, "content": m.content })),
-        );
+        for message in &request.messages {
+            wire_messages(message, &mut messages);
+        }
         let token_param = self
             .config
             .token_param
@@ -87,6 +85,18 @@ impl OpenAi {
         }
         if self.config.stream && self.config.include_usage {
             body["stream_options"] = json!({ "include_usage": true });
+        }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({ "type": "function", "function": {
+                        "name": t.name, "description": t.description, "parameters": t.parameters,
+                    } })
+                })
+                .collect();
+            body["tool_choice"] = json!("auto");
         }
         quirks::prepare(&self.config.base_url, &mut body);
         body
@@ -130,6 +140,7 @@ impl OpenAi {
             stream: self.config.stream,
             idle: self.config.idle_timeout,
             adapt: Some(&adapt),
+            offers_tools: !request.tools.is_empty(),
         };
         http::call(
             exchange,
@@ -138,6 +149,37 @@ impl OpenAi {
             |body| read_answer(body, sink),
         )
         .await
+    }
+}
+
+/// One message in this protocol's shape: a tool-calling assistant turn keeps its calls
+/// (arguments as the text the model wrote), and each tool result is a `tool` message of its
+/// own, after any text of the turn that carried them.
+fn wire_messages(message: &Message, out: &mut Vec<Value>) {
+    if !message.tool_calls.is_empty() {
+        let calls: Vec<Value> = message
+            .tool_calls
+            .iter()
+            .map(|c| {
+                json!({ "id": c.id, "type": "function",
+                        "function": { "name": c.name, "arguments": c.arguments_text() } })
+            })
+            .collect();
+        let content = if message.content.is_empty() {
+            Value::Null
+        } else {
+            json!(message.content)
+        };
+        out.push(json!({ "role": message.role, "content": content, "tool_calls": calls }));
+        return;
+    }
+    for result in &message.tool_results {
+        out.push(
+            json!({ "role": "tool", "tool_call_id": result.call_id, "content": result.content }),
+        );
+    }
+    if message.tool_results.is_empty() || !message.content.is_empty() {
+        out.push(json!({ "role": message.role, "content": message.content }));
     }
 }
 
@@ -184,7 +226,39 @@ struct Delta {
     content: Option<String>,
     reasoning_content: Option<String>,
     reasoning: Option<String>,
+    /// Streamed: pieces of calls by `index`; whole answers: complete calls.
+    tool_calls: Option<Vec<WireToolCall>>,
 }
+
+/// A tool call or a piece of one. In a stream the `id` and name come with a call's first
+/// piece and `arguments` arrive as text in pieces; some servers send the arguments as an
+/// object instead of text, which is read too.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireToolCall {
+    index: Option<usize>,
+    id: Option<String>,
+    function: Option<WireFunction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireFunction {
+    name: Option<String>,
+    arguments: Option<Value>,
+}
+
+/// A tool call as its pieces arrive.
+#[derive(Debug, Default)]
+struct PendingCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// More tool calls than this in one answer are folded into the last: an index is the
+/// server's word, and must not size a vector.
+const MAX_TOOL_CALLS: usize = 32;
 
 /// `finish_reason: "length"`: the model stopped at the token limit.
 fn is_cut_off(finish_reason: Option<&str>) -> bool {
@@ -199,6 +273,8 @@ struct Reply {
     reasoning: String,
     splitter: ThinkSplitter,
     cut_off: bool,
+    /// Tool calls by their index in the stream.
+    calls: Vec<PendingCall>,
 }
 
 impl Reply {
@@ -213,6 +289,26 @@ impl Reply {
             let split = self.splitter.push(&content);
             self.take(split, sink);
         }
+        for (n, piece) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+            // Without an index (a whole answer, or a server that omits it) calls are in order.
+            let index = piece.index.unwrap_or(n).min(MAX_TOOL_CALLS);
+            if self.calls.len() <= index {
+                self.calls.resize_with(index + 1, PendingCall::default);
+            }
+            let call = &mut self.calls[index];
+            if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+                call.id = id;
+            }
+            let function = piece.function.unwrap_or_default();
+            if let Some(name) = function.name.filter(|n| !n.is_empty()) {
+                call.name = name;
+            }
+            match function.arguments {
+                Some(Value::String(text)) => call.arguments.push_str(&text),
+                Some(Value::Null) | None => {}
+                Some(other) => call.arguments.push_str(&other.to_string()),
+            }
+        }
     }
 
     fn take(&mut self, split: Split, sink: &DeltaSink) {
@@ -224,12 +320,27 @@ impl Reply {
     fn finish(mut self, usage: Option<Usage>, sink: &DeltaSink) -> Completion {
         let rest = self.splitter.finish();
         self.take(rest, sink);
+        let tool_calls = self
+            .calls
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| !c.name.is_empty())
+            .map(|(i, c)| {
+                let id = if c.id.is_empty() {
+                    format!("call_{i}")
+                } else {
+                    c.id
+                };
+                ToolCall::from_text(id, c.name, &c.arguments)
+            })
+            .collect();
         Completion {
             text: self.text,
             usage,
             cut_off: self.cut_off,
             reasoning: self.reasoning,
             cached: false,
+            tool_calls,
         }
     }
 }
@@ -389,6 +500,58 @@ mod tests {
             }
         }
         assert_eq!(answer, "Yes.");
+    }
+
+    #[test]
+    fn tool_calls_streamed_in_pieces_are_joined_by_index() {
+        let sink = DeltaSink::discard();
+        let mut reply = Reply::default();
+        for chunk in [
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"fetch_url","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"url\": "}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"list_dir","arguments":{"path":"."}}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"https://a.example\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ] {
+            let chunk: Chunk = serde_json::from_str(chunk).unwrap();
+            for choice in chunk.choices.unwrap() {
+                if let Some(delta) = choice.delta {
+                    reply.delta(delta, &sink);
+                }
+            }
+        }
+        let done = reply.finish(None, &sink);
+        assert_eq!(done.tool_calls.len(), 2);
+        assert_eq!(done.tool_calls[0].id, "call_a");
+        assert_eq!(done.tool_calls[0].name, "fetch_url");
+        assert_eq!(
+            done.tool_calls[0].arguments,
+            json!({"url": "https://a.example"})
+        );
+        assert_eq!(done.tool_calls[1].arguments, json!({"path": "."}));
+    }
+
+    #[test]
+    fn tool_turns_become_assistant_tool_calls_and_tool_messages() {
+        use crate::llm::tools::ToolResult;
+        let call = ToolCall::from_text("c1".into(), "t".into(), "{bad");
+        let mut out = Vec::new();
+        wire_messages(&Message::tool_calls("", vec![call]), &mut out);
+        wire_messages(
+            &Message::tool_results(vec![ToolResult {
+                call_id: "c1".into(),
+                content: "no".into(),
+                is_error: true,
+            }]),
+            &mut out,
+        );
+        assert_eq!(out[0]["content"], Value::Null);
+        assert_eq!(out[0]["tool_calls"][0]["function"]["arguments"], "{bad");
+        assert_eq!(
+            out[1],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "no"})
+        );
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

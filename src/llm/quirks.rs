@@ -98,6 +98,8 @@ struct Learnt {
     token_param: Option<TokenParam>,
     drop_temperature: bool,
     drop_stream_options: bool,
+    /// The server refused a request that offered tools: workers of this model go without.
+    no_tools: bool,
 }
 
 type Memory = Mutex<HashMap<(String, String), Learnt>>;
@@ -157,6 +159,9 @@ pub fn export() -> Vec<crate::llm::LearntFact> {
         if learnt.drop_stream_options {
             add(FACT_DROP_STREAM_OPTIONS, "true");
         }
+        if learnt.no_tools {
+            add(FACT_NO_TOOLS, "true");
+        }
     }
     facts
 }
@@ -181,6 +186,7 @@ pub fn import(facts: &[crate::llm::LearntFact]) {
             (FACT_DROP_STREAM_OPTIONS, "true") => {
                 Box::new(|l: &mut Learnt| l.drop_stream_options = true)
             }
+            (FACT_NO_TOOLS, "true") => Box::new(|l: &mut Learnt| l.no_tools = true),
             _ => continue,
         };
         remember(&fact.base_url, &fact.model, change);
@@ -190,6 +196,7 @@ pub fn import(facts: &[crate::llm::LearntFact]) {
 const FACT_TOKEN_PARAM: &str = "token_param";
 const FACT_DROP_TEMPERATURE: &str = "drop_temperature";
 const FACT_DROP_STREAM_OPTIONS: &str = "drop_stream_options";
+const FACT_NO_TOOLS: &str = "no_tools";
 
 /// Apply what was learnt for `base_url` and the body's model to `body`.
 pub(crate) fn prepare(base_url: &str, body: &mut Value) {
@@ -210,6 +217,60 @@ pub(crate) fn prepare(base_url: &str, body: &mut Value) {
     if learnt.drop_stream_options {
         object.remove("stream_options");
     }
+    // Called before Anthropic's structured-output tool is added, so only offered tools go.
+    if learnt.no_tools {
+        object.remove("tools");
+        object.remove("tool_choice");
+    }
+}
+
+/// Whether this model of `base_url` is known to refuse tools (`prepare` leaves them out).
+pub fn refuses_tools_known(base_url: &str, model: &str) -> bool {
+    learnt(base_url, model).no_tools
+}
+
+/// Words with which servers say they do not do function calling: Ollama's "does not support
+/// tools", llama.cpp's "tools param requires --jinja", vLLM's "\"auto\" tool choice requires
+/// --enable-auto-tool-choice", OpenAI-style `functions`.
+const TOOL_WORDS: [&str; 8] = [
+    "tools",
+    "tool_choice",
+    "tool choice",
+    "functions",
+    "function calling",
+    "tool calling",
+    "tool use",
+    "tool_use",
+];
+
+/// Whether `failure`, the answer to a request that offered tools, says the server or model
+/// does not take them: a 400 or 422 whose error names them. Such a request is not resent here:
+/// the executor asks again without tools and tells the user.
+pub(crate) fn refuses_tools(failure: &HttpFailure) -> bool {
+    if !matches!(failure.status, 400 | 422) || exceeds_context(failure) {
+        return false;
+    }
+    let message = failure
+        .json()
+        .as_ref()
+        .and_then(crate::llm::sse::json_message)
+        .unwrap_or_else(|| failure.body.clone())
+        .to_ascii_lowercase();
+    TOOL_WORDS
+        .iter()
+        .any(|w| first_mention(&message, w).is_some())
+}
+
+/// Remember that the model of `body` at `base_url` refuses tools; logged once.
+pub(crate) fn learn_no_tools(base_url: &str, body: &Value) {
+    let model = model_of(body);
+    if remember(base_url, &model, |l| l.no_tools = true) {
+        tracing::info!(
+            model = %model,
+            base_url = %base_url,
+            "the server does not take tools for this model: its workers go without from now on"
+        );
+    }
 }
 
 /// When `failure` says that a parameter of `body` is not supported, the body without it (or
@@ -223,6 +284,12 @@ pub(crate) fn adapt(
     swap_token_param: bool,
 ) -> Option<Value> {
     if !matches!(failure.status, 400 | 422) || exceeds_context(failure) {
+        return None;
+    }
+    // Offered tools that are refused are not resent without them here: the executor must
+    // know, to tell the user and to stop offering them.
+    if body.get("tools").is_some() && body.get("tool_choice").is_some() && refuses_tools(failure) {
+        learn_no_tools(base_url, body);
         return None;
     }
     let refused = refused_param(failure, body)?;
@@ -367,6 +434,39 @@ mod tests {
     fn openai_error(message: &str, param: Option<&str>, code: Option<&str>) -> Value {
         json!({ "error": { "message": message, "type": "invalid_request_error",
                            "param": param, "code": code } })
+    }
+
+    #[test]
+    fn a_refusal_naming_tools_is_recognised_and_remembered() {
+        let url = "http://quirks-test-tools/v1";
+        for message in [
+            "registry.ollama.ai/library/gemma:2b does not support tools",
+            "tools param requires --jinja flag",
+            "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser",
+        ] {
+            assert!(
+                refuses_tools(&failure(400, openai_error(message, None, None))),
+                "{message}"
+            );
+        }
+        assert!(!refuses_tools(&failure(
+            400,
+            openai_error("temperature is not supported", None, None)
+        )));
+        assert!(!refuses_tools(&failure(
+            500,
+            openai_error("tools broke", None, None)
+        )));
+        let mut body = json!({ "model": "m", "tools": [], "tool_choice": "auto" });
+        learn_no_tools(url, &body);
+        assert!(refuses_tools_known(url, "m"));
+        prepare(url, &mut body);
+        assert_eq!(body, json!({ "model": "m" }));
+        assert!(
+            export()
+                .iter()
+                .any(|f| f.base_url == url && f.fact == "no_tools")
+        );
     }
 
     #[test]

@@ -272,6 +272,7 @@ pub async fn probe(
         max_tokens: 20,
         temperature: None,
         cache: crate::llm::CachePolicy::Bypass,
+        tools: Vec::new(),
         structured: (wanted != Structured::Off).then(|| StructuredOutput {
             name: "check".to_owned(),
             description: "Confirm that structured output works.".to_owned(),

@@ -193,6 +193,10 @@ pub enum Command {
     /// Cancel everything and stop the engine. Answered by `RunFinished(cancelled)` for every
     /// active run; the event channel closes afterwards.
     Shutdown,
+    /// Stop the tool calls a running subtask is waiting on, without failing it: each is
+    /// answered `ToolCallFinished` (not ok) and the model is told the user cancelled it. Does
+    /// nothing when none is in flight.
+    CancelTools { id: RunId, subtask: SubtaskId },
 }
 
 /// Models one run uses instead of the engine's configured ones; `None` keeps the configured
@@ -648,6 +652,29 @@ pub enum EventKind {
         #[serde(default)]
         skipped: Vec<SkippedFile>,
     },
+    /// A worker's model asked for a tool; `arguments` is a short, sanitised rendering of what
+    /// it passed. `call_id` is the model's id of the call, unique within the attempt.
+    ToolCallStarted {
+        subtask: SubtaskId,
+        attempt: u32,
+        call_id: String,
+        tool: String,
+        arguments: String,
+    },
+    /// The tool call ended: `ok` false for an error result (which the model sees too, so
+    /// the subtask goes on), `bytes` of content handed back, `summary` one sanitised line
+    /// about the outcome, `source` what was read, when something was.
+    ToolCallFinished {
+        subtask: SubtaskId,
+        attempt: u32,
+        call_id: String,
+        ok: bool,
+        bytes: u64,
+        ms: u64,
+        summary: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<Source>,
+    },
 }
 
 impl EventKind {
@@ -666,7 +693,9 @@ impl EventKind {
             | Self::SubtaskEdited { subtask, .. }
             | Self::DirectAnswer { subtask }
             | Self::SubtaskValidating { subtask, .. }
-            | Self::SubtaskValidated { subtask, .. } => Some(subtask),
+            | Self::SubtaskValidated { subtask, .. }
+            | Self::ToolCallStarted { subtask, .. }
+            | Self::ToolCallFinished { subtask, .. } => Some(subtask),
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
             | Self::PlanningRetrying { .. }
@@ -685,4 +714,28 @@ impl EventKind {
             | Self::ContextAttached { .. } => None,
         }
     }
+}
+
+/// Where a tool's content came from: a page fetched or a file read. Protocol data because
+/// `ToolCallFinished` carries it; the reports list each subtask's sources from these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub kind: SourceKind,
+    /// The URL fetched (after redirects) or the file's path as the model named it.
+    pub location: String,
+    /// How many bytes were read.
+    pub bytes: u64,
+    /// The HTTP status of a fetch; `None` for files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// When it was read, milliseconds since the Unix epoch.
+    pub retrieved_ms: u64,
+}
+
+/// What kind of thing a [`Source`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Url,
+    File,
 }

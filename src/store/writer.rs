@@ -886,6 +886,8 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         | EventKind::PlanDrafted { .. } => {}
         // The files and their text came with the run's row (`RunMeta::context`).
         EventKind::ContextAttached { .. } => {}
+        // Not saved yet: a saved run shows its results without the tool calls behind them.
+        EventKind::ToolCallStarted { .. } | EventKind::ToolCallFinished { .. } => {}
         EventKind::SubtaskRetrying {
             subtask,
             attempt,

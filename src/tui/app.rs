@@ -78,7 +78,8 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         saving,
         context_max_bytes: config.context_max_bytes,
     };
-    let (engine, events) = Engine::spawn(provider, config.run, config.executor);
+    let tools = config.provider.toolbox();
+    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
 
     // Our own set-up instead of `ratatui::init`, whose panic hook restores the terminal when
     // any thread panics, even in a task whose panic is caught (tokio catches panics of spawned

@@ -11,7 +11,7 @@ use unicode_width::UnicodeWidthStr;
 use crate::diff::{self, LineTag};
 use crate::display::{CACHED, CUT_OFF, clock, duration, status_glyph};
 use crate::protocol::SubtaskStatus;
-use crate::report::{AttemptOutcome, PlannerOutcome, RunReport};
+use crate::report::{AttemptOutcome, PlannerOutcome, RunReport, ToolCallRecord};
 use crate::sanitize::{sanitize, sanitize_line};
 use crate::tui::keymap::{BINDINGS, KeyAction};
 use crate::tui::layout::{self, areas};
@@ -227,6 +227,20 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
     }
     validation_lines(s, theme, width, &mut out);
     reasoning_lines(model, s, width, &mut out);
+    let calls = s.history.last().map_or(&[][..], |r| r.tools.as_slice());
+    // A finished attempt lists its tool calls above the result (which is the last round's
+    // answer); a running one shows them between its streamed text, where they happened.
+    if !calls.is_empty() && s.status != SubtaskStatus::Running {
+        out.push(Line::default());
+        let rule = "── Tool calls ";
+        out.push(Line::from(Span::styled(
+            format!("{rule}{}", "─".repeat(width.saturating_sub(rule.width()))),
+            theme.dim(),
+        )));
+        for call in calls {
+            wrap_line(&tool_line(model, call), width, &mut out);
+        }
+    }
     let (label, body) = match (&s.result, s.status) {
         (Some(result), _) if s.cut_off => ("Result, cut off at the token limit", result.as_str()),
         (Some(result), _) => ("Result", result.as_str()),
@@ -245,8 +259,24 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
             format!("{rule}{}", "─".repeat(fill)),
             theme.dim(),
         )));
-        out.extend(crate::tui::markdown::render(body, width as u16));
-        if s.status == SubtaskStatus::Running && body.is_empty() {
+        if s.status == SubtaskStatus::Running && !calls.is_empty() {
+            let mut from = 0;
+            for call in calls {
+                let piece = body.get(from..call.at).unwrap_or("");
+                if !piece.trim().is_empty() {
+                    out.extend(crate::tui::markdown::render(piece, width as u16));
+                }
+                wrap_line(&tool_line(model, call), width, &mut out);
+                from = call.at.max(from);
+            }
+            out.extend(crate::tui::markdown::render(
+                body.get(from..).unwrap_or(""),
+                width as u16,
+            ));
+        } else {
+            out.extend(crate::tui::markdown::render(body, width as u16));
+        }
+        if s.status == SubtaskStatus::Running && body.is_empty() && calls.is_empty() {
             para(
                 &mut out,
                 Line::from(Span::styled("waiting for the first words…", theme.dim())),
@@ -254,6 +284,60 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
         }
     }
     out
+}
+
+/// `fetch_url example.org/page`: a tool call in a few words, for the tree row and the detail
+/// (the engine already sanitised and shortened the arguments).
+pub fn tool_label(call: &ToolCallRecord) -> String {
+    let args = call
+        .arguments
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    sanitize_line(&format!("{} {args}", call.tool)).into_owned()
+}
+
+/// One tool call: a glyph (spinner while it runs), what was called, then its time, size and
+/// outcome.
+fn tool_line(model: &Model, call: &ToolCallRecord) -> Line<'static> {
+    let theme = &model.theme;
+    let (glyph, style, tail) = match &call.finished {
+        None => (
+            crate::display::spinner_at(model.now_ms),
+            theme.status(SubtaskStatus::Running),
+            format!(
+                " · {} · running (c cancels)",
+                duration(model.now_ms.saturating_sub(call.started_ts))
+            ),
+        ),
+        Some(end) => (
+            if end.ok { "✓" } else { "✗" },
+            if end.ok {
+                theme.status(SubtaskStatus::Succeeded)
+            } else {
+                theme.error()
+            },
+            format!(
+                " · {} · {} · {}",
+                duration(end.ms),
+                size(end.bytes),
+                sanitize_line(&end.summary)
+            ),
+        ),
+    };
+    Line::from(vec![
+        Span::styled(format!("  ⚙ {glyph} "), style),
+        Span::raw(tool_label(call)),
+        Span::styled(tail, theme.dim()),
+    ])
+}
+
+/// `812 B`, `12.1 KB`, `3.4 MB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MB", bytes as f64 / 1_048_576.0),
+    }
 }
 
 /// The reasoning of the latest attempt that has some, dimmed: one line saying how long it is

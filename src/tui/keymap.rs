@@ -120,6 +120,8 @@ pub enum KeyAction {
     OpenSaved,
     ClearSearch,
     CloseHistory,
+    /// Stop the tool calls the selected subtask is waiting on; the subtask goes on.
+    CancelTools,
 }
 
 /// A key with the modifiers that matter for it.
@@ -342,6 +344,11 @@ pub const BINDINGS: &[Binding] = &[
         C::Panes,
         &[(Chord::ch('X'), A::CancelRun)],
         "cancel the whole run",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('c'), A::CancelTools)],
+        "cancel the selected subtask's tool call",
     ),
     b(
         C::Panes,

@@ -335,6 +335,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
             _ => steer_selected(model, actions, RunCommand::RetrySubtask),
         },
         KeyAction::CancelSubtask => steer_selected(model, actions, RunCommand::CancelSubtask),
+        KeyAction::CancelTools => cancel_tools(model, actions),
         KeyAction::RetryFailed => steer_run(model, actions, RunCommand::RetryFailed),
         KeyAction::CancelRun => {
             if model.current_run().is_some_and(|r| r.is_active()) {
@@ -1018,6 +1019,24 @@ fn steer_selected(
             command: command(id.clone()),
         })),
         _ => model.toast("select a subtask first (↑/↓)".into(), ToastLevel::Info),
+    }
+}
+
+/// Stop the tool calls of the selected subtask, when it is waiting on one.
+fn cancel_tools(model: &mut Model, actions: &mut Vec<Action>) {
+    let target = match &model.selected {
+        Some(Node::Subtask(run, id)) => model
+            .selected_subtask()
+            .and_then(|(_, s)| s.current_tool())
+            .map(|_| (*run, id.clone())),
+        _ => None,
+    };
+    match target {
+        Some((id, subtask)) => actions.push(Action::Send(Command::CancelTools { id, subtask })),
+        None => model.toast(
+            "the selected subtask is not waiting on a tool".into(),
+            ToastLevel::Info,
+        ),
     }
 }
 

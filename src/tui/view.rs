@@ -357,8 +357,12 @@ fn subtask_row(
     );
     let right = format!(" {right}");
     let title_w = (width as usize).saturating_sub(left.width() + right.width());
+    // While a tool call runs, the row says which, in place of the title.
+    let title_text = match s.current_tool() {
+        Some(call) => std::borrow::Cow::Owned(crate::tui::content::tool_label(call)),
+        None => sanitize_line(&s.title),
+    };
     // A result cut at the token limit says so after its title: in full where it fits.
-    let title_text = sanitize_line(&s.title);
     let mark = (s.status == SubtaskStatus::Succeeded && s.cut_off).then(|| {
         let full = format!(" {CUT_OFF}");
         if title_text.width() + full.width() <= title_w {

@@ -78,14 +78,70 @@ impl MockRequest {
         }
     }
 
-    /// The content of the last `user` message (empty when there is none).
+    /// The content of the last `user` message (empty when there is none). A user turn that
+    /// only carries tool results (Anthropic's shape) is not the prompt and is skipped.
     pub fn user(&self) -> String {
         self.raw_messages()
             .iter()
             .rev()
-            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .find(|m| !is_tool_results(m))
             .map(|m| content_text(m.get("content")))
             .unwrap_or_default()
+    }
+
+    /// The names of the tools the request offers (both protocols), in order.
+    pub fn tools(&self) -> Vec<String> {
+        self.body
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(|tools| {
+                tools
+                    .iter()
+                    .filter_map(|t| {
+                        t.pointer("/function/name")
+                            .or_else(|| t.get("name"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `(call id, content, is_error)` of every tool result the request carries: OpenAI's
+    /// `tool` messages and Anthropic's `tool_result` blocks (OpenAI has no error flag: false).
+    pub fn tool_results(&self) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        for m in self.raw_messages() {
+            let text = |key: &str| m.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+            if m.get("role").and_then(Value::as_str) == Some("tool") {
+                out.push((text("tool_call_id"), content_text(m.get("content")), false));
+            }
+            for block in m
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if block.get("type").and_then(Value::as_str) == Some("tool_result") {
+                    let id = block
+                        .get("tool_use_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let content = match block.get("content") {
+                        Some(Value::String(s)) => s.clone(),
+                        other => content_text(other),
+                    };
+                    let error = block
+                        .get("is_error")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    out.push((id.to_owned(), content, error));
+                }
+            }
+        }
+        out
     }
 
     /// `(role, content)` of every message in the body, in order (OpenAI's system message
@@ -266,6 +322,19 @@ impl MockRequest {
     }
 }
 
+/// Whether a message is a user turn of Anthropic `tool_result` blocks only.
+fn is_tool_results(message: &Value) -> bool {
+    message
+        .get("content")
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| {
+            !blocks.is_empty()
+                && blocks
+                    .iter()
+                    .all(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        })
+}
+
 /// A message content as text: a plain string, or the `text` of an array of content blocks.
 fn content_text(content: Option<&Value>) -> String {
     match content {
@@ -301,6 +370,18 @@ pub struct Reply {
     /// Anthropic: the text is the input of a `tool_use` block of this tool (streamed as
     /// `input_json_delta`s), not a text block.
     tool: Option<String>,
+    /// Calls of offered tools, after the text: `tool_calls` deltas (OpenAI) or `tool_use`
+    /// blocks (Anthropic), the arguments streamed in these pieces.
+    calls: Vec<MockToolCall>,
+}
+
+/// One scripted tool call.
+#[derive(Debug, Clone)]
+pub struct MockToolCall {
+    pub id: String,
+    pub name: String,
+    /// The argument text in the pieces it streams in; joined, it need not be valid JSON.
+    pub pieces: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -365,7 +446,33 @@ impl Reply {
             reasoning: Vec::new(),
             reasoning_field: "reasoning_content".to_owned(),
             tool: None,
+            calls: Vec::new(),
         }
+    }
+
+    /// An answer that calls tools: `(name, argument text)` each, the text streamed in three
+    /// pieces; ids are `call_N` / `toolu_N` by position. Add text before the calls with
+    /// `before_calls`.
+    pub fn calls(calls: &[(&str, &str)]) -> Self {
+        let mut reply = Self::chunks(Vec::<String>::new());
+        reply.calls = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, args))| MockToolCall {
+                id: format!("call_{}", i + 1),
+                name: (*name).to_owned(),
+                pieces: split_in(args, 3),
+            })
+            .collect();
+        reply
+    }
+
+    /// Text streamed before the tool calls of a `calls` reply.
+    pub fn before_calls(mut self, text: &str) -> Self {
+        if let Kind::Text { chunks, .. } = &mut self.kind {
+            *chunks = split_words(text, WORDS_PER_CHUNK);
+        }
+        self
     }
 
     /// Anthropic: answer with a call of tool `name` whose input is `json` (streamed in pieces
@@ -562,6 +669,13 @@ impl Reply {
         }
         self
     }
+}
+
+/// Split into `n` pieces of about equal length (on char boundaries), keeping every byte.
+fn split_in(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let size = chars.len().div_ceil(n.max(1)).max(1);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
 /// Split into pieces of `words` whitespace-separated words, keeping every byte.
@@ -1127,9 +1241,28 @@ fn openai_stream(
         }
         pieces.push_back(chunk(json!({ "content": text }), Value::Null));
     }
+    for (index, call) in reply.calls.iter().enumerate() {
+        pieces.push_back(chunk(
+            json!({ "tool_calls": [{ "index": index, "id": call.id, "type": "function",
+                                     "function": { "name": call.name, "arguments": "" } }] }),
+            Value::Null,
+        ));
+        for piece in &call.pieces {
+            pieces.push_back(chunk(
+                json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }),
+                Value::Null,
+            ));
+        }
+    }
     match ending {
         Ending::Done => {
-            let finish = if reply.cut_off { "length" } else { "stop" };
+            let finish = if reply.cut_off {
+                "length"
+            } else if !reply.calls.is_empty() {
+                "tool_calls"
+            } else {
+                "stop"
+            };
             pieces.push_back(chunk(json!({}), json!(finish)));
             let text = chunks.concat();
             if let (true, Some((i, o))) = (with_usage, usage_of(request, reply, &text)) {
@@ -1227,14 +1360,45 @@ fn anthropic_stream(
             &json!({ "type": "content_block_delta", "index": text_index, "delta": delta }),
         ));
     }
+    if !reply.calls.is_empty() {
+        pieces.push_back(sse_event(
+            "content_block_stop",
+            &json!({ "type": "content_block_stop", "index": text_index }),
+        ));
+    }
+    for (n, call) in reply.calls.iter().enumerate() {
+        let index = text_index + 1 + n;
+        let id = call.id.replace("call_", "toolu_");
+        pieces.push_back(sse_event(
+            "content_block_start",
+            &json!({ "type": "content_block_start", "index": index,
+                     "content_block": { "type": "tool_use", "id": id, "name": call.name,
+                                        "input": {} } }),
+        ));
+        for piece in &call.pieces {
+            pieces.push_back(sse_event(
+                "content_block_delta",
+                &json!({ "type": "content_block_delta", "index": index,
+                         "delta": { "type": "input_json_delta", "partial_json": piece } }),
+            ));
+        }
+        pieces.push_back(sse_event(
+            "content_block_stop",
+            &json!({ "type": "content_block_stop", "index": index }),
+        ));
+    }
     match ending {
         Ending::Done => {
-            pieces.push_back(sse_event(
-                "content_block_stop",
-                &json!({ "type": "content_block_stop", "index": text_index }),
-            ));
+            if reply.calls.is_empty() {
+                pieces.push_back(sse_event(
+                    "content_block_stop",
+                    &json!({ "type": "content_block_stop", "index": text_index }),
+                ));
+            }
             let stop = if reply.cut_off {
                 "max_tokens"
+            } else if !reply.calls.is_empty() {
+                "tool_use"
             } else {
                 "end_turn"
             };
@@ -1283,6 +1447,17 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 json["choices"][0]["message"][reply.reasoning_field.as_str()] =
                     json!(reply.reasoning.concat());
             }
+            if !reply.calls.is_empty() {
+                json["choices"][0]["message"]["tool_calls"] = reply
+                    .calls
+                    .iter()
+                    .map(|c| {
+                        json!({ "id": c.id, "type": "function",
+                                "function": { "name": c.name, "arguments": c.pieces.concat() } })
+                    })
+                    .collect();
+                json["choices"][0]["finish_reason"] = json!("tool_calls");
+            }
             if let Some((i, o)) = usage {
                 json["usage"] =
                     json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o });
@@ -1319,6 +1494,19 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                       "signature": "c2lnbmVk" },
                     { "type": "text", "text": text },
                 ]);
+            }
+            if !reply.calls.is_empty() {
+                let blocks = json["content"].as_array_mut().expect("content is an array");
+                for c in &reply.calls {
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": c.id.replace("call_", "toolu_"),
+                        "name": c.name,
+                        "input": serde_json::from_str::<Value>(&c.pieces.concat())
+                            .unwrap_or(json!({})),
+                    }));
+                }
+                json["stop_reason"] = json!("tool_use");
             }
             if let Some((i, o)) = usage {
                 json["usage"] = json!({ "input_tokens": i, "output_tokens": o });
