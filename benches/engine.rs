@@ -200,6 +200,7 @@ impl Scenario {
             stop_after_plan: false,
             max_dependency_chars: None,
             structured: maestro::llm::structured::Structured::Auto,
+            preset: Default::default(),
         }
     }
 
@@ -224,6 +225,7 @@ fn subtask(id: String, depends_on: Vec<SubtaskId>) -> PlannedSubtask {
         depends_on,
         priority: Priority::Medium,
         reuse: None,
+        role_prompt: None,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::cli::EngineArgs;
 pub use crate::cli::ProviderKind;
 use crate::defaults;
 use crate::engine::executor::ExecutorSettings;
+use crate::engine::preset::Preset;
 use crate::engine::prompt::CallSpec;
 use crate::engine::roles::{self, WorkerRole};
 use crate::engine::run::RunSettings;
@@ -25,6 +26,7 @@ use crate::llm::anthropic::AnthropicConfig;
 use crate::llm::demo::DemoConfig;
 use crate::llm::openai::OpenAiConfig;
 use crate::llm::quirks::TokenParam;
+use crate::presets::{Catalogue, PresetFileError};
 
 /// A configuration problem. Every one is a usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub enum ConfigError {
          (put the key in it, or name another variable with `api_key_env` / --api-key-env)"
     )]
     EmptyKey { provider: &'static str, var: String },
+    #[error(transparent)]
+    PresetFile(#[from] PresetFileError),
 }
 
 // ---- the file --------------------------------------------------------------------------
@@ -77,6 +81,8 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub cache: CacheSection,
+    /// The preset (team of worker roles): a name, or the path of a preset file.
+    pub preset: Option<NonEmpty>,
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -373,6 +379,11 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Where runs are saved.
     pub store: StoreConfig,
+    /// The preset the runs use (with the file's `[roles]` applied); its roles and guidance
+    /// are in `run`.
+    pub preset: Preset,
+    /// Every preset a run may use, built-in and the user's, with where each comes from.
+    pub presets: Catalogue,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -386,18 +397,30 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let (file, source) = FileConfig::load(args.config.as_deref())?;
-        let mut config = Self::merge(args, file, env)?;
+        let presets = Catalogue::load(presets_dir(args).as_deref())?;
+        let mut config = Self::merge_with(args, file, env, presets)?;
         config.source = source;
         Ok(config)
     }
 
     /// Merge flags (already combined with `MAESTRO_*` variables by clap) over the file over
-    /// the defaults.
+    /// the defaults, with the built-in presets only.
     pub fn merge(
         args: &EngineArgs,
         file: FileConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        Self::merge_with(args, file, env, Catalogue::builtin())
+    }
+
+    /// [`Config::merge`] with the presets `presets` (the user's files included).
+    pub fn merge_with(
+        args: &EngineArgs,
+        file: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        presets: Catalogue,
+    ) -> Result<Self, ConfigError> {
+        let (presets, preset) = choose_preset(args, &file, presets)?;
         let kind = args
             .provider
             .or(file.provider)
@@ -543,7 +566,6 @@ impl Config {
             temperature: limits.temperature.as_ref().map(|t| t.0),
         };
 
-        let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
         let store = StoreConfig::merge(args, &file);
         Ok(Self {
             provider,
@@ -563,7 +585,7 @@ impl Config {
                 planner: spec(pick(&args.planner_model, &m.planner)),
                 worker: spec(pick(&args.worker_model, &m.worker)),
                 synthesizer: spec(pick(&args.synth_model, &m.synthesizer)),
-                roles,
+                roles: preset.roles.clone(),
                 seed: 0x9E37_79B9_7F4A_7C15,
                 stop_after_plan: false,
                 max_dependency_chars: limits
@@ -576,15 +598,23 @@ impl Config {
                     crate::llm::structured::Structured::from_word(defaults::PLANNER_STRUCTURED)
                         .unwrap_or_default()
                 }),
+                preset: crate::engine::run::RunPreset {
+                    name: preset.name.clone(),
+                    planner_guidance: preset.planner_guidance.clone(),
+                    synthesis_guidance: preset.synthesis_guidance.clone(),
+                },
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
+                presets: presets.entries.iter().map(|e| e.preset.clone()).collect(),
                 ..ExecutorSettings::default()
             },
             bell: file.ui.bell.unwrap_or(true),
             mouse: file.ui.mouse.unwrap_or(true),
             source: None,
             store,
+            preset,
+            presets,
         })
     }
 
@@ -608,8 +638,72 @@ impl Config {
     }
 }
 
-/// Built-in roles with the file's `[roles.NAME]` tables applied: fields of a known role are
-/// replaced, a new name adds a role (it then needs a description and a system prompt).
+/// The folder user presets are read from: `presets/` beside the config file in use (named or
+/// the platform's), whether or not that file exists.
+pub fn presets_dir(args: &EngineArgs) -> Option<PathBuf> {
+    args.config
+        .clone()
+        .or_else(default_config_path)
+        .and_then(|file| crate::presets::dir_beside(&file))
+}
+
+/// The presets a command may list: the built-in ones and the user's files, without resolving
+/// anything else (no provider, no key). The second value is the preset in use.
+pub fn preset_catalogue(args: &EngineArgs) -> Result<(Catalogue, String), ConfigError> {
+    let (file, _) = FileConfig::load(args.config.as_deref())?;
+    let catalogue = Catalogue::load(presets_dir(args).as_deref())?;
+    let (catalogue, preset) = choose_preset(args, &file, catalogue)?;
+    Ok((catalogue, preset.name))
+}
+
+/// The preset `--preset` (or the file's `preset`, or the default) names, looked up in
+/// `presets` or read from the file it names (which then joins the catalogue), with the file's
+/// `[roles]` applied to every preset.
+fn choose_preset(
+    args: &EngineArgs,
+    file: &FileConfig,
+    mut presets: Catalogue,
+) -> Result<(Catalogue, Preset), ConfigError> {
+    let (wanted, from) = match (&args.preset, &file.preset) {
+        (Some(flag), _) => (flag.trim().to_owned(), "--preset"),
+        (None, Some(key)) => (key.0.trim().to_owned(), "the config file's `preset`"),
+        (None, None) => (defaults::PRESET.to_owned(), "the default preset"),
+    };
+    let name = if crate::presets::is_path(&wanted) {
+        presets.add_file(Path::new(&wanted))?
+    } else {
+        wanted
+    };
+    for entry in &mut presets.entries {
+        entry.preset.roles = merge_roles(std::mem::take(&mut entry.preset.roles), &file.roles)?;
+    }
+    // A `[roles.NAME]` that only changes fields must change a role of some preset.
+    for (role, section) in &file.roles {
+        let known = presets
+            .entries
+            .iter()
+            .any(|e| roles::find(&e.preset.roles, role).is_some());
+        if !known && (section.description.is_none() || section.system_prompt.is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "[roles.{role}] is a new worker role, so it needs both `description` and \
+                 `system_prompt`"
+            )));
+        }
+    }
+    let Some(entry) = presets.find(&name) else {
+        return Err(ConfigError::Invalid(format!(
+            "{from}: no preset named `{}`; the presets are {} (see `maestro presets`)",
+            crate::sanitize::sanitize_line(&name),
+            presets.names()
+        )));
+    };
+    let preset = entry.preset.clone();
+    Ok((presets, preset))
+}
+
+/// A preset's roles with the file's `[roles.NAME]` tables applied: fields of a role of the
+/// preset are replaced; a new name with a description and a system prompt adds a role, and
+/// one without them is left to the preset that has such a role (checked by the caller).
 fn merge_roles(
     mut roles: Vec<WorkerRole>,
     sections: &BTreeMap<String, RoleSection>,
@@ -632,17 +726,11 @@ fn merge_roles(
                 let (Some(description), Some(system_prompt)) =
                     (&section.description, &section.system_prompt)
                 else {
-                    return Err(ConfigError::Invalid(format!(
-                        "[roles.{name}] is a new worker role, so it needs both `description` and \
-                         `system_prompt`"
-                    )));
+                    continue;
                 };
-                roles.push(WorkerRole {
-                    name: name.clone(),
-                    description: description.clone(),
-                    system_prompt: system_prompt.clone(),
-                    model: section.model.as_ref().map(|m| m.0.clone()),
-                });
+                let mut role = WorkerRole::new(name, description, system_prompt);
+                role.model = section.model.as_ref().map(|m| m.0.clone());
+                roles.push(role);
             }
         }
     }

@@ -64,3 +64,6 @@ pub const FOLLOW_UP_REPORT_CHARS: usize = 8_000;
 /// The most characters of each earlier subtask's result shown to a follow-up's planner, so it
 /// can judge what to reuse (a reused result is passed on whole).
 pub const FOLLOW_UP_EXCERPT_CHARS: usize = 600;
+
+/// The preset (team of worker roles) a run uses when none is chosen.
+pub const PRESET: &str = "research";

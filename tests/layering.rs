@@ -131,6 +131,11 @@ const RULES: &[Rule] = &[
         imports: Imports::Not(&["tui", "report"]),
         no_crates: TERMINAL,
     },
+    Rule {
+        module: "presets",
+        imports: Imports::Only(&["presets", "engine", "sanitize"]),
+        no_crates: PLAIN_DATA,
+    },
 ];
 
 #[test]

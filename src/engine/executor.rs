@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::preset::{self, Preset};
 use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
 use crate::llm::{CallError, ChatRequest, Delta, DeltaSink, Provider};
 use crate::protocol::{
@@ -40,6 +41,9 @@ pub struct ExecutorSettings {
     /// Finished runs kept so commands can still reopen them; beyond this, the one that
     /// finished longest ago is dropped. 0 drops a run as soon as it finishes.
     pub keep_finished: usize,
+    /// The presets a run may be started with instead of the configured one
+    /// (`ModelOverrides::preset`, the dashboard's picker).
+    pub presets: Vec<Preset>,
 }
 
 impl Default for ExecutorSettings {
@@ -48,6 +52,7 @@ impl Default for ExecutorSettings {
             call_timeout: Duration::from_secs(crate::defaults::TIMEOUT_SECS),
             coalesce: Duration::from_millis(crate::defaults::COALESCE_MS),
             keep_finished: crate::defaults::KEEP_FINISHED_RUNS,
+            presets: Vec::new(),
         }
     }
 }
@@ -120,8 +125,20 @@ impl Engine {
     }
 }
 
-/// A run's settings with the models it was started with in place of the configured ones.
-fn with_models(mut settings: RunSettings, models: &ModelOverrides) -> RunSettings {
+/// A run's settings with the models (and the preset) it was started with in place of the
+/// configured ones. A preset that is not among `presets` leaves the configured one.
+fn with_models(
+    mut settings: RunSettings,
+    models: &ModelOverrides,
+    presets: &[Preset],
+) -> RunSettings {
+    if let Some(chosen) = models
+        .preset
+        .as_deref()
+        .and_then(|n| preset::find(presets, n))
+    {
+        settings.use_preset(chosen);
+    }
     if let Some(model) = &models.planner {
         settings.planner.model = model.clone();
     }
@@ -189,7 +206,7 @@ impl Executor {
                 models,
                 follow_up,
             } => {
-                let settings = with_models(self.settings_for(id), &models);
+                let settings = with_models(self.settings_for(id), &models, &self.executor.presets);
                 self.runs.insert(
                     id,
                     Slot {

@@ -28,6 +28,7 @@ fn settings() -> RunSettings {
         stop_after_plan: false,
         max_dependency_chars: None,
         structured: Structured::Auto,
+        preset: Default::default(),
     }
 }
 
@@ -41,6 +42,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         depends_on: deps.iter().map(|d| SubtaskId::from(*d)).collect(),
         priority: Priority::Medium,
         reuse: None,
+        role_prompt: None,
     }
 }
 

@@ -316,6 +316,7 @@ fn perform(
                     .synthesizer
                     .clone()
                     .or(template.synthesizer_model.clone()),
+                preset: models.preset.clone().or(template.preset.clone()),
                 parent,
                 ..template.clone()
             };
