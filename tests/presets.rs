@@ -416,3 +416,111 @@ async fn presets_show_prints_a_toml_that_reads_back_as_the_same_preset() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("`research`"), "{out:?}");
 }
+
+const FAST_DEMO: &str = "[demo]\ntokens_per_second = 50000\nfailure_rate = 0.0\n";
+
+fn workers_of(report: &Value) -> Vec<String> {
+    report["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .filter_map(|s| s["worker"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_plays_the_market_and_code_review_teams_and_says_it_is_simulated() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    let out = sandbox
+        .child(&[
+            "run",
+            "--no-save",
+            "-q",
+            "--format",
+            "json",
+            "--preset",
+            "market",
+            QUERY,
+        ])
+        .limit(LIMIT)
+        .run()
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = out.json();
+    assert_eq!(
+        workers_of(&report),
+        ["news", "competitor", "trend", "sentiment"]
+    );
+    let synthesis = report["synthesis"].as_str().expect("synthesis");
+    for section in [
+        "## Executive summary",
+        "## Strategic recommendations",
+        "## Risks",
+        "## Action items",
+    ] {
+        assert!(synthesis.contains(section), "{section}: {synthesis}");
+    }
+    assert!(synthesis.contains("Simulated"), "{synthesis}");
+
+    let out = sandbox
+        .child(&[
+            "run",
+            "--no-save",
+            "-q",
+            "--format",
+            "json",
+            "--preset",
+            "code-review",
+            "Review src/auth.rs",
+        ])
+        .limit(LIMIT)
+        .run()
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = out.json();
+    assert_eq!(
+        workers_of(&report),
+        ["security", "correctness", "performance", "style"]
+    );
+    let security = report["subtasks"][0]["result"].as_str().unwrap_or_default();
+    assert!(security.contains("**critical** `src/auth.rs:"), "{report}");
+    let synthesis = report["synthesis"].as_str().expect("synthesis");
+    assert!(synthesis.contains("### Critical"), "{synthesis}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_saved_run_keeps_its_preset_and_resume_uses_it() {
+    let sandbox = Sandbox::new(FAST_DEMO);
+    let db = sandbox.path("runs.db");
+    let out = sandbox
+        .child(&[
+            "run",
+            "-q",
+            "--format",
+            "json",
+            "--preset",
+            "general",
+            "Plan a move",
+        ])
+        .db(&db)
+        .limit(LIMIT)
+        .run()
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let id = out.json()["run_id"].as_str().expect("an id").to_owned();
+    let shown = sandbox
+        .child(&["show", &id, "--format", "json"])
+        .db(&db)
+        .limit(LIMIT)
+        .run()
+        .await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    assert_eq!(shown.json()["preset"], "general");
+    let resumed = sandbox
+        .child(&["resume", &id, "-q", "--format", "json"])
+        .db(&db)
+        .limit(LIMIT)
+        .run()
+        .await;
+    assert_eq!(resumed.json()["preset"], "general", "{resumed:?}");
+}
