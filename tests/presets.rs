@@ -524,3 +524,98 @@ async fn the_saved_run_keeps_its_preset_and_resume_uses_it() {
         .await;
     assert_eq!(resumed.json()["preset"], "general", "{resumed:?}");
 }
+
+/// A provider that records each call's role and system prompt and plans one `news` subtask.
+struct Recorder {
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(maestro::protocol::CallRole, String)>>>,
+}
+
+impl maestro::llm::Provider for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn complete(
+        &self,
+        request: maestro::llm::ChatRequest,
+        sink: maestro::llm::DeltaSink,
+    ) -> maestro::llm::CallFuture<'_> {
+        use maestro::protocol::CallRole;
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((request.role, request.system.clone()));
+        let text = match request.role {
+            CallRole::Planner => plan(&[("news", "N", None)]),
+            CallRole::Worker | CallRole::Synthesizer => "An answer.".to_owned(),
+        };
+        sink.send(&text);
+        Box::pin(std::future::ready(Ok(maestro::llm::Completion {
+            text,
+            ..Default::default()
+        })))
+    }
+}
+
+#[tokio::test]
+async fn a_run_started_with_a_picked_preset_uses_its_team_and_the_next_run_does_not() {
+    use maestro::protocol::{CallRole, Command, EventKind, ModelOverrides, RunId};
+    let config = maestro::config::Config::merge(
+        &maestro::cli::EngineArgs::default(),
+        maestro::config::FileConfig::default(),
+        &|_: &str| None,
+    )
+    .expect("defaults");
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let provider = std::sync::Arc::new(Recorder {
+        calls: calls.clone(),
+    });
+    let (engine, mut events) =
+        maestro::engine::executor::Engine::spawn(provider, config.run, config.executor);
+    let mut run = async |preset: Option<&str>| {
+        let id = RunId::new();
+        engine.send(Command::StartRun {
+            id,
+            query: "Q".into(),
+            plan: None,
+            models: ModelOverrides {
+                preset: preset.map(str::to_owned),
+                ..ModelOverrides::default()
+            },
+            follow_up: None,
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = events.recv().await {
+                if event.run == id && matches!(event.kind, EventKind::RunFinished { .. }) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the run ends");
+        std::mem::take(&mut *calls.lock().expect("calls"))
+    };
+    let market = preset::find(&preset::builtin(), "market")
+        .expect("market")
+        .clone();
+    let seen = run(Some("market")).await;
+    let system = |role: CallRole| {
+        seen.iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, s)| s.clone())
+            .expect("a call")
+    };
+    assert!(system(CallRole::Planner).contains("`sentiment`"));
+    assert_eq!(
+        system(CallRole::Worker),
+        market.roles[0].system_prompt.trim()
+    );
+    assert!(system(CallRole::Synthesizer).contains("Executive summary"));
+
+    let seen = run(None).await;
+    let planner = &seen
+        .iter()
+        .find(|(r, _)| *r == CallRole::Planner)
+        .expect("a planner call")
+        .1;
+    assert!(planner.contains("`critique`") && !planner.contains("`sentiment`"));
+}

@@ -69,6 +69,11 @@ pub enum Overlay {
         /// Index into the listed runs.
         cursor: usize,
     },
+    /// Picking the preset (team of worker roles) of the next run.
+    Presets {
+        /// Index into `Models::presets`.
+        cursor: usize,
+    },
 }
 
 /// The saved runs as far as the dashboard knows them (read by the app loop, off the drawing
@@ -142,6 +147,21 @@ pub struct Models {
     /// Picked in the dashboard; sent with every run started from now on.
     pub picked: ModelOverrides,
     pub list: ModelList,
+    /// The configured preset's name.
+    pub preset: String,
+    /// The presets a run may use, for the picker.
+    pub presets: Vec<PresetInfo>,
+}
+
+/// A preset as the picker lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetInfo {
+    pub name: String,
+    pub description: String,
+    /// `built-in` or the file's path.
+    pub source: String,
+    /// Role names, the default first.
+    pub roles: Vec<String>,
 }
 
 impl Models {
@@ -176,6 +196,16 @@ impl Models {
             PickRole::Worker => self.picked.worker = model,
             PickRole::Synthesizer => self.picked.synthesizer = model,
         }
+    }
+
+    /// The preset the next run uses: the picked one, else the configured one.
+    pub fn effective_preset(&self) -> &str {
+        self.picked.preset.as_deref().unwrap_or(&self.preset)
+    }
+
+    /// Pick preset `name` for the next runs; the configured one un-picks.
+    pub fn pick_preset(&mut self, name: &str) {
+        self.picked.preset = (name != self.preset).then(|| name.to_owned());
     }
 
     /// `planner a · workers b · synth c`, or the one model when all roles share it.
@@ -513,6 +543,13 @@ impl Model {
             parent = p.report.parent;
         }
         depth
+    }
+
+    /// The run started as `id` uses the preset `name`.
+    pub fn set_preset(&mut self, id: RunId, name: String) {
+        if let Some(view) = self.run_mut(id) {
+            view.report.preset = name;
+        }
     }
 
     /// The run started as `id` follows up on `parent`.
