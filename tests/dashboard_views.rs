@@ -712,6 +712,21 @@ fn a_custom_role_shows_as_custom_in_the_tree_and_its_prompt_in_the_detail() {
         text.contains("You are a tax adviser for city fleets."),
         "{text}"
     );
+    // Editing it keeps its role: `custom` is the role the pop-up starts on.
+    ch(&mut model, 'e');
+    let text = buffer_text(render(&mut model, 160, 48).backend().buffer());
+    assert!(text.contains("‹ custom ›"), "{text}");
+    let actions = key(&mut model, KeyCode::Enter);
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [maestro::tui::update::Action::Send(maestro::protocol::Command::Run {
+                command: maestro::protocol::RunCommand::EditSubtask { worker: Some(w), .. },
+                ..
+            })] if w == "custom"
+        ),
+        "{actions:?}"
+    );
     // Another subtask's detail says nothing of it.
     ch(&mut model, 'j');
     let text = buffer_text(render(&mut model, 160, 48).backend().buffer());

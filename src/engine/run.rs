@@ -1399,6 +1399,13 @@ impl Run {
         out: &mut Vec<Effect>,
     ) {
         let worker = match worker {
+            // A custom subtask keeps the role the planner wrote for it.
+            Some(name)
+                if roles::same_name(&name, roles::CUSTOM_ROLE)
+                    && plan::custom_role_prompt(&self.tasks[i].spec).is_some() =>
+            {
+                Some(roles::CUSTOM_ROLE.to_owned())
+            }
             Some(name) => match roles::find(&self.settings.roles, &name) {
                 Some(role) => Some(role.name.clone()),
                 None => {

@@ -545,6 +545,30 @@ impl Model {
         depth
     }
 
+    /// The roles the edit pop-up offers for a subtask of run `run`: its preset's (those of the
+    /// configured one when it is not known), with `custom` first for a subtask whose role the
+    /// planner wrote, so editing its description keeps it.
+    pub fn edit_roles(&self, run: RunId, subtask: &SubtaskId) -> Vec<String> {
+        let mut roles = self
+            .run(run)
+            .and_then(|v| {
+                self.models
+                    .presets
+                    .iter()
+                    .find(|p| !v.report.preset.is_empty() && p.name == v.report.preset)
+            })
+            .map_or_else(|| self.info.roles.clone(), |p| p.roles.clone());
+        let custom = self
+            .run(run)
+            .and_then(|v| v.report.plan.as_ref())
+            .and_then(|p| p.subtasks.iter().find(|t| &t.id == subtask))
+            .is_some_and(|t| t.role_prompt.is_some() && t.worker == "custom");
+        if custom {
+            roles.insert(0, "custom".to_owned());
+        }
+        roles
+    }
+
     /// The run started as `id` uses the preset `name`.
     pub fn set_preset(&mut self, id: RunId, name: String) {
         if let Some(view) = self.run_mut(id) {

@@ -921,7 +921,7 @@ fn save_edit(model: &mut Model, actions: &mut Vec<Action>) {
     let command = RunCommand::EditSubtask {
         id: subtask.clone(),
         description: Some(description),
-        worker: model.info.roles.get(*role).cloned(),
+        worker: model.edit_roles(run, subtask).get(*role).cloned(),
     };
     model.overlay = None;
     if model.run(run).is_some_and(|v| v.saved.is_some()) {
@@ -932,7 +932,10 @@ fn save_edit(model: &mut Model, actions: &mut Vec<Action>) {
 }
 
 fn cycle_role(model: &mut Model, step: isize) {
-    let count = model.info.roles.len() as isize;
+    let count = match &model.overlay {
+        Some(Overlay::Edit { run, subtask, .. }) => model.edit_roles(*run, subtask).len() as isize,
+        _ => 0,
+    };
     if let (Some(Overlay::Edit { role, .. }), true) = (&mut model.overlay, count > 0) {
         *role = (*role as isize + step).rem_euclid(count) as usize;
     }
@@ -1017,8 +1020,7 @@ fn open_editor(model: &mut Model) {
     text.move_cursor(CursorMove::End);
     text.set_cursor_line_style(ratatui::style::Style::new());
     let role = model
-        .info
-        .roles
+        .edit_roles(run, &subtask.id)
         .iter()
         .position(|r| r.eq_ignore_ascii_case(&subtask.worker))
         .unwrap_or(0);

@@ -629,10 +629,10 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
 
 fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
     let Some(Overlay::Edit {
+        run,
         subtask,
         text,
         role,
-        ..
     }) = &model.overlay
     else {
         return;
@@ -663,12 +663,8 @@ fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
         Constraint::Min(1),
     ])
     .areas(inside);
-    let role_name = model
-        .info
-        .roles
-        .get(*role)
-        .map(String::as_str)
-        .unwrap_or("—");
+    let roles = model.edit_roles(*run, subtask);
+    let role_name = roles.get(*role).map(String::as_str).unwrap_or("—");
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled("Role: ", model.theme.dim()),
