@@ -155,6 +155,9 @@ pub struct RoleSection {
     pub description: Option<String>,
     pub system_prompt: Option<String>,
     pub model: Option<NonEmpty>,
+    pub temperature: Option<Temperature>,
+    pub max_tokens: Option<Positive>,
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -721,6 +724,7 @@ fn merge_roles(
                 if let Some(m) = &section.model {
                     role.model = Some(m.0.clone());
                 }
+                apply_sampling(role, section);
             }
             None => {
                 let (Some(description), Some(system_prompt)) =
@@ -730,11 +734,25 @@ fn merge_roles(
                 };
                 let mut role = WorkerRole::new(name, description, system_prompt);
                 role.model = section.model.as_ref().map(|m| m.0.clone());
+                apply_sampling(&mut role, section);
                 roles.push(role);
             }
         }
     }
     Ok(roles)
+}
+
+/// A `[roles.NAME]` table's temperature, token limit and tools, where it sets them.
+fn apply_sampling(role: &mut WorkerRole, section: &RoleSection) {
+    if let Some(t) = &section.temperature {
+        role.temperature = Some(t.0);
+    }
+    if let Some(m) = &section.max_tokens {
+        role.max_tokens = Some(u32::try_from(m.0).unwrap_or(u32::MAX));
+    }
+    if let Some(tools) = &section.tools {
+        role.tools.clone_from(tools);
+    }
 }
 
 #[cfg(test)]
@@ -889,6 +907,22 @@ mod tests {
         assert!(config.run.roles.iter().any(|r| r.name == "legal"));
         let research = roles::find(&config.run.roles, "research").expect("built in");
         assert_eq!(research.model.as_deref(), Some("big"));
+        let file = parse(
+            "preset = \"market\"\n[roles.news]\ntemperature = 0.3\nmax_tokens = 900\n\
+             tools = [\"fetch_url\"]\n[roles.research]\nmodel = \"big\"\n",
+        )
+        .expect("parses");
+        let config = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
+        let news = roles::find(&config.run.roles, "news").expect("a market role");
+        assert_eq!(
+            (news.temperature, news.max_tokens, news.tools.clone()),
+            (Some(0.3), Some(900), vec!["fetch_url".to_owned()])
+        );
+        assert_eq!(config.run.preset.name, "market");
+        assert!(
+            roles::find(&config.run.roles, "research").is_none(),
+            "a table that only changes a role another preset has adds nothing"
+        );
         assert!(!research.system_prompt.is_empty(), "other fields kept");
     }
 
