@@ -204,6 +204,7 @@ impl Scenario {
             direct: true,
             validate: false,
             validator: spec(WORKER_MODEL),
+            preset: Default::default(),
         }
     }
 
@@ -228,6 +229,7 @@ fn subtask(id: String, depends_on: Vec<SubtaskId>) -> PlannedSubtask {
         depends_on,
         priority: Priority::Medium,
         reuse: None,
+        role_prompt: None,
     }
 }
 

@@ -141,6 +141,7 @@ fn big_model() -> (Model, RunId) {
             },
             priority: Priority::Medium,
             reuse: None,
+            role_prompt: None,
         })
         .collect();
     let plan = Plan {

@@ -94,6 +94,30 @@ pub enum CommandLine {
     Diff(DiffArgs),
     /// The result cache of worker answers: `clear` deletes them, `stats` counts them.
     Cache(CacheArgs),
+    /// List the presets (teams of worker roles) with their roles and where each comes from;
+    /// `show NAME` prints one as TOML, a starting point for a preset of your own.
+    ///
+    /// Your presets are `*.toml` files in the `presets` folder beside the config file; one with
+    /// a built-in preset's name replaces it.
+    Presets(PresetsArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PresetsArgs {
+    #[command(subcommand)]
+    pub action: Option<PresetsAction>,
+    /// Print one JSON object instead of a list
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PresetsAction {
+    /// Print a preset's TOML
+    Show {
+        /// The preset's name
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -345,6 +369,12 @@ pub struct EngineArgs {
               defaults::TOOLS_ENABLED,
           ))]
     pub tools: Option<String>,
+    #[arg(long, env = "MAESTRO_PRESET", value_name = "NAME|PATH", global = true,
+          help = with_default(
+              "The team of worker roles: a preset's name (see `maestro presets`) or a preset file",
+              defaults::PRESET,
+          ))]
+    pub preset: Option<String>,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

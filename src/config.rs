@@ -17,6 +17,7 @@ use crate::cli::EngineArgs;
 pub use crate::cli::ProviderKind;
 use crate::defaults;
 use crate::engine::executor::ExecutorSettings;
+use crate::engine::preset::Preset;
 use crate::engine::prompt::CallSpec;
 use crate::engine::roles::{self, WorkerRole};
 use crate::engine::run::RunSettings;
@@ -25,6 +26,7 @@ use crate::llm::anthropic::AnthropicConfig;
 use crate::llm::demo::DemoConfig;
 use crate::llm::openai::OpenAiConfig;
 use crate::llm::quirks::TokenParam;
+use crate::presets::{Catalogue, PresetFileError};
 
 /// A configuration problem. Every one is a usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub enum ConfigError {
          (put the key in it, or name another variable with `api_key_env` / --api-key-env)"
     )]
     EmptyKey { provider: &'static str, var: String },
+    #[error(transparent)]
+    PresetFile(#[from] PresetFileError),
 }
 
 // ---- the file --------------------------------------------------------------------------
@@ -83,6 +87,8 @@ pub struct FileConfig {
     pub context: ContextSection,
     #[serde(default)]
     pub tools: ToolsSection,
+    /// The preset (team of worker roles): a name, or the path of a preset file.
+    pub preset: Option<NonEmpty>,
 }
 
 /// `[validation]`: the quality gate after each subtask.
@@ -182,6 +188,9 @@ pub struct RoleSection {
     pub description: Option<String>,
     pub system_prompt: Option<String>,
     pub model: Option<NonEmpty>,
+    pub temperature: Option<Temperature>,
+    pub max_tokens: Option<Positive>,
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -417,6 +426,11 @@ pub struct Config {
     pub store: StoreConfig,
     /// The most bytes of text the files attached to one run may have (`[context] max_bytes`).
     pub context_max_bytes: u64,
+    /// The preset the runs use (with the file's `[roles]` applied); its roles and guidance
+    /// are in `run`.
+    pub preset: Preset,
+    /// Every preset a run may use, built-in and the user's, with where each comes from.
+    pub presets: Catalogue,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -430,18 +444,30 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let (file, source) = FileConfig::load(args.config.as_deref())?;
-        let mut config = Self::merge(args, file, env)?;
+        let presets = Catalogue::load(presets_dir(args).as_deref())?;
+        let mut config = Self::merge_with(args, file, env, presets)?;
         config.source = source;
         Ok(config)
     }
 
     /// Merge flags (already combined with `MAESTRO_*` variables by clap) over the file over
-    /// the defaults.
+    /// the defaults, with the built-in presets only.
     pub fn merge(
         args: &EngineArgs,
         file: FileConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        Self::merge_with(args, file, env, Catalogue::builtin())
+    }
+
+    /// [`Config::merge`] with the presets `presets` (the user's files included).
+    pub fn merge_with(
+        args: &EngineArgs,
+        file: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        presets: Catalogue,
+    ) -> Result<Self, ConfigError> {
+        let (presets, preset) = choose_preset(args, &file, presets)?;
         let kind = args
             .provider
             .or(file.provider)
@@ -590,6 +616,13 @@ impl Config {
         let worker = spec(pick(&args.worker_model, &m.worker));
         // `--model` names every role, so it beats the file's validator model; with neither,
         // the validator is the workers' model.
+        // `--validate` turns it on; the file's `enabled` is the person's choice either way;
+        // otherwise the preset decides (on in `general`).
+        let validate_setting = if args.validate {
+            Some(true)
+        } else {
+            file.validation.enabled
+        };
         let validator = spec(
             args.validator_model
                 .clone()
@@ -597,7 +630,6 @@ impl Config {
                 .or(file.validation.model.as_ref().map(|v| v.0.clone()))
                 .unwrap_or_else(|| worker.model.clone()),
         );
-        let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
         let store = StoreConfig::merge(args, &file);
         Ok(Self {
             provider,
@@ -617,7 +649,7 @@ impl Config {
                 planner: spec(pick(&args.planner_model, &m.planner)),
                 worker,
                 synthesizer: spec(pick(&args.synth_model, &m.synthesizer)),
-                roles,
+                roles: preset.roles.clone(),
                 seed: 0x9E37_79B9_7F4A_7C15,
                 stop_after_plan: false,
                 max_dependency_chars: limits
@@ -631,11 +663,18 @@ impl Config {
                         .unwrap_or_default()
                 }),
                 direct: !args.no_direct && file.planner.direct.unwrap_or(defaults::DIRECT),
-                validate: args.validate || file.validation.enabled.unwrap_or(defaults::VALIDATE),
+                validate: validate_setting.unwrap_or(preset.validate || defaults::VALIDATE),
                 validator,
+                preset: crate::engine::run::RunPreset {
+                    name: preset.name.clone(),
+                    planner_guidance: preset.planner_guidance.clone(),
+                    synthesis_guidance: preset.synthesis_guidance.clone(),
+                },
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
+                presets: presets.entries.iter().map(|e| e.preset.clone()).collect(),
+                validate: validate_setting,
                 max_tool_rounds: file.tools.max_rounds.unwrap_or(defaults::TOOL_MAX_ROUNDS),
                 tools: args
                     .tools
@@ -658,6 +697,8 @@ impl Config {
                 .max_bytes
                 .as_ref()
                 .map_or(defaults::CONTEXT_MAX_BYTES, |v| v.0),
+            preset,
+            presets,
         })
     }
 
@@ -681,8 +722,72 @@ impl Config {
     }
 }
 
-/// Built-in roles with the file's `[roles.NAME]` tables applied: fields of a known role are
-/// replaced, a new name adds a role (it then needs a description and a system prompt).
+/// The folder user presets are read from: `presets/` beside the config file in use (named or
+/// the platform's), whether or not that file exists.
+pub fn presets_dir(args: &EngineArgs) -> Option<PathBuf> {
+    args.config
+        .clone()
+        .or_else(default_config_path)
+        .and_then(|file| crate::presets::dir_beside(&file))
+}
+
+/// The presets a command may list: the built-in ones and the user's files, without resolving
+/// anything else (no provider, no key). The second value is the preset in use.
+pub fn preset_catalogue(args: &EngineArgs) -> Result<(Catalogue, String), ConfigError> {
+    let (file, _) = FileConfig::load(args.config.as_deref())?;
+    let catalogue = Catalogue::load(presets_dir(args).as_deref())?;
+    let (catalogue, preset) = choose_preset(args, &file, catalogue)?;
+    Ok((catalogue, preset.name))
+}
+
+/// The preset `--preset` (or the file's `preset`, or the default) names, looked up in
+/// `presets` or read from the file it names (which then joins the catalogue), with the file's
+/// `[roles]` applied to every preset.
+fn choose_preset(
+    args: &EngineArgs,
+    file: &FileConfig,
+    mut presets: Catalogue,
+) -> Result<(Catalogue, Preset), ConfigError> {
+    let (wanted, from) = match (&args.preset, &file.preset) {
+        (Some(flag), _) => (flag.trim().to_owned(), "--preset"),
+        (None, Some(key)) => (key.0.trim().to_owned(), "the config file's `preset`"),
+        (None, None) => (defaults::PRESET.to_owned(), "the default preset"),
+    };
+    let name = if crate::presets::is_path(&wanted) {
+        presets.add_file(Path::new(&wanted))?
+    } else {
+        wanted
+    };
+    for entry in &mut presets.entries {
+        entry.preset.roles = merge_roles(std::mem::take(&mut entry.preset.roles), &file.roles)?;
+    }
+    // A `[roles.NAME]` that only changes fields must change a role of some preset.
+    for (role, section) in &file.roles {
+        let known = presets
+            .entries
+            .iter()
+            .any(|e| roles::find(&e.preset.roles, role).is_some());
+        if !known && (section.description.is_none() || section.system_prompt.is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "[roles.{role}] is a new worker role, so it needs both `description` and \
+                 `system_prompt`"
+            )));
+        }
+    }
+    let Some(entry) = presets.find(&name) else {
+        return Err(ConfigError::Invalid(format!(
+            "{from}: no preset named `{}`; the presets are {} (see `maestro presets`)",
+            crate::sanitize::sanitize_line(&name),
+            presets.names()
+        )));
+    };
+    let preset = entry.preset.clone();
+    Ok((presets, preset))
+}
+
+/// A preset's roles with the file's `[roles.NAME]` tables applied: fields of a role of the
+/// preset are replaced; a new name with a description and a system prompt adds a role, and
+/// one without them is left to the preset that has such a role (checked by the caller).
 fn merge_roles(
     mut roles: Vec<WorkerRole>,
     sections: &BTreeMap<String, RoleSection>,
@@ -700,26 +805,35 @@ fn merge_roles(
                 if let Some(m) = &section.model {
                     role.model = Some(m.0.clone());
                 }
+                apply_sampling(role, section);
             }
             None => {
                 let (Some(description), Some(system_prompt)) =
                     (&section.description, &section.system_prompt)
                 else {
-                    return Err(ConfigError::Invalid(format!(
-                        "[roles.{name}] is a new worker role, so it needs both `description` and \
-                         `system_prompt`"
-                    )));
+                    continue;
                 };
-                roles.push(WorkerRole {
-                    name: name.clone(),
-                    description: description.clone(),
-                    system_prompt: system_prompt.clone(),
-                    model: section.model.as_ref().map(|m| m.0.clone()),
-                });
+                let mut role = WorkerRole::new(name, description, system_prompt);
+                role.model = section.model.as_ref().map(|m| m.0.clone());
+                apply_sampling(&mut role, section);
+                roles.push(role);
             }
         }
     }
     Ok(roles)
+}
+
+/// A `[roles.NAME]` table's temperature, token limit and tools, where it sets them.
+fn apply_sampling(role: &mut WorkerRole, section: &RoleSection) {
+    if let Some(t) = &section.temperature {
+        role.temperature = Some(t.0);
+    }
+    if let Some(m) = &section.max_tokens {
+        role.max_tokens = Some(u32::try_from(m.0).unwrap_or(u32::MAX));
+    }
+    if let Some(tools) = &section.tools {
+        role.tools.clone_from(tools);
+    }
 }
 
 #[cfg(test)]
@@ -823,6 +937,31 @@ mod tests {
     }
 
     #[test]
+    fn validation_follows_the_preset_unless_the_person_set_it() {
+        let general = EngineArgs {
+            preset: Some("general".into()),
+            ..EngineArgs::default()
+        };
+        let research =
+            Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
+        assert!(!research.run.validate, "off in research");
+        assert_eq!(research.executor.validate, None);
+        let on = Config::merge(&general, FileConfig::default(), &no_env).expect("valid");
+        assert!(on.run.validate, "on by default in general");
+        let off = parse("[validation]\nenabled = false\n").expect("valid");
+        let off = Config::merge(&general, off, &no_env).expect("valid");
+        assert!(!off.run.validate, "the file's choice beats the preset's");
+        assert_eq!(off.executor.validate, Some(false));
+        let flag = EngineArgs {
+            validate: true,
+            ..EngineArgs::default()
+        };
+        let flag = Config::merge(&flag, FileConfig::default(), &no_env).expect("valid");
+        assert!(flag.run.validate);
+        assert_eq!(flag.executor.validate, Some(true));
+    }
+
+    #[test]
     fn flags_beat_the_file_which_beats_the_defaults() {
         let file = parse("[limits]\nconcurrency = 3\nretries = 5\n").expect("valid");
         let args = EngineArgs {
@@ -903,6 +1042,22 @@ mod tests {
         assert!(config.run.roles.iter().any(|r| r.name == "legal"));
         let research = roles::find(&config.run.roles, "research").expect("built in");
         assert_eq!(research.model.as_deref(), Some("big"));
+        let file = parse(
+            "preset = \"market\"\n[roles.news]\ntemperature = 0.3\nmax_tokens = 900\n\
+             tools = [\"fetch_url\"]\n[roles.research]\nmodel = \"big\"\n",
+        )
+        .expect("parses");
+        let config = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
+        let news = roles::find(&config.run.roles, "news").expect("a market role");
+        assert_eq!(
+            (news.temperature, news.max_tokens, news.tools.clone()),
+            (Some(0.3), Some(900), vec!["fetch_url".to_owned()])
+        );
+        assert_eq!(config.run.preset.name, "market");
+        assert!(
+            roles::find(&config.run.roles, "research").is_none(),
+            "a table that only changes a role another preset has adds nothing"
+        );
         assert!(!research.system_prompt.is_empty(), "other fields kept");
     }
 

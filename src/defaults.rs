@@ -80,3 +80,5 @@ pub const VALIDATE: bool = false;
 pub const TOOL_MAX_ROUNDS: u32 = 6;
 /// `[tools] enabled` / `--tools`: which tools workers get (`none`, `fetch`, `files`, `all`).
 pub const TOOLS_ENABLED: &str = "all";
+/// The preset (team of worker roles) a run uses when none is chosen.
+pub const PRESET: &str = "research";

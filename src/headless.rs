@@ -256,6 +256,7 @@ pub async fn run(
         ));
     }
     let describe = config.describe();
+    let preset = config.run.preset.name.clone();
     let tools = config.provider.toolbox();
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     engine.send(Command::StartRun {
@@ -270,6 +271,7 @@ pub async fn run(
         format: args.format,
         quiet: args.quiet,
         parent,
+        preset,
     };
     drive(
         engine,
@@ -312,6 +314,7 @@ pub async fn resume(
         ));
     }
     let describe = config.describe();
+    let preset = config.run.preset.name.clone();
     let tools = config.provider.toolbox();
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     match history::resume_input(saved, parent) {
@@ -332,6 +335,7 @@ pub async fn resume(
         format: args.format,
         quiet: args.quiet,
         parent: saved.summary.parent,
+        preset,
     };
     drive(
         engine,
@@ -363,6 +367,8 @@ struct Output {
     quiet: bool,
     /// The run this one follows up on, for the report.
     parent: Option<RunId>,
+    /// The preset the run uses, for the report.
+    preset: String,
 }
 
 /// Follow one run to its end: progress, events file, store, signals, then the report.
@@ -385,6 +391,7 @@ async fn drive(
     );
     let mut report = RunReport::default();
     report.parent = args.parent;
+    report.preset = args.preset;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;
@@ -1097,6 +1104,7 @@ mod validation_tests {
                     depends_on: vec![],
                     priority: Priority::Medium,
                     reuse: None,
+                    role_prompt: None,
                 }],
                 synthesis_guidance: String::new(),
                 complexity: None,

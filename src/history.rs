@@ -347,7 +347,7 @@ pub fn run_meta(
         planner_model: Some(config.run.planner.model.clone()),
         worker_model: Some(config.run.worker.model.clone()),
         synthesizer_model: Some(config.run.synthesizer.model.clone()),
-        preset: None,
+        preset: Some(config.run.preset.name.clone()).filter(|n| !n.is_empty()),
         settings,
         parent,
         started_ms: now_ms(),
@@ -423,6 +423,7 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
     let started = saved.summary.started_ms;
     let mut report = RunReport::default();
     report.parent = saved.summary.parent;
+    report.preset = saved.preset.clone().unwrap_or_default();
     report.apply(&event(
         started,
         EventKind::RunStarted {

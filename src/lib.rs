@@ -6,8 +6,8 @@
 //! - [`protocol`]: the contract between the engine and front ends: `Command`s in, `Event`s
 //!   out, each tagged with run id, subtask id and attempt.
 //! - [`engine`]: `run` is a pure state machine (input → effects) holding every decision;
-//!   `executor` performs the effects (provider calls, timers, cancellation); `plan`, `prompt`
-//!   and `roles` are its pure helpers.
+//!   `executor` performs the effects (provider calls, timers, cancellation); `plan`, `prompt`,
+//!   `roles` and `preset` (teams of roles) are its pure helpers.
 //! - [`llm`]: provider-neutral requests and classified errors; adapters for OpenAI-compatible
 //!   servers and Anthropic (SSE streaming), and the offline demo provider.
 //! - [`config`]: TOML file + environment + flags, checked with errors naming file and line;
@@ -25,6 +25,7 @@
 //!   `RunReport`, what a resume starts from; `maestro history`, `show`, `rm`, `gc`.
 //! - [`export`]: `maestro export`, a saved run's full report; [`compare`]: `maestro diff`;
 //!   [`diff`]: comparing two runs as data (plans, outcomes, a line diff of the reports).
+//! - [`presets`]: the presets a run may use (built in, the user's files) and `maestro presets`.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
@@ -50,6 +51,7 @@ pub mod export;
 pub mod headless;
 pub mod history;
 pub mod llm;
+pub mod presets;
 pub mod protocol;
 pub mod report;
 pub mod sanitize;

@@ -50,6 +50,10 @@ async fn dispatch(cli: Cli) -> i32 {
     if let Some(CommandLine::Doctor) = cli.command {
         return maestro::doctor::doctor(&cli.engine).await;
     }
+    // Presets need only the config file and the presets folder, never a provider or its key.
+    if let Some(CommandLine::Presets(args)) = &cli.command {
+        return presets(&cli.engine, args);
+    }
     // Saved runs: these need only the database, never a provider or its key.
     if let Some(code) = saved_runs(&cli) {
         return code;
@@ -137,7 +141,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::Gc(_))
         | Some(CommandLine::Export(_))
         | Some(CommandLine::Diff(_))
-        | Some(CommandLine::Cache(_)) => return exit::USAGE,
+        | Some(CommandLine::Cache(_))
+        | Some(CommandLine::Presets(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -165,7 +170,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
         | CommandLine::Models(_)
-        | CommandLine::Doctor => return None,
+        | CommandLine::Doctor
+        | CommandLine::Presets(_) => return None,
     }
     let store = match StoreConfig::resolve(&cli.engine) {
         Ok(s) => s,
@@ -189,7 +195,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
         | CommandLine::Models(_)
-        | CommandLine::Doctor => return None,
+        | CommandLine::Doctor
+        | CommandLine::Presets(_) => return None,
     };
     Some(match result {
         Ok(()) => exit::OK,
@@ -202,6 +209,41 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
             }
         }
     })
+}
+
+/// `maestro presets` and `maestro presets show NAME`.
+fn presets(engine: &maestro::cli::EngineArgs, args: &maestro::cli::PresetsArgs) -> i32 {
+    use maestro::presets::{self, ShowError};
+    let (catalogue, in_use) = match maestro::config::preset_catalogue(engine) {
+        Ok(found) => found,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return exit::USAGE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match &args.action {
+        None => match presets::list(&catalogue, &in_use, args.json, &mut stdout) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                say(&format!("maestro: cannot write the list: {e}"));
+                exit::OUTPUT
+            }
+        },
+        Some(maestro::cli::PresetsAction::Show { name }) => {
+            match presets::show(&catalogue, name, &mut stdout) {
+                Ok(()) => exit::OK,
+                Err(e @ ShowError::Unknown(_)) => {
+                    say(&format!("maestro: {e}"));
+                    exit::USAGE
+                }
+                Err(e @ ShowError::Output(_)) => {
+                    say(&format!("maestro: {e}"));
+                    exit::OUTPUT
+                }
+            }
+        }
+    }
 }
 
 /// `maestro resume`: the saved run, its settings under the flags, then the run.
@@ -238,7 +280,11 @@ async fn resume(cli: &Cli, args: &maestro::cli::ResumeArgs) -> i32 {
     }
     let settings: history::SavedSettings =
         serde_json::from_value(saved.settings.clone()).unwrap_or_default();
-    let engine_args = settings.under(&cli.engine);
+    let mut engine_args = settings.under(&cli.engine);
+    // The saved run's preset, unless the command line names one.
+    if engine_args.preset.is_none() {
+        engine_args.preset = saved.preset.clone();
+    }
     let config = match Config::resolve(&engine_args, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {

@@ -230,6 +230,9 @@ pub struct RunReport {
     /// the run sets it.
     pub parent: Option<RunId>,
     pub query: String,
+    /// The preset (team of worker roles) the run used; empty when unknown. No event carries
+    /// it: whoever starts or loads the run sets it.
+    pub preset: String,
     pub started_ts: Option<u64>,
     pub planning_model: Option<String>,
     /// Every planner call, oldest first.
@@ -795,6 +798,9 @@ pub struct JsonReport<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<RunId>,
     pub query: &'a str,
+    /// The preset (team of worker roles) the run used; absent when unknown.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub preset: &'a str,
     pub status: Option<RunStatus>,
     pub error: Option<&'a str>,
     pub plan: Option<&'a Plan>,
@@ -851,6 +857,7 @@ impl RunReport {
             run_id: self.id,
             parent: self.parent,
             query: &self.query,
+            preset: &self.preset,
             status: self.status,
             error: self.error.as_deref(),
             plan: self.plan.as_ref(),
@@ -941,6 +948,9 @@ impl RunReport {
             return out;
         }
         let _ = writeln!(out, "---\n\n## Subtasks\n");
+        if !self.preset.is_empty() {
+            let _ = writeln!(out, "Preset: {}\n", cell(&self.preset));
+        }
         let _ = writeln!(
             out,
             "| id | title | role | status | time | tokens in/out | attempts |"
@@ -1092,6 +1102,7 @@ mod tests {
                 depends_on: vec![],
                 priority: Priority::Medium,
                 reuse: None,
+                role_prompt: None,
             }],
             synthesis_guidance: String::new(),
             complexity: None,

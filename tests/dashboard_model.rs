@@ -49,6 +49,23 @@ fn ask(model: &mut Model, text: &str) -> RunId {
 }
 
 /// The every-state run with the tree focused and `costs` (failed) selected.
+/// Three presets, `research` configured.
+fn with_presets(model: &mut Model) {
+    use maestro::tui::model::PresetInfo;
+    let preset = |name: &str, roles: &[&str]| PresetInfo {
+        name: name.to_owned(),
+        description: format!("The {name} team."),
+        source: "built-in".to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    model.models.preset = "research".to_owned();
+    model.models.presets = vec![
+        preset("research", &["analysis", "research"]),
+        preset("market", &["news", "sentiment"]),
+        preset("code-review", &["security", "style"]),
+    ];
+}
+
 fn failed_costs_selected() -> Model {
     let mut model = model(false, (160, 48));
     send_all(&mut model, every_state_events(run_id(1)));
@@ -985,6 +1002,9 @@ fn state(model: &Model) -> String {
         Some(Overlay::History { search, cursor }) => {
             format!("history {search:?} {cursor} {:?}", model.saved_runs)
         }
+        Some(Overlay::Presets { cursor }) => {
+            format!("presets {cursor} {:?}", model.models.picked)
+        }
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(
@@ -1075,6 +1095,14 @@ fn setups(context: Context) -> Vec<Model> {
                 },
             );
             key(&mut model, KeyCode::Down);
+            vec![model]
+        }
+        Context::Presets => {
+            // The picker over three presets with the second, not in use, highlighted.
+            let mut model = failed_costs_selected();
+            with_presets(&mut model);
+            ch(&mut model, 'p');
+            ch(&mut model, 'j');
             vec![model]
         }
     }

@@ -588,3 +588,147 @@ fn the_status_line_says_unsaved_while_runs_are_not_saved_and_not_otherwise() {
     let line = text.lines().last().unwrap_or_default();
     assert!(line.contains("unsaved"), "{line}");
 }
+
+// ---- presets ---------------------------------------------------------------------------------
+
+fn with_presets(model: &mut Model) {
+    use maestro::tui::model::PresetInfo;
+    let preset = |name: &str, description: &str, source: &str, roles: &[&str]| PresetInfo {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        source: source.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    model.models.preset = "research".to_owned();
+    model.models.presets = vec![
+        preset(
+            "research",
+            "General research: facts, analysis, comparison and critique.",
+            "built-in",
+            &["analysis", "research", "compare", "critique", "writing"],
+        ),
+        preset(
+            "market",
+            "Market intelligence: news, competitors, trends and sentiment.",
+            "built-in",
+            &["news", "competitor", "trend", "sentiment"],
+        ),
+        preset(
+            "legal",
+            "Legal questions.",
+            "~/.config/maestro/presets/legal.toml",
+            &["statute", "case-law"],
+        ),
+    ];
+}
+
+fn preset_picker(size: (u16, u16)) -> Model {
+    let mut model = every_state(size);
+    with_presets(&mut model);
+    ch(&mut model, 'p');
+    ch(&mut model, 'j');
+    model
+}
+
+#[test]
+fn the_preset_picker_over_the_tree() {
+    snapshot_at_both_sizes("preset_picker", preset_picker);
+}
+
+#[test]
+fn the_status_line_names_the_preset_in_use_and_a_picked_one() {
+    let mut model = every_state((160, 48));
+    with_presets(&mut model);
+    let status = |model: &mut Model| {
+        let text = buffer_text(render(model, 160, 48).backend().buffer());
+        text.lines().last().expect("a status line").to_owned()
+    };
+    assert!(status(&mut model).contains("preset research"));
+    let mut picked = preset_picker((160, 48));
+    key(&mut picked, KeyCode::Enter);
+    insta::assert_snapshot!("status_line_with_preset", status(&mut picked));
+    assert_eq!(picked.models.picked.preset.as_deref(), Some("market"));
+    // The next run is started with it, and its report names it.
+    type_text(&mut picked, "/");
+    type_text(&mut picked, "Who sells e-bikes?");
+    let actions = key(&mut picked, KeyCode::Enter);
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [maestro::tui::update::Action::StartRun { models, .. }]
+                if models.preset.as_deref() == Some("market")
+        ),
+        "{actions:?}"
+    );
+    let id = run_id(9);
+    update(
+        &mut picked,
+        Msg::RunStarting {
+            id,
+            query: "Who sells e-bikes?".into(),
+            parent: None,
+        },
+    );
+    let view = picked.run(id).expect("the new run");
+    assert_eq!(view.report.preset, "market");
+    // Picking the configured one again goes back to it.
+    ch(&mut picked, 'p');
+    ch(&mut picked, 'k');
+    key(&mut picked, KeyCode::Enter);
+    assert_eq!(picked.models.picked.preset, None);
+    assert!(status(&mut picked).contains("preset research"));
+}
+
+#[test]
+fn a_custom_role_shows_as_custom_in_the_tree_and_its_prompt_in_the_detail() {
+    let run = run_id(1);
+    let mut model = model(false, (160, 48));
+    send_all(&mut model, planning_events(run));
+    let mut custom = subtask("tax", "custom", "Tax rules", "Explain the tax rules.", &[]);
+    custom.role_prompt = Some("You are a tax adviser for city fleets.".to_owned());
+    let plain = subtask("facts", "research", "Facts", "Gather the facts.", &[]);
+    send(
+        &mut model,
+        at(
+            run,
+            41_000,
+            EventKind::PlanReady {
+                plan: plan(vec![custom, plain]),
+            },
+        ),
+    );
+    key(&mut model, KeyCode::Esc); // to the tree, on the first subtask
+    let text = buffer_text(render(&mut model, 160, 48).backend().buffer());
+    let row = text
+        .lines()
+        .find(|l| l.contains("Tax rules"))
+        .expect("the custom subtask's row");
+    assert!(row.contains("custom"), "{row}");
+    assert!(
+        text.contains("Role prompt (written by the planner):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("You are a tax adviser for city fleets."),
+        "{text}"
+    );
+    // Editing it keeps its role: `custom` is the role the pop-up starts on.
+    ch(&mut model, 'e');
+    let text = buffer_text(render(&mut model, 160, 48).backend().buffer());
+    assert!(text.contains("‹ custom ›"), "{text}");
+    let actions = key(&mut model, KeyCode::Enter);
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [maestro::tui::update::Action::Send(maestro::protocol::Command::Run {
+                command: maestro::protocol::RunCommand::EditSubtask { worker: Some(w), .. },
+                ..
+            })] if w == "custom"
+        ),
+        "{actions:?}"
+    );
+    // Another subtask's detail says nothing of it.
+    ch(&mut model, 'j');
+    let text = buffer_text(render(&mut model, 160, 48).backend().buffer());
+    assert!(!text.contains("Role prompt"), "{text}");
+}

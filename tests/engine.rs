@@ -157,6 +157,7 @@ fn settings() -> RunSettings {
         direct: true,
         validate: false,
         validator: spec("validator-model"),
+        preset: Default::default(),
     }
 }
 
@@ -1939,7 +1940,9 @@ async fn the_planner_is_asked_for_the_plan_schema_and_a_rejected_answer_is_carri
         assert_eq!(request.response_format().as_deref(), Some("json_schema"));
         let schema = &request.body["response_format"]["json_schema"]["schema"];
         assert_eq!(schema["properties"]["subtasks"]["maxItems"], 8);
-        let roles: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
+        let mut roles: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
+        // The one role a planner may write itself, with its `role_prompt`.
+        roles.push("custom".to_owned());
         assert_eq!(
             schema["properties"]["subtasks"]["items"]["properties"]["worker"]["enum"],
             json!(roles)

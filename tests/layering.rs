@@ -136,6 +136,11 @@ const RULES: &[Rule] = &[
         imports: Imports::Only(&["context", "protocol"]),
         no_crates: PLAIN_DATA,
     },
+    Rule {
+        module: "presets",
+        imports: Imports::Only(&["presets", "engine", "sanitize"]),
+        no_crates: PLAIN_DATA,
+    },
 ];
 
 #[test]

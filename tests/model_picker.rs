@@ -102,6 +102,7 @@ fn picks_go_with_the_next_run_and_c_or_the_configured_model_unpicks() {
         planner: Some("big".into()),
         worker: Some("tiny".into()),
         synthesizer: None,
+        preset: None,
     };
     assert_eq!(model.models.picked, wanted);
 
@@ -224,6 +225,7 @@ async fn a_run_started_with_picked_models_uses_them_and_the_next_run_does_not() 
         planner: Some("pick-planner".into()),
         worker: Some("pick-worker".into()),
         synthesizer: None,
+        preset: None,
     });
     wait_for_end(&mut events, picked).await;
     let mut seen = std::mem::take(&mut *calls.lock().expect("calls"));

@@ -119,6 +119,7 @@ fn settings() -> RunSettings {
         direct: true,
         validate: false,
         validator: spec("validator-model"),
+        preset: Default::default(),
     }
 }
 

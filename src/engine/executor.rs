@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::preset::{self, Preset};
 use crate::engine::run::{CallId, CallTarget, Effect, Input, Run, RunSettings, ToolEvent};
 use crate::llm::tools::{NoTools, ToolBox, ToolCall, ToolOutcome, ToolResult, malformed_message};
 use crate::llm::{
@@ -55,6 +56,12 @@ pub struct ExecutorSettings {
     pub max_tool_rounds: u32,
     /// The tools workers are offered, as names for `ToolBox::specs` (tools, groups or `all`).
     pub tools: Vec<String>,
+    /// The presets a run may be started with instead of the configured one
+    /// (`ModelOverrides::preset`, the dashboard's picker).
+    pub presets: Vec<Preset>,
+    /// Validation as the person set it (`--validate`, `[validation] enabled`); `None`: each
+    /// preset's own `validate` decides, also for a preset picked for one run.
+    pub validate: Option<bool>,
 }
 
 impl Default for ExecutorSettings {
@@ -65,6 +72,8 @@ impl Default for ExecutorSettings {
             keep_finished: crate::defaults::KEEP_FINISHED_RUNS,
             max_tool_rounds: crate::defaults::TOOL_MAX_ROUNDS,
             tools: vec![crate::defaults::TOOLS_ENABLED.to_owned()],
+            presets: Vec::new(),
+            validate: None,
         }
     }
 }
@@ -149,8 +158,21 @@ impl Engine {
     }
 }
 
-/// A run's settings with the models it was started with in place of the configured ones.
-fn with_models(mut settings: RunSettings, models: &ModelOverrides) -> RunSettings {
+/// A run's settings with the models (and the preset) it was started with in place of the
+/// configured ones. A preset that is not among `presets` leaves the configured one.
+fn with_models(
+    mut settings: RunSettings,
+    models: &ModelOverrides,
+    executor: &ExecutorSettings,
+) -> RunSettings {
+    if let Some(chosen) = models
+        .preset
+        .as_deref()
+        .and_then(|n| preset::find(&executor.presets, n))
+    {
+        settings.use_preset(chosen);
+        settings.validate = executor.validate.unwrap_or(chosen.validate);
+    }
     if let Some(model) = &models.planner {
         settings.planner.model = model.clone();
     }
@@ -230,7 +252,7 @@ impl Executor {
                 follow_up,
                 context,
             } => {
-                let settings = with_models(self.settings_for(id), &models);
+                let settings = with_models(self.settings_for(id), &models, &self.executor);
                 self.runs.insert(
                     id,
                     Slot {
@@ -850,6 +872,31 @@ fn cut(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::llm::tools::ToolCall;
+
+    #[test]
+    fn a_preset_picked_for_one_run_brings_its_validation_unless_the_person_set_it() {
+        let settings = crate::engine::run::tests::settings();
+        let general = ModelOverrides {
+            preset: Some("general".into()),
+            ..ModelOverrides::default()
+        };
+        let research = ModelOverrides {
+            preset: Some("research".into()),
+            ..ModelOverrides::default()
+        };
+        let mut executor = ExecutorSettings {
+            presets: preset::builtin(),
+            ..ExecutorSettings::default()
+        };
+        assert!(with_models(settings.clone(), &general, &executor).validate);
+        let mut on = settings.clone();
+        on.validate = true;
+        assert!(!with_models(on, &research, &executor).validate);
+        executor.validate = Some(false);
+        assert!(!with_models(settings.clone(), &general, &executor).validate);
+        executor.validate = Some(true);
+        assert!(with_models(settings, &research, &executor).validate);
+    }
 
     #[test]
     fn tool_turns_are_written_out_for_the_final_answer() {

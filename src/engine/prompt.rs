@@ -47,11 +47,13 @@ impl CallSpec {
     }
 }
 
-/// The planner request. `retry` holds the previous answer and what was wrong with it, so the
+/// The planner request: the roles and what each is good at, the preset's `guidance` (if any)
+/// and the plan's format. `retry` holds the previous answer and what was wrong with it, so the
 /// planner can correct itself on the second attempt.
 pub fn planner_request(
     query: &str,
     roles: &[WorkerRole],
+    guidance: &str,
     rules: &PlanRules,
     spec: &CallSpec,
     retry: Option<(&str, &str)>,
@@ -86,13 +88,23 @@ pub fn planner_request(
         .map_or(rules.default_role.as_str(), |r| &r.name);
     let role_a = roles.get(1).map_or(default, |r| &r.name);
     let role_b = default;
-    let system = PLANNER_PROMPT
-        .replace("{{count}}", &count)
-        .replace("{{max_subtasks}}", &cap)
-        .replace("{{role_a}}", role_a)
-        .replace("{{role_b}}", role_b)
-        // Last, so text from role descriptions is never taken for a placeholder.
-        .replace("{{roles}}", role_list.trim_end());
+    let guidance = if guidance.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n## For this kind of query\n\n{}\n", guidance.trim())
+    };
+    let system = fill(
+        &PLANNER_PROMPT
+            .replace("{{count}}", &count)
+            .replace("{{max_subtasks}}", &cap)
+            .replace("{{role_a}}", role_a)
+            .replace("{{role_b}}", role_b),
+        // Last and in one pass, so text from a preset is never taken for a placeholder.
+        &[
+            ("{{roles}}", role_list.trim_end()),
+            ("{{guidance}}", &guidance),
+        ],
+    );
 
     let mut messages = vec![Message::user(query)];
     if let Some((previous, error)) = retry {
@@ -104,6 +116,49 @@ pub fn planner_request(
         )));
     }
     spec.request(CallRole::Planner, system, messages)
+}
+
+/// `template` with each placeholder replaced by its text, in one pass: a replacement text that
+/// happens to hold a placeholder is left as it is.
+fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    loop {
+        let next = pairs
+            .iter()
+            .filter_map(|(key, text)| rest.find(key).map(|at| (at, *key, *text)))
+            .min_by_key(|(at, _, _)| *at);
+        match next {
+            Some((at, key, text)) => {
+                out.push_str(&rest[..at]);
+                out.push_str(text);
+                rest = &rest[at + key.len()..];
+            }
+            None => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+/// The role of a plan's `custom` subtasks: the planner's `role_prompt` inside the preamble and
+/// closing rules every role's prompt has, so a worker the planner invented still keeps to its
+/// subtask and writes what the synthesis expects.
+pub fn custom_role(role_prompt: &str) -> WorkerRole {
+    let system_prompt = format!(
+        "You are a specialist working on one subtask of a larger question. Other specialists \
+         cover the other parts, and a final step combines everyone's results into one \
+         report.\n\n{}\n\nWrite in markdown: short sections or bullet points, concrete facts \
+         and figures, uncertainty stated plainly. Start with the substance: no preamble, no \
+         restating the task. Stay within your subtask; do not answer the whole question.",
+        role_prompt.trim()
+    );
+    WorkerRole::new(
+        crate::engine::roles::CUSTOM_ROLE,
+        "A specialist the planner described.",
+        &system_prompt,
+    )
 }
 
 /// A worker request: the role's system prompt; the query, the subtask and each dependency's
@@ -324,9 +379,12 @@ pub struct Gap<'a> {
     pub why: &'a str,
 }
 
-/// The synthesis request: the query, the guidance, every finding in full, and the gaps.
+/// The synthesis request: the query, the guidance, every finding in full, and the gaps. The
+/// preset's `structure` (if any) is added to the system prompt, the plan's `guidance` to the
+/// user message.
 pub fn synthesis_request(
     query: &str,
+    structure: &str,
     guidance: &str,
     findings: &[Finding<'_>],
     gaps: &[Gap<'_>],
@@ -378,11 +436,15 @@ pub fn synthesis_request(
         }
     }
     let _ = write!(user, "\nWrite the report now.");
-    spec.request(
-        CallRole::Synthesizer,
-        SYNTHESIS_PROMPT.trim().to_owned(),
-        vec![Message::user(user)],
-    )
+    let mut system = SYNTHESIS_PROMPT.trim().to_owned();
+    if !structure.trim().is_empty() {
+        let _ = write!(
+            system,
+            "\n\n## The report's structure\n\n{}",
+            structure.trim()
+        );
+    }
+    spec.request(CallRole::Synthesizer, system, vec![Message::user(user)])
 }
 
 /// The report when the synthesis call failed: the findings joined under their titles, clearly
@@ -656,6 +718,7 @@ mod tests {
             depends_on: vec![],
             priority: Priority::Medium,
             reuse: None,
+            role_prompt: None,
         }
     }
 
@@ -668,7 +731,7 @@ mod tests {
     #[test]
     fn planner_request_lists_every_role_and_the_limits() {
         let roles = builtin_roles();
-        let req = planner_request(QUERY, &roles, &rules(6), &spec(), None);
+        let req = planner_request(QUERY, &roles, "", &rules(6), &spec(), None);
         assert_eq!(req.role, CallRole::Planner);
         assert_eq!(req.model, "test-model");
         assert_eq!(req.max_tokens, 1234);
@@ -693,7 +756,7 @@ mod tests {
     fn planner_example_is_a_valid_plan_with_existing_roles() {
         // The example in the prompt is what models copy; it must pass our own parser cleanly.
         let roles = builtin_roles();
-        let req = planner_request(QUERY, &roles, &rules(6), &spec(), None);
+        let req = planner_request(QUERY, &roles, "", &rules(6), &spec(), None);
         let checked = parse_plan(&req.system, &rules(6)).expect("the example parses");
         assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
         assert_eq!(checked.plan.subtasks.len(), 2);
@@ -702,8 +765,51 @@ mod tests {
     }
 
     #[test]
+    fn planner_guidance_and_the_custom_role_are_explained_and_placeholders_stay_text() {
+        let roles = vec![WorkerRole::new("news", "Recent {{guidance}} events.", "p")];
+        let guidance = "Cover news. {{roles}} stays as written.";
+        let rules = PlanRules::for_roles(&roles, 6);
+        let req = planner_request(QUERY, &roles, guidance, &rules, &spec(), None);
+        assert!(
+            req.system
+                .contains("## For this kind of query\n\nCover news. {{roles}}")
+        );
+        assert!(
+            req.system
+                .contains("`news` (the default): Recent {{guidance}} events.")
+        );
+        assert!(req.system.contains("`custom`") && req.system.contains("`role_prompt`"));
+        let plain = planner_request(QUERY, &roles, "  ", &rules, &spec(), None);
+        assert!(!plain.system.contains("For this kind of query"));
+        assert!(!plain.system.contains("{{guidance}}\n## Answer"));
+    }
+
+    #[test]
+    fn a_custom_role_keeps_its_worker_in_scope() {
+        let role = custom_role("You are a tax lawyer.");
+        assert_eq!(role.name, "custom");
+        assert!(
+            role.system_prompt
+                .contains("one subtask of a larger question")
+        );
+        assert!(role.system_prompt.contains("\n\nYou are a tax lawyer.\n\n"));
+        assert!(role.system_prompt.contains("Stay within your subtask"));
+    }
+
+    #[test]
+    fn the_preset_structure_goes_into_the_synthesis_system_prompt() {
+        let req = synthesis_request(QUERY, "1. Summary\n2. Risks", "lead", &[], &[], &spec());
+        assert!(
+            req.system
+                .ends_with("## The report's structure\n\n1. Summary\n2. Risks")
+        );
+        let plain = synthesis_request(QUERY, "", "lead", &[], &[], &spec());
+        assert_eq!(plain.system, SYNTHESIS_PROMPT.trim());
+    }
+
+    #[test]
     fn planner_with_a_cap_of_one_asks_for_one_subtask() {
-        let req = planner_request(QUERY, &builtin_roles(), &rules(1), &spec(), None);
+        let req = planner_request(QUERY, &builtin_roles(), "", &rules(1), &spec(), None);
         assert!(
             req.system
                 .contains("Split the query into a single subtask.")
@@ -718,6 +824,7 @@ mod tests {
         let req = planner_request(
             QUERY,
             &builtin_roles(),
+            "",
             &rules(6),
             &spec(),
             Some((previous, error)),
@@ -806,7 +913,7 @@ mod tests {
                 why: "blocked",
             },
         ];
-        let req = synthesis_request(QUERY, "Lead with emissions.", &findings, &gaps, &spec());
+        let req = synthesis_request(QUERY, "", "Lead with emissions.", &findings, &gaps, &spec());
         assert_eq!(req.role, CallRole::Synthesizer);
         assert_eq!(req.model, "test-model");
         assert!(req.system.contains("markdown"));
@@ -839,7 +946,7 @@ mod tests {
             cut_off: false,
             flagged: None,
         }];
-        let req = synthesis_request(QUERY, "  ", &findings, &[], &spec());
+        let req = synthesis_request(QUERY, "", "  ", &findings, &[], &spec());
         let user = &req.messages[0].content;
         assert!(user.contains("None given"));
         assert!(user.contains("Nothing: every part of the work produced a result."));
@@ -957,14 +1064,14 @@ mod tests {
 
     #[test]
     fn the_synthesis_is_asked_to_name_conflicting_findings() {
-        let req = synthesis_request(QUERY, "", &[], &[], &spec());
+        let req = synthesis_request(QUERY, "", "", &[], &[], &spec());
         assert!(req.system.contains("## Conflicting findings"));
     }
 
     #[test]
     fn attached_files_open_the_first_message_in_one_block_with_safe_paths() {
         let roles = builtin_roles();
-        let mut req = planner_request(QUERY, &roles, &rules(6), &spec(), None);
+        let mut req = planner_request(QUERY, &roles, "", &rules(6), &spec(), None);
         let system = req.system.clone();
         attach_files(&mut req, &[]);
         assert_eq!(

@@ -1,40 +1,87 @@
-//! Worker roles: the specialists a planner can assign subtasks to. The built-in set ships in
-//! `assets/workers.toml`; the config file can add roles or override fields of built-in ones.
-//! Pure data: no I/O (the asset is compiled in), no knowledge of plans or prompts beyond the
+//! Worker roles: the specialists a planner can assign subtasks to. Roles come in teams, the
+//! presets (`engine::preset`, `assets/presets/`); the config file can add roles or override
+//! fields of the preset's ones. Pure data: no I/O, no knowledge of plans or prompts beyond the
 //! role's own text.
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerRole {
     pub name: String,
     /// One line for the planner: what this role is good at.
     pub description: String,
     pub system_prompt: String,
     /// A model for this role only; otherwise the worker model.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// A sampling temperature for this role only; otherwise the configured one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "temperature"
+    )]
+    pub temperature: Option<f32>,
+    /// A token limit for this role's answers only; otherwise the configured one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "max_tokens"
+    )]
+    pub max_tokens: Option<u32>,
+    /// Names of the tools this role may use. Kept as written; which names exist is decided
+    /// where tools are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
 }
 
-/// The built-in roles as written in the asset, compiled into the binary so a fresh install
-/// works without any files on disk.
-const BUILTIN_TOML: &str = include_str!("../../assets/workers.toml");
-
-/// The shape of `assets/workers.toml`: a list of `[[role]]` tables.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RolesFile {
-    role: Vec<WorkerRole>,
+impl WorkerRole {
+    /// A role with only the texts set (no model, sampling or tools of its own).
+    pub fn new(name: &str, description: &str, system_prompt: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            system_prompt: system_prompt.to_owned(),
+            model: None,
+            temperature: None,
+            max_tokens: None,
+            tools: Vec::new(),
+        }
+    }
 }
 
-/// The built-in roles, in the order the planner sees them. The first is the default.
+/// Checked while deserialising, so a bad value in a preset file is reported at its line.
+fn temperature<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    let v = f32::deserialize(d)?;
+    if crate::defaults::TEMPERATURE_RANGE.contains(&v) {
+        Ok(Some(v))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "invalid value {v:?}: expected a number from 0 to 2"
+        )))
+    }
+}
+
+fn max_tokens<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v > 0 {
+        Ok(Some(v))
+    } else {
+        Err(serde::de::Error::custom(
+            "invalid value 0: expected a whole number above 0",
+        ))
+    }
+}
+
+/// The roles of the default preset, in the order the planner sees them. The first is the
+/// default role.
 pub fn builtin_roles() -> Vec<WorkerRole> {
-    // The asset is part of the source tree and a unit test parses it, so a failure here is a
-    // build defect, not bad input.
-    toml::from_str::<RolesFile>(BUILTIN_TOML)
-        .expect("assets/workers.toml is valid (checked by a unit test)")
-        .role
+    crate::engine::preset::builtin_default().roles
 }
+
+/// The role a planner may write itself for one kind of subtask: a plan subtask with this role
+/// carries its own `role_prompt`. No preset may name a role so.
+pub const CUSTOM_ROLE: &str = "custom";
 
 /// The role called `name`, ignoring case and surrounding whitespace.
 pub fn find<'a>(roles: &'a [WorkerRole], name: &str) -> Option<&'a WorkerRole> {
@@ -53,14 +100,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_asset_parses_into_five_roles_with_analysis_first() {
-        let roles: RolesFile = toml::from_str(BUILTIN_TOML).expect("workers.toml parses");
-        let names: Vec<&str> = roles.role.iter().map(|r| r.name.as_str()).collect();
+    fn the_default_roles_are_five_with_analysis_first() {
+        let names: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
         assert_eq!(
             names,
             ["analysis", "research", "compare", "critique", "writing"]
         );
-        assert_eq!(builtin_roles(), roles.role);
     }
 
     #[test]
@@ -72,6 +117,7 @@ mod tests {
             assert!(role.system_prompt.len() > 200, "{}", role.name);
             assert!(role.system_prompt.contains("markdown"), "{}", role.name);
             assert!(role.model.is_none(), "{}", role.name);
+            assert!(role.tools.is_empty(), "{}", role.name);
         }
         let mut names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
         names.sort_unstable();

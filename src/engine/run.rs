@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::defaults::{FOLLOW_UP_EXCERPT_CHARS, FOLLOW_UP_REPORT_CHARS};
 use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
+use crate::engine::preset::Preset;
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
@@ -63,12 +64,35 @@ pub struct RunSettings {
     pub validate: bool,
     /// The validator's model and limits.
     pub validator: CallSpec,
+    /// The preset `roles` come from: its name and what the planner and synthesiser are told.
+    pub preset: RunPreset,
+}
+
+/// What a run keeps of its preset besides the roles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunPreset {
+    /// Its name, for the reports and saved runs; empty when the roles were given directly.
+    pub name: String,
+    /// Added to the planner's prompt.
+    pub planner_guidance: String,
+    /// The report's structure, added to the synthesis prompt.
+    pub synthesis_guidance: String,
 }
 
 impl RunSettings {
     /// What plans of this run are checked against; see [`PlanRules::for_roles`].
     pub fn plan_rules(&self) -> PlanRules {
         PlanRules::for_roles(&self.roles, self.max_subtasks)
+    }
+
+    /// Use `preset`'s roles and guidance.
+    pub fn use_preset(&mut self, preset: &Preset) {
+        self.roles.clone_from(&preset.roles);
+        self.preset = RunPreset {
+            name: preset.name.clone(),
+            planner_guidance: preset.planner_guidance.clone(),
+            synthesis_guidance: preset.synthesis_guidance.clone(),
+        };
     }
 }
 
@@ -506,6 +530,7 @@ impl Run {
         let mut request = prompt::planner_request(
             &self.query,
             &self.settings.roles,
+            &self.settings.preset.planner_guidance,
             &self.settings.plan_rules(),
             &self.settings.planner,
             self.plan_reask
@@ -860,23 +885,29 @@ impl Run {
             .collect()
     }
 
-    fn role(&self, name: &str) -> WorkerRole {
-        roles::find(&self.settings.roles, name)
+    /// The role subtask `spec` runs as: the planner's own for a custom subtask, else the
+    /// preset's role of that name, else the default role.
+    fn role(&self, spec: &PlannedSubtask) -> WorkerRole {
+        if let Some(custom) = plan::custom_role_prompt(spec) {
+            return prompt::custom_role(custom);
+        }
+        roles::find(&self.settings.roles, &spec.worker)
             .or(self.settings.roles.first())
             .cloned()
-            .unwrap_or_else(|| WorkerRole {
-                name: name.to_owned(),
-                description: String::new(),
-                system_prompt: String::new(),
-                model: None,
-            })
+            .unwrap_or_else(|| WorkerRole::new(&spec.worker, "", ""))
     }
 
     fn start_task(&mut self, i: usize, now: u64, out: &mut Vec<Effect>) {
-        let role = self.role(&self.tasks[i].spec.worker);
+        let role = self.role(&self.tasks[i].spec);
         let mut spec = self.settings.worker.clone();
         if let Some(model) = &role.model {
             spec.model = model.clone();
+        }
+        if let Some(temperature) = role.temperature {
+            spec.temperature = Some(temperature);
+        }
+        if let Some(max_tokens) = role.max_tokens {
+            spec.max_tokens = max_tokens;
         }
         let bound = self.settings.max_dependency_chars;
         let bounded: Vec<(&PlannedSubtask, std::borrow::Cow<'_, str>)> = self.tasks[i]
@@ -1190,6 +1221,7 @@ impl Run {
         let (findings, gaps) = self.findings_and_gaps();
         let request = prompt::synthesis_request(
             &self.query,
+            &self.settings.preset.synthesis_guidance,
             guidance,
             &findings,
             &gaps,
@@ -1534,7 +1566,8 @@ impl Run {
         self.planner.drafted = drafted.len();
         let rules = self.settings.plan_rules();
         for subtask in &mut drafted {
-            if !rules.roles.contains(&subtask.worker) {
+            if !rules.roles.contains(&subtask.worker) && plan::custom_role_prompt(subtask).is_none()
+            {
                 subtask.worker = rules.default_role.clone();
             }
         }
@@ -1715,6 +1748,13 @@ impl Run {
         out: &mut Vec<Effect>,
     ) {
         let worker = match worker {
+            // A custom subtask keeps the role the planner wrote for it.
+            Some(name)
+                if roles::same_name(&name, roles::CUSTOM_ROLE)
+                    && plan::custom_role_prompt(&self.tasks[i].spec).is_some() =>
+            {
+                Some(roles::CUSTOM_ROLE.to_owned())
+            }
             Some(name) => match roles::find(&self.settings.roles, &name) {
                 Some(role) => Some(role.name.clone()),
                 None => {
@@ -1935,4 +1975,4 @@ fn usage_or_estimate(done: &Completion, prompt_chars: usize) -> Usage {
 
 #[cfg(test)]
 #[path = "run_tests.rs"]
-mod tests;
+pub(crate) mod tests;

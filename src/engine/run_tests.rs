@@ -7,7 +7,7 @@ use crate::engine::plan::Priority;
 use crate::llm::MessageRole;
 use crate::protocol::{CallRole, SavedReport, SavedResult, SavedSubtask};
 
-fn settings() -> RunSettings {
+pub(crate) fn settings() -> RunSettings {
     let spec = |model: &str| CallSpec {
         model: model.into(),
         max_tokens: 1000,
@@ -31,6 +31,7 @@ fn settings() -> RunSettings {
         direct: true,
         validate: false,
         validator: spec("validator-model"),
+        preset: Default::default(),
     }
 }
 
@@ -44,6 +45,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         depends_on: deps.iter().map(|d| SubtaskId::from(*d)).collect(),
         priority: Priority::Medium,
         reuse: None,
+        role_prompt: None,
     }
 }
 
@@ -609,6 +611,45 @@ fn editing_a_failed_subtask_changes_it_and_runs_it_again() {
         .system_prompt
         .clone();
     assert_eq!(request.system.trim(), critique.trim());
+}
+
+#[test]
+fn editing_a_custom_subtask_keeps_the_role_the_planner_wrote_and_a_role_temperature_applies() {
+    let mut settings = settings();
+    settings.retries = 0;
+    settings.roles[0].temperature = Some(0.25);
+    settings.roles[0].max_tokens = Some(77);
+    let mut custom = task("a", &[]);
+    custom.worker = "custom".into();
+    custom.role_prompt = Some("You are a tax adviser.".into());
+    let mut analysis = task("b", &[]);
+    analysis.worker = "analysis".into();
+    let mut s = Story::new("q", settings, Some(plan(vec![custom, analysis])));
+    let first = s
+        .request_for(&CallTarget::Subtask("a".into()))
+        .expect("started")
+        .system
+        .clone();
+    assert!(first.contains("You are a tax adviser."), "{first}");
+    let b = s
+        .request_for(&CallTarget::Subtask("b".into()))
+        .expect("started");
+    assert_eq!((b.temperature, b.max_tokens), (Some(0.25), 77));
+    s.reply("b", ok("B"));
+    s.reply("a", server_error());
+    s.synth_reply(ok("r"));
+    s.command(RunCommand::EditSubtask {
+        id: "a".into(),
+        description: Some("Sharper".into()),
+        worker: Some("Custom".into()),
+    });
+    assert!(s.events().iter().any(|e| matches!(e,
+        EventKind::SubtaskEdited { worker, .. } if worker == "custom")));
+    let again = s
+        .request_for(&CallTarget::Subtask("a".into()))
+        .expect("re-run");
+    assert_eq!(again.system, first);
+    assert!(user_text(again).contains("Sharper"));
 }
 
 #[test]

@@ -4,9 +4,13 @@
 //! subtasks fail their first attempts so retries and re-runs can be seen. Everything it
 //! writes says it is simulated.
 //!
-//! It recognises its own subtasks by title in later requests (it keeps the plans it made),
-//! and the files attached to a run (the `<attached_files>` block the engine puts first), which
-//! its plan and answers name so the feature can be seen; it never parses prompts beyond that.
+//! It plays the team it is given: the planner's prompt lists the roles, so a market team
+//! (`news` … `sentiment`) gets a market plan, a code-review team findings with severity, file
+//! and line, the general team its four roles, and any other team the research plan (with
+//! market titles for a market question). It recognises its own subtasks by title in later
+//! requests (it keeps the plans it made), and the files attached to a run (the `<attached_files>`
+//! block the engine puts first), which its plan and answers name so the feature can be seen;
+//! otherwise it answers generically and never parses prompts beyond that.
 //!
 //! When tools are offered, the "Evidence and data" worker plays tool calls: it asks to fetch
 //! two pages, through the demo tool box ([`toolbox`]), whose `fetch_url` answers with canned
@@ -105,7 +109,14 @@ impl Demo {
         let (text, fail) = match request.role {
             CallRole::Planner => {
                 let (files, rest) = attached_in(user);
-                let plan = plan_for(rest.trim(), &files);
+                let query = rest.trim();
+                let plan = match Team::of(&request.system) {
+                    Team::Research if is_market_query(query) => market_plan(query, false),
+                    Team::Research => plan_for(query, &files),
+                    Team::Market => market_plan(query, true),
+                    Team::CodeReview => code_review_plan(query),
+                    Team::General => general_plan(query),
+                };
                 {
                     let mut titles = self.titles.lock().unwrap_or_else(|p| p.into_inner());
                     for t in &plan.1 {
@@ -161,7 +172,15 @@ impl Demo {
                 let query = query_in(last_user);
                 let found = self.known_titles_in(section(last_user, "# Findings", "\n# "));
                 let missing = self.known_titles_in(section(last_user, "# Missing", "\n# "));
-                (synthesis_text(&query, &found, &missing), false)
+                let all = || found.iter().chain(&missing);
+                let text = if all().any(|t| MARKET.iter().any(|m| m.title == t)) {
+                    market_report(&query, &found, &missing)
+                } else if all().any(|t| REVIEW.iter().any(|m| m.title == t)) {
+                    review_report(&query, &found, &missing)
+                } else {
+                    synthesis_text(&query, &found, &missing)
+                };
+                (text, false)
             }
         };
         // The plan is machine output nobody reads as it streams: send it ten times faster.
@@ -616,6 +635,12 @@ fn plan_for(query: &str, files: &[Attached]) -> (String, Vec<String>) {
 }
 
 fn worker_text(title: &str, query: &str) -> String {
+    if let Some(m) = MARKET.iter().find(|m| m.title == title) {
+        return market_text(m, query);
+    }
+    if let Some(r) = REVIEW.iter().find(|r| r.title == title) {
+        return review_text(r, query);
+    }
     let t = topic(query);
     if title == DIRECT_TITLE {
         return format!(
@@ -683,6 +708,477 @@ fn synthesis_text(query: &str, titles: &[String], missing: &[String]) -> String 
     out
 }
 
+// ---- teams ------------------------------------------------------------------------------------
+
+/// The kind of team the planner's prompt lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Team {
+    Research,
+    Market,
+    CodeReview,
+    General,
+}
+
+impl Team {
+    /// Recognised by the role names the planner's prompt lists (as `` `name` ``).
+    fn of(system: &str) -> Self {
+        let has = |names: &[&str]| names.iter().all(|n| system.contains(&format!("`{n}`")));
+        if has(&["news", "competitor", "trend", "sentiment"]) {
+            Self::Market
+        } else if has(&["security", "performance", "correctness", "style"]) {
+            Self::CodeReview
+        } else if has(&["researcher", "specialist", "writer", "validator"]) {
+            Self::General
+        } else {
+            Self::Research
+        }
+    }
+}
+
+/// A question about a market, a company or an industry.
+fn is_market_query(query: &str) -> bool {
+    let q = query.to_lowercase();
+    [
+        "market",
+        "competitor",
+        "competition",
+        "industry",
+        "brand",
+        "customers",
+        "investors",
+        "market share",
+    ]
+    .iter()
+    .any(|w| q.contains(w))
+}
+
+/// One subtask of a scripted team plan.
+struct Part {
+    /// The role in the team's own preset.
+    role: &'static str,
+    /// The research preset's role for the same work (a market question without the market
+    /// team).
+    research_role: &'static str,
+    title: &'static str,
+    what: &'static str,
+    focus: [&'static str; 2],
+    priority: &'static str,
+}
+
+const MARKET: [Part; 4] = [
+    Part {
+        role: "news",
+        research_role: "research",
+        title: "Recent news and events",
+        what: "List the launches, deals, funding and regulation of the last two years",
+        focus: ["dated events", "what each changes"],
+        priority: "high",
+    },
+    Part {
+        role: "competitor",
+        research_role: "compare",
+        title: "Competitive landscape",
+        what: "Map the main players, their positioning and market shares",
+        focus: ["market shares", "strengths and weaknesses"],
+        priority: "high",
+    },
+    Part {
+        role: "trend",
+        research_role: "analysis",
+        title: "Market size and trends",
+        what: "Size the market and find the drivers of its growth",
+        focus: ["growth forecast", "drivers and brakes"],
+        priority: "medium",
+    },
+    Part {
+        role: "sentiment",
+        research_role: "research",
+        title: "Customer and investor sentiment",
+        what: "Assess how customers, investors and the press feel, and why",
+        focus: ["reviews and ratings", "investor mood"],
+        priority: "medium",
+    },
+];
+
+const REVIEW: [Part; 4] = [
+    Part {
+        role: "security",
+        research_role: "critique",
+        title: "Security review",
+        what: "Find injection, authorisation and secret-handling problems",
+        focus: ["untrusted input", "secrets"],
+        priority: "high",
+    },
+    Part {
+        role: "correctness",
+        research_role: "analysis",
+        title: "Correctness review",
+        what: "Trace the logic for bugs and unhandled cases",
+        focus: ["edge cases", "error handling"],
+        priority: "high",
+    },
+    Part {
+        role: "performance",
+        research_role: "analysis",
+        title: "Performance review",
+        what: "Find costly work on inputs that grow",
+        focus: ["loops and queries", "allocations"],
+        priority: "medium",
+    },
+    Part {
+        role: "style",
+        research_role: "critique",
+        title: "Style and maintainability review",
+        what: "Check naming, structure, duplication and tests",
+        focus: ["readability", "tests"],
+        priority: "low",
+    },
+];
+
+const GENERAL: [Part; 4] = [
+    Part {
+        role: "researcher",
+        research_role: "research",
+        title: "Facts and background",
+        what: "Gather the facts and figures the task needs",
+        focus: ["key facts", "how sure each is"],
+        priority: "high",
+    },
+    Part {
+        role: "specialist",
+        research_role: "analysis",
+        title: "Expert assessment",
+        what: "Work the problem out and recommend what to do",
+        focus: ["method", "recommendation"],
+        priority: "high",
+    },
+    Part {
+        role: "writer",
+        research_role: "writing",
+        title: "Clear answer for the reader",
+        what: "Turn the findings into a clear answer",
+        focus: ["structure", "plain words"],
+        priority: "medium",
+    },
+    Part {
+        role: "validator",
+        research_role: "critique",
+        title: "Check of the answer",
+        what: "Check the findings and the draft for errors",
+        focus: ["facts", "reasoning"],
+        priority: "medium",
+    },
+];
+
+/// A plan of `parts` (as the team's roles, or the research preset's), with `depends` as
+/// `(subtask index, indices it depends on)`.
+fn team_plan(
+    query: &str,
+    parts: &[Part],
+    own_roles: bool,
+    depends: &[(usize, &[usize])],
+    analysis: &str,
+    guidance: &str,
+) -> (String, Vec<String>) {
+    let t = topic(query);
+    let subtasks: Vec<serde_json::Value> = parts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let deps: Vec<String> = depends
+                .iter()
+                .find(|(i, _)| *i == k)
+                .map(|(_, d)| d.iter().map(|j| format!("task_{}", j + 1)).collect())
+                .unwrap_or_default();
+            serde_json::json!({
+                "id": format!("task_{}", k + 1),
+                "worker": if own_roles { p.role } else { p.research_role },
+                "title": p.title,
+                "description": format!("{} for {}. [simulated]", p.what, t.trim_end_matches('…')),
+                "focus_areas": p.focus,
+                "depends_on": deps,
+                "priority": p.priority,
+            })
+        })
+        .collect();
+    let plan = serde_json::json!({
+        "query_analysis": format!("[simulated] {analysis} {t}."),
+        "subtasks": subtasks,
+        "synthesis_guidance": format!("{guidance} [simulated]"),
+    });
+    (
+        serde_json::to_string_pretty(&plan).unwrap_or_default(),
+        parts.iter().map(|p| p.title.to_owned()).collect(),
+    )
+}
+
+fn market_plan(query: &str, own_roles: bool) -> (String, Vec<String>) {
+    team_plan(
+        query,
+        &MARKET,
+        own_roles,
+        // Sentiment is read against the news that moved it.
+        &[(3, &[0])],
+        "A market-intelligence question: news, competitors, trends and sentiment for",
+        "Executive summary first, then findings per dimension, recommendations, risks and \
+         action items.",
+    )
+}
+
+fn code_review_plan(query: &str) -> (String, Vec<String>) {
+    team_plan(
+        query,
+        &REVIEW,
+        true,
+        &[],
+        "A code review from four sides of",
+        "Findings by severity, each with file and line and a fix.",
+    )
+}
+
+fn general_plan(query: &str) -> (String, Vec<String>) {
+    team_plan(
+        query,
+        &GENERAL,
+        true,
+        &[(2, &[0, 1]), (3, &[2])],
+        "Facts, an expert view, a clear answer and a check of it, for",
+        "Lead with the direct answer; correct what the check found.",
+    )
+}
+
+fn market_text(part: &Part, query: &str) -> String {
+    let t = topic(query);
+    let h = hash(&(part.title, query));
+    let share = 18 + h % 15;
+    let growth = 6 + (h >> 7) % 12;
+    let body = match part.role {
+        "news" => format!(
+            "- **Q1 last year**: the second-largest player launched a lower-priced line; rivals \
+             cut prices within a quarter.\n\
+             - **Q3 last year**: a funding round of about 120 M for a fast-growing challenger.\n\
+             - **This year**: new rules on labelling and safety; compliance costs rise most for \
+             small firms.\n\n\
+             Together these point to consolidation in **{t}**: scale matters more each year."
+        ),
+        "competitor" => format!(
+            "| player | share | positioning | strength | weakness |\n\
+             |---|---:|---|---|---|\n\
+             | Leader A | ~{share}% | premium | brand, dealers | price |\n\
+             | Challenger B | ~{}% | value | cost, online sales | service |\n\
+             | Niche C | ~5% | specialist | product depth | scale |\n\n\
+             The gap: a mid-priced offer with good service is served by nobody well.",
+            share / 2 + 4
+        ),
+        "trend" => format!(
+            "- Size: growing about **{growth}% a year**, forecasts differ by ±4 points.\n\
+             - Drivers: falling component costs, urban policy, subscription models.\n\
+             - Brakes: supply chains, interest rates, second-hand competition.\n\
+             - Structural, not a fad: demand held up through the last downturn."
+        ),
+        _ => "- **Customers**: positive and improving; praise for design, complaints about \
+              repairs and waiting times.\n\
+              - **Investors**: mixed; growth is valued, margins doubted.\n\
+              - **Press**: positive, with loud coverage of recalls that reviews do not echo.\n\n\
+              Sentiment moved most after the price cuts in the news."
+            .to_owned(),
+    };
+    format!(
+        "{SIMULATED_NOTE}\n\n### {}\n\n{body}\n\n*Confidence: moderate.* A real model \
+         would date and source each point; this text only shows how an analyst's answer streams \
+         in.\n",
+        part.title
+    )
+}
+
+/// File names the query mentions (`src/db.rs`, `app.py`), else two plausible ones.
+fn files_in(query: &str) -> Vec<String> {
+    const EXTENSIONS: [&str; 12] = [
+        "rs", "py", "js", "ts", "go", "java", "c", "cpp", "h", "rb", "kt", "cs",
+    ];
+    let mut files: Vec<String> = Vec::new();
+    for word in query.split(|c: char| c.is_whitespace() || "`'\"(),:;".contains(c)) {
+        let word = word.trim_end_matches('.');
+        if let Some((stem, ext)) = word.rsplit_once('.')
+            && !stem.is_empty()
+            && EXTENSIONS.contains(&ext)
+            && !files.iter().any(|f| f == word)
+        {
+            files.push(word.to_owned());
+        }
+    }
+    if files.is_empty() {
+        files = vec!["src/handlers.rs".to_owned(), "src/db.rs".to_owned()];
+    }
+    files
+}
+
+/// The simulated findings of one reviewer: severity, file, line, title, fix.
+fn review_findings(
+    part: &Part,
+    query: &str,
+) -> Vec<(&'static str, String, u64, &'static str, &'static str)> {
+    let files = files_in(query);
+    let file = |i: usize| files[i % files.len()].clone();
+    let h = hash(&(part.title, query));
+    let line = |k: u64| 12 + (h >> (k * 5)) % 180;
+    match part.role {
+        "security" => vec![
+            (
+                "critical",
+                file(0),
+                line(0),
+                "SQL built from request input",
+                "use a parameterised query",
+            ),
+            (
+                "medium",
+                file(1),
+                line(1),
+                "secret written to the log",
+                "log the key's name, never its value",
+            ),
+        ],
+        "correctness" => vec![
+            (
+                "high",
+                file(1),
+                line(2),
+                "error from the write ignored",
+                "return the error to the caller",
+            ),
+            (
+                "medium",
+                file(0),
+                line(3),
+                "empty list makes the average divide by zero",
+                "handle the empty case first",
+            ),
+        ],
+        "performance" => vec![(
+            "medium",
+            file(1),
+            line(4),
+            "one query per item inside the loop (N+1)",
+            "fetch the items in one query",
+        )],
+        _ => vec![(
+            "low",
+            file(0),
+            line(5),
+            "function does three things and is 90 lines long",
+            "split parsing, checking and saving",
+        )],
+    }
+}
+
+fn review_text(part: &Part, query: &str) -> String {
+    let mut out = format!("{SIMULATED_NOTE}\n\n### {}\n\n", part.title);
+    for (severity, file, line, what, fix) in review_findings(part, query) {
+        out.push_str(&format!(
+            "- **{severity}** `{file}:{line}`: {what}. Fix: {fix}.\n"
+        ));
+    }
+    out.push_str(
+        "\nA real model would quote the code it means; these findings only show how a \
+         reviewer's answer streams in.\n",
+    );
+    out
+}
+
+fn market_report(query: &str, found: &[String], missing: &[String]) -> String {
+    let t = topic(query);
+    let mut out = format!(
+        "# {t}\n\n{SIMULATED_NOTE}\n\n\
+         ## Executive summary\n\n\
+         The market is growing and consolidating: the leaders gain from scale, a challenger \
+         competes on price, and the middle of the market is served badly. Sentiment is good \
+         among customers and mixed among investors.\n\n\
+         ## Findings\n\n"
+    );
+    for title in found {
+        if let Some(part) = MARKET.iter().find(|p| p.title == title) {
+            let line = match part.role {
+                "news" => "price cuts and new rules favour firms with scale.",
+                "competitor" => "two players lead; nobody owns the mid-priced segment.",
+                "trend" => "steady growth, driven by costs and policy, slowed by supply.",
+                _ => "customers like the products, investors doubt the margins.",
+            };
+            out.push_str(&format!("### {title}\n\n{line}\n\n"));
+        }
+    }
+    out.push_str(
+        "## Strategic recommendations\n\n\
+         1. Enter or grow in the mid-priced segment, with service as the difference.\n\
+         2. Partner for repairs rather than build a network.\n\n\
+         ## Risks\n\n\
+         - A price war led by the challenger (likely, moderate impact).\n\
+         - Stricter rules raising costs (possible, high impact for small firms).\n\n\
+         ## Action items\n\n\
+         1. Size the mid-priced segment with a customer survey.\n\
+         2. Shortlist three repair partners.\n\
+         3. Track competitors' prices monthly.\n",
+    );
+    cannot_cover(&mut out, missing);
+    out
+}
+
+fn review_report(query: &str, found: &[String], missing: &[String]) -> String {
+    let t = topic(query);
+    let mut out = format!(
+        "# Code review: {t}\n\n{SIMULATED_NOTE}\n\n\
+         ## Summary\n\n\
+         **Request changes.** One critical security finding must be fixed first; the rest are \
+         ordinary fixes.\n\n\
+         ## Findings\n"
+    );
+    let mut findings: Vec<_> = found
+        .iter()
+        .filter_map(|t| REVIEW.iter().find(|p| p.title == t))
+        .flat_map(|p| {
+            review_findings(p, query)
+                .into_iter()
+                .map(move |f| (p.role, f))
+        })
+        .collect();
+    let rank = |s: &str| match s {
+        "critical" => 0,
+        "high" => 1,
+        "medium" => 2,
+        _ => 3,
+    };
+    findings.sort_by_key(|(_, f)| rank(f.0));
+    let mut heading = "";
+    for (area, (severity, file, line, what, fix)) in findings {
+        if severity != heading {
+            heading = severity;
+            let mut name = severity.to_owned();
+            name[..1].make_ascii_uppercase();
+            out.push_str(&format!("\n### {name}\n\n"));
+        }
+        out.push_str(&format!(
+            "- `{file}:{line}`: {what} ({area}). Fix: {fix}.\n"
+        ));
+    }
+    out.push_str(
+        "\n## What is good\n\n\
+         Clear module boundaries and consistent naming.\n",
+    );
+    cannot_cover(&mut out, missing);
+    out
+}
+
+fn cannot_cover(out: &mut String, missing: &[String]) {
+    if !missing.is_empty() {
+        out.push_str("\n## What this report cannot cover\n\n");
+        for title in missing {
+            out.push_str(&format!(
+                "- **{title}** produced no result; re-run it to fill the gap.\n"
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,5 +1222,55 @@ mod tests {
             "{note}"
         );
         assert_eq!(files_note(&[]), "");
+    }
+
+    #[test]
+    fn the_team_is_read_from_the_roles_the_planner_is_shown() {
+        let market = "- `news`: a\n- `competitor`: b\n- `trend`: c\n- `sentiment`: d";
+        assert_eq!(Team::of(market), Team::Market);
+        assert_eq!(
+            Team::of("`security` `performance` `correctness` `style`"),
+            Team::CodeReview
+        );
+        assert_eq!(
+            Team::of("`researcher` `specialist` `writer` `validator`"),
+            Team::General
+        );
+        assert_eq!(Team::of("`analysis` `research`"), Team::Research);
+    }
+
+    #[test]
+    fn a_market_plan_uses_the_team_roles_or_the_research_ones() {
+        let (plan, titles) = market_plan("How is the e-bike market doing?", true);
+        let value: serde_json::Value = serde_json::from_str(&plan).expect("json");
+        let workers: Vec<&str> = value["subtasks"]
+            .as_array()
+            .expect("subtasks")
+            .iter()
+            .filter_map(|s| s["worker"].as_str())
+            .collect();
+        assert_eq!(workers, ["news", "competitor", "trend", "sentiment"]);
+        assert_eq!(titles.len(), 4);
+        let (plan, _) = market_plan("How is the e-bike market doing?", false);
+        assert!(plan.contains("\"compare\"") && !plan.contains("\"sentiment\""));
+        assert!(is_market_query("Who are the competitors of X?"));
+        assert!(!is_market_query("Why is the sky blue?"));
+    }
+
+    #[test]
+    fn review_findings_name_severity_file_and_line() {
+        let text = review_text(&REVIEW[0], "Review src/auth.rs and db.py please");
+        assert!(text.contains("**critical** `src/auth.rs:"), "{text}");
+        assert!(text.contains("`db.py:"), "{text}");
+        assert!(text.starts_with(SIMULATED_NOTE));
+        let report = review_report(
+            "Review src/auth.rs",
+            &[REVIEW[3].title.to_owned(), REVIEW[0].title.to_owned()],
+            &[],
+        );
+        let critical = report.find("### Critical").expect("critical first");
+        let low = report.find("### Low").expect("low last");
+        assert!(critical < low, "{report}");
+        assert!(report.contains(SIMULATED_NOTE));
     }
 }

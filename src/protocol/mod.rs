@@ -207,11 +207,18 @@ pub struct ModelOverrides {
     pub planner: Option<String>,
     pub worker: Option<String>,
     pub synthesizer: Option<String>,
+    /// The preset (team of worker roles) by name, one the engine was given; `None` keeps the
+    /// configured preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
 }
 
 impl ModelOverrides {
     pub fn is_empty(&self) -> bool {
-        self.planner.is_none() && self.worker.is_none() && self.synthesizer.is_none()
+        self.planner.is_none()
+            && self.worker.is_none()
+            && self.synthesizer.is_none()
+            && self.preset.is_none()
     }
 }
 

@@ -74,6 +74,10 @@ pub struct PlannedSubtask {
     /// as its own instead of calling a worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<SubtaskId>,
+    /// For a subtask whose `worker` is `custom`: the system prompt of the role the planner
+    /// wrote for it, because none of the preset's roles fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_prompt: Option<String>,
 }
 
 #[derive(

@@ -57,6 +57,18 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         planner: config.run.planner.model.clone(),
         worker: config.run.worker.model.clone(),
         synthesizer: config.run.synthesizer.model.clone(),
+        preset: config.run.preset.name.clone(),
+        presets: config
+            .presets
+            .entries
+            .iter()
+            .map(|e| crate::tui::model::PresetInfo {
+                name: e.preset.name.clone(),
+                description: e.preset.description.clone(),
+                source: e.source.to_string(),
+                roles: e.preset.roles.iter().map(|r| r.name.clone()).collect(),
+            })
+            .collect(),
         ..Models::default()
     };
     let mouse = config.mouse;
@@ -339,6 +351,7 @@ fn perform(
                     .synthesizer
                     .clone()
                     .or(template.synthesizer_model.clone()),
+                preset: models.preset.clone().or(template.preset.clone()),
                 parent,
                 context: context.clone(),
                 ..template.clone()

@@ -166,6 +166,26 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
             ]),
         );
     }
+    // A role the planner wrote itself: what the worker is told is worth reading.
+    let role_prompt = view
+        .report
+        .plan
+        .as_ref()
+        .and_then(|p| p.subtasks.iter().find(|t| t.id == s.id))
+        .filter(|t| t.worker == s.worker)
+        .and_then(|t| t.role_prompt.as_deref());
+    if let Some(prompt) = role_prompt {
+        para(
+            &mut out,
+            Line::from(Span::styled(
+                "Role prompt (written by the planner):",
+                theme.dim(),
+            )),
+        );
+        for line in sanitize(prompt).lines() {
+            para(&mut out, Line::from(format!("  {line}")));
+        }
+    }
     if !s.depends_on.is_empty() {
         let mut spans = vec![Span::styled("After: ", theme.dim())];
         for (i, dep) in s.depends_on.iter().enumerate() {

@@ -30,6 +30,8 @@ pub enum Context {
     Models,
     /// The history pop-up is open (other keys type the search).
     History,
+    /// The pop-up picking the next run's preset is open.
+    Presets,
 }
 
 impl Context {
@@ -44,6 +46,7 @@ impl Context {
             Context::Edit => "Editing a subtask (e)",
             Context::Models => "Picking models (m)",
             Context::History => "History (H; type to search)",
+            Context::Presets => "Picking the preset (p)",
         }
     }
 }
@@ -122,6 +125,13 @@ pub enum KeyAction {
     CloseHistory,
     /// Stop the tool calls the selected subtask is waiting on; the subtask goes on.
     CancelTools,
+    /// Open the pop-up that picks the preset (team of worker roles) of the next run.
+    PickPreset,
+    PresetUp,
+    PresetDown,
+    /// Use the highlighted preset for the next runs.
+    UsePreset,
+    ClosePresets,
 }
 
 /// A key with the modifiers that matter for it.
@@ -372,6 +382,11 @@ pub const BINDINGS: &[Binding] = &[
     ),
     b(
         C::Panes,
+        &[(Chord::ch('p'), A::PickPreset)],
+        "pick the preset (team of roles) for the next run",
+    ),
+    b(
+        C::Panes,
         &[(Chord::ch('t'), A::ToggleReasoning)],
         "show / hide the model's reasoning in the detail",
     ),
@@ -540,6 +555,26 @@ pub const BINDINGS: &[Binding] = &[
     b(
         C::History,
         &[(Chord::key(K::Esc), A::CloseHistory)],
+        "close",
+    ),
+    b(
+        C::Presets,
+        &[
+            (Chord::key(K::Up), A::PresetUp),
+            (Chord::key(K::Down), A::PresetDown),
+            (Chord::ch('k'), A::PresetUp),
+            (Chord::ch('j'), A::PresetDown),
+        ],
+        "move through the presets",
+    ),
+    b(
+        C::Presets,
+        &[(Chord::key(K::Enter), A::UsePreset)],
+        "use the highlighted preset for the next runs",
+    ),
+    b(
+        C::Presets,
+        &[(Chord::key(K::Esc), A::ClosePresets)],
         "close",
     ),
 ];

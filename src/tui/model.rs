@@ -71,6 +71,11 @@ pub enum Overlay {
         /// Index into the listed runs.
         cursor: usize,
     },
+    /// Picking the preset (team of worker roles) of the next run.
+    Presets {
+        /// Index into `Models::presets`.
+        cursor: usize,
+    },
 }
 
 /// The saved runs as far as the dashboard knows them (read by the app loop, off the drawing
@@ -144,6 +149,21 @@ pub struct Models {
     /// Picked in the dashboard; sent with every run started from now on.
     pub picked: ModelOverrides,
     pub list: ModelList,
+    /// The configured preset's name.
+    pub preset: String,
+    /// The presets a run may use, for the picker.
+    pub presets: Vec<PresetInfo>,
+}
+
+/// A preset as the picker lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetInfo {
+    pub name: String,
+    pub description: String,
+    /// `built-in` or the file's path.
+    pub source: String,
+    /// Role names, the default first.
+    pub roles: Vec<String>,
 }
 
 impl Models {
@@ -178,6 +198,16 @@ impl Models {
             PickRole::Worker => self.picked.worker = model,
             PickRole::Synthesizer => self.picked.synthesizer = model,
         }
+    }
+
+    /// The preset the next run uses: the picked one, else the configured one.
+    pub fn effective_preset(&self) -> &str {
+        self.picked.preset.as_deref().unwrap_or(&self.preset)
+    }
+
+    /// Pick preset `name` for the next runs; the configured one un-picks.
+    pub fn pick_preset(&mut self, name: &str) {
+        self.picked.preset = (name != self.preset).then(|| name.to_owned());
     }
 
     /// `planner a · workers b · synth c`, or the one model when all roles share it.
@@ -523,6 +553,37 @@ impl Model {
             parent = p.report.parent;
         }
         depth
+    }
+
+    /// The roles the edit pop-up offers for a subtask of run `run`: its preset's (those of the
+    /// configured one when it is not known), with `custom` first for a subtask whose role the
+    /// planner wrote, so editing its description keeps it.
+    pub fn edit_roles(&self, run: RunId, subtask: &SubtaskId) -> Vec<String> {
+        let mut roles = self
+            .run(run)
+            .and_then(|v| {
+                self.models
+                    .presets
+                    .iter()
+                    .find(|p| !v.report.preset.is_empty() && p.name == v.report.preset)
+            })
+            .map_or_else(|| self.info.roles.clone(), |p| p.roles.clone());
+        let custom = self
+            .run(run)
+            .and_then(|v| v.report.plan.as_ref())
+            .and_then(|p| p.subtasks.iter().find(|t| &t.id == subtask))
+            .is_some_and(|t| t.role_prompt.is_some() && t.worker == "custom");
+        if custom {
+            roles.insert(0, "custom".to_owned());
+        }
+        roles
+    }
+
+    /// The run started as `id` uses the preset `name`.
+    pub fn set_preset(&mut self, id: RunId, name: String) {
+        if let Some(view) = self.run_mut(id) {
+            view.report.preset = name;
+        }
     }
 
     /// The run started as `id` follows up on `parent`.

@@ -141,6 +141,8 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
         Msg::RunStarting { id, query, parent } => {
             model.add_run(id, &query);
             model.set_parent(id, parent);
+            let preset = model.models.effective_preset().to_owned();
+            model.set_preset(id, preset);
             keep_selection_visible(model);
         }
         Msg::ModelsListed(result) => models_listed(model, result),
@@ -233,6 +235,7 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::Edit { .. }) => return keymap::lookup(Context::Edit, key),
         Some(Overlay::Models { .. }) => return keymap::lookup(Context::Models, key),
         Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
+        Some(Overlay::Presets { .. }) => return keymap::lookup(Context::Presets, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => return None,
         None => {}
     }
@@ -268,8 +271,8 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             text.input(key);
         }
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => on_overlay_key(model, key, actions),
-        // Its keys are in the key map; others do nothing there.
-        Some(Overlay::Models { .. }) => {}
+        // Their keys are in the key map; others do nothing there.
+        Some(Overlay::Models { .. } | Overlay::Presets { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
         None if model.focus == Focus::Query => {
             model.query.input(key);
@@ -427,6 +430,37 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::OpenSaved => open_saved(model, actions),
         KeyAction::ClearSearch => set_search(model, String::new(), actions),
         KeyAction::CloseHistory => model.overlay = None,
+        KeyAction::PickPreset => {
+            let cursor = model
+                .models
+                .presets
+                .iter()
+                .position(|p| p.name == model.models.effective_preset())
+                .unwrap_or(0);
+            model.overlay = Some(Overlay::Presets { cursor });
+        }
+        KeyAction::PresetUp | KeyAction::PresetDown => {
+            let step = if action == KeyAction::PresetUp { -1 } else { 1 };
+            let count = model.models.presets.len();
+            if let Some(Overlay::Presets { cursor }) = &mut model.overlay
+                && count > 0
+            {
+                *cursor = (*cursor as isize + step).clamp(0, count as isize - 1) as usize;
+            }
+        }
+        KeyAction::UsePreset => {
+            if let Some(Overlay::Presets { cursor }) = model.overlay
+                && let Some(name) = model.models.presets.get(cursor).map(|p| p.name.clone())
+            {
+                model.models.pick_preset(&name);
+                model.overlay = None;
+                model.toast(
+                    format!("the next runs use the {} preset", sanitize_line(&name)),
+                    ToastLevel::Info,
+                );
+            }
+        }
+        KeyAction::ClosePresets => model.overlay = None,
     }
 }
 
@@ -938,7 +972,10 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         },
         // Their keys are in the key map.
         Some(
-            overlay @ (Overlay::Edit { .. } | Overlay::Models { .. } | Overlay::History { .. }),
+            overlay @ (Overlay::Edit { .. }
+            | Overlay::Models { .. }
+            | Overlay::History { .. }
+            | Overlay::Presets { .. }),
         ) => model.overlay = Some(overlay),
         None => {}
     }
@@ -963,7 +1000,7 @@ fn save_edit(model: &mut Model, actions: &mut Vec<Action>) {
     let command = RunCommand::EditSubtask {
         id: subtask.clone(),
         description: Some(description),
-        worker: model.info.roles.get(*role).cloned(),
+        worker: model.edit_roles(run, subtask).get(*role).cloned(),
     };
     model.overlay = None;
     if model.run(run).is_some_and(|v| v.saved.is_some()) {
@@ -974,7 +1011,10 @@ fn save_edit(model: &mut Model, actions: &mut Vec<Action>) {
 }
 
 fn cycle_role(model: &mut Model, step: isize) {
-    let count = model.info.roles.len() as isize;
+    let count = match &model.overlay {
+        Some(Overlay::Edit { run, subtask, .. }) => model.edit_roles(*run, subtask).len() as isize,
+        _ => 0,
+    };
     if let (Some(Overlay::Edit { role, .. }), true) = (&mut model.overlay, count > 0) {
         *role = (*role as isize + step).rem_euclid(count) as usize;
     }
@@ -1077,8 +1117,7 @@ fn open_editor(model: &mut Model) {
     text.move_cursor(CursorMove::End);
     text.set_cursor_line_style(ratatui::style::Style::new());
     let role = model
-        .info
-        .roles
+        .edit_roles(run, &subtask.id)
         .iter()
         .position(|r| r.eq_ignore_ascii_case(&subtask.worker))
         .unwrap_or(0);

@@ -44,6 +44,7 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         Some(Overlay::Edit { .. }) => draw_edit(frame, model, area),
         Some(Overlay::ConfirmQuit) => draw_confirm_quit(frame, model, area),
         Some(Overlay::Models { role, cursor }) => draw_models(frame, model, area, *role, *cursor),
+        Some(Overlay::Presets { cursor }) => draw_presets(frame, model, area, *cursor),
         Some(Overlay::History { search, cursor }) => {
             draw_history(frame, model, area, search, *cursor)
         }
@@ -531,7 +532,9 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     // important, so the run's state and clock always show.
     let mut segments: Vec<(u8, Vec<Span>)> = Vec::new();
     // Models picked in the dashboard replace the configured ones in what the line says.
-    let picked = !model.models.picked.is_empty();
+    let picked = PickRole::ORDER
+        .iter()
+        .any(|r| model.models.picked(*r).is_some());
     if model.info.demo {
         segments.push((
             0,
@@ -586,6 +589,13 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
         segments.push((2, vec![Span::raw(clock(model.run_elapsed(r)))]));
     } else if model.info.demo {
         segments.push((5, vec![Span::styled("no model is called", theme.dim())]));
+    }
+    let preset = model.models.effective_preset();
+    if !preset.is_empty() {
+        segments.push((
+            3,
+            vec![Span::raw(format!("preset {}", sanitize_line(preset)))],
+        ));
     }
     if model.unsaved.is_some() {
         // Runs are not being kept: worth more room than the figures.
@@ -695,10 +705,10 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
 
 fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
     let Some(Overlay::Edit {
+        run,
         subtask,
         text,
         role,
-        ..
     }) = &model.overlay
     else {
         return;
@@ -729,12 +739,8 @@ fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
         Constraint::Min(1),
     ])
     .areas(inside);
-    let role_name = model
-        .info
-        .roles
-        .get(*role)
-        .map(String::as_str)
-        .unwrap_or("—");
+    let roles = model.edit_roles(*run, subtask);
+    let role_name = roles.get(*role).map(String::as_str).unwrap_or("—");
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled("Role: ", model.theme.dim()),
@@ -878,6 +884,87 @@ fn draw_models(frame: &mut Frame, model: &Model, area: Rect, role: PickRole, cur
             list_scrollbar(frame, rect, list_area, ids.len(), top);
         }
     }
+}
+
+fn draw_presets(frame: &mut Frame, model: &Model, area: Rect, cursor: usize) {
+    let theme = &model.theme;
+    let presets = &model.models.presets;
+    // A preset takes three lines: name and source, what it is for, its roles.
+    let rect = centered(
+        area,
+        76.min(area.width.saturating_sub(4)),
+        (presets.len() as u16 * 3 + 2)
+            .clamp(8, 32)
+            .min(area.height.saturating_sub(2)),
+    );
+    frame.render_widget(Clear, rect);
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(theme.border(true))
+        .padding(Padding::horizontal(1))
+        .title(title("Preset for the next run"))
+        .title_bottom(
+            Line::from(Span::styled(
+                " ↑↓ choose · Enter use · Esc close ",
+                theme.dim(),
+            ))
+            .alignment(Alignment::Right),
+        );
+    let inside = block.inner(rect);
+    frame.render_widget(block, rect);
+    if presets.is_empty() {
+        frame.render_widget(
+            Paragraph::new("No presets are known.").style(theme.dim()),
+            inside,
+        );
+        return;
+    }
+    let width = inside.width as usize;
+    let per_page = (inside.height as usize / 3).max(1);
+    let top = cursor.saturating_sub(per_page - 1);
+    let mut lines: Vec<Line> = Vec::new();
+    for (i, preset) in presets.iter().enumerate().skip(top).take(per_page) {
+        let mark = if i == cursor { "▸" } else { " " };
+        let mut notes = Vec::new();
+        if preset.name == model.models.effective_preset() {
+            notes.push("in use".to_owned());
+        }
+        if preset.name == model.models.preset {
+            notes.push("configured".to_owned());
+        }
+        notes.push(preset.source.clone());
+        let note = format!("  ({})", notes.join(", "));
+        let name = truncate(&sanitize_line(&preset.name), width.saturating_sub(4));
+        let note = truncate(
+            &sanitize_line(&note),
+            width.saturating_sub(name.chars().count() + 2),
+        );
+        let mut head = Line::from(vec![
+            Span::styled(
+                format!("{mark} {name}"),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(note, theme.dim()),
+        ]);
+        if i == cursor {
+            head = selected_row(head, theme, width);
+        }
+        lines.push(head);
+        lines.push(Line::from(format!(
+            "  {}",
+            truncate(&sanitize_line(&preset.description), width.saturating_sub(2))
+        )));
+        let roles = format!("roles: {}", preset.roles.join(", "));
+        lines.push(Line::from(Span::styled(
+            format!(
+                "  {}",
+                truncate(&sanitize_line(&roles), width.saturating_sub(2))
+            ),
+            theme.dim(),
+        )));
+    }
+    frame.render_widget(Paragraph::new(lines), inside);
+    list_scrollbar(frame, rect, inside, presets.len(), top);
 }
 
 /// Glyph and word of a saved run's status (the glyph never stands alone).

@@ -108,6 +108,7 @@ pub fn subtask(
         depends_on: depends_on.iter().map(|d| sid(d)).collect(),
         priority: Priority::Medium,
         reuse: None,
+        role_prompt: None,
     }
 }
 

@@ -1,11 +1,12 @@
 //! Checking a decoded plan: strict about what would break a run (empty or duplicate ids,
 //! unknown dependencies, cycles), repairing with a warning what merely degrades it (too many
-//! subtasks, unknown roles), and giving subtasks without a role the default one.
+//! subtasks, unknown roles, more than one custom role), and giving subtasks without a role the
+//! default one.
 
 use std::collections::{HashMap, HashSet};
 
 use super::{CheckedPlan, Plan, PlanError, PlanRules, PlannedSubtask, backticked};
-use crate::engine::roles::same_name;
+use crate::engine::roles::{CUSTOM_ROLE, same_name};
 use crate::protocol::SubtaskId;
 
 fn clean_id(id: &str) -> String {
@@ -91,10 +92,45 @@ pub fn check_plan(mut plan: Plan, rules: &PlanRules) -> Result<CheckedPlan, Plan
         }
     }
 
+    // The first custom role prompt is the plan's custom role; a subtask with another one is
+    // given the default role, so a plan never has more than one role nobody reviewed.
+    let mut custom: Option<String> = None;
     for task in &mut plan.subtasks {
+        if let Some(prompt) = task.role_prompt.take() {
+            let prompt = prompt.trim().to_owned();
+            if !same_name(&task.worker, CUSTOM_ROLE) || prompt.is_empty() {
+                // A prompt on a listed role, or an empty one, says nothing to use.
+                if same_name(&task.worker, CUSTOM_ROLE) {
+                    task.worker.clear();
+                    warnings.push(format!(
+                        "subtask `{}`: role `{CUSTOM_ROLE}` without a `role_prompt`; using `{}`",
+                        task.id, rules.default_role
+                    ));
+                }
+            } else if custom.as_ref().is_none_or(|c| *c == prompt) {
+                custom = Some(prompt.clone());
+                task.worker = CUSTOM_ROLE.to_owned();
+                task.role_prompt = Some(prompt);
+                continue;
+            } else {
+                warnings.push(format!(
+                    "subtask `{}`: a second custom role; only one is allowed per plan, so \
+                     using `{}`",
+                    task.id, rules.default_role
+                ));
+                task.worker.clear();
+            }
+        }
         match rules.roles.iter().find(|r| same_name(r, &task.worker)) {
             // Use the role's own spelling so later lookups need not care about case.
             Some(role) => task.worker.clone_from(role),
+            None if same_name(&task.worker, CUSTOM_ROLE) => {
+                warnings.push(format!(
+                    "subtask `{}`: role `{CUSTOM_ROLE}` without a `role_prompt`; using `{}`",
+                    task.id, rules.default_role
+                ));
+                task.worker.clone_from(&rules.default_role);
+            }
             None => {
                 if !task.worker.is_empty() {
                     warnings.push(format!(

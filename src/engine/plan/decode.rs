@@ -136,6 +136,8 @@ pub(super) fn decode_plan(value: &Value) -> Result<(Plan, Vec<String>), PlanErro
         // Whether the earlier run has such a subtask is the run's to check: only it knows the
         // earlier run.
         let reuse = id_value(obj.get("reuse"), &at("reuse"))?.map(SubtaskId);
+        // Whether it is used (only with the `custom` role, one per plan) is the check's.
+        let role_prompt = text_value(obj.get("role_prompt"), &at("role_prompt"))?;
         subtasks.push(PlannedSubtask {
             id: SubtaskId(id),
             worker,
@@ -145,6 +147,7 @@ pub(super) fn decode_plan(value: &Value) -> Result<(Plan, Vec<String>), PlanErro
             depends_on,
             priority,
             reuse,
+            role_prompt,
         });
     }
 

@@ -13,7 +13,9 @@
 //!   planner's answer ([`read_plan_text`]), so both get the same defaults.
 //! - *Checking* ([`check_plan`]) is strict about what would break a run (duplicate ids, unknown
 //!   dependencies, cycles) and repairs, with a warning, what merely degrades it (unknown roles,
-//!   too many subtasks). A missing role is not a repair: it gets the default role silently.
+//!   too many subtasks, a second custom role). A missing role is not a repair: it gets the
+//!   default role silently. A plan may hold one role the planner wrote itself: subtasks with
+//!   the role `custom` and the same `role_prompt` ([`custom_role_prompt`]).
 //!
 //! While the answer streams, `draft_subtasks` reads the subtasks already complete in it, for
 //! front ends to show before the plan is checked; `plan_schema` is the shape asked of servers
@@ -34,7 +36,15 @@ pub use schema::plan_schema;
 // through `protocol`.
 pub use crate::protocol::plan::{Plan, PlannedSubtask, Priority};
 
-use crate::engine::roles::WorkerRole;
+use crate::engine::roles::{CUSTOM_ROLE, WorkerRole, same_name};
+
+/// The planner's own role prompt of a `custom` subtask; `None` for any other subtask.
+pub fn custom_role_prompt(subtask: &PlannedSubtask) -> Option<&str> {
+    subtask
+        .role_prompt
+        .as_deref()
+        .filter(|p| !p.trim().is_empty() && same_name(&subtask.worker, CUSTOM_ROLE))
+}
 
 /// What a plan is checked against.
 #[derive(Debug, Clone)]

@@ -1,7 +1,8 @@
 //! The JSON schema of a plan, as the planner is asked to follow it when the server supports
 //! structured output. Built from the run's rules, so the roles are an `enum` of the roles
-//! that exist and the list is bounded by `max_subtasks`. A schema cannot say everything the
-//! checks do (unique ids, known dependencies, no cycles), so answers are checked all the same.
+//! that exist (and `custom`, with its `role_prompt`) and the list is bounded by
+//! `max_subtasks`. A schema cannot say everything the checks do (unique ids, known
+//! dependencies, no cycles, one custom role), so answers are checked all the same.
 
 use serde_json::{Value, json};
 
@@ -14,7 +15,9 @@ use super::PlanRules;
 pub fn plan_schema(rules: &PlanRules) -> Value {
     let mut worker = json!({ "type": "string" });
     if !rules.roles.is_empty() {
-        worker["enum"] = json!(rules.roles);
+        let mut names = rules.roles.clone();
+        names.push(crate::engine::roles::CUSTOM_ROLE.to_owned());
+        worker["enum"] = json!(names);
     }
     json!({
         "type": "object",
@@ -38,6 +41,7 @@ pub fn plan_schema(rules: &PlanRules) -> Value {
                         "focus_areas": { "type": "array", "items": { "type": "string" } },
                         "depends_on": { "type": "array", "items": { "type": "string" } },
                         "priority": { "type": "string", "enum": ["high", "medium", "low"] },
+                        "role_prompt": { "type": "string" },
                     },
                     "required": ["id", "title", "worker", "description", "depends_on"],
                 },

@@ -38,6 +38,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         depends_on: deps.iter().map(|d| SubtaskId::new(*d)).collect(),
         priority: Priority::Medium,
         reuse: None,
+        role_prompt: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn expected_two_tasks() -> Plan {
                 depends_on: vec![],
                 priority: Priority::High,
                 reuse: None,
+                role_prompt: None,
             },
             PlannedSubtask {
                 id: SubtaskId::new("task_2"),
@@ -85,6 +87,7 @@ fn expected_two_tasks() -> Plan {
                 depends_on: vec![SubtaskId::new("task_1")],
                 priority: Priority::Low,
                 reuse: None,
+                role_prompt: None,
             },
         ],
         synthesis_guidance: "lead with emissions".to_owned(),
@@ -608,9 +611,15 @@ fn the_schema_names_the_roles_and_bounds_the_list() {
     let schema = plan_schema(&rules());
     let subtasks = &schema["properties"]["subtasks"];
     assert_eq!(subtasks["maxItems"], rules().max_subtasks);
+    let mut roles = rules().roles;
+    roles.push("custom".to_owned());
     assert_eq!(
         subtasks["items"]["properties"]["worker"]["enum"],
-        serde_json::json!(rules().roles)
+        serde_json::json!(roles)
+    );
+    assert_eq!(
+        subtasks["items"]["properties"]["role_prompt"]["type"],
+        "string"
     );
     assert_eq!(subtasks["items"]["properties"]["id"]["type"], "string");
     assert_eq!(
@@ -682,4 +691,62 @@ fn the_schema_asks_for_the_classification() {
     );
     let required = schema["required"].as_array().expect("a list");
     assert!(required.contains(&serde_json::json!("complexity")));
+}
+
+fn custom_plan(subtasks: &[(&str, &str, Option<&str>)]) -> String {
+    let subtasks: Vec<Value> = subtasks
+        .iter()
+        .map(|(id, worker, prompt)| {
+            let mut task = serde_json::json!({"id": id, "worker": worker, "title": id});
+            if let Some(prompt) = prompt {
+                task["role_prompt"] = Value::from(*prompt);
+            }
+            task
+        })
+        .collect();
+    serde_json::json!({ "subtasks": subtasks }).to_string()
+}
+
+#[test]
+fn one_custom_role_is_kept_with_its_prompt() {
+    let checked = parse(&custom_plan(&[
+        ("a", "Custom", Some("  You are a tax lawyer. ")),
+        ("b", "custom", Some("You are a tax lawyer.")),
+        ("c", "research", None),
+    ]));
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+    let tasks = &checked.plan.subtasks;
+    assert_eq!(tasks[0].worker, "custom");
+    assert_eq!(
+        tasks[0].role_prompt.as_deref(),
+        Some("You are a tax lawyer.")
+    );
+    assert_eq!(custom_role_prompt(&tasks[1]), Some("You are a tax lawyer."));
+    assert_eq!(custom_role_prompt(&tasks[2]), None);
+    // Checking again changes nothing.
+    let again = check_plan(checked.plan.clone(), &rules()).expect("valid");
+    assert_eq!(again, checked);
+    // It travels in the plan's JSON, and only where it is set.
+    let json = serde_json::to_value(&checked.plan).expect("serialises");
+    assert_eq!(json["subtasks"][0]["role_prompt"], "You are a tax lawyer.");
+    assert!(json["subtasks"][2].get("role_prompt").is_none());
+}
+
+#[test]
+fn a_second_custom_role_gets_the_default_role_with_a_notice() {
+    let checked = parse(&custom_plan(&[
+        ("a", "custom", Some("You are a tax lawyer.")),
+        ("b", "custom", Some("You are a chemist.")),
+        ("c", "custom", None),
+        ("d", "research", Some("Ignored on a listed role.")),
+    ]));
+    let tasks = &checked.plan.subtasks;
+    let workers: Vec<&str> = tasks.iter().map(|t| t.worker.as_str()).collect();
+    assert_eq!(workers, ["custom", "analysis", "analysis", "research"]);
+    assert!(tasks[1..].iter().all(|t| t.role_prompt.is_none()));
+    assert_eq!(checked.warnings.len(), 2, "{:?}", checked.warnings);
+    assert!(
+        checked.warnings[0].contains("`b`") && checked.warnings[0].contains("second custom role")
+    );
+    assert!(checked.warnings[1].contains("`c`") && checked.warnings[1].contains("role_prompt"));
 }
