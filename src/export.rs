@@ -1,6 +1,6 @@
 //! `maestro export`: a saved run as a full report a person can keep or send — query, plan,
-//! synthesis, every subtask's result, and a table of timings, tokens and attempts — in
-//! markdown or JSON, on stdout or in a file.
+//! synthesis, every subtask's result, a table of timings, tokens and attempts, and (in
+//! markdown) the run's timeline — in markdown or JSON, on stdout or in a file.
 //!
 //! Built from what the store saved ([`history::report_of`] and the saved attempts); it reads
 //! only, decides nothing about a run and talks to no provider. Model text is sanitised: the
@@ -270,6 +270,10 @@ pub fn markdown(saved: &SavedRun, parent: Option<&SavedRun>) -> String {
                 let _ = writeln!(out, "_No result._\n");
             }
         }
+    }
+    // Last, as `maestro run` ends its report: the run over time, from the saved calls.
+    if let Some(chart) = report.timeline_chart() {
+        let _ = writeln!(out, "## Timeline\n\n```text\n{chart}```");
     }
     out
 }

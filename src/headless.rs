@@ -252,6 +252,7 @@ pub async fn run(
         ));
     }
     let describe = config.describe();
+    let limit = Some(config.run.concurrency);
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
     engine.send(Command::StartRun {
         id,
@@ -264,6 +265,7 @@ pub async fn run(
         format: args.format,
         quiet: args.quiet,
         parent,
+        limit,
     };
     drive(
         engine,
@@ -306,6 +308,7 @@ pub async fn resume(
         ));
     }
     let describe = config.describe();
+    let limit = Some(config.run.concurrency);
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
     match history::resume_input(saved, parent) {
         Some(input) => {
@@ -324,6 +327,7 @@ pub async fn resume(
         format: args.format,
         quiet: args.quiet,
         parent: saved.summary.parent,
+        limit,
     };
     drive(
         engine,
@@ -355,6 +359,8 @@ struct Output {
     quiet: bool,
     /// The run this one follows up on, for the report.
     parent: Option<RunId>,
+    /// The workers' concurrency limit, for the report's timeline.
+    limit: Option<usize>,
 }
 
 /// Follow one run to its end: progress, events file, store, signals, then the report.
@@ -377,6 +383,7 @@ async fn drive(
     );
     let mut report = RunReport::default();
     report.parent = args.parent;
+    report.limit = args.limit;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;
