@@ -1299,15 +1299,15 @@ mod tests {
         insta::assert_snapshot!(chart.trim(), @r"
         ```text
         *✓ planner   ███████▏
-        *✓ a                ▓▓▓▓▓▓▓▓╌╌╌╌╌╌███████▉
+        *✓ a                ▓▓▓▓▓▓▓✗╌╌╌╌╌╌███████▉
         *✓ b                                     ██████████████████████▌
-         ✗ c                                     ▓▓▓▓▓▓▓▓
+         ✗ c                                     ▓▓▓▓▓▓▓✗
         *✓ synthesis                                                   ███████████████
                      0      1s     2s     3s     4s      5s     6s     7s     8s
 
         critical path: planner → a → b → synthesis
         critical path 9.0s of 9.0s · in flight mean 1.0, peak 2 of 2
-        █ call  ▓ failed call  ░ queued for a slot  ╌ back-off  * critical path
+        █ call  ▓✗ failed call  ░ queued for a slot  ╌ back-off  * critical path
         ```
         ");
     }

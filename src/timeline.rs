@@ -119,6 +119,8 @@ pub enum Cell {
     Call(u8),
     /// A call that failed.
     Failed,
+    /// The last cell of a failed call, so that failed attempts side by side stay apart.
+    FailedEnd,
 }
 
 /// Left-aligned blocks, one to eight eighths of a cell.
@@ -134,12 +136,13 @@ impl Cell {
             Cell::Wait => '╌',
             Cell::Call(n) => EIGHTHS[usize::from(n.clamp(1, 8)) - 1],
             Cell::Failed => '▓',
+            Cell::FailedEnd => '✗',
         }
     }
 }
 
 /// The chart's legend, as the text chart prints it.
-pub const LEGEND: &str = "█ call  ▓ failed call  ░ queued for a slot  ╌ back-off  * critical path";
+pub const LEGEND: &str = "█ call  ▓✗ failed call  ░ queued for a slot  ╌ back-off  * critical path";
 
 impl<'a> Timeline<'a> {
     pub fn new(start_ts: u64, end_ts: u64, limit: Option<usize>) -> Self {
@@ -398,6 +401,11 @@ impl<'a> Timeline<'a> {
                 let last = e8.div_ceil(8).max(first + 1);
                 for cell in first..last.min(width) {
                     out[cell as usize] = Cell::Failed;
+                }
+                if let Some(end) = out.get_mut(last.min(width).saturating_sub(1) as usize)
+                    && last.min(width) > first
+                {
+                    *end = Cell::FailedEnd;
                 }
                 continue;
             }
@@ -719,7 +727,7 @@ mod tests {
         t.bar(1, 8_000, &mut cells);
         assert_eq!(
             cells.map(Cell::glyph).iter().collect::<String>(),
-            " ▓╌╌███ "
+            " ✗╌╌███ "
         );
     }
 

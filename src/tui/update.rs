@@ -395,6 +395,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::CloseModels => model.overlay = None,
         KeyAction::OpenHistory => open_history(model, actions),
         KeyAction::ToggleDiff => toggle_diff(model),
+        KeyAction::ToggleTimeline => model.timeline = !model.timeline,
         KeyAction::HistoryUp => move_history_cursor(model, -1),
         KeyAction::HistoryDown => move_history_cursor(model, 1),
         KeyAction::HistoryPageUp => move_history_cursor(model, -history_page(model)),
@@ -1049,7 +1050,11 @@ fn select(model: &mut Model, node: Option<Node>) {
 }
 
 fn move_selection(model: &mut Model, delta: isize) {
-    let rows = model.rows();
+    let rows = if model.timeline {
+        crate::tui::timeline::rows(model)
+    } else {
+        model.rows()
+    };
     if rows.is_empty() {
         return;
     }
