@@ -430,23 +430,43 @@ const STEPS_MS: [u64; 18] = [
 
 /// A tick's label: `0`, `500ms`, `5s`, `1m`, `1m30s`, `2h`.
 pub fn tick_label(ms: u64) -> String {
+    let mut out = String::new();
+    let _ = write_tick(&mut out, ms);
+    out
+}
+
+/// How wide a tick's label is, without making it.
+fn tick_width(ms: u64) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.chars().count();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = write_tick(&mut count, ms);
+    count.0
+}
+
+fn write_tick(out: &mut impl std::fmt::Write, ms: u64) -> std::fmt::Result {
     if ms == 0 {
-        "0".to_owned()
+        out.write_str("0")
     } else if ms < 1_000 {
-        format!("{ms}ms")
+        write!(out, "{ms}ms")
     } else if !ms.is_multiple_of(1_000) {
-        format!("{}.{}s", ms / 1_000, (ms % 1_000) / 100)
+        write!(out, "{}.{}s", ms / 1_000, (ms % 1_000) / 100)
     } else if ms < 60_000 {
-        format!("{}s", ms / 1_000)
+        write!(out, "{}s", ms / 1_000)
     } else if ms < 3_600_000 {
         match (ms / 60_000, (ms % 60_000) / 1_000) {
-            (m, 0) => format!("{m}m"),
-            (m, s) => format!("{m}m{s}s"),
+            (m, 0) => write!(out, "{m}m"),
+            (m, s) => write!(out, "{m}m{s}s"),
         }
     } else {
         match (ms / 3_600_000, (ms % 3_600_000) / 60_000) {
-            (h, 0) => format!("{h}h"),
-            (h, m) => format!("{h}h{m}m"),
+            (h, 0) => write!(out, "{h}h"),
+            (h, m) => write!(out, "{h}h{m}m"),
         }
     }
 }
@@ -460,7 +480,7 @@ pub fn tick_step(span_ms: u64, width: usize) -> u64 {
             continue;
         }
         let room = (1..=span / step)
-            .map(|n| tick_label(n * step).chars().count() as u64 + 2)
+            .map(|n| tick_width(n * step) as u64 + 2)
             .max()
             .unwrap_or(2);
         if step * width as u64 >= room * span {
@@ -477,9 +497,11 @@ pub fn axis(span_ms: u64, width: usize) -> String {
     let mut line = vec![' '; width];
     let mut free_from = 0usize;
     let mut t = 0u64;
+    let mut label = String::new();
     while t <= span {
         let col = (u128::from(t) * width as u128 / u128::from(span)) as usize;
-        let label = tick_label(t);
+        label.clear();
+        let _ = write_tick(&mut label, t);
         let len = label.chars().count();
         if col >= free_from && col + len <= width {
             for (i, ch) in label.chars().enumerate() {

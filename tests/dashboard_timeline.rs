@@ -127,3 +127,28 @@ fn model_finished() -> Model {
     ch(&mut model, 'T');
     model
 }
+
+#[test]
+fn a_click_on_a_row_of_the_timeline_selects_that_subtask() {
+    use ratatui::crossterm::event::{KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+    let mut model = live((80, 24));
+    // The pane's border is on row 3, the axis on row 4, the planner on 5, `context` on 6.
+    let click = |row| {
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: 10,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    update(&mut model, click(6));
+    assert_eq!(
+        model.selected,
+        Some(Node::Subtask(run_id(1), sid("context")))
+    );
+    update(&mut model, click(5));
+    assert_eq!(model.selected, Some(Node::Run(run_id(1))));
+    // The axis selects nothing.
+    update(&mut model, click(4));
+    assert_eq!(model.selected, Some(Node::Run(run_id(1))));
+}

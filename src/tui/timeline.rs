@@ -18,6 +18,7 @@ use crate::display::{spinner_at, truncate};
 use crate::protocol::SubtaskStatus;
 use crate::sanitize::sanitize_line;
 use crate::timeline::{Cell, TrackKind, footer};
+use crate::tui::layout;
 use crate::tui::model::{Focus, Model, Node, RunView};
 
 /// The run the timeline shows: the selected one, else the latest.
@@ -56,6 +57,26 @@ fn selected_track(model: &Model, view: &RunView) -> Option<usize> {
             .map(|i| i + 1),
         _ => None,
     }
+}
+
+/// The first track drawn when `height` rows fit under the axis: the selected one stays on
+/// screen, with the rows above it first.
+fn first_row(model: &Model, view: &RunView, height: usize) -> usize {
+    match selected_track(model, view) {
+        Some(at) if at >= height => at + 1 - height,
+        _ => 0,
+    }
+}
+
+/// The row at `line` of the pane's inside (0 is the axis), for a click: the run for the
+/// planner's row, a subtask for its own; nothing for the axis or the synthesis.
+pub fn node_at(model: &Model, line: usize) -> Option<Node> {
+    let view = shown(model)?;
+    let height = layout::inner(layout::areas(model).tree)
+        .height
+        .saturating_sub(1) as usize;
+    let track = first_row(model, view, height) + line.checked_sub(1)?;
+    rows(model).get(track).cloned()
 }
 
 pub fn draw(frame: &mut Frame, model: &Model, area: Rect) {
@@ -110,11 +131,7 @@ pub fn draw(frame: &mut Frame, model: &Model, area: Rect) {
     ]));
     let height = inside.height as usize - 1;
     let selected = selected_track(model, view);
-    // Keep the selected row on screen, the rows above it first.
-    let top = match selected {
-        Some(at) if at >= height => at + 1 - height,
-        _ => 0,
-    };
+    let top = first_row(model, view, height);
     let mut cells = vec![Cell::Empty; bar_w];
     for (i, track) in tracks.iter().enumerate().skip(top).take(height) {
         timeline.bar(i, span, &mut cells);

@@ -1154,8 +1154,13 @@ fn on_mouse(model: &mut Model, mouse: MouseEvent) {
             if pane == Focus::Tree {
                 let tree = inner(areas.tree);
                 if mouse.row >= tree.y && mouse.row < tree.y + tree.height {
-                    let index = model.tree_offset + (mouse.row - tree.y) as usize;
-                    if let Some(node) = model.rows().get(index).cloned() {
+                    let line = (mouse.row - tree.y) as usize;
+                    let node = if model.timeline {
+                        crate::tui::timeline::node_at(model, line)
+                    } else {
+                        model.rows().get(model.tree_offset + line).cloned()
+                    };
+                    if let Some(node) = node {
                         select(model, Some(node));
                     }
                 }
