@@ -65,6 +65,8 @@ pub struct Track<'a> {
     /// More work is scheduled for it (pending, running or waiting to retry): its queue and
     /// back-off grow up to "now".
     pub open: bool,
+    /// It has a result (for a subtask that took an earlier run's, without any call).
+    pub succeeded: bool,
     calls: Range<usize>,
     deps: Range<usize>,
 }
@@ -77,6 +79,7 @@ pub struct Head<'a> {
     pub glyph: &'static str,
     pub ready_ts: Option<u64>,
     pub open: bool,
+    pub succeeded: bool,
 }
 
 /// A run's tracks, their calls and dependencies, in flat vectors (three allocations a run).
@@ -171,6 +174,7 @@ impl<'a> Timeline<'a> {
             glyph,
             ready_ts,
             open,
+            succeeded,
         } = head;
         self.tracks.push(Track {
             kind,
@@ -178,6 +182,7 @@ impl<'a> Timeline<'a> {
             glyph,
             ready_ts,
             open,
+            succeeded,
             calls: c0..self.calls.len(),
             deps: d0..self.deps.len(),
         });
@@ -256,8 +261,16 @@ impl<'a> Timeline<'a> {
             // for every subtask to settle, however it ended.
             let done = match (t.kind, self.calls(p).last()) {
                 (TrackKind::Synthesis, _) => self.finish(p),
-                (_, Some(last)) if last.end == CallEnd::Succeeded => last.end_ts,
-                _ => None,
+                (_, _) if !self.tracks[p].succeeded => None,
+                (_, Some(last)) => last.end_ts,
+                // A result taken without a call was there as soon as the plan was.
+                (_, None) => self.tracks[p].ready_ts.or_else(|| {
+                    let planner = self
+                        .tracks
+                        .iter()
+                        .position(|t| t.kind == TrackKind::Planner);
+                    planner.and_then(|i| self.finish(i))
+                }),
             };
             ready = ready.max(Some(done?));
         }
@@ -614,6 +627,7 @@ mod tests {
             glyph: "✓",
             ready_ts,
             open: false,
+            succeeded: true,
         }
     }
 
@@ -633,8 +647,12 @@ mod tests {
         );
         for (label, deps, calls) in subtasks {
             // Subtask indices in the test count from 0; tracks have the planner first.
+            let succeeded = calls.last().is_some_and(|c| c.end == CallEnd::Succeeded);
             t.push(
-                head(TrackKind::Subtask, label, None),
+                Head {
+                    succeeded,
+                    ..head(TrackKind::Subtask, label, None)
+                },
                 calls.iter().copied(),
                 deps.iter().map(|d| d + 1),
             );
@@ -751,6 +769,26 @@ mod tests {
             cells.map(Cell::glyph).iter().collect::<String>(),
             " ✗╌╌███ "
         );
+    }
+
+    #[test]
+    fn a_result_taken_without_a_call_makes_its_dependent_ready_when_the_plan_is() {
+        // `a` took an earlier run's result (no call); `b` depends on it.
+        let mut t = run(1_000, &[("b", &[], vec![ok(1_000, 2_000)])], None, 2_000);
+        let a = t.push(head(TrackKind::Subtask, "a", None), [], []);
+        let c = t.push(head(TrackKind::Subtask, "c", None), [], [a]);
+        assert_eq!(t.ready(c), Some(1_000));
+        // Without a result, it holds its dependent back.
+        let d = t.push(
+            Head {
+                succeeded: false,
+                ..head(TrackKind::Subtask, "d", None)
+            },
+            [],
+            [],
+        );
+        let e = t.push(head(TrackKind::Subtask, "e", None), [], [d]);
+        assert_eq!(t.ready(e), None);
     }
 
     #[test]
