@@ -539,6 +539,18 @@ pub fn footer(summary: &Summary, limit: Option<usize>) -> String {
     )
 }
 
+/// The footer in few columns: `path 9.0s/12.0s · flight 1.6 ≤3/4`.
+pub fn footer_short(summary: &Summary, limit: Option<usize>) -> String {
+    let limit = limit.map(|l| format!("/{l}")).unwrap_or_default();
+    format!(
+        "path {}/{} · in flight {:.1}, peak {}{limit}",
+        duration(summary.critical_ms),
+        duration(summary.run_ms),
+        summary.mean_in_flight,
+        summary.peak_in_flight,
+    )
+}
+
 /// The chart as fixed-width text, `width` columns in all: a label column (`*` on the critical
 /// path), the bars, the axis, the critical path spelt out, the footer and the legend.
 pub fn text_chart(timeline: &Timeline<'_>, width: usize) -> String {
@@ -834,6 +846,10 @@ mod tests {
         assert_eq!(
             footer(&s, Some(2)),
             "critical path 4.0s of 4.0s · in flight mean 2.0, peak 2 of 2"
+        );
+        assert_eq!(
+            footer_short(&s, Some(2)),
+            "path 4.0s/4.0s · in flight 2.0, peak 2/2"
         );
     }
 

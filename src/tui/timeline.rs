@@ -17,7 +17,7 @@ use unicode_width::UnicodeWidthStr;
 use crate::display::{spinner_at, truncate};
 use crate::protocol::SubtaskStatus;
 use crate::sanitize::sanitize_line;
-use crate::timeline::{Cell, TrackKind, footer};
+use crate::timeline::{Cell, TrackKind, footer, footer_short};
 use crate::tui::layout;
 use crate::tui::model::{Focus, Model, Node, RunView};
 
@@ -100,12 +100,13 @@ pub fn draw(frame: &mut Frame, model: &Model, area: Rect) {
     )]);
     let mut block = block(model, heading);
     if report.plan.is_some() {
+        // The long form where the border has room for it.
+        let mut text = footer(&summary, report.limit);
+        if text.width() + 4 > area.width as usize {
+            text = footer_short(&summary, report.limit);
+        }
         block = block.title_bottom(
-            Line::from(Span::styled(
-                format!(" {} ", footer(&summary, report.limit)),
-                theme.dim(),
-            ))
-            .alignment(Alignment::Left),
+            Line::from(Span::styled(format!(" {text} "), theme.dim())).alignment(Alignment::Left),
         );
     }
     let inside = block.inner(area);
