@@ -118,6 +118,10 @@ fn the_timeline_of_a_live_run_grows_with_the_clock() {
     update(&mut model, Msg::Tick(NOW + 5_000));
     let after = format!("{}", render(&mut model, 160, 48).backend());
     assert_eq!(before, after);
+    // So the timeline asks for no frames of its own: the clock ticks only while something
+    // moves by itself, as for the tree.
+    assert!(!model.animating());
+    assert!(live((160, 48)).animating());
 }
 
 fn model_finished() -> Model {
