@@ -846,8 +846,9 @@ impl RunReport {
         t
     }
 
-    /// Each subtask's times for the JSON report, in ms from the run's start.
-    fn subtask_times(&self) -> Vec<JsonSubtask<'_>> {
+    /// Each subtask with its times for the JSON report, in ms from the run's start (its first
+    /// call), in plan order.
+    pub fn subtask_times(&self) -> Vec<JsonSubtask<'_>> {
         let end = self.end_ts(self.start_ts().unwrap_or(0));
         let timeline = self.timeline(end);
         let since = |ts: u64| ts.saturating_sub(timeline.start_ts);

@@ -1,6 +1,7 @@
 //! The run's timeline outside the dashboard: `maestro run --format markdown` ends with it as a
 //! text chart, and `--format json` carries each subtask's ready, start and finish times and
-//! each attempt's start, end and back-off, checked against when the mock server saw the calls.
+//! each attempt's start, end and back-off, checked against when the mock server saw the calls;
+//! `maestro export` of the saved run gives the same chart and times.
 //!
 //! The run is the real binary against the in-process mock: `a` fails once (500) and succeeds
 //! on its retry, `b` waits for `a`, `c` fails for good (400).
@@ -223,7 +224,27 @@ async fn the_markdown_report_ends_with_the_timeline_and_its_critical_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exported_run_ends_with_the_timeline_of_its_saved_calls() {
     let (out, _, sandbox) = run_in("json", &[]).await;
-    let id = out.json()["run_id"].as_str().expect("a run id").to_owned();
+    let ran = out.json();
+    let id = ran["run_id"].as_str().expect("a run id").to_owned();
+    // The JSON export gives each subtask the times the run gave it.
+    let exported = sandbox
+        .child(&["export", &id, "--format", "json"])
+        .scrub("NO_COLOR")
+        .limit(Duration::from_secs(20))
+        .run()
+        .await;
+    assert_eq!(exported.code, Some(0), "{exported:?}");
+    let exported = exported.json();
+    for (r, e) in ran["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .zip(exported["subtasks"].as_array().expect("subtasks"))
+    {
+        for field in ["ready_ms", "started_ms", "finished_ms", "attempt_times"] {
+            assert_eq!(r[field], e[field], "{} {field}", r["id"]);
+        }
+    }
     let export = sandbox
         .child(&["export", &id])
         .scrub("NO_COLOR")
