@@ -156,3 +156,34 @@ fn a_click_on_a_row_of_the_timeline_selects_that_subtask() {
     update(&mut model, click(4));
     assert_eq!(model.selected, Some(Node::Run(run_id(1))));
 }
+
+#[test]
+fn queue_calls_failures_and_back_offs_differ_in_style_as_well_as_in_character() {
+    let mut model = live((160, 48));
+    model.theme = maestro::tui::theme::Theme { color: true };
+    let terminal = render(&mut model, 160, 48);
+    let buffer = terminal.backend().buffer();
+    // The style of the first cell drawn with `glyph` on the row that names `id`.
+    let style_of = |id: &str, glyph: &str| {
+        let y = (0..48)
+            .find(|&y| {
+                let row: String = (0..80).map(|x| buffer[(x, y)].symbol()).collect();
+                row.contains(&format!(" {id} "))
+            })
+            .unwrap_or_else(|| panic!("no row for {id}"));
+        let x = (0..80)
+            .find(|&x| buffer[(x, y)].symbol() == glyph)
+            .unwrap_or_else(|| panic!("no {glyph} on {id}'s row"));
+        buffer[(x, y)].style()
+    };
+    let queued = style_of("grid", "░");
+    let failed = style_of("grid", "▓");
+    let wait = style_of("grid", "╌");
+    let call = style_of("emissions", "█");
+    let styles = [queued, failed, wait, call];
+    for (i, a) in styles.iter().enumerate() {
+        for b in &styles[i + 1..] {
+            assert_ne!(a, b, "{styles:?}");
+        }
+    }
+}

@@ -167,7 +167,9 @@ pub fn draw(frame: &mut Frame, model: &Model, area: Rect) {
         )];
         push_cells(&mut spans, &cells, |cell| match cell {
             Cell::Empty => Style::new(),
-            Cell::Queued | Cell::Wait => theme.dim(),
+            Cell::Queued => theme.dim(),
+            // A back-off is a retry waiting: the tree's style for one.
+            Cell::Wait => theme.status(SubtaskStatus::Retrying),
             Cell::Failed | Cell::FailedEnd => theme.error(),
             Cell::Call(_) => row_style,
         });
