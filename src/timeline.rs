@@ -513,6 +513,9 @@ pub fn axis(span_ms: u64, width: usize) -> String {
     let mut label = String::new();
     while t <= span {
         let col = (u128::from(t) * width as u128 / u128::from(span)) as usize;
+        if col >= width {
+            break;
+        }
         label.clear();
         let _ = write_tick(&mut label, t);
         let len = label.chars().count();
