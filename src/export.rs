@@ -1,6 +1,6 @@
 //! `maestro export`: a saved run as a full report a person can keep or send — query, plan,
-//! synthesis, every subtask's result, and a table of timings, tokens and attempts — in
-//! markdown or JSON, on stdout or in a file.
+//! synthesis, every subtask's result, a table of timings, tokens and attempts, and (in
+//! markdown) the run's timeline — in markdown or JSON, on stdout or in a file.
 //!
 //! Built from what the store saved ([`history::report_of`] and the saved attempts); it reads
 //! only, decides nothing about a run and talks to no provider. Model text is sanitised: the
@@ -17,7 +17,7 @@ use crate::config::StoreConfig;
 use crate::display::{duration, tokens};
 use crate::history::{self, Failure, FailureKind};
 use crate::protocol::{CallRole, Usage};
-use crate::report::RunReport;
+use crate::report::{AttemptTime, RunReport};
 use crate::sanitize::{sanitize, sanitize_line};
 use crate::store::{self, SavedRun};
 
@@ -276,6 +276,10 @@ pub fn markdown(saved: &SavedRun, parent: Option<&SavedRun>) -> String {
             }
         }
     }
+    // Last, as `maestro run` ends its report: the run over time, from the saved calls.
+    if let Some(chart) = report.timeline_chart() {
+        let _ = writeln!(out, "## Timeline\n\n```text\n{chart}```");
+    }
     out
 }
 
@@ -421,6 +425,13 @@ pub struct SubtaskJson<'a> {
     pub result: Option<&'a str>,
     pub error: Option<&'a str>,
     pub cut_off: bool,
+    /// When it could run, its first call and its end, in ms from the run's first call, as
+    /// `maestro run --format json` gives them.
+    pub ready_ms: Option<u64>,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Each attempt's start, end and the back-off before it, in the same ms.
+    pub attempt_times: Vec<AttemptTime>,
 }
 
 #[derive(Debug, Serialize)]
@@ -440,6 +451,8 @@ pub struct AttemptJson<'a> {
 pub fn json<'a>(saved: &'a SavedRun, parent: Option<&SavedRun>) -> ExportJson<'a> {
     let report: RunReport = history::report_of(saved);
     let s = &saved.summary;
+    let timed = report.subtask_times();
+    let times = |t: &store::SavedSubtask| timed.iter().find(|j| j.subtask.id == t.id);
     ExportJson {
         run_id: s.id.to_string(),
         short_id: &s.short_id,
@@ -492,6 +505,12 @@ pub fn json<'a>(saved: &'a SavedRun, parent: Option<&SavedRun>) -> ExportJson<'a
                 result: t.result.as_deref(),
                 error: t.error.as_deref(),
                 cut_off: t.cut_off,
+                ready_ms: times(t).and_then(|j| j.ready_ms),
+                started_ms: times(t).and_then(|j| j.started_ms),
+                finished_ms: times(t).and_then(|j| j.finished_ms),
+                attempt_times: times(t)
+                    .map(|j| j.attempt_times.clone())
+                    .unwrap_or_default(),
             })
             .collect(),
         attempts: saved

@@ -258,6 +258,7 @@ pub async fn run(
     let describe = config.describe();
     let preset = config.run.preset.name.clone();
     let tools = config.provider.toolbox();
+    let limit = Some(config.run.concurrency);
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     engine.send(Command::StartRun {
         id,
@@ -272,6 +273,7 @@ pub async fn run(
         quiet: args.quiet,
         parent,
         preset,
+        limit,
     };
     drive(
         engine,
@@ -316,6 +318,7 @@ pub async fn resume(
     let describe = config.describe();
     let preset = config.run.preset.name.clone();
     let tools = config.provider.toolbox();
+    let limit = Some(config.run.concurrency);
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     match history::resume_input(saved, parent) {
         Some(input) => {
@@ -336,6 +339,7 @@ pub async fn resume(
         quiet: args.quiet,
         parent: saved.summary.parent,
         preset,
+        limit,
     };
     drive(
         engine,
@@ -369,6 +373,8 @@ struct Output {
     parent: Option<RunId>,
     /// The preset the run uses, for the report.
     preset: String,
+    /// The workers' concurrency limit, for the report's timeline.
+    limit: Option<usize>,
 }
 
 /// Follow one run to its end: progress, events file, store, signals, then the report.
@@ -392,6 +398,7 @@ async fn drive(
     let mut report = RunReport::default();
     report.parent = args.parent;
     report.preset = args.preset;
+    report.limit = args.limit;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;

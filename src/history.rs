@@ -482,6 +482,9 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
         };
         r.waiting_on = s.waiting_on.clone();
         r.started_ts = s.started_ms;
+        // Not saved (the plan above was applied at the row's time): the timeline derives it
+        // from the saved calls, as they were.
+        r.ready_ts = None;
         r.history = saved
             .attempts
             .iter()
@@ -489,7 +492,11 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
             .map(|a| AttemptRecord {
                 attempt: a.attempt,
                 model: a.model.clone().unwrap_or_default(),
-                elapsed_ms: a.elapsed_ms,
+                // As the live report measures it (event times), so both agree.
+                elapsed_ms: a
+                    .finished_ms
+                    .map(|f| f.saturating_sub(a.started_ms))
+                    .or(a.elapsed_ms),
                 started_ts: a.started_ms,
                 outcome: attempt_outcome(a),
                 // Reasoning streams but is not saved.
@@ -536,6 +543,21 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
         // Another process is running it right now.
         report.status = None;
     }
+    // The planner's and synthesis' calls as saved, for the timeline.
+    let calls = |role: CallRole| -> Vec<crate::timeline::Call> {
+        saved
+            .attempts
+            .iter()
+            .filter(|a| a.role == role)
+            .map(|a| crate::timeline::Call {
+                start_ts: a.started_ms,
+                end_ts: a.finished_ms,
+                end: attempt_outcome(a).call_end(),
+            })
+            .collect()
+    };
+    report.planner_calls = calls(CallRole::Planner);
+    report.synthesis_calls = calls(CallRole::Synthesizer);
     report
 }
 

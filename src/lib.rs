@@ -56,4 +56,5 @@ pub mod protocol;
 pub mod report;
 pub mod sanitize;
 pub mod store;
+pub mod timeline;
 pub mod tui;

@@ -12,6 +12,7 @@ use crate::protocol::{
     RunId, RunStatus, SkippedFile, Source, SubtaskId, SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
+use crate::timeline::{Call, CallEnd, Head, Timeline, TrackKind};
 
 /// One subtask as a consumer sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,6 +69,10 @@ pub struct SubtaskReport {
     /// calls finished.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Source>,
+    /// When it could first run: the plan was ready (no dependencies) or its last dependency
+    /// succeeded (event time).
+    #[serde(skip)]
+    pub ready_ts: Option<u64>,
 }
 
 /// What the validator said of a subtask's answers.
@@ -198,6 +203,7 @@ impl SubtaskReport {
             started_ts: None,
             history: Vec::new(),
             sources: Vec::new(),
+            ready_ts: None,
         }
     }
 
@@ -265,6 +271,25 @@ pub struct RunReport {
     pub context: Vec<ContextFile>,
     /// Files found with them but left out, and why.
     pub context_skipped: Vec<SkippedFile>,
+    /// Every planner call, with its times, for the timeline.
+    pub planner_calls: Vec<Call>,
+    /// Every synthesis call, with its times, for the timeline.
+    pub synthesis_calls: Vec<Call>,
+    /// When the plan was ready (event time).
+    pub plan_ts: Option<u64>,
+    /// The concurrency limit the run's workers had. No event carries it: whoever starts or
+    /// loads the run sets it.
+    pub limit: Option<usize>,
+}
+
+/// Close the last of `calls` if it is still running.
+fn close_call(calls: &mut [Call], ts_ms: u64, end: CallEnd) {
+    if let Some(call) = calls.last_mut()
+        && call.end == CallEnd::Running
+    {
+        call.end_ts = Some(ts_ms.max(call.start_ts));
+        call.end = end;
+    }
 }
 
 impl RunReport {
@@ -346,6 +371,11 @@ impl RunReport {
                     text: String::new(),
                     outcome: PlannerOutcome::Running,
                 });
+                self.planner_calls.push(Call {
+                    start_ts: event.ts_ms,
+                    end_ts: None,
+                    end: CallEnd::Running,
+                });
             }
             EventKind::PlanningDelta { attempt, text } => {
                 if let Some(p) = self.planner_attempt(*attempt) {
@@ -364,11 +394,20 @@ impl RunReport {
                 }
             }
             EventKind::PlanningRetrying {
-                attempt, reason, ..
+                attempt,
+                reason,
+                delay_ms,
             } => {
                 if let Some(p) = self.planner_attempt(*attempt) {
                     p.outcome = PlannerOutcome::Failed(reason.clone());
                 }
+                close_call(
+                    &mut self.planner_calls,
+                    event.ts_ms,
+                    CallEnd::Retried {
+                        delay_ms: *delay_ms,
+                    },
+                );
                 self.drop_drafts();
             }
             EventKind::PlanRejected {
@@ -380,6 +419,7 @@ impl RunReport {
                     p.outcome = PlannerOutcome::Rejected(error.clone());
                     p.text = answer.clone();
                 }
+                close_call(&mut self.planner_calls, event.ts_ms, CallEnd::Failed);
                 self.drop_drafts();
             }
             EventKind::PlanReady { plan } => {
@@ -390,6 +430,9 @@ impl RunReport {
                 }
                 self.subtasks = plan.subtasks.iter().map(SubtaskReport::planned).collect();
                 self.plan = Some(plan.clone());
+                close_call(&mut self.planner_calls, event.ts_ms, CallEnd::Succeeded);
+                self.plan_ts = Some(event.ts_ms);
+                self.mark_ready(event.ts_ms);
             }
             EventKind::Notice { message } => self.notices.push(message.clone()),
             EventKind::CommandRefused { refusal, .. } => self.notices.push(refusal.to_string()),
@@ -401,6 +444,9 @@ impl RunReport {
                     s.status = SubtaskStatus::Pending;
                     s.waiting_on = waiting_on.clone();
                     s.retry = None;
+                    if waiting_on.is_empty() {
+                        s.ready_ts.get_or_insert(event.ts_ms);
+                    }
                 }
                 self.mark_stale();
             }
@@ -557,6 +603,7 @@ impl RunReport {
                     s.cached = *cached;
                     s.output.clear();
                 }
+                self.mark_ready(event.ts_ms);
             }
             EventKind::SubtaskFailed {
                 subtask,
@@ -613,6 +660,11 @@ impl RunReport {
                 self.synthesizing = true;
                 self.synthesis_fresh = false;
                 self.synthesis_model = Some(model.clone());
+                self.synthesis_calls.push(Call {
+                    start_ts: event.ts_ms,
+                    end_ts: None,
+                    end: CallEnd::Running,
+                });
             }
             EventKind::SynthesisDelta { text, .. } => {
                 if !self.synthesis_fresh {
@@ -622,8 +674,15 @@ impl RunReport {
                 }
                 self.synthesis.push_str(text);
             }
-            EventKind::SynthesisRetrying { .. } => {}
+            EventKind::SynthesisRetrying { delay_ms, .. } => close_call(
+                &mut self.synthesis_calls,
+                event.ts_ms,
+                CallEnd::Retried {
+                    delay_ms: *delay_ms,
+                },
+            ),
             EventKind::SynthesisCancelled { .. } => {
+                close_call(&mut self.synthesis_calls, event.ts_ms, CallEnd::Cancelled);
                 self.synthesizing = false;
                 self.synthesis_fresh = false;
                 if self.synthesis != self.synthesis_done {
@@ -638,6 +697,15 @@ impl RunReport {
                 ..
             } => {
                 self.usage_since.add(*usage);
+                close_call(
+                    &mut self.synthesis_calls,
+                    event.ts_ms,
+                    if *synthesized {
+                        CallEnd::Succeeded
+                    } else {
+                        CallEnd::Failed
+                    },
+                );
                 self.synthesis_done = text.clone();
                 self.synthesis = text.clone();
                 self.synthesized = *synthesized;
@@ -704,6 +772,15 @@ impl RunReport {
                     );
                 }
                 self.drop_drafts();
+                // A call still open when the run ends was cut short with it.
+                let end = match status {
+                    RunStatus::Cancelled => CallEnd::Cancelled,
+                    RunStatus::Succeeded | RunStatus::Partial | RunStatus::Failed => {
+                        CallEnd::Failed
+                    }
+                };
+                close_call(&mut self.planner_calls, event.ts_ms, end);
+                close_call(&mut self.synthesis_calls, event.ts_ms, end);
                 self.status = Some(*status);
                 self.elapsed_ms = Some(*elapsed_ms);
                 self.usage = *usage;
@@ -752,6 +829,22 @@ impl RunReport {
         )
     }
 
+    /// Subtasks that can run from `ts_ms` on: every dependency has succeeded (none for those
+    /// without). The first time counts; a re-run does not move it.
+    fn mark_ready(&mut self, ts_ms: u64) {
+        let succeeded = |subtasks: &[SubtaskReport], id: &SubtaskId| {
+            subtasks
+                .iter()
+                .any(|d| &d.id == id && d.status == SubtaskStatus::Succeeded)
+        };
+        for i in 0..self.subtasks.len() {
+            let s = &self.subtasks[i];
+            if s.ready_ts.is_none() && s.depends_on.iter().all(|d| succeeded(&self.subtasks, d)) {
+                self.subtasks[i].ready_ts = Some(ts_ms);
+            }
+        }
+    }
+
     fn mark_stale(&mut self) {
         if !self.synthesis.is_empty() {
             self.synthesis_stale = true;
@@ -790,6 +883,224 @@ fn status_cell(s: &SubtaskReport) -> String {
     }
 }
 
+impl AttemptOutcome {
+    /// How the timeline draws the end of an attempt that ended so.
+    pub fn call_end(&self) -> CallEnd {
+        match self {
+            AttemptOutcome::Running => CallEnd::Running,
+            AttemptOutcome::Succeeded => CallEnd::Succeeded,
+            AttemptOutcome::Retried { delay_ms, .. } => CallEnd::Retried {
+                delay_ms: *delay_ms,
+            },
+            AttemptOutcome::Failed { .. } => CallEnd::Failed,
+            AttemptOutcome::Cancelled => CallEnd::Cancelled,
+        }
+    }
+}
+
+impl AttemptRecord {
+    fn call(&self) -> Call {
+        Call {
+            start_ts: self.started_ts,
+            end_ts: self.elapsed_ms.map(|ms| self.started_ts.saturating_add(ms)),
+            end: self.outcome.call_end(),
+        }
+    }
+}
+
+impl RunReport {
+    /// Where the timeline's clock starts: the run's first call (the planner's), else its
+    /// `RunStarted`, else its first worker call. The first call rather than `RunStarted`
+    /// because a saved run's start is when its row was written, a moment earlier, and the
+    /// times of a run and of the same run read back must agree.
+    fn start_ts(&self) -> Option<u64> {
+        let first_worker = || {
+            self.subtasks
+                .iter()
+                .filter_map(|s| s.history.first())
+                .map(|a| a.started_ts)
+                .min()
+        };
+        self.planner_calls
+            .first()
+            .map(|c| c.start_ts)
+            .or(self.started_ts)
+            .or_else(first_worker)
+    }
+
+    /// When the run ended (its start plus its elapsed time, or its last call's end if that
+    /// is later), or `now_ms` while it goes on.
+    pub fn end_ts(&self, now_ms: u64) -> u64 {
+        let start = self.start_ts().unwrap_or(now_ms);
+        match (self.status, self.elapsed_ms) {
+            (Some(_), Some(elapsed)) => {
+                let last_call = self
+                    .planner_calls
+                    .iter()
+                    .chain(&self.synthesis_calls)
+                    .filter_map(|c| c.end_ts)
+                    .chain(
+                        self.subtasks
+                            .iter()
+                            .flat_map(|s| &s.history)
+                            .filter_map(|a| a.call().end_ts),
+                    )
+                    .max()
+                    .unwrap_or(start);
+                start.saturating_add(elapsed).max(last_call)
+            }
+            _ => now_ms.max(start),
+        }
+    }
+
+    /// The run as a timeline: the planner, each subtask in plan order, the synthesis. `now_ms`
+    /// is where what still runs reaches.
+    pub fn timeline(&self, now_ms: u64) -> Timeline<'_> {
+        let start = self.start_ts().unwrap_or(now_ms);
+        let mut t = Timeline::new(start, self.end_ts(now_ms), self.limit);
+        let live = self.status.is_none();
+        let planner_glyph = match self.planning.last().map(|p| &p.outcome) {
+            _ if self.plan.is_some() => crate::display::status_glyph(SubtaskStatus::Succeeded),
+            Some(PlannerOutcome::Running) => crate::display::status_glyph(SubtaskStatus::Running),
+            Some(PlannerOutcome::Rejected(_) | PlannerOutcome::Failed(_)) if live => {
+                crate::display::status_glyph(SubtaskStatus::Retrying)
+            }
+            Some(_) => crate::display::status_glyph(SubtaskStatus::Failed),
+            None => crate::display::status_glyph(SubtaskStatus::Pending),
+        };
+        t.push(
+            Head {
+                kind: TrackKind::Planner,
+                label: "planner",
+                glyph: planner_glyph,
+                ready_ts: Some(start),
+                open: live && self.plan.is_none(),
+                succeeded: self.plan.is_some(),
+            },
+            self.planner_calls.iter().copied(),
+            [],
+        );
+        for s in &self.subtasks {
+            let deps = s
+                .depends_on
+                .iter()
+                .filter_map(|d| self.subtasks.iter().position(|o| &o.id == d))
+                .map(|i| i + 1);
+            let open = !s.drafted
+                && matches!(
+                    s.status,
+                    SubtaskStatus::Pending | SubtaskStatus::Running | SubtaskStatus::Retrying
+                );
+            t.push(
+                Head {
+                    kind: TrackKind::Subtask,
+                    label: s.id.as_str(),
+                    glyph: crate::display::status_glyph(s.status),
+                    ready_ts: s.ready_ts,
+                    open: open && live,
+                    succeeded: s.status == SubtaskStatus::Succeeded,
+                },
+                s.history.iter().map(AttemptRecord::call),
+                deps,
+            );
+        }
+        let synthesis_glyph = if self.synthesizing {
+            SubtaskStatus::Running
+        } else if self.synthesis_calls.is_empty() && self.synthesis.is_empty() {
+            SubtaskStatus::Pending
+        } else if self.synthesized {
+            SubtaskStatus::Succeeded
+        } else {
+            SubtaskStatus::Failed
+        };
+        t.push(
+            Head {
+                kind: TrackKind::Synthesis,
+                label: "synthesis",
+                glyph: crate::display::status_glyph(synthesis_glyph),
+                ready_ts: None,
+                open: live && self.plan.is_some(),
+                succeeded: self.synthesized && !self.synthesizing,
+            },
+            self.synthesis_calls.iter().copied(),
+            [],
+        );
+        t
+    }
+
+    /// Each subtask with its times for the JSON report, in ms from the run's start (its first
+    /// call), in plan order.
+    pub fn subtask_times(&self) -> Vec<JsonSubtask<'_>> {
+        let end = self.end_ts(self.start_ts().unwrap_or(0));
+        let timeline = self.timeline(end);
+        let since = |ts: u64| ts.saturating_sub(timeline.start_ts);
+        self.subtasks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let track = i + 1;
+                let mut previous: Option<&AttemptRecord> = None;
+                let attempt_times = s
+                    .history
+                    .iter()
+                    .map(|a| {
+                        let call = a.call();
+                        // The back-off before it: from the retried attempt's end to its start.
+                        let wait_ms = match previous {
+                            Some(
+                                p @ AttemptRecord {
+                                    outcome: AttemptOutcome::Retried { .. },
+                                    ..
+                                },
+                            ) => p
+                                .call()
+                                .end_ts
+                                .map_or(0, |end| a.started_ts.saturating_sub(end)),
+                            _ => 0,
+                        };
+                        previous = Some(a);
+                        AttemptTime {
+                            attempt: a.attempt,
+                            start_ms: since(call.start_ts),
+                            end_ms: call.end_ts.map(since),
+                            wait_ms,
+                        }
+                    })
+                    .collect();
+                JsonSubtask {
+                    subtask: s,
+                    ready_ms: timeline.ready(track).map(since),
+                    started_ms: s.history.first().map(|a| since(a.started_ts)),
+                    finished_ms: timeline.finish(track).map(since),
+                    attempt_times,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A subtask in the JSON report: its fields, and when it became ready, started and finished,
+/// in ms from the run's start.
+#[derive(Debug, Serialize)]
+pub struct JsonSubtask<'a> {
+    #[serde(flatten)]
+    pub subtask: &'a SubtaskReport,
+    pub ready_ms: Option<u64>,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Every attempt's times, oldest first.
+    pub attempt_times: Vec<AttemptTime>,
+}
+
+/// One attempt's times, in ms from the run's start; `wait_ms` is the back-off before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AttemptTime {
+    pub attempt: u32,
+    pub start_ms: u64,
+    pub end_ms: Option<u64>,
+    pub wait_ms: u64,
+}
+
 /// `maestro run --format json`: one object for the whole run.
 #[derive(Debug, Serialize)]
 pub struct JsonReport<'a> {
@@ -804,7 +1115,7 @@ pub struct JsonReport<'a> {
     pub status: Option<RunStatus>,
     pub error: Option<&'a str>,
     pub plan: Option<&'a Plan>,
-    pub subtasks: &'a [SubtaskReport],
+    pub subtasks: Vec<JsonSubtask<'a>>,
     pub synthesis: &'a str,
     pub synthesized: bool,
     pub usage: Usage,
@@ -861,7 +1172,7 @@ impl RunReport {
             status: self.status,
             error: self.error.as_deref(),
             plan: self.plan.as_ref(),
-            subtasks: &self.subtasks,
+            subtasks: self.subtask_times(),
             synthesis: &self.synthesis,
             synthesized: self.synthesized,
             usage: self.usage,
@@ -1037,7 +1348,20 @@ impl RunReport {
                 }
             }
         }
+        if let Some(chart) = self.timeline_chart() {
+            let _ = writeln!(out, "\n## Timeline\n\n```text\n{chart}```");
+        }
         out
+    }
+
+    /// The timeline as fixed-width text, for a run that has started and has a plan.
+    pub fn timeline_chart(&self) -> Option<String> {
+        let start = self.start_ts()?;
+        self.plan.as_ref()?;
+        let chart =
+            crate::timeline::text_chart(&self.timeline(self.end_ts(start)), TEXT_CHART_WIDTH);
+        // Subtask ids are the planner's words.
+        Some(crate::sanitize::sanitize(&chart).into_owned())
     }
 }
 
@@ -1062,6 +1386,9 @@ fn utc(ms: u64) -> String {
         (rem / 60) % 60
     )
 }
+
+/// The width of the timeline in the markdown report: a terminal's 80 columns, less a margin.
+const TEXT_CHART_WIDTH: usize = 78;
 
 fn cell(text: &str) -> String {
     sanitize_line(text).replace('|', "\\|")
@@ -1143,6 +1470,187 @@ mod tests {
             r.apply(&event(kind));
         }
         r
+    }
+
+    fn at(ts_ms: u64, kind: EventKind) -> Event {
+        Event {
+            run: RunId(uuid::Uuid::nil()),
+            ts_ms,
+            kind,
+        }
+    }
+
+    fn planned(id: &str, deps: &[&str]) -> PlannedSubtask {
+        PlannedSubtask {
+            id: id.into(),
+            worker: "research".into(),
+            title: id.to_uppercase(),
+            description: id.into(),
+            focus_areas: vec![],
+            depends_on: deps.iter().map(|d| (*d).into()).collect(),
+            priority: Priority::Medium,
+            reuse: None,
+            role_prompt: None,
+        }
+    }
+
+    fn started(id: &str, attempt: u32) -> EventKind {
+        EventKind::SubtaskStarted {
+            subtask: id.into(),
+            attempt,
+            worker: "research".into(),
+            model: "m".into(),
+        }
+    }
+
+    fn succeeded(id: &str, attempt: u32) -> EventKind {
+        EventKind::SubtaskSucceeded {
+            subtask: id.into(),
+            attempt,
+            elapsed_ms: 0,
+            usage: usage(1),
+            result: "r".into(),
+            cut_off: false,
+            cached: false,
+        }
+    }
+
+    /// A run from t=1000: planned in 1s; `a` fails once, backs off 1s and succeeds at 5s;
+    /// `b` and `c` wait for it, `b` succeeds at 8s, `c` fails at 6s; synthesis to 10s.
+    fn timed() -> RunReport {
+        let mut r = RunReport {
+            limit: Some(2),
+            ..RunReport::default()
+        };
+        let plan = Plan {
+            query_analysis: String::new(),
+            subtasks: vec![
+                planned("a", &[]),
+                planned("b", &["a"]),
+                planned("c", &["a"]),
+            ],
+            synthesis_guidance: String::new(),
+            complexity: None,
+        };
+        for (ts, kind) in [
+            (1_000, EventKind::RunStarted { query: "q".into() }),
+            (
+                1_000,
+                EventKind::PlanningStarted {
+                    attempt: 1,
+                    model: "m".into(),
+                },
+            ),
+            (2_000, EventKind::PlanReady { plan }),
+            (2_000, started("a", 1)),
+            (
+                3_000,
+                EventKind::SubtaskRetrying {
+                    subtask: "a".into(),
+                    attempt: 1,
+                    delay_ms: 1_000,
+                    reason: "HTTP 500".into(),
+                    error: "HTTP 500".into(),
+                },
+            ),
+            (4_000, started("a", 2)),
+            (5_000, succeeded("a", 2)),
+            (5_000, started("b", 1)),
+            (5_000, started("c", 1)),
+            (
+                6_000,
+                EventKind::SubtaskFailed {
+                    subtask: "c".into(),
+                    attempt: 1,
+                    elapsed_ms: 1_000,
+                    error: "HTTP 400".into(),
+                    partial: String::new(),
+                },
+            ),
+            (8_000, succeeded("b", 1)),
+            (
+                8_000,
+                EventKind::SynthesisStarted {
+                    attempt: 1,
+                    model: "m".into(),
+                },
+            ),
+            (
+                10_000,
+                EventKind::SynthesisFinished {
+                    attempt: 1,
+                    text: "report".into(),
+                    synthesized: true,
+                    usage: usage(1),
+                    error: None,
+                },
+            ),
+            (
+                10_000,
+                EventKind::RunFinished {
+                    status: RunStatus::Partial,
+                    elapsed_ms: 9_000,
+                    usage: usage(4),
+                    succeeded: 2,
+                    failed: 1,
+                    total: 3,
+                    error: None,
+                },
+            ),
+        ] {
+            r.apply(&at(ts, kind));
+        }
+        r
+    }
+
+    #[test]
+    fn ready_times_are_when_the_plan_came_or_the_dependencies_succeeded() {
+        let r = timed();
+        let ready: Vec<Option<u64>> = r.subtasks.iter().map(|s| s.ready_ts).collect();
+        assert_eq!(ready, [Some(2_000), Some(5_000), Some(5_000)]);
+        assert_eq!(r.plan_ts, Some(2_000));
+        assert_eq!(r.planner_calls.len(), 1);
+        assert_eq!(r.synthesis_calls[0].end_ts, Some(10_000));
+    }
+
+    #[test]
+    fn the_json_report_has_each_subtasks_times_from_the_runs_start() {
+        let r = timed();
+        let json = serde_json::to_value(r.to_json()).unwrap();
+        let a = &json["subtasks"][0];
+        assert_eq!(a["id"], "a");
+        assert_eq!(
+            (&a["ready_ms"], &a["started_ms"], &a["finished_ms"]),
+            (&1_000.into(), &1_000.into(), &4_000.into())
+        );
+        assert_eq!(
+            a["attempt_times"],
+            serde_json::json!([
+                {"attempt": 1, "start_ms": 1000, "end_ms": 2000, "wait_ms": 0},
+                {"attempt": 2, "start_ms": 3000, "end_ms": 4000, "wait_ms": 1000},
+            ])
+        );
+        assert_eq!(json["subtasks"][2]["finished_ms"], 5_000);
+    }
+
+    #[test]
+    fn the_markdown_report_ends_with_the_timeline() {
+        let md = timed().to_markdown();
+        let chart = md.split("## Timeline").nth(1).expect(&md);
+        insta::assert_snapshot!(chart.trim(), @r"
+        ```text
+        *✓ planner   ███████▏
+        *✓ a                ▓▓▓▓▓▓▓✗╌╌╌╌╌╌███████▉
+        *✓ b                                     ██████████████████████▌
+         ✗ c                                     ▓▓▓▓▓▓▓✗
+        *✓ synthesis                                                   ███████████████
+                     0      1s     2s     3s     4s      5s     6s     7s     8s
+
+        critical path: planner → a → b → synthesis
+        critical path 9.0s of 9.0s · in flight mean 1.0, peak 2 of 2
+        █ call  ▓✗ failed call  ░ queued for a slot  ╌ back-off  * critical path
+        ```
+        ");
     }
 
     #[test]

@@ -806,6 +806,58 @@ fn dashboard_starts_on_a_database_it_cannot_open_and_says_unsaved() {
     );
 }
 
+#[test]
+fn t_shows_the_run_as_a_timeline_that_grows_until_the_synthesis_and_t_brings_the_tree_back() {
+    if !tmux_ready() {
+        return;
+    }
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        "provider = \"demo\"\n\n[demo]\ntokens_per_second = 400\nfailure_rate = 0.0\n\n\
+         [ui]\nbell = false\n",
+    )
+    .expect("write the config");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    tmux.start(&format!(
+        "{} --no-save; echo {EXITED}$?; exec sleep 60",
+        quote(env!("CARGO_BIN_EXE_maestro"))
+    ));
+    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
+    tmux.type_text("How do cities adapt to heat waves?");
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for("a run going", |s| s.contains("#1 "));
+    tmux.send_keys(&["T"]);
+    let screen = tmux.wait_for("the timeline with its axis and the planner's row", |s| {
+        s.contains("Timeline #1") && s.contains("planner") && s.contains("synthesis")
+    });
+    println!("--- the timeline ---\n{screen}");
+    let screen = tmux.wait_for(
+        "the run done, its critical path through the synthesis",
+        |s| {
+            s.contains("#1 succeeded")
+                && s.lines()
+                    .any(|l| l.contains("*✓ synthesis") && l.contains('█'))
+                && s.contains("path ")
+                && s.contains(", peak ")
+                && s.contains("in flight ")
+        },
+    );
+    println!("--- the finished timeline ---\n{screen}");
+    tmux.send_keys(&["T"]);
+    tmux.wait_for("the tree again", |s| {
+        s.contains("Subtasks") && !s.contains("Timeline #1")
+    });
+    tmux.send_keys(&["q"]);
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+}
+
 // ---- signals ------------------------------------------------------------------------------
 
 /// The dashboard on the demo provider with a run going; `signal` is sent to its pid. It must

@@ -1010,7 +1010,7 @@ fn state(model: &Model) -> String {
     format!(
         "focus {:?} overlay {overlay} selected {:?} offset {} detail {} {:?} synthesis {:?} \
          query {:?} {:?} history {:?} quit {} toast {:?} expanded {expanded:?} reasoning {} \
-         diff {}",
+         diff {} timeline {}",
         model.focus,
         model.selected,
         model.tree_offset,
@@ -1024,6 +1024,7 @@ fn state(model: &Model) -> String {
         model.toast.as_ref().map(|t| &t.text),
         model.show_reasoning,
         model.show_diff,
+        model.timeline,
     )
 }
 

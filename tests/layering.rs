@@ -78,7 +78,14 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "report",
-        imports: Imports::Only(&["report", "engine", "protocol", "sanitize", "display"]),
+        imports: Imports::Only(&[
+            "report", "engine", "protocol", "sanitize", "display", "timeline",
+        ]),
+        no_crates: PLAIN_DATA,
+    },
+    Rule {
+        module: "timeline",
+        imports: Imports::Only(&["timeline", "display", "protocol"]),
         no_crates: PLAIN_DATA,
     },
     Rule {

@@ -69,6 +69,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
                 roles: e.preset.roles.iter().map(|r| r.name.clone()).collect(),
             })
             .collect(),
+        concurrency: Some(config.run.concurrency),
         ..Models::default()
     };
     let mouse = config.mouse;

@@ -132,6 +132,8 @@ pub enum KeyAction {
     /// Use the highlighted preset for the next runs.
     UsePreset,
     ClosePresets,
+    /// Show the selected run's timeline in the tree pane, or the tree again.
+    ToggleTimeline,
 }
 
 /// A key with the modifiers that matter for it.
@@ -404,6 +406,11 @@ pub const BINDINGS: &[Binding] = &[
         C::Panes,
         &[(Chord::ch('f'), A::ToggleFollowUp)],
         "ask a follow-up to the selected finished run",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('T'), A::ToggleTimeline)],
+        "the selected run over time (timeline) / the tree",
     ),
     b(
         C::Tree,

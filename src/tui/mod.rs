@@ -11,6 +11,7 @@ pub mod layout;
 pub mod markdown;
 pub mod model;
 pub mod theme;
+pub mod timeline;
 pub mod update;
 pub mod view;
 

@@ -153,6 +153,8 @@ pub struct Models {
     pub preset: String,
     /// The presets a run may use, for the picker.
     pub presets: Vec<PresetInfo>,
+    /// How many worker calls a run may have in flight, for the timeline's footer.
+    pub concurrency: Option<usize>,
 }
 
 /// A preset as the picker lists it.
@@ -416,6 +418,8 @@ pub struct Model {
     pub show_diff: bool,
     /// The next question is a follow-up to this (finished) run: the query pane says so.
     pub follow_up: Option<RunId>,
+    /// The tree pane shows the selected run's timeline instead of the tree.
+    pub timeline: bool,
 }
 
 impl Model {
@@ -445,6 +449,7 @@ impl Model {
             saved_runs: SavedList::NotAsked,
             show_diff: false,
             follow_up: None,
+            timeline: false,
         };
         model.reset_query();
         model
@@ -684,6 +689,7 @@ impl Model {
         let mut report = RunReport::default();
         report.id = Some(id);
         report.query = query.to_owned();
+        report.limit = self.models.concurrency;
         self.runs.push(RunView {
             report,
             number: self.runs.len() + 1,
@@ -725,6 +731,7 @@ impl Model {
     /// resumes from, if it is a saved run not resumed yet.
     pub fn take_saved(&mut self, id: RunId) -> Option<Saved> {
         let now = self.now_ms;
+        let limit = self.models.concurrency;
         let view = self.run_mut(id)?;
         let saved = view.saved.take()?;
         let previous = std::mem::take(&mut view.report.synthesis);
@@ -734,6 +741,7 @@ impl Model {
         let mut report = RunReport::default();
         report.id = Some(id);
         report.query = view.report.query.clone();
+        report.limit = limit;
         view.report = report;
         view.active_since_ms = now;
         view.synthesis_version += 1;

@@ -423,6 +423,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::CloseModels => model.overlay = None,
         KeyAction::OpenHistory => open_history(model, actions),
         KeyAction::ToggleDiff => toggle_diff(model),
+        KeyAction::ToggleTimeline => model.timeline = !model.timeline,
         KeyAction::HistoryUp => move_history_cursor(model, -1),
         KeyAction::HistoryDown => move_history_cursor(model, 1),
         KeyAction::HistoryPageUp => move_history_cursor(model, -history_page(model)),
@@ -1185,7 +1186,11 @@ fn select(model: &mut Model, node: Option<Node>) {
 }
 
 fn move_selection(model: &mut Model, delta: isize) {
-    let rows = model.rows();
+    let rows = if model.timeline {
+        crate::tui::timeline::rows(model)
+    } else {
+        model.rows()
+    };
     if rows.is_empty() {
         return;
     }
@@ -1285,8 +1290,13 @@ fn on_mouse(model: &mut Model, mouse: MouseEvent) {
             if pane == Focus::Tree {
                 let tree = inner(areas.tree);
                 if mouse.row >= tree.y && mouse.row < tree.y + tree.height {
-                    let index = model.tree_offset + (mouse.row - tree.y) as usize;
-                    if let Some(node) = model.rows().get(index).cloned() {
+                    let line = (mouse.row - tree.y) as usize;
+                    let node = if model.timeline {
+                        crate::tui::timeline::node_at(model, line)
+                    } else {
+                        model.rows().get(model.tree_offset + line).cloned()
+                    };
+                    if let Some(node) = node {
                         select(model, Some(node));
                     }
                 }

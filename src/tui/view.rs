@@ -33,7 +33,11 @@ pub fn draw(frame: &mut Frame, model: &Model) {
     }
     let areas = areas(model);
     draw_query(frame, model, areas.query);
-    draw_tree(frame, model, areas.tree);
+    if model.timeline {
+        crate::tui::timeline::draw(frame, model, areas.tree);
+    } else {
+        draw_tree(frame, model, areas.tree);
+    }
     if let Some(detail) = areas.detail {
         draw_detail(frame, model, detail);
     }
