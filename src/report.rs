@@ -752,6 +752,7 @@ mod tests {
             tokens_in: n,
             tokens_out: n,
             estimated: false,
+            cached_in: 0,
         }
     }
 

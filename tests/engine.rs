@@ -804,7 +804,8 @@ async fn run_usage_is_the_sum_of_planner_worker_and_synthesis_usage() {
         Usage {
             tokens_in: 157,
             tokens_out: 24,
-            estimated: false
+            estimated: false,
+            cached_in: 0,
         }
     );
 }
@@ -1407,6 +1408,7 @@ impl Provider for Fake {
                     tokens_in: 10,
                     tokens_out: 5,
                     estimated: false,
+                    cached_in: 0,
                 }),
                 ..Default::default()
             })

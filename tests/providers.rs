@@ -98,6 +98,7 @@ fn usage(tokens_in: u64, tokens_out: u64) -> Option<Usage> {
         tokens_in,
         tokens_out,
         estimated: false,
+        cached_in: 0,
     })
 }
 

@@ -1530,7 +1530,8 @@ fn history_lists_filters_resolves_deletes_and_collects() {
         Usage {
             tokens_in: 10,
             tokens_out: 20,
-            estimated: false
+            estimated: false,
+            cached_in: 0,
         }
     );
     assert_eq!(ev_run.elapsed_ms, Some(4));

@@ -4,6 +4,7 @@
 //! timers, cancellation) and feeds results back as inputs. `plan`, `prompt` and `roles` are
 //! pure helpers of the state machine.
 
+pub mod cost;
 pub mod executor;
 pub mod plan;
 pub mod prompt;

@@ -1581,6 +1581,7 @@ fn usage_or_estimate(done: &Completion, prompt_chars: usize) -> Usage {
         tokens_in: prompt_chars.div_ceil(4) as u64,
         tokens_out: written.div_ceil(4) as u64,
         estimated: true,
+        cached_in: 0,
     })
 }
 

@@ -59,6 +59,7 @@ fn ok(text: &str) -> Result<Completion, CallError> {
             tokens_in: 10,
             tokens_out: 5,
             estimated: false,
+            cached_in: 0,
         }),
         ..Default::default()
     })
@@ -571,7 +572,8 @@ fn run_totals_add_up_every_call() {
         Some(Usage {
             tokens_in: 30,
             tokens_out: 15,
-            estimated: false
+            estimated: false,
+            cached_in: 0,
         })
     );
 }
@@ -975,6 +977,7 @@ fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
             tokens_in: 100,
             tokens_out: 50,
             estimated: false,
+            cached_in: 0,
         },
         elapsed_ms: 60_000,
     }
@@ -990,6 +993,7 @@ fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
                 tokens_in: 10,
                 tokens_out: 5,
                 estimated: false,
+                cached_in: 0,
             },
             elapsed_ms: 1200,
             cut_off: false,
@@ -1060,7 +1064,8 @@ fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
                 usage: Usage {
                     tokens_in: 10,
                     tokens_out: 5,
-                    estimated: false
+                    estimated: false,
+                    cached_in: 0,
                 },
                 result: "the saved finding of a".into(),
                 cut_off: false,
@@ -1094,7 +1099,8 @@ fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
             Usage {
                 tokens_in: 130,
                 tokens_out: 65,
-                estimated: false
+                estimated: false,
+                cached_in: 0,
             }
         )),
         "time and tokens go on from the saved totals"
@@ -1821,6 +1827,7 @@ fn a_cached_answer_spends_no_tokens_and_is_marked() {
                 tokens_in: 50,
                 tokens_out: 20,
                 estimated: false,
+                cached_in: 0,
             }),
             cached: true,
             ..Completion::default()

@@ -259,6 +259,7 @@ impl UsageSoFar {
             tokens_in: self.tokens_in.unwrap_or(0),
             tokens_out: self.tokens_out.unwrap_or(0),
             estimated: false,
+            cached_in: 0,
         })
     }
 }

@@ -160,6 +160,7 @@ impl Demo {
                 tokens_in: prompt_chars.div_ceil(4) as u64,
                 tokens_out: text.len().div_ceil(4) as u64,
                 estimated: false,
+                cached_in: 0,
             }),
             text,
             ..Default::default()

@@ -251,6 +251,7 @@ impl WireUsage {
             tokens_in: self.prompt_tokens.unwrap_or(0),
             tokens_out: self.completion_tokens.unwrap_or(0),
             estimated: false,
+            cached_in: 0,
         })
     }
 }

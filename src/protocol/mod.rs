@@ -72,6 +72,14 @@ pub struct Usage {
     pub tokens_out: u64,
     #[serde(default)]
     pub estimated: bool,
+    /// Of `tokens_in`, those the provider read from its prompt cache (priced lower). 0 when
+    /// the provider reported none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_in: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -79,6 +87,10 @@ impl Usage {
         self.tokens_in += other.tokens_in;
         self.tokens_out += other.tokens_out;
         self.estimated |= other.estimated;
+        self.cached_in += other.cached_in;
+    }
+    pub fn is_zero(&self) -> bool {
+        self.tokens_in == 0 && self.tokens_out == 0
     }
     pub fn total(&self) -> u64 {
         self.tokens_in + self.tokens_out

@@ -431,6 +431,7 @@ fn usage_of(row: &Row<'_>, base: usize) -> rusqlite::Result<Usage> {
         tokens_in: row.get::<_, i64>(base)?.max(0) as u64,
         tokens_out: row.get::<_, i64>(base + 1)?.max(0) as u64,
         estimated: row.get(base + 2)?,
+        cached_in: 0,
     })
 }
 
@@ -743,6 +744,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
                     tokens_in: i.max(0) as u64,
                     tokens_out: o.max(0) as u64,
                     estimated: estimated.unwrap_or(false),
+                    cached_in: 0,
                 }),
                 _ => None,
             };
