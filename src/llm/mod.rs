@@ -218,6 +218,9 @@ pub struct CallError {
     pub retryable: bool,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
+    /// What the server reported of the call's usage before it failed (Anthropic reports the
+    /// input tokens when a stream starts): those tokens are paid for all the same.
+    pub usage: Option<Usage>,
 }
 
 impl CallError {
@@ -227,6 +230,7 @@ impl CallError {
             reason: reason.into(),
             retryable: false,
             retry_after: None,
+            usage: None,
         }
     }
     pub fn transient(reason: impl Into<String>, message: impl Into<String>) -> Self {
@@ -235,6 +239,7 @@ impl CallError {
             reason: reason.into(),
             retryable: true,
             retry_after: None,
+            usage: None,
         }
     }
     pub fn timeout(after: Duration) -> Self {
@@ -258,7 +263,16 @@ impl CallError {
             reason: status.to_string(),
             retryable,
             retry_after,
+            usage: None,
         }
+    }
+
+    /// This error with the usage reported before it, if any was.
+    pub fn with_usage(mut self, usage: Option<Usage>) -> Self {
+        if usage.is_some() {
+            self.usage = usage;
+        }
+        self
     }
 }
 
