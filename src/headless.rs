@@ -252,6 +252,7 @@ pub async fn run(
         ));
     }
     let describe = config.describe();
+    let prices = Arc::new(config.prices.clone());
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
     engine.send(Command::StartRun {
         id,
@@ -264,6 +265,8 @@ pub async fn run(
         format: args.format,
         quiet: args.quiet,
         parent,
+        prices,
+        earlier_calls: Vec::new(),
     };
     drive(
         engine,
@@ -306,6 +309,7 @@ pub async fn resume(
         ));
     }
     let describe = config.describe();
+    let prices = Arc::new(config.prices.clone());
     let (engine, events) = Engine::spawn(provider, config.run, config.executor);
     match history::resume_input(saved, parent) {
         Some(input) => {
@@ -324,6 +328,9 @@ pub async fn resume(
         format: args.format,
         quiet: args.quiet,
         parent: saved.summary.parent,
+        prices,
+        // What the saved calls spent: the resumed run restates results, not calls.
+        earlier_calls: history::saved_calls(saved),
     };
     drive(
         engine,
@@ -355,6 +362,10 @@ struct Output {
     quiet: bool,
     /// The run this one follows up on, for the report.
     parent: Option<RunId>,
+    /// Prices for the report's cost figures.
+    prices: Arc<crate::engine::cost::PriceTable>,
+    /// Calls made before this process (a resumed run's), so its cost is the whole run's.
+    earlier_calls: Vec<crate::report::CallSpend>,
 }
 
 /// Follow one run to its end: progress, events file, store, signals, then the report.
@@ -375,8 +386,9 @@ async fn drive(
         std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         describe,
     );
-    let mut report = RunReport::default();
+    let mut report = RunReport::priced(args.prices.clone());
     report.parent = args.parent;
+    report.calls = args.earlier_calls.clone();
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;
@@ -916,6 +928,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 duration(*delay_ms)
             )
         }
+        EventKind::CallUsage { .. } => return None,
         EventKind::SynthesisCancelled { .. } => {
             "synthesis dropped (its subtasks changed, or the run was cancelled)".to_owned()
         }

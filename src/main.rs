@@ -163,10 +163,19 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
             return Some(exit::USAGE);
         }
     };
+    let prices = match maestro::config::resolve_prices(&cli.engine) {
+        Ok(p) => p,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return Some(exit::USAGE);
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     let result = match command {
-        CommandLine::History(args) => history::history(&store, args, &mut stdout),
-        CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
+        CommandLine::History(args) => history::history(&store, &prices, args, &mut stdout),
+        CommandLine::Show(args) => {
+            history::show(&store, &prices, &args.id, args.format, &mut stdout)
+        }
         CommandLine::Rm(args) => history::rm(&store, args, &mut stdout),
         CommandLine::Gc(args) => history::gc(&store, args, &mut stdout),
         CommandLine::Export(args) => maestro::export::export(&store, args, &mut stdout),

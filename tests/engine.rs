@@ -1218,8 +1218,10 @@ async fn events_of_a_clean_run_come_in_protocol_order() {
         [
             "run_started",
             "planning_started",
+            "call_usage",
             "plan_ready",
             "synthesis_started",
+            "call_usage",
             "synthesis_finished",
             "run_finished"
         ]
@@ -1238,6 +1240,7 @@ async fn events_of_a_clean_run_come_in_protocol_order() {
             [
                 format!("subtask_started({id})"),
                 delta,
+                format!("call_usage({id})"),
                 format!("subtask_succeeded({id})")
             ]
         );

@@ -571,7 +571,7 @@ fn events_become_rows_field_by_field() {
                 s("HTTP 400"),
                 -1,
                 s(""),
-                0
+                -1
             ),
         ]
     );
@@ -1818,7 +1818,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(version, maestro::store::latest_version() as i64);
-    assert_eq!(maestro::store::latest_version(), 3);
+    assert_eq!(maestro::store::latest_version(), 4);
     let runs = store.list_runs(&RunFilter::default()).expect("runs");
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].id, id);

@@ -938,6 +938,7 @@ fn events_say_the_whole_story_in_order() {
             EventKind::SynthesisStarted { .. } => "synthesis_started",
             EventKind::SynthesisFinished { .. } => "synthesis_finished",
             EventKind::RunFinished { .. } => "run_finished",
+            EventKind::CallUsage { .. } => "call_usage",
             _ => "other",
         })
         .collect();
@@ -948,8 +949,10 @@ fn events_say_the_whole_story_in_order() {
             "plan_ready",
             "started",
             "delta",
+            "call_usage",
             "succeeded",
             "synthesis_started",
+            "call_usage",
             "synthesis_finished",
             "run_finished"
         ]
@@ -1836,4 +1839,73 @@ fn a_cached_answer_spends_no_tokens_and_is_marked() {
     assert!(s.events().iter().any(|e| matches!(e,
         EventKind::SubtaskSucceeded { cached: true, usage, .. } if *usage == Usage::default())));
     assert_eq!(s.run.usage, Usage::default());
+}
+
+#[test]
+fn a_failed_attempt_that_reported_usage_is_counted_and_priced_by_its_model() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    let cut =
+        CallError::transient("stream cut", "the stream ended early").with_usage(Some(Usage {
+            tokens_in: 700,
+            tokens_out: 1,
+            ..Usage::default()
+        }));
+    s.reply("a", Err(cut));
+    let spent: Vec<(Option<SubtaskId>, u32, Usage, bool)> = s
+        .all_events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::CallUsage {
+                role: CallRole::Worker,
+                subtask,
+                attempt,
+                usage,
+                failed,
+                model,
+            } => {
+                assert!(!model.is_empty());
+                Some((subtask.clone(), *attempt, *usage, *failed))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spent.len(), 1);
+    assert_eq!(spent[0].0, Some("a".into()));
+    assert_eq!(spent[0].1, 1);
+    assert_eq!(spent[0].2.tokens_in, 700);
+    assert!(spent[0].3, "marked failed");
+    s.wake("a");
+    s.reply("a", ok("A"));
+    s.synth_reply(ok("report"));
+    let total = s.all_events.iter().find_map(|e| match e {
+        EventKind::RunFinished { usage, .. } => Some(*usage),
+        _ => None,
+    });
+    // 700 + 1 of the failed attempt, 10 + 5 of each of the two successful calls.
+    assert_eq!(total.map(|u| (u.tokens_in, u.tokens_out)), Some((720, 11)));
+}
+
+#[test]
+fn a_failure_after_streamed_text_is_estimated_and_a_refused_request_costs_nothing() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.feed(Input::Delta {
+        call: CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt: 1,
+        },
+        text: "some text that streamed before the cut".into(),
+    });
+    s.reply("a", server_error());
+    s.reply("b", server_error());
+    let spent: Vec<(Option<SubtaskId>, Usage)> = s
+        .all_events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::CallUsage { subtask, usage, .. } => Some((subtask.clone(), *usage)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spent.len(), 1, "{spent:?}");
+    assert_eq!(spent[0].0, Some("a".into()));
+    assert!(spent[0].1.estimated && spent[0].1.tokens_out > 0);
 }

@@ -560,6 +560,24 @@ pub enum EventKind {
         /// failed).
         error: Option<String>,
     },
+    /// What one model call spent and on which model, once it ended: every planner call and
+    /// every worker and synthesis attempt that spent tokens, failed ones included (they are
+    /// paid for). A call cut off by a cancel is not known to have spent anything; an answer
+    /// from the result cache spent nothing. For pricing: the tokens are also in the usual
+    /// totals (`SubtaskSucceeded`, `SynthesisFinished`, `RunFinished`).
+    CallUsage {
+        role: CallRole,
+        /// The subtask, for worker calls.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtask: Option<SubtaskId>,
+        attempt: u32,
+        model: String,
+        usage: Usage,
+        /// The call gave no result: it failed, was retried, returned no text, or its plan was
+        /// rejected.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        failed: bool,
+    },
 }
 
 impl EventKind {
@@ -576,6 +594,7 @@ impl EventKind {
             | Self::SubtaskBlocked { subtask, .. }
             | Self::SubtaskCancelled { subtask, .. }
             | Self::SubtaskEdited { subtask, .. } => Some(subtask),
+            Self::CallUsage { subtask, .. } => subtask.as_ref(),
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
             | Self::PlanningRetrying { .. }

@@ -169,8 +169,13 @@ CREATE TABLE result_cache (
 CREATE INDEX result_cache_by_created ON result_cache(created_at);
 "#;
 
+/// Of a call's input tokens, those the provider read from its prompt cache (priced lower).
+const V4: &str = r#"
+ALTER TABLE attempts ADD COLUMN tokens_cached INTEGER;
+"#;
+
 /// Every schema version's SQL, oldest first; the database's version is the count applied.
-const VERSIONS: [&str; 3] = [V1, V2, V3];
+const VERSIONS: [&str; 4] = [V1, V2, V3, V4];
 
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {
