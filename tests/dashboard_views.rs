@@ -9,7 +9,7 @@
 mod dashboard_support;
 
 use dashboard_support::*;
-use maestro::protocol::{EventKind, RunStatus, Usage};
+use maestro::protocol::{CallRole, EventKind, RunStatus, Usage};
 use maestro::tui::layout;
 use maestro::tui::model::{Focus, Model, Overlay};
 use maestro::tui::theme::Theme;
@@ -92,7 +92,86 @@ fn long_synthesis_scrolled(size: (u16, u16)) -> Model {
     model
 }
 
+/// A finished two-subtask run priced with the shipped table: `emissions` had a failed attempt
+/// (its tokens were paid for), the planner and synthesis calls count too. The `emissions`
+/// subtask is selected, so the detail pane shows its cost and what its failed attempt spent.
+fn priced_run(size: (u16, u16)) -> Model {
+    let mut model = model(false, size);
+    model.models.prices = std::sync::Arc::new(maestro::engine::cost::PriceTable::shipped());
+    let run = run_id(1);
+    model.add_run(run, "What do heat pumps cost?");
+    let spent = |role, subtask: Option<&str>, model: &str, tokens_in, tokens_out, failed| {
+        at(
+            run,
+            1_000,
+            EventKind::CallUsage {
+                role,
+                subtask: subtask.map(sid),
+                attempt: 1,
+                model: model.to_owned(),
+                usage: Usage {
+                    tokens_in,
+                    tokens_out,
+                    estimated: false,
+                    cached_in: 0,
+                },
+                failed,
+            },
+        )
+    };
+    let mut events = small_run_events(run, "# Heat pumps\n\nThey pay off.");
+    events.insert(
+        events.len() - 1,
+        spent(CallRole::Planner, None, "gpt-4o", 2_000, 600, false),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(
+            CallRole::Worker,
+            Some("emissions"),
+            "gpt-4o-mini",
+            4_000,
+            10,
+            true,
+        ),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(
+            CallRole::Worker,
+            Some("emissions"),
+            "gpt-4o-mini",
+            500,
+            900,
+            false,
+        ),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(
+            CallRole::Worker,
+            Some("costs"),
+            "gpt-4o-mini",
+            500,
+            900,
+            false,
+        ),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(CallRole::Synthesizer, None, "gpt-4o", 3_000, 1_500, false),
+    );
+    send_all(&mut model, events);
+    key(&mut model, KeyCode::Esc);
+    model
+}
+
 // ---- snapshots -------------------------------------------------------------------------------
+
+#[test]
+fn cost_shows_on_the_rows_the_status_line_and_the_detail_with_failed_attempts_apart() {
+    snapshot_at_both_sizes("priced_run", priced_run);
+}
 
 #[test]
 fn empty_start_with_the_demo_provider_says_nothing_is_called() {

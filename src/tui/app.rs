@@ -57,6 +57,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         planner: config.run.planner.model.clone(),
         worker: config.run.worker.model.clone(),
         synthesizer: config.run.synthesizer.model.clone(),
+        prices: Arc::new(config.prices.clone()),
         ..Models::default()
     };
     let mouse = config.mouse;

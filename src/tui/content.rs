@@ -88,6 +88,20 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
         ),
     ]);
     para(&mut out, status);
+    let spend = view.report.subtask_spend(&s.id);
+    if let Some(cost) = spend.label() {
+        let mut text = format!("cost {cost} (estimate)");
+        let failed = view.report.subtask_failed_spend(&s.id);
+        let failed_tokens = view.report.subtask_failed_tokens(&s.id);
+        if failed_tokens > 0 {
+            let figure = failed.label().unwrap_or_else(|| "no price".to_owned());
+            text.push_str(&format!(
+                " · spent on failed attempts: {figure} ({} tokens)",
+                crate::display::tokens(failed_tokens)
+            ));
+        }
+        para(&mut out, Line::from(Span::styled(text, theme.dim())));
+    }
     para(
         &mut out,
         Line::from(Span::styled(
@@ -262,6 +276,18 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
     ]));
     for line in sanitize(&report.query).lines() {
         para(Line::from(line.to_owned()));
+    }
+    let spend = report.spend();
+    if let Some(cost) = spend.label() {
+        let mut text = format!("cost {cost} (estimate)");
+        let failed = report.failed_spend();
+        if failed.usd > 0.0 {
+            text.push_str(&format!(
+                " · spent on failed attempts: {}",
+                crate::engine::cost::show_usd(failed.usd)
+            ));
+        }
+        para(Line::from(Span::styled(text, theme.dim())));
     }
     if let Some(saved) = &view.saved {
         para(Line::default());

@@ -142,6 +142,9 @@ pub struct Models {
     /// Picked in the dashboard; sent with every run started from now on.
     pub picked: ModelOverrides,
     pub list: ModelList,
+    /// What the models cost, for the estimates on screen. Empty (no figure) unless the app
+    /// sets it from the config.
+    pub prices: std::sync::Arc<crate::engine::cost::PriceTable>,
 }
 
 impl Models {
@@ -598,7 +601,7 @@ impl Model {
         for view in &mut self.runs {
             view.expanded = false;
         }
-        let mut report = RunReport::default();
+        let mut report = RunReport::priced(self.models.prices.clone());
         report.id = Some(id);
         report.query = query.to_owned();
         self.runs.push(RunView {
@@ -617,8 +620,9 @@ impl Model {
     }
 
     /// Show a run read from the store, selected, as the engine would have shown it.
-    pub fn add_saved(&mut self, report: RunReport, saved: Saved) {
+    pub fn add_saved(&mut self, mut report: RunReport, saved: Saved) {
         let Some(id) = report.id else { return };
+        report.prices = self.models.prices.clone();
         for view in &mut self.runs {
             view.expanded = false;
         }
@@ -648,9 +652,11 @@ impl Model {
         if !previous.trim().is_empty() {
             view.previous_synthesis = Some(previous);
         }
-        let mut report = RunReport::default();
+        let mut report = RunReport::priced(view.report.prices.clone());
         report.id = Some(id);
         report.query = view.report.query.clone();
+        // What the saved calls spent stays part of the run's cost.
+        report.calls = std::mem::take(&mut view.report.calls);
         view.report = report;
         view.active_since_ms = now;
         view.synthesis_version += 1;

@@ -192,7 +192,7 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
                     matches!(&model.selected, Some(Node::Run(id)) if Some(*id) == view.id()),
                 ),
                 Row::Subtask(view, s, widths) => (
-                    subtask_row(model, s, widths, inner_area.width),
+                    subtask_row(model, view, s, widths, inner_area.width),
                     matches!(&model.selected, Some(Node::Subtask(run, id))
                         if Some(*run) == view.id() && *id == s.id),
                 ),
@@ -220,7 +220,12 @@ fn run_row(model: &Model, view: &RunView, depth: usize, width: u16) -> Line<'sta
     let report = &view.report;
     let arrow = if view.expanded { "▾" } else { "▸" };
     let phase = Model::view_phase(view);
-    let right = format!(" {phase} {} ", clock(model.run_elapsed(report)));
+    let cost = report
+        .spend()
+        .label()
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    let right = format!(" {phase} {}{cost} ", clock(model.run_elapsed(report)));
     // Deep chains stop indenting, so the query keeps its room.
     let lineage = match depth {
         0 => String::new(),
@@ -241,6 +246,7 @@ fn run_row(model: &Model, view: &RunView, depth: usize, width: u16) -> Line<'sta
 /// `✓ task_1 research  Emissions over…   3.1s 1.2k ×2`
 fn subtask_row(
     model: &Model,
+    view: &RunView,
     s: &SubtaskReport,
     widths: (usize, usize),
     width: u16,
@@ -291,6 +297,10 @@ fn subtask_row(
         String::new()
     };
     right.push_str(&format!(" {attempts:<3}"));
+    // Every attempt's cost, failed ones included; only where a price is known.
+    if let Some(cost) = view.report.subtask_spend(&s.id).label() {
+        right.push_str(&format!(" {cost:>8}"));
+    }
     let left = format!(
         "  {glyph} {:<id_w$} {:<role_w$} ",
         truncate(s.id.as_str(), id_w),
@@ -506,6 +516,9 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
                     tokens(usage.tokens_out)
                 ))],
             ));
+        }
+        if let Some(cost) = r.spend().label() {
+            segments.push((2, vec![Span::raw(cost)]));
         }
         segments.push((2, vec![Span::raw(clock(model.run_elapsed(r)))]));
     } else if model.info.demo {
