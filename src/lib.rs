@@ -50,5 +50,6 @@ pub mod llm;
 pub mod protocol;
 pub mod report;
 pub mod sanitize;
+pub mod stats;
 pub mod store;
 pub mod tui;

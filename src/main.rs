@@ -126,7 +126,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::Gc(_))
         | Some(CommandLine::Export(_))
         | Some(CommandLine::Diff(_))
-        | Some(CommandLine::Cache(_)) => return exit::USAGE,
+        | Some(CommandLine::Cache(_))
+        | Some(CommandLine::Stats(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -149,7 +150,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Gc(_)
         | CommandLine::Export(_)
         | CommandLine::Diff(_)
-        | CommandLine::Cache(_) => {}
+        | CommandLine::Cache(_)
+        | CommandLine::Stats(_) => {}
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -183,6 +185,7 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
             maestro::compare::diff(&store, args, colour_stdout(), &mut stdout)
         }
         CommandLine::Cache(args) => maestro::cache::command(&store, args, &mut stdout),
+        CommandLine::Stats(args) => maestro::stats::command(&store, &prices, args, &mut stdout),
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)

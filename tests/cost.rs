@@ -215,3 +215,70 @@ async fn a_model_without_a_price_shows_tokens_only() {
     let out = maestro(&sandbox, &["history", "--json"]).await;
     assert_eq!(out.json()[0]["cost_usd"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_over_saved_runs_field_by_field() {
+    let server = MockServer::start(script()).await;
+    let sandbox = Sandbox::new(&config(&server));
+    // No database yet: stats fails and does not create one.
+    let out = maestro(&sandbox, &["stats"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(!sandbox.path("runs.db").exists());
+
+    let out = maestro(&sandbox, &["run", "-q", "--format", "json", QUERY]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = maestro(&sandbox, &["stats", "--json", "--since", "1d"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let stats = out.json();
+    assert_eq!(stats["runs"], 1, "{stats}");
+    assert_eq!(stats["calls"], 5, "{stats}");
+    assert!(close(&stats["cost_usd"], TOTAL), "{stats}");
+    let group = |list: &str, name: &str| {
+        stats[list]
+            .as_array()
+            .and_then(|l| l.iter().find(|g| g["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {list} {name} in {stats}"))
+    };
+    let research = group("roles", "research");
+    assert_eq!(research["calls"], 3);
+    assert_eq!(research["subtasks"], 2);
+    assert_eq!(research["succeeded"], 2);
+    assert!(close(&research["success_rate"], 2.0 / 3.0), "{research}");
+    assert_eq!(research["tokens_in"], 3000);
+    assert_eq!(research["tokens_out"], 1 + 100 + 100);
+    assert_eq!(research["median_tokens_out"], 100);
+    assert!(research["median_ms"].is_u64() && research["p90_ms"].is_u64());
+    assert!(
+        close(&research["cost_usd"], A_FAILED + A_DONE + B),
+        "{research}"
+    );
+    let planner = group("roles", "planner");
+    assert_eq!(
+        (planner["calls"].clone(), planner["subtasks"].clone()),
+        (1.into(), 1.into())
+    );
+    assert!(close(&planner["cost_usd"], PLANNER), "{planner}");
+    let synth = group("models", "gpt-4o");
+    assert!(close(&synth["cost_usd"], SYNTH), "{synth}");
+    assert_eq!(synth["success_rate"], 1.0);
+    let provider = &stats["providers"][0];
+    assert_eq!(provider["provider"], "anthropic");
+    assert_eq!(provider["calls"], 5);
+    assert_eq!(provider["failed"], 1);
+    assert_eq!(provider["errors"], serde_json::json!([["stream cut", 1]]));
+
+    // A window after the run holds nothing; a bad one is a usage error.
+    let out = maestro(&sandbox, &["stats", "--json", "--since", "9999-01-01"]).await;
+    assert_eq!(out.json()["calls"], 0);
+    let out = maestro(&sandbox, &["stats", "--since", "last tuesday"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = maestro(&sandbox, &["stats"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("ERRORS BY PROVIDER"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("anthropic: 1 of 5 calls failed · stream cut ×1"),
+        "{out:?}"
+    );
+}

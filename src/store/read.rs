@@ -915,7 +915,8 @@ pub struct CallRecord {
     pub run: RunId,
     pub provider: String,
     pub role: CallRole,
-    /// The worker role, for worker calls.
+    /// The subtask and its worker role, for worker calls.
+    pub subtask: Option<SubtaskId>,
     pub worker: Option<String>,
     pub model: Option<String>,
     pub started_ms: u64,
@@ -932,7 +933,8 @@ pub struct CallRecord {
 pub(crate) fn calls(conn: &Connection, since_ms: Option<u64>) -> rusqlite::Result<Vec<CallRecord>> {
     let mut stmt = conn.prepare(
         "SELECT a.run_id, r.provider, a.role, a.worker, a.model, a.started_at, a.elapsed_ms,
-                a.outcome, a.error, a.tokens_in, a.tokens_out, a.usage_estimated, a.tokens_cached
+                a.outcome, a.error, a.tokens_in, a.tokens_out, a.usage_estimated, a.tokens_cached,
+                a.subtask_id
          FROM attempts a JOIN runs r ON r.id = a.run_id
          WHERE a.started_at >= ?1 ORDER BY a.id",
     )?;
@@ -966,6 +968,7 @@ pub(crate) fn calls(conn: &Connection, since_ms: Option<u64>) -> rusqlite::Resul
             run,
             provider: r.get(1)?,
             role,
+            subtask: r.get::<_, Option<String>>(13)?.map(SubtaskId),
             worker: r.get(3)?,
             model: r.get(4)?,
             started_ms: r.get::<_, i64>(5)?.max(0) as u64,
