@@ -442,9 +442,11 @@ pub fn render(stats: &Stats) -> Vec<String> {
         .cost_usd
         .map(|usd| format!(" · {} estimated", crate::engine::cost::show_usd(usd)))
         .unwrap_or_default();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     lines.push(format!(
-        "{} runs · {} calls{total}",
-        stats.runs, stats.calls
+        "{} · {}{total}",
+        plural(stats.runs, "run"),
+        plural(stats.calls, "call")
     ));
     if stats.calls == 0 {
         lines.push("(no saved calls in this window)".to_owned());

@@ -985,6 +985,7 @@ fn state(model: &Model) -> String {
         Some(Overlay::History { search, cursor }) => {
             format!("history {search:?} {cursor} {:?}", model.saved_runs)
         }
+        Some(Overlay::Stats { scroll }) => format!("stats {scroll} {:?}", model.stats),
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(

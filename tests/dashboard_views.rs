@@ -166,7 +166,85 @@ fn priced_run(size: (u16, u16)) -> Model {
     model
 }
 
+/// The statistics panel over the tree, as `S` opens it and the app loop answers it: saved
+/// calls of two roles on two models, one of them failed with a 429.
+fn stats_panel(size: (u16, u16)) -> Model {
+    use maestro::store::{AttemptOutcome, CallRecord};
+    let mut model = every_state(size);
+    let actions = ch(&mut model, 'S');
+    assert!(actions.contains(&maestro::tui::update::Action::ReadStats));
+    let call = |role, worker: &str, model: &str, ms, outcome, error: Option<&str>| CallRecord {
+        run: run_id(1),
+        provider: "openai".to_owned(),
+        role,
+        subtask: (role == CallRole::Worker).then(|| sid(worker)),
+        worker: (role == CallRole::Worker).then(|| worker.to_owned()),
+        model: Some(model.to_owned()),
+        started_ms: 0,
+        elapsed_ms: Some(ms),
+        outcome,
+        error: error.map(str::to_owned),
+        usage: Some(Usage {
+            tokens_in: 2_000,
+            tokens_out: 700,
+            estimated: false,
+            cached_in: 0,
+        }),
+    };
+    let calls = [
+        call(
+            CallRole::Planner,
+            "",
+            "gpt-4o",
+            6_100,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+        call(
+            CallRole::Worker,
+            "research",
+            "gpt-4o-mini",
+            9_300,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+        call(
+            CallRole::Worker,
+            "analysis",
+            "gpt-4o-mini",
+            1_200,
+            AttemptOutcome::Retried,
+            Some("HTTP 429: slow down"),
+        ),
+        call(
+            CallRole::Worker,
+            "analysis",
+            "gpt-4o-mini",
+            12_400,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+        call(
+            CallRole::Synthesizer,
+            "",
+            "gpt-4o",
+            15_000,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+    ];
+    let stats =
+        maestro::stats::compute(&calls, &maestro::engine::cost::PriceTable::shipped(), None);
+    update(&mut model, Msg::StatsRead(Ok(Box::new(stats))));
+    model
+}
+
 // ---- snapshots -------------------------------------------------------------------------------
+
+#[test]
+fn the_statistics_panel_over_the_tree() {
+    snapshot_at_both_sizes("stats_panel", stats_panel);
+}
 
 #[test]
 fn cost_shows_on_the_rows_the_status_line_and_the_detail_with_failed_attempts_apart() {

@@ -461,6 +461,25 @@ fn diff_shown(model: &Model, view: &RunView, width: u16) -> Option<Vec<Line<'sta
 
 /// The furthest the help scrolls on a terminal of `size`: its last line at the pop-up's bottom
 /// (the pop-up is the screen's height, less its two borders, when the help is taller).
+/// The statistics panel's lines: `maestro stats`'s text, or that it is being read, or why it
+/// could not be.
+pub fn stats_lines(model: &Model) -> Vec<Line<'static>> {
+    match &model.stats {
+        None => vec![Line::from(Span::styled(
+            "Reading the saved runs…",
+            model.theme.dim(),
+        ))],
+        Some(Err(why)) => vec![Line::from(Span::styled(
+            format!("The saved runs cannot be read: {}", sanitize_line(why)),
+            model.theme.error(),
+        ))],
+        Some(Ok(stats)) => crate::stats::render(stats)
+            .into_iter()
+            .map(Line::from)
+            .collect(),
+    }
+}
+
 pub fn help_max_scroll(model: &Model) -> usize {
     let visible = usize::from(model.size.1).saturating_sub(2);
     help_lines(model).len().saturating_sub(visible)

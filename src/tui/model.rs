@@ -69,6 +69,8 @@ pub enum Overlay {
         /// Index into the listed runs.
         cursor: usize,
     },
+    /// The statistics of the saved runs (`Model::stats`), scrolled by `scroll` lines.
+    Stats { scroll: usize },
 }
 
 /// The saved runs as far as the dashboard knows them (read by the app loop, off the drawing
@@ -379,6 +381,8 @@ pub struct Model {
     pub show_diff: bool,
     /// The next question is a follow-up to this (finished) run: the query pane says so.
     pub follow_up: Option<RunId>,
+    /// The statistics of the saved runs, as the app loop read them; `None` while it reads.
+    pub stats: Option<Result<crate::stats::Stats, String>>,
 }
 
 impl Model {
@@ -408,6 +412,7 @@ impl Model {
             saved_runs: SavedList::NotAsked,
             show_diff: false,
             follow_up: None,
+            stats: None,
         };
         model.reset_query();
         model

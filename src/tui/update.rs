@@ -57,6 +57,9 @@ pub enum Msg {
     /// A saved run read back for the panes, or why it could not be: the answer to
     /// `Action::OpenSaved`.
     SavedOpened(Result<Box<(RunReport, Saved)>, String>),
+    /// The statistics of the saved runs, or why they could not be read: the answer to
+    /// `Action::ReadStats`.
+    StatsRead(Result<Box<crate::stats::Stats>, String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +104,8 @@ pub enum Action {
     },
     Bell,
     Quit,
+    /// Read the statistics of the saved runs; answer with `Msg::StatsRead`.
+    ReadStats,
 }
 
 pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
@@ -127,6 +132,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
         }
         Msg::ModelsListed(result) => models_listed(model, result),
         Msg::HistoryListed { search, result } => history_listed(model, search, result),
+        Msg::StatsRead(result) => model.stats = Some(result.map(|s| *s)),
         Msg::SavedOpened(result) => match result {
             Ok(opened) => {
                 let (report, saved) = *opened;
@@ -209,7 +215,7 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::Edit { .. }) => return keymap::lookup(Context::Edit, key),
         Some(Overlay::Models { .. }) => return keymap::lookup(Context::Models, key),
         Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
-        Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => return None,
+        Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => return None,
         None => {}
     }
     if let Some(action) = keymap::lookup(Context::Anywhere, key) {
@@ -243,7 +249,9 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         Some(Overlay::Edit { text, .. }) => {
             text.input(key);
         }
-        Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => on_overlay_key(model, key, actions),
+        Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => {
+            on_overlay_key(model, key, actions)
+        }
         // Its keys are in the key map; others do nothing there.
         Some(Overlay::Models { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
@@ -394,6 +402,11 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         }
         KeyAction::CloseModels => model.overlay = None,
         KeyAction::OpenHistory => open_history(model, actions),
+        KeyAction::OpenStats => {
+            model.stats = None;
+            model.overlay = Some(Overlay::Stats { scroll: 0 });
+            actions.push(Action::ReadStats);
+        }
         KeyAction::ToggleDiff => toggle_diff(model),
         KeyAction::HistoryUp => move_history_cursor(model, -1),
         KeyAction::HistoryDown => move_history_cursor(model, 1),
@@ -851,6 +864,19 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             let max = content::help_max_scroll(model);
             let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
             model.overlay = Some(Overlay::Help { scroll });
+        }
+        Some(Overlay::Stats { scroll }) => {
+            // Like the help: movement keys scroll, any other key closes.
+            let step: isize = match key.code {
+                KeyCode::Down | KeyCode::Char('j') => 1,
+                KeyCode::Up | KeyCode::Char('k') => -1,
+                KeyCode::PageDown | KeyCode::Char(' ') => 10,
+                KeyCode::PageUp => -10,
+                _ => return,
+            };
+            let max = content::stats_lines(model).len().saturating_sub(1);
+            let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
+            model.overlay = Some(Overlay::Stats { scroll });
         }
         Some(Overlay::ConfirmQuit) => match key.code {
             KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => quit(model, actions),

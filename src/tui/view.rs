@@ -47,6 +47,7 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         Some(Overlay::History { search, cursor }) => {
             draw_history(frame, model, area, search, *cursor)
         }
+        Some(Overlay::Stats { scroll }) => draw_stats(frame, model, area, *scroll),
         None => {}
     }
 }
@@ -626,6 +627,37 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
                             .alignment(Alignment::Right),
                     ),
             ),
+        rect,
+    );
+}
+
+fn draw_stats(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
+    let lines = content::stats_lines(model);
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let rect = centered(area, 100, height);
+    let fits = lines.len() + 2 <= rect.height as usize;
+    let hint = if fits {
+        " any key closes "
+    } else {
+        " j/k scroll · any other key closes "
+    };
+    let scroll = if fits {
+        0
+    } else {
+        scroll.min(lines.len().saturating_sub(1)) as u16
+    };
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).scroll((scroll, 0)).block(
+            Block::bordered()
+                .border_type(BorderType::Rounded)
+                .border_style(model.theme.border(true))
+                .padding(Padding::horizontal(1))
+                .title(title("Statistics of the saved runs (estimates)"))
+                .title_bottom(
+                    Line::from(Span::styled(hint, model.theme.dim())).alignment(Alignment::Right),
+                ),
+        ),
         rect,
     );
 }
