@@ -371,6 +371,7 @@ impl Provider for FixedLatency {
                     tokens_in: 100,
                     tokens_out: (text.len() / 4) as u64,
                     estimated: false,
+                    cached_in: 0,
                 }),
                 text,
                 ..Default::default()

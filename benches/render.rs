@@ -174,6 +174,7 @@ fn big_model() -> (Model, RunId) {
                     tokens_in: 900,
                     tokens_out: 300,
                     estimated: false,
+                    cached_in: 0,
                 },
                 result: "A result paragraph. ".repeat(20),
                 cut_off: false,

@@ -100,6 +100,12 @@ pub enum CommandLine {
     /// Your presets are `*.toml` files in the `presets` folder beside the config file; one with
     /// a built-in preset's name replaces it.
     Presets(PresetsArgs),
+    /// What the saved runs tell: per role and per model, calls, success rate, median and 90th
+    /// percentile time, tokens and estimated cost; per provider, errors by class.
+    ///
+    /// Exit codes: 0 printed; 1 the database could not be read (it is never created); 2 a bad
+    /// `--since`.
+    Stats(StatsArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -118,6 +124,16 @@ pub enum PresetsAction {
         /// The preset's name
         name: String,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatsArgs {
+    /// Only calls since an age ago (7d, 12h, 2w) or a date (2026-11-01, UTC)
+    #[arg(long, value_name = "AGE|DATE")]
+    pub since: Option<String>,
+    /// One JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

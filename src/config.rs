@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 use crate::cli::EngineArgs;
 pub use crate::cli::ProviderKind;
 use crate::defaults;
+use crate::engine::cost::{Price, PriceTable};
 use crate::engine::executor::ExecutorSettings;
 use crate::engine::preset::Preset;
 use crate::engine::prompt::CallSpec;
@@ -89,6 +90,9 @@ pub struct FileConfig {
     pub tools: ToolsSection,
     /// The preset (team of worker roles): a name, or the path of a preset file.
     pub preset: Option<NonEmpty>,
+    /// `[prices."model"]`: prices over the shipped table's.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceEntry>,
 }
 
 /// `[validation]`: the quality gate after each subtask.
@@ -114,6 +118,34 @@ pub struct ContextSection {
 pub struct ToolsSection {
     pub enabled: Option<crate::llm::tools::ToolChoice>,
     pub max_rounds: Option<u32>,
+}
+
+/// One `[prices."model"]` table, checked as it is read so an error names its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceEntry(pub Price);
+
+impl<'de> Deserialize<'de> for PriceEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let price = Price::deserialize(d)?;
+        match price.problem() {
+            Some(problem) => Err(serde::de::Error::custom(problem)),
+            None => Ok(Self(price)),
+        }
+    }
+}
+
+impl FileConfig {
+    /// The shipped price table with this file's `[prices]` over it.
+    pub fn price_table(&self) -> PriceTable {
+        PriceTable::shipped().with(self.prices.iter().map(|(m, p)| (m.clone(), p.0)))
+    }
+}
+
+/// The prices only, for commands that run nothing (history, show, stats): they must work
+/// without a provider's key.
+pub fn resolve_prices(args: &EngineArgs) -> Result<PriceTable, ConfigError> {
+    let (file, _) = FileConfig::load(args.config.as_deref())?;
+    Ok(file.price_table())
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -431,6 +463,8 @@ pub struct Config {
     pub preset: Preset,
     /// Every preset a run may use, built-in and the user's, with where each comes from.
     pub presets: Catalogue,
+    /// What calls cost: the shipped table with the file's `[prices]` over it.
+    pub prices: PriceTable,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -631,6 +665,7 @@ impl Config {
                 .unwrap_or_else(|| worker.model.clone()),
         );
         let store = StoreConfig::merge(args, &file);
+        let prices = file.price_table();
         Ok(Self {
             provider,
             run: RunSettings {
@@ -699,6 +734,7 @@ impl Config {
                 .map_or(defaults::CONTEXT_MAX_BYTES, |v| v.0),
             preset,
             presets,
+            prices,
         })
     }
 
@@ -869,6 +905,36 @@ mod tests {
         assert!(none.executor.tools.is_empty());
         let error = parse("[tools]\nenabled = \"everything\"\n").expect_err("refused");
         assert!(error.to_string().contains("enabled"), "{error}");
+    }
+
+    #[test]
+    fn prices_go_over_the_shipped_table_and_bad_ones_name_their_line() {
+        let file = parse(
+            "[prices.\"gpt-4o\"]\ninput = 1.0\noutput = 2.0\n\n\
+             [prices.\"llama3:8b\"]\ninput = 0\noutput = 0\n",
+        )
+        .expect("prices read");
+        let table = file.price_table();
+        let usage = crate::protocol::Usage {
+            tokens_in: 1_000_000,
+            tokens_out: 1_000_000,
+            ..Default::default()
+        };
+        assert_eq!(table.cost("gpt-4o", &usage), Some(3.0));
+        assert_eq!(table.cost("llama3:8b", &usage), Some(0.0));
+        assert!(
+            table.cost("gpt-4o-mini", &usage).is_some(),
+            "shipped rows stay"
+        );
+        let err = parse("[prices.\"x\"]\ninput = 1.0\noutput = -2.0\n")
+            .expect_err("a negative price")
+            .to_string();
+        assert!(err.contains("line 1") || err.contains("line 3"), "{err}");
+        assert!(err.contains("0 or more"), "{err}");
+        let err = parse("[prices.\"x\"]\ninput = 1.0\nouput = 2.0\n")
+            .expect_err("a misspelt key")
+            .to_string();
+        assert!(err.contains("ouput"), "{err}");
     }
 
     #[test]

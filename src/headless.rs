@@ -256,6 +256,7 @@ pub async fn run(
         ));
     }
     let describe = config.describe();
+    let prices = Arc::new(config.prices.clone());
     let preset = config.run.preset.name.clone();
     let tools = config.provider.toolbox();
     let limit = Some(config.run.concurrency);
@@ -274,6 +275,8 @@ pub async fn run(
         parent,
         preset,
         limit,
+        prices,
+        earlier_calls: Vec::new(),
     };
     drive(
         engine,
@@ -316,6 +319,7 @@ pub async fn resume(
         ));
     }
     let describe = config.describe();
+    let prices = Arc::new(config.prices.clone());
     let preset = config.run.preset.name.clone();
     let tools = config.provider.toolbox();
     let limit = Some(config.run.concurrency);
@@ -340,6 +344,9 @@ pub async fn resume(
         parent: saved.summary.parent,
         preset,
         limit,
+        prices,
+        // What the saved calls spent: the resumed run restates results, not calls.
+        earlier_calls: history::saved_calls(saved),
     };
     drive(
         engine,
@@ -375,6 +382,10 @@ struct Output {
     preset: String,
     /// The workers' concurrency limit, for the report's timeline.
     limit: Option<usize>,
+    /// Prices for the report's cost figures.
+    prices: Arc<crate::engine::cost::PriceTable>,
+    /// Calls made before this process (a resumed run's), so its cost is the whole run's.
+    earlier_calls: Vec<crate::report::CallSpend>,
 }
 
 /// Follow one run to its end: progress, events file, store, signals, then the report.
@@ -395,10 +406,11 @@ async fn drive(
         std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         describe,
     );
-    let mut report = RunReport::default();
+    let mut report = RunReport::priced(args.prices.clone());
     report.parent = args.parent;
     report.preset = args.preset;
     report.limit = args.limit;
+    report.calls = args.earlier_calls.clone();
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;
@@ -990,6 +1002,7 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
                 duration(*delay_ms)
             )
         }
+        EventKind::CallUsage { .. } => return None,
         EventKind::SynthesisCancelled { .. } => {
             "synthesis dropped (its subtasks changed, or the run was cancelled)".to_owned()
         }

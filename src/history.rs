@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{EngineArgs, Format, GcArgs, HistoryArgs, HistoryStatus, ProviderKind, RmArgs};
 use crate::config::{Config, ProviderConfig, StoreConfig};
 use crate::display::{duration, now_ms, tokens, truncate};
+use crate::engine::cost::{PriceTable, Spend};
 use crate::protocol::{
     CallRole, Event, EventKind, Plan, RunCommand, RunId, RunStatus, SubtaskId, SubtaskStatus,
 };
-use crate::report::{AttemptOutcome, AttemptRecord, RunReport};
+use crate::report::{AttemptOutcome, AttemptRecord, CallSpend, RunReport};
 use crate::sanitize::sanitize_line;
 use crate::store::{
     self, CommandRecord, RunFilter, RunMeta, SavedRunStatus, SavedSubtaskStatus, Store,
@@ -424,6 +425,7 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
     let mut report = RunReport::default();
     report.parent = saved.summary.parent;
     report.preset = saved.preset.clone().unwrap_or_default();
+    report.calls = saved_calls(saved);
     report.apply(&event(
         started,
         EventKind::RunStarted {
@@ -563,6 +565,43 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
 
 fn subtask_status(status: SavedSubtaskStatus) -> SubtaskStatus {
     status.live().unwrap_or(SubtaskStatus::Cancelled)
+}
+
+/// What each saved call spent, for pricing: the calls whose usage was saved (finished calls;
+/// a call cut off by a cancel reported none).
+pub fn saved_calls(saved: &store::SavedRun) -> Vec<CallSpend> {
+    saved
+        .attempts
+        .iter()
+        .filter_map(|a| {
+            let usage = a.usage.filter(|u| !u.is_zero())?;
+            Some(CallSpend {
+                role: a.role,
+                subtask: a.subtask.clone(),
+                attempt: a.attempt,
+                model: a.model.clone().unwrap_or_default(),
+                usage,
+                failed: a.outcome != store::AttemptOutcome::Succeeded,
+            })
+        })
+        .collect()
+}
+
+/// What saved calls cost, per run.
+pub fn run_costs(
+    calls: &[store::CallRecord],
+    prices: &PriceTable,
+) -> HashMap<crate::protocol::RunId, Spend> {
+    let mut costs: HashMap<crate::protocol::RunId, Spend> = HashMap::new();
+    for c in calls {
+        if let Some(usage) = c.usage.filter(|u| !u.is_zero()) {
+            costs
+                .entry(c.run)
+                .or_default()
+                .add(prices, c.model.as_deref().unwrap_or(""), &usage);
+        }
+    }
+    costs
 }
 
 fn attempt_outcome(a: &store::SavedAttempt) -> AttemptOutcome {
@@ -780,6 +819,7 @@ pub fn age(ms: u64) -> String {
 /// `maestro history`.
 pub fn history(
     store: &StoreConfig,
+    prices: &PriceTable,
     args: &HistoryArgs,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
@@ -792,12 +832,21 @@ pub fn history(
     let runs = db.list_runs(&filter).map_err(|e| failed(e.to_string()))?;
     let shorts = parent_shorts(&db, &runs)?;
     let parent_of = |r: &store::RunSummary| r.parent.and_then(|p| shorts.get(&p).cloned());
+    let since = runs.iter().map(|r| r.started_ms).min();
+    let calls = match since {
+        Some(since) => db.calls(Some(since)).map_err(|e| failed(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let costs = run_costs(&calls, prices);
+    let cost_of = |r: &store::RunSummary| costs.get(&r.id).copied().unwrap_or_default();
     if args.json {
         // `parent` is the parent's short id, like the ids people read in the table.
         let mut list = serde_json::to_value(&runs).unwrap_or_default();
         if let Some(entries) = list.as_array_mut() {
             for (entry, run) in entries.iter_mut().zip(&runs) {
                 entry["parent"] = parent_of(run).into();
+                // An estimate from the price table; null when no call's model has a price.
+                entry["cost_usd"] = cost_of(run).usd().into();
             }
         }
         return write_out(out, &json_bytes(&list));
@@ -811,19 +860,20 @@ pub fn history(
         .unwrap_or(8)
         .max(2);
     text.push_str(&format!(
-        "{:<id_w$}  {:<id_w$}  {:<8}  {:<11}  {:>8}  {:>6}  {:>7}  QUERY\n",
-        "ID", "PARENT", "WHEN", "STATUS", "OK/FAIL/N", "TOKENS", "TIME"
+        "{:<id_w$}  {:<id_w$}  {:<8}  {:<11}  {:>8}  {:>6}  {:>9}  {:>7}  QUERY\n",
+        "ID", "PARENT", "WHEN", "STATUS", "OK/FAIL/N", "TOKENS", "COST", "TIME"
     ));
     for r in &runs {
         let counts = format!("{}/{}/{}", r.succeeded, r.failed, r.total);
         text.push_str(&format!(
-            "{:<id_w$}  {:<id_w$}  {:<8}  {:<11}  {:>9}  {:>6}  {:>7}  {}\n",
+            "{:<id_w$}  {:<id_w$}  {:<8}  {:<11}  {:>9}  {:>6}  {:>9}  {:>7}  {}\n",
             r.short_id,
             parent_of(r).unwrap_or_else(|| "–".into()),
             age(now.saturating_sub(r.started_ms)),
             r.status.word(),
             counts,
             tokens(r.usage.total()),
+            cost_of(r).label().unwrap_or_else(|| "–".into()),
             r.elapsed_ms.map(duration).unwrap_or_else(|| "–".into()),
             truncate(&sanitize_line(&r.query), 48),
         ));
@@ -837,13 +887,15 @@ pub fn history(
 /// `maestro show`.
 pub fn show(
     store: &StoreConfig,
+    prices: &PriceTable,
     id: &str,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let db = open_store(store)?;
     let saved = resolve(&db, id)?;
-    let report = report_of(&saved);
+    let mut report = report_of(&saved);
+    report.prices = std::sync::Arc::new(prices.clone());
     let parent = parent_shorts(&db, std::slice::from_ref(&saved.summary))?;
     let parent = saved.summary.parent.and_then(|p| parent.get(&p).cloned());
     match format {

@@ -55,6 +55,7 @@ pub mod presets;
 pub mod protocol;
 pub mod report;
 pub mod sanitize;
+pub mod stats;
 pub mod store;
 pub mod timeline;
 pub mod tui;

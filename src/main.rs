@@ -142,7 +142,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::Export(_))
         | Some(CommandLine::Diff(_))
         | Some(CommandLine::Cache(_))
-        | Some(CommandLine::Presets(_)) => return exit::USAGE,
+        | Some(CommandLine::Presets(_))
+        | Some(CommandLine::Stats(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -165,7 +166,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Gc(_)
         | CommandLine::Export(_)
         | CommandLine::Diff(_)
-        | CommandLine::Cache(_) => {}
+        | CommandLine::Cache(_)
+        | CommandLine::Stats(_) => {}
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
@@ -180,10 +182,19 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
             return Some(exit::USAGE);
         }
     };
+    let prices = match maestro::config::resolve_prices(&cli.engine) {
+        Ok(p) => p,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return Some(exit::USAGE);
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     let result = match command {
-        CommandLine::History(args) => history::history(&store, args, &mut stdout),
-        CommandLine::Show(args) => history::show(&store, &args.id, args.format, &mut stdout),
+        CommandLine::History(args) => history::history(&store, &prices, args, &mut stdout),
+        CommandLine::Show(args) => {
+            history::show(&store, &prices, &args.id, args.format, &mut stdout)
+        }
         CommandLine::Rm(args) => history::rm(&store, args, &mut stdout),
         CommandLine::Gc(args) => history::gc(&store, args, &mut stdout),
         CommandLine::Export(args) => maestro::export::export(&store, args, &mut stdout),
@@ -191,6 +202,7 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
             maestro::compare::diff(&store, args, colour_stdout(), &mut stdout)
         }
         CommandLine::Cache(args) => maestro::cache::command(&store, args, &mut stdout),
+        CommandLine::Stats(args) => maestro::stats::command(&store, &prices, args, &mut stdout),
         CommandLine::Resume(_)
         | CommandLine::Run(_)
         | CommandLine::Plan(_)

@@ -4,12 +4,15 @@
 //! `RunReport::apply` folds events in order; it is the one place that knows what each event
 //! means for a consumer, shared by the headless printer and the dashboard. No I/O here.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::display::{duration, tokens};
+use crate::engine::cost::{PriceTable, Spend, show_usd};
 use crate::protocol::{
-    Complexity, ContextFile, EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask,
-    RunId, RunStatus, SkippedFile, Source, SubtaskId, SubtaskStatus, Usage,
+    CallRole, Complexity, ContextFile, EarlierResult, Event, EventKind, FollowUp, Plan,
+    PlannedSubtask, RunId, RunStatus, SkippedFile, Source, SubtaskId, SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
 use crate::timeline::{Call, CallEnd, Head, Timeline, TrackKind};
@@ -228,6 +231,45 @@ impl SubtaskReport {
     }
 }
 
+/// What one model call spent (`CallUsage`), for pricing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallSpend {
+    pub role: CallRole,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtask: Option<SubtaskId>,
+    pub attempt: u32,
+    pub model: String,
+    pub usage: Usage,
+    /// The call gave no result (failed, retried, rejected): paid for all the same.
+    pub failed: bool,
+}
+
+/// What a run's calls cost, by model, for the JSON report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostReport {
+    /// Dollars of the calls whose model has a price; `null` when none has one. An estimate.
+    pub usd: Option<f64>,
+    /// Of `usd`, what calls that gave no result cost (failed, retried, rejected).
+    pub failed_usd: Option<f64>,
+    /// Tokens of calls whose model has no price (not in `usd`).
+    pub unpriced_tokens: u64,
+    /// When the shipped prices were copied (the config's `[prices]` may override them).
+    pub prices_date: Option<String>,
+    pub by_model: Vec<ModelCost>,
+}
+
+/// One model's calls in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelCost {
+    pub model: String,
+    pub calls: u32,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cached_in: u64,
+    /// `null` when the model has no price.
+    pub usd: Option<f64>,
+}
+
 /// A run folded from its events.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunReport {
@@ -280,6 +322,11 @@ pub struct RunReport {
     /// The concurrency limit the run's workers had. No event carries it: whoever starts or
     /// loads the run sets it.
     pub limit: Option<usize>,
+    /// What each model call spent, in the order the calls ended.
+    pub calls: Vec<CallSpend>,
+    /// Prices for the cost figures. Empty (no figure shown) unless whoever makes the report
+    /// sets them.
+    pub prices: Arc<PriceTable>,
 }
 
 /// Close the last of `calls` if it is still running.
@@ -293,6 +340,92 @@ fn close_call(calls: &mut [Call], ts_ms: u64, end: CallEnd) {
 }
 
 impl RunReport {
+    /// A report that prices its calls with `prices`.
+    pub fn priced(prices: Arc<PriceTable>) -> Self {
+        Self {
+            prices,
+            ..Self::default()
+        }
+    }
+
+    fn spend_of<'a>(&self, calls: impl Iterator<Item = &'a CallSpend>) -> Spend {
+        let mut spend = Spend::default();
+        for c in calls {
+            spend.add(&self.prices, &c.model, &c.usage);
+        }
+        spend
+    }
+
+    /// What the whole run's calls cost, as far as their models have prices.
+    pub fn spend(&self) -> Spend {
+        self.spend_of(self.calls.iter())
+    }
+
+    /// What calls that gave no result cost.
+    pub fn failed_spend(&self) -> Spend {
+        self.spend_of(self.calls.iter().filter(|c| c.failed))
+    }
+
+    /// What one subtask's calls cost, every attempt included.
+    pub fn subtask_spend(&self, id: &SubtaskId) -> Spend {
+        self.spend_of(self.calls.iter().filter(|c| c.subtask.as_ref() == Some(id)))
+    }
+
+    /// Of one subtask's calls, those that gave no result.
+    pub fn subtask_failed_spend(&self, id: &SubtaskId) -> Spend {
+        self.spend_of(
+            self.calls
+                .iter()
+                .filter(|c| c.failed && c.subtask.as_ref() == Some(id)),
+        )
+    }
+
+    /// Tokens of one subtask's failed calls.
+    pub fn subtask_failed_tokens(&self, id: &SubtaskId) -> u64 {
+        self.calls
+            .iter()
+            .filter(|c| c.failed && c.subtask.as_ref() == Some(id))
+            .map(|c| c.usage.total())
+            .sum()
+    }
+
+    /// The cost section of the JSON report.
+    pub fn cost_report(&self) -> CostReport {
+        let mut by_model: Vec<ModelCost> = Vec::new();
+        for c in &self.calls {
+            let i = match by_model.iter().position(|m| m.model == c.model) {
+                Some(i) => i,
+                None => {
+                    by_model.push(ModelCost {
+                        model: c.model.clone(),
+                        calls: 0,
+                        tokens_in: 0,
+                        tokens_out: 0,
+                        cached_in: 0,
+                        usd: None,
+                    });
+                    by_model.len() - 1
+                }
+            };
+            let m = &mut by_model[i];
+            m.calls += 1;
+            m.tokens_in += c.usage.tokens_in;
+            m.tokens_out += c.usage.tokens_out;
+            m.cached_in += c.usage.cached_in;
+            if let Some(usd) = self.prices.cost(&c.model, &c.usage) {
+                *m.usd.get_or_insert(0.0) += usd;
+            }
+        }
+        let spend = self.spend();
+        CostReport {
+            usd: spend.usd(),
+            failed_usd: spend.usd().map(|_| self.failed_spend().usd),
+            unpriced_tokens: spend.unpriced_tokens,
+            prices_date: self.prices.date().map(str::to_owned),
+            by_model,
+        }
+    }
+
     /// What a follow-up to this run is given: its query, its report and its subtasks'
     /// results. `None` before the run has an id or while it is still going.
     pub fn follow_up(&self) -> Option<FollowUp> {
@@ -757,6 +890,21 @@ impl RunReport {
                 self.context = files.clone();
                 self.context_skipped = skipped.clone();
             }
+            EventKind::CallUsage {
+                role,
+                subtask,
+                attempt,
+                model,
+                usage,
+                failed,
+            } => self.calls.push(CallSpend {
+                role: *role,
+                subtask: subtask.clone(),
+                attempt: *attempt,
+                model: model.clone(),
+                usage: *usage,
+                failed: *failed,
+            }),
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -1073,6 +1221,7 @@ impl RunReport {
                     started_ms: s.history.first().map(|a| since(a.started_ts)),
                     finished_ms: timeline.finish(track).map(since),
                     attempt_times,
+                    cost_usd: self.subtask_spend(&s.id).usd(),
                 }
             })
             .collect()
@@ -1090,6 +1239,9 @@ pub struct JsonSubtask<'a> {
     pub finished_ms: Option<u64>,
     /// Every attempt's times, oldest first.
     pub attempt_times: Vec<AttemptTime>,
+    /// What every attempt's calls cost, failed ones included; `null` when its model has no
+    /// price.
+    pub cost_usd: Option<f64>,
 }
 
 /// One attempt's times, in ms from the run's start; `wait_ms` is the back-off before it.
@@ -1129,6 +1281,8 @@ pub struct JsonReport<'a> {
     /// The files attached to the run (`@path`, `--context`); absent when there were none.
     #[serde(skip_serializing_if = "JsonContext::is_empty")]
     pub context: JsonContext<'a>,
+    /// What the calls cost, estimated from the price table.
+    pub cost: CostReport,
 }
 
 /// `context` of the JSON report: each attached file's path and size, and the files left out
@@ -1184,6 +1338,7 @@ impl RunReport {
                 files: &self.context,
                 skipped: &self.context_skipped,
             },
+            cost: self.cost_report(),
         }
     }
 
@@ -1262,16 +1417,30 @@ impl RunReport {
         if !self.preset.is_empty() {
             let _ = writeln!(out, "Preset: {}\n", cell(&self.preset));
         }
+        let spend = self.spend();
+        // A cost column only when some call has a price: otherwise it would say nothing.
+        let priced = spend.usd().is_some();
+        let (cost_head, cost_rule) = if priced {
+            (" cost |", "---:|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             out,
-            "| id | title | role | status | time | tokens in/out | attempts |"
+            "| id | title | role | status | time | tokens in/out | attempts |{cost_head}"
         );
-        let _ = writeln!(out, "|---|---|---|---|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---|---|---:|---:|---:|{cost_rule}");
         for s in &self.subtasks {
             let est = if s.usage_estimated { "~" } else { "" };
+            let cost = if priced {
+                let label = self.subtask_spend(&s.id).label();
+                format!(" {} |", label.as_deref().unwrap_or("—"))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {est}{}/{est}{} | {} |",
+                "| {} | {} | {} | {} | {} | {est}{}/{est}{} | {} |{cost}",
                 cell(s.id.as_str()),
                 cell(&s.title),
                 cell(&s.worker),
@@ -1320,12 +1489,13 @@ impl RunReport {
         let shape = self.shape().map(|s| format!("{s} · ")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "\n_{shape}{} of {} subtasks succeeded · {} tokens in, {} out{est} · {}_",
+            "\n_{shape}{} of {} subtasks succeeded · {} tokens in, {} out{est} · {}{}_",
             self.count(SubtaskStatus::Succeeded),
             self.subtasks.len(),
             tokens(usage.tokens_in),
             tokens(usage.tokens_out),
             self.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
+            self.cost_sentence(),
         );
         if !sourced.is_empty() {
             let _ = writeln!(out, "\n## Sources\n");
@@ -1390,6 +1560,29 @@ fn utc(ms: u64) -> String {
 /// The width of the timeline in the markdown report: a terminal's 80 columns, less a margin.
 const TEXT_CHART_WIDTH: usize = 78;
 
+impl RunReport {
+    /// ` · ≈$0.012 estimated (≈$0.001 on failed attempts)`, or nothing when no call has a
+    /// price.
+    pub fn cost_sentence(&self) -> String {
+        let spend = self.spend();
+        let Some(label) = spend.label() else {
+            return String::new();
+        };
+        let mut text = format!(" · {label} estimated");
+        let failed = self.failed_spend();
+        if failed.usd > 0.0 {
+            text.push_str(&format!(" ({} on failed attempts)", show_usd(failed.usd)));
+        }
+        if spend.partial() {
+            text.push_str(&format!(
+                ", {} tokens of models without a price",
+                tokens(spend.unpriced_tokens)
+            ));
+        }
+        text
+    }
+}
+
 fn cell(text: &str) -> String {
     sanitize_line(text).replace('|', "\\|")
 }
@@ -1412,6 +1605,7 @@ mod tests {
             tokens_in: n,
             tokens_out: n,
             estimated: false,
+            cached_in: 0,
         }
     }
 

@@ -59,6 +59,7 @@ fn succeeded(
                     tokens_in: 300,
                     tokens_out: 500,
                     estimated: false,
+                    cached_in: 0,
                 }
             },
             result: result.to_owned(),

@@ -1005,6 +1005,7 @@ fn state(model: &Model) -> String {
         Some(Overlay::Presets { cursor }) => {
             format!("presets {cursor} {:?}", model.models.picked)
         }
+        Some(Overlay::Stats { scroll }) => format!("stats {scroll} {:?}", model.stats),
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(

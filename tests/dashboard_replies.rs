@@ -68,6 +68,7 @@ fn scene() -> Model {
                     tokens_in: 500,
                     tokens_out: 900,
                     estimated: false,
+                    cached_in: 0,
                 },
                 result: format!("Findings on {id}."),
                 cut_off,

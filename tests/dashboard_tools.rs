@@ -165,6 +165,7 @@ fn a_finished_subtask_lists_its_tool_calls_above_the_result() {
                         tokens_in: 900,
                         tokens_out: 300,
                         estimated: false,
+                        cached_in: 0,
                     },
                     result: "Emissions fall where buses are electric.".to_owned(),
                     cut_off: false,

@@ -49,6 +49,7 @@ fn usage() -> Usage {
         tokens_in: 500,
         tokens_out: 900,
         estimated: false,
+        cached_in: 0,
     }
 }
 

@@ -9,7 +9,7 @@
 mod dashboard_support;
 
 use dashboard_support::*;
-use maestro::protocol::{EventKind, RunStatus, Usage};
+use maestro::protocol::{CallRole, EventKind, RunStatus, Usage};
 use maestro::tui::layout;
 use maestro::tui::model::{Focus, Model, Overlay};
 use maestro::tui::theme::Theme;
@@ -92,7 +92,164 @@ fn long_synthesis_scrolled(size: (u16, u16)) -> Model {
     model
 }
 
+/// A finished two-subtask run priced with the shipped table: `emissions` had a failed attempt
+/// (its tokens were paid for), the planner and synthesis calls count too. The `emissions`
+/// subtask is selected, so the detail pane shows its cost and what its failed attempt spent.
+fn priced_run(size: (u16, u16)) -> Model {
+    let mut model = model(false, size);
+    model.models.prices = std::sync::Arc::new(maestro::engine::cost::PriceTable::shipped());
+    let run = run_id(1);
+    model.add_run(run, "What do heat pumps cost?");
+    let spent = |role, subtask: Option<&str>, model: &str, tokens_in, tokens_out, failed| {
+        at(
+            run,
+            1_000,
+            EventKind::CallUsage {
+                role,
+                subtask: subtask.map(sid),
+                attempt: 1,
+                model: model.to_owned(),
+                usage: Usage {
+                    tokens_in,
+                    tokens_out,
+                    estimated: false,
+                    cached_in: 0,
+                },
+                failed,
+            },
+        )
+    };
+    let mut events = small_run_events(run, "# Heat pumps\n\nThey pay off.");
+    events.insert(
+        events.len() - 1,
+        spent(CallRole::Planner, None, "gpt-4o", 2_000, 600, false),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(
+            CallRole::Worker,
+            Some("emissions"),
+            "gpt-4o-mini",
+            4_000,
+            10,
+            true,
+        ),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(
+            CallRole::Worker,
+            Some("emissions"),
+            "gpt-4o-mini",
+            500,
+            900,
+            false,
+        ),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(
+            CallRole::Worker,
+            Some("costs"),
+            "gpt-4o-mini",
+            500,
+            900,
+            false,
+        ),
+    );
+    events.insert(
+        events.len() - 1,
+        spent(CallRole::Synthesizer, None, "gpt-4o", 3_000, 1_500, false),
+    );
+    send_all(&mut model, events);
+    key(&mut model, KeyCode::Esc);
+    model
+}
+
+/// The statistics panel over the tree, as `S` opens it and the app loop answers it: saved
+/// calls of two roles on two models, one of them failed with a 429.
+fn stats_panel(size: (u16, u16)) -> Model {
+    use maestro::store::{AttemptOutcome, CallRecord};
+    let mut model = every_state(size);
+    let actions = ch(&mut model, 'S');
+    assert!(actions.contains(&maestro::tui::update::Action::ReadStats));
+    let call = |role, worker: &str, model: &str, ms, outcome, error: Option<&str>| CallRecord {
+        run: run_id(1),
+        provider: "openai".to_owned(),
+        role,
+        subtask: (role == CallRole::Worker).then(|| sid(worker)),
+        worker: (role == CallRole::Worker).then(|| worker.to_owned()),
+        model: Some(model.to_owned()),
+        started_ms: 0,
+        elapsed_ms: Some(ms),
+        outcome,
+        error: error.map(str::to_owned),
+        usage: Some(Usage {
+            tokens_in: 2_000,
+            tokens_out: 700,
+            estimated: false,
+            cached_in: 0,
+        }),
+    };
+    let calls = [
+        call(
+            CallRole::Planner,
+            "",
+            "gpt-4o",
+            6_100,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+        call(
+            CallRole::Worker,
+            "research",
+            "gpt-4o-mini",
+            9_300,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+        call(
+            CallRole::Worker,
+            "analysis",
+            "gpt-4o-mini",
+            1_200,
+            AttemptOutcome::Retried,
+            Some("HTTP 429: slow down"),
+        ),
+        call(
+            CallRole::Worker,
+            "analysis",
+            "gpt-4o-mini",
+            12_400,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+        call(
+            CallRole::Synthesizer,
+            "",
+            "gpt-4o",
+            15_000,
+            AttemptOutcome::Succeeded,
+            None,
+        ),
+    ];
+    let stats =
+        maestro::stats::compute(&calls, &maestro::engine::cost::PriceTable::shipped(), None);
+    update(&mut model, Msg::StatsRead(Ok(Box::new(stats))));
+    model
+}
+
 // ---- snapshots -------------------------------------------------------------------------------
+
+#[test]
+fn the_statistics_panel_over_the_tree() {
+    snapshot_at_both_sizes("stats_panel", stats_panel);
+}
+
+#[test]
+fn cost_shows_on_the_rows_the_status_line_and_the_detail_with_failed_attempts_apart() {
+    snapshot_at_both_sizes("priced_run", priced_run);
+}
 
 #[test]
 fn empty_start_with_the_demo_provider_says_nothing_is_called() {

@@ -808,7 +808,8 @@ async fn run_usage_is_the_sum_of_planner_worker_and_synthesis_usage() {
         Usage {
             tokens_in: 157,
             tokens_out: 24,
-            estimated: false
+            estimated: false,
+            cached_in: 0,
         }
     );
 }
@@ -1221,8 +1222,10 @@ async fn events_of_a_clean_run_come_in_protocol_order() {
         [
             "run_started",
             "planning_started",
+            "call_usage",
             "plan_ready",
             "synthesis_started",
+            "call_usage",
             "synthesis_finished",
             "run_finished"
         ]
@@ -1241,6 +1244,7 @@ async fn events_of_a_clean_run_come_in_protocol_order() {
             [
                 format!("subtask_started({id})"),
                 delta,
+                format!("call_usage({id})"),
                 format!("subtask_succeeded({id})")
             ]
         );
@@ -1414,6 +1418,7 @@ impl Provider for Fake {
                     tokens_in: 10,
                     tokens_out: 5,
                     estimated: false,
+                    cached_in: 0,
                 }),
                 ..Default::default()
             })

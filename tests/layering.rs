@@ -99,6 +99,11 @@ const RULES: &[Rule] = &[
         no_crates: TERMINAL,
     },
     Rule {
+        module: "stats",
+        imports: Imports::Not(&["headless", "tui", "report", "llm"]),
+        no_crates: TERMINAL,
+    },
+    Rule {
         module: "history",
         imports: Imports::Not(&["headless", "tui"]),
         no_crates: TERMINAL,

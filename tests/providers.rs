@@ -99,6 +99,7 @@ fn usage(tokens_in: u64, tokens_out: u64) -> Option<Usage> {
         tokens_in,
         tokens_out,
         estimated: false,
+        cached_in: 0,
     })
 }
 
@@ -122,6 +123,40 @@ async fn anthropic_streams_text_in_order_with_usage() {
     assert!(deltas.len() > 1, "expected several deltas, got {deltas:?}");
     assert_eq!(deltas.concat(), LONG_TEXT);
     assert_eq!(completion.usage, usage(12, 34));
+}
+
+#[tokio::test]
+async fn cached_input_tokens_are_read_from_both_protocols_and_counted_as_input() {
+    let expected = Some(Usage {
+        tokens_in: 1000,
+        tokens_out: 34,
+        estimated: false,
+        cached_in: 600,
+    });
+    let reply = Reply::text(LONG_TEXT).usage(1000, 34).cached_tokens(600);
+    let server = MockServer::always(reply).await;
+    assert_eq!(
+        ok(&openai(&server)).await.0.usage,
+        expected,
+        "openai, streamed"
+    );
+    let whole = openai_with(server.openai_base_url(), Some(KEY), false, true);
+    assert_eq!(ok(&whole).await.0.usage, expected, "openai, whole");
+    assert_eq!(ok(&anthropic(&server)).await.0.usage, expected, "anthropic");
+    let whole = anthropic_with(server.anthropic_base_url(), false, IDLE);
+    assert_eq!(ok(&whole).await.0.usage, expected, "anthropic, whole");
+}
+
+#[tokio::test]
+async fn a_stream_cut_after_anthropic_reported_its_input_keeps_that_usage() {
+    let server = MockServer::always(Reply::cut_after(LONG_TEXT, 2).usage(700, 50)).await;
+    let error = err(&anthropic(&server)).await;
+    assert_eq!(error.reason, "stream cut");
+    // message_start reports the input and one output token; the rest never came.
+    assert_eq!(error.usage, usage(700, 1));
+    // OpenAI sends usage only at the end: a cut stream has none to report.
+    let error = err(&openai(&server)).await;
+    assert_eq!(error.usage, None);
 }
 
 #[tokio::test]

@@ -394,6 +394,7 @@ async fn history_lists_runs_newest_first_with_their_figures() {
         "finished_ms",
         "elapsed_ms",
         "usage",
+        "cost_usd",
         "succeeded",
         "failed",
         "total",

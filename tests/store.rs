@@ -572,7 +572,7 @@ fn events_become_rows_field_by_field() {
                 s("HTTP 400"),
                 -1,
                 s(""),
-                0
+                -1
             ),
         ]
     );
@@ -1531,7 +1531,8 @@ fn history_lists_filters_resolves_deletes_and_collects() {
         Usage {
             tokens_in: 10,
             tokens_out: 20,
-            estimated: false
+            estimated: false,
+            cached_in: 0,
         }
     );
     assert_eq!(ev_run.elapsed_ms, Some(4));
@@ -1818,7 +1819,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(version, maestro::store::latest_version() as i64);
-    assert_eq!(maestro::store::latest_version(), 5);
+    assert_eq!(maestro::store::latest_version(), 6);
     let runs = store.list_runs(&RunFilter::default()).expect("runs");
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].id, id);

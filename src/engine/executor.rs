@@ -684,6 +684,7 @@ impl Rounds {
                 tokens_in: prompt_chars.div_ceil(4) as u64,
                 tokens_out: (done.text.len() + done.reasoning.len()).div_ceil(4) as u64,
                 estimated: true,
+                cached_in: 0,
             }),
         }
     }

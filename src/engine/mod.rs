@@ -4,6 +4,7 @@
 //! timers, cancellation) and feeds results back as inputs. `plan`, `prompt`, `roles` and `preset` are
 //! pure helpers of the state machine.
 
+pub mod cost;
 pub mod executor;
 pub mod plan;
 pub mod preset;

@@ -22,8 +22,8 @@ use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
-    Attachments, CommandName, Complexity, EarlierResult, EventKind, FollowUp, Refusal, RunCommand,
-    RunStatus, SavedRun, SubtaskId, SubtaskStatus, Usage,
+    Attachments, CallRole, CommandName, Complexity, EarlierResult, EventKind, FollowUp, Refusal,
+    RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus, Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -216,6 +216,8 @@ struct Task {
     fix: Option<String>,
     /// The validator failed the current result twice, for this reason; it is kept, flagged.
     flagged: Option<String>,
+    /// The model of the current attempt, to say what its tokens were spent on.
+    model: String,
 }
 
 /// A worker's answer waiting for the validator's verdict.
@@ -239,6 +241,8 @@ struct Single {
     output: String,
     /// Subtasks of the streaming plan already announced as drafted (planner only).
     drafted: usize,
+    /// The model of the current attempt.
+    model: String,
 }
 
 /// One run's state. Create with `Run::new` (or `Run::restore`), then feed `Input::Start`.
@@ -561,6 +565,7 @@ impl Run {
             });
         }
         self.planner.prompt_chars = request_chars(&request);
+        self.planner.model = request.model.clone();
         out.push(Effect::Emit(EventKind::PlanningStarted {
             attempt: self.planner.attempt,
             model: request.model.clone(),
@@ -583,9 +588,18 @@ impl Run {
         self.planner.in_flight = false;
         match result {
             Ok(done) => {
-                self.usage
-                    .add(usage_or_estimate(&done, self.planner.prompt_chars));
-                match plan::parse_plan(&done.text, &self.settings.plan_rules()) {
+                let usage = usage_or_estimate(&done, self.planner.prompt_chars);
+                self.usage.add(usage);
+                let parsed = plan::parse_plan(&done.text, &self.settings.plan_rules());
+                out.push(spent(
+                    CallRole::Planner,
+                    None,
+                    self.planner.attempt,
+                    &self.planner.model,
+                    usage,
+                    parsed.is_err(),
+                ));
+                match parsed {
                     Ok(checked) => self.accept_plan(checked, now, out),
                     Err(e) => {
                         let error = e.to_string();
@@ -612,6 +626,7 @@ impl Run {
                 }
             }
             Err(mut e) => {
+                let paid = self.failed_usage(&e, self.planner.prompt_chars, "");
                 let call = CallId {
                     target: CallTarget::Planner,
                     attempt: self.planner.attempt,
@@ -624,8 +639,10 @@ impl Run {
                         delay_ms: millis(delay),
                         reason: e.reason.clone(),
                     }));
+                    self.spent_failed(CallRole::Planner, None, paid, out);
                     out.push(Effect::Wake { call, after: delay });
                 } else {
+                    self.spent_failed(CallRole::Planner, None, paid, out);
                     self.finish(
                         RunStatus::Failed,
                         Some(format!("planning failed: {}", e.message)),
@@ -713,6 +730,7 @@ impl Run {
             .subtasks
             .iter()
             .map(|spec| Task {
+                model: String::new(),
                 spec: spec.clone(),
                 status: SubtaskStatus::Pending,
                 attempt: 0,
@@ -942,6 +960,7 @@ impl Run {
         task.status = SubtaskStatus::Running;
         task.started_ms = now;
         task.prompt_chars = request_chars(&request);
+        task.model = request.model.clone();
         task.output.clear();
         task.error = None;
         task.flagged = None;
@@ -979,6 +998,17 @@ impl Run {
                     usage_or_estimate(&done, self.tasks[i].prompt_chars)
                 };
                 self.usage.add(usage);
+                let task = &self.tasks[i];
+                if !done.cached {
+                    out.push(spent(
+                        CallRole::Worker,
+                        Some(&task.spec.id),
+                        task.attempt,
+                        &task.model,
+                        usage,
+                        false,
+                    ));
+                }
                 let answer = Answer {
                     text: done.text,
                     cut_off: done.cut_off,
@@ -1002,7 +1032,10 @@ impl Run {
                         &e.message,
                     );
                 }
+                let paid = self.failed_usage(&e, self.tasks[i].prompt_chars, &self.tasks[i].output);
                 let delay = self.retry_delay(&mut e, self.tasks[i].failures);
+                let id = self.tasks[i].spec.id.clone();
+                self.spent_failed(CallRole::Worker, Some(&id), paid, out);
                 let task = &mut self.tasks[i];
                 let call = CallId {
                     target: CallTarget::Subtask(task.spec.id.clone()),
@@ -1118,6 +1151,14 @@ impl Run {
         };
         let usage = usage_or_estimate(&done, self.tasks[i].prompt_chars);
         self.usage.add(usage);
+        out.push(spent(
+            CallRole::Validator,
+            Some(&id),
+            attempt,
+            &self.settings.validator.model,
+            usage,
+            false,
+        ));
         let verdict = prompt::parse_verdict(&done.text).unwrap_or_else(|| {
             out.push(Effect::Emit(EventKind::Notice {
                 message: format!(
@@ -1231,6 +1272,7 @@ impl Run {
         self.synthesis.in_flight = true;
         self.synthesis.waiting = false;
         self.synthesis.prompt_chars = request_chars(&request);
+        self.synthesis.model = request.model.clone();
         self.synthesis.output.clear();
         out.push(Effect::Emit(EventKind::SynthesisStarted {
             attempt: self.synthesis.attempt,
@@ -1258,6 +1300,14 @@ impl Run {
             Ok(done) => {
                 let usage = usage_or_estimate(&done, self.synthesis.prompt_chars);
                 self.usage.add(usage);
+                out.push(spent(
+                    CallRole::Synthesizer,
+                    None,
+                    attempt,
+                    &self.synthesis.model,
+                    usage,
+                    false,
+                ));
                 self.synthesis_text = Some(done.text.clone());
                 out.push(Effect::Emit(EventKind::SynthesisFinished {
                     attempt,
@@ -1286,6 +1336,9 @@ impl Run {
                         &e.message,
                     );
                 }
+                let paid =
+                    self.failed_usage(&e, self.synthesis.prompt_chars, &self.synthesis.output);
+                self.spent_failed(CallRole::Synthesizer, None, paid, out);
                 if let Some(delay) = self.retry_delay(&mut e, self.synthesis.failures) {
                     self.synthesis.failures += 1;
                     self.synthesis.waiting = true;
@@ -1425,6 +1478,49 @@ impl Run {
         }
     }
 
+    /// What a failed call spent: the usage the provider reported before it failed, else an
+    /// estimate when it had streamed text (the prompt was read and the text written, so they
+    /// were paid for), else nothing (a refused request costs nothing).
+    fn failed_usage(&self, e: &CallError, prompt_chars: usize, streamed: &str) -> Usage {
+        e.usage.unwrap_or_else(|| {
+            if streamed.is_empty() {
+                Usage::default()
+            } else {
+                Usage {
+                    tokens_in: prompt_chars.div_ceil(4) as u64,
+                    tokens_out: streamed.chars().count().div_ceil(4) as u64,
+                    estimated: true,
+                    cached_in: 0,
+                }
+            }
+        })
+    }
+
+    /// Count a failed call's tokens in the run's total and say what they were spent on.
+    fn spent_failed(
+        &mut self,
+        role: CallRole,
+        subtask: Option<&SubtaskId>,
+        usage: Usage,
+        out: &mut Vec<Effect>,
+    ) {
+        if usage.is_zero() {
+            return;
+        }
+        self.usage.add(usage);
+        let (attempt, model) = match (role, subtask.and_then(|id| self.index.get(id))) {
+            (CallRole::Worker, Some(&i)) => (self.tasks[i].attempt, &self.tasks[i].model),
+            (CallRole::Planner, _) => (self.planner.attempt, &self.planner.model),
+            (CallRole::Validator, Some(&i)) => {
+                (self.tasks[i].attempt, &self.settings.validator.model)
+            }
+            (CallRole::Synthesizer | CallRole::Validator, _) | (CallRole::Worker, None) => {
+                (self.synthesis.attempt, &self.synthesis.model)
+            }
+        };
+        out.push(spent(role, subtask, attempt, model, usage, true));
+    }
+
     /// A reply with no answer text (empty, whitespace, or only reasoning) is not an answer:
     /// it becomes a failure retried like a cut stream, decided here once for every provider,
     /// so it never reaches a dependent or the synthesis. Its tokens were spent all the same
@@ -1436,7 +1532,7 @@ impl Run {
     ) -> Result<Completion, CallError> {
         match result {
             Ok(done) if done.text.trim().is_empty() => {
-                self.usage.add(usage_or_estimate(&done, prompt_chars));
+                let usage = usage_or_estimate(&done, prompt_chars);
                 let why = if done.reasoning.trim().is_empty() {
                     "the model returned no text"
                 } else {
@@ -1446,7 +1542,8 @@ impl Run {
                 if done.cut_off {
                     error.message.push_str(", stopped at the token limit");
                 }
-                Err(error)
+                // Counted where the failure is handled, with the call's model.
+                Err(error.with_usage(Some(usage)))
             }
             other => other,
         }
@@ -1962,6 +2059,25 @@ fn request_chars(request: &ChatRequest) -> usize {
             .sum::<usize>()
 }
 
+/// What one finished call spent, for pricing.
+fn spent(
+    role: CallRole,
+    subtask: Option<&SubtaskId>,
+    attempt: u32,
+    model: &str,
+    usage: Usage,
+    failed: bool,
+) -> Effect {
+    Effect::Emit(EventKind::CallUsage {
+        role,
+        subtask: subtask.cloned(),
+        attempt,
+        model: model.to_owned(),
+        usage,
+        failed,
+    })
+}
+
 /// The provider's usage, or an estimate (about four characters a token) marked as such.
 fn usage_or_estimate(done: &Completion, prompt_chars: usize) -> Usage {
     // Reasoning is output the model wrote: it is counted.
@@ -1970,6 +2086,7 @@ fn usage_or_estimate(done: &Completion, prompt_chars: usize) -> Usage {
         tokens_in: prompt_chars.div_ceil(4) as u64,
         tokens_out: written.div_ceil(4) as u64,
         estimated: true,
+        cached_in: 0,
     })
 }
 

@@ -65,6 +65,7 @@ fn ok(text: &str) -> Result<Completion, CallError> {
             tokens_in: 10,
             tokens_out: 5,
             estimated: false,
+            cached_in: 0,
         }),
         ..Default::default()
     })
@@ -577,7 +578,8 @@ fn run_totals_add_up_every_call() {
         Some(Usage {
             tokens_in: 30,
             tokens_out: 15,
-            estimated: false
+            estimated: false,
+            cached_in: 0,
         })
     );
 }
@@ -981,6 +983,7 @@ fn events_say_the_whole_story_in_order() {
             EventKind::SynthesisStarted { .. } => "synthesis_started",
             EventKind::SynthesisFinished { .. } => "synthesis_finished",
             EventKind::RunFinished { .. } => "run_finished",
+            EventKind::CallUsage { .. } => "call_usage",
             _ => "other",
         })
         .collect();
@@ -991,8 +994,10 @@ fn events_say_the_whole_story_in_order() {
             "plan_ready",
             "started",
             "delta",
+            "call_usage",
             "succeeded",
             "synthesis_started",
+            "call_usage",
             "synthesis_finished",
             "run_finished"
         ]
@@ -1021,6 +1026,7 @@ fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
             tokens_in: 100,
             tokens_out: 50,
             estimated: false,
+            cached_in: 0,
         },
         elapsed_ms: 60_000,
     }
@@ -1036,6 +1042,7 @@ fn done(id: &str, attempts: u32, text: &str) -> SavedSubtask {
                 tokens_in: 10,
                 tokens_out: 5,
                 estimated: false,
+                cached_in: 0,
             },
             elapsed_ms: 1200,
             cut_off: false,
@@ -1107,7 +1114,8 @@ fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
                 usage: Usage {
                     tokens_in: 10,
                     tokens_out: 5,
-                    estimated: false
+                    estimated: false,
+                    cached_in: 0,
                 },
                 result: "the saved finding of a".into(),
                 cut_off: false,
@@ -1141,7 +1149,8 @@ fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
             Usage {
                 tokens_in: 130,
                 tokens_out: 65,
-                estimated: false
+                estimated: false,
+                cached_in: 0,
             }
         )),
         "time and tokens go on from the saved totals"
@@ -1869,6 +1878,7 @@ fn a_cached_answer_spends_no_tokens_and_is_marked() {
                 tokens_in: 50,
                 tokens_out: 20,
                 estimated: false,
+                cached_in: 0,
             }),
             cached: true,
             ..Completion::default()
@@ -2370,4 +2380,73 @@ fn a_restored_run_keeps_its_attached_files_for_what_runs_again() {
         .messages[0]
         .content;
     assert!(b.contains("NOTES ABOUT PRICING"), "{b}");
+}
+
+#[test]
+fn a_failed_attempt_that_reported_usage_is_counted_and_priced_by_its_model() {
+    let mut s = Story::planned(vec![task("a", &[])]);
+    let cut =
+        CallError::transient("stream cut", "the stream ended early").with_usage(Some(Usage {
+            tokens_in: 700,
+            tokens_out: 1,
+            ..Usage::default()
+        }));
+    s.reply("a", Err(cut));
+    let spent: Vec<(Option<SubtaskId>, u32, Usage, bool)> = s
+        .all_events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::CallUsage {
+                role: CallRole::Worker,
+                subtask,
+                attempt,
+                usage,
+                failed,
+                model,
+            } => {
+                assert!(!model.is_empty());
+                Some((subtask.clone(), *attempt, *usage, *failed))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spent.len(), 1);
+    assert_eq!(spent[0].0, Some("a".into()));
+    assert_eq!(spent[0].1, 1);
+    assert_eq!(spent[0].2.tokens_in, 700);
+    assert!(spent[0].3, "marked failed");
+    s.wake("a");
+    s.reply("a", ok("A"));
+    s.synth_reply(ok("report"));
+    let total = s.all_events.iter().find_map(|e| match e {
+        EventKind::RunFinished { usage, .. } => Some(*usage),
+        _ => None,
+    });
+    // 700 + 1 of the failed attempt, 10 + 5 of each of the two successful calls.
+    assert_eq!(total.map(|u| (u.tokens_in, u.tokens_out)), Some((720, 11)));
+}
+
+#[test]
+fn a_failure_after_streamed_text_is_estimated_and_a_refused_request_costs_nothing() {
+    let mut s = Story::planned(vec![task("a", &[]), task("b", &[])]);
+    s.feed(Input::Delta {
+        call: CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt: 1,
+        },
+        text: "some text that streamed before the cut".into(),
+    });
+    s.reply("a", server_error());
+    s.reply("b", server_error());
+    let spent: Vec<(Option<SubtaskId>, Usage)> = s
+        .all_events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::CallUsage { subtask, usage, .. } => Some((subtask.clone(), *usage)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spent.len(), 1, "{spent:?}");
+    assert_eq!(spent[0].0, Some("a".into()));
+    assert!(spent[0].1.estimated && spent[0].1.tokens_out > 0);
 }

@@ -276,15 +276,20 @@ fn is_cut_off(stop_reason: Option<&str>) -> bool {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WireUsage {
+    /// Input tokens not read from nor written to the prompt cache.
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 /// Usage as it builds up over a stream: `None` until the server reports something.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct UsageSoFar {
     tokens_in: Option<u64>,
     tokens_out: Option<u64>,
+    cache_read: Option<u64>,
+    cache_creation: Option<u64>,
 }
 
 impl UsageSoFar {
@@ -297,25 +302,47 @@ impl UsageSoFar {
         if usage.output_tokens.is_some() {
             self.tokens_out = usage.output_tokens;
         }
+        if usage.cache_read_input_tokens.is_some() {
+            self.cache_read = usage.cache_read_input_tokens;
+        }
+        if usage.cache_creation_input_tokens.is_some() {
+            self.cache_creation = usage.cache_creation_input_tokens;
+        }
     }
 
+    /// `tokens_in` counts every input token, cached or not, as OpenAI's `prompt_tokens` does;
+    /// `cached_in` those read from the cache. (Cache writes are counted as plain input.)
     fn finish(self) -> Option<Usage> {
         if self.tokens_in.is_none() && self.tokens_out.is_none() {
             return None;
         }
+        let cache_read = self.cache_read.unwrap_or(0);
         Some(Usage {
-            tokens_in: self.tokens_in.unwrap_or(0),
+            tokens_in: self.tokens_in.unwrap_or(0) + cache_read + self.cache_creation.unwrap_or(0),
             tokens_out: self.tokens_out.unwrap_or(0),
             estimated: false,
+            cached_in: cache_read,
         })
     }
 }
 
-/// `tool`: a tool was forced, and its input is the answer.
+/// `tool`: a tool was forced, and its input is the answer. A stream that fails after
+/// `message_start` carries the input tokens it reported (they are paid for) in its error.
 async fn read_stream(
+    events: SseStream,
+    sink: &DeltaSink,
+    tool: bool,
+) -> Result<Completion, CallError> {
+    let mut usage = UsageSoFar::default();
+    let result = read_events(events, sink, tool, &mut usage).await;
+    result.map_err(|e| e.with_usage(usage.finish()))
+}
+
+async fn read_events(
     mut events: SseStream,
     sink: &DeltaSink,
     tool: bool,
+    usage: &mut UsageSoFar,
 ) -> Result<Completion, CallError> {
     let mut text = String::new();
     let mut reasoning = String::new();
@@ -324,7 +351,6 @@ async fn read_stream(
     let mut tool_input = String::new();
     // Tools the model chose to call, when tools were offered rather than forced.
     let mut uses: Vec<PendingUse> = Vec::new();
-    let mut usage = UsageSoFar::default();
     while let Some(event) = events.next().await? {
         if event.event == "error" {
             return Err(in_band_error(&event.data));

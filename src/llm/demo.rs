@@ -216,6 +216,7 @@ impl Demo {
                 tokens_in: prompt_chars.div_ceil(4) as u64,
                 tokens_out: text.len().div_ceil(4) as u64,
                 estimated: false,
+                cached_in: 0,
             }),
             text,
             ..Default::default()
@@ -263,6 +264,7 @@ impl Demo {
                 tokens_in: 200,
                 tokens_out: 40,
                 estimated: false,
+                cached_in: 0,
             }),
             tool_calls: calls,
             ..Default::default()

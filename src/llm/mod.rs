@@ -255,6 +255,9 @@ pub struct CallError {
     pub retryable: bool,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
+    /// What the server reported of the call's usage before it failed (Anthropic reports the
+    /// input tokens when a stream starts): those tokens are paid for all the same.
+    pub usage: Option<Usage>,
 }
 
 impl CallError {
@@ -264,6 +267,7 @@ impl CallError {
             reason: reason.into(),
             retryable: false,
             retry_after: None,
+            usage: None,
         }
     }
     pub fn transient(reason: impl Into<String>, message: impl Into<String>) -> Self {
@@ -272,6 +276,7 @@ impl CallError {
             reason: reason.into(),
             retryable: true,
             retry_after: None,
+            usage: None,
         }
     }
     pub fn timeout(after: Duration) -> Self {
@@ -295,7 +300,16 @@ impl CallError {
             reason: status.to_string(),
             retryable,
             retry_after,
+            usage: None,
         }
+    }
+
+    /// This error with the usage reported before it, if any was.
+    pub fn with_usage(mut self, usage: Option<Usage>) -> Self {
+        if usage.is_some() {
+            self.usage = usage;
+        }
+        self
     }
 }
 

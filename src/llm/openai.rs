@@ -350,6 +350,14 @@ impl Reply {
 struct WireUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    /// `cached_tokens`: of the prompt tokens, those read from OpenAI's prompt cache.
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
 }
 
 impl WireUsage {
@@ -362,6 +370,10 @@ impl WireUsage {
             tokens_in: self.prompt_tokens.unwrap_or(0),
             tokens_out: self.completion_tokens.unwrap_or(0),
             estimated: false,
+            cached_in: self
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
         })
     }
 }
@@ -381,9 +393,19 @@ fn has_error(json: &Value) -> bool {
     json.get("error").is_some_and(|e| !e.is_null())
 }
 
-async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
-    let mut reply = Reply::default();
+/// A stream that fails after its usage chunk still carries that usage in its error.
+async fn read_stream(events: SseStream, sink: &DeltaSink) -> Result<Completion, CallError> {
     let mut usage = None;
+    let result = read_events(events, sink, &mut usage).await;
+    result.map_err(|e| e.with_usage(usage))
+}
+
+async fn read_events(
+    mut events: SseStream,
+    sink: &DeltaSink,
+    usage: &mut Option<Usage>,
+) -> Result<Completion, CallError> {
+    let mut reply = Reply::default();
     while let Some(event) = events.next().await? {
         if event.event == "error" {
             return Err(in_band_error("stream error", &event.data));
@@ -391,7 +413,7 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
         let data = event.data.trim();
         // The end marker is not JSON: compare it before parsing.
         if data == "[DONE]" {
-            return Ok(reply.finish(usage, sink));
+            return Ok(reply.finish(usage.take(), sink));
         }
         // Straight into `Chunk`: building a `Value` first cost a dozen allocations a chunk.
         // Only a chunk that does not fit is parsed again, to tell an error from junk.
@@ -418,7 +440,7 @@ async fn read_stream(mut events: SseStream, sink: &DeltaSink) -> Result<Completi
         }
         // Only a usage that says something replaces an earlier one.
         if let Some(reported) = chunk.usage.and_then(WireUsage::into_usage) {
-            usage = Some(reported);
+            *usage = Some(reported);
         }
         // `n` is never set, so every choice is choice 0; the usage chunk has `choices: []`.
         for choice in chunk.choices.unwrap_or_default() {

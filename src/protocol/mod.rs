@@ -72,6 +72,14 @@ pub struct Usage {
     pub tokens_out: u64,
     #[serde(default)]
     pub estimated: bool,
+    /// Of `tokens_in`, those the provider read from its prompt cache (priced lower). 0 when
+    /// the provider reported none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_in: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -79,6 +87,10 @@ impl Usage {
         self.tokens_in += other.tokens_in;
         self.tokens_out += other.tokens_out;
         self.estimated |= other.estimated;
+        self.cached_in += other.cached_in;
+    }
+    pub fn is_zero(&self) -> bool {
+        self.tokens_in == 0 && self.tokens_out == 0
     }
     pub fn total(&self) -> u64 {
         self.tokens_in + self.tokens_out
@@ -682,6 +694,24 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<Source>,
     },
+    /// What one model call spent and on which model, once it ended: every planner call and
+    /// every worker and synthesis attempt that spent tokens, failed ones included (they are
+    /// paid for). A call cut off by a cancel is not known to have spent anything; an answer
+    /// from the result cache spent nothing. For pricing: the tokens are also in the usual
+    /// totals (`SubtaskSucceeded`, `SynthesisFinished`, `RunFinished`).
+    CallUsage {
+        role: CallRole,
+        /// The subtask, for worker calls.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtask: Option<SubtaskId>,
+        attempt: u32,
+        model: String,
+        usage: Usage,
+        /// The call gave no result: it failed, was retried, returned no text, or its plan was
+        /// rejected.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        failed: bool,
+    },
 }
 
 impl EventKind {
@@ -703,6 +733,7 @@ impl EventKind {
             | Self::SubtaskValidated { subtask, .. }
             | Self::ToolCallStarted { subtask, .. }
             | Self::ToolCallFinished { subtask, .. } => Some(subtask),
+            Self::CallUsage { subtask, .. } => subtask.as_ref(),
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
             | Self::PlanningRetrying { .. }

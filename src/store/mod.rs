@@ -32,9 +32,9 @@ pub use cache::{CacheEntry, CacheStats, CachedAnswer, ResultCache};
 pub use error::{Candidate, StoreError};
 pub use facts::ServerFact;
 pub use read::{
-    AttemptOutcome, ResumeState, RunFilter, RunSummary, SavedAttempt, SavedCommand, SavedNotice,
-    SavedPlan, SavedPlannedSubtask, SavedResult, SavedRun, SavedRunStatus, SavedSubtask,
-    SavedSubtaskStatus, SavedSynthesis,
+    AttemptOutcome, CallRecord, ResumeState, RunFilter, RunSummary, SavedAttempt, SavedCommand,
+    SavedNotice, SavedPlan, SavedPlannedSubtask, SavedResult, SavedRun, SavedRunStatus,
+    SavedSubtask, SavedSubtaskStatus, SavedSynthesis,
 };
 pub use schema::{APPLICATION_ID, BUSY_TIMEOUT, latest_version, migrations_up_to};
 pub use writer::{
@@ -124,6 +124,11 @@ impl Store {
             .map_err(|e| self.fail(e))?
             .into_iter()
             .collect()
+    }
+
+    /// Every saved model call that started at or after `since_ms`, oldest first.
+    pub fn calls(&self, since_ms: Option<u64>) -> Result<Vec<CallRecord>, StoreError> {
+        read::calls(&self.conn, since_ms).map_err(|e| self.fail(e))
     }
 
     /// The run a full id or a unique prefix of one names (dashes optional).

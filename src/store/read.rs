@@ -440,6 +440,7 @@ fn usage_of(row: &Row<'_>, base: usize) -> rusqlite::Result<Usage> {
         tokens_in: row.get::<_, i64>(base)?.max(0) as u64,
         tokens_out: row.get::<_, i64>(base + 1)?.max(0) as u64,
         estimated: row.get(base + 2)?,
+        cached_in: 0,
     })
 }
 
@@ -748,7 +749,7 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
                     coalesce(output, CASE WHEN role = 'worker' AND outcome = 'succeeded' THEN
                         (SELECT s.result FROM subtasks s
                          WHERE s.run_id = a.run_id AND s.id = a.subtask_id) END),
-                    tokens_in, tokens_out, usage_estimated
+                    tokens_in, tokens_out, usage_estimated, tokens_cached
              FROM attempts a WHERE run_id = ?1 ORDER BY id",
         )
         .map_err(map)?;
@@ -757,11 +758,13 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
             let tokens_in: Option<i64> = r.get(12)?;
             let tokens_out: Option<i64> = r.get(13)?;
             let estimated: Option<bool> = r.get(14)?;
+            let cached: Option<i64> = r.get(15)?;
             let usage = match (tokens_in, tokens_out) {
                 (Some(i), Some(o)) => Some(Usage {
                     tokens_in: i.max(0) as u64,
                     tokens_out: o.max(0) as u64,
                     estimated: estimated.unwrap_or(false),
+                    cached_in: cached.unwrap_or(0).max(0) as u64,
                 }),
                 _ => None,
             };
@@ -924,4 +927,82 @@ mod tests {
             assert_eq!(SavedRunStatus::from(s).word(), s.word());
         }
     }
+}
+
+/// One model call as saved, with its run's provider: what statistics and costs are made of.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRecord {
+    pub run: RunId,
+    pub provider: String,
+    pub role: CallRole,
+    /// The subtask and its worker role, for worker calls.
+    pub subtask: Option<SubtaskId>,
+    pub worker: Option<String>,
+    pub model: Option<String>,
+    pub started_ms: u64,
+    pub elapsed_ms: Option<u64>,
+    pub outcome: AttemptOutcome,
+    pub error: Option<String>,
+    /// `None` when the call reported nothing (in flight, cut off by a cancel, or saved before
+    /// failed calls' usage was kept).
+    pub usage: Option<Usage>,
+}
+
+/// Every saved call that started at or after `since_ms` (all of them for `None`), oldest
+/// first. Rows with a role or outcome this build does not know are skipped.
+pub(crate) fn calls(conn: &Connection, since_ms: Option<u64>) -> rusqlite::Result<Vec<CallRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT a.run_id, r.provider, a.role, a.worker, a.model, a.started_at, a.elapsed_ms,
+                a.outcome, a.error, a.tokens_in, a.tokens_out, a.usage_estimated, a.tokens_cached,
+                a.subtask_id
+         FROM attempts a JOIN runs r ON r.id = a.run_id
+         WHERE a.started_at >= ?1 ORDER BY a.id",
+    )?;
+    let since = since_ms.map_or(i64::MIN, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    let rows = stmt.query_map([since], |r| {
+        let tokens_in: Option<i64> = r.get(9)?;
+        let tokens_out: Option<i64> = r.get(10)?;
+        let estimated: Option<bool> = r.get(11)?;
+        let cached: Option<i64> = r.get(12)?;
+        let usage = match (tokens_in, tokens_out) {
+            (Some(i), Some(o)) => Some(Usage {
+                tokens_in: i.max(0) as u64,
+                tokens_out: o.max(0) as u64,
+                estimated: estimated.unwrap_or(false),
+                cached_in: cached.unwrap_or(0).max(0) as u64,
+            }),
+            _ => None,
+        };
+        let role = match r.get::<_, String>(2)?.as_str() {
+            "planner" => Some(CallRole::Planner),
+            "worker" => Some(CallRole::Worker),
+            "synthesizer" => Some(CallRole::Synthesizer),
+            _ => None,
+        };
+        let outcome = AttemptOutcome::parse(&r.get::<_, String>(7)?);
+        let run = parse_id(&r.get::<_, String>(0)?);
+        let (Some(role), Some(outcome), Some(run)) = (role, outcome, run) else {
+            return Ok(None);
+        };
+        Ok(Some(CallRecord {
+            run,
+            provider: r.get(1)?,
+            role,
+            subtask: r.get::<_, Option<String>>(13)?.map(SubtaskId),
+            worker: r.get(3)?,
+            model: r.get(4)?,
+            started_ms: r.get::<_, i64>(5)?.max(0) as u64,
+            elapsed_ms: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
+            outcome,
+            error: r.get(8)?,
+            usage,
+        }))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Some(call) = row? {
+            out.push(call);
+        }
+    }
+    Ok(out)
 }

@@ -181,8 +181,13 @@ const V5: &str = r#"
 ALTER TABLE runs ADD COLUMN context TEXT;
 "#;
 
+/// Of a call's input tokens, those the provider read from its prompt cache (priced lower).
+const V6: &str = r#"
+ALTER TABLE attempts ADD COLUMN tokens_cached INTEGER;
+"#;
+
 /// Every schema version's SQL, oldest first; the database's version is the count applied.
-const VERSIONS: [&str; 5] = [V1, V2, V3, V4, V5];
+const VERSIONS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
 
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {

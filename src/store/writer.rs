@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::error::{StoreError, classify, is_transient_sqlite};
 use super::owner::OwnerLock;
 use super::schema::{BUSY_TIMEOUT, open_connection};
-use crate::protocol::{Attachments, Event, EventKind, RunCommand, RunId, SubtaskId, Usage};
+use crate::protocol::{
+    Attachments, CallRole, Event, EventKind, RunCommand, RunId, SubtaskId, Usage,
+};
 
 /// How long the first message of a batch waits for others before the batch commits.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(40);
@@ -700,12 +702,15 @@ impl<'a> Call<'a> {
 
 fn set_usage(tx: &Connection, row: i64, usage: &Usage) -> rusqlite::Result<()> {
     tx.execute(
-        "UPDATE attempts SET tokens_in = ?2, tokens_out = ?3, usage_estimated = ?4 WHERE id = ?1",
+        "UPDATE attempts SET tokens_in = ?2, tokens_out = ?3, usage_estimated = ?4,
+             tokens_cached = ?5
+         WHERE id = ?1",
         params![
             row,
             usage.tokens_in as i64,
             usage.tokens_out as i64,
-            usage.estimated
+            usage.estimated,
+            usage.cached_in as i64
         ],
     )?;
     Ok(())
@@ -1048,7 +1053,10 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
                 Call::synthesizer(run, *attempt).close(tx, ts, outcome, None, error.as_deref())?;
             let model: Option<String> = match row {
                 Some(row) => {
-                    set_usage(tx, row, usage)?;
+                    // A failed synthesis's tokens came with its `CallUsage`.
+                    if *synthesized {
+                        set_usage(tx, row, usage)?;
+                    }
                     tx.query_row("SELECT model FROM attempts WHERE id = ?1", [row], |r| {
                         r.get(0)
                     })?
@@ -1107,6 +1115,30 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
                 )?;
             }
             add_run_usage(tx, run, usage)?;
+        }
+        EventKind::CallUsage {
+            role,
+            subtask,
+            attempt,
+            model: _,
+            usage,
+            failed,
+        } => {
+            let call = match (role, subtask) {
+                (CallRole::Worker, Some(id)) => Call::worker(run, id, *attempt),
+                (CallRole::Planner, _) => Call::planner(run, *attempt),
+                (CallRole::Synthesizer, _) => Call::synthesizer(run, *attempt),
+                // Validator calls have no attempt row; their tokens came with the verdict.
+                (CallRole::Worker, None) | (CallRole::Validator, _) => return Ok(()),
+            };
+            if let Some(row) = call.row(tx)? {
+                set_usage(tx, row, usage)?;
+            }
+            // Successful worker and synthesis calls are summed with their results; the
+            // planner's and failed calls' tokens only here.
+            if *failed || *role == CallRole::Planner {
+                add_run_usage(tx, run, usage)?;
+            }
         }
         EventKind::RunFinished {
             status,

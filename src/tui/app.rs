@@ -70,6 +70,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
             })
             .collect(),
         concurrency: Some(config.run.concurrency),
+        prices: Arc::new(config.prices.clone()),
         ..Models::default()
     };
     let mouse = config.mouse;
@@ -79,6 +80,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     // A database that cannot be opened never stops the dashboard: it says "unsaved".
     let (saving, warning) = Saving::open(&config.store);
     let store = Store {
+        prices: Arc::new(config.prices.clone()),
         path: config.store.path.clone(),
         unsaved: warning,
         template: history::run_meta(
@@ -162,6 +164,8 @@ struct Store {
     template: RunMeta,
     /// The most bytes of text a new run's attached files may have (`[context] max_bytes`).
     context_max_bytes: u64,
+    /// Prices for the statistics panel's cost figures.
+    prices: Arc<crate::engine::cost::PriceTable>,
 }
 
 impl Store {
@@ -426,6 +430,15 @@ fn perform(
                 let _ = internal.send(Msg::HistoryListed { search, result });
             });
         }
+        Action::ReadStats => {
+            let path = store.path.clone();
+            let prices = store.prices.clone();
+            let internal = internal.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = read_stats(path.as_deref(), &prices);
+                let _ = internal.send(Msg::StatsRead(result));
+            });
+        }
         Action::OpenSaved(id) => {
             let path = store.path.clone();
             let internal = internal.clone();
@@ -514,6 +527,22 @@ fn list_saved(
         search: (!search.is_empty()).then(|| search.to_owned()),
     })
     .map_err(|e| e.to_string())
+}
+
+/// The statistics of every saved call, without creating the database.
+fn read_stats(
+    path: Option<&std::path::Path>,
+    prices: &crate::engine::cost::PriceTable,
+) -> Result<Box<crate::stats::Stats>, String> {
+    let Some(path) = path else {
+        return Err("no data folder is known; name a database with --db".into());
+    };
+    if !path.exists() {
+        return Err("no runs have been saved yet".into());
+    }
+    let db = crate::store::Store::open(path).map_err(|e| e.to_string())?;
+    let calls = db.calls(None).map_err(|e| e.to_string())?;
+    Ok(Box::new(crate::stats::compute(&calls, prices, None)))
 }
 
 /// A saved run as the panes show it, and what it resumes from.

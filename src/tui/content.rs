@@ -142,6 +142,20 @@ pub fn detail_lines(model: &Model, width: u16) -> Vec<Line<'static>> {
         ),
     ]);
     para(&mut out, status);
+    let spend = view.report.subtask_spend(&s.id);
+    if let Some(cost) = spend.label() {
+        let mut text = format!("cost {cost} (estimate)");
+        let failed = view.report.subtask_failed_spend(&s.id);
+        let failed_tokens = view.report.subtask_failed_tokens(&s.id);
+        if failed_tokens > 0 {
+            let figure = failed.label().unwrap_or_else(|| "no price".to_owned());
+            text.push_str(&format!(
+                " · spent on failed attempts: {figure} ({} tokens)",
+                crate::display::tokens(failed_tokens)
+            ));
+        }
+        para(&mut out, Line::from(Span::styled(text, theme.dim())));
+    }
     para(
         &mut out,
         Line::from(Span::styled(
@@ -446,6 +460,18 @@ fn run_summary(model: &Model, view: &RunView, width: usize, out: &mut Vec<Line<'
             )));
         }
     }
+    let spend = report.spend();
+    if let Some(cost) = spend.label() {
+        let mut text = format!("cost {cost} (estimate)");
+        let failed = report.failed_spend();
+        if failed.usd > 0.0 {
+            text.push_str(&format!(
+                " · spent on failed attempts: {}",
+                crate::engine::cost::show_usd(failed.usd)
+            ));
+        }
+        para(Line::from(Span::styled(text, theme.dim())));
+    }
     if let Some(saved) = &view.saved {
         para(Line::default());
         let (note, style) = match saved.status {
@@ -618,6 +644,25 @@ fn diff_shown(model: &Model, view: &RunView, width: u16) -> Option<Vec<Line<'sta
 
 /// The furthest the help scrolls on a terminal of `size`: its last line at the pop-up's bottom
 /// (the pop-up is the screen's height, less its two borders, when the help is taller).
+/// The statistics panel's lines: `maestro stats`'s text, or that it is being read, or why it
+/// could not be.
+pub fn stats_lines(model: &Model) -> Vec<Line<'static>> {
+    match &model.stats {
+        None => vec![Line::from(Span::styled(
+            "Reading the saved runs…",
+            model.theme.dim(),
+        ))],
+        Some(Err(why)) => vec![Line::from(Span::styled(
+            format!("The saved runs cannot be read: {}", sanitize_line(why)),
+            model.theme.error(),
+        ))],
+        Some(Ok(stats)) => crate::stats::render(stats)
+            .into_iter()
+            .map(Line::from)
+            .collect(),
+    }
+}
+
 pub fn help_max_scroll(model: &Model) -> usize {
     let visible = usize::from(model.size.1).saturating_sub(2);
     help_lines(model).len().saturating_sub(visible)

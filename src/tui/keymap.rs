@@ -134,6 +134,8 @@ pub enum KeyAction {
     ClosePresets,
     /// Show the selected run's timeline in the tree pane, or the tree again.
     ToggleTimeline,
+    /// Open the statistics of the saved runs (roles, models, errors, cost).
+    OpenStats,
 }
 
 /// A key with the modifiers that matter for it.
@@ -401,6 +403,11 @@ pub const BINDINGS: &[Binding] = &[
         C::Panes,
         &[(Chord::ch('D'), A::ToggleDiff)],
         "what changed in the report since its previous version / back",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('S'), A::OpenStats)],
+        "saved-run statistics: roles, models, errors, cost",
     ),
     b(
         C::Panes,

@@ -76,6 +76,8 @@ pub enum Overlay {
         /// Index into `Models::presets`.
         cursor: usize,
     },
+    /// The statistics of the saved runs (`Model::stats`), scrolled by `scroll` lines.
+    Stats { scroll: usize },
 }
 
 /// The saved runs as far as the dashboard knows them (read by the app loop, off the drawing
@@ -155,6 +157,9 @@ pub struct Models {
     pub presets: Vec<PresetInfo>,
     /// How many worker calls a run may have in flight, for the timeline's footer.
     pub concurrency: Option<usize>,
+    /// What the models cost, for the estimates on screen. Empty (no figure) unless the app
+    /// sets it from the config.
+    pub prices: std::sync::Arc<crate::engine::cost::PriceTable>,
 }
 
 /// A preset as the picker lists it.
@@ -420,6 +425,8 @@ pub struct Model {
     pub follow_up: Option<RunId>,
     /// The tree pane shows the selected run's timeline instead of the tree.
     pub timeline: bool,
+    /// The statistics of the saved runs, as the app loop read them; `None` while it reads.
+    pub stats: Option<Result<crate::stats::Stats, String>>,
 }
 
 impl Model {
@@ -450,6 +457,7 @@ impl Model {
             show_diff: false,
             follow_up: None,
             timeline: false,
+            stats: None,
         };
         model.reset_query();
         model
@@ -686,7 +694,7 @@ impl Model {
         for view in &mut self.runs {
             view.expanded = false;
         }
-        let mut report = RunReport::default();
+        let mut report = RunReport::priced(self.models.prices.clone());
         report.id = Some(id);
         report.query = query.to_owned();
         report.limit = self.models.concurrency;
@@ -706,8 +714,9 @@ impl Model {
     }
 
     /// Show a run read from the store, selected, as the engine would have shown it.
-    pub fn add_saved(&mut self, report: RunReport, saved: Saved) {
+    pub fn add_saved(&mut self, mut report: RunReport, saved: Saved) {
         let Some(id) = report.id else { return };
+        report.prices = self.models.prices.clone();
         for view in &mut self.runs {
             view.expanded = false;
         }
@@ -738,10 +747,12 @@ impl Model {
         if !previous.trim().is_empty() {
             view.previous_synthesis = Some(previous);
         }
-        let mut report = RunReport::default();
+        let mut report = RunReport::priced(view.report.prices.clone());
         report.id = Some(id);
         report.query = view.report.query.clone();
         report.limit = limit;
+        // What the saved calls spent stays part of the run's cost.
+        report.calls = std::mem::take(&mut view.report.calls);
         view.report = report;
         view.active_since_ms = now;
         view.synthesis_version += 1;

@@ -65,6 +65,9 @@ pub enum Msg {
         follow_up: Option<Box<FollowUp>>,
         result: Result<Attachments, String>,
     },
+    /// The statistics of the saved runs, or why they could not be read: the answer to
+    /// `Action::ReadStats`.
+    StatsRead(Result<Box<crate::stats::Stats>, String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +122,8 @@ pub enum Action {
     },
     Bell,
     Quit,
+    /// Read the statistics of the saved runs; answer with `Msg::StatsRead`.
+    ReadStats,
 }
 
 pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
@@ -153,6 +158,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
             follow_up,
             result,
         } => context_read(model, &mut actions, query, models, follow_up, result),
+        Msg::StatsRead(result) => model.stats = Some(result.map(|s| *s)),
         Msg::SavedOpened(result) => match result {
             Ok(opened) => {
                 let (report, saved) = *opened;
@@ -236,7 +242,7 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::Models { .. }) => return keymap::lookup(Context::Models, key),
         Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
         Some(Overlay::Presets { .. }) => return keymap::lookup(Context::Presets, key),
-        Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => return None,
+        Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => return None,
         None => {}
     }
     if let Some(action) = keymap::lookup(Context::Anywhere, key) {
@@ -270,7 +276,9 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         Some(Overlay::Edit { text, .. }) => {
             text.input(key);
         }
-        Some(Overlay::Help { .. } | Overlay::ConfirmQuit) => on_overlay_key(model, key, actions),
+        Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => {
+            on_overlay_key(model, key, actions)
+        }
         // Their keys are in the key map; others do nothing there.
         Some(Overlay::Models { .. } | Overlay::Presets { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
@@ -422,6 +430,11 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         }
         KeyAction::CloseModels => model.overlay = None,
         KeyAction::OpenHistory => open_history(model, actions),
+        KeyAction::OpenStats => {
+            model.stats = None;
+            model.overlay = Some(Overlay::Stats { scroll: 0 });
+            actions.push(Action::ReadStats);
+        }
         KeyAction::ToggleDiff => toggle_diff(model),
         KeyAction::ToggleTimeline => model.timeline = !model.timeline,
         KeyAction::HistoryUp => move_history_cursor(model, -1),
@@ -965,6 +978,19 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             let max = content::help_max_scroll(model);
             let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
             model.overlay = Some(Overlay::Help { scroll });
+        }
+        Some(Overlay::Stats { scroll }) => {
+            // Like the help: movement keys scroll, any other key closes.
+            let step: isize = match key.code {
+                KeyCode::Down | KeyCode::Char('j') => 1,
+                KeyCode::Up | KeyCode::Char('k') => -1,
+                KeyCode::PageDown | KeyCode::Char(' ') => 10,
+                KeyCode::PageUp => -10,
+                _ => return,
+            };
+            let max = content::stats_lines(model).len().saturating_sub(1);
+            let scroll = (scroll as isize + step).clamp(0, max as isize) as usize;
+            model.overlay = Some(Overlay::Stats { scroll });
         }
         Some(Overlay::ConfirmQuit) => match key.code {
             KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => quit(model, actions),

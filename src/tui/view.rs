@@ -52,6 +52,7 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         Some(Overlay::History { search, cursor }) => {
             draw_history(frame, model, area, search, *cursor)
         }
+        Some(Overlay::Stats { scroll }) => draw_stats(frame, model, area, *scroll),
         None => {}
     }
 }
@@ -201,7 +202,7 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
                     matches!(&model.selected, Some(Node::Files(id)) if Some(*id) == view.id()),
                 ),
                 Row::Subtask(view, s, widths) => (
-                    subtask_row(model, s, widths, inner_area.width),
+                    subtask_row(model, view, s, widths, inner_area.width),
                     matches!(&model.selected, Some(Node::Subtask(run, id))
                         if Some(*run) == view.id() && *id == s.id),
                 ),
@@ -231,7 +232,15 @@ fn run_row(model: &Model, view: &RunView, depth: usize, width: u16) -> Line<'sta
     let phase = Model::view_phase(view);
     // A direct run says so: its report is one worker's answer, not a synthesis.
     let direct = if report.direct { "direct · " } else { "" };
-    let right = format!(" {direct}{phase} {} ", clock(model.run_elapsed(report)));
+    let cost = report
+        .spend()
+        .label()
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    let right = format!(
+        " {direct}{phase} {}{cost} ",
+        clock(model.run_elapsed(report))
+    );
     // Deep chains stop indenting, so the query keeps its room.
     let lineage = match depth {
         0 => String::new(),
@@ -304,6 +313,7 @@ fn files_row(model: &Model, view: &RunView, width: u16) -> Line<'static> {
 /// `✓ task_1 research  Emissions over…   3.1s 1.2k ×2`
 fn subtask_row(
     model: &Model,
+    view: &RunView,
     s: &SubtaskReport,
     widths: (usize, usize),
     width: u16,
@@ -355,6 +365,10 @@ fn subtask_row(
         String::new()
     };
     right.push_str(&format!(" {attempts:<3}"));
+    // Every attempt's cost, failed ones included; only where a price is known.
+    if let Some(cost) = view.report.subtask_spend(&s.id).label() {
+        right.push_str(&format!(" {cost:>8}"));
+    }
     let left = format!(
         "  {glyph} {:<id_w$} {:<role_w$} ",
         truncate(s.id.as_str(), id_w),
@@ -590,6 +604,9 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
                 ))],
             ));
         }
+        if let Some(cost) = r.spend().label() {
+            segments.push((2, vec![Span::raw(cost)]));
+        }
         segments.push((2, vec![Span::raw(clock(model.run_elapsed(r)))]));
     } else if model.info.demo {
         segments.push((5, vec![Span::styled("no model is called", theme.dim())]));
@@ -703,6 +720,37 @@ fn draw_help(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
                             .alignment(Alignment::Right),
                     ),
             ),
+        rect,
+    );
+}
+
+fn draw_stats(frame: &mut Frame, model: &Model, area: Rect, scroll: usize) {
+    let lines = content::stats_lines(model);
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let rect = centered(area, 100, height);
+    let fits = lines.len() + 2 <= rect.height as usize;
+    let hint = if fits {
+        " any key closes "
+    } else {
+        " j/k scroll · any other key closes "
+    };
+    let scroll = if fits {
+        0
+    } else {
+        scroll.min(lines.len().saturating_sub(1)) as u16
+    };
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).scroll((scroll, 0)).block(
+            Block::bordered()
+                .border_type(BorderType::Rounded)
+                .border_style(model.theme.border(true))
+                .padding(Padding::horizontal(1))
+                .title(title("Statistics of the saved runs (estimates)"))
+                .title_bottom(
+                    Line::from(Span::styled(hint, model.theme.dim())).alignment(Alignment::Right),
+                ),
+        ),
         rect,
     );
 }

@@ -359,6 +359,8 @@ pub struct Reply {
     delay: Duration,
     gap: Duration,
     usage: UsageSpec,
+    /// Of the input tokens, those reported as read from the prompt cache.
+    cached_tokens: u64,
     keep_alive: bool,
     headers: Vec<(String, String)>,
     /// Stopped at the token limit: `finish_reason: "length"` / `stop_reason: "max_tokens"`.
@@ -440,6 +442,7 @@ impl Reply {
             delay: Duration::ZERO,
             gap: Duration::ZERO,
             usage: UsageSpec::Estimated,
+            cached_tokens: 0,
             keep_alive: false,
             headers: Vec::new(),
             cut_off: false,
@@ -597,6 +600,14 @@ impl Reply {
     /// Report this usage instead of the estimate.
     pub fn usage(mut self, tokens_in: u64, tokens_out: u64) -> Self {
         self.usage = UsageSpec::Fixed(tokens_in, tokens_out);
+        self
+    }
+
+    /// Report `n` of the input tokens as read from the prompt cache (OpenAI:
+    /// `prompt_tokens_details.cached_tokens`, part of `prompt_tokens`; Anthropic:
+    /// `cache_read_input_tokens`, apart from `input_tokens`).
+    pub fn cached_tokens(mut self, n: u64) -> Self {
+        self.cached_tokens = n;
         self
     }
 
@@ -1195,6 +1206,24 @@ fn usage_of(request: &MockRequest, reply: &Reply, text: &str) -> Option<(u64, u6
     }
 }
 
+fn openai_usage(reply: &Reply, i: u64, o: u64) -> Value {
+    let mut usage = json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o });
+    if reply.cached_tokens > 0 {
+        usage["prompt_tokens_details"] = json!({ "cached_tokens": reply.cached_tokens });
+    }
+    usage
+}
+
+/// Anthropic counts cache reads apart from `input_tokens`: `i` is the whole input.
+fn anthropic_usage(reply: &Reply, i: u64, o: u64) -> Value {
+    let cached = reply.cached_tokens.min(i);
+    let mut usage = json!({ "input_tokens": i - cached, "output_tokens": o });
+    if cached > 0 {
+        usage["cache_read_input_tokens"] = json!(cached);
+    }
+    usage
+}
+
 fn sse_data(json: &Value) -> String {
     format!("data: {json}\n\n")
 }
@@ -1272,7 +1301,7 @@ fn openai_stream(
                     "created": 0,
                     "model": model,
                     "choices": [],
-                    "usage": { "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o },
+                    "usage": openai_usage(reply, i, o),
                 })));
             }
             pieces.push_back("data: [DONE]\n\n".to_owned());
@@ -1305,7 +1334,7 @@ fn anthropic_stream(
         "stop_sequence": null,
     });
     if let Some((i, _)) = usage {
-        message["usage"] = json!({ "input_tokens": i, "output_tokens": 1 });
+        message["usage"] = anthropic_usage(reply, i, 1);
     }
     let ping = || sse_event("ping", &json!({ "type": "ping" }));
     let mut pieces = VecDeque::new();
@@ -1459,8 +1488,7 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 json["choices"][0]["finish_reason"] = json!("tool_calls");
             }
             if let Some((i, o)) = usage {
-                json["usage"] =
-                    json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o });
+                json["usage"] = openai_usage(reply, i, o);
             }
             json
         }
@@ -1509,7 +1537,7 @@ fn answer_json(request: &MockRequest, reply: &Reply, text: &str) -> Value {
                 json["stop_reason"] = json!("tool_use");
             }
             if let Some((i, o)) = usage {
-                json["usage"] = json!({ "input_tokens": i, "output_tokens": o });
+                json["usage"] = anthropic_usage(reply, i, o);
             }
             json
         }
