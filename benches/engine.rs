@@ -200,6 +200,7 @@ impl Scenario {
             stop_after_plan: false,
             max_dependency_chars: None,
             structured: maestro::llm::structured::Structured::Auto,
+            budget: Default::default(),
         }
     }
 

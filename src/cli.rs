@@ -310,6 +310,14 @@ pub struct EngineArgs {
     /// Do not save runs in the history
     #[arg(long, global = true)]
     pub no_save: bool,
+    /// Token budget of a run (in and out, every call): when it is spent no subtask starts;
+    /// headless runs then write the report from what succeeded [default: no limit]
+    #[arg(long, env = "MAESTRO_MAX_TOKENS", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
+    /// Time budget of a run (`90s`, `5m`, `1h`), as --max-tokens [default: no limit]
+    #[arg(long, env = "MAESTRO_DEADLINE", value_name = "TIME", global = true)]
+    pub deadline: Option<String>,
     /// Call the model for every worker subtask, even when an identical earlier call's
     /// answer is cached
     #[arg(long, global = true)]

@@ -16,7 +16,9 @@ use serde::{Deserialize, Deserializer};
 use crate::cli::EngineArgs;
 pub use crate::cli::ProviderKind;
 use crate::defaults;
+use crate::engine::budget::Budget;
 use crate::engine::executor::ExecutorSettings;
+use crate::engine::limits::RateSettings;
 use crate::engine::prompt::CallSpec;
 use crate::engine::roles::{self, WorkerRole};
 use crate::engine::run::RunSettings;
@@ -77,6 +79,18 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub cache: CacheSection,
+    #[serde(default)]
+    pub budget: BudgetSection,
+}
+
+/// `[budget]`: what one run may spend before it stops starting subtasks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// Tokens in and out of every call of a run.
+    pub max_tokens: Option<Positive>,
+    /// Time a run may take: `90s`, `5m`, `1h`.
+    pub deadline: Option<Age>,
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -104,6 +118,10 @@ pub struct OpenAiSection {
     pub include_usage: Option<bool>,
     /// `max_tokens` or `max_completion_tokens`; by server when absent.
     pub token_param: Option<TokenParam>,
+    /// Calls in flight at once to this server, over every run of the process.
+    pub max_in_flight: Option<Positive>,
+    /// Call starts per second to this server; 0 for no spacing.
+    pub starts_per_second: Option<Rate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +130,10 @@ pub struct AnthropicSection {
     pub base_url: Option<HttpUrl>,
     pub api_key_env: Option<EnvName>,
     pub stream: Option<bool>,
+    /// Calls in flight at once to this server, over every run of the process.
+    pub max_in_flight: Option<Positive>,
+    /// Call starts per second to this server; 0 for no spacing.
+    pub starts_per_second: Option<Rate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +273,8 @@ impl<'de> Deserialize<'de> for Age {
         })
     }
 }
+checked!(Rate, f64, "a number of 0 or more", |v| v.is_finite()
+    && *v >= 0.0);
 checked!(Fraction, f64, "a number from 0.0 to 1.0", |v| (0.0..=1.0)
     .contains(v));
 checked!(Temperature, f32, "a number from 0 to 2", |v| {
@@ -543,6 +567,21 @@ impl Config {
             temperature: limits.temperature.as_ref().map(|t| t.0),
         };
 
+        let budget = Budget {
+            max_tokens: args
+                .max_tokens
+                .or(file.budget.max_tokens.as_ref().map(|v| v.0)),
+            deadline: match &args.deadline {
+                Some(text) => Some(crate::display::parse_age(text).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "--deadline {text:?}: expected a time such as \"90s\", \"5m\" or \"1h\""
+                    ))
+                })?),
+                None => file.budget.deadline.as_ref().map(|a| a.0),
+            },
+        };
+        let (max_in_flight, starts_per_second) = rate_limits(kind, &file);
+        let provider_key = provider.base_url().trim_end_matches('/').to_owned();
         let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
         let store = StoreConfig::merge(args, &file);
         Ok(Self {
@@ -576,9 +615,16 @@ impl Config {
                     crate::llm::structured::Structured::from_word(defaults::PLANNER_STRUCTURED)
                         .unwrap_or_default()
                 }),
+                budget,
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
+                provider_key,
+                rate: RateSettings {
+                    max_in_flight,
+                    starts_per_second,
+                    breaker: kind != ProviderKind::Demo,
+                },
                 ..ExecutorSettings::default()
             },
             bell: file.ui.bell.unwrap_or(true),
@@ -610,6 +656,29 @@ impl Config {
 
 /// Built-in roles with the file's `[roles.NAME]` tables applied: fields of a known role are
 /// replaced, a new name adds a role (it then needs a description and a system prompt).
+/// The shared limits of the configured provider: its section's, else the defaults. The demo
+/// provider has no server to spare, so it is neither limited nor spaced.
+fn rate_limits(kind: ProviderKind, file: &FileConfig) -> (Option<usize>, Option<f64>) {
+    let (in_flight, per_second) = match kind {
+        ProviderKind::Demo => return (None, None),
+        ProviderKind::OpenAi => (&file.openai.max_in_flight, &file.openai.starts_per_second),
+        ProviderKind::Anthropic => (
+            &file.anthropic.max_in_flight,
+            &file.anthropic.starts_per_second,
+        ),
+    };
+    let in_flight = in_flight
+        .as_ref()
+        .map_or(defaults::PROVIDER_MAX_IN_FLIGHT, |v| v.0);
+    let per_second = per_second
+        .as_ref()
+        .map_or(defaults::STARTS_PER_SECOND, |v| v.0);
+    (
+        Some(usize::try_from(in_flight).unwrap_or(usize::MAX)),
+        (per_second > 0.0).then_some(per_second),
+    )
+}
+
 fn merge_roles(
     mut roles: Vec<WorkerRole>,
     sections: &BTreeMap<String, RoleSection>,

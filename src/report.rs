@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::display::{duration, tokens};
 use crate::protocol::{
-    EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask, RunId, RunStatus, SubtaskId,
-    SubtaskStatus, Usage,
+    BudgetReason, EarlierResult, Event, EventKind, FollowUp, Plan, PlannedSubtask, RunId,
+    RunStatus, SubtaskId, SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
 
@@ -42,6 +42,10 @@ pub struct SubtaskReport {
     /// call. Cleared when it is run after all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reused: Option<SubtaskId>,
+    /// Why it did not run though the report was written (the budget was reached); its status
+    /// is `cancelled`. Cleared when it runs after all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Text of the attempt in flight (or the partial text of a failed one).
     #[serde(skip)]
     pub output: String,
@@ -135,6 +139,7 @@ impl SubtaskReport {
             cached: false,
             error: None,
             reused: p.reuse.clone(),
+            skipped: None,
             output: String::new(),
             drafted: false,
             waiting_on: p.depends_on.clone(),
@@ -190,6 +195,10 @@ pub struct RunReport {
     pub usage: Usage,
     pub elapsed_ms: Option<u64>,
     pub notices: Vec<String>,
+    /// The budget limit reached, until the budget is raised.
+    pub budget_reached: Option<BudgetReason>,
+    /// Why the provider is paused, until it is resumed.
+    pub provider_paused: Option<String>,
 }
 
 impl RunReport {
@@ -326,6 +335,7 @@ impl RunReport {
                     s.status = SubtaskStatus::Pending;
                     s.waiting_on = waiting_on.clone();
                     s.retry = None;
+                    s.skipped = None;
                 }
                 self.mark_stale();
             }
@@ -511,6 +521,37 @@ impl RunReport {
                 self.synthesis_stale = false;
                 self.synthesis_fresh = false;
             }
+            EventKind::BudgetReached { reason, .. } => {
+                self.notices.push(reason.to_string());
+                self.budget_reached = Some(reason.clone());
+            }
+            EventKind::BudgetRaised {
+                max_tokens,
+                deadline_ms,
+            } => {
+                self.notices.push(crate::protocol::budget_raised_words(
+                    *max_tokens,
+                    *deadline_ms,
+                ));
+                self.budget_reached = None;
+            }
+            EventKind::SubtasksSkipped { subtasks, reason } => {
+                for id in subtasks {
+                    if let Some(s) = self.subtask_mut(id) {
+                        s.status = SubtaskStatus::Cancelled;
+                        s.skipped = Some(reason.clone());
+                        s.retry = None;
+                    }
+                }
+            }
+            EventKind::ProviderPaused { message } => {
+                self.notices.push(message.clone());
+                self.provider_paused = Some(message.clone());
+            }
+            EventKind::ProviderResumed => {
+                self.notices.push("provider resumed".to_owned());
+                self.provider_paused = None;
+            }
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -518,6 +559,7 @@ impl RunReport {
                 error,
                 ..
             } => {
+                self.provider_paused = None;
                 if let Some(p) = self.planning.last_mut()
                     && p.outcome == PlannerOutcome::Running
                 {
@@ -603,6 +645,8 @@ fn status_cell(s: &SubtaskReport) -> String {
         format!("{} ({})", s.status.word(), crate::display::CUT_OFF)
     } else if s.status == SubtaskStatus::Succeeded && s.cached {
         format!("{} ({})", s.status.word(), crate::display::CACHED)
+    } else if s.status == SubtaskStatus::Cancelled && s.skipped.is_some() {
+        "skipped (budget)".to_owned()
     } else {
         s.status.word().to_owned()
     }
@@ -625,6 +669,12 @@ pub struct JsonReport<'a> {
     pub usage: Usage,
     pub elapsed_ms: Option<u64>,
     pub notices: &'a [String],
+    /// The budget limit that stopped the run starting subtasks, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_reached: Option<&'a BudgetReason>,
+    /// Subtasks that did not run because the budget was reached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_for_budget: Vec<&'a SubtaskId>,
 }
 
 impl RunReport {
@@ -642,7 +692,18 @@ impl RunReport {
             usage: self.usage,
             elapsed_ms: self.elapsed_ms,
             notices: &self.notices,
+            budget_reached: self.budget_reached.as_ref(),
+            skipped_for_budget: self.skipped_for_budget(),
         }
+    }
+
+    /// Subtasks that did not run because the budget was reached, in plan order.
+    pub fn skipped_for_budget(&self) -> Vec<&SubtaskId> {
+        self.subtasks
+            .iter()
+            .filter(|s| s.status == SubtaskStatus::Cancelled && s.skipped.is_some())
+            .map(|s| &s.id)
+            .collect()
     }
 
     /// The synthesis, then a table of subtasks with status, role, time, tokens and attempts,
@@ -710,6 +771,23 @@ impl RunReport {
                     sanitize_line(s.error.as_deref().unwrap_or(""))
                 );
             }
+        }
+        let skipped = self.skipped_for_budget();
+        if !skipped.is_empty() {
+            let ids: Vec<String> = skipped
+                .iter()
+                .map(|id| format!("`{}`", cell(id.as_str())))
+                .collect();
+            let why = self
+                .budget_reached
+                .as_ref()
+                .map_or_else(|| "the budget was reached".to_owned(), |r| r.to_string());
+            let _ = writeln!(
+                out,
+                "\n_Skipped for the budget ({}): {}_",
+                sanitize_line(&why),
+                ids.join(", ")
+            );
         }
         let usage = self.tokens();
         let est = if usage.estimated {

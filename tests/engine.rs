@@ -154,6 +154,7 @@ fn settings() -> RunSettings {
         stop_after_plan: false,
         max_dependency_chars: None,
         structured: maestro::llm::structured::Structured::Auto,
+        budget: Default::default(),
     }
 }
 

@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::run::{CallId, Effect, Input, Run, RunSettings};
+use crate::engine::limits::{Permit, ProviderLimiter, RateSettings};
+use crate::engine::run::{CallId, CallTarget, Effect, Input, Run, RunSettings};
 use crate::llm::{CallError, ChatRequest, Delta, DeltaSink, Provider};
 use crate::protocol::{
     Command, CommandName, Event, EventKind, ModelOverrides, Plan, Refusal, RunCommand, RunId,
@@ -40,6 +41,11 @@ pub struct ExecutorSettings {
     /// Finished runs kept so commands can still reopen them; beyond this, the one that
     /// finished longest ago is dropped. 0 drops a run as soon as it finishes.
     pub keep_finished: usize,
+    /// The provider's base URL: every executor of the process with the same one shares
+    /// `rate` (see `engine::limits`).
+    pub provider_key: String,
+    /// Limits shared by every run that calls this provider; the default shares nothing.
+    pub rate: RateSettings,
 }
 
 impl Default for ExecutorSettings {
@@ -48,6 +54,8 @@ impl Default for ExecutorSettings {
             call_timeout: Duration::from_secs(crate::defaults::TIMEOUT_SECS),
             coalesce: Duration::from_millis(crate::defaults::COALESCE_MS),
             keep_finished: crate::defaults::KEEP_FINISHED_RUNS,
+            provider_key: String::new(),
+            rate: RateSettings::default(),
         }
     }
 }
@@ -104,7 +112,9 @@ impl Engine {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let limiter = ProviderLimiter::shared(&executor.provider_key, &executor.rate);
         let state = Executor {
+            limiter,
             provider,
             settings,
             executor,
@@ -145,6 +155,8 @@ struct Slot {
 }
 
 struct Executor {
+    /// This provider's shared limits, if any are on.
+    limiter: Option<Arc<ProviderLimiter>>,
     provider: Arc<dyn Provider>,
     settings: RunSettings,
     executor: ExecutorSettings,
@@ -170,10 +182,15 @@ impl Executor {
                     Some(command) => self.on_command(command),
                 },
                 Some((id, input)) = inputs.recv() => {
-                    if let Input::Reply { call, .. } = &input {
+                    let mut tripped = None;
+                    if let Input::Reply { call, result } = &input {
                         self.calls.remove(&(id, call.clone()));
+                        tripped = self.record(call, result);
                     }
                     self.feed(id, input);
+                    if let Some(message) = tripped {
+                        self.pause_runs(message);
+                    }
                 }
             }
         }
@@ -240,6 +257,11 @@ impl Executor {
                 }
             }
             Command::Run { id, command } => {
+                if command == RunCommand::ResumeProvider
+                    && let Some(limiter) = &self.limiter
+                {
+                    limiter.reset();
+                }
                 if self.runs.contains_key(&id) {
                     self.feed(id, Input::Command(command));
                 } else {
@@ -253,6 +275,42 @@ impl Executor {
                 }
             }
             Command::Shutdown => {}
+        }
+    }
+
+    /// Tell the shared limiter how a call ended; its breaker's reason when this tripped it.
+    /// A call counts as retried when it was not its target's first attempt.
+    fn record(
+        &self,
+        call: &CallId,
+        result: &Result<crate::llm::Completion, CallError>,
+    ) -> Option<String> {
+        let limiter = self.limiter.as_ref()?;
+        // A cached answer asked nothing of the provider.
+        if let Ok(done) = result
+            && done.cached
+        {
+            return None;
+        }
+        let retried = call.attempt > 1 && !matches!(call.target, CallTarget::Planner);
+        limiter.record(result.as_ref().map(|_| ()), retried)
+    }
+
+    /// The breaker tripped: every open run of this provider stops starting subtasks.
+    fn pause_runs(&mut self, message: String) {
+        let open: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, slot)| !slot.run.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.feed(
+                id,
+                Input::ProviderPaused {
+                    message: message.clone(),
+                },
+            );
         }
     }
 
@@ -351,6 +409,7 @@ impl Executor {
                 let token = self.root.child_token();
                 self.calls.insert((id, call.clone()), token.clone());
                 tokio::spawn(perform_call(
+                    self.limiter.clone(),
                     self.provider.clone(),
                     request,
                     token,
@@ -383,7 +442,9 @@ impl Executor {
 
 /// One provider call: stream deltas (coalesced) and then the reply back to the engine, unless
 /// cancelled, in which case nothing more is sent.
+#[allow(clippy::too_many_arguments)]
 async fn perform_call(
+    limiter: Option<Arc<ProviderLimiter>>,
     provider: Arc<dyn Provider>,
     request: ChatRequest,
     cancel: CancellationToken,
@@ -392,6 +453,15 @@ async fn perform_call(
     call: CallId,
     settings: ExecutorSettings,
 ) {
+    // Held until the call ends, so the slot frees only then. The wait for it is not part of
+    // the call's timeout.
+    let _permit: Option<Permit> = match &limiter {
+        Some(limiter) => match limiter.acquire(&cancel).await {
+            Some(permit) => Some(permit),
+            None => return,
+        },
+        None => None,
+    };
     let (sink, mut deltas) = DeltaSink::new();
     // A panic inside a provider must become a failed call, not a call that never answers
     // (which would leave its run waiting forever).

@@ -4,7 +4,9 @@
 //! timers, cancellation) and feeds results back as inputs. `plan`, `prompt` and `roles` are
 //! pure helpers of the state machine.
 
+pub mod budget;
 pub mod executor;
+pub mod limits;
 pub mod plan;
 pub mod prompt;
 pub mod roles;

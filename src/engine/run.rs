@@ -15,14 +15,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::defaults::{FOLLOW_UP_EXCERPT_CHARS, FOLLOW_UP_REPORT_CHARS};
+use crate::engine::budget::{Budget, Spent};
 use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
 use crate::engine::roles::{self, WorkerRole};
 use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
-    CommandName, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus, SavedRun,
-    SubtaskId, SubtaskStatus, Usage,
+    CommandName, EarlierResult, EventKind, FollowUp, Refusal, RunCommand, RunStatus,
+    SKIPPED_FOR_BUDGET, SavedRun, SubtaskId, SubtaskStatus, Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -54,6 +55,8 @@ pub struct RunSettings {
     pub max_dependency_chars: Option<usize>,
     /// How the planner is asked for structured output (`[planner] structured`).
     pub structured: Structured,
+    /// What the run may spend before it stops starting subtasks (`[budget]`).
+    pub budget: Budget,
 }
 
 impl RunSettings {
@@ -103,6 +106,11 @@ pub enum Input {
         call: CallId,
     },
     Command(RunCommand),
+    /// The provider keeps failing the same way (the executor's circuit breaker tripped): start
+    /// nothing more until `RunCommand::ResumeProvider`. `message` is one line for people.
+    ProviderPaused {
+        message: String,
+    },
 }
 
 /// What the executor must do.
@@ -145,6 +153,8 @@ struct Task {
     /// The user asked for this subtask again (re-run, edit): its attempts call the model
     /// rather than take a cached answer, whose repetition is what the user turned down.
     bypass_cache: bool,
+    /// Settled without running because the report was asked for when the budget was reached.
+    skipped: bool,
 }
 
 /// Planner or synthesis call state.
@@ -184,6 +194,11 @@ pub struct Run {
     rng: u64,
     /// The earlier run this one follows up on (see [`Run::following`]).
     follow_up: Option<FollowUp>,
+    /// `BudgetReached` was announced and nothing has raised the budget since: subtasks
+    /// wait.
+    budget_reached: bool,
+    /// Why the provider was paused, until `ResumeProvider`: subtasks wait.
+    provider_paused: Option<String>,
 }
 
 impl Run {
@@ -207,6 +222,8 @@ impl Run {
             usage: Usage::default(),
             rng,
             follow_up: None,
+            budget_reached: false,
+            provider_paused: None,
         }
     }
 
@@ -256,6 +273,7 @@ impl Run {
             Input::Reply { call, result } => self.on_reply(call, result, now_ms, &mut out),
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
             Input::Command(command) => self.on_command(command, now_ms, &mut out),
+            Input::ProviderPaused { message } => self.pause_provider(message, &mut out),
         }
         out
     }
@@ -560,6 +578,7 @@ impl Run {
                 cut_off: false,
                 error: None,
                 bypass_cache: false,
+                skipped: false,
             })
             .collect();
         self.index = self
@@ -581,6 +600,10 @@ impl Run {
             return;
         }
         self.propagate_blocking(out);
+        if self.held(now, out) {
+            // Running subtasks finish; the report waits for a raise or `SynthesizeNow`.
+            return;
+        }
 
         let running = self
             .tasks
@@ -842,6 +865,7 @@ impl Run {
                     why: match status {
                         SubtaskStatus::Failed => t.error.as_deref().unwrap_or("failed"),
                         SubtaskStatus::Blocked => "blocked: a subtask it depends on has no result",
+                        SubtaskStatus::Cancelled if t.skipped => SKIPPED_FOR_BUDGET,
                         SubtaskStatus::Cancelled => "cancelled",
                         _ => status.word(),
                     },
@@ -1183,7 +1207,115 @@ impl Run {
             }
             RunCommand::Resynthesize => self.resynthesize(out),
             RunCommand::Replan => self.replan(out),
+            RunCommand::RaiseBudget { tokens, time_ms } => {
+                self.raise_budget(tokens, time_ms.map(Duration::from_millis), now, out);
+            }
+            RunCommand::SynthesizeNow => self.synthesize_now(now, out),
+            RunCommand::ResumeProvider => self.resume_provider(now, out),
         }
+    }
+
+    // ---- budget and provider pauses -------------------------------------------------------
+
+    /// Whether subtasks must wait: the provider is paused, or the budget is reached while
+    /// some have not started (announced once, with those that wait). A reached budget with
+    /// nothing left to start holds nothing: the synthesis is never held back.
+    fn held(&mut self, now: u64, out: &mut Vec<Effect>) -> bool {
+        let waiting: Vec<SubtaskId> = self
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.status, SubtaskStatus::Pending | SubtaskStatus::Retrying))
+            .map(|t| t.spec.id.clone())
+            .collect();
+        if waiting.is_empty() {
+            return false;
+        }
+        if self.provider_paused.is_some() {
+            return true;
+        }
+        if self.budget_reached {
+            return true;
+        }
+        let spent = Spent {
+            tokens: self.usage.total(),
+            elapsed: Duration::from_millis(now),
+        };
+        let Some(reason) = self.settings.budget.exceeded(&spent) else {
+            return false;
+        };
+        self.budget_reached = true;
+        out.push(Effect::Emit(EventKind::BudgetReached { reason, waiting }));
+        true
+    }
+
+    fn raise_budget(
+        &mut self,
+        tokens: Option<u64>,
+        time: Option<Duration>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.is_finished() {
+            refuse(out, CommandName::RaiseBudget, Refusal::RunFinished);
+            return;
+        }
+        let budget = self.settings.budget.raised(tokens, time);
+        self.settings.budget = budget;
+        self.budget_reached = false;
+        out.push(Effect::Emit(EventKind::BudgetRaised {
+            max_tokens: budget.max_tokens,
+            deadline_ms: budget.deadline_ms(),
+        }));
+        self.pump(now, out);
+    }
+
+    /// Skip what has not started, let what runs finish, then synthesise (in `pump`, once
+    /// everything is settled).
+    fn synthesize_now(&mut self, now: u64, out: &mut Vec<Effect>) {
+        let name = CommandName::SynthesizeNow;
+        match self.phase {
+            Phase::Planning => refuse(out, name, Refusal::StillPlanning),
+            Phase::Finished(_) => refuse(out, name, Refusal::RunFinished),
+            // The report is being written already.
+            Phase::Synthesizing => {}
+            Phase::Working => {
+                let mut skipped = Vec::new();
+                for task in &mut self.tasks {
+                    if matches!(
+                        task.status,
+                        SubtaskStatus::Pending | SubtaskStatus::Retrying
+                    ) {
+                        task.status = SubtaskStatus::Cancelled;
+                        task.skipped = true;
+                        skipped.push(task.spec.id.clone());
+                    }
+                }
+                if !skipped.is_empty() {
+                    out.push(Effect::Emit(EventKind::SubtasksSkipped {
+                        subtasks: skipped,
+                        reason: SKIPPED_FOR_BUDGET.to_owned(),
+                    }));
+                }
+                self.pump(now, out);
+            }
+        }
+    }
+
+    fn pause_provider(&mut self, message: String, out: &mut Vec<Effect>) {
+        if self.is_finished() || self.provider_paused.is_some() {
+            return;
+        }
+        self.provider_paused = Some(message.clone());
+        out.push(Effect::Emit(EventKind::ProviderPaused { message }));
+    }
+
+    fn resume_provider(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if self.provider_paused.take().is_none() {
+            refuse(out, CommandName::ResumeProvider, Refusal::NotPaused);
+            return;
+        }
+        out.push(Effect::Emit(EventKind::ProviderResumed));
+        self.pump(now, out);
     }
 
     /// Announce the subtasks complete so far in the streaming planner answer, when there are
@@ -1280,6 +1412,7 @@ impl Run {
         task.failures = 0;
         task.result = None;
         task.bypass_cache = true;
+        task.skipped = false;
         out.push(Effect::Emit(EventKind::SubtaskQueued {
             subtask: id,
             waiting_on: self.unfinished_deps(i),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::plan::Priority;
 use crate::llm::MessageRole;
-use crate::protocol::{SavedReport, SavedResult, SavedSubtask};
+use crate::protocol::{BudgetReason, SavedReport, SavedResult, SavedSubtask};
 
 fn settings() -> RunSettings {
     let spec = |model: &str| CallSpec {
@@ -28,6 +28,7 @@ fn settings() -> RunSettings {
         stop_after_plan: false,
         max_dependency_chars: None,
         structured: Structured::Auto,
+        budget: Default::default(),
     }
 }
 
@@ -1829,4 +1830,161 @@ fn a_cached_answer_spends_no_tokens_and_is_marked() {
     assert!(s.events().iter().any(|e| matches!(e,
         EventKind::SubtaskSucceeded { cached: true, usage, .. } if *usage == Usage::default())));
     assert_eq!(s.run.usage, Usage::default());
+}
+
+// ---- budgets and provider pauses ------------------------------------------------------------
+
+fn with_budget(max_tokens: Option<u64>, deadline_ms: Option<u64>) -> RunSettings {
+    RunSettings {
+        concurrency: 1,
+        budget: Budget {
+            max_tokens,
+            deadline: deadline_ms.map(Duration::from_millis),
+        },
+        ..settings()
+    }
+}
+
+fn budget_story(settings: RunSettings) -> Story {
+    Story::new(
+        "the query",
+        settings,
+        Some(plan(vec![
+            task("a", &[]),
+            task("b", &[]),
+            task("c", &["b"]),
+        ])),
+    )
+}
+
+fn reached(story: &Story) -> Option<(BudgetReason, Vec<String>)> {
+    story.all_events.iter().find_map(|e| match e {
+        EventKind::BudgetReached { reason, waiting } => Some((
+            reason.clone(),
+            waiting.iter().map(|w| w.0.clone()).collect(),
+        )),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_spent_token_budget_starts_nothing_more_and_waits() {
+    // Each reply costs 15 tokens; the budget allows one.
+    let mut s = budget_story(with_budget(Some(15), None));
+    assert_eq!(s.started(), ["a"]);
+    s.reply("a", ok("A"));
+    assert!(
+        s.started().is_empty(),
+        "nothing starts once the budget is spent"
+    );
+    let (reason, waiting) = reached(&s).expect("announced");
+    assert_eq!(reason, BudgetReason::Tokens { spent: 15, max: 15 });
+    assert_eq!(waiting, ["b", "c"]);
+    assert_eq!(s.finished(), None, "the run waits for a decision");
+    assert!(s.request_for(&CallTarget::Synthesis).is_none());
+}
+
+#[test]
+fn raising_the_budget_goes_on_and_announces_the_new_limit() {
+    let mut s = budget_story(with_budget(Some(15), None));
+    s.reply("a", ok("A"));
+    s.command(RunCommand::RaiseBudget {
+        tokens: Some(100),
+        time_ms: None,
+    });
+    assert!(s.events().contains(&&EventKind::BudgetRaised {
+        max_tokens: Some(115),
+        deadline_ms: None,
+    }));
+    assert_eq!(s.started(), ["b"]);
+}
+
+#[test]
+fn synthesize_now_skips_what_waits_lets_running_work_finish_and_names_the_skipped() {
+    let mut s = budget_story(RunSettings {
+        concurrency: 2,
+        ..with_budget(Some(15), None)
+    });
+    assert_eq!(s.started(), ["a", "b"]);
+    s.reply("a", ok("A"));
+    assert!(
+        reached(&s).is_some(),
+        "c waits on b and the budget is spent"
+    );
+    s.command(RunCommand::SynthesizeNow);
+    assert!(s.events().contains(&&EventKind::SubtasksSkipped {
+        subtasks: vec!["c".into()],
+        reason: SKIPPED_FOR_BUDGET.into(),
+    }));
+    assert!(
+        s.request_for(&CallTarget::Synthesis).is_none(),
+        "b is still running: it finishes first"
+    );
+    s.reply("b", ok("B"));
+    let request = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("the synthesis starts once b is done");
+    let prompt = &request.messages[0].content;
+    assert!(prompt.contains("Title of c"), "{prompt}");
+    assert!(prompt.contains(SKIPPED_FOR_BUDGET), "{prompt}");
+    s.synth_reply(ok("report"));
+    assert_eq!(s.finished(), Some(RunStatus::Partial));
+}
+
+#[test]
+fn a_passed_deadline_is_reached_on_the_engine_clock() {
+    let mut s = budget_story(with_budget(None, Some(60_000)));
+    s.at(59_999).reply("a", ok("A"));
+    assert_eq!(s.started(), ["b"], "not yet");
+    s.at(60_000).reply("b", ok("B"));
+    assert!(s.started().is_empty());
+    let (reason, waiting) = reached(&s).expect("announced");
+    assert_eq!(
+        reason,
+        BudgetReason::Deadline {
+            elapsed_ms: 60_000,
+            deadline_ms: 60_000
+        }
+    );
+    assert_eq!(waiting, ["c"]);
+}
+
+#[test]
+fn a_budget_reached_with_nothing_left_to_start_does_not_hold_the_synthesis() {
+    let mut s = Story::new(
+        "the query",
+        with_budget(Some(1), None),
+        Some(plan(vec![task("a", &[])])),
+    );
+    s.reply("a", ok("A"));
+    assert!(reached(&s).is_none());
+    assert!(s.request_for(&CallTarget::Synthesis).is_some());
+}
+
+#[test]
+fn a_paused_provider_holds_new_starts_until_resumed() {
+    let mut s = budget_story(RunSettings {
+        concurrency: 1,
+        ..settings()
+    });
+    s.feed(Input::ProviderPaused {
+        message: "provider paused: 3 calls refused the API key (HTTP 401)".into(),
+    });
+    assert!(matches!(s.events()[..], [EventKind::ProviderPaused { .. }]));
+    s.reply("a", ok("A"));
+    assert!(
+        s.started().is_empty(),
+        "a finished; b waits for the provider"
+    );
+    s.command(RunCommand::ResumeProvider);
+    assert!(s.events().contains(&&EventKind::ProviderResumed));
+    assert_eq!(s.started(), ["b"]);
+    s.command(RunCommand::ResumeProvider);
+    assert!(matches!(
+        s.events()[..],
+        [EventKind::CommandRefused {
+            refusal: Refusal::NotPaused,
+            ..
+        }]
+    ));
 }
