@@ -182,15 +182,15 @@ impl Executor {
                     Some(command) => self.on_command(command),
                 },
                 Some((id, input)) = inputs.recv() => {
-                    let mut tripped = None;
                     if let Input::Reply { call, result } = &input {
                         self.calls.remove(&(id, call.clone()));
-                        tripped = self.record(call, result);
+                        // Paused before the reply is taken, so the subtask the reply frees
+                        // a slot for is not started (it would only wait in the limiter).
+                        if let Some(message) = self.record(call, result) {
+                            self.pause_runs(message);
+                        }
                     }
                     self.feed(id, input);
-                    if let Some(message) = tripped {
-                        self.pause_runs(message);
-                    }
                 }
             }
         }
