@@ -30,6 +30,9 @@ pub enum Context {
     Models,
     /// The history pop-up is open (other keys type the search).
     History,
+    /// A paused run's dialog is open (budget reached, provider paused; other keys type the
+    /// amount to raise the budget by).
+    Paused,
 }
 
 impl Context {
@@ -44,6 +47,7 @@ impl Context {
             Context::Edit => "Editing a subtask (e)",
             Context::Models => "Picking models (m)",
             Context::History => "History (H; type to search)",
+            Context::Paused => "A paused run (P; type the amount to raise the budget by)",
         }
     }
 }
@@ -120,6 +124,16 @@ pub enum KeyAction {
     OpenSaved,
     ClearSearch,
     CloseHistory,
+    /// Open the dialog of the current run while it waits (budget reached, provider paused).
+    OpenPaused,
+    /// Raise the budget by the typed amount, or resume a paused provider.
+    RaiseOrResume,
+    /// Write the report now from what succeeded, skipping what waits.
+    SynthesizeNow,
+    /// Cancel the paused run.
+    CancelPaused,
+    /// Close the dialog; the run stays paused.
+    ClosePaused,
 }
 
 /// A key with the modifiers that matter for it.
@@ -384,6 +398,11 @@ pub const BINDINGS: &[Binding] = &[
         "ask a follow-up to the selected finished run",
     ),
     b(
+        C::Panes,
+        &[(Chord::ch('P'), A::OpenPaused)],
+        "the dialog of a paused run (budget, provider)",
+    ),
+    b(
         C::Tree,
         &[
             (Chord::key(K::Up), A::SelectUp),
@@ -534,6 +553,26 @@ pub const BINDINGS: &[Binding] = &[
         C::History,
         &[(Chord::key(K::Esc), A::CloseHistory)],
         "close",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::key(K::Enter), A::RaiseOrResume)],
+        "raise the budget by the amount typed / resume the provider",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::ctrl('s'), A::SynthesizeNow)],
+        "write the report now from what succeeded",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::ctrl('x'), A::CancelPaused)],
+        "cancel the run",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::key(K::Esc), A::ClosePaused)],
+        "close (the run stays paused)",
     ),
 ];
 
