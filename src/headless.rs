@@ -979,5 +979,16 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         }
         EventKind::ProviderPaused { message } => sanitize_line(message).into_owned(),
         EventKind::ProviderResumed => "provider resumed".to_owned(),
+        EventKind::SubtaskWaiting {
+            subtask,
+            delay_ms,
+            reason,
+            ..
+        } => format!(
+            "… {} waiting {}: {}",
+            title(subtask),
+            duration(*delay_ms),
+            sanitize_line(reason)
+        ),
     })
 }

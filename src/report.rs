@@ -59,6 +59,10 @@ pub struct SubtaskReport {
     /// Wait before the next attempt and why, while `Retrying`.
     #[serde(skip)]
     pub retry: Option<(u64, String)>,
+    /// While `Running`: the call waits until this time (ms since the epoch) for a reason the
+    /// provider's callers share (`provider rate-limited`).
+    #[serde(skip)]
+    pub waiting_until: Option<(u64, String)>,
     /// When the current attempt started (event time, ms since the epoch).
     #[serde(skip)]
     pub started_ts: Option<u64>,
@@ -144,6 +148,7 @@ impl SubtaskReport {
             drafted: false,
             waiting_on: p.depends_on.clone(),
             retry: None,
+            waiting_until: None,
             started_ts: None,
             history: Vec::new(),
         }
@@ -547,6 +552,16 @@ impl RunReport {
             EventKind::ProviderPaused { message } => {
                 self.notices.push(message.clone());
                 self.provider_paused = Some(message.clone());
+            }
+            EventKind::SubtaskWaiting {
+                subtask,
+                delay_ms,
+                reason,
+                ..
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.waiting_until = Some((event.ts_ms.saturating_add(*delay_ms), reason.clone()));
+                }
             }
             EventKind::ProviderResumed => {
                 self.notices.push("provider resumed".to_owned());

@@ -296,3 +296,57 @@ async fn call_starts_to_one_provider_are_spaced() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_retry_after_holds_every_call_to_the_provider_and_they_say_so() {
+    let server = MockServer::start(|request: &MockRequest| match request.call() {
+        Call::Planner => Reply::text(plan_value(&["a", "b"]).to_string()),
+        // The first worker call is told to wait a second; every later one is answered.
+        Call::Worker(_) if request.seq == 1 => Reply::status(429, "slow down").retry_after(1),
+        Call::Worker(t) => Reply::text(result_for(&t)),
+        Call::Synthesis => Reply::text("# Report"),
+        Call::Unknown => Reply::status(400, "unexpected request"),
+    })
+    .await;
+    let rate = RateSettings {
+        breaker: true,
+        ..RateSettings::default()
+    };
+    let mut engine = engine_for(&server, rate, 1);
+    engine.handle.start_run(QUERY, None);
+    let mut waiting = Vec::new();
+    loop {
+        let event = tokio::time::timeout(LIMIT, engine.events.recv())
+            .await
+            .expect("the run ends in time")
+            .expect("the engine runs");
+        match event.kind {
+            EventKind::SubtaskWaiting {
+                subtask,
+                delay_ms,
+                reason,
+                ..
+            } => waiting.push((subtask.0, delay_ms, reason)),
+            EventKind::RunFinished { status, .. } => {
+                // No retries in these settings: a fails, b waits out the shared second.
+                assert_eq!(status, RunStatus::Partial);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        waiting.iter().any(|(id, delay, reason)| id == "b"
+            && *delay > 500
+            && reason == "provider rate-limited"),
+        "{waiting:?}"
+    );
+    let requests = server.requests();
+    let limited = requests[1].received_at;
+    for later in &requests[2..] {
+        assert!(
+            later.received_at.duration_since(limited) >= Duration::from_millis(900),
+            "a call went out during the shared wait"
+        );
+    }
+}

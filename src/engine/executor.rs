@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::limits::{Permit, ProviderLimiter, RateSettings};
+use crate::engine::limits::{Permit, ProviderLimiter, RateSettings, Wait};
 use crate::engine::run::{CallId, CallTarget, Effect, Input, Run, RunSettings};
 use crate::llm::{CallError, ChatRequest, Delta, DeltaSink, Provider};
 use crate::protocol::{
@@ -456,10 +456,24 @@ async fn perform_call(
     // Held until the call ends, so the slot frees only then. The wait for it is not part of
     // the call's timeout.
     let _permit: Option<Permit> = match &limiter {
-        Some(limiter) => match limiter.acquire(&cancel).await {
-            Some(permit) => Some(permit),
-            None => return,
-        },
+        Some(limiter) => {
+            // Said once, before the wait: every call held by the server's `Retry-After`
+            // shows the shared wait rather than look stuck.
+            if let Some(Wait::RateLimited(delay)) = limiter.cooldown() {
+                let _ = inputs.send((
+                    run,
+                    Input::Waiting {
+                        call: call.clone(),
+                        delay,
+                        reason: "provider rate-limited".into(),
+                    },
+                ));
+            }
+            match limiter.acquire(&cancel).await {
+                Some(permit) => Some(permit),
+                None => return,
+            }
+        }
         None => None,
     };
     let (sink, mut deltas) = DeltaSink::new();

@@ -111,6 +111,12 @@ pub enum Input {
     ProviderPaused {
         message: String,
     },
+    /// The call waits before it goes out, for a reason shared by the provider's callers.
+    Waiting {
+        call: CallId,
+        delay: Duration,
+        reason: String,
+    },
 }
 
 /// What the executor must do.
@@ -274,6 +280,22 @@ impl Run {
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
             Input::Command(command) => self.on_command(command, now_ms, &mut out),
             Input::ProviderPaused { message } => self.pause_provider(message, &mut out),
+            Input::Waiting {
+                call,
+                delay,
+                reason,
+            } => {
+                if let CallTarget::Subtask(subtask) = &call.target
+                    && self.is_current(&call)
+                {
+                    out.push(Effect::Emit(EventKind::SubtaskWaiting {
+                        subtask: subtask.clone(),
+                        attempt: call.attempt,
+                        delay_ms: millis(delay),
+                        reason,
+                    }));
+                }
+            }
         }
         out
     }

@@ -596,6 +596,15 @@ pub enum EventKind {
     },
     /// Calls start again after `ProviderPaused`.
     ProviderResumed,
+    /// The attempt's call waits `delay_ms` before it goes out, for a reason shared by every
+    /// caller of the provider (`provider rate-limited`: a `Retry-After` it sent); no attempt
+    /// is spent meanwhile.
+    SubtaskWaiting {
+        subtask: SubtaskId,
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
 }
 
 /// Which limit of a run's budget was reached, with the figures.
@@ -663,7 +672,8 @@ impl EventKind {
             | Self::SubtaskFailed { subtask, .. }
             | Self::SubtaskBlocked { subtask, .. }
             | Self::SubtaskCancelled { subtask, .. }
-            | Self::SubtaskEdited { subtask, .. } => Some(subtask),
+            | Self::SubtaskEdited { subtask, .. }
+            | Self::SubtaskWaiting { subtask, .. } => Some(subtask),
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
             | Self::PlanningRetrying { .. }

@@ -848,6 +848,8 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         }
         EventKind::ProviderPaused { message } => notice(tx, run, ts, message)?,
         EventKind::ProviderResumed => notice(tx, run, ts, "provider resumed")?,
+        // A wait before a call went out: the attempt's times say how long it took.
+        EventKind::SubtaskWaiting { .. } => {}
         // A refused command changed nothing; it is kept with the notices, in the words a
         // person reads.
         EventKind::CommandRefused { refusal, .. } => {

@@ -259,6 +259,19 @@ fn subtask_row(
         _ if s.drafted => "planned".to_owned(),
         SubtaskStatus::Pending if s.waiting_on.is_empty() => "queued".to_owned(),
         SubtaskStatus::Pending | SubtaskStatus::Blocked => format!("after {}", join(&s.waiting_on)),
+        SubtaskStatus::Running
+            if s.waiting_until
+                .as_ref()
+                .is_some_and(|(until, _)| *until > model.now_ms) =>
+        {
+            // The reason (`provider rate-limited`) is in the progress and the events; the
+            // row has room for the wait only.
+            let until = s.waiting_until.as_ref().map_or(0, |(until, _)| *until);
+            format!(
+                "waiting {:>6}",
+                duration(until.saturating_sub(model.now_ms))
+            )
+        }
         SubtaskStatus::Running => {
             let ms = s
                 .started_ts
