@@ -350,3 +350,48 @@ async fn a_retry_after_holds_every_call_to_the_provider_and_they_say_so() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_paused_provider_resumed_by_the_person_is_asked_again() {
+    let server = MockServer::start(|request: &MockRequest| match request.call() {
+        Call::Planner => Reply::text(plan_value(&["a", "b", "c", "d"]).to_string()),
+        _ => Reply::status(401, "invalid api key"),
+    })
+    .await;
+    let rate = RateSettings {
+        breaker: true,
+        ..RateSettings::default()
+    };
+    let mut engine = engine_for(&server, rate, 1);
+    let run = engine.handle.start_run(QUERY, None);
+    loop {
+        let event = tokio::time::timeout(LIMIT, engine.events.recv())
+            .await
+            .expect("the provider is paused in time")
+            .expect("the engine runs");
+        match event.kind {
+            EventKind::ProviderPaused { message } => {
+                assert!(message.contains("HTTP 401"), "{message}");
+                break;
+            }
+            EventKind::RunFinished { .. } => panic!("the run ended instead of pausing"),
+            _ => {}
+        }
+    }
+    assert_eq!(workers(&server).len(), 3);
+    // The key is fixed; the person resumes.
+    server.set_script(|request: &MockRequest| match request.call() {
+        Call::Worker(t) => Reply::text(result_for(&t)),
+        Call::Synthesis => Reply::text("# Report"),
+        _ => Reply::status(400, "unexpected request"),
+    });
+    engine
+        .handle
+        .steer(run, maestro::protocol::RunCommand::ResumeProvider);
+    assert_eq!(engine.finish(1).await, [RunStatus::Partial]);
+    assert_eq!(
+        workers(&server).last().cloned(),
+        Some(title("d")),
+        "d ran once the provider was resumed"
+    );
+}
