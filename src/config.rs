@@ -803,6 +803,55 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_comes_from_flags_over_the_file_and_rate_limits_from_the_provider_section() {
+        let file = parse(
+            "provider = \"openai\"\n[openai]\nbase_url = \"http://localhost:11434/v1/\"\n\
+             max_in_flight = 3\nstarts_per_second = 0\n[budget]\nmax_tokens = 1000\n\
+             deadline = \"5m\"\n",
+        )
+        .expect("valid");
+        let args = EngineArgs {
+            deadline: Some("90s".into()),
+            ..EngineArgs::default()
+        };
+        let config = Config::merge(&args, file, &no_env).expect("valid");
+        assert_eq!(config.run.budget.max_tokens, Some(1000));
+        assert_eq!(config.run.budget.deadline, Some(Duration::from_secs(90)));
+        assert_eq!(config.executor.provider_key, "http://localhost:11434/v1");
+        assert_eq!(config.executor.rate.max_in_flight, Some(3));
+        assert_eq!(config.executor.rate.starts_per_second, None, "0 is off");
+        assert!(config.executor.rate.breaker);
+
+        let defaults = Config::merge(
+            &EngineArgs {
+                provider: Some(ProviderKind::OpenAi),
+                base_url: Some("http://localhost:8080/v1".into()),
+                ..EngineArgs::default()
+            },
+            FileConfig::default(),
+            &no_env,
+        )
+        .expect("valid");
+        assert!(defaults.run.budget.is_unlimited());
+        assert_eq!(
+            defaults.executor.rate.starts_per_second,
+            Some(defaults::STARTS_PER_SECOND)
+        );
+        let demo =
+            Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
+        assert_eq!(
+            demo.executor.rate,
+            RateSettings::default(),
+            "the demo is not limited"
+        );
+
+        let err = parse("[budget]\n\ndeadline = \"soon\"\n")
+            .expect_err("not a time")
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
     fn model_flags_apply_per_role_over_the_all_roles_flag() {
         let args = EngineArgs {
             provider: Some(ProviderKind::OpenAi),
