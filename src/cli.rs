@@ -46,8 +46,10 @@ pub enum CommandLine {
     /// Run a query headless: progress on stderr, the report on stdout.
     ///
     /// Exit codes: 0 every subtask and the synthesis succeeded; 3 a report was written with
-    /// gaps (failed, blocked or cancelled subtasks, or an unsynthesised report); 1 the run
-    /// failed; 2 usage or configuration error (nothing was run); 4 the run ended but the
+    /// gaps (failed, blocked, cancelled or skipped for the budget subtasks, or an
+    /// unsynthesised report); 1 the run failed (or its provider was paused: a refused key,
+    /// rate limits that outlast the retries); 2 usage or configuration error (nothing was
+    /// run); 4 the run ended but the
     /// report or the events file could not be written in full; 130 / 143 / 129 interrupted by
     /// SIGINT (Ctrl-C) / SIGTERM / SIGHUP, after printing what finished.
     Run(RunArgs),
