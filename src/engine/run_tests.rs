@@ -1988,3 +1988,57 @@ fn a_paused_provider_holds_new_starts_until_resumed() {
         }]
     ));
 }
+
+#[test]
+fn a_deadline_passed_while_planning_starts_no_subtask() {
+    let mut s = Story::new("the query", with_budget(None, Some(1_000)), None);
+    let planned = serde_json::json!({
+        "query_analysis": "",
+        "subtasks": [{"id": "a", "worker": "research", "title": "A", "description": "a"}],
+        "synthesis_guidance": "",
+    })
+    .to_string();
+    s.at(5_000).feed(Input::Reply {
+        call: CallId {
+            target: CallTarget::Planner,
+            attempt: 1,
+        },
+        result: ok(&planned),
+    });
+    assert!(s.started().is_empty());
+    assert!(matches!(
+        reached(&s),
+        Some((BudgetReason::Deadline { .. }, ref waiting)) if waiting == &["a"]
+    ));
+    s.command(RunCommand::SynthesizeNow);
+    assert_eq!(
+        s.finished(),
+        Some(RunStatus::Failed),
+        "nothing succeeded: nothing to synthesise"
+    );
+}
+
+#[test]
+fn a_shared_wait_is_told_for_the_current_attempt_only() {
+    let mut s = budget_story(settings());
+    let waiting = |attempt| Input::Waiting {
+        call: CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt,
+        },
+        delay: Duration::from_secs(12),
+        reason: "provider rate-limited".into(),
+    };
+    s.feed(waiting(1));
+    assert_eq!(
+        s.events(),
+        [&EventKind::SubtaskWaiting {
+            subtask: "a".into(),
+            attempt: 1,
+            delay_ms: 12_000,
+            reason: "provider rate-limited".into(),
+        }]
+    );
+    s.feed(waiting(7));
+    assert!(s.events().is_empty(), "a stale attempt says nothing");
+}
