@@ -98,6 +98,14 @@
 //! drops them) and the size of the database per 1 000 subtasks. `BENCH_ONLY=store` runs only
 //! these cases.
 //!
+//! # Start spacing
+//!
+//! Cases A and B run with the provider's shared limits off, as before they existed. Case
+//! **S** is A (in process) with a real provider's defaults (`defaults::STARTS_PER_SECOND`
+//! starts a second, `defaults::PROVIDER_MAX_IN_FLIGHT` in flight): what the spacing costs a
+//! 200-subtask fan-out, against A's ideal and against the floor the spacing itself sets
+//! (`L_p + 200 / rate + L_w + L_s`). `BENCH_ONLY=spacing` runs it alone.
+//!
 //! Median and best of the measured runs are printed per case, then a summary table. The
 //! benchmark reports; it never fails on a missed target.
 
@@ -109,6 +117,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use maestro::engine::executor::{Engine, EngineHandle, ExecutorSettings};
+use maestro::engine::limits::RateSettings;
 use maestro::engine::plan::{Plan, PlannedSubtask, Priority};
 use maestro::engine::prompt::CallSpec;
 use maestro::engine::roles::builtin_roles;
@@ -169,6 +178,9 @@ struct Scenario {
     /// Worker calls on the critical path.
     levels: u32,
     latency: Latency,
+    /// The provider's shared limits; off but in the spacing case, so A and B measure the
+    /// engine as before.
+    rate: RateSettings,
 }
 
 impl Scenario {
@@ -205,6 +217,7 @@ impl Scenario {
             validate: false,
             validator: spec(WORKER_MODEL),
             preset: Default::default(),
+            budget: Default::default(),
         }
     }
 
@@ -250,6 +263,35 @@ fn scenario_a(latency: Latency) -> Scenario {
         concurrency,
         levels: n.div_ceil(concurrency) as u32,
         latency,
+        rate: RateSettings::default(),
+    }
+}
+
+/// A with the default start spacing and in-flight limit of a real provider: what the spacing
+/// costs a 200-subtask fan-out.
+fn scenario_spaced(latency: Latency) -> Scenario {
+    Scenario {
+        name: "S: A, default spacing",
+        rate: RateSettings {
+            max_in_flight: Some(maestro::defaults::PROVIDER_MAX_IN_FLIGHT as usize),
+            starts_per_second: Some(maestro::defaults::STARTS_PER_SECOND),
+            breaker: true,
+        },
+        ..scenario_a(latency)
+    }
+}
+
+impl Scenario {
+    /// The floor the start spacing sets: every call starts `1 / rate` after the one before
+    /// (planner, 200 workers, synthesis), so the last worker starts `200 / rate` after the
+    /// planner's answer, and the synthesis waits for it. The larger of this and `ideal`.
+    fn spaced_ideal(&self) -> Option<Duration> {
+        let rate = self.rate.starts_per_second?;
+        let workers = Duration::from_secs_f64(self.subtasks() as f64 / rate);
+        Some(
+            (self.latency.planner + workers + self.latency.worker + self.latency.synthesis)
+                .max(self.ideal()),
+        )
     }
 }
 
@@ -266,6 +308,7 @@ fn scenario_b(latency: Latency) -> Scenario {
         subtask("c1".into(), vec![id("b1"), id("b2"), id("b3")]),
     ];
     Scenario {
+        rate: RateSettings::default(),
         name: "B: 8, 3-level chain, c=8",
         plan: plan_of(subtasks),
         concurrency: 8,
@@ -728,6 +771,9 @@ async fn run_case(
         .then(|| StoreWriter::spawn(&store_dir.path().join("bench.db")).expect("the store opens"));
     let executor = ExecutorSettings {
         call_timeout: Duration::from_secs(60),
+        // A key of each case's own, so no two cases share a limiter.
+        provider_key: format!("bench:{}:{}", scenario.name, variant.name()),
+        rate: scenario.rate.clone(),
         ..ExecutorSettings::default()
     };
     let mut server = None;
@@ -1283,10 +1329,12 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let only_headless = only.trim() == "headless";
     let only_store = only.trim() == "store";
+    let only_spacing = only.trim() == "spacing";
+    let spaced = scenario_spaced(latency);
     let mut recorded = Vec::new();
     let results: Vec<CaseResult> = runtime.block_on(async {
         let mut results = Vec::new();
-        for scenario in scenarios.iter().filter(|_| !only_headless) {
+        for scenario in scenarios.iter().filter(|_| !only_headless && !only_spacing) {
             for variant in [Variant::MockHttp, Variant::InProcess] {
                 for store in [false, true] {
                     let record = (store
@@ -1308,12 +1356,43 @@ fn main() {
                 }
             }
         }
+        // In process only: the spacing, not HTTP, sets this case's time.
+        if only.trim().is_empty() || only_spacing {
+            results.push(
+                run_case(
+                    &spaced,
+                    Variant::InProcess,
+                    repeats,
+                    ticks_per_sec,
+                    mock_runtime.handle(),
+                    false,
+                    None,
+                )
+                .await,
+            );
+        }
         results
     });
+    if let Some(r) = results.iter().find(|r| r.scenario == spaced.name) {
+        let floor = spaced.spaced_ideal().unwrap_or(r.ideal);
+        println!(
+            "\nstart spacing ({} starts/s, {} in flight): {} subtasks take {:.0} ms (median) \
+             against an ideal of {:.0} ms without spacing (x{:.2}) and a floor of {:.0} ms \
+             with it (x{:.3})",
+            spaced.rate.starts_per_second.unwrap_or(0.0),
+            spaced.rate.max_in_flight.unwrap_or(0),
+            spaced.subtasks(),
+            ms(r.wall_median),
+            ms(r.ideal),
+            ms(r.wall_median) / ms(r.ideal),
+            ms(floor),
+            ms(r.wall_median) / ms(floor),
+        );
+    }
     let figures = (!recorded.is_empty()).then(|| store_figures(&recorded, scenarios[0].subtasks()));
     let headless: Vec<HeadlessResult> = [Shape::Burst, Shape::Streamed]
         .into_iter()
-        .filter(|_| !only_store)
+        .filter(|_| !only_store && !only_spacing)
         .map(|shape| {
             run_headless_case(
                 &scenarios[0],

@@ -46,8 +46,10 @@ pub enum CommandLine {
     /// Run a query headless: progress on stderr, the report on stdout.
     ///
     /// Exit codes: 0 every subtask and the synthesis succeeded; 3 a report was written with
-    /// gaps (failed, blocked or cancelled subtasks, or an unsynthesised report); 1 the run
-    /// failed; 2 usage or configuration error (nothing was run); 4 the run ended but the
+    /// gaps (failed, blocked, cancelled or skipped for the budget subtasks, or an
+    /// unsynthesised report); 1 the run failed (or its provider was paused: a refused key,
+    /// rate limits that outlast the retries); 2 usage or configuration error (nothing was
+    /// run); 4 the run ended but the
     /// report or the events file could not be written in full; 130 / 143 / 129 interrupted by
     /// SIGINT (Ctrl-C) / SIGTERM / SIGHUP, after printing what finished.
     Run(RunArgs),
@@ -358,6 +360,14 @@ pub struct EngineArgs {
     /// Do not save runs in the history
     #[arg(long, global = true)]
     pub no_save: bool,
+    /// Token budget of a run (in and out, every call): when it is spent no subtask starts;
+    /// headless runs then write the report from what succeeded [default: no limit]
+    #[arg(long, env = "MAESTRO_MAX_TOKENS", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
+    /// Time budget of a run (`90s`, `5m`, `1h`), as --max-tokens [default: no limit]
+    #[arg(long, env = "MAESTRO_DEADLINE", value_name = "TIME", global = true)]
+    pub deadline: Option<String>,
     /// Call the model for every worker subtask, even when an identical earlier call's
     /// answer is cached
     #[arg(long, global = true)]

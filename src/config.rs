@@ -16,8 +16,10 @@ use serde::{Deserialize, Deserializer};
 use crate::cli::EngineArgs;
 pub use crate::cli::ProviderKind;
 use crate::defaults;
+use crate::engine::budget::Budget;
 use crate::engine::cost::{Price, PriceTable};
 use crate::engine::executor::ExecutorSettings;
+use crate::engine::limits::RateSettings;
 use crate::engine::preset::Preset;
 use crate::engine::prompt::CallSpec;
 use crate::engine::roles::{self, WorkerRole};
@@ -93,6 +95,7 @@ pub struct FileConfig {
     /// `[prices."model"]`: prices over the shipped table's.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceEntry>,
+    pub budget: BudgetSection,
 }
 
 /// `[validation]`: the quality gate after each subtask.
@@ -148,6 +151,16 @@ pub fn resolve_prices(args: &EngineArgs) -> Result<PriceTable, ConfigError> {
     Ok(file.price_table())
 }
 
+/// `[budget]`: what one run may spend before it stops starting subtasks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// Tokens in and out of every call of a run.
+    pub max_tokens: Option<Positive>,
+    /// Time a run may take: `90s`, `5m`, `1h`.
+    pub deadline: Option<Age>,
+}
+
 /// `[cache]`: the result cache of worker answers.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +188,10 @@ pub struct OpenAiSection {
     pub include_usage: Option<bool>,
     /// `max_tokens` or `max_completion_tokens`; by server when absent.
     pub token_param: Option<TokenParam>,
+    /// Calls in flight at once to this server, over every run of the process.
+    pub max_in_flight: Option<Positive>,
+    /// Call starts per second to this server; 0 for no spacing.
+    pub starts_per_second: Option<Rate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +200,10 @@ pub struct AnthropicSection {
     pub base_url: Option<HttpUrl>,
     pub api_key_env: Option<EnvName>,
     pub stream: Option<bool>,
+    /// Calls in flight at once to this server, over every run of the process.
+    pub max_in_flight: Option<Positive>,
+    /// Call starts per second to this server; 0 for no spacing.
+    pub starts_per_second: Option<Rate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +346,8 @@ impl<'de> Deserialize<'de> for Age {
         })
     }
 }
+checked!(Rate, f64, "a number of 0 or more", |v| v.is_finite()
+    && *v >= 0.0);
 checked!(Fraction, f64, "a number from 0.0 to 1.0", |v| (0.0..=1.0)
     .contains(v));
 checked!(Temperature, f32, "a number from 0 to 2", |v| {
@@ -664,6 +687,21 @@ impl Config {
                 .or(file.validation.model.as_ref().map(|v| v.0.clone()))
                 .unwrap_or_else(|| worker.model.clone()),
         );
+        let budget = Budget {
+            max_tokens: args
+                .max_tokens
+                .or(file.budget.max_tokens.as_ref().map(|v| v.0)),
+            deadline: match &args.deadline {
+                Some(text) => Some(crate::display::parse_age(text).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "--deadline {text:?}: expected a time such as \"90s\", \"5m\" or \"1h\""
+                    ))
+                })?),
+                None => file.budget.deadline.as_ref().map(|a| a.0),
+            },
+        };
+        let (max_in_flight, starts_per_second) = rate_limits(kind, &file);
+        let provider_key = provider.base_url().trim_end_matches('/').to_owned();
         let store = StoreConfig::merge(args, &file);
         let prices = file.price_table();
         Ok(Self {
@@ -705,6 +743,7 @@ impl Config {
                     planner_guidance: preset.planner_guidance.clone(),
                     synthesis_guidance: preset.synthesis_guidance.clone(),
                 },
+                budget,
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,
@@ -721,6 +760,12 @@ impl Config {
                             .unwrap_or_default()
                     })
                     .names(),
+                provider_key,
+                rate: RateSettings {
+                    max_in_flight,
+                    starts_per_second,
+                    breaker: kind != ProviderKind::Demo,
+                },
                 ..ExecutorSettings::default()
             },
             bell: file.ui.bell.unwrap_or(true),
@@ -756,6 +801,29 @@ impl Config {
             )
         }
     }
+}
+
+/// The shared limits of the configured provider: its section's, else the defaults. The demo
+/// provider has no server to spare, so it is neither limited nor spaced.
+fn rate_limits(kind: ProviderKind, file: &FileConfig) -> (Option<usize>, Option<f64>) {
+    let (in_flight, per_second) = match kind {
+        ProviderKind::Demo => return (None, None),
+        ProviderKind::OpenAi => (&file.openai.max_in_flight, &file.openai.starts_per_second),
+        ProviderKind::Anthropic => (
+            &file.anthropic.max_in_flight,
+            &file.anthropic.starts_per_second,
+        ),
+    };
+    let in_flight = in_flight
+        .as_ref()
+        .map_or(defaults::PROVIDER_MAX_IN_FLIGHT, |v| v.0);
+    let per_second = per_second
+        .as_ref()
+        .map_or(defaults::STARTS_PER_SECOND, |v| v.0);
+    (
+        Some(usize::try_from(in_flight).unwrap_or(usize::MAX)),
+        (per_second > 0.0).then_some(per_second),
+    )
 }
 
 /// The folder user presets are read from: `presets/` beside the config file in use (named or
@@ -1038,6 +1106,55 @@ mod tests {
         assert_eq!(config.run.concurrency, 7);
         assert_eq!(config.run.retries, 5);
         assert_eq!(config.run.max_subtasks, 8);
+    }
+
+    #[test]
+    fn the_budget_comes_from_flags_over_the_file_and_rate_limits_from_the_provider_section() {
+        let file = parse(
+            "provider = \"openai\"\n[openai]\nbase_url = \"http://localhost:11434/v1/\"\n\
+             max_in_flight = 3\nstarts_per_second = 0\n[budget]\nmax_tokens = 1000\n\
+             deadline = \"5m\"\n",
+        )
+        .expect("valid");
+        let args = EngineArgs {
+            deadline: Some("90s".into()),
+            ..EngineArgs::default()
+        };
+        let config = Config::merge(&args, file, &no_env).expect("valid");
+        assert_eq!(config.run.budget.max_tokens, Some(1000));
+        assert_eq!(config.run.budget.deadline, Some(Duration::from_secs(90)));
+        assert_eq!(config.executor.provider_key, "http://localhost:11434/v1");
+        assert_eq!(config.executor.rate.max_in_flight, Some(3));
+        assert_eq!(config.executor.rate.starts_per_second, None, "0 is off");
+        assert!(config.executor.rate.breaker);
+
+        let defaults = Config::merge(
+            &EngineArgs {
+                provider: Some(ProviderKind::OpenAi),
+                base_url: Some("http://localhost:8080/v1".into()),
+                ..EngineArgs::default()
+            },
+            FileConfig::default(),
+            &no_env,
+        )
+        .expect("valid");
+        assert!(defaults.run.budget.is_unlimited());
+        assert_eq!(
+            defaults.executor.rate.starts_per_second,
+            Some(defaults::STARTS_PER_SECOND)
+        );
+        let demo =
+            Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
+        assert_eq!(
+            demo.executor.rate,
+            RateSettings::default(),
+            "the demo is not limited"
+        );
+
+        let err = parse("[budget]\n\ndeadline = \"soon\"\n")
+            .expect_err("not a time")
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]

@@ -82,3 +82,20 @@ pub const TOOL_MAX_ROUNDS: u32 = 6;
 pub const TOOLS_ENABLED: &str = "all";
 /// The preset (team of worker roles) a run uses when none is chosen.
 pub const PRESET: &str = "research";
+/// Calls in flight at once to one provider (one base URL), over every run of the process
+/// (`[openai] max_in_flight`, `[anthropic] max_in_flight`): four runs at the default
+/// concurrency of 4 each.
+pub const PROVIDER_MAX_IN_FLIGHT: u64 = 16;
+/// Call starts per second to one provider (`starts_per_second` in the provider's section).
+/// Rate limits are quoted per minute but enforced over short windows: OpenAI's first tier
+/// allows 500 requests a minute, about 8 a second, and Anthropic's token bucket refills
+/// continuously. At 8 a second a 16-wide fan-out starts over 2 s instead of in one burst,
+/// which stays under such a window, and costs a single-run fan-out at most that.
+pub const STARTS_PER_SECOND: f64 = 8.0;
+/// 401 / 403 replies in a row from one provider that pause it (the key is wrong: every
+/// further call would be refused too).
+pub const BREAKER_AUTH_FAILURES: u32 = 3;
+/// 429 replies to retried calls within `BREAKER_WINDOW_SECS` that pause a provider.
+pub const BREAKER_RATE_LIMITED: usize = 5;
+/// The window, in seconds, in which repeated 429s are counted.
+pub const BREAKER_WINDOW_SECS: u64 = 60;

@@ -415,6 +415,9 @@ async fn drive(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;
     let mut events_error = None;
+    // The provider was paused: nobody is here to resume it, so the run ends, its finished
+    // work saved, and the exit code says it failed.
+    let mut provider_paused = false;
 
     loop {
         tokio::select! {
@@ -431,8 +434,20 @@ async fn drive(
                 saving.event(&event);
                 report.apply(&event);
                 progress.on_event(&event, &report);
-                if matches!(event.kind, EventKind::RunFinished { .. }) {
-                    break;
+                // Headless, a budget that is reached means: write the report from what
+                // succeeded, naming what was skipped.
+                let answer = match &event.kind {
+                    EventKind::RunFinished { .. } => break,
+                    EventKind::BudgetReached { .. } => Some(RunCommand::SynthesizeNow),
+                    EventKind::ProviderPaused { .. } if event.run == id => {
+                        provider_paused = true;
+                        Some(RunCommand::CancelRun)
+                    }
+                    _ => None,
+                };
+                if let Some(command) = answer {
+                    saving.command(id, &command);
+                    engine.steer(id, command);
                 }
             }
             signal = signals.next() => {
@@ -481,6 +496,7 @@ async fn drive(
     }
     let code = match interrupted {
         Some(signal) => signal.code(),
+        None if provider_paused => exit::FAILED,
         None => exit_code(report.status),
     };
     Ok(with_output(code, output_failed))
@@ -620,7 +636,10 @@ impl Progress {
                 | EventKind::CommandRefused { .. }
                 | EventKind::PlanRejected { .. }
                 | EventKind::SubtaskFailed { .. }
-                | EventKind::ContextAttached { .. } => {
+                | EventKind::ContextAttached { .. }
+                | EventKind::BudgetReached { .. }
+                | EventKind::SubtasksSkipped { .. }
+                | EventKind::ProviderPaused { .. } => {
                     if let Some(line) = event_line(event, report) {
                         self.note(&line);
                     }
@@ -1065,6 +1084,35 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             duration(*elapsed_ms)
         ),
         EventKind::ContextAttached { files, skipped } => context_line(files, skipped),
+        EventKind::BudgetReached { reason, waiting } => format!(
+            "{reason}; {} subtask{} not started",
+            waiting.len(),
+            if waiting.len() == 1 { "" } else { "s" }
+        ),
+        EventKind::BudgetRaised {
+            max_tokens,
+            deadline_ms,
+        } => crate::protocol::budget_raised_words(*max_tokens, *deadline_ms),
+        EventKind::SubtasksSkipped { subtasks, .. } => {
+            let ids: Vec<&str> = subtasks.iter().map(|d| d.as_str()).collect();
+            format!(
+                "⊗ skipped for the budget: {}; writing the report from what succeeded",
+                ids.join(", ")
+            )
+        }
+        EventKind::ProviderPaused { message } => sanitize_line(message).into_owned(),
+        EventKind::ProviderResumed => "provider resumed".to_owned(),
+        EventKind::SubtaskWaiting {
+            subtask,
+            delay_ms,
+            reason,
+            ..
+        } => format!(
+            "… {} waiting {}: {}",
+            title(subtask),
+            duration(*delay_ms),
+            sanitize_line(reason)
+        ),
     })
 }
 

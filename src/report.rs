@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::display::{duration, tokens};
 use crate::engine::cost::{PriceTable, Spend, show_usd};
 use crate::protocol::{
-    CallRole, Complexity, ContextFile, EarlierResult, Event, EventKind, FollowUp, Plan,
-    PlannedSubtask, RunId, RunStatus, SkippedFile, Source, SubtaskId, SubtaskStatus, Usage,
+    BudgetReason, CallRole, Complexity, ContextFile, EarlierResult, Event, EventKind, FollowUp,
+    Plan, PlannedSubtask, RunId, RunStatus, SkippedFile, Source, SubtaskId, SubtaskStatus, Usage,
 };
 use crate::sanitize::sanitize_line;
 use crate::timeline::{Call, CallEnd, Head, Timeline, TrackKind};
@@ -49,6 +49,10 @@ pub struct SubtaskReport {
     /// The validator's verdicts and the flag they left, when validation is on.
     #[serde(skip_serializing_if = "Validation::is_empty")]
     pub validation: Validation,
+    /// Why it did not run though the report was written (the budget was reached); its status
+    /// is `cancelled`. Cleared when it runs after all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Text of the attempt in flight (or the partial text of a failed one).
     #[serde(skip)]
     pub output: String,
@@ -62,6 +66,10 @@ pub struct SubtaskReport {
     /// Wait before the next attempt and why, while `Retrying`.
     #[serde(skip)]
     pub retry: Option<(u64, String)>,
+    /// While `Running`: the call waits until this time (ms since the epoch) for a reason the
+    /// provider's callers share (`provider rate-limited`).
+    #[serde(skip)]
+    pub waiting_until: Option<(u64, String)>,
     /// When the current attempt started (event time, ms since the epoch).
     #[serde(skip)]
     pub started_ts: Option<u64>,
@@ -199,10 +207,12 @@ impl SubtaskReport {
             error: None,
             reused: p.reuse.clone(),
             validation: Validation::default(),
+            skipped: None,
             output: String::new(),
             drafted: false,
             waiting_on: p.depends_on.clone(),
             retry: None,
+            waiting_until: None,
             started_ts: None,
             history: Vec::new(),
             sources: Vec::new(),
@@ -327,6 +337,10 @@ pub struct RunReport {
     /// Prices for the cost figures. Empty (no figure shown) unless whoever makes the report
     /// sets them.
     pub prices: Arc<PriceTable>,
+    /// The budget limit reached, until the budget is raised.
+    pub budget_reached: Option<BudgetReason>,
+    /// Why the provider is paused, until it is resumed.
+    pub provider_paused: Option<String>,
 }
 
 /// Close the last of `calls` if it is still running.
@@ -580,6 +594,7 @@ impl RunReport {
                     if waiting_on.is_empty() {
                         s.ready_ts.get_or_insert(event.ts_ms);
                     }
+                    s.skipped = None;
                 }
                 self.mark_stale();
             }
@@ -905,6 +920,47 @@ impl RunReport {
                 usage: *usage,
                 failed: *failed,
             }),
+            EventKind::BudgetReached { reason, .. } => {
+                self.notices.push(reason.to_string());
+                self.budget_reached = Some(reason.clone());
+            }
+            EventKind::BudgetRaised {
+                max_tokens,
+                deadline_ms,
+            } => {
+                self.notices.push(crate::protocol::budget_raised_words(
+                    *max_tokens,
+                    *deadline_ms,
+                ));
+                self.budget_reached = None;
+            }
+            EventKind::SubtasksSkipped { subtasks, reason } => {
+                for id in subtasks {
+                    if let Some(s) = self.subtask_mut(id) {
+                        s.status = SubtaskStatus::Cancelled;
+                        s.skipped = Some(reason.clone());
+                        s.retry = None;
+                    }
+                }
+            }
+            EventKind::ProviderPaused { message } => {
+                self.notices.push(message.clone());
+                self.provider_paused = Some(message.clone());
+            }
+            EventKind::SubtaskWaiting {
+                subtask,
+                delay_ms,
+                reason,
+                ..
+            } => {
+                if let Some(s) = self.subtask_mut(subtask) {
+                    s.waiting_until = Some((event.ts_ms.saturating_add(*delay_ms), reason.clone()));
+                }
+            }
+            EventKind::ProviderResumed => {
+                self.notices.push("provider resumed".to_owned());
+                self.provider_paused = None;
+            }
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -912,6 +968,7 @@ impl RunReport {
                 error,
                 ..
             } => {
+                self.provider_paused = None;
                 if let Some(p) = self.planning.last_mut()
                     && p.outcome == PlannerOutcome::Running
                 {
@@ -1026,6 +1083,8 @@ fn status_cell(s: &SubtaskReport) -> String {
         format!("{} ({})", s.status.word(), crate::display::CUT_OFF)
     } else if s.status == SubtaskStatus::Succeeded && s.cached {
         format!("{} ({})", s.status.word(), crate::display::CACHED)
+    } else if s.status == SubtaskStatus::Cancelled && s.skipped.is_some() {
+        "skipped (budget)".to_owned()
     } else {
         s.status.word().to_owned()
     }
@@ -1283,6 +1342,12 @@ pub struct JsonReport<'a> {
     pub context: JsonContext<'a>,
     /// What the calls cost, estimated from the price table.
     pub cost: CostReport,
+    /// The budget limit that stopped the run starting subtasks, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_reached: Option<&'a BudgetReason>,
+    /// Subtasks that did not run because the budget was reached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_for_budget: Vec<&'a SubtaskId>,
 }
 
 /// `context` of the JSON report: each attached file's path and size, and the files left out
@@ -1339,6 +1404,8 @@ impl RunReport {
                 skipped: &self.context_skipped,
             },
             cost: self.cost_report(),
+            budget_reached: self.budget_reached.as_ref(),
+            skipped_for_budget: self.skipped_for_budget(),
         }
     }
 
@@ -1375,6 +1442,15 @@ impl RunReport {
             );
         }
         out
+    }
+
+    /// Subtasks that did not run because the budget was reached, in plan order.
+    pub fn skipped_for_budget(&self) -> Vec<&SubtaskId> {
+        self.subtasks
+            .iter()
+            .filter(|s| s.status == SubtaskStatus::Cancelled && s.skipped.is_some())
+            .map(|s| &s.id)
+            .collect()
     }
 
     /// The synthesis, then a table of subtasks with status, role, time, tokens and attempts,
@@ -1480,6 +1556,23 @@ impl RunReport {
             .iter()
             .filter(|s| !s.sources.is_empty())
             .collect();
+        let skipped = self.skipped_for_budget();
+        if !skipped.is_empty() {
+            let ids: Vec<String> = skipped
+                .iter()
+                .map(|id| format!("`{}`", cell(id.as_str())))
+                .collect();
+            let why = self
+                .budget_reached
+                .as_ref()
+                .map_or_else(|| "the budget was reached".to_owned(), |r| r.to_string());
+            let _ = writeln!(
+                out,
+                "\n_Skipped for the budget ({}): {}_",
+                sanitize_line(&why),
+                ids.join(", ")
+            );
+        }
         let usage = self.tokens();
         let est = if usage.estimated {
             " (partly estimated)"

@@ -71,10 +71,12 @@ fn script(
 }
 
 /// A config for the OpenAI-compatible provider pointed at the mock, with no retries (the
-/// binary's backoff is a second) and no key (a local server needs none).
+/// binary's backoff is a second), no key (a local server needs none) and no start spacing
+/// (these tests measure the run's own limits, which the provider's spacing would hide).
 fn openai_config(server: &MockServer, extra: &str) -> String {
     format!(
-        "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\n\n[limits]\nretries = 0\n\
+        "provider = \"openai\"\n\n[openai]\nbase_url = \"{}\"\nstarts_per_second = 0\n\n\
+         [limits]\nretries = 0\n\
          timeout_secs = 10\nidle_timeout_secs = 5\n{extra}",
         server.openai_base_url()
     )

@@ -1006,6 +1006,7 @@ fn state(model: &Model) -> String {
             format!("presets {cursor} {:?}", model.models.picked)
         }
         Some(Overlay::Stats { scroll }) => format!("stats {scroll} {:?}", model.stats),
+        Some(Overlay::Paused { run, why, raise }) => format!("paused {run} {why:?} {raise:?}"),
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(
@@ -1107,6 +1108,7 @@ fn setups(context: Context) -> Vec<Model> {
             ch(&mut model, 'j');
             vec![model]
         }
+        Context::Paused => vec![budget_dialog()],
     }
 }
 
@@ -1348,4 +1350,121 @@ fn update_reaches_for_no_clock_randomness_or_view() {
             "src/tui/update.rs mentions {banned}"
         );
     }
+}
+
+// ---- a paused run ----------------------------------------------------------------------------
+
+/// A run whose token budget was reached, its dialog open.
+fn budget_dialog() -> Model {
+    let mut model = model(false, (160, 48));
+    send_all(&mut model, budget_reached_events(run_id(1)));
+    model
+}
+
+#[test]
+fn a_reached_budget_opens_its_dialog_and_enter_raises_by_the_amount_typed() {
+    let mut model = budget_dialog();
+    let Some(Overlay::Paused { raise, .. }) = &model.overlay else {
+        panic!("the dialog is open: {:?}", model.overlay.is_some());
+    };
+    assert_eq!(raise, "1000", "half the budget again, to start with");
+    key(&mut model, KeyCode::Backspace);
+    key(&mut model, KeyCode::Backspace);
+    key(&mut model, KeyCode::Backspace);
+    key(&mut model, KeyCode::Backspace);
+    type_text(&mut model, "5k");
+    let actions = key(&mut model, KeyCode::Enter);
+    assert_eq!(
+        actions,
+        steer(
+            run_id(1),
+            RunCommand::RaiseBudget {
+                tokens: Some(5_000),
+                time_ms: None,
+            }
+        )
+    );
+    assert!(model.overlay.is_none());
+}
+
+#[test]
+fn a_raise_that_is_not_a_number_is_not_sent() {
+    let mut model = budget_dialog();
+    for _ in 0..4 {
+        key(&mut model, KeyCode::Backspace);
+    }
+    type_text(&mut model, "lots");
+    assert!(key(&mut model, KeyCode::Enter).is_empty());
+    assert!(model.overlay.is_some(), "the dialog stays open");
+    assert!(
+        model
+            .toast
+            .as_ref()
+            .is_some_and(|t| t.text.contains("number of tokens")),
+        "{:?}",
+        model.toast.as_ref().map(|t| &t.text)
+    );
+}
+
+#[test]
+fn ctrl_s_writes_the_report_now_and_ctrl_x_cancels() {
+    let mut model = budget_dialog();
+    assert_eq!(
+        ctrl(&mut model, 's'),
+        steer(run_id(1), RunCommand::SynthesizeNow)
+    );
+    assert!(model.overlay.is_none());
+    let mut model = budget_dialog();
+    assert_eq!(
+        ctrl(&mut model, 'x'),
+        steer(run_id(1), RunCommand::CancelRun)
+    );
+}
+
+#[test]
+fn a_closed_dialog_comes_back_with_p_until_the_budget_is_raised() {
+    let mut model = budget_dialog();
+    key(&mut model, KeyCode::Esc);
+    assert!(model.overlay.is_none());
+    model.focus = Focus::Tree;
+    ch(&mut model, 'P');
+    assert!(matches!(model.overlay, Some(Overlay::Paused { .. })));
+    send(
+        &mut model,
+        at(
+            run_id(1),
+            0,
+            EventKind::BudgetRaised {
+                max_tokens: Some(3_000),
+                deadline_ms: None,
+            },
+        ),
+    );
+    assert!(
+        model.overlay.is_none(),
+        "raised elsewhere: nothing left to ask"
+    );
+    ch(&mut model, 'P');
+    assert!(model.overlay.is_none());
+}
+
+#[test]
+fn a_paused_provider_is_resumed_with_enter() {
+    let mut model = model(false, (160, 48));
+    let mut events = budget_reached_events(run_id(1));
+    events.pop();
+    events.push(at(
+        run_id(1),
+        0,
+        EventKind::ProviderPaused {
+            message: "provider paused: 3 calls refused the API key (HTTP 401); check the key"
+                .into(),
+        },
+    ));
+    send_all(&mut model, events);
+    assert!(matches!(model.overlay, Some(Overlay::Paused { .. })));
+    assert_eq!(
+        key(&mut model, KeyCode::Enter),
+        steer(run_id(1), RunCommand::ResumeProvider)
+    );
 }

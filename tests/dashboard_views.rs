@@ -336,6 +336,16 @@ fn the_quit_confirmation_while_a_run_is_active() {
     });
 }
 
+#[test]
+fn the_budget_dialog_when_a_run_reached_its_token_budget() {
+    snapshot_at_both_sizes("budget_dialog", |size| {
+        let mut model = model(false, size);
+        send_all(&mut model, budget_reached_events(run_id(1)));
+        assert!(matches!(model.overlay, Some(Overlay::Paused { .. })));
+        model
+    });
+}
+
 /// The every-state run with the model picker open on the workers, the planner already picked
 /// from a list longer than the 80×24 pop-up shows.
 fn model_picker(size: (u16, u16)) -> Model {

@@ -158,6 +158,7 @@ fn settings() -> RunSettings {
         validate: false,
         validator: spec("validator-model"),
         preset: Default::default(),
+        budget: Default::default(),
     }
 }
 

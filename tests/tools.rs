@@ -120,6 +120,7 @@ fn settings() -> RunSettings {
         validate: false,
         validator: spec("validator-model"),
         preset: Default::default(),
+        budget: Default::default(),
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::limits::{Permit, ProviderLimiter, RateSettings, Wait};
 use crate::engine::preset::{self, Preset};
 use crate::engine::run::{CallId, CallTarget, Effect, Input, Run, RunSettings, ToolEvent};
 use crate::llm::tools::{NoTools, ToolBox, ToolCall, ToolOutcome, ToolResult, malformed_message};
@@ -62,6 +63,11 @@ pub struct ExecutorSettings {
     /// Validation as the person set it (`--validate`, `[validation] enabled`); `None`: each
     /// preset's own `validate` decides, also for a preset picked for one run.
     pub validate: Option<bool>,
+    /// The provider's base URL: every executor of the process with the same one shares
+    /// `rate` (see `engine::limits`).
+    pub provider_key: String,
+    /// Limits shared by every run that calls this provider; the default shares nothing.
+    pub rate: RateSettings,
 }
 
 impl Default for ExecutorSettings {
@@ -74,6 +80,8 @@ impl Default for ExecutorSettings {
             tools: vec![crate::defaults::TOOLS_ENABLED.to_owned()],
             presets: Vec::new(),
             validate: None,
+            provider_key: String::new(),
+            rate: RateSettings::default(),
         }
     }
 }
@@ -141,7 +149,9 @@ impl Engine {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let limiter = ProviderLimiter::shared(&executor.provider_key, &executor.rate);
         let state = Executor {
+            limiter,
             provider,
             tools,
             settings,
@@ -206,6 +216,8 @@ struct InFlight {
 type ToolStop = Arc<Mutex<CancellationToken>>;
 
 struct Executor {
+    /// This provider's shared limits, if any are on.
+    limiter: Option<Arc<ProviderLimiter>>,
     provider: Arc<dyn Provider>,
     tools: Arc<dyn ToolBox>,
     settings: RunSettings,
@@ -232,8 +244,13 @@ impl Executor {
                     Some(command) => self.on_command(command),
                 },
                 Some((id, input)) = inputs.recv() => {
-                    if let Input::Reply { call, .. } = &input {
+                    if let Input::Reply { call, result } = &input {
                         self.calls.remove(&(id, call.clone()));
+                        // Paused before the reply is taken, so the subtask the reply frees
+                        // a slot for is not started (it would only wait in the limiter).
+                        if let Some(message) = self.record(call, result) {
+                            self.pause_runs(message);
+                        }
                     }
                     self.feed(id, input);
                 }
@@ -305,6 +322,11 @@ impl Executor {
                 }
             }
             Command::Run { id, command } => {
+                if command == RunCommand::ResumeProvider
+                    && let Some(limiter) = &self.limiter
+                {
+                    limiter.reset();
+                }
                 if self.runs.contains_key(&id) {
                     self.feed(id, Input::Command(command));
                 } else {
@@ -329,6 +351,42 @@ impl Executor {
                     }
                 }
             }
+        }
+    }
+
+    /// Tell the shared limiter how a call ended; its breaker's reason when this tripped it.
+    /// A call counts as retried when it was not its target's first attempt.
+    fn record(
+        &self,
+        call: &CallId,
+        result: &Result<crate::llm::Completion, CallError>,
+    ) -> Option<String> {
+        let limiter = self.limiter.as_ref()?;
+        // A cached answer asked nothing of the provider.
+        if let Ok(done) = result
+            && done.cached
+        {
+            return None;
+        }
+        let retried = call.attempt > 1 && !matches!(call.target, CallTarget::Planner);
+        limiter.record(result.as_ref().map(|_| ()), retried)
+    }
+
+    /// The breaker tripped: every open run of this provider stops starting subtasks.
+    fn pause_runs(&mut self, message: String) {
+        let open: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, slot)| !slot.run.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.feed(
+                id,
+                Input::ProviderPaused {
+                    message: message.clone(),
+                },
+            );
         }
     }
 
@@ -435,6 +493,7 @@ impl Executor {
                 );
                 tokio::spawn(perform_call(
                     Caller {
+                        limiter: self.limiter.clone(),
                         provider: self.provider.clone(),
                         tools: self.tools.clone(),
                         tool_stop: tools,
@@ -470,6 +529,8 @@ impl Executor {
 
 /// What a call task needs besides its request.
 struct Caller {
+    /// The provider's shared limits, when the configuration sets any.
+    limiter: Option<Arc<ProviderLimiter>>,
     provider: Arc<dyn Provider>,
     tools: Arc<dyn ToolBox>,
     tool_stop: ToolStop,
@@ -491,6 +552,30 @@ async fn perform_call(
     call: CallId,
 ) {
     let settings = caller.settings.clone();
+    let limiter = caller.limiter.clone();
+    // Held until the call ends, so the slot frees only then. The wait for it is not part of
+    // the call's timeout.
+    let _permit: Option<Permit> = match &limiter {
+        Some(limiter) => {
+            // Said once, before the wait: every call held by the server's `Retry-After`
+            // shows the shared wait rather than look stuck.
+            if let Some(Wait::RateLimited(delay)) = limiter.cooldown() {
+                let _ = inputs.send((
+                    run,
+                    Input::Waiting {
+                        call: call.clone(),
+                        delay,
+                        reason: "provider rate-limited".into(),
+                    },
+                ));
+            }
+            match limiter.acquire(&cancel).await {
+                Some(permit) => Some(permit),
+                None => return,
+            }
+        }
+        None => None,
+    };
     let (sink, mut deltas) = DeltaSink::new();
     let (notes, mut tool_events) = mpsc::unbounded_channel();
     let work = call_with_tools(caller, request, sink, notes, cancel.clone());

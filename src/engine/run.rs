@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::defaults::{FOLLOW_UP_EXCERPT_CHARS, FOLLOW_UP_REPORT_CHARS};
+use crate::engine::budget::{Budget, Spent};
 use crate::engine::plan::{self, CheckedPlan, Plan, PlanRules, PlannedSubtask};
 use crate::engine::preset::Preset;
 use crate::engine::prompt::{self, CallSpec, Finding, Gap};
@@ -23,7 +24,7 @@ use crate::llm::structured::{Structured, StructuredOutput};
 use crate::llm::{CONTEXT_LENGTH, CachePolicy, CallError, ChatRequest, Completion};
 use crate::protocol::{
     Attachments, CallRole, CommandName, Complexity, EarlierResult, EventKind, FollowUp, Refusal,
-    RunCommand, RunStatus, SavedRun, SubtaskId, SubtaskStatus, Usage,
+    RunCommand, RunStatus, SKIPPED_FOR_BUDGET, SavedRun, SubtaskId, SubtaskStatus, Usage,
 };
 
 /// What a run needs to know to make its decisions.
@@ -66,6 +67,8 @@ pub struct RunSettings {
     pub validator: CallSpec,
     /// The preset `roles` come from: its name and what the planner and synthesiser are told.
     pub preset: RunPreset,
+    /// What the run may spend before it stops starting subtasks (`[budget]`).
+    pub budget: Budget,
 }
 
 /// What a run keeps of its preset besides the roles.
@@ -144,6 +147,17 @@ pub enum Input {
         call: CallId,
         event: ToolEvent,
     },
+    /// The provider keeps failing the same way (the executor's circuit breaker tripped): start
+    /// nothing more until `RunCommand::ResumeProvider`. `message` is one line for people.
+    ProviderPaused {
+        message: String,
+    },
+    /// The call waits before it goes out, for a reason shared by the provider's callers.
+    Waiting {
+        call: CallId,
+        delay: Duration,
+        reason: String,
+    },
 }
 
 /// What the executor reports of a call's tool loop; the run turns it into events for the
@@ -218,6 +232,8 @@ struct Task {
     flagged: Option<String>,
     /// The model of the current attempt, to say what its tokens were spent on.
     model: String,
+    /// Settled without running because the report was asked for when the budget was reached.
+    skipped: bool,
 }
 
 /// A worker's answer waiting for the validator's verdict.
@@ -274,6 +290,11 @@ pub struct Run {
     direct: bool,
     /// The files attached to the run (see [`Run::attaching`]).
     context: Attachments,
+    /// `BudgetReached` was announced and nothing has raised the budget since: subtasks
+    /// wait.
+    budget_reached: bool,
+    /// Why the provider was paused, until `ResumeProvider`: subtasks wait.
+    provider_paused: Option<String>,
 }
 
 impl Run {
@@ -299,6 +320,8 @@ impl Run {
             follow_up: None,
             direct: false,
             context: Attachments::default(),
+            budget_reached: false,
+            provider_paused: None,
         }
     }
 
@@ -358,6 +381,23 @@ impl Run {
             Input::Wake { call } => self.on_wake(call, now_ms, &mut out),
             Input::Command(command) => self.on_command(command, now_ms, &mut out),
             Input::Tool { call, event } => self.on_tool(call, event, &mut out),
+            Input::ProviderPaused { message } => self.pause_provider(message, &mut out),
+            Input::Waiting {
+                call,
+                delay,
+                reason,
+            } => {
+                if let CallTarget::Subtask(subtask) = &call.target
+                    && self.is_current(&call)
+                {
+                    out.push(Effect::Emit(EventKind::SubtaskWaiting {
+                        subtask: subtask.clone(),
+                        attempt: call.attempt,
+                        delay_ms: millis(delay),
+                        reason,
+                    }));
+                }
+            }
         }
         out
     }
@@ -746,6 +786,7 @@ impl Run {
                 rejections: 0,
                 fix: None,
                 flagged: None,
+                skipped: false,
             })
             .collect();
         self.index = self
@@ -796,6 +837,10 @@ impl Run {
             return;
         }
         self.propagate_blocking(out);
+        if self.held(now, out) {
+            // Running subtasks finish; the report waits for a raise or `SynthesizeNow`.
+            return;
+        }
 
         let running = self
             .tasks
@@ -1219,6 +1264,7 @@ impl Run {
                     why: match status {
                         SubtaskStatus::Failed => t.error.as_deref().unwrap_or("failed"),
                         SubtaskStatus::Blocked => "blocked: a subtask it depends on has no result",
+                        SubtaskStatus::Cancelled if t.skipped => SKIPPED_FOR_BUDGET,
                         SubtaskStatus::Cancelled => "cancelled",
                         _ => status.word(),
                     },
@@ -1649,7 +1695,115 @@ impl Run {
             }
             RunCommand::Resynthesize => self.resynthesize(out),
             RunCommand::Replan => self.replan(out),
+            RunCommand::RaiseBudget { tokens, time_ms } => {
+                self.raise_budget(tokens, time_ms.map(Duration::from_millis), now, out);
+            }
+            RunCommand::SynthesizeNow => self.synthesize_now(now, out),
+            RunCommand::ResumeProvider => self.resume_provider(now, out),
         }
+    }
+
+    // ---- budget and provider pauses -------------------------------------------------------
+
+    /// Whether subtasks must wait: the provider is paused, or the budget is reached while
+    /// some have not started (announced once, with those that wait). A reached budget with
+    /// nothing left to start holds nothing: the synthesis is never held back.
+    fn held(&mut self, now: u64, out: &mut Vec<Effect>) -> bool {
+        let waiting: Vec<SubtaskId> = self
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.status, SubtaskStatus::Pending | SubtaskStatus::Retrying))
+            .map(|t| t.spec.id.clone())
+            .collect();
+        if waiting.is_empty() {
+            return false;
+        }
+        if self.provider_paused.is_some() {
+            return true;
+        }
+        if self.budget_reached {
+            return true;
+        }
+        let spent = Spent {
+            tokens: self.usage.total(),
+            elapsed: Duration::from_millis(now),
+        };
+        let Some(reason) = self.settings.budget.exceeded(&spent) else {
+            return false;
+        };
+        self.budget_reached = true;
+        out.push(Effect::Emit(EventKind::BudgetReached { reason, waiting }));
+        true
+    }
+
+    fn raise_budget(
+        &mut self,
+        tokens: Option<u64>,
+        time: Option<Duration>,
+        now: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.is_finished() {
+            refuse(out, CommandName::RaiseBudget, Refusal::RunFinished);
+            return;
+        }
+        let budget = self.settings.budget.raised(tokens, time);
+        self.settings.budget = budget;
+        self.budget_reached = false;
+        out.push(Effect::Emit(EventKind::BudgetRaised {
+            max_tokens: budget.max_tokens,
+            deadline_ms: budget.deadline_ms(),
+        }));
+        self.pump(now, out);
+    }
+
+    /// Skip what has not started, let what runs finish, then synthesise (in `pump`, once
+    /// everything is settled).
+    fn synthesize_now(&mut self, now: u64, out: &mut Vec<Effect>) {
+        let name = CommandName::SynthesizeNow;
+        match self.phase {
+            Phase::Planning => refuse(out, name, Refusal::StillPlanning),
+            Phase::Finished(_) => refuse(out, name, Refusal::RunFinished),
+            // The report is being written already.
+            Phase::Synthesizing => {}
+            Phase::Working => {
+                let mut skipped = Vec::new();
+                for task in &mut self.tasks {
+                    if matches!(
+                        task.status,
+                        SubtaskStatus::Pending | SubtaskStatus::Retrying
+                    ) {
+                        task.status = SubtaskStatus::Cancelled;
+                        task.skipped = true;
+                        skipped.push(task.spec.id.clone());
+                    }
+                }
+                if !skipped.is_empty() {
+                    out.push(Effect::Emit(EventKind::SubtasksSkipped {
+                        subtasks: skipped,
+                        reason: SKIPPED_FOR_BUDGET.to_owned(),
+                    }));
+                }
+                self.pump(now, out);
+            }
+        }
+    }
+
+    fn pause_provider(&mut self, message: String, out: &mut Vec<Effect>) {
+        if self.is_finished() || self.provider_paused.is_some() {
+            return;
+        }
+        self.provider_paused = Some(message.clone());
+        out.push(Effect::Emit(EventKind::ProviderPaused { message }));
+    }
+
+    fn resume_provider(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if self.provider_paused.take().is_none() {
+            refuse(out, CommandName::ResumeProvider, Refusal::NotPaused);
+            return;
+        }
+        out.push(Effect::Emit(EventKind::ProviderResumed));
+        self.pump(now, out);
     }
 
     /// Announce the subtasks complete so far in the streaming planner answer, when there are
@@ -1752,6 +1906,7 @@ impl Run {
         task.bypass_cache = true;
         task.rejections = 0;
         task.fix = None;
+        task.skipped = false;
         out.push(Effect::Emit(EventKind::SubtaskQueued {
             subtask: id,
             waiting_on: self.unfinished_deps(i),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::plan::Priority;
 use crate::llm::MessageRole;
-use crate::protocol::{CallRole, SavedReport, SavedResult, SavedSubtask};
+use crate::protocol::{BudgetReason, CallRole, SavedReport, SavedResult, SavedSubtask};
 
 pub(crate) fn settings() -> RunSettings {
     let spec = |model: &str| CallSpec {
@@ -32,6 +32,7 @@ pub(crate) fn settings() -> RunSettings {
         validate: false,
         validator: spec("validator-model"),
         preset: Default::default(),
+        budget: Default::default(),
     }
 }
 
@@ -2037,6 +2038,19 @@ fn validating() -> RunSettings {
     }
 }
 
+// ---- budgets and provider pauses ------------------------------------------------------------
+
+fn with_budget(max_tokens: Option<u64>, deadline_ms: Option<u64>) -> RunSettings {
+    RunSettings {
+        concurrency: 1,
+        budget: Budget {
+            max_tokens,
+            deadline: deadline_ms.map(Duration::from_millis),
+        },
+        ..settings()
+    }
+}
+
 impl Story {
     fn verdict(&mut self, id: &str, result: Result<Completion, CallError>) -> &mut Self {
         let attempt = self.attempt(id);
@@ -2176,6 +2190,122 @@ fn an_unreadable_verdict_passes_with_a_notice_and_a_failed_check_keeps_the_resul
     assert_eq!(s.status("b"), SubtaskStatus::Succeeded);
     assert!(notices(&s).iter().any(|n| n.contains("kept unchecked")));
     assert_eq!(validated(&s).len(), 1, "no verdict for the failed check");
+    assert!(s.request_for(&CallTarget::Synthesis).is_some());
+}
+
+fn budget_story(settings: RunSettings) -> Story {
+    Story::new(
+        "the query",
+        settings,
+        Some(plan(vec![
+            task("a", &[]),
+            task("b", &[]),
+            task("c", &["b"]),
+        ])),
+    )
+}
+
+fn reached(story: &Story) -> Option<(BudgetReason, Vec<String>)> {
+    story.all_events.iter().find_map(|e| match e {
+        EventKind::BudgetReached { reason, waiting } => Some((
+            reason.clone(),
+            waiting.iter().map(|w| w.0.clone()).collect(),
+        )),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_spent_token_budget_starts_nothing_more_and_waits() {
+    // Each reply costs 15 tokens; the budget allows one.
+    let mut s = budget_story(with_budget(Some(15), None));
+    assert_eq!(s.started(), ["a"]);
+    s.reply("a", ok("A"));
+    assert!(
+        s.started().is_empty(),
+        "nothing starts once the budget is spent"
+    );
+    let (reason, waiting) = reached(&s).expect("announced");
+    assert_eq!(reason, BudgetReason::Tokens { spent: 15, max: 15 });
+    assert_eq!(waiting, ["b", "c"]);
+    assert_eq!(s.finished(), None, "the run waits for a decision");
+    assert!(s.request_for(&CallTarget::Synthesis).is_none());
+}
+
+#[test]
+fn raising_the_budget_goes_on_and_announces_the_new_limit() {
+    let mut s = budget_story(with_budget(Some(15), None));
+    s.reply("a", ok("A"));
+    s.command(RunCommand::RaiseBudget {
+        tokens: Some(100),
+        time_ms: None,
+    });
+    assert!(s.events().contains(&&EventKind::BudgetRaised {
+        max_tokens: Some(115),
+        deadline_ms: None,
+    }));
+    assert_eq!(s.started(), ["b"]);
+}
+
+#[test]
+fn synthesize_now_skips_what_waits_lets_running_work_finish_and_names_the_skipped() {
+    let mut s = budget_story(RunSettings {
+        concurrency: 2,
+        ..with_budget(Some(15), None)
+    });
+    assert_eq!(s.started(), ["a", "b"]);
+    s.reply("a", ok("A"));
+    assert!(
+        reached(&s).is_some(),
+        "c waits on b and the budget is spent"
+    );
+    s.command(RunCommand::SynthesizeNow);
+    assert!(s.events().contains(&&EventKind::SubtasksSkipped {
+        subtasks: vec!["c".into()],
+        reason: SKIPPED_FOR_BUDGET.into(),
+    }));
+    assert!(
+        s.request_for(&CallTarget::Synthesis).is_none(),
+        "b is still running: it finishes first"
+    );
+    s.reply("b", ok("B"));
+    let request = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("the synthesis starts once b is done");
+    let prompt = &request.messages[0].content;
+    assert!(prompt.contains("Title of c"), "{prompt}");
+    assert!(prompt.contains(SKIPPED_FOR_BUDGET), "{prompt}");
+    s.synth_reply(ok("report"));
+    assert_eq!(s.finished(), Some(RunStatus::Partial));
+}
+
+#[test]
+fn a_passed_deadline_is_reached_on_the_engine_clock() {
+    let mut s = budget_story(with_budget(None, Some(60_000)));
+    s.at(59_999).reply("a", ok("A"));
+    assert_eq!(s.started(), ["b"], "not yet");
+    s.at(60_000).reply("b", ok("B"));
+    assert!(s.started().is_empty());
+    let (reason, waiting) = reached(&s).expect("announced");
+    assert_eq!(
+        reason,
+        BudgetReason::Deadline {
+            elapsed_ms: 60_000,
+            deadline_ms: 60_000
+        }
+    );
+    assert_eq!(waiting, ["c"]);
+}
+
+#[test]
+fn a_budget_reached_with_nothing_left_to_start_does_not_hold_the_synthesis() {
+    let mut s = Story::new(
+        "the query",
+        with_budget(Some(1), None),
+        Some(plan(vec![task("a", &[])])),
+    );
+    s.reply("a", ok("A"));
+    assert!(reached(&s).is_none());
     assert!(s.request_for(&CallTarget::Synthesis).is_some());
 }
 
@@ -2449,4 +2579,86 @@ fn a_failure_after_streamed_text_is_estimated_and_a_refused_request_costs_nothin
     assert_eq!(spent.len(), 1, "{spent:?}");
     assert_eq!(spent[0].0, Some("a".into()));
     assert!(spent[0].1.estimated && spent[0].1.tokens_out > 0);
+}
+
+#[test]
+fn a_paused_provider_holds_new_starts_until_resumed() {
+    let mut s = budget_story(RunSettings {
+        concurrency: 1,
+        ..settings()
+    });
+    s.feed(Input::ProviderPaused {
+        message: "provider paused: 3 calls refused the API key (HTTP 401)".into(),
+    });
+    assert!(matches!(s.events()[..], [EventKind::ProviderPaused { .. }]));
+    s.reply("a", ok("A"));
+    assert!(
+        s.started().is_empty(),
+        "a finished; b waits for the provider"
+    );
+    s.command(RunCommand::ResumeProvider);
+    assert!(s.events().contains(&&EventKind::ProviderResumed));
+    assert_eq!(s.started(), ["b"]);
+    s.command(RunCommand::ResumeProvider);
+    assert!(matches!(
+        s.events()[..],
+        [EventKind::CommandRefused {
+            refusal: Refusal::NotPaused,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_deadline_passed_while_planning_starts_no_subtask() {
+    let mut s = Story::new("the query", with_budget(None, Some(1_000)), None);
+    let planned = serde_json::json!({
+        "query_analysis": "",
+        "subtasks": [{"id": "a", "worker": "research", "title": "A", "description": "a"}],
+        "synthesis_guidance": "",
+    })
+    .to_string();
+    s.at(5_000).feed(Input::Reply {
+        call: CallId {
+            target: CallTarget::Planner,
+            attempt: 1,
+        },
+        result: ok(&planned),
+    });
+    assert!(s.started().is_empty());
+    assert!(matches!(
+        reached(&s),
+        Some((BudgetReason::Deadline { .. }, ref waiting)) if waiting == &["a"]
+    ));
+    s.command(RunCommand::SynthesizeNow);
+    assert_eq!(
+        s.finished(),
+        Some(RunStatus::Failed),
+        "nothing succeeded: nothing to synthesise"
+    );
+}
+
+#[test]
+fn a_shared_wait_is_told_for_the_current_attempt_only() {
+    let mut s = budget_story(settings());
+    let waiting = |attempt| Input::Waiting {
+        call: CallId {
+            target: CallTarget::Subtask("a".into()),
+            attempt,
+        },
+        delay: Duration::from_secs(12),
+        reason: "provider rate-limited".into(),
+    };
+    s.feed(waiting(1));
+    assert_eq!(
+        s.events(),
+        [&EventKind::SubtaskWaiting {
+            subtask: "a".into(),
+            attempt: 1,
+            delay_ms: 12_000,
+            reason: "provider rate-limited".into(),
+        }]
+    );
+    s.feed(waiting(7));
+    assert!(s.events().is_empty(), "a stale attempt says nothing");
 }

@@ -342,6 +342,20 @@ pub enum RunCommand {
     /// as at the start. Answered by `PlanningStarted`, then as any run. Refused while the run
     /// goes on (`still_planning`, `run_active`) and for a run that has a plan (`plan_exists`).
     Replan,
+    /// Raise the run's budget by these amounts (a limit that was not set stays unset) and go
+    /// on. Answered by `BudgetRaised`, then subtasks start again (or `BudgetReached` once more
+    /// when the new budget is spent too). Refused for a finished run (`run_finished`).
+    RaiseBudget {
+        tokens: Option<u64>,
+        time_ms: Option<u64>,
+    },
+    /// Write the report now from what succeeded: subtasks that have not started are skipped
+    /// (`SubtasksSkipped`), those running finish, then the synthesis follows as usual.
+    /// Refused while planning (`still_planning`) and for a finished run (`run_finished`).
+    SynthesizeNow,
+    /// Start calls again after the provider was paused (`ProviderPaused`). Answered by
+    /// `ProviderResumed`, then as any run; refused when the run is not paused (`not_paused`).
+    ResumeProvider,
 }
 
 impl RunCommand {
@@ -355,6 +369,9 @@ impl RunCommand {
             Self::EditSubtask { .. } => CommandName::EditSubtask,
             Self::Resynthesize => CommandName::Resynthesize,
             Self::Replan => CommandName::Replan,
+            Self::RaiseBudget { .. } => CommandName::RaiseBudget,
+            Self::SynthesizeNow => CommandName::SynthesizeNow,
+            Self::ResumeProvider => CommandName::ResumeProvider,
         }
     }
 }
@@ -372,6 +389,9 @@ pub enum CommandName {
     Replan,
     ResumeRun,
     CloseRun,
+    RaiseBudget,
+    SynthesizeNow,
+    ResumeProvider,
 }
 
 /// Why a command changed nothing. Serialised flat into `CommandRefused` with a snake_case
@@ -416,6 +436,8 @@ pub enum Refusal {
     RunActive,
     /// A new plan for a run that has one; its subtasks can be re-run instead.
     PlanExists,
+    /// `ResumeProvider` for a run whose provider is not paused.
+    NotPaused,
 }
 
 impl fmt::Display for Refusal {
@@ -462,6 +484,7 @@ impl fmt::Display for Refusal {
             Self::PlanExists => {
                 f.write_str("the run has a plan already; re-run its subtasks instead")
             }
+            Self::NotPaused => f.write_str("the run's provider is not paused"),
         }
     }
 }
@@ -712,7 +735,93 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         failed: bool,
     },
+    /// A limit of the run's budget was reached: no subtask starts until the budget is raised
+    /// (`RaiseBudget`) or the report is written from what succeeded (`SynthesizeNow`).
+    /// Subtasks already running finish. `waiting` are those that have not started.
+    BudgetReached {
+        reason: BudgetReason,
+        waiting: Vec<SubtaskId>,
+    },
+    /// The budget was raised; these are its new limits (`None`: no such limit).
+    BudgetRaised {
+        max_tokens: Option<u64>,
+        deadline_ms: Option<u64>,
+    },
+    /// These subtasks will not run (they were waiting when the report was asked for);
+    /// `reason` says why, as the report and the synthesis prompt name it.
+    SubtasksSkipped {
+        subtasks: Vec<SubtaskId>,
+        reason: String,
+    },
+    /// The provider keeps failing the same way (its key is refused, or it stays rate-limited
+    /// after retries): no call starts on it until `ResumeProvider`. `message` is one line.
+    ProviderPaused {
+        message: String,
+    },
+    /// Calls start again after `ProviderPaused`.
+    ProviderResumed,
+    /// The attempt's call waits `delay_ms` before it goes out, for a reason shared by every
+    /// caller of the provider (`provider rate-limited`: a `Retry-After` it sent); no attempt
+    /// is spent meanwhile.
+    SubtaskWaiting {
+        subtask: SubtaskId,
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
 }
+
+/// Which limit of a run's budget was reached, with the figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "limit", rename_all = "snake_case")]
+pub enum BudgetReason {
+    /// The run's tokens (in and out, every call) reached `max`.
+    Tokens { spent: u64, max: u64 },
+    /// The run's time reached its deadline.
+    Deadline { elapsed_ms: u64, deadline_ms: u64 },
+}
+
+impl fmt::Display for BudgetReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tokens { spent, max } => {
+                write!(f, "token budget reached: {spent} of {max} tokens used")
+            }
+            Self::Deadline { deadline_ms, .. } => {
+                let secs = deadline_ms / 1000;
+                if secs >= 60 && secs.is_multiple_of(60) {
+                    write!(f, "deadline reached: {}m", secs / 60)
+                } else {
+                    write!(f, "deadline reached: {secs}s")
+                }
+            }
+        }
+    }
+}
+
+/// `BudgetRaised` in the words people read: `budget raised: 150000 tokens, deadline 10m`.
+pub fn budget_raised_words(max_tokens: Option<u64>, deadline_ms: Option<u64>) -> String {
+    let mut limits = Vec::new();
+    if let Some(tokens) = max_tokens {
+        limits.push(format!("{tokens} tokens"));
+    }
+    if let Some(ms) = deadline_ms {
+        let secs = ms / 1000;
+        if secs >= 60 && secs.is_multiple_of(60) {
+            limits.push(format!("deadline {}m", secs / 60));
+        } else {
+            limits.push(format!("deadline {secs}s"));
+        }
+    }
+    if limits.is_empty() {
+        "budget raised: no limit".to_owned()
+    } else {
+        format!("budget raised: {}", limits.join(", "))
+    }
+}
+
+/// Why subtasks were skipped for the budget, in the words reports and prompts use.
+pub const SKIPPED_FOR_BUDGET: &str = "skipped: the run's budget was reached";
 
 impl EventKind {
     /// The subtask this event is about, if any.
@@ -732,7 +841,8 @@ impl EventKind {
             | Self::SubtaskValidating { subtask, .. }
             | Self::SubtaskValidated { subtask, .. }
             | Self::ToolCallStarted { subtask, .. }
-            | Self::ToolCallFinished { subtask, .. } => Some(subtask),
+            | Self::ToolCallFinished { subtask, .. }
+            | Self::SubtaskWaiting { subtask, .. } => Some(subtask),
             Self::CallUsage { subtask, .. } => subtask.as_ref(),
             Self::RunStarted { .. }
             | Self::PlanningStarted { .. }
@@ -749,7 +859,12 @@ impl EventKind {
             | Self::SynthesisCancelled { .. }
             | Self::SynthesisFinished { .. }
             | Self::RunFinished { .. }
-            | Self::ContextAttached { .. } => None,
+            | Self::ContextAttached { .. }
+            | Self::BudgetReached { .. }
+            | Self::BudgetRaised { .. }
+            | Self::SubtasksSkipped { .. }
+            | Self::ProviderPaused { .. }
+            | Self::ProviderResumed => None,
         }
     }
 }

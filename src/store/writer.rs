@@ -839,6 +839,32 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
                 params![run, ts, message],
             )?;
         }
+        // Budget and provider pauses are kept with the notices, in the words a person reads;
+        // skipped subtasks are cancelled ones, whose notice says why.
+        EventKind::BudgetReached { reason, .. } => notice(tx, run, ts, &reason.to_string())?,
+        EventKind::BudgetRaised {
+            max_tokens,
+            deadline_ms,
+        } => notice(
+            tx,
+            run,
+            ts,
+            &crate::protocol::budget_raised_words(*max_tokens, *deadline_ms),
+        )?,
+        EventKind::SubtasksSkipped { subtasks, reason } => {
+            for subtask in subtasks {
+                tx.execute(
+                    "UPDATE subtasks SET status = 'cancelled' WHERE run_id = ?1 AND id = ?2",
+                    params![run, subtask.as_str()],
+                )?;
+            }
+            let ids: Vec<&str> = subtasks.iter().map(|s| s.as_str()).collect();
+            notice(tx, run, ts, &format!("{}: {reason}", ids.join(", ")))?;
+        }
+        EventKind::ProviderPaused { message } => notice(tx, run, ts, message)?,
+        EventKind::ProviderResumed => notice(tx, run, ts, "provider resumed")?,
+        // A wait before a call went out: the attempt's times say how long it took.
+        EventKind::SubtaskWaiting { .. } => {}
         // A refused command changed nothing; it is kept with the notices, in the words a
         // person reads.
         EventKind::CommandRefused { refusal, .. } => {
@@ -1170,6 +1196,14 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
     Ok(())
 }
 
+fn notice(tx: &Connection, run: &str, ts: i64, message: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO notices (run_id, at, message) VALUES (?1, ?2, ?3)",
+        params![run, ts, message],
+    )?;
+    Ok(())
+}
+
 fn apply_command(tx: &Connection, record: &CommandRecord) -> rusqlite::Result<()> {
     let run = record.run.to_string();
     let at = record.at_ms as i64;
@@ -1190,6 +1224,11 @@ fn apply_command(tx: &Connection, record: &CommandRecord) -> rusqlite::Result<()
         ),
         RunCommand::Resynthesize => ("resynthesize", None, None, None),
         RunCommand::Replan => ("replan", None, None, None),
+        // The events they answer with (`BudgetRaised`, `SubtasksSkipped`, `ProviderResumed`)
+        // are kept as notices; the commands table's kinds stay those it was made with.
+        RunCommand::RaiseBudget { .. } | RunCommand::SynthesizeNow | RunCommand::ResumeProvider => {
+            return Ok(());
+        }
     };
     let (old_description, old_worker) = match subtask {
         Some(id) if description.is_some() || worker.is_some() => tx

@@ -32,6 +32,9 @@ pub enum Context {
     History,
     /// The pop-up picking the next run's preset is open.
     Presets,
+    /// A paused run's dialog is open (budget reached, provider paused; other keys type the
+    /// amount to raise the budget by).
+    Paused,
 }
 
 impl Context {
@@ -47,6 +50,7 @@ impl Context {
             Context::Models => "Picking models (m)",
             Context::History => "History (H; type to search)",
             Context::Presets => "Picking the preset (p)",
+            Context::Paused => "A paused run (P; type the amount to raise the budget by)",
         }
     }
 }
@@ -136,6 +140,16 @@ pub enum KeyAction {
     ToggleTimeline,
     /// Open the statistics of the saved runs (roles, models, errors, cost).
     OpenStats,
+    /// Open the dialog of the current run while it waits (budget reached, provider paused).
+    OpenPaused,
+    /// Raise the budget by the typed amount, or resume a paused provider.
+    RaiseOrResume,
+    /// Write the report now from what succeeded, skipping what waits.
+    SynthesizeNow,
+    /// Cancel the paused run.
+    CancelPaused,
+    /// Close the dialog; the run stays paused.
+    ClosePaused,
 }
 
 /// A key with the modifiers that matter for it.
@@ -420,6 +434,11 @@ pub const BINDINGS: &[Binding] = &[
         "the selected run over time (timeline) / the tree",
     ),
     b(
+        C::Panes,
+        &[(Chord::ch('P'), A::OpenPaused)],
+        "the dialog of a paused run (budget, provider)",
+    ),
+    b(
         C::Tree,
         &[
             (Chord::key(K::Up), A::SelectUp),
@@ -590,6 +609,26 @@ pub const BINDINGS: &[Binding] = &[
         C::Presets,
         &[(Chord::key(K::Esc), A::ClosePresets)],
         "close",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::key(K::Enter), A::RaiseOrResume)],
+        "raise the budget by the amount typed / resume the provider",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::ctrl('s'), A::SynthesizeNow)],
+        "write the report now from what succeeded",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::ctrl('x'), A::CancelPaused)],
+        "cancel the run",
+    ),
+    b(
+        C::Paused,
+        &[(Chord::key(K::Esc), A::ClosePaused)],
+        "close (the run stays paused)",
     ),
 ];
 

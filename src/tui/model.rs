@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use ratatui_textarea::TextArea;
 
 use crate::protocol::{
-    Event, EventKind, ModelOverrides, RunId, SavedRun, SubtaskId, SubtaskStatus,
+    BudgetReason, Event, EventKind, ModelOverrides, RunId, SavedRun, SubtaskId, SubtaskStatus,
 };
 use crate::report::RunReport;
 use crate::store::{RunSummary, SavedRunStatus};
@@ -78,6 +78,32 @@ pub enum Overlay {
     },
     /// The statistics of the saved runs (`Model::stats`), scrolled by `scroll` lines.
     Stats { scroll: usize },
+    /// A run that waits for a decision: its budget was reached, or its provider paused.
+    Paused {
+        run: RunId,
+        why: PauseWhy,
+        /// How much to raise the budget by, as typed (tokens, or a time such as `5m`).
+        raise: String,
+    },
+}
+
+/// Why a run waits, as its dialog shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PauseWhy {
+    Budget(BudgetReason),
+    /// The provider's one-line reason.
+    Provider(String),
+}
+
+impl PauseWhy {
+    /// What the raise box starts with: half the token budget again, or five more minutes.
+    pub fn suggested_raise(&self) -> String {
+        match self {
+            PauseWhy::Budget(BudgetReason::Tokens { max, .. }) => (max / 2).max(1).to_string(),
+            PauseWhy::Budget(BudgetReason::Deadline { .. }) => "5m".to_owned(),
+            PauseWhy::Provider(_) => String::new(),
+        }
+    }
 }
 
 /// The saved runs as far as the dashboard knows them (read by the app loop, off the drawing

@@ -23,7 +23,8 @@ use crate::tui::content;
 use crate::tui::keymap::{self, Context, KeyAction};
 use crate::tui::layout::{self, areas, inner};
 use crate::tui::model::{
-    Focus, Model, ModelList, Node, Overlay, PickRole, Saved, SavedList, Scroll, ToastLevel,
+    Focus, Model, ModelList, Node, Overlay, PauseWhy, PickRole, Saved, SavedList, Scroll,
+    ToastLevel,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +200,21 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
         && model.synthesis_scroll.follow
         && model.synthesis_live();
     let long_run_ended = model.apply(event);
+    match &event.kind {
+        EventKind::BudgetReached { .. } | EventKind::ProviderPaused { .. } => {
+            show_paused(model, event.run);
+        }
+        // The decision was made (here or elsewhere): the dialog has nothing left to ask.
+        EventKind::BudgetRaised { .. }
+        | EventKind::SubtasksSkipped { .. }
+        | EventKind::ProviderResumed
+        | EventKind::RunFinished { .. } => {
+            if matches!(&model.overlay, Some(Overlay::Paused { run, .. }) if *run == event.run) {
+                model.overlay = None;
+            }
+        }
+        _ => {}
+    }
     if current {
         match &event.kind {
             EventKind::SynthesisStarted { .. } => {
@@ -241,6 +257,7 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::Edit { .. }) => return keymap::lookup(Context::Edit, key),
         Some(Overlay::Models { .. }) => return keymap::lookup(Context::Models, key),
         Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
+        Some(Overlay::Paused { .. }) => return keymap::lookup(Context::Paused, key),
         Some(Overlay::Presets { .. }) => return keymap::lookup(Context::Presets, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => return None,
         None => {}
@@ -282,6 +299,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         // Their keys are in the key map; others do nothing there.
         Some(Overlay::Models { .. } | Overlay::Presets { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
+        Some(Overlay::Paused { raise, .. }) => type_raise(raise, key),
         None if model.focus == Focus::Query => {
             model.query.input(key);
         }
@@ -475,7 +493,145 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
             }
         }
         KeyAction::ClosePresets => model.overlay = None,
+        KeyAction::OpenPaused => open_paused(model),
+        KeyAction::RaiseOrResume => raise_or_resume(model, actions),
+        KeyAction::SynthesizeNow => decide_paused(model, actions, RunCommand::SynthesizeNow),
+        KeyAction::CancelPaused => decide_paused(model, actions, RunCommand::CancelRun),
+        KeyAction::ClosePaused => model.overlay = None,
     }
+}
+
+// ---- a paused run ----------------------------------------------------------------------------
+
+/// Why run `view` waits for a decision, if it does.
+fn pause_of(report: &RunReport) -> Option<PauseWhy> {
+    if report.status.is_some() {
+        return None;
+    }
+    if let Some(message) = &report.provider_paused {
+        return Some(PauseWhy::Provider(message.clone()));
+    }
+    let waiting = report
+        .subtasks
+        .iter()
+        .any(|s| matches!(s.status, SubtaskStatus::Pending | SubtaskStatus::Retrying));
+    report
+        .budget_reached
+        .clone()
+        .filter(|_| waiting)
+        .map(PauseWhy::Budget)
+}
+
+/// The dialog of `run`, when it waits; a pop-up already open is left alone (a toast says how
+/// to get to the dialog instead).
+fn show_paused(model: &mut Model, run: RunId) {
+    let Some(why) = model.run(run).and_then(|v| pause_of(&v.report)) else {
+        return;
+    };
+    if model.overlay.is_some() {
+        let what = match &why {
+            PauseWhy::Budget(reason) => reason.to_string(),
+            PauseWhy::Provider(message) => message.clone(),
+        };
+        model.toast(
+            format!("{}; P to decide", sanitize_line(&what)),
+            ToastLevel::Warning,
+        );
+        return;
+    }
+    let raise = why.suggested_raise();
+    model.overlay = Some(Overlay::Paused { run, why, raise });
+}
+
+fn open_paused(model: &mut Model) {
+    match model.current_run().and_then(|v| v.id()) {
+        Some(run) if model.run(run).and_then(|v| pause_of(&v.report)).is_some() => {
+            show_paused(model, run);
+        }
+        _ => model.toast("this run is not waiting".into(), ToastLevel::Info),
+    }
+}
+
+fn type_raise(raise: &mut String, key: KeyEvent) {
+    match key.code {
+        KeyCode::Char(c)
+            if c.is_ascii_alphanumeric()
+                && !key
+                    .modifiers
+                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+                && raise.len() < 16 =>
+        {
+            raise.push(c)
+        }
+        KeyCode::Backspace => {
+            raise.pop();
+        }
+        _ => {}
+    }
+}
+
+/// The raise typed, as `RaiseBudget` takes it: tokens (`50000`, `50k`) for a token budget,
+/// a time (`90s`, `5m`, `1h`) for a deadline.
+fn parse_raise(reason: &crate::protocol::BudgetReason, text: &str) -> Option<RunCommand> {
+    use crate::protocol::BudgetReason;
+    let text = text.trim().to_ascii_lowercase();
+    match reason {
+        BudgetReason::Tokens { .. } => {
+            let (number, scale) = match text.strip_suffix('k') {
+                Some(n) => (n, 1000),
+                None => (text.as_str(), 1),
+            };
+            let tokens = number.parse::<u64>().ok()?.checked_mul(scale)?;
+            (tokens > 0).then_some(RunCommand::RaiseBudget {
+                tokens: Some(tokens),
+                time_ms: None,
+            })
+        }
+        BudgetReason::Deadline { .. } => {
+            let time = crate::display::parse_age(&text).filter(|t| !t.is_zero())?;
+            Some(RunCommand::RaiseBudget {
+                tokens: None,
+                time_ms: Some(time.as_millis().min(u64::MAX as u128) as u64),
+            })
+        }
+    }
+}
+
+fn raise_or_resume(model: &mut Model, actions: &mut Vec<Action>) {
+    let Some(Overlay::Paused { run, why, raise }) = &model.overlay else {
+        return;
+    };
+    let run = *run;
+    let command = match why {
+        PauseWhy::Provider(_) => RunCommand::ResumeProvider,
+        PauseWhy::Budget(reason) => match parse_raise(reason, raise) {
+            Some(command) => command,
+            None => {
+                let hint = match reason {
+                    crate::protocol::BudgetReason::Tokens { .. } => {
+                        "a number of tokens (50000, 50k)"
+                    }
+                    crate::protocol::BudgetReason::Deadline { .. } => "a time (90s, 5m, 1h)",
+                };
+                model.toast(
+                    format!("type {hint} to raise the budget by"),
+                    ToastLevel::Info,
+                );
+                return;
+            }
+        },
+    };
+    model.overlay = None;
+    actions.push(Action::Send(Command::Run { id: run, command }));
+}
+
+fn decide_paused(model: &mut Model, actions: &mut Vec<Action>, command: RunCommand) {
+    let Some(Overlay::Paused { run, .. }) = &model.overlay else {
+        return;
+    };
+    let run = *run;
+    model.overlay = None;
+    actions.push(Action::Send(Command::Run { id: run, command }));
 }
 
 // ---- history and saved runs ------------------------------------------------------------------
@@ -1002,7 +1158,8 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             overlay @ (Overlay::Edit { .. }
             | Overlay::Models { .. }
             | Overlay::History { .. }
-            | Overlay::Presets { .. }),
+            | Overlay::Presets { .. }
+            | Overlay::Paused { .. }),
         ) => model.overlay = Some(overlay),
         None => {}
     }

@@ -22,7 +22,7 @@ use crate::store::SavedRunStatus;
 use crate::tui::content::{self, detail_lines, help_lines, with_synthesis_lines};
 use crate::tui::layout::{self, areas};
 use crate::tui::model::{
-    Focus, Model, ModelList, Node, Overlay, PickRole, Row, RunView, SavedList, ToastLevel,
+    Focus, Model, ModelList, Node, Overlay, PauseWhy, PickRole, Row, RunView, SavedList, ToastLevel,
 };
 
 pub fn draw(frame: &mut Frame, model: &Model) {
@@ -53,6 +53,9 @@ pub fn draw(frame: &mut Frame, model: &Model) {
             draw_history(frame, model, area, search, *cursor)
         }
         Some(Overlay::Stats { scroll }) => draw_stats(frame, model, area, *scroll),
+        Some(Overlay::Paused { run, why, raise }) => {
+            draw_paused(frame, model, area, *run, why, raise)
+        }
         None => {}
     }
 }
@@ -329,6 +332,19 @@ fn subtask_row(
         _ if s.drafted => "planned".to_owned(),
         SubtaskStatus::Pending if s.waiting_on.is_empty() => "queued".to_owned(),
         SubtaskStatus::Pending | SubtaskStatus::Blocked => format!("after {}", join(&s.waiting_on)),
+        SubtaskStatus::Running
+            if s.waiting_until
+                .as_ref()
+                .is_some_and(|(until, _)| *until > model.now_ms) =>
+        {
+            // The reason (`provider rate-limited`) is in the progress and the events; the
+            // row has room for the wait only.
+            let until = s.waiting_until.as_ref().map_or(0, |(until, _)| *until);
+            format!(
+                "waiting {:>6}",
+                duration(until.saturating_sub(model.now_ms))
+            )
+        }
         SubtaskStatus::Running => {
             let ms = s
                 .started_ts
@@ -1176,6 +1192,101 @@ fn draw_confirm_quit(frame: &mut Frame, model: &Model, area: Rect) {
                 .border_style(model.theme.warning())
                 .padding(Padding::horizontal(1))
                 .title(title("Quit?")),
+        ),
+        rect,
+    );
+}
+
+/// A run that waits: why, what waits, and the three ways on.
+fn draw_paused(
+    frame: &mut Frame,
+    model: &Model,
+    area: Rect,
+    run: crate::protocol::RunId,
+    why: &PauseWhy,
+    raise: &str,
+) {
+    let waiting: Vec<String> = model
+        .run(run)
+        .map(|v| {
+            v.report
+                .subtasks
+                .iter()
+                .filter(|s| matches!(s.status, SubtaskStatus::Pending | SubtaskStatus::Retrying))
+                .map(|s| sanitize_line(s.id.as_str()).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let number = model.run(run).map_or(0, |v| v.number);
+    let key = |k: &'static str| Span::styled(k, model.theme.key());
+    let mut text = Vec::new();
+    let title_text = match why {
+        PauseWhy::Budget(reason) => {
+            text.push(Line::from(format!("Run #{number}: {reason}.")));
+            "Budget reached"
+        }
+        PauseWhy::Provider(message) => {
+            text.push(Line::from(format!(
+                "Run #{number}: {}.",
+                sanitize_line(message)
+            )));
+            "Provider paused"
+        }
+    };
+    text.push(Line::from(format!(
+        "Waiting to start: {}. Running subtasks finish.",
+        if waiting.is_empty() {
+            "none".to_owned()
+        } else {
+            waiting.join(", ")
+        }
+    )));
+    text.push(Line::default());
+    match why {
+        PauseWhy::Budget(reason) => {
+            let unit = match reason {
+                crate::protocol::BudgetReason::Tokens { .. } => "tokens",
+                crate::protocol::BudgetReason::Deadline { .. } => "(90s, 5m, 1h)",
+            };
+            text.push(Line::from(vec![
+                Span::raw("Raise by: "),
+                Span::styled(format!("{raise}▌"), model.theme.bold()),
+                Span::raw(format!(" {unit}")),
+            ]));
+            text.push(Line::default());
+            text.push(Line::from(vec![
+                key("Enter"),
+                Span::raw(" raise   "),
+                key("Ctrl+S"),
+                Span::raw(" report now   "),
+                key("Ctrl+X"),
+                Span::raw(" cancel run   "),
+                key("Esc"),
+                Span::raw(" later (P)"),
+            ]));
+        }
+        PauseWhy::Provider(_) => {
+            text.push(Line::from(vec![
+                key("Enter"),
+                Span::raw(" resume   "),
+                key("Ctrl+S"),
+                Span::raw(" report now   "),
+                key("Ctrl+X"),
+                Span::raw(" cancel run   "),
+                key("Esc"),
+                Span::raw(" later (P)"),
+            ]));
+        }
+    }
+    let rect = centered(area, 76, text.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(text).wrap(Wrap { trim: true }).block(
+            Block::bordered()
+                .border_type(BorderType::Rounded)
+                .border_style(model.theme.warning())
+                .padding(Padding::horizontal(1))
+                .title(title(title_text)),
         ),
         rect,
     );

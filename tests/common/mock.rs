@@ -743,6 +743,29 @@ struct Shared {
     script: Mutex<Arc<Script>>,
     /// Becomes `true` (or closed) when the server stops: ends delays, gaps and silences.
     shutdown: watch::Receiver<bool>,
+    /// Chat requests whose answer has not ended (or been dropped), and the most there were.
+    in_flight: Mutex<(usize, usize)>,
+}
+
+/// One chat request in flight, counted until its answer ends or is dropped.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: Arc<Shared>) -> Self {
+        {
+            let mut counts = lock(&shared.in_flight);
+            counts.0 += 1;
+            counts.1 = counts.1.max(counts.0);
+        }
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.0.in_flight);
+        counts.0 = counts.0.saturating_sub(1);
+    }
 }
 
 /// Lock, ignoring poisoning: a panicking script must not hide every later request.
@@ -768,6 +791,7 @@ impl MockServer {
             model_requests: Mutex::new(Vec::new()),
             script: Mutex::new(Arc::new(script)),
             shutdown: shutdown_rx.clone(),
+            in_flight: Mutex::new((0, 0)),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
@@ -827,6 +851,11 @@ impl MockServer {
     /// Every request received so far, in arrival order (`seq` == index).
     pub fn requests(&self) -> Vec<MockRequest> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// The most chat requests that were in flight at once (arrived, answer not yet ended).
+    pub fn in_flight_high_water(&self) -> usize {
+        lock(&self.shared.in_flight).1
     }
 
     pub fn request_count(&self) -> usize {
@@ -1032,6 +1061,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let received_at = Instant::now();
+    let gauge = InFlight::new(shared.clone());
     let body = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let headers = headers
@@ -1064,6 +1094,7 @@ async fn handle(
     let seq = request.seq;
     let record = shared.clone();
     let on_finish: Finish = Box::new(move || {
+        drop(gauge);
         if let Some(r) = lock(&record.requests).get_mut(seq) {
             r.finished_at = Some(Instant::now());
         }

@@ -684,3 +684,65 @@ pub fn saved_summary(
         total: 3 + (n % 2) as u32,
     }
 }
+
+/// A two-subtask run whose token budget was reached after `emissions` succeeded: `costs` waits
+/// and the budget dialog opens.
+pub fn budget_reached_events(run: RunId) -> Vec<Event> {
+    let mut events = planning_events(run);
+    events.push(at(
+        run,
+        38_000,
+        EventKind::PlanReady {
+            plan: plan(vec![
+                subtask(
+                    "emissions",
+                    "analysis",
+                    "Emissions",
+                    "Emissions in cities.",
+                    &[],
+                ),
+                subtask("costs", "compare", "Costs", "Costs for households.", &[]),
+            ]),
+        },
+    ));
+    events.push(at(
+        run,
+        37_000,
+        EventKind::SubtaskStarted {
+            subtask: sid("emissions"),
+            attempt: 1,
+            worker: "analysis".to_owned(),
+            model: "gpt-4o-mini".to_owned(),
+        },
+    ));
+    events.push(at(
+        run,
+        30_000,
+        EventKind::SubtaskSucceeded {
+            subtask: sid("emissions"),
+            attempt: 1,
+            elapsed_ms: 7_000,
+            usage: Usage {
+                tokens_in: 900,
+                tokens_out: 1_500,
+                estimated: false,
+                cached_in: 0,
+            },
+            result: "Findings on emissions.".to_owned(),
+            cut_off: false,
+            cached: false,
+        },
+    ));
+    events.push(at(
+        run,
+        30_000,
+        EventKind::BudgetReached {
+            reason: maestro::protocol::BudgetReason::Tokens {
+                spent: 2_400,
+                max: 2_000,
+            },
+            waiting: vec![sid("costs")],
+        },
+    ));
+    events
+}
