@@ -26,6 +26,8 @@
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
+//! - [`tools`]: the built-in tools a worker model may call (`fetch_url`, `read_file`,
+//!   `list_dir`) and their policies: which hosts and folders, what sizes.
 //!
 //! The engine never imports terminal code, and front ends never do network or disk I/O on
 //! their drawing path. See `docs/ARCHITECTURE.md` for the reasons behind the shape.
@@ -51,4 +53,5 @@ pub mod protocol;
 pub mod report;
 pub mod sanitize;
 pub mod store;
+pub mod tools;
 pub mod tui;

@@ -131,6 +131,11 @@ const RULES: &[Rule] = &[
         imports: Imports::Not(&["tui", "report"]),
         no_crates: TERMINAL,
     },
+    Rule {
+        module: "tools",
+        imports: Imports::Only(&["tools", "sanitize", "defaults", "protocol"]),
+        no_crates: TERMINAL,
+    },
 ];
 
 #[test]
