@@ -131,25 +131,30 @@ impl FetchUrl {
         let started = Instant::now();
         let fetched = tokio::time::timeout(self.timeout, self.fetch(url)).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let shown =
+            Url::parse(url.trim()).map_or_else(|_| url.to_owned(), |u| without_credentials(&u));
         match fetched {
             Err(_) => ToolOutput::error(&format!(
-                "fetch_url {url}: timed out after {} s",
+                "fetch_url {shown}: timed out after {} s",
                 self.timeout.as_secs_f64()
             )),
-            Ok(Err(e)) => ToolOutput::error(&format!("fetch_url {url}: {e}")),
+            Ok(Err(e)) => ToolOutput::error(&format!("fetch_url {shown}: {e}")),
             Ok(Ok(page)) => self.output(url, page, elapsed_ms),
         }
     }
 
     fn output(&self, requested: &str, page: Page, elapsed_ms: u64) -> ToolOutput {
+        let requested = Url::parse(requested.trim())
+            .map_or_else(|_| requested.to_owned(), |u| without_credentials(&u));
+        let final_url = without_credentials(&page.final_url);
         let mut note = format!("\n\n---\nURL: {requested}\n");
-        if page.final_url.as_str() != requested {
+        if final_url != requested {
             let hops = match page.redirects {
                 0 => String::new(),
                 1 => " (after 1 redirect)".to_owned(),
                 n => format!(" (after {n} redirects)"),
             };
-            note.push_str(&format!("Final URL: {}{hops}\n", page.final_url));
+            note.push_str(&format!("Final URL: {final_url}{hops}\n"));
         }
         note.push_str(&format!("Status: {}\n", page.status));
         note.push_str(&format!("Content type: {}\n", page.content_type));
@@ -175,7 +180,7 @@ impl FetchUrl {
         }
         let source = SourceRecord {
             kind: SourceKind::Url,
-            location: page.final_url.to_string(),
+            location: final_url.clone(),
             bytes: page.bytes,
             status: Some(page.status.as_u16()),
             elapsed_ms,
@@ -185,10 +190,7 @@ impl FetchUrl {
             ToolOutput::ok(&format!("{body}{note}"), source)
         } else {
             ToolOutput::error_with_source(
-                &format!(
-                    "HTTP {} from {}\n\n{body}{note}",
-                    page.status, page.final_url
-                ),
+                &format!("HTTP {} from {}\n\n{body}{note}", page.status, final_url),
                 source,
             )
         }
@@ -219,7 +221,10 @@ impl FetchUrl {
                         FetchError::BadUrl(format!("redirect to {location:?}: {e}"))
                     })?;
                     if redirects == self.max_redirects {
-                        return Err(FetchError::TooManyRedirects(redirects, next.to_string()));
+                        return Err(FetchError::TooManyRedirects(
+                            redirects,
+                            without_credentials(&next),
+                        ));
                     }
                     redirects += 1;
                     url = next;
@@ -306,7 +311,7 @@ impl FetchUrl {
         let mut kind = body_kind(&content_type);
         if kind == BodyKind::Binary {
             return Err(FetchError::Binary {
-                url: final_url.to_string(),
+                url: without_credentials(&final_url),
                 content_type: shown_type,
             });
         }
@@ -343,7 +348,7 @@ impl FetchUrl {
         let decoded = match kind {
             BodyKind::Binary | BodyKind::Sniff => {
                 return Err(FetchError::Binary {
-                    url: final_url.to_string(),
+                    url: without_credentials(&final_url),
                     content_type: shown_type,
                 });
             }
@@ -358,7 +363,7 @@ impl FetchUrl {
             }
             _ if decoded.contains('\0') => {
                 return Err(FetchError::Binary {
-                    url: final_url.to_string(),
+                    url: without_credentials(&final_url),
                     content_type: shown_type,
                 });
             }
@@ -376,6 +381,15 @@ impl FetchUrl {
             plain_layout,
         })
     }
+}
+
+/// `url` without a user name and password: they must not reach records or terminals.
+fn without_credentials(url: &Url) -> String {
+    let mut url = url.clone();
+    // Both fail only for URLs that cannot have credentials, which then have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 fn check_scheme(url: &Url) -> Result<(), FetchError> {
@@ -561,6 +575,12 @@ mod tests {
             !text.contains("secret") && !text.contains("color"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_not_shown() {
+        let url = Url::parse("https://user:hunter2@example.com/a?b=1").expect("a URL");
+        assert_eq!(without_credentials(&url), "https://example.com/a?b=1");
     }
 
     #[tokio::test]
