@@ -126,6 +126,13 @@ async fn loopback_is_refused_by_default_and_nothing_is_sent() {
     let by_name = format!("http://localhost:{}/plain.txt", site.addr.port());
     let out = fetch(&tools, &by_name).await;
     assert!(out.is_error);
+    // The resolver's refusal comes through whole, not as a connection error.
+    assert!(
+        out.text
+            .starts_with(&format!("fetch_url {by_name}: refused: ")),
+        "{}",
+        out.text
+    );
     assert!(
         out.text.contains("(localhost resolves to it)"),
         "{}",

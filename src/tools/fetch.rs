@@ -1,9 +1,10 @@
 //! `fetch_url`: an HTTP(S) GET whose page comes back as readable text.
 //!
 //! Every hop (the URL, then each redirect target) is checked against the host policy on the
-//! addresses its name resolves to, and the connection goes to exactly those checked addresses
-//! (reqwest's DNS override), so a name that resolves to a public address for the check and a
-//! private one for the connection cannot slip through. Redirects are followed here, not by
+//! addresses its name resolves to: the client's resolver does the check and hands the
+//! connector only the checked addresses, so a name that resolves to a public address for a
+//! check and a private one for the connection cannot slip through. IP-literal hosts, which
+//! no resolver sees, are checked before the request. Redirects are followed here, not by
 //! reqwest, for the same reason. System proxies are not used: through a proxy the policy could
 //! not see where a request really goes. The body is read in chunks and reading stops at the
 //! byte cap; nothing beyond it is downloaded. HTML becomes text with `html2text` (scripts,
@@ -12,6 +13,7 @@
 //! This module decides nothing about runs and never panics on what a server sends.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -32,6 +34,9 @@ const SNIFF_BYTES: usize = 8 * 1024;
 #[derive(Debug, Clone)]
 pub struct FetchUrl {
     policy: HostPolicy,
+    /// One client for every fetch (connections are pooled), whose resolver applies the
+    /// policy; the error when it could not be built.
+    client: Result<reqwest::Client, String>,
     timeout: Duration,
     max_bytes: u64,
     max_redirects: usize,
@@ -109,11 +114,23 @@ impl FetchUrl {
     }
 
     pub fn new(config: &ToolsConfig) -> Self {
+        let policy = HostPolicy {
+            allow: config.allow_hosts.clone(),
+            deny: config.deny_hosts.clone(),
+        };
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(CheckedResolver {
+                policy: policy.clone(),
+            }))
+            .build()
+            .map_err(|e| e.to_string());
         Self {
-            policy: HostPolicy {
-                allow: config.allow_hosts.clone(),
-                deny: config.deny_hosts.clone(),
-            },
+            policy,
+            client,
             timeout: config.fetch_timeout,
             max_bytes: config.max_fetch_bytes,
             max_redirects: config.max_redirects,
@@ -203,12 +220,15 @@ impl FetchUrl {
         let mut redirects = 0;
         loop {
             check_scheme(&url)?;
-            let client = self.client_for(&url).await?;
+            self.check_literal(&url)?;
+            let client = self.client.as_ref().map_err(|e| {
+                FetchError::Request(format!("could not set up the HTTP client: {e}"))
+            })?;
             let response = client
                 .get(url.clone())
                 .send()
                 .await
-                .map_err(|e| FetchError::Request(describe(&e)))?;
+                .map_err(request_error)?;
             let status = response.status();
             let location = response
                 .headers()
@@ -234,8 +254,9 @@ impl FetchUrl {
         }
     }
 
-    /// A client that connects to `url`'s host only at addresses the policy accepted.
-    async fn client_for(&self, url: &Url) -> Result<reqwest::Client, FetchError> {
+    /// Refuses an IP-literal host the policy does not accept. (Names are checked by the
+    /// client's resolver, at connection time; literals never reach a resolver.)
+    fn check_literal(&self, url: &Url) -> Result<(), FetchError> {
         let raw = url
             .host_str()
             .ok_or_else(|| FetchError::BadUrl(format!("{url} has no host")))?;
@@ -243,44 +264,13 @@ impl FetchUrl {
             .strip_prefix('[')
             .and_then(|r| r.strip_suffix(']'))
             .unwrap_or(raw);
-        let port = url.port_or_known_default().unwrap_or(80);
-        let builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
-        let builder = match unbracketed.parse::<IpAddr>() {
-            Ok(ip) => {
-                self.policy
-                    .check(&UrlHost::Address(ip), &[ip])
-                    .map_err(FetchError::Refused)?;
-                builder
-            }
-            Err(_) => {
-                let host = UrlHost::name(raw);
-                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((raw, port))
-                    .await
-                    .map_err(|e| FetchError::Resolve {
-                        host: raw.to_owned(),
-                        reason: e.to_string(),
-                    })?
-                    .collect();
-                if addrs.is_empty() {
-                    return Err(FetchError::Resolve {
-                        host: raw.to_owned(),
-                        reason: "no addresses".to_owned(),
-                    });
-                }
-                let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-                self.policy
-                    .check(&host, &ips)
-                    .map_err(FetchError::Refused)?;
-                builder.resolve_to_addrs(raw, &addrs)
-            }
-        };
-        builder
-            .build()
-            .map_err(|e| FetchError::Request(format!("could not set up the HTTP client: {e}")))
+        match unbracketed.parse::<IpAddr>() {
+            Ok(ip) => self
+                .policy
+                .check(&UrlHost::Address(ip), &[ip])
+                .map_err(FetchError::Refused),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Reads the body up to the cap and turns it into text.
@@ -496,6 +486,65 @@ async fn html_to_text(html: String) -> Result<(String, bool), FetchError> {
     tokio::task::spawn_blocking(move || super::html::to_text(&html))
         .await
         .map_err(|e| FetchError::Request(format!("converting the page to text failed: {e}")))
+}
+
+/// Name resolution that only ever hands out addresses the policy accepted: the connection
+/// goes to what was checked, so a name cannot resolve to a public address for the check and a
+/// private one for the connection.
+#[derive(Debug)]
+struct CheckedResolver {
+    policy: HostPolicy,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let fail = |e: FetchError| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) };
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| {
+                    fail(FetchError::Resolve {
+                        host: host.clone(),
+                        reason: e.to_string(),
+                    })
+                })?
+                .collect();
+            if addrs.is_empty() {
+                return Err(fail(FetchError::Resolve {
+                    host,
+                    reason: "no addresses".to_owned(),
+                }));
+            }
+            let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+            policy
+                .check(&UrlHost::name(&host), &ips)
+                .map_err(|r| fail(FetchError::Refused(r)))?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// A failed request as the refusal or resolution failure the resolver reported, when that
+/// is what it was.
+fn request_error(error: reqwest::Error) -> FetchError {
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        match cause.downcast_ref::<FetchError>() {
+            Some(FetchError::Refused(r)) => return FetchError::Refused(r.clone()),
+            Some(FetchError::Resolve { host, reason }) => {
+                return FetchError::Resolve {
+                    host: host.clone(),
+                    reason: reason.clone(),
+                };
+            }
+            _ => {}
+        }
+        source = cause.source();
+    }
+    FetchError::Request(describe(&error))
 }
 
 /// A reqwest error as one line: what went wrong and its causes, without repeating the URL
