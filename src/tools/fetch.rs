@@ -578,6 +578,7 @@ fn describe(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::HostPattern;
 
     #[test]
     fn content_types_decide_how_a_body_is_read() {
@@ -630,6 +631,36 @@ mod tests {
     fn credentials_in_a_url_are_not_shown() {
         let url = Url::parse("https://user:hunter2@example.com/a?b=1").expect("a URL");
         assert_eq!(without_credentials(&url), "https://example.com/a?b=1");
+    }
+
+    #[tokio::test]
+    async fn the_resolver_hands_out_only_checked_addresses() {
+        use reqwest::dns::Resolve;
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().expect("a name");
+        let refusing = CheckedResolver {
+            policy: HostPolicy::default(),
+        };
+        let err = match refusing.resolve(name("localhost")).await {
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+            Err(e) => e,
+        };
+        let refusal = err.downcast_ref::<FetchError>();
+        assert!(matches!(refusal, Some(FetchError::Refused(_))), "{err}");
+        let allowing = CheckedResolver {
+            policy: HostPolicy {
+                allow: vec![HostPattern::parse("localhost").expect("valid")],
+                deny: Vec::new(),
+            },
+        };
+        let addrs: Vec<SocketAddr> = allowing
+            .resolve(name("localhost"))
+            .await
+            .expect("allowed")
+            .collect();
+        assert!(
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()),
+            "{addrs:?}"
+        );
     }
 
     #[tokio::test]
