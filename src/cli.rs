@@ -401,6 +401,13 @@ pub struct EngineArgs {
               defaults::PRESET,
           ))]
     pub preset: Option<String>,
+    /// Let the fetch_url tool reach HOST even when it is a private or loopback address
+    /// (repeatable; a name, an IP address or *.domain)
+    #[arg(long = "allow-host", value_name = "HOST", global = true)]
+    pub allow_host: Vec<String>,
+    /// Let the read_file and list_dir tools read under DIR (repeatable)
+    #[arg(long = "allow-dir", value_name = "DIR", global = true)]
+    pub allow_dir: Vec<PathBuf>,
 }
 
 /// `what [default: N]`, clap's own wording for defaults it knows about.

@@ -30,6 +30,7 @@ use crate::llm::demo::DemoConfig;
 use crate::llm::openai::OpenAiConfig;
 use crate::llm::quirks::TokenParam;
 use crate::presets::{Catalogue, PresetFileError};
+use crate::tools::{HostPattern, ToolsConfig};
 
 /// A configuration problem. Every one is a usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,20 @@ pub struct ContextSection {
 pub struct ToolsSection {
     pub enabled: Option<crate::llm::tools::ToolChoice>,
     pub max_rounds: Option<u32>,
+    /// Hosts `fetch_url` may reach even when private or loopback.
+    #[serde(default)]
+    pub allow_hosts: Vec<HostEntry>,
+    /// Hosts `fetch_url` never reaches.
+    #[serde(default)]
+    pub deny_hosts: Vec<HostEntry>,
+    /// Folders `read_file` and `list_dir` may read under.
+    #[serde(default)]
+    pub allow_dirs: Vec<PathBuf>,
+    pub max_result_chars: Option<Positive>,
+    pub fetch_timeout_secs: Option<Positive>,
+    pub max_fetch_bytes: Option<Positive>,
+    pub max_file_bytes: Option<Positive>,
+    pub max_list_entries: Option<Positive>,
 }
 
 /// One `[prices."model"]` table, checked as it is read so an error names its line.
@@ -159,6 +174,18 @@ pub struct BudgetSection {
     pub max_tokens: Option<Positive>,
     /// Time a run may take: `90s`, `5m`, `1h`.
     pub deadline: Option<Age>,
+}
+
+/// One `allow_hosts` / `deny_hosts` entry, checked as it is read so a bad one names its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostEntry(pub HostPattern);
+impl<'de> Deserialize<'de> for HostEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = String::deserialize(d)?;
+        HostPattern::parse(&v)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -488,6 +515,8 @@ pub struct Config {
     pub presets: Catalogue,
     /// What calls cost: the shipped table with the file's `[prices]` over it.
     pub prices: PriceTable,
+    /// What the built-in tools may reach.
+    pub tools: ToolsConfig,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -704,6 +733,7 @@ impl Config {
         let provider_key = provider.base_url().trim_end_matches('/').to_owned();
         let store = StoreConfig::merge(args, &file);
         let prices = file.price_table();
+        let tools = merge_tools(args, &file.tools)?;
         Ok(Self {
             provider,
             run: RunSettings {
@@ -780,6 +810,7 @@ impl Config {
             preset,
             presets,
             prices,
+            tools,
         })
     }
 
@@ -801,6 +832,54 @@ impl Config {
             )
         }
     }
+}
+
+/// The file's `[tools]` with `--allow-host` and `--allow-dir` added to its lists. Every folder
+/// must exist: a mistyped one is a configuration error now rather than a refusal the model
+/// meets later. A relative folder is taken from the working directory.
+fn merge_tools(args: &EngineArgs, section: &ToolsSection) -> Result<ToolsConfig, ConfigError> {
+    let defaults = ToolsConfig::default();
+    let mut allow_hosts: Vec<HostPattern> =
+        section.allow_hosts.iter().map(|h| h.0.clone()).collect();
+    for host in &args.allow_host {
+        let pattern = HostPattern::parse(host)
+            .map_err(|e| ConfigError::Invalid(format!("--allow-host: {e}")))?;
+        allow_hosts.push(pattern);
+    }
+    let from_file = section.allow_dirs.iter().map(|d| ("[tools] allow_dirs", d));
+    let from_flags = args.allow_dir.iter().map(|d| ("--allow-dir", d));
+    let mut allow_dirs = Vec::new();
+    for (origin, dir) in from_file.chain(from_flags) {
+        let canonical = std::fs::canonicalize(dir)
+            .map_err(|e| ConfigError::Invalid(format!("{origin} {}: {e}", dir.display())))?;
+        if !allow_dirs.contains(&canonical) {
+            allow_dirs.push(canonical);
+        }
+    }
+    let size = |v: &Option<Positive>, default: usize| {
+        v.as_ref()
+            .map_or(default, |v| usize::try_from(v.0).unwrap_or(usize::MAX))
+    };
+    Ok(ToolsConfig {
+        allow_hosts,
+        deny_hosts: section.deny_hosts.iter().map(|h| h.0.clone()).collect(),
+        allow_dirs,
+        max_result_chars: size(&section.max_result_chars, defaults.max_result_chars),
+        fetch_timeout: section
+            .fetch_timeout_secs
+            .as_ref()
+            .map_or(defaults.fetch_timeout, |v| Duration::from_secs(v.0)),
+        max_fetch_bytes: section
+            .max_fetch_bytes
+            .as_ref()
+            .map_or(defaults.max_fetch_bytes, |v| v.0),
+        max_redirects: defaults.max_redirects,
+        max_file_bytes: section
+            .max_file_bytes
+            .as_ref()
+            .map_or(defaults.max_file_bytes, |v| v.0),
+        max_list_entries: size(&section.max_list_entries, defaults.max_list_entries),
+    })
 }
 
 /// The shared limits of the configured provider: its section's, else the defaults. The demo
@@ -1031,6 +1110,7 @@ mod tests {
             from_example.executor.max_tool_rounds,
             defaults.executor.max_tool_rounds
         );
+        assert_eq!(from_example.tools, defaults.tools);
         assert!(matches!(
             (&from_example.provider, &defaults.provider),
             (ProviderConfig::Demo(a), ProviderConfig::Demo(b)) if a == b
@@ -1300,5 +1380,65 @@ mod tests {
             ExecutorSettings::default().call_timeout
         );
         assert_eq!(config.run.worker.max_tokens as u64, defaults::MAX_TOKENS);
+    }
+
+    #[test]
+    fn tool_flags_join_the_file_lists() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = parse(&format!(
+            "[tools]\nallow_hosts = [\"wiki.corp\"]\ndeny_hosts = [\"*.ads.example\"]\n\
+             allow_dirs = [{:?}]\nmax_result_chars = 500\n",
+            dir.path().display().to_string()
+        ))
+        .expect("valid");
+        let args = EngineArgs {
+            allow_host: vec!["localhost".into()],
+            allow_dir: vec![dir.path().join(".")],
+            ..EngineArgs::default()
+        };
+        let config = Config::merge(&args, file, &no_env).expect("valid");
+        let t = &config.tools;
+        assert_eq!(
+            t.allow_hosts,
+            [
+                HostPattern::Name("wiki.corp".into()),
+                HostPattern::Name("localhost".into())
+            ]
+        );
+        assert_eq!(t.deny_hosts, [HostPattern::Below("ads.example".into())]);
+        let canonical = std::fs::canonicalize(dir.path()).expect("exists");
+        assert_eq!(t.allow_dirs, [canonical], "the same folder once");
+        assert_eq!(t.max_result_chars, 500);
+        assert_eq!(
+            t.fetch_timeout,
+            Duration::from_secs(defaults::FETCH_TIMEOUT_SECS)
+        );
+    }
+
+    #[test]
+    fn a_bad_tool_entry_names_where_it_came_from() {
+        let err = parse("[tools]\n\nallow_hosts = [\"http://x.org/\"]\n")
+            .expect_err("a URL is not a host")
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("host name"), "{err}");
+        let args = EngineArgs {
+            allow_host: vec!["host:8080".into()],
+            ..EngineArgs::default()
+        };
+        let err = Config::merge(&args, FileConfig::default(), &no_env)
+            .expect_err("a port is not a host")
+            .to_string();
+        assert!(err.contains("--allow-host"), "{err}");
+        let args = EngineArgs {
+            allow_dir: vec![PathBuf::from("/no/such/folder/anywhere")],
+            ..EngineArgs::default()
+        };
+        let err = Config::merge(&args, FileConfig::default(), &no_env)
+            .expect_err("missing folder")
+            .to_string();
+        assert!(
+            err.contains("--allow-dir /no/such/folder/anywhere"),
+            "{err}"
+        );
     }
 }

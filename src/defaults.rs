@@ -99,3 +99,18 @@ pub const BREAKER_AUTH_FAILURES: u32 = 3;
 pub const BREAKER_RATE_LIMITED: usize = 5;
 /// The window, in seconds, in which repeated 429s are counted.
 pub const BREAKER_WINDOW_SECS: u64 = 60;
+/// Built-in tools: the most characters of one tool result a model sees (`[tools]
+/// max_result_chars`); a longer result is cut, with a marker saying so.
+pub const TOOL_MAX_RESULT_CHARS: u64 = 20_000;
+/// `fetch_url`: seconds one fetch may take, redirects and body included (`[tools]
+/// fetch_timeout_secs`).
+pub const FETCH_TIMEOUT_SECS: u64 = 20;
+/// `fetch_url`: the most bytes of a body read; the rest is never downloaded (`[tools]
+/// max_fetch_bytes`). 2 MiB.
+pub const FETCH_MAX_BYTES: u64 = 2 * 1024 * 1024;
+/// `fetch_url`: redirects followed before giving up; each target is checked like the first URL.
+pub const FETCH_MAX_REDIRECTS: usize = 5;
+/// `read_file`: the most bytes of a file read (`[tools] max_file_bytes`). 1 MiB.
+pub const FILE_MAX_BYTES: u64 = 1024 * 1024;
+/// `list_dir`: the most entries listed (`[tools] max_list_entries`).
+pub const LIST_MAX_ENTRIES: u64 = 500;

@@ -29,6 +29,8 @@
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
+//! - [`tools`]: the built-in tools a worker model may call (`fetch_url`, `read_file`,
+//!   `list_dir`) and their policies: which hosts and folders, what sizes.
 //!
 //! The engine never imports terminal code, and front ends never do network or disk I/O on
 //! their drawing path. See `docs/ARCHITECTURE.md` for the reasons behind the shape.
@@ -58,4 +60,5 @@ pub mod sanitize;
 pub mod stats;
 pub mod store;
 pub mod timeline;
+pub mod tools;
 pub mod tui;

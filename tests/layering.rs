@@ -153,6 +153,11 @@ const RULES: &[Rule] = &[
         imports: Imports::Only(&["presets", "engine", "sanitize"]),
         no_crates: PLAIN_DATA,
     },
+    Rule {
+        module: "tools",
+        imports: Imports::Only(&["tools", "sanitize", "defaults", "protocol"]),
+        no_crates: TERMINAL,
+    },
 ];
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod mock;
 pub mod plans;
+pub mod site;
 
 pub use binary::{Maestro, Output, Running, Sandbox};
 pub use mock::{Call, MockRequest, MockServer, Protocol, Reply};
