@@ -465,15 +465,6 @@ impl ProviderConfig {
         }
     }
 
-    /// The tools workers may call with this provider: the demo's simulated ones for the demo;
-    /// none yet for real servers.
-    pub fn toolbox(&self) -> std::sync::Arc<dyn crate::llm::tools::ToolBox> {
-        match self {
-            Self::Demo(_) => std::sync::Arc::new(crate::llm::demo::toolbox()),
-            Self::OpenAi(_) | Self::Anthropic(_) => std::sync::Arc::new(crate::llm::tools::NoTools),
-        }
-    }
-
     /// The server's base URL; empty for the demo provider, which has none.
     pub fn base_url(&self) -> &str {
         match self {
@@ -523,6 +514,18 @@ pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
 pub const DEFAULT_ANTHROPIC_URL: &str = defaults::ANTHROPIC_URL;
 
 impl Config {
+    /// The tools workers may call: the demo's simulated ones on the demo provider (nothing
+    /// there touches the network), the built-in tools on real servers (`fetch_url`; `read_file`
+    /// and `list_dir` when folders are allowed), confined by `[tools]`.
+    pub fn toolbox(&self) -> std::sync::Arc<dyn crate::llm::tools::ToolBox> {
+        match &self.provider {
+            ProviderConfig::Demo(_) => std::sync::Arc::new(crate::llm::demo::toolbox()),
+            ProviderConfig::OpenAi(_) | ProviderConfig::Anthropic(_) => {
+                std::sync::Arc::new(builtin_toolbox(crate::tools::Tools::new(&self.tools)))
+            }
+        }
+    }
+
     /// Load the file named by the flags (or the default one) and merge everything. `env`
     /// looks up environment variables (the real environment outside tests).
     pub fn resolve(
@@ -785,11 +788,7 @@ impl Config {
                     .as_deref()
                     .and_then(crate::llm::tools::ToolChoice::parse)
                     .or(file.tools.enabled)
-                    .unwrap_or_else(|| {
-                        crate::llm::tools::ToolChoice::parse(defaults::TOOLS_ENABLED)
-                            .unwrap_or_default()
-                    })
-                    .names(),
+                    .map(crate::llm::tools::ToolChoice::names),
                 provider_key,
                 rate: RateSettings {
                     max_in_flight,
@@ -1035,21 +1034,24 @@ mod tests {
     fn tools_come_from_the_flag_over_the_file_over_the_default() {
         let defaults =
             Config::merge(&EngineArgs::default(), FileConfig::default(), &no_env).expect("valid");
-        assert_eq!(defaults.executor.tools, ["all"]);
+        assert_eq!(defaults.executor.tools, None, "each role's own");
         assert_eq!(
             defaults.executor.max_tool_rounds,
             crate::defaults::TOOL_MAX_ROUNDS
         );
         let file = || parse("[tools]\nenabled = \"files\"\nmax_rounds = 2\n").expect("parses");
         let from_file = Config::merge(&EngineArgs::default(), file(), &no_env).expect("valid");
-        assert_eq!(from_file.executor.tools, ["files"]);
+        assert_eq!(
+            from_file.executor.tools.as_deref(),
+            Some(&["files".to_owned()][..])
+        );
         assert_eq!(from_file.executor.max_tool_rounds, 2);
         let args = EngineArgs {
             tools: Some("none".into()),
             ..EngineArgs::default()
         };
         let none = Config::merge(&args, file(), &no_env).expect("valid");
-        assert!(none.executor.tools.is_empty());
+        assert_eq!(none.executor.tools, Some(Vec::new()));
         let error = parse("[tools]\nenabled = \"everything\"\n").expect_err("refused");
         assert!(error.to_string().contains("enabled"), "{error}");
     }
@@ -1441,4 +1443,55 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// The built-in tools as the executor offers them: `fetch_url` in the `fetch` group, the file
+/// tools in `files`, so a role's `tools = ["fetch"]` or `--tools files` selects them. Lives
+/// here because `tools` may not import `llm` and `llm` must not know the tools.
+fn builtin_toolbox(tools: crate::tools::Tools) -> crate::llm::tools::ToolSet {
+    use crate::llm::tools::{ToolOutcome, ToolSet, ToolSpec};
+    let tools = std::sync::Arc::new(tools);
+    let mut set = ToolSet::new();
+    for spec in tools.specs() {
+        let group = if spec.name == crate::tools::FetchUrl::NAME {
+            "fetch"
+        } else {
+            "files"
+        };
+        let name = spec.name;
+        let shared = tools.clone();
+        set.register(
+            ToolSpec {
+                name: spec.name.to_owned(),
+                description: spec.description.to_owned(),
+                parameters: spec.parameters,
+            },
+            group,
+            std::sync::Arc::new(move |args, cancel| {
+                let tools = shared.clone();
+                Box::pin(async move {
+                    let output = tokio::select! {
+                        output = tools.call(name, &args) => output,
+                        _ = cancel.cancelled() => return ToolOutcome::error("cancelled"),
+                    };
+                    let source = output.source.map(|s| crate::protocol::Source {
+                        kind: match s.kind {
+                            crate::tools::SourceKind::Url => crate::protocol::SourceKind::Url,
+                            crate::tools::SourceKind::File => crate::protocol::SourceKind::File,
+                        },
+                        location: s.location,
+                        bytes: s.bytes,
+                        status: s.status,
+                        retrieved_ms: crate::display::now_ms(),
+                    });
+                    ToolOutcome {
+                        content: output.text,
+                        is_error: output.is_error,
+                        source,
+                    }
+                })
+            }),
+        );
+    }
+    set
 }

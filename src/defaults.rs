@@ -78,8 +78,9 @@ pub const VALIDATE: bool = false;
 /// `[tools] max_rounds`: how many times a worker's model may call tools before it is asked for
 /// a final answer without them.
 pub const TOOL_MAX_ROUNDS: u32 = 6;
-/// `[tools] enabled` / `--tools`: which tools workers get (`none`, `fetch`, `files`, `all`).
-pub const TOOLS_ENABLED: &str = "all";
+/// `[tools] enabled` / `--tools` unset: each worker role gets the tools its preset gives it
+/// (`tools = ["fetch"]`); the flag gives every worker the same (`none`, `fetch`, `files`, `all`).
+pub const TOOLS_ENABLED: &str = "each role's own";
 /// The preset (team of worker roles) a run uses when none is chosen.
 pub const PRESET: &str = "research";
 /// Calls in flight at once to one provider (one base URL), over every run of the process

@@ -258,7 +258,7 @@ pub async fn run(
     let describe = config.describe();
     let prices = Arc::new(config.prices.clone());
     let preset = config.run.preset.name.clone();
-    let tools = config.provider.toolbox();
+    let tools = config.toolbox();
     let limit = Some(config.run.concurrency);
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     engine.send(Command::StartRun {
@@ -321,7 +321,7 @@ pub async fn resume(
     let describe = config.describe();
     let prices = Arc::new(config.prices.clone());
     let preset = config.run.preset.name.clone();
-    let tools = config.provider.toolbox();
+    let tools = config.toolbox();
     let limit = Some(config.run.concurrency);
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
     match history::resume_input(saved, parent) {

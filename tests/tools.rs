@@ -129,7 +129,7 @@ fn executor(max_tool_rounds: u32) -> ExecutorSettings {
         call_timeout: Duration::from_secs(8),
         coalesce: Duration::from_millis(5),
         max_tool_rounds,
-        tools: vec!["all".into()],
+        tools: Some(vec!["all".into()]),
         ..ExecutorSettings::default()
     }
 }

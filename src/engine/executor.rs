@@ -55,8 +55,10 @@ pub struct ExecutorSettings {
     pub keep_finished: usize,
     /// Rounds of tool calls one worker call may make before it must answer without tools.
     pub max_tool_rounds: u32,
-    /// The tools workers are offered, as names for `ToolBox::specs` (tools, groups or `all`).
-    pub tools: Vec<String>,
+    /// The tools every worker is offered, as names for `ToolBox::specs` (tools, groups or
+    /// `all`), when the person chose them for the run (`--tools`, `[tools] enabled`); `None`:
+    /// each worker role's own `tools`, from its preset.
+    pub tools: Option<Vec<String>>,
     /// The presets a run may be started with instead of the configured one
     /// (`ModelOverrides::preset`, the dashboard's picker).
     pub presets: Vec<Preset>,
@@ -77,7 +79,7 @@ impl Default for ExecutorSettings {
             coalesce: Duration::from_millis(crate::defaults::COALESCE_MS),
             keep_finished: crate::defaults::KEEP_FINISHED_RUNS,
             max_tool_rounds: crate::defaults::TOOL_MAX_ROUNDS,
-            tools: vec![crate::defaults::TOOLS_ENABLED.to_owned()],
+            tools: None,
             presets: Vec::new(),
             validate: None,
             provider_key: String::new(),
@@ -481,7 +483,11 @@ impl Executor {
     fn perform(&mut self, id: RunId, effect: Effect) {
         match effect {
             Effect::Emit(kind) => self.emit(id, kind),
-            Effect::Call { call, request } => {
+            Effect::Call {
+                call,
+                request,
+                tools: role_tools,
+            } => {
                 let token = self.root.child_token();
                 let tools: ToolStop = Arc::new(Mutex::new(CancellationToken::new()));
                 self.calls.insert(
@@ -497,6 +503,7 @@ impl Executor {
                         provider: self.provider.clone(),
                         tools: self.tools.clone(),
                         tool_stop: tools,
+                        role_tools,
                         settings: self.executor.clone(),
                     },
                     request,
@@ -534,6 +541,8 @@ struct Caller {
     provider: Arc<dyn Provider>,
     tools: Arc<dyn ToolBox>,
     tool_stop: ToolStop,
+    /// The tools the call's worker role may use (see `Effect::Call`).
+    role_tools: Vec<String>,
     settings: ExecutorSettings,
 }
 
@@ -673,7 +682,13 @@ async fn call_with_tools(
     cancel: CancellationToken,
 ) -> Result<Completion, CallError> {
     let specs = match request.role {
-        CallRole::Worker => caller.tools.specs(&caller.settings.tools),
+        CallRole::Worker => caller.tools.specs(
+            caller
+                .settings
+                .tools
+                .as_deref()
+                .unwrap_or(&caller.role_tools),
+        ),
         CallRole::Planner | CallRole::Synthesizer | CallRole::Validator => Vec::new(),
     };
     if specs.is_empty() {

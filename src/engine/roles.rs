@@ -117,7 +117,16 @@ mod tests {
             assert!(role.system_prompt.len() > 200, "{}", role.name);
             assert!(role.system_prompt.contains("markdown"), "{}", role.name);
             assert!(role.model.is_none(), "{}", role.name);
-            assert!(role.tools.is_empty(), "{}", role.name);
+            // Only the researcher looks things up; it is told how to cite what it fetched.
+            let fetches = role.tools == ["fetch"];
+            assert_eq!(fetches, role.name == "research", "{}", role.name);
+            assert!(fetches || role.tools.is_empty(), "{}", role.name);
+            assert_eq!(
+                fetches,
+                role.system_prompt.contains("fetch_url"),
+                "{}",
+                role.name
+            );
         }
         let mut names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
         names.sort_unstable();

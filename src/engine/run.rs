@@ -188,7 +188,13 @@ pub enum Effect {
     /// Publish an event (the executor adds the run id and a timestamp).
     Emit(EventKind),
     /// Make a provider call; answer with `Delta`s and one `Reply` tagged with `call`.
-    Call { call: CallId, request: ChatRequest },
+    /// `tools` names the tools the call may be offered (its worker role's: tool or group
+    /// names, `all`); empty for every call but a worker's.
+    Call {
+        call: CallId,
+        request: ChatRequest,
+        tools: Vec<String>,
+    },
     /// Stop a call in flight; its late `Delta`/`Reply` are ignored anyway.
     Abort(CallId),
     /// Feed `Input::Wake { call }` back after `after`.
@@ -616,6 +622,7 @@ impl Run {
                 attempt: self.planner.attempt,
             },
             request,
+            tools: Vec::new(),
         });
     }
 
@@ -1022,6 +1029,7 @@ impl Run {
                 attempt: task.attempt,
             },
             request,
+            tools: role.tools.clone(),
         });
     }
 
@@ -1160,6 +1168,7 @@ impl Run {
                 attempt: task.attempt,
             },
             request,
+            tools: Vec::new(),
         });
     }
 
@@ -1330,6 +1339,7 @@ impl Run {
                 attempt: self.synthesis.attempt,
             },
             request,
+            tools: Vec::new(),
         });
     }
 

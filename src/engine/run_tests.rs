@@ -135,7 +135,7 @@ impl Story {
 
     fn request_for(&self, target: &CallTarget) -> Option<&ChatRequest> {
         self.effects.iter().find_map(|e| match e {
-            Effect::Call { call, request } if &call.target == target => Some(request),
+            Effect::Call { call, request, .. } if &call.target == target => Some(request),
             _ => None,
         })
     }
