@@ -96,6 +96,7 @@ pub struct FileConfig {
     /// `[prices."model"]`: prices over the shipped table's.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceEntry>,
+    #[serde(default)]
     pub budget: BudgetSection,
 }
 
