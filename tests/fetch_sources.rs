@@ -95,9 +95,12 @@ async fn a_researcher_fetches_an_allowed_page_and_the_report_names_it_as_a_sourc
     assert_eq!(a[0].tools(), ["fetch_url"], "the research role fetches");
     let results = a[1].tool_results();
     assert_eq!(results.len(), 1);
-    let (_, text, is_error) = &results[0];
-    assert!(!is_error, "{text}");
-    assert!(text.contains("High water is at") && text.contains("noon"), "{text}");
+    // OpenAI's tool messages carry no error flag: the text says what happened.
+    let (_, text, _) = &results[0];
+    assert!(
+        text.contains("High water is at") && text.contains("noon"),
+        "{text}"
+    );
     assert!(!text.contains("secretToken"), "scripts are dropped: {text}");
     let b = worker_requests(&server, "b");
     assert!(b[0].tools().is_empty(), "the analysis role has no tools");
@@ -123,11 +126,17 @@ async fn a_loopback_page_is_refused_unless_allowed_and_tools_none_offers_nothing
     let site = Site::start().await;
     let server = MockServer::start(script(site.url("/page.html"))).await;
     let out = run(&server, &[]).await;
-    assert_eq!(out.code, Some(0), "a refused fetch is the model's to read: {out:?}");
+    assert_eq!(
+        out.code,
+        Some(0),
+        "a refused fetch is the model's to read: {out:?}"
+    );
     let a = worker_requests(&server, "a");
-    let (_, text, is_error) = a[1].tool_results().remove(0);
-    assert!(is_error, "{text}");
-    assert!(text.contains("loopback") && text.contains("--allow-host"), "{text}");
+    let (_, text, _) = a[1].tool_results().remove(0);
+    assert!(
+        text.contains("refused") && text.contains("loopback") && text.contains("--allow-host"),
+        "{text}"
+    );
     assert_eq!(site.requests(), 0, "nothing reached the site");
 
     let server = MockServer::start(script(site.url("/page.html"))).await;
