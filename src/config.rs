@@ -77,6 +77,9 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub cache: CacheSection,
+    /// `[[mcp.servers]]`: MCP servers whose tools roles may use.
+    #[serde(default)]
+    pub mcp: crate::mcp::McpConfig,
 }
 
 /// `[cache]`: the result cache of worker answers.
@@ -373,6 +376,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Where runs are saved.
     pub store: StoreConfig,
+    /// The MCP servers (started only when a role uses their tools).
+    pub mcp: crate::mcp::McpConfig,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -545,6 +550,7 @@ impl Config {
 
         let roles = merge_roles(roles::builtin_roles(), &file.roles)?;
         let store = StoreConfig::merge(args, &file);
+        file.mcp.validate().map_err(ConfigError::Invalid)?;
         Ok(Self {
             provider,
             run: RunSettings {
@@ -585,6 +591,7 @@ impl Config {
             mouse: file.ui.mouse.unwrap_or(true),
             source: None,
             store,
+            mcp: file.mcp,
         })
     }
 
@@ -860,5 +867,33 @@ mod tests {
             ExecutorSettings::default().call_timeout
         );
         assert_eq!(config.run.worker.max_tokens as u64, defaults::MAX_TOKENS);
+    }
+
+    #[test]
+    fn mcp_servers_parse_and_bad_names_or_duplicates_are_rejected() {
+        let file = parse(
+            "[[mcp.servers]]\nname = \"files\"\ncommand = \"npx\"\n\
+             args = [\"-y\", \"server\"]\nenv = { ROOT = \"/tmp\" }\n",
+        )
+        .expect("valid");
+        let config = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
+        assert_eq!(config.mcp.servers.len(), 1);
+        assert_eq!(config.mcp.servers[0].name.0, "files");
+        assert_eq!(config.mcp.servers[0].args, ["-y", "server"]);
+        assert_eq!(config.mcp.servers[0].env["ROOT"], "/tmp");
+
+        let err = parse("[[mcp.servers]]\nname = \"a:b\"\ncommand = \"x\"\n")
+            .expect_err("name")
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("a:b"), "{err}");
+        let twice = parse(
+            "[[mcp.servers]]\nname = \"a\"\ncommand = \"x\"\n\
+             [[mcp.servers]]\nname = \"a\"\ncommand = \"y\"\n",
+        )
+        .expect("parses");
+        let err = Config::merge(&EngineArgs::default(), twice, &no_env)
+            .expect_err("duplicate")
+            .to_string();
+        assert!(err.contains("used twice"), "{err}");
     }
 }

@@ -25,6 +25,7 @@
 //!   [`diff`]: comparing two runs as data (plans, outcomes, a line diff of the reports).
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
+//! - [`mcp`]: MCP servers as a tool source: started on demand, their tools listed and called.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
 //!
 //! The engine never imports terminal code, and front ends never do network or disk I/O on
@@ -47,6 +48,7 @@ pub mod export;
 pub mod headless;
 pub mod history;
 pub mod llm;
+pub mod mcp;
 pub mod protocol;
 pub mod report;
 pub mod sanitize;
