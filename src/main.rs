@@ -57,6 +57,10 @@ async fn dispatch(cli: Cli) -> i32 {
     if let Some(CommandLine::Resume(args)) = &cli.command {
         return resume(&cli, args).await;
     }
+    // MCP servers need the config file only, never a provider or its key.
+    if let Some(CommandLine::Mcp(args)) = &cli.command {
+        return mcp(&cli, args).await;
+    }
     let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -126,7 +130,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::Gc(_))
         | Some(CommandLine::Export(_))
         | Some(CommandLine::Diff(_))
-        | Some(CommandLine::Cache(_)) => return exit::USAGE,
+        | Some(CommandLine::Cache(_))
+        | Some(CommandLine::Mcp(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -154,7 +159,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
         | CommandLine::Models(_)
-        | CommandLine::Doctor => return None,
+        | CommandLine::Doctor
+        | CommandLine::Mcp(_) => return None,
     }
     let store = match StoreConfig::resolve(&cli.engine) {
         Ok(s) => s,
@@ -178,7 +184,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Run(_)
         | CommandLine::Plan(_)
         | CommandLine::Models(_)
-        | CommandLine::Doctor => return None,
+        | CommandLine::Doctor
+        | CommandLine::Mcp(_) => return None,
     };
     Some(match result {
         Ok(()) => exit::OK,
@@ -191,6 +198,40 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
             }
         }
     })
+}
+
+/// `maestro mcp list`: the configured MCP servers and their tools.
+async fn mcp(cli: &Cli, args: &maestro::cli::McpArgs) -> i32 {
+    let maestro::cli::McpAction::List { json } = args.action;
+    let file = match maestro::config::FileConfig::load(cli.engine.config.as_deref()) {
+        Ok((file, _)) => file,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return exit::USAGE;
+        }
+    };
+    if let Err(e) = file.mcp.validate() {
+        say(&format!("maestro: {e}"));
+        return exit::USAGE;
+    }
+    if file.mcp.servers.is_empty() {
+        say("maestro: no MCP servers are configured (add [[mcp.servers]] to the config file)");
+        return exit::OK;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match maestro::mcp::list(&file.mcp, json, &mut stdout).await {
+        Ok(notices) if notices.is_empty() => exit::OK,
+        Ok(notices) => {
+            for notice in notices {
+                say(&format!("maestro: {notice}"));
+            }
+            exit::FAILED
+        }
+        Err(e) => {
+            say(&format!("maestro: cannot write the list: {e}"));
+            exit::OUTPUT
+        }
+    }
 }
 
 /// `maestro resume`: the saved run, its settings under the flags, then the run.

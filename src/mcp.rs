@@ -459,6 +459,47 @@ impl McpHub {
     }
 }
 
+/// `maestro mcp list`: start every configured server, write its tools (a list, or one JSON
+/// array of specs), stop the servers. Returns the notices of servers that did not start.
+pub async fn list(
+    config: &McpConfig,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<Vec<String>> {
+    let hub = McpHub::new(config);
+    let mut listed = Vec::new();
+    for slot in &hub.servers {
+        let tools = hub.server_tools(slot).await;
+        let started = matches!(&*slot.state.lock().await, State::Running(_));
+        listed.push((&slot.config, started, tools));
+    }
+    hub.shutdown().await;
+    if json {
+        let specs: Vec<&McpToolSpec> = listed.iter().flat_map(|(_, _, t)| t).collect();
+        crate::sanitize::write_json(&mut *out, &specs).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        for (config, started, tools) in &listed {
+            let command = std::iter::once(&config.command)
+                .chain(&config.args)
+                .map(|part| sanitize_line(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let status = if *started {
+                format!("{} tools", tools.len())
+            } else {
+                "did not start".to_owned()
+            };
+            writeln!(out, "{} ({command}): {status}", config.name.0)?;
+            for tool in tools {
+                let summary = tool.description.lines().next().unwrap_or_default();
+                writeln!(out, "  {}  {}", tool.name, sanitize_line(summary))?;
+            }
+        }
+    }
+    Ok(hub.take_notices())
+}
+
 fn stopped_reason(server: &str, stderr: &StderrTail) -> String {
     format!(
         "MCP server `{server}` stopped{}; its tools are not available",

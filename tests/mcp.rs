@@ -1,11 +1,14 @@
 //! `McpHub` against a real MCP server process: `mcp-test-server` (tests/mcp_server/server.rs,
 //! built with the SDK's server side), started by the hub as a child process. Covers listing,
 //! calls and their errors, servers that crash at start, answer garbage or die mid-run, and
-//! that no server process outlives the hub.
+//! that no server process outlives the hub; and `maestro mcp list` run as the real binary.
+
+mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::Sandbox;
 use maestro::mcp::{McpConfig, McpHub, McpServerConfig, McpToolResult, ServerName};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -333,4 +336,70 @@ fn dropping_the_hub_and_its_runtime_leaves_no_server_process() {
         wait_until_gone(pid, Duration::from_secs(5)),
         "server {pid} outlived the hub"
     );
+}
+
+fn list_config(servers: &[(&str, &str)]) -> String {
+    servers
+        .iter()
+        .map(|(name, args)| {
+            format!("[[mcp.servers]]\nname = \"{name}\"\ncommand = {SERVER:?}\nargs = [{args}]\n")
+        })
+        .collect()
+}
+
+#[test]
+fn mcp_list_shows_each_servers_tools_and_which_did_not_start() {
+    let sandbox = Sandbox::new(&list_config(&[
+        ("good", ""),
+        ("bad", "\"--crash-at-start\""),
+    ]));
+    let out = sandbox.child(&["mcp", "list"]).run_blocking();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "good ({SERVER}): 5 tools\n  mcp:good/add  Add two integers\n"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("bad ({SERVER} --crash-at-start): did not start\n")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("`bad` did not start") && out.stderr.contains("crashing on purpose"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn mcp_list_json_is_the_tool_specs() {
+    let sandbox = Sandbox::new(&list_config(&[("good", "")]));
+    let out = sandbox.child(&["mcp", "list", "--json"]).run_blocking();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let specs = out.json();
+    let names: Vec<&str> = specs
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 5, "{specs}");
+    assert!(names.contains(&"mcp:good/echo"), "{specs}");
+    assert_eq!(specs[0]["parameters"]["type"], "object");
+}
+
+#[test]
+fn mcp_list_rejects_a_bad_config_before_starting_anything() {
+    let sandbox = Sandbox::new(&format!(
+        "{}{}",
+        list_config(&[("twice", "")]),
+        list_config(&[("twice", "")])
+    ));
+    let out = sandbox.child(&["mcp", "list"]).run_blocking();
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("used twice"), "{}", out.stderr);
 }
