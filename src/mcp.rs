@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ResourceContents};
 use rmcp::service::{Peer, RunningService, ServiceError};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -48,12 +48,16 @@ pub struct McpConfig {
     pub servers: Vec<McpServerConfig>,
 }
 
-/// One `[[mcp.servers]]` entry: a command started as a child process speaking MCP on stdio.
+/// One `[[mcp.servers]]` entry: a `command` started as a child process speaking MCP on stdio,
+/// or the `url` of a server speaking streamable HTTP.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     pub name: ServerName,
-    pub command: String,
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
     /// Added to the environment maestro itself runs in.
@@ -79,21 +83,38 @@ impl<'de> Deserialize<'de> for ServerName {
 }
 
 impl McpConfig {
-    /// Checks what one entry cannot: names are unique and commands are not empty.
+    /// Checks what one entry cannot: names are unique, and each server has either a
+    /// non-empty `command` or an http(s) `url` (and `args` / `env` only with a command).
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = BTreeSet::new();
         for server in &self.servers {
+            let name = &server.name.0;
             if !seen.insert(&server.name) {
-                return Err(format!(
-                    "[[mcp.servers]]: the name `{}` is used twice",
-                    server.name.0
-                ));
+                return Err(format!("[[mcp.servers]]: the name `{name}` is used twice"));
             }
-            if server.command.trim().is_empty() {
-                return Err(format!(
-                    "[[mcp.servers]] `{}`: `command` is empty",
-                    server.name.0
-                ));
+            match (&server.command, &server.url) {
+                (Some(command), None) if command.trim().is_empty() => {
+                    return Err(format!("[[mcp.servers]] `{name}`: `command` is empty"));
+                }
+                (Some(_), None) => {}
+                (None, Some(url)) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(format!(
+                            "[[mcp.servers]] `{name}`: `url` must start with http:// or https://"
+                        ));
+                    }
+                    if !server.args.is_empty() || !server.env.is_empty() {
+                        return Err(format!(
+                            "[[mcp.servers]] `{name}`: `args` and `env` go with `command`, not `url`"
+                        ));
+                    }
+                }
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(format!(
+                        "[[mcp.servers]] `{name}`: give either `command` (stdio) or `url` \
+                         (streamable HTTP)"
+                    ));
+                }
             }
         }
         Ok(())
@@ -480,8 +501,11 @@ pub async fn list(
         writeln!(out)?;
     } else {
         for (config, started, tools) in &listed {
-            let command = std::iter::once(&config.command)
+            let command = config
+                .command
+                .iter()
                 .chain(&config.args)
+                .chain(&config.url)
                 .map(|part| sanitize_line(part).into_owned())
                 .collect::<Vec<_>>()
                 .join(" ");
@@ -507,12 +531,54 @@ fn stopped_reason(server: &str, stderr: &StderrTail) -> String {
     )
 }
 
-/// Spawn the server, shake hands and list its tools. Also returns the names of tools skipped.
+/// Start or connect to the server, shake hands and list its tools. Also returns the names of
+/// tools skipped.
 async fn start(
     config: &McpServerConfig,
     timeout: Duration,
 ) -> Result<(Running, Vec<String>), String> {
-    let mut command = tokio::process::Command::new(&config.command);
+    let tail: StderrTail = Arc::new(Mutex::new(VecDeque::new()));
+    let connect = async {
+        match (&config.command, &config.url) {
+            (Some(command), _) => {
+                let transport = spawn(command, config, &tail)?;
+                ().serve(transport).await.map_err(|e| e.to_string())
+            }
+            (None, Some(url)) => {
+                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                ().serve(transport).await.map_err(|e| e.to_string())
+            }
+            (None, None) => Err("neither `command` nor `url` is set".to_owned()),
+        }
+    };
+    let started = tokio::time::timeout(timeout, async {
+        let service = connect.await?;
+        let tools = service.list_all_tools().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((service, tools))
+    })
+    .await;
+    match started {
+        Ok(Ok((service, tools))) => Ok(specs_of(config, service, tools, tail)),
+        Ok(Err(error)) => {
+            // Let the stderr reader catch the server's last words before quoting them.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(format!("{}{}", sanitize_line(&error), stderr_note(&tail)))
+        }
+        Err(_) => Err(format!(
+            "no MCP handshake within {} s{}",
+            timeout.as_secs_f64(),
+            stderr_note(&tail)
+        )),
+    }
+}
+
+/// Start a stdio server; its stderr goes to `tail`.
+fn spawn(
+    program: &str,
+    config: &McpServerConfig,
+    tail: &StderrTail,
+) -> Result<TokioChildProcess, String> {
+    let mut command = tokio::process::Command::new(program);
     command.args(&config.args).envs(&config.env);
     let mut command = process_wrap::tokio::CommandWrap::from(command);
     // A process group, so stopping the server also stops what it started (npx → node);
@@ -523,32 +589,20 @@ async fn start(
     let (transport, stderr) = TokioChildProcess::builder(command)
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {:?}: {e}", sanitize_line(&config.command)))?;
-    let tail: StderrTail = Arc::new(Mutex::new(VecDeque::new()));
+        .map_err(|e| format!("cannot run {:?}: {e}", sanitize_line(program)))?;
     if let Some(stderr) = stderr {
-        tokio::spawn(keep_tail(stderr, Arc::clone(&tail)));
+        tokio::spawn(keep_tail(stderr, Arc::clone(tail)));
     }
-    let started = tokio::time::timeout(timeout, async {
-        let service = ().serve(transport).await.map_err(|e| e.to_string())?;
-        let tools = service.list_all_tools().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((service, tools))
-    })
-    .await;
-    let (service, tools) = match started {
-        Ok(Ok(started)) => started,
-        Ok(Err(error)) => {
-            // Let the stderr reader catch the server's last words before quoting them.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(format!("{}{}", sanitize_line(&error), stderr_note(&tail)));
-        }
-        Err(_) => {
-            return Err(format!(
-                "no MCP handshake within {} s{}",
-                timeout.as_secs_f64(),
-                stderr_note(&tail)
-            ));
-        }
-    };
+    Ok(transport)
+}
+
+/// The specs of a started server's tools, and the names of tools skipped.
+fn specs_of(
+    config: &McpServerConfig,
+    service: RunningService<RoleClient, ()>,
+    tools: Vec<rmcp::model::Tool>,
+    tail: StderrTail,
+) -> (Running, Vec<String>) {
     let mut specs = Vec::new();
     let mut skipped = Vec::new();
     for tool in tools {
@@ -567,14 +621,14 @@ async fn start(
             },
         ));
     }
-    Ok((
+    (
         Running {
             service,
             tools: specs,
             stderr: tail,
         },
         skipped,
-    ))
+    )
 }
 
 async fn keep_tail(stderr: tokio::process::ChildStderr, tail: StderrTail) {
@@ -753,5 +807,17 @@ mod tests {
         )
         .expect("parses");
         assert!(twice.validate().is_err());
+        let check = |entry: &str| -> Result<(), String> {
+            let config: McpConfig =
+                toml::from_str(&format!("[[servers]]\nname = \"a\"\n{entry}")).expect("parses");
+            config.validate()
+        };
+        assert!(check("command = \"x\"\n").is_ok());
+        assert!(check("url = \"https://example.com/mcp\"\n").is_ok());
+        assert!(check("command = \" \"\n").is_err());
+        assert!(check("url = \"example.com/mcp\"\n").is_err());
+        assert!(check("command = \"x\"\nurl = \"http://h/mcp\"\n").is_err());
+        assert!(check("").is_err());
+        assert!(check("url = \"http://h/mcp\"\nargs = [\"-v\"]\n").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! `McpHub` against a real MCP server process: `mcp-test-server` (tests/mcp_server/server.rs,
 //! built with the SDK's server side), started by the hub as a child process. Covers listing,
 //! calls and their errors, servers that crash at start, answer garbage or die mid-run, and
-//! that no server process outlives the hub; and `maestro mcp list` run as the real binary.
+//! that no server process outlives the hub; a streamable HTTP server (the SDK's, in process);
+//! and `maestro mcp list` run as the real binary.
 
 mod common;
 
@@ -18,7 +19,8 @@ const SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
 fn server(name: &str, args: &[&str]) -> McpServerConfig {
     McpServerConfig {
         name: ServerName(name.to_owned()),
-        command: SERVER.to_owned(),
+        command: Some(SERVER.to_owned()),
+        url: None,
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         env: Default::default(),
     }
@@ -206,7 +208,7 @@ async fn a_server_that_crashes_at_start_is_a_notice_and_no_tools() {
 #[tokio::test]
 async fn a_missing_command_or_a_server_speaking_garbage_is_a_notice() {
     let mut missing = server("missing", &[]);
-    missing.command = "/nonexistent/mcp-server".to_owned();
+    missing.command = Some("/nonexistent/mcp-server".to_owned());
     let hub = McpHub::new(&McpConfig {
         servers: vec![missing, server("garbage", &["--garbage"])],
     })
@@ -402,4 +404,94 @@ fn mcp_list_rejects_a_bad_config_before_starting_anything() {
     let out = sandbox.child(&["mcp", "list"]).run_blocking();
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("used twice"), "{}", out.stderr);
+}
+
+mod http {
+    use rmcp::handler::server::router::tool::ToolRouter;
+    use rmcp::handler::server::wrapper::Parameters;
+    use rmcp::model::{ServerCapabilities, ServerConfig};
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    struct Shout {
+        text: String,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Loud {
+        tool_router: ToolRouter<Self>,
+    }
+
+    #[tool_router]
+    impl Loud {
+        #[tool(description = "The text in capitals")]
+        fn shout(&self, Parameters(Shout { text }): Parameters<Shout>) -> String {
+            text.to_uppercase()
+        }
+    }
+
+    #[tool_handler(router = self.tool_router)]
+    impl ServerHandler for Loud {
+        fn get_info(&self) -> ServerConfig {
+            ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        }
+    }
+
+    /// An MCP server on a local port; its URL.
+    pub async fn serve() -> String {
+        let service: StreamableHttpService<Loud, LocalSessionManager> = StreamableHttpService::new(
+            || {
+                Ok(Loud {
+                    tool_router: Loud::tool_router(),
+                })
+            },
+            Default::default(),
+            StreamableHttpServerConfig::default().with_sse_keep_alive(None),
+        );
+        let router = axum::Router::new().nest_service("/mcp", service);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}/mcp")
+    }
+}
+
+#[tokio::test]
+async fn a_streamable_http_server_is_listed_and_called() {
+    let url = http::serve().await;
+    let hub = hub(vec![
+        McpServerConfig {
+            url: Some(url),
+            command: None,
+            ..server("web", &[])
+        },
+        McpServerConfig {
+            url: Some("http://127.0.0.1:9/mcp".to_owned()),
+            command: None,
+            ..server("closed", &[])
+        },
+    ]);
+    let tools = hub.tools_for(&["mcp:web/*", "mcp:closed/*"]).await;
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["mcp:web/shout"]);
+    assert_eq!(tools[0].parameters["properties"]["text"]["type"], "string");
+    let result = call(&hub, "mcp:web/shout", json!({ "text": "hi" })).await;
+    assert_eq!(
+        result,
+        McpToolResult {
+            text: "HI".to_owned(),
+            is_error: false
+        }
+    );
+    let notices = hub.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("`closed` did not start"), "{notices:?}");
+    hub.shutdown().await;
 }
