@@ -298,7 +298,11 @@ async fn shutdown_stops_every_server_process() {
     let files: Vec<_> = (0..2).map(|i| dir.path().join(format!("pid{i}"))).collect();
     let hub = hub(vec![
         server("a", &["--pid-file", files[0].to_str().expect("utf-8")]),
-        server("b", &["--pid-file", files[1].to_str().expect("utf-8")]),
+        // Does not exit when its stdin closes: shutdown must kill it.
+        server(
+            "b",
+            &["--linger", "--pid-file", files[1].to_str().expect("utf-8")],
+        ),
     ]);
     assert_eq!(hub.all_tools().await.len(), 10);
     let pids: Vec<i32> = files.iter().map(|f| read_pid(f)).collect();
@@ -322,9 +326,10 @@ fn dropping_the_hub_and_its_runtime_leaves_no_server_process() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
+        // Does not exit when its stdin closes: only a kill stops it.
         let hub = hub(vec![server(
             "t",
-            &["--pid-file", pid_file.to_str().expect("utf-8")],
+            &["--linger", "--pid-file", pid_file.to_str().expect("utf-8")],
         )]);
         assert_eq!(
             call(&hub, "mcp:t/echo", json!({ "text": "x" })).await.text,

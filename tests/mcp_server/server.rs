@@ -2,7 +2,8 @@
 //! It offers `echo`, `add`, `slow`, `env_var` and `picture`, and its arguments make it
 //! misbehave on purpose: `--crash-at-start` exits before the handshake, `--garbage` answers
 //! with lines that are not JSON-RPC, `--pid-file PATH` writes its process id so a test can
-//! kill it mid-run. It is built only with the `mcp-test-server` feature and is not part of
+//! kill it mid-run, `--linger` keeps it alive for a minute after its stdin closes (as some
+//! servers do), so only a kill stops it. It is built only with the `mcp-test-server` feature and is not part of
 //! maestro.
 
 use std::io::Write;
@@ -84,6 +85,7 @@ impl ServerHandler for TestServer {
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut iter = args.iter();
+    let mut linger = false;
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--crash-at-start" => {
@@ -107,6 +109,7 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             }
+            "--linger" => linger = true,
             _ => {}
         }
     }
@@ -117,5 +120,8 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(1);
     };
     let _ = service.waiting().await;
+    if linger {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
     std::process::ExitCode::SUCCESS
 }
