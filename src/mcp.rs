@@ -210,7 +210,7 @@ fn servers_named(patterns: &[impl AsRef<str>]) -> BTreeSet<&str> {
 /// drop. Shared by every worker of a run (`&self` methods; calls run in parallel).
 pub struct McpHub {
     servers: Vec<Slot>,
-    notices: Mutex<Vec<String>>,
+    notices: Mutex<Notices>,
     start_timeout: Duration,
     call_timeout: Duration,
 }
@@ -236,6 +236,14 @@ struct Running {
 
 type StderrTail = Arc<Mutex<VecDeque<String>>>;
 
+/// Notices not yet taken, and every one ever given: each is told once per hub, however many
+/// workers ask for the same missing server.
+#[derive(Default)]
+struct Notices {
+    pending: Vec<String>,
+    told: BTreeSet<String>,
+}
+
 impl McpHub {
     pub fn new(config: &McpConfig) -> Self {
         Self {
@@ -247,7 +255,7 @@ impl McpHub {
                     state: tokio::sync::Mutex::new(State::NotStarted),
                 })
                 .collect(),
-            notices: Mutex::new(Vec::new()),
+            notices: Mutex::new(Notices::default()),
             start_timeout: DEFAULT_START_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
@@ -270,16 +278,14 @@ impl McpHub {
     /// Notices collected since the last call (a server that did not start or stopped), for
     /// the caller to show.
     pub fn take_notices(&self) -> Vec<String> {
-        match self.notices.lock() {
-            Ok(mut notices) => std::mem::take(&mut *notices),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut notices.pending)
     }
 
     fn notice(&self, text: String) {
-        match self.notices.lock() {
-            Ok(mut notices) => notices.push(text),
-            Err(poisoned) => poisoned.into_inner().push(text),
+        let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+        if notices.told.insert(text.clone()) {
+            notices.pending.push(text);
         }
     }
 
@@ -287,27 +293,33 @@ impl McpHub {
     /// that cannot start adds a notice and contributes no tools; a pattern naming a server
     /// that is not configured adds a notice too.
     pub async fn tools_for(&self, patterns: &[impl AsRef<str>]) -> Vec<McpToolSpec> {
-        let mut specs = Vec::new();
+        let mut slots = Vec::new();
         for server in servers_named(patterns) {
-            let Some(slot) = self.slot(server) else {
-                self.notice(format!(
+            match self.slot(server) {
+                Some(slot) => slots.push(slot),
+                None => self.notice(format!(
                     "MCP server `{}` is not configured (no [[mcp.servers]] entry with that name)",
                     sanitize_line(server)
-                ));
-                continue;
-            };
-            specs.extend(self.server_tools(slot).await);
+                )),
+            }
         }
+        // Servers start side by side: a slow one (npx downloading) does not hold up the rest.
+        let specs: Vec<McpToolSpec> =
+            futures_util::future::join_all(slots.into_iter().map(|s| self.server_tools(s)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
         select(&specs, patterns).into_iter().cloned().collect()
     }
 
     /// Every tool of every configured server, starting them all (for `maestro mcp list`).
     pub async fn all_tools(&self) -> Vec<McpToolSpec> {
-        let mut specs = Vec::new();
-        for slot in &self.servers {
-            specs.extend(self.server_tools(slot).await);
-        }
-        specs
+        futures_util::future::join_all(self.servers.iter().map(|s| self.server_tools(s)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Call `mcp:SERVER/TOOL` with a JSON object of arguments. Every failure (unknown tool,

@@ -206,6 +206,20 @@ async fn a_server_that_crashes_at_start_is_a_notice_and_no_tools() {
 }
 
 #[tokio::test]
+async fn a_pattern_naming_an_unconfigured_server_is_told_once() {
+    let hub = hub(vec![server("t", &[])]);
+    for _ in 0..3 {
+        assert!(hub.tools_for(&["mcp:typo/*"]).await.is_empty());
+    }
+    let notices = hub.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("`typo` is not configured"),
+        "{notices:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_command_or_a_server_speaking_garbage_is_a_notice() {
     let mut missing = server("missing", &[]);
     missing.command = Some("/nonexistent/mcp-server".to_owned());
