@@ -108,6 +108,8 @@ pub enum CommandLine {
     /// Exit codes: 0 printed; 1 the database could not be read (it is never created); 2 a bad
     /// `--since`.
     Stats(StatsArgs),
+    /// MCP servers (`[[mcp.servers]]` in the config): `list` starts each and lists its tools.
+    Mcp(McpArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -161,6 +163,25 @@ pub struct DiffArgs {
     /// One JSON object instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct McpArgs {
+    #[command(subcommand)]
+    pub action: McpAction,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum McpAction {
+    /// Start every configured MCP server, list its tools (`mcp:SERVER/TOOL`), stop it.
+    ///
+    /// Exit codes: 0 every server started; 1 one did not (the reason is on stderr); 2 the
+    /// configuration is wrong.
+    List {
+        /// One JSON array of tool specs (name, description, parameters)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]

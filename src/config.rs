@@ -98,6 +98,9 @@ pub struct FileConfig {
     pub prices: BTreeMap<String, PriceEntry>,
     #[serde(default)]
     pub budget: BudgetSection,
+    /// `[[mcp.servers]]`: MCP servers whose tools roles may use.
+    #[serde(default)]
+    pub mcp: crate::mcp::McpConfig,
 }
 
 /// `[validation]`: the quality gate after each subtask.
@@ -509,6 +512,8 @@ pub struct Config {
     pub prices: PriceTable,
     /// What the built-in tools may reach.
     pub tools: ToolsConfig,
+    /// The MCP servers (started only when a role uses their tools).
+    pub mcp: crate::mcp::McpConfig,
 }
 
 pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
@@ -738,6 +743,7 @@ impl Config {
         let store = StoreConfig::merge(args, &file);
         let prices = file.price_table();
         let tools = merge_tools(args, &file.tools)?;
+        file.mcp.validate().map_err(ConfigError::Invalid)?;
         Ok(Self {
             provider,
             run: RunSettings {
@@ -811,6 +817,7 @@ impl Config {
             presets,
             prices,
             tools,
+            mcp: file.mcp,
         })
     }
 
@@ -1443,6 +1450,34 @@ mod tests {
             err.contains("--allow-dir /no/such/folder/anywhere"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn mcp_servers_parse_and_bad_names_or_duplicates_are_rejected() {
+        let file = parse(
+            "[[mcp.servers]]\nname = \"files\"\ncommand = \"npx\"\n\
+             args = [\"-y\", \"server\"]\nenv = { ROOT = \"/tmp\" }\n",
+        )
+        .expect("valid");
+        let config = Config::merge(&EngineArgs::default(), file, &no_env).expect("valid");
+        assert_eq!(config.mcp.servers.len(), 1);
+        assert_eq!(config.mcp.servers[0].name.0, "files");
+        assert_eq!(config.mcp.servers[0].args, ["-y", "server"]);
+        assert_eq!(config.mcp.servers[0].env["ROOT"], "/tmp");
+
+        let err = parse("[[mcp.servers]]\nname = \"a:b\"\ncommand = \"x\"\n")
+            .expect_err("name")
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("a:b"), "{err}");
+        let twice = parse(
+            "[[mcp.servers]]\nname = \"a\"\ncommand = \"x\"\n\
+             [[mcp.servers]]\nname = \"a\"\ncommand = \"y\"\n",
+        )
+        .expect("parses");
+        let err = Config::merge(&EngineArgs::default(), twice, &no_env)
+            .expect_err("duplicate")
+            .to_string();
+        assert!(err.contains("used twice"), "{err}");
     }
 }
 

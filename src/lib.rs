@@ -28,6 +28,7 @@
 //! - [`presets`]: the presets a run may use (built in, the user's files) and `maestro presets`.
 //! - [`tui`]: the dashboard (model / update / view, and the loop that owns the terminal).
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
+//! - [`mcp`]: MCP servers as a tool source: started on demand, their tools listed and called.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
 //! - [`tools`]: the built-in tools a worker model may call (`fetch_url`, `read_file`,
 //!   `list_dir`) and their policies: which hosts and folders, what sizes.
@@ -53,6 +54,7 @@ pub mod export;
 pub mod headless;
 pub mod history;
 pub mod llm;
+pub mod mcp;
 pub mod presets;
 pub mod protocol;
 pub mod report;

@@ -61,6 +61,10 @@ async fn dispatch(cli: Cli) -> i32 {
     if let Some(CommandLine::Resume(args)) = &cli.command {
         return resume(&cli, args).await;
     }
+    // MCP servers need the config file only, never a provider or its key.
+    if let Some(CommandLine::Mcp(args)) = &cli.command {
+        return mcp(&cli, args).await;
+    }
     let config = match Config::resolve(&cli.engine, &|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -143,7 +147,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::Diff(_))
         | Some(CommandLine::Cache(_))
         | Some(CommandLine::Presets(_))
-        | Some(CommandLine::Stats(_)) => return exit::USAGE,
+        | Some(CommandLine::Stats(_))
+        | Some(CommandLine::Mcp(_)) => return exit::USAGE,
         None => maestro::tui::run(config, provider).await,
     };
     match result {
@@ -173,7 +178,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Plan(_)
         | CommandLine::Models(_)
         | CommandLine::Doctor
-        | CommandLine::Presets(_) => return None,
+        | CommandLine::Presets(_)
+        | CommandLine::Mcp(_) => return None,
     }
     let store = match StoreConfig::resolve(&cli.engine) {
         Ok(s) => s,
@@ -208,7 +214,8 @@ fn saved_runs(cli: &Cli) -> Option<i32> {
         | CommandLine::Plan(_)
         | CommandLine::Models(_)
         | CommandLine::Doctor
-        | CommandLine::Presets(_) => return None,
+        | CommandLine::Presets(_)
+        | CommandLine::Mcp(_) => return None,
     };
     Some(match result {
         Ok(()) => exit::OK,
@@ -254,6 +261,40 @@ fn presets(engine: &maestro::cli::EngineArgs, args: &maestro::cli::PresetsArgs) 
                     exit::OUTPUT
                 }
             }
+        }
+    }
+}
+
+/// `maestro mcp list`: the configured MCP servers and their tools.
+async fn mcp(cli: &Cli, args: &maestro::cli::McpArgs) -> i32 {
+    let maestro::cli::McpAction::List { json } = args.action;
+    let file = match maestro::config::FileConfig::load(cli.engine.config.as_deref()) {
+        Ok((file, _)) => file,
+        Err(e) => {
+            say(&format!("maestro: {e}"));
+            return exit::USAGE;
+        }
+    };
+    if let Err(e) = file.mcp.validate() {
+        say(&format!("maestro: {e}"));
+        return exit::USAGE;
+    }
+    if file.mcp.servers.is_empty() {
+        say("maestro: no MCP servers are configured (add [[mcp.servers]] to the config file)");
+        return exit::OK;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match maestro::mcp::list(&file.mcp, json, &mut stdout).await {
+        Ok(notices) if notices.is_empty() => exit::OK,
+        Ok(notices) => {
+            for notice in notices {
+                say(&format!("maestro: {notice}"));
+            }
+            exit::FAILED
+        }
+        Err(e) => {
+            say(&format!("maestro: cannot write the list: {e}"));
+            exit::OUTPUT
         }
     }
 }

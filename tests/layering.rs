@@ -139,6 +139,11 @@ const RULES: &[Rule] = &[
         no_crates: TERMINAL,
     },
     Rule {
+        module: "mcp",
+        imports: Imports::Only(&["mcp", "sanitize", "defaults", "protocol"]),
+        no_crates: TERMINAL,
+    },
+    Rule {
         module: "doctor",
         imports: Imports::Not(&["tui", "report"]),
         no_crates: TERMINAL,

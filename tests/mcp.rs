@@ -1,0 +1,518 @@
+//! `McpHub` against a real MCP server process: `mcp-test-server` (tests/mcp_server/server.rs,
+//! built with the SDK's server side), started by the hub as a child process. Covers listing,
+//! calls and their errors, servers that crash at start, answer garbage or die mid-run, and
+//! that no server process outlives the hub; a streamable HTTP server (the SDK's, in process);
+//! and `maestro mcp list` run as the real binary.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+use maestro::mcp::{McpConfig, McpHub, McpServerConfig, McpToolResult, ServerName};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
+
+fn server(name: &str, args: &[&str]) -> McpServerConfig {
+    McpServerConfig {
+        name: ServerName(name.to_owned()),
+        command: Some(SERVER.to_owned()),
+        url: None,
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: Default::default(),
+    }
+}
+
+fn hub(servers: Vec<McpServerConfig>) -> McpHub {
+    McpHub::new(&McpConfig { servers })
+        .with_timeouts(Duration::from_secs(10), Duration::from_secs(10))
+}
+
+async fn call(hub: &McpHub, name: &str, args: serde_json::Value) -> McpToolResult {
+    hub.call(name, args, &CancellationToken::new()).await
+}
+
+/// The process id the test server wrote, waiting for it to appear.
+fn read_pid(path: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the server wrote no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Running, not exited: a zombie has exited and only waits for its parent to read its status.
+fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+fn wait_until_gone(pid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if !is_running(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !is_running(pid)
+}
+
+#[tokio::test]
+async fn tools_are_listed_with_their_names_descriptions_and_schemas() {
+    let hub = hub(vec![server("t", &[])]);
+    let mut names: Vec<String> = hub
+        .tools_for(&["mcp:t/*"])
+        .await
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "mcp:t/add",
+            "mcp:t/echo",
+            "mcp:t/env_var",
+            "mcp:t/picture",
+            "mcp:t/slow"
+        ]
+    );
+
+    let echo = hub.tools_for(&["mcp:t/echo"]).await;
+    assert_eq!(echo.len(), 1);
+    assert_eq!(echo[0].name, "mcp:t/echo");
+    assert_eq!(echo[0].description, "Send the text back");
+    assert_eq!(echo[0].parameters["type"], "object");
+    assert_eq!(echo[0].parameters["properties"]["text"]["type"], "string");
+    assert_eq!(echo[0].parameters["required"], json!(["text"]));
+    assert!(hub.take_notices().is_empty());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_starts_only_when_its_tools_are_needed() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pid_file = dir.path().join("pid");
+    let pid_arg = pid_file.to_str().expect("a utf-8 path");
+    let hub = hub(vec![
+        server("lazy", &["--pid-file", pid_arg]),
+        server("other", &[]),
+    ]);
+    let other = hub.tools_for(&["mcp:other/add", "fetch_url"]).await;
+    assert_eq!(other.len(), 1);
+    assert!(!pid_file.exists(), "`lazy` started without being asked for");
+
+    let result = call(&hub, "mcp:lazy/echo", json!({ "text": "hi" })).await;
+    assert_eq!(result.text, "hi");
+    assert!(pid_file.exists());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_return_text_and_summarise_other_content() {
+    let mut config = server("t", &[]);
+    config
+        .env
+        .insert("MAESTRO_MCP_TEST".to_owned(), "from the config".to_owned());
+    let hub = hub(vec![config]);
+
+    let add = call(&hub, "mcp:t/add", json!({ "a": 2, "b": 40 })).await;
+    assert_eq!(
+        add,
+        McpToolResult {
+            text: "42".to_owned(),
+            is_error: false
+        }
+    );
+    let env = call(&hub, "mcp:t/env_var", json!({ "name": "MAESTRO_MCP_TEST" })).await;
+    assert_eq!(env.text, "from the config");
+    // The escape sequences are gone; the image is described, not pasted.
+    let picture = call(&hub, "mcp:t/picture", json!({})).await;
+    assert_eq!(picture.text, "a red square\n[image image/png, 12 kB]");
+    assert!(!picture.is_error);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_arguments_and_unknown_names_are_error_results() {
+    let hub = hub(vec![server("t", &[])]);
+    let wrong_type = call(&hub, "mcp:t/add", json!({ "a": "two", "b": 1 })).await;
+    assert!(wrong_type.is_error, "{wrong_type:?}");
+    assert!(wrong_type.text.contains("expected i64"), "{wrong_type:?}");
+
+    let tool_error = call(&hub, "mcp:t/add", json!({ "a": i64::MAX, "b": 1 })).await;
+    assert_eq!(
+        tool_error,
+        McpToolResult {
+            text: "overflow".to_owned(),
+            is_error: true
+        }
+    );
+
+    let not_object = call(&hub, "mcp:t/echo", json!(["hi"])).await;
+    assert!(not_object.is_error && not_object.text.contains("JSON object"));
+    let no_tool = call(&hub, "mcp:t/nope", json!({})).await;
+    assert!(no_tool.is_error && no_tool.text.contains("no tool `nope`"));
+    let no_server = call(&hub, "mcp:gone/echo", json!({})).await;
+    assert!(no_server.is_error && no_server.text.contains("no MCP server named `gone`"));
+    let not_mcp = call(&hub, "fetch_url", json!({})).await;
+    assert!(not_mcp.is_error);
+
+    // Still serving after all that.
+    assert_eq!(
+        call(&hub, "mcp:t/echo", json!({ "text": "ok" })).await.text,
+        "ok"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_crashes_at_start_is_a_notice_and_no_tools() {
+    let hub = hub(vec![
+        server("bad", &["--crash-at-start"]),
+        server("good", &[]),
+    ]);
+    let tools = hub.tools_for(&["mcp:bad/*", "mcp:good/echo"]).await;
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["mcp:good/echo"]);
+
+    let notices = hub.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("`bad` did not start") && notices[0].contains("crashing on purpose"),
+        "{notices:?}"
+    );
+    let result = call(&hub, "mcp:bad/echo", json!({ "text": "hi" })).await;
+    assert!(
+        result.is_error && result.text.contains("did not start"),
+        "{result:?}"
+    );
+    // Told once, not on every call.
+    assert!(hub.take_notices().is_empty());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pattern_naming_an_unconfigured_server_is_told_once() {
+    let hub = hub(vec![server("t", &[])]);
+    for _ in 0..3 {
+        assert!(hub.tools_for(&["mcp:typo/*"]).await.is_empty());
+    }
+    let notices = hub.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("`typo` is not configured"),
+        "{notices:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_command_or_a_server_speaking_garbage_is_a_notice() {
+    let mut missing = server("missing", &[]);
+    missing.command = Some("/nonexistent/mcp-server".to_owned());
+    let hub = McpHub::new(&McpConfig {
+        servers: vec![missing, server("garbage", &["--garbage"])],
+    })
+    .with_timeouts(Duration::from_secs(2), Duration::from_secs(2));
+    assert!(hub.all_tools().await.is_empty());
+    // The servers start side by side, so their notices come in either order.
+    let mut notices = hub.take_notices();
+    notices.sort();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(
+        notices[0].contains("`garbage` did not start"),
+        "{notices:?}"
+    );
+    assert!(
+        notices[1].contains("`missing` did not start: cannot run"),
+        "{notices:?}"
+    );
+    hub.shutdown().await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_server_killed_mid_run_turns_calls_into_errors() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pid_file = dir.path().join("pid");
+    let hub = hub(vec![server(
+        "t",
+        &["--pid-file", pid_file.to_str().expect("a utf-8 path")],
+    )]);
+    assert_eq!(
+        call(&hub, "mcp:t/echo", json!({ "text": "1" })).await.text,
+        "1"
+    );
+    let pid = read_pid(&pid_file);
+    // SAFETY: a plain syscall on a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(wait_until_gone(pid, Duration::from_secs(5)));
+
+    let after = call(&hub, "mcp:t/echo", json!({ "text": "2" })).await;
+    assert!(after.is_error, "{after:?}");
+    assert!(after.text.contains("`t` stopped"), "{after:?}");
+    let again = call(&hub, "mcp:t/add", json!({ "a": 1, "b": 1 })).await;
+    assert!(again.is_error, "{again:?}");
+    let notices = hub.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("stopped"), "{notices:?}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_call_times_out_or_is_cancelled_and_the_server_stays_usable() {
+    let hub = McpHub::new(&McpConfig {
+        servers: vec![server("t", &[])],
+    })
+    .with_timeouts(Duration::from_secs(10), Duration::from_millis(300));
+    let slow = call(&hub, "mcp:t/slow", json!({ "millis": 5_000 })).await;
+    assert!(
+        slow.is_error && slow.text.contains("did not answer"),
+        "{slow:?}"
+    );
+
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let cancelled = hub
+        .call("mcp:t/slow", json!({ "millis": 5_000 }), &cancel)
+        .await;
+    assert!(
+        cancelled.is_error && cancelled.text.contains("cancelled"),
+        "{cancelled:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(300));
+
+    assert_eq!(
+        call(&hub, "mcp:t/echo", json!({ "text": "ok" })).await.text,
+        "ok"
+    );
+    hub.shutdown().await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn shutdown_stops_every_server_process() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let files: Vec<_> = (0..2).map(|i| dir.path().join(format!("pid{i}"))).collect();
+    let hub = hub(vec![
+        server("a", &["--pid-file", files[0].to_str().expect("utf-8")]),
+        // Does not exit when its stdin closes: shutdown must kill it.
+        server(
+            "b",
+            &["--linger", "--pid-file", files[1].to_str().expect("utf-8")],
+        ),
+    ]);
+    assert_eq!(hub.all_tools().await.len(), 10);
+    let pids: Vec<i32> = files.iter().map(|f| read_pid(f)).collect();
+    assert!(pids.iter().all(|&pid| is_running(pid)));
+
+    hub.shutdown().await;
+    for pid in pids {
+        assert!(!is_running(pid), "server {pid} outlived shutdown");
+    }
+    let after = call(&hub, "mcp:a/echo", json!({ "text": "late" })).await;
+    assert!(after.is_error, "{after:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn dropping_the_hub_and_its_runtime_leaves_no_server_process() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pid_file = dir.path().join("pid");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        // Does not exit when its stdin closes: only a kill stops it.
+        let hub = hub(vec![server(
+            "t",
+            &["--linger", "--pid-file", pid_file.to_str().expect("utf-8")],
+        )]);
+        assert_eq!(
+            call(&hub, "mcp:t/echo", json!({ "text": "x" })).await.text,
+            "x"
+        );
+        drop(hub);
+    });
+    let pid = read_pid(&pid_file);
+    drop(runtime);
+    assert!(
+        wait_until_gone(pid, Duration::from_secs(5)),
+        "server {pid} outlived the hub"
+    );
+}
+
+fn list_config(servers: &[(&str, &str)]) -> String {
+    servers
+        .iter()
+        .map(|(name, args)| {
+            format!("[[mcp.servers]]\nname = \"{name}\"\ncommand = {SERVER:?}\nargs = [{args}]\n")
+        })
+        .collect()
+}
+
+#[test]
+fn mcp_list_shows_each_servers_tools_and_which_did_not_start() {
+    let sandbox = Sandbox::new(&list_config(&[
+        ("good", ""),
+        ("bad", "\"--crash-at-start\""),
+    ]));
+    let out = sandbox.child(&["mcp", "list"]).run_blocking();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "good ({SERVER}): 5 tools\n  mcp:good/add  Add two integers\n"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("bad ({SERVER} --crash-at-start): did not start\n")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("`bad` did not start") && out.stderr.contains("crashing on purpose"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn mcp_list_json_is_the_tool_specs() {
+    let sandbox = Sandbox::new(&list_config(&[("good", "")]));
+    let out = sandbox.child(&["mcp", "list", "--json"]).run_blocking();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let specs = out.json();
+    let names: Vec<&str> = specs
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 5, "{specs}");
+    assert!(names.contains(&"mcp:good/echo"), "{specs}");
+    assert_eq!(specs[0]["parameters"]["type"], "object");
+}
+
+#[test]
+fn mcp_list_rejects_a_bad_config_before_starting_anything() {
+    let sandbox = Sandbox::new(&format!(
+        "{}{}",
+        list_config(&[("twice", "")]),
+        list_config(&[("twice", "")])
+    ));
+    let out = sandbox.child(&["mcp", "list"]).run_blocking();
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("used twice"), "{}", out.stderr);
+}
+
+mod http {
+    use rmcp::handler::server::router::tool::ToolRouter;
+    use rmcp::handler::server::wrapper::Parameters;
+    use rmcp::model::{ServerCapabilities, ServerConfig};
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    struct Shout {
+        text: String,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Loud {
+        tool_router: ToolRouter<Self>,
+    }
+
+    #[tool_router]
+    impl Loud {
+        #[tool(description = "The text in capitals")]
+        fn shout(&self, Parameters(Shout { text }): Parameters<Shout>) -> String {
+            text.to_uppercase()
+        }
+    }
+
+    #[tool_handler(router = self.tool_router)]
+    impl ServerHandler for Loud {
+        fn get_info(&self) -> ServerConfig {
+            ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        }
+    }
+
+    /// An MCP server on a local port; its URL.
+    pub async fn serve() -> String {
+        let service: StreamableHttpService<Loud, LocalSessionManager> = StreamableHttpService::new(
+            || {
+                Ok(Loud {
+                    tool_router: Loud::tool_router(),
+                })
+            },
+            Default::default(),
+            StreamableHttpServerConfig::default().with_sse_keep_alive(None),
+        );
+        let router = axum::Router::new().nest_service("/mcp", service);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}/mcp")
+    }
+}
+
+#[tokio::test]
+async fn a_streamable_http_server_is_listed_and_called() {
+    let url = http::serve().await;
+    let hub = hub(vec![
+        McpServerConfig {
+            url: Some(url),
+            command: None,
+            ..server("web", &[])
+        },
+        McpServerConfig {
+            url: Some("http://127.0.0.1:9/mcp".to_owned()),
+            command: None,
+            ..server("closed", &[])
+        },
+    ]);
+    let tools = hub.tools_for(&["mcp:web/*", "mcp:closed/*"]).await;
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["mcp:web/shout"]);
+    assert_eq!(tools[0].parameters["properties"]["text"]["type"], "string");
+    let result = call(&hub, "mcp:web/shout", json!({ "text": "hi" })).await;
+    assert_eq!(
+        result,
+        McpToolResult {
+            text: "HI".to_owned(),
+            is_error: false
+        }
+    );
+    let notices = hub.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("`closed` did not start"), "{notices:?}");
+    hub.shutdown().await;
+}
