@@ -1220,6 +1220,10 @@ impl RunReport {
         } else {
             SubtaskStatus::Failed
         };
+        // A direct answer has no synthesis step: its report is the one worker's answer.
+        if self.direct {
+            return t;
+        }
         t.push(
             Head {
                 kind: TrackKind::Synthesis,

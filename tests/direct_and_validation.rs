@@ -93,6 +93,13 @@ async fn a_straightforward_query_is_answered_directly_by_one_worker_call() {
         out.stdout.contains("direct answer · straightforward"),
         "{out:?}"
     );
+    // The timeline has the planner and the one worker, and no synthesis row.
+    let chart = out.stdout.split("## Timeline").nth(1).expect("a timeline");
+    assert!(
+        chart.contains("planner") && chart.contains(" a "),
+        "{chart}"
+    );
+    assert!(!chart.contains("synthesis"), "{chart}");
     server.shutdown().await;
 }
 
