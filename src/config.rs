@@ -1026,6 +1026,57 @@ fn apply_sampling(role: &mut WorkerRole, section: &RoleSection) {
     }
 }
 
+/// The built-in tools as the executor offers them: `fetch_url` in the `fetch` group, the file
+/// tools in `files`, so a role's `tools = ["fetch"]` or `--tools files` selects them. Lives
+/// here because `tools` may not import `llm` and `llm` must not know the tools.
+fn builtin_toolbox(tools: crate::tools::Tools) -> crate::llm::tools::ToolSet {
+    use crate::llm::tools::{ToolOutcome, ToolSet, ToolSpec};
+    let tools = std::sync::Arc::new(tools);
+    let mut set = ToolSet::new();
+    for spec in tools.specs() {
+        let group = if spec.name == crate::tools::FetchUrl::NAME {
+            "fetch"
+        } else {
+            "files"
+        };
+        let name = spec.name;
+        let shared = tools.clone();
+        set.register(
+            ToolSpec {
+                name: spec.name.to_owned(),
+                description: spec.description.to_owned(),
+                parameters: spec.parameters,
+            },
+            group,
+            std::sync::Arc::new(move |args, cancel| {
+                let tools = shared.clone();
+                Box::pin(async move {
+                    let output = tokio::select! {
+                        output = tools.call(name, &args) => output,
+                        _ = cancel.cancelled() => return ToolOutcome::error("cancelled"),
+                    };
+                    let source = output.source.map(|s| crate::protocol::Source {
+                        kind: match s.kind {
+                            crate::tools::SourceKind::Url => crate::protocol::SourceKind::Url,
+                            crate::tools::SourceKind::File => crate::protocol::SourceKind::File,
+                        },
+                        location: s.location,
+                        bytes: s.bytes,
+                        status: s.status,
+                        retrieved_ms: crate::display::now_ms(),
+                    });
+                    ToolOutcome {
+                        content: output.text,
+                        is_error: output.is_error,
+                        source,
+                    }
+                })
+            }),
+        );
+    }
+    set
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1479,55 +1530,4 @@ mod tests {
             .to_string();
         assert!(err.contains("used twice"), "{err}");
     }
-}
-
-/// The built-in tools as the executor offers them: `fetch_url` in the `fetch` group, the file
-/// tools in `files`, so a role's `tools = ["fetch"]` or `--tools files` selects them. Lives
-/// here because `tools` may not import `llm` and `llm` must not know the tools.
-fn builtin_toolbox(tools: crate::tools::Tools) -> crate::llm::tools::ToolSet {
-    use crate::llm::tools::{ToolOutcome, ToolSet, ToolSpec};
-    let tools = std::sync::Arc::new(tools);
-    let mut set = ToolSet::new();
-    for spec in tools.specs() {
-        let group = if spec.name == crate::tools::FetchUrl::NAME {
-            "fetch"
-        } else {
-            "files"
-        };
-        let name = spec.name;
-        let shared = tools.clone();
-        set.register(
-            ToolSpec {
-                name: spec.name.to_owned(),
-                description: spec.description.to_owned(),
-                parameters: spec.parameters,
-            },
-            group,
-            std::sync::Arc::new(move |args, cancel| {
-                let tools = shared.clone();
-                Box::pin(async move {
-                    let output = tokio::select! {
-                        output = tools.call(name, &args) => output,
-                        _ = cancel.cancelled() => return ToolOutcome::error("cancelled"),
-                    };
-                    let source = output.source.map(|s| crate::protocol::Source {
-                        kind: match s.kind {
-                            crate::tools::SourceKind::Url => crate::protocol::SourceKind::Url,
-                            crate::tools::SourceKind::File => crate::protocol::SourceKind::File,
-                        },
-                        location: s.location,
-                        bytes: s.bytes,
-                        status: s.status,
-                        retrieved_ms: crate::display::now_ms(),
-                    });
-                    ToolOutcome {
-                        content: output.text,
-                        is_error: output.is_error,
-                        source,
-                    }
-                })
-            }),
-        );
-    }
-    set
 }
