@@ -386,6 +386,10 @@ pub struct EngineArgs {
     #[arg(long, env = "MAESTRO_MAX_TOKENS", value_name = "N", global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tokens: Option<u64>,
+    /// Cost budget of a run in US dollars, estimated from the price table (every model the
+    /// run uses needs a price), as --max-tokens [default: no limit]
+    #[arg(long, env = "MAESTRO_MAX_COST", value_name = "USD", global = true)]
+    pub max_cost: Option<f64>,
     /// Time budget of a run (`90s`, `5m`, `1h`), as --max-tokens [default: no limit]
     #[arg(long, env = "MAESTRO_DEADLINE", value_name = "TIME", global = true)]
     pub deadline: Option<String>,

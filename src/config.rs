@@ -178,6 +178,8 @@ pub struct BudgetSection {
     pub max_tokens: Option<Positive>,
     /// Time a run may take: `90s`, `5m`, `1h`.
     pub deadline: Option<Age>,
+    /// US dollars the calls of a run may cost (an estimate by the price table).
+    pub max_cost: Option<f64>,
 }
 
 /// One `allow_hosts` / `deny_hosts` entry, checked as it is read so a bad one names its line.
@@ -725,7 +727,18 @@ impl Config {
                 .or(file.validation.model.as_ref().map(|v| v.0.clone()))
                 .unwrap_or_else(|| worker.model.clone()),
         );
+        let prices = file.price_table();
+        let max_cost = match args.max_cost.or(file.budget.max_cost) {
+            Some(usd) if !(usd.is_finite() && usd > 0.0) => {
+                return Err(ConfigError::Invalid(format!(
+                    "--max-cost / [budget] max_cost: {usd} is not a positive number of US dollars"
+                )));
+            }
+            max_cost => max_cost,
+        };
         let budget = Budget {
+            max_cost,
+            prices: std::sync::Arc::new(prices.clone()),
             max_tokens: args
                 .max_tokens
                 .or(file.budget.max_tokens.as_ref().map(|v| v.0)),
@@ -741,10 +754,9 @@ impl Config {
         let (max_in_flight, starts_per_second) = rate_limits(kind, &file);
         let provider_key = provider.base_url().trim_end_matches('/').to_owned();
         let store = StoreConfig::merge(args, &file);
-        let prices = file.price_table();
         let tools = merge_tools(args, &file.tools)?;
         file.mcp.validate().map_err(ConfigError::Invalid)?;
-        Ok(Self {
+        let config = Self {
             provider,
             run: RunSettings {
                 max_subtasks: args
@@ -818,7 +830,43 @@ impl Config {
             prices,
             tools,
             mcp: file.mcp,
-        })
+        };
+        config.check_max_cost()?;
+        Ok(config)
+    }
+
+    /// A cost limit needs a price for every model the run may call (planner, workers and each
+    /// role's own, synthesis, validator): without one, spending could not be counted and the
+    /// limit would never be reached.
+    fn check_max_cost(&self) -> Result<(), ConfigError> {
+        if self.run.budget.max_cost.is_none() {
+            return Ok(());
+        }
+        let mut models = vec![
+            &self.run.planner.model,
+            &self.run.worker.model,
+            &self.run.synthesizer.model,
+        ];
+        if self.run.validate {
+            models.push(&self.run.validator.model);
+        }
+        models.extend(self.run.roles.iter().filter_map(|r| r.model.as_ref()));
+        let unpriced: Vec<String> = models
+            .into_iter()
+            .filter(|m| self.prices.lookup(m).is_none())
+            .map(|m| format!("`{}`", crate::sanitize::sanitize_line(m)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if unpriced.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "--max-cost needs a price for every model the run uses; {} {} none (add \
+             [prices.\"MODEL\"] input = …, output = … to the config file)",
+            unpriced.join(", "),
+            if unpriced.len() == 1 { "has" } else { "have" }
+        )))
     }
 
     /// `openai · planner gpt-4o · workers gpt-4o-mini`: for status lines. Never shows a key.
@@ -1209,6 +1257,42 @@ mod tests {
             .expect_err("provider")
             .to_string();
         assert!(err.contains("gemini") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_cost_limit_needs_a_price_for_every_model_and_a_positive_amount() {
+        let openai = |max_cost: f64| EngineArgs {
+            provider: Some(ProviderKind::OpenAi),
+            base_url: Some("http://localhost:11434/v1".into()),
+            model: Some("local-llama".into()),
+            max_cost: Some(max_cost),
+            ..EngineArgs::default()
+        };
+        let err = Config::merge(&openai(0.5), FileConfig::default(), &no_env)
+            .expect_err("no price for the model")
+            .to_string();
+        assert!(
+            err.contains("--max-cost") && err.contains("`local-llama`") && err.contains("[prices"),
+            "{err}"
+        );
+        let priced = parse("[prices.\"local-llama\"]\ninput = 0.1\noutput = 0.2\n").expect("valid");
+        let config = Config::merge(&openai(0.5), priced, &no_env).expect("priced");
+        assert_eq!(config.run.budget.max_cost, Some(0.5));
+        assert!(config.run.budget.prices.lookup("local-llama").is_some());
+        let err = Config::merge(&openai(-1.0), FileConfig::default(), &no_env)
+            .expect_err("negative")
+            .to_string();
+        assert!(err.contains("positive"), "{err}");
+        let from_file = parse("[budget]\nmax_cost = 2.5\n[prices.\"m\"]\ninput = 1\noutput = 1\n")
+            .expect("valid");
+        let args = EngineArgs {
+            provider: Some(ProviderKind::OpenAi),
+            base_url: Some("http://localhost:11434/v1".into()),
+            model: Some("m".into()),
+            ..EngineArgs::default()
+        };
+        let config = Config::merge(&args, from_file, &no_env).expect("valid");
+        assert_eq!(config.run.budget.max_cost, Some(2.5));
     }
 
     #[test]

@@ -1092,7 +1092,8 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
         EventKind::BudgetRaised {
             max_tokens,
             deadline_ms,
-        } => crate::protocol::budget_raised_words(*max_tokens, *deadline_ms),
+            max_cost_micros,
+        } => crate::protocol::budget_raised_words(*max_tokens, *deadline_ms, *max_cost_micros),
         EventKind::SubtasksSkipped { subtasks, .. } => {
             let ids: Vec<&str> = subtasks.iter().map(|d| d.as_str()).collect();
             format!(

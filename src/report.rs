@@ -927,10 +927,12 @@ impl RunReport {
             EventKind::BudgetRaised {
                 max_tokens,
                 deadline_ms,
+                max_cost_micros,
             } => {
                 self.notices.push(crate::protocol::budget_raised_words(
                     *max_tokens,
                     *deadline_ms,
+                    *max_cost_micros,
                 ));
                 self.budget_reached = None;
             }

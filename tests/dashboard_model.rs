@@ -1381,6 +1381,7 @@ fn a_reached_budget_opens_its_dialog_and_enter_raises_by_the_amount_typed() {
             RunCommand::RaiseBudget {
                 tokens: Some(5_000),
                 time_ms: None,
+                cost_micros: None,
             }
         )
     );
@@ -1437,6 +1438,7 @@ fn a_closed_dialog_comes_back_with_p_until_the_budget_is_raised() {
             EventKind::BudgetRaised {
                 max_tokens: Some(3_000),
                 deadline_ms: None,
+                max_cost_micros: None,
             },
         ),
     );

@@ -98,6 +98,67 @@ async fn a_spent_token_budget_stops_dispatch_and_the_report_names_what_was_skipp
 }
 
 #[tokio::test]
+async fn a_spent_cost_budget_stops_dispatch_priced_by_the_config() {
+    // $1 a million tokens, 200 tokens a call: the planner and subtask a cost $0.0004 of a
+    // $0.0003 budget.
+    let server = MockServer::start(script(&["a", "b", "c"], 100)).await;
+    let sandbox = Sandbox::new("[prices.\"priced-x\"]\ninput = 1.0\noutput = 1.0\n");
+    let base_url = server.openai_base_url();
+    let out = sandbox
+        .child(&[
+            "run",
+            "--provider",
+            "openai",
+            "--base-url",
+            &base_url,
+            "--model",
+            "priced-x",
+            "--format",
+            "json",
+            "--no-save",
+            "--concurrency",
+            "1",
+            "--max-cost",
+            "0.0003",
+            QUERY,
+        ])
+        .limit(LIMIT)
+        .run()
+        .await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert_eq!(workers(&server), [title("a")], "b and c never started");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(json["skipped_for_budget"], serde_json::json!(["b", "c"]));
+    assert_eq!(json["budget_reached"]["limit"], "cost");
+    assert_eq!(json["budget_reached"]["max_micros"], 300);
+    assert_eq!(json["budget_reached"]["spent_micros"], 400);
+    assert!(out.stderr.contains("cost budget reached"), "{out:?}");
+
+    // A model with no price cannot be held to a cost: refused before any call.
+    let before = server.requests().len();
+    let out = sandbox
+        .child(&[
+            "run",
+            "--provider",
+            "openai",
+            "--base-url",
+            &base_url,
+            "--model",
+            "unpriced-y",
+            "--no-save",
+            "--max-cost",
+            "1",
+            QUERY,
+        ])
+        .limit(LIMIT)
+        .run()
+        .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("`unpriced-y`"), "{out:?}");
+    assert_eq!(server.requests().len(), before);
+}
+
+#[tokio::test]
 async fn a_passed_deadline_stops_dispatch_and_still_writes_the_report() {
     let server = MockServer::start(|request: &MockRequest| match request.call() {
         Call::Planner => Reply::text(plan_value(&["a", "b"]).to_string()),

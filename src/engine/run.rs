@@ -299,6 +299,9 @@ pub struct Run {
     /// `BudgetReached` was announced and nothing has raised the budget since: subtasks
     /// wait.
     budget_reached: bool,
+    /// What the run's calls cost so far by the budget's prices (counted only under a cost
+    /// limit), US dollars.
+    cost: f64,
     /// Why the provider was paused, until `ResumeProvider`: subtasks wait.
     provider_paused: Option<String>,
 }
@@ -327,6 +330,7 @@ impl Run {
             direct: false,
             context: Attachments::default(),
             budget_reached: false,
+            cost: 0.0,
             provider_paused: None,
         }
     }
@@ -405,6 +409,7 @@ impl Run {
                 }
             }
         }
+        self.cost += self.cost_of(&out);
         out
     }
 
@@ -1705,8 +1710,18 @@ impl Run {
             }
             RunCommand::Resynthesize => self.resynthesize(out),
             RunCommand::Replan => self.replan(out),
-            RunCommand::RaiseBudget { tokens, time_ms } => {
-                self.raise_budget(tokens, time_ms.map(Duration::from_millis), now, out);
+            RunCommand::RaiseBudget {
+                tokens,
+                time_ms,
+                cost_micros,
+            } => {
+                self.raise_budget(
+                    tokens,
+                    time_ms.map(Duration::from_millis),
+                    cost_micros.map(|m| m as f64 / 1e6),
+                    now,
+                    out,
+                );
             }
             RunCommand::SynthesizeNow => self.synthesize_now(now, out),
             RunCommand::ResumeProvider => self.resume_provider(now, out),
@@ -1737,6 +1752,7 @@ impl Run {
         let spent = Spent {
             tokens: self.usage.total(),
             elapsed: Duration::from_millis(now),
+            cost: self.cost + self.cost_of(out),
         };
         let Some(reason) = self.settings.budget.exceeded(&spent) else {
             return false;
@@ -1746,10 +1762,27 @@ impl Run {
         true
     }
 
+    /// What the calls announced in `out` (not yet counted in `self.cost`) cost, when the
+    /// budget has a cost limit; nothing otherwise (no need to price).
+    fn cost_of(&self, out: &[Effect]) -> f64 {
+        if self.settings.budget.max_cost.is_none() {
+            return 0.0;
+        }
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Emit(EventKind::CallUsage { model, usage, .. }) => {
+                    self.settings.budget.prices.cost(model, usage)
+                }
+                _ => None,
+            })
+            .sum()
+    }
+
     fn raise_budget(
         &mut self,
         tokens: Option<u64>,
         time: Option<Duration>,
+        cost: Option<f64>,
         now: u64,
         out: &mut Vec<Effect>,
     ) {
@@ -1757,13 +1790,14 @@ impl Run {
             refuse(out, CommandName::RaiseBudget, Refusal::RunFinished);
             return;
         }
-        let budget = self.settings.budget.raised(tokens, time);
-        self.settings.budget = budget;
-        self.budget_reached = false;
+        let budget = self.settings.budget.raised(tokens, time, cost);
         out.push(Effect::Emit(EventKind::BudgetRaised {
             max_tokens: budget.max_tokens,
             deadline_ms: budget.deadline_ms(),
+            max_cost_micros: budget.max_cost_micros(),
         }));
+        self.settings.budget = budget;
+        self.budget_reached = false;
         self.pump(now, out);
     }
 

@@ -2046,6 +2046,7 @@ fn with_budget(max_tokens: Option<u64>, deadline_ms: Option<u64>) -> RunSettings
         budget: Budget {
             max_tokens,
             deadline: deadline_ms.map(Duration::from_millis),
+            ..Budget::default()
         },
         ..settings()
     }
@@ -2239,11 +2240,73 @@ fn raising_the_budget_goes_on_and_announces_the_new_limit() {
     s.command(RunCommand::RaiseBudget {
         tokens: Some(100),
         time_ms: None,
+        cost_micros: None,
     });
     assert!(s.events().contains(&&EventKind::BudgetRaised {
         max_tokens: Some(115),
         deadline_ms: None,
+        max_cost_micros: None,
     }));
+    assert_eq!(s.started(), ["b"]);
+}
+
+/// A cost budget of one cent, with the workers' model at $1 000 a million tokens: each reply
+/// (15 tokens) costs $0.015.
+fn with_cost_budget() -> RunSettings {
+    let prices = crate::engine::cost::PriceTable::default().with([(
+        "worker-model".to_owned(),
+        crate::engine::cost::Price {
+            input: 1000.0,
+            output: 1000.0,
+            cached_input: None,
+        },
+    )]);
+    RunSettings {
+        concurrency: 1,
+        budget: Budget {
+            max_cost: Some(0.01),
+            prices: std::sync::Arc::new(prices),
+            ..Budget::default()
+        },
+        ..settings()
+    }
+}
+
+#[test]
+fn a_spent_cost_budget_starts_nothing_more_and_a_raise_in_dollars_goes_on() {
+    let mut s = budget_story(with_cost_budget());
+    assert_eq!(s.started(), ["a"]);
+    s.reply("a", ok("A"));
+    let (reason, waiting) = reached(&s).expect("the cost budget is reached");
+    assert_eq!(
+        reason,
+        BudgetReason::Cost {
+            spent_micros: 15_000,
+            max_micros: 10_000
+        }
+    );
+    assert_eq!(waiting, ["b", "c"]);
+    assert!(s.started().is_empty());
+    s.command(RunCommand::RaiseBudget {
+        tokens: None,
+        time_ms: None,
+        cost_micros: Some(50_000),
+    });
+    assert!(s.events().contains(&&EventKind::BudgetRaised {
+        max_tokens: None,
+        deadline_ms: None,
+        max_cost_micros: Some(60_000),
+    }));
+    assert_eq!(s.started(), ["b"]);
+}
+
+#[test]
+fn without_a_cost_limit_calls_are_not_priced_and_nothing_waits() {
+    let mut settings = with_cost_budget();
+    settings.budget.max_cost = None;
+    let mut s = budget_story(settings);
+    s.reply("a", ok("A"));
+    assert!(reached(&s).is_none());
     assert_eq!(s.started(), ["b"]);
 }
 

@@ -348,6 +348,8 @@ pub enum RunCommand {
     RaiseBudget {
         tokens: Option<u64>,
         time_ms: Option<u64>,
+        /// Millionths of a US dollar added to a cost limit.
+        cost_micros: Option<u64>,
     },
     /// Write the report now from what succeeded: subtasks that have not started are skipped
     /// (`SubtasksSkipped`), those running finish, then the synthesis follows as usual.
@@ -746,6 +748,9 @@ pub enum EventKind {
     BudgetRaised {
         max_tokens: Option<u64>,
         deadline_ms: Option<u64>,
+        /// The cost limit now, in millionths of a US dollar.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_cost_micros: Option<u64>,
     },
     /// These subtasks will not run (they were waiting when the report was asked for);
     /// `reason` says why, as the report and the synthesis prompt name it.
@@ -779,6 +784,9 @@ pub enum BudgetReason {
     Tokens { spent: u64, max: u64 },
     /// The run's time reached its deadline.
     Deadline { elapsed_ms: u64, deadline_ms: u64 },
+    /// What the run's calls cost (an estimate, by the price table) reached `max_micros`;
+    /// both in millionths of a US dollar.
+    Cost { spent_micros: u64, max_micros: u64 },
 }
 
 impl fmt::Display for BudgetReason {
@@ -787,6 +795,15 @@ impl fmt::Display for BudgetReason {
             Self::Tokens { spent, max } => {
                 write!(f, "token budget reached: {spent} of {max} tokens used")
             }
+            Self::Cost {
+                spent_micros,
+                max_micros,
+            } => write!(
+                f,
+                "cost budget reached: ≈${:.4} of ${:.4} spent (estimate)",
+                *spent_micros as f64 / 1e6,
+                *max_micros as f64 / 1e6
+            ),
             Self::Deadline { deadline_ms, .. } => {
                 let secs = deadline_ms / 1000;
                 if secs >= 60 && secs.is_multiple_of(60) {
@@ -800,10 +817,17 @@ impl fmt::Display for BudgetReason {
 }
 
 /// `BudgetRaised` in the words people read: `budget raised: 150000 tokens, deadline 10m`.
-pub fn budget_raised_words(max_tokens: Option<u64>, deadline_ms: Option<u64>) -> String {
+pub fn budget_raised_words(
+    max_tokens: Option<u64>,
+    deadline_ms: Option<u64>,
+    max_cost_micros: Option<u64>,
+) -> String {
     let mut limits = Vec::new();
     if let Some(tokens) = max_tokens {
         limits.push(format!("{tokens} tokens"));
+    }
+    if let Some(micros) = max_cost_micros {
+        limits.push(format!("${:.4}", micros as f64 / 1e6));
     }
     if let Some(ms) = deadline_ms {
         let secs = ms / 1000;

@@ -845,11 +845,12 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         EventKind::BudgetRaised {
             max_tokens,
             deadline_ms,
+            max_cost_micros,
         } => notice(
             tx,
             run,
             ts,
-            &crate::protocol::budget_raised_words(*max_tokens, *deadline_ms),
+            &crate::protocol::budget_raised_words(*max_tokens, *deadline_ms, *max_cost_micros),
         )?,
         EventKind::SubtasksSkipped { subtasks, reason } => {
             for subtask in subtasks {

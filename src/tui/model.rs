@@ -96,11 +96,15 @@ pub enum PauseWhy {
 }
 
 impl PauseWhy {
-    /// What the raise box starts with: half the token budget again, or five more minutes.
+    /// What the raise box starts with: half the token or cost budget again, or five more
+    /// minutes.
     pub fn suggested_raise(&self) -> String {
         match self {
             PauseWhy::Budget(BudgetReason::Tokens { max, .. }) => (max / 2).max(1).to_string(),
             PauseWhy::Budget(BudgetReason::Deadline { .. }) => "5m".to_owned(),
+            PauseWhy::Budget(BudgetReason::Cost { max_micros, .. }) => {
+                format!("{:.4}", (*max_micros as f64 / 2e6).max(0.0001))
+            }
             PauseWhy::Provider(_) => String::new(),
         }
     }

@@ -585,6 +585,7 @@ fn parse_raise(reason: &crate::protocol::BudgetReason, text: &str) -> Option<Run
             (tokens > 0).then_some(RunCommand::RaiseBudget {
                 tokens: Some(tokens),
                 time_ms: None,
+                cost_micros: None,
             })
         }
         BudgetReason::Deadline { .. } => {
@@ -592,6 +593,17 @@ fn parse_raise(reason: &crate::protocol::BudgetReason, text: &str) -> Option<Run
             Some(RunCommand::RaiseBudget {
                 tokens: None,
                 time_ms: Some(time.as_millis().min(u64::MAX as u128) as u64),
+                cost_micros: None,
+            })
+        }
+        // Dollars: `0.5`, `$0.50`.
+        BudgetReason::Cost { .. } => {
+            let usd = text.trim_start_matches('$').trim().parse::<f64>().ok()?;
+            let micros = crate::engine::budget::micros(usd);
+            (usd.is_finite() && micros > 0).then_some(RunCommand::RaiseBudget {
+                tokens: None,
+                time_ms: None,
+                cost_micros: Some(micros),
             })
         }
     }
@@ -612,6 +624,7 @@ fn raise_or_resume(model: &mut Model, actions: &mut Vec<Action>) {
                         "a number of tokens (50000, 50k)"
                     }
                     crate::protocol::BudgetReason::Deadline { .. } => "a time (90s, 5m, 1h)",
+                    crate::protocol::BudgetReason::Cost { .. } => "dollars (0.50)",
                 };
                 model.toast(
                     format!("type {hint} to raise the budget by"),

@@ -1247,6 +1247,7 @@ fn draw_paused(
             let unit = match reason {
                 crate::protocol::BudgetReason::Tokens { .. } => "tokens",
                 crate::protocol::BudgetReason::Deadline { .. } => "(90s, 5m, 1h)",
+                crate::protocol::BudgetReason::Cost { .. } => "US dollars",
             };
             text.push(Line::from(vec![
                 Span::raw("Raise by: "),
