@@ -1518,3 +1518,31 @@ fn on_mouse(model: &mut Model, mouse: MouseEvent) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod raise_tests {
+    use super::*;
+    use crate::protocol::BudgetReason;
+
+    #[test]
+    fn a_cost_limit_is_raised_by_dollars_typed_with_or_without_a_sign() {
+        let cost = BudgetReason::Cost {
+            spent_micros: 15_000,
+            max_micros: 10_000,
+        };
+        let raise = |text: &str| match parse_raise(&cost, text) {
+            Some(RunCommand::RaiseBudget {
+                tokens: None,
+                time_ms: None,
+                cost_micros,
+            }) => cost_micros,
+            _ => None,
+        };
+        assert_eq!(raise("0.50"), Some(500_000));
+        assert_eq!(raise(" $1.25 "), Some(1_250_000));
+        assert_eq!(raise("0"), None);
+        assert_eq!(raise("-1"), None);
+        assert_eq!(raise("5m"), None);
+        assert_eq!(raise("inf"), None);
+    }
+}
