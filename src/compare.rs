@@ -110,7 +110,7 @@ pub fn text(old: &SavedRun, new: &SavedRun, d: &RunDiff, colour: bool) -> String
         let line = format!(
             "{sign} {}  {}  {}  {}",
             run.summary.short_id,
-            crate::export::utc(run.summary.started_ms),
+            crate::display::utc(run.summary.started_ms),
             run.summary.status.word(),
             truncate(&sanitize_line(&run.summary.query), 60)
         );

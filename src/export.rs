@@ -90,7 +90,7 @@ pub fn markdown(saved: &SavedRun, parent: Option<&SavedRun>) -> String {
     let _ = writeln!(out, "| | |\n|---|---|");
     let _ = writeln!(out, "| run | {} |", s.id);
     let _ = writeln!(out, "| status | {} |", s.status.word());
-    let _ = writeln!(out, "| started | {} |", utc(s.started_ms));
+    let _ = writeln!(out, "| started | {} |", crate::display::utc(s.started_ms));
     let _ = writeln!(
         out,
         "| duration | {} |",
@@ -330,28 +330,6 @@ fn summary_of(report: &str) -> String {
     format!("{cut} …")
 }
 
-/// `2026-11-30 05:35 UTC`.
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem / 60) % 60
-    )
-}
-
 // ---- JSON -----------------------------------------------------------------------------------
 
 #[derive(Debug, Serialize)]
@@ -541,10 +519,16 @@ mod tests {
 
     #[test]
     fn utc_dates_read_as_the_calendar_does() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(crate::display::utc(0), "1970-01-01 00:00 UTC");
         // 2024-02-29 12:34:56 UTC, a leap day.
-        assert_eq!(utc(1_709_210_096_000), "2024-02-29 12:34 UTC");
-        assert_eq!(utc(1_798_675_200_000), "2026-12-31 00:00 UTC");
+        assert_eq!(
+            crate::display::utc(1_709_210_096_000),
+            "2024-02-29 12:34 UTC"
+        );
+        assert_eq!(
+            crate::display::utc(1_798_675_200_000),
+            "2026-12-31 00:00 UTC"
+        );
     }
 
     #[test]

@@ -1611,7 +1611,7 @@ impl RunReport {
                         "{n}. {} ({status}{} bytes, {}) — subtask `{}`",
                         cell(&source.location),
                         source.bytes,
-                        utc(source.retrieved_ms),
+                        crate::display::utc(source.retrieved_ms),
                         cell(s.id.as_str())
                     );
                 }
@@ -1632,28 +1632,6 @@ impl RunReport {
         // Subtask ids are the planner's words.
         Some(crate::sanitize::sanitize(&chart).into_owned())
     }
-}
-
-/// `2026-11-30 05:35 UTC`, for the sources list (the same reading as `maestro export`'s).
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem / 60) % 60
-    )
 }
 
 /// The width of the timeline in the markdown report: a terminal's 80 columns, less a margin.
