@@ -255,12 +255,11 @@ pub async fn run(
             sanitize_line(&why)
         ));
     }
-    let describe = config.describe();
-    let prices = Arc::new(config.prices.clone());
-    let preset = config.run.preset.name.clone();
-    let tools = config.toolbox();
-    let limit = Some(config.run.concurrency);
-    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
+    let (engine, events, output, describe) = spawn(
+        config,
+        provider,
+        Output::new(args.format, args.quiet, parent, Vec::new()),
+    );
     engine.send(Command::StartRun {
         id,
         query,
@@ -269,15 +268,6 @@ pub async fn run(
         follow_up: follow_up.map(Box::new),
         context,
     });
-    let output = Output {
-        format: args.format,
-        quiet: args.quiet,
-        parent,
-        preset,
-        limit,
-        prices,
-        earlier_calls: Vec::new(),
-    };
     drive(
         engine,
         events,
@@ -318,12 +308,17 @@ pub async fn resume(
             sanitize_line(&why)
         ));
     }
-    let describe = config.describe();
-    let prices = Arc::new(config.prices.clone());
-    let preset = config.run.preset.name.clone();
-    let tools = config.toolbox();
-    let limit = Some(config.run.concurrency);
-    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
+    let (engine, events, output, describe) = spawn(
+        config,
+        provider,
+        // What the saved calls spent: the resumed run restates results, not calls.
+        Output::new(
+            args.format,
+            args.quiet,
+            saved.summary.parent,
+            history::saved_calls(saved),
+        ),
+    );
     match history::resume_input(saved, parent) {
         Some(input) => {
             saving.resuming(id, &input);
@@ -338,16 +333,6 @@ pub async fn resume(
             context: history::context_of(saved),
         }),
     }
-    let output = Output {
-        format: args.format,
-        quiet: args.quiet,
-        parent: saved.summary.parent,
-        preset,
-        limit,
-        prices,
-        // What the saved calls spent: the resumed run restates results, not calls.
-        earlier_calls: history::saved_calls(saved),
-    };
     drive(
         engine,
         events,
@@ -372,6 +357,27 @@ fn open_saving(config: &Config) -> Saving {
     saving
 }
 
+/// The engine of one headless run (with the tools the configuration gives workers), the
+/// report's settings completed from the configuration, and the one line describing the setup.
+fn spawn(
+    config: Config,
+    provider: Arc<dyn Provider>,
+    mut output: Output,
+) -> (
+    crate::engine::executor::EngineHandle,
+    tokio::sync::mpsc::UnboundedReceiver<Event>,
+    Output,
+    String,
+) {
+    let describe = config.describe();
+    output.prices = Arc::new(config.prices.clone());
+    output.preset = config.run.preset.name.clone();
+    output.limit = Some(config.run.concurrency);
+    let tools = config.toolbox();
+    let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
+    (engine, events, output, describe)
+}
+
 /// How the report is printed.
 struct Output {
     format: Format,
@@ -386,6 +392,26 @@ struct Output {
     prices: Arc<crate::engine::cost::PriceTable>,
     /// Calls made before this process (a resumed run's), so its cost is the whole run's.
     earlier_calls: Vec<crate::report::CallSpend>,
+}
+
+impl Output {
+    /// How to print; `spawn` fills in what the configuration says (prices, preset, limit).
+    fn new(
+        format: Format,
+        quiet: bool,
+        parent: Option<RunId>,
+        earlier_calls: Vec<crate::report::CallSpend>,
+    ) -> Self {
+        Self {
+            format,
+            quiet,
+            parent,
+            preset: String::new(),
+            limit: None,
+            prices: Arc::default(),
+            earlier_calls,
+        }
+    }
 }
 
 /// Follow one run to its end: progress, events file, store, signals, then the report.
