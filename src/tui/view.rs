@@ -694,6 +694,29 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
 
 // ---- overlays --------------------------------------------------------------------------------
 
+/// A pop-up in `rect`: cleared, framed with its title and its keys along the bottom; the
+/// area inside the frame is where its content goes.
+fn popup(
+    frame: &mut Frame,
+    rect: Rect,
+    theme: &crate::tui::theme::Theme,
+    title_text: &str,
+    keys: &str,
+) -> Rect {
+    frame.render_widget(Clear, rect);
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(theme.border(true))
+        .padding(Padding::horizontal(1))
+        .title(title(title_text))
+        .title_bottom(
+            Line::from(Span::styled(keys.to_owned(), theme.dim())).alignment(Alignment::Right),
+        );
+    let inside = block.inner(rect);
+    frame.render_widget(block, rect);
+    inside
+}
+
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
         .flex(Flex::Center)
@@ -786,21 +809,13 @@ fn draw_edit(frame: &mut Frame, model: &Model, area: Rect) {
         90.min(area.width.saturating_sub(4)),
         14.min(area.height.saturating_sub(2)),
     );
-    frame.render_widget(Clear, rect);
-    let block = Block::bordered()
-        .border_type(BorderType::Rounded)
-        .border_style(model.theme.border(true))
-        .padding(Padding::horizontal(1))
-        .title(title(&format!("Edit {}", truncate(subtask.as_str(), 30))))
-        .title_bottom(
-            Line::from(Span::styled(
-                " Enter save & re-run · Alt+Enter new line · Tab role · Esc cancel ",
-                model.theme.dim(),
-            ))
-            .alignment(Alignment::Right),
-        );
-    let inside = block.inner(rect);
-    frame.render_widget(block, rect);
+    let inside = popup(
+        frame,
+        rect,
+        &model.theme,
+        &format!("Edit {}", truncate(subtask.as_str(), 30)),
+        " Enter save & re-run · Alt+Enter new line · Tab role · Esc cancel ",
+    );
     let [role_area, _, text_area] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
@@ -836,21 +851,13 @@ fn draw_models(frame: &mut Frame, model: &Model, area: Rect, role: PickRole, cur
             .clamp(10, 32)
             .min(area.height.saturating_sub(2)),
     );
-    frame.render_widget(Clear, rect);
-    let block = Block::bordered()
-        .border_type(BorderType::Rounded)
-        .border_style(theme.border(true))
-        .padding(Padding::horizontal(1))
-        .title(title("Models for the next run"))
-        .title_bottom(
-            Line::from(Span::styled(
-                " ↑↓ choose · Enter use · Tab role · c configured · Esc close ",
-                theme.dim(),
-            ))
-            .alignment(Alignment::Right),
-        );
-    let inside = block.inner(rect);
-    frame.render_widget(block, rect);
+    let inside = popup(
+        frame,
+        rect,
+        theme,
+        "Models for the next run",
+        " ↑↓ choose · Enter use · Tab role · c configured · Esc close ",
+    );
     let [roles_area, _, list_area] = Layout::vertical([
         Constraint::Length(PickRole::ORDER.len() as u16),
         Constraint::Length(1),
@@ -965,21 +972,13 @@ fn draw_presets(frame: &mut Frame, model: &Model, area: Rect, cursor: usize) {
             .clamp(8, 32)
             .min(area.height.saturating_sub(2)),
     );
-    frame.render_widget(Clear, rect);
-    let block = Block::bordered()
-        .border_type(BorderType::Rounded)
-        .border_style(theme.border(true))
-        .padding(Padding::horizontal(1))
-        .title(title("Preset for the next run"))
-        .title_bottom(
-            Line::from(Span::styled(
-                " ↑↓ choose · Enter use · Esc close ",
-                theme.dim(),
-            ))
-            .alignment(Alignment::Right),
-        );
-    let inside = block.inner(rect);
-    frame.render_widget(block, rect);
+    let inside = popup(
+        frame,
+        rect,
+        theme,
+        "Preset for the next run",
+        " ↑↓ choose · Enter use · Esc close ",
+    );
     if presets.is_empty() {
         frame.render_widget(
             Paragraph::new("No presets are known.").style(theme.dim()),
@@ -1056,21 +1055,13 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect, search: &str, curs
         120.min(area.width.saturating_sub(2)),
         area.height.saturating_sub(2),
     );
-    frame.render_widget(Clear, rect);
-    let block = Block::bordered()
-        .border_type(BorderType::Rounded)
-        .border_style(theme.border(true))
-        .padding(Padding::horizontal(1))
-        .title(title("History"))
-        .title_bottom(
-            Line::from(Span::styled(
-                " type to search · ↑↓ choose · Enter open · Esc close ",
-                theme.dim(),
-            ))
-            .alignment(Alignment::Right),
-        );
-    let inside = block.inner(rect);
-    frame.render_widget(block, rect);
+    let inside = popup(
+        frame,
+        rect,
+        theme,
+        "History",
+        " type to search · ↑↓ choose · Enter open · Esc close ",
+    );
     let [search_area, header_area, list_area] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
