@@ -1104,6 +1104,7 @@ fn builtin_toolbox(tools: crate::tools::Tools) -> crate::llm::tools::ToolSet {
                         _ = cancel.cancelled() => return ToolOutcome::error("cancelled"),
                     };
                     let source = output.source.map(|s| crate::protocol::Source {
+                        number: 0,
                         kind: match s.kind {
                             crate::tools::SourceKind::Url => crate::protocol::SourceKind::Url,
                             crate::tools::SourceKind::File => crate::protocol::SourceKind::File,

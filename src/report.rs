@@ -674,6 +674,7 @@ impl RunReport {
                 ms,
                 summary,
                 source,
+                text: _,
             } => {
                 if let Some(s) = self.subtask_mut(subtask)
                     && s.attempts == *attempt

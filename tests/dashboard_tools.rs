@@ -90,12 +90,14 @@ fn waiting_on_a_tool(run: RunId) -> Vec<maestro::protocol::Event> {
             ms: 400,
             summary: "HTTP 200 · https://example.org/air".to_owned(),
             source: Some(Source {
+                number: 0,
                 kind: SourceKind::Url,
                 location: "https://example.org/air".to_owned(),
                 bytes: 12_345,
                 status: Some(200),
                 retrieved_ms: NOW - 34_600,
             }),
+            text: String::new(),
         },
     ));
     events.push(at(
@@ -152,6 +154,7 @@ fn a_finished_subtask_lists_its_tool_calls_above_the_result() {
                     ms: 1_000,
                     summary: "cancelled by the user".to_owned(),
                     source: None,
+                    text: String::new(),
                 },
             ),
             at(

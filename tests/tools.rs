@@ -81,6 +81,7 @@ impl ToolBox for Recorder {
             }),
             _ => Box::pin(std::future::ready(
                 ToolOutcome::ok(format!("found: {q}")).with_source(Source {
+                    number: 0,
                     kind: SourceKind::Url,
                     location: format!("https://example.test/{q}"),
                     bytes: 9,

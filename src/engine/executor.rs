@@ -916,6 +916,7 @@ async fn run_tool(
         ms,
         summary: summary(&outcome),
         source: outcome.source.clone(),
+        text: outcome.content.clone(),
     });
     ToolResult {
         call_id,

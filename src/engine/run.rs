@@ -177,6 +177,8 @@ pub enum ToolEvent {
         ms: u64,
         summary: String,
         source: Option<crate::protocol::Source>,
+        /// The content handed back to the model.
+        text: String,
     },
     /// The server refused the request for its tools; the call goes on without them.
     Unsupported { message: String },
@@ -443,6 +445,7 @@ impl Run {
                 ms,
                 summary,
                 source,
+                text,
             } => EventKind::ToolCallFinished {
                 subtask,
                 attempt,
@@ -452,6 +455,7 @@ impl Run {
                 ms,
                 summary,
                 source,
+                text,
             },
             ToolEvent::Unsupported { message } => EventKind::Notice {
                 message: format!("subtask `{subtask}`: {message}"),

@@ -334,6 +334,7 @@ pub fn toolbox() -> crate::llm::tools::ToolSet {
                      the worker has something to cite."
                 );
                 let source = crate::protocol::Source {
+                    number: 0,
                     kind: crate::protocol::SourceKind::Url,
                     location: url,
                     bytes: content.len() as u64,

@@ -718,6 +718,10 @@ pub enum EventKind {
         summary: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<Source>,
+        /// The content handed back to the model (already bounded by the tool's own limit),
+        /// raw: sanitise it before it reaches a terminal. What a source's reader is shown.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
     },
     /// What one model call spent and on which model, once it ended: every planner call and
     /// every worker and synthesis attempt that spent tokens, failed ones included (they are
@@ -897,6 +901,11 @@ impl EventKind {
 /// `ToolCallFinished` carries it; the reports list each subtask's sources from these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
+    /// The source's number in the run, from 1, as workers cite it (`[n]`) and the report's
+    /// Sources list numbers it; the same location read twice keeps one number. 0: not
+    /// numbered (a source recorded before numbering).
+    #[serde(default, skip_serializing_if = "is_unnumbered")]
+    pub number: u32,
     pub kind: SourceKind,
     /// The URL fetched (after redirects) or the file's path as the model named it.
     pub location: String,
@@ -915,4 +924,8 @@ pub struct Source {
 pub enum SourceKind {
     Url,
     File,
+}
+
+fn is_unnumbered(n: &u32) -> bool {
+    *n == 0
 }
