@@ -788,6 +788,24 @@ pub fn restored_sources(
         .collect()
 }
 
+/// The text a saved run's source was read with (as `subtask`'s report lists `source`), for a
+/// source reader; `Ok(None)` when none was saved (a run saved before sources were, or a
+/// database that does not exist). Raw: sanitise it before it reaches a terminal. Blocking:
+/// call it off the drawing path.
+pub fn saved_source_text(
+    path: Option<&std::path::Path>,
+    run: RunId,
+    subtask: &SubtaskId,
+    source: &crate::protocol::Source,
+) -> Result<Option<String>, String> {
+    let Some(path) = path.filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    let db = Store::open(path).map_err(|e| e.to_string())?;
+    db.text_of_source(run, subtask, source)
+        .map_err(|e| e.to_string())
+}
+
 /// The files attached to a saved run, with their text: what its workers saw, and see again
 /// when it is resumed.
 pub fn context_of(saved: &store::SavedRun) -> crate::protocol::Attachments {

@@ -2172,6 +2172,26 @@ fn tool_calls_and_sources_are_saved_with_their_text_and_read_back() {
         store.source_text(run, &t0, 2, "call_2").expect("read"),
         None
     );
+    // As a report holds a source (no call id): by location and time read, the latest read.
+    let listed = saved.sources_of(&t0, 1).remove(0);
+    assert_eq!(
+        store.text_of_source(run, &t0, &listed).expect("read"),
+        Some("page one again".to_owned()),
+        "attempt 2 read the same page at the same time: the latest"
+    );
+    let mut other = listed.clone();
+    other.retrieved_ms += 1;
+    assert_eq!(store.text_of_source(run, &t0, &other).expect("read"), None);
+    assert_eq!(
+        maestro::history::saved_source_text(Some(&path), run, &t0, &saved.sources[2].source),
+        Ok(Some(cut.clone()))
+    );
+    assert_eq!(
+        maestro::history::saved_source_text(Some(&dir.path().join("none.db")), run, &t0, &listed),
+        Ok(None),
+        "no database, no text, and none created"
+    );
+    assert!(!dir.path().join("none.db").exists());
     assert_eq!(store.numbered_source_text(run, 0).expect("read"), None);
 
     // Deleting the run deletes its calls and sources.

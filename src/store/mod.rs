@@ -161,6 +161,18 @@ impl Store {
         read::source_text(&self.conn, run, subtask, attempt, call_id).map_err(|e| self.fail(e))
     }
 
+    /// The saved text of a source as a report lists it under `subtask` (what a source reader
+    /// has in hand: no call id), found by its location and the time it was read. See
+    /// [`Store::source_text`].
+    pub fn text_of_source(
+        &self,
+        run: RunId,
+        subtask: &SubtaskId,
+        source: &crate::protocol::Source,
+    ) -> Result<Option<String>, StoreError> {
+        read::text_of_source(&self.conn, run, subtask, source).map_err(|e| self.fail(e))
+    }
+
     /// The saved text of the run's source numbered `number` (see [`Store::source_text`]);
     /// `None` when none has that number (sources saved before numbering have 0).
     pub fn numbered_source_text(

@@ -1032,6 +1032,29 @@ pub(crate) fn source_text(
     .optional()
 }
 
+/// The saved text of `source` as a subtask's report holds it (matched by location and the
+/// time it was read; the latest such read); `None` when it was not saved.
+pub(crate) fn text_of_source(
+    conn: &Connection,
+    run: RunId,
+    subtask: &SubtaskId,
+    source: &Source,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT text FROM sources
+         WHERE run_id = ?1 AND subtask_id = ?2 AND location = ?3 AND retrieved_at = ?4
+         ORDER BY id DESC LIMIT 1",
+        rusqlite::params![
+            run.to_string(),
+            subtask.as_str(),
+            source.location,
+            source.retrieved_ms as i64
+        ],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 /// The saved text of the run's source numbered `number` (the first read of it); `None`
 /// when no source has that number.
 pub(crate) fn numbered_source_text(
