@@ -308,6 +308,8 @@ pub async fn resume(
             sanitize_line(&why)
         ));
     }
+    // What the saved calls spent, and the sources behind the saved results: the resumed run
+    // restates results, not calls.
     let mut output = Output::new(
         args.format,
         args.quiet,
@@ -315,11 +317,7 @@ pub async fn resume(
         history::saved_calls(saved),
     );
     output.restored_sources = history::restored_sources(saved);
-    let (engine, events, output, describe) = spawn(
-        config, provider,
-        // What the saved calls spent: the resumed run restates results, not calls.
-        output,
-    );
+    let (engine, events, output, describe) = spawn(config, provider, output);
     match history::resume_input(saved, parent) {
         Some(input) => {
             saving.resuming(id, &input);

@@ -1749,6 +1749,58 @@ fn store_figures() {
     );
 }
 
+/// What saving sources costs: 500 tool calls (one round each), 20 of them handed a 1 MB page
+/// (saved cut at the cap), the others 20 KB pages; how long the writer takes and how large the
+/// file grows. `cargo test --test store -- --ignored --nocapture source_figures`
+#[test]
+#[ignore = "a measurement, not a check"]
+fn source_figures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db(&dir);
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    let run = RunId::new();
+    writer
+        .begin_run(meta(run, "figures"))
+        .wait(WAIT)
+        .expect("row");
+    writer.event(&ev(run, 1, plan(1)));
+    let small = "tide tables and harbour notes ".repeat(700); // ~20 KB
+    let big = "x".repeat(1 << 20);
+    let n = 500;
+    let start = Instant::now();
+    let mut handed = 0usize;
+    for i in 0..n {
+        let call = format!("call_{i}");
+        let url = format!("https://a.test/{i}");
+        let text = if i % 25 == 0 { &big } else { &small };
+        handed += text.len();
+        writer.event(&ev(run, 2, tool_started("t0", 1, &call, &url)));
+        writer.event(&ev(run, 3, tool_finished("t0", 1, &call, &url, text)));
+    }
+    writer
+        .flush()
+        .wait(Duration::from_secs(120))
+        .expect("flush");
+    let elapsed = start.elapsed();
+    drop(writer);
+    raw(&path)
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .expect("checkpoint");
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let kept = count(
+        &raw(&path),
+        "SELECT sum(length(CAST(text AS BLOB))) FROM sources",
+    );
+    println!(
+        "{n} tool calls with sources in {elapsed:?} ({:.0} calls/s); {:.1} MB handed to the \
+         model, {:.1} MB of text kept; the file is {:.1} MB",
+        n as f64 / elapsed.as_secs_f64(),
+        handed as f64 / 1e6,
+        kept as f64 / 1e6,
+        size as f64 / 1e6,
+    );
+}
+
 #[test]
 fn a_message_that_cannot_be_applied_is_skipped_and_the_rest_saved() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,7 +7,8 @@
 //! may pass (disk full, lock held too long, read-only), the batch is kept and tried again
 //! every `RETRY_EVERY`, and `status()` says "unsaved" meanwhile; the run goes on. A message
 //! that fails for any other reason (a bug, odd data) is skipped and counted, so one bad
-//! event cannot stop a run from being saved. Streamed deltas are never stored.
+//! event cannot stop a run from being saved. Streamed deltas are never stored; a tool call's
+//! source is, with the text handed to the model up to [`SOURCE_TEXT_MAX`] bytes.
 //!
 //! This must not decide anything about runs; it records what the events say.
 
