@@ -2373,3 +2373,40 @@ fn a_migration_to_version_7_that_fails_leaves_version_6_as_it_was() {
     );
     assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
 }
+
+/// A tool call in flight when its writer stopped (the process quit mid-call) has no end saved;
+/// read back, its attempt is interrupted and the call reads as ended without an answer, not as
+/// one still running.
+#[test]
+fn a_tool_call_cut_off_by_the_end_of_its_process_reads_as_unanswered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db(&dir);
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    let run = RunId::new();
+    writer.begin_run(meta(run, "q")).wait(WAIT).expect("row");
+    for (ts, kind) in [
+        (1000, json!({"type": "run_started", "query": "q"})),
+        (1100, plan(1)),
+        (
+            1200,
+            json!({"type": "subtask_started", "subtask": "t0", "attempt": 1,
+                   "worker": "research", "model": "work-m"}),
+        ),
+        (1300, tool_started("t0", 1, "call_1", "https://a.test/slow")),
+    ] {
+        writer.event(&ev(run, ts, kind));
+    }
+    writer.close();
+
+    let store = Store::open(&path).expect("open");
+    let saved = store.load_run(run).expect("loads");
+    assert_eq!(saved.summary.status, SavedRunStatus::Interrupted);
+    assert_eq!(saved.tool_calls.len(), 1);
+    assert_eq!(saved.tool_calls[0].finished_ms, None);
+    let report = maestro::history::report_of(&saved);
+    let call = &report.subtasks[0].history[0].tools[0];
+    let end = call.finished.as_ref().expect("ended");
+    assert!(!end.ok);
+    assert_eq!(end.summary, "no answer was saved");
+    assert!(report.subtasks[0].sources.is_empty());
+}
