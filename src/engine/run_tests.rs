@@ -2466,6 +2466,7 @@ fn attachments() -> crate::protocol::Attachments {
             path: "logo.png".into(),
             reason: "binary".into(),
         }],
+        ..Default::default()
     }
 }
 
