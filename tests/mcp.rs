@@ -273,6 +273,67 @@ async fn a_server_killed_mid_run_turns_calls_into_errors() {
     hub.shutdown().await;
 }
 
+/// The workers' tool box over a hub: tools offered by function name and shown by their own,
+/// calls that reach the server, and a server killed between calls: an error result the model
+/// reads, one notice, and its tools no longer offered.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_workers_tool_box_offers_calls_and_drops_a_server_that_died() {
+    use maestro::llm::tools::ToolCall;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pid_file = dir.path().join("pid");
+    let config = McpConfig {
+        servers: vec![server(
+            "t",
+            &["--pid-file", pid_file.to_str().expect("a utf-8 path")],
+        )],
+    };
+    let (tools, servers) = maestro::toolbox::workers(&Default::default(), &config);
+    let names = vec!["mcp:t/echo".to_owned(), "fetch".to_owned()];
+    assert!(
+        tools.specs(&names).iter().all(|s| s.name == "fetch_url"),
+        "nothing of the server's before it is prepared"
+    );
+    tools.prepare(&names).await;
+    let offered: Vec<String> = tools.specs(&names).into_iter().map(|s| s.name).collect();
+    assert_eq!(offered, ["fetch_url", "mcp__t__echo"]);
+    assert_eq!(tools.label("mcp__t__echo"), "mcp:t/echo");
+    assert_eq!(tools.label("fetch_url"), "fetch_url");
+    let echo = |text: &str| {
+        ToolCall::from_text(
+            "c1".into(),
+            "mcp__t__echo".into(),
+            &json!({ "text": text }).to_string(),
+        )
+    };
+    let outcome = tools.call(echo("hello"), CancellationToken::new()).await;
+    assert_eq!(
+        (outcome.content.as_str(), outcome.is_error),
+        ("hello", false)
+    );
+    assert_eq!(outcome.source, None);
+    assert!(tools.take_notices().is_empty());
+
+    let pid = read_pid(&pid_file);
+    // SAFETY: a plain syscall on a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(wait_until_gone(pid, Duration::from_secs(5)));
+    let outcome = tools.call(echo("again"), CancellationToken::new()).await;
+    assert!(outcome.is_error, "{outcome:?}");
+    assert!(outcome.content.contains("`t` stopped"), "{outcome:?}");
+    tools.prepare(&names).await;
+    let offered: Vec<String> = tools.specs(&names).into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        offered,
+        ["fetch_url"],
+        "a stopped server's tools are not offered"
+    );
+    let notices = tools.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    servers.stop().await;
+}
+
 #[tokio::test]
 async fn a_slow_call_times_out_or_is_cancelled_and_the_server_stays_usable() {
     let hub = McpHub::new(&McpConfig {
