@@ -257,6 +257,8 @@ pub enum ToolChoice {
     /// Every tool.
     #[default]
     All,
+    /// The tools of every configured MCP server only.
+    Mcp,
 }
 
 impl ToolChoice {
@@ -267,6 +269,7 @@ impl ToolChoice {
             ToolChoice::Fetch => vec!["fetch".to_owned()],
             ToolChoice::Files => vec!["files".to_owned()],
             ToolChoice::All => vec!["all".to_owned()],
+            ToolChoice::Mcp => vec!["mcp".to_owned()],
         }
     }
 
@@ -276,11 +279,12 @@ impl ToolChoice {
             ToolChoice::Fetch => "fetch",
             ToolChoice::Files => "files",
             ToolChoice::All => "all",
+            ToolChoice::Mcp => "mcp",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::None, Self::Fetch, Self::Files, Self::All]
+        [Self::None, Self::Fetch, Self::Files, Self::All, Self::Mcp]
             .into_iter()
             .find(|c| c.as_str().eq_ignore_ascii_case(text.trim()))
     }
@@ -377,6 +381,10 @@ mod tests {
             ])
         );
         assert_eq!(parse_selection("mcp"), Ok(vec!["mcp".to_owned()]));
+        // `[tools] enabled` takes one choice, with the same names.
+        let enabled: std::collections::BTreeMap<String, ToolChoice> =
+            toml::from_str("enabled = \"mcp\"").expect("parses");
+        assert_eq!(enabled["enabled"].names(), ["mcp"]);
         for bad in ["everything", "mcp:gh", "mcp:/x", "fetch,", "none,fetch"] {
             let error = parse_selection(bad).expect_err(bad);
             assert!(error.starts_with("--tools: "), "{error}");
