@@ -255,7 +255,7 @@ pub async fn run(
             sanitize_line(&why)
         ));
     }
-    let (engine, events, output, describe) = spawn(
+    let (engine, events, output, describe, servers) = spawn(
         config,
         provider,
         Output::new(args.format, args.quiet, parent, Vec::new()),
@@ -268,7 +268,7 @@ pub async fn run(
         follow_up: follow_up.map(Box::new),
         context,
     });
-    drive(
+    let code = drive(
         engine,
         events,
         id,
@@ -278,7 +278,9 @@ pub async fn run(
         output,
         describe,
     )
-    .await
+    .await;
+    servers.stop().await;
+    code
 }
 
 /// `maestro resume`: go on with a saved run under its old id. Saved results are facts; only
@@ -317,7 +319,7 @@ pub async fn resume(
         history::saved_calls(saved),
     );
     output.restored_sources = history::restored_sources(saved);
-    let (engine, events, output, describe) = spawn(config, provider, output);
+    let (engine, events, output, describe, servers) = spawn(config, provider, output);
     match history::resume_input(saved, parent) {
         Some(input) => {
             saving.resuming(id, &input);
@@ -332,7 +334,7 @@ pub async fn resume(
             context: history::context_of(saved),
         }),
     }
-    drive(
+    let code = drive(
         engine,
         events,
         id,
@@ -342,7 +344,9 @@ pub async fn resume(
         output,
         describe,
     )
-    .await
+    .await;
+    servers.stop().await;
+    code
 }
 
 fn open_saving(config: &Config) -> Saving {
@@ -357,7 +361,8 @@ fn open_saving(config: &Config) -> Saving {
 }
 
 /// The engine of one headless run (with the tools the configuration gives workers), the
-/// report's settings completed from the configuration, and the one line describing the setup.
+/// report's settings completed from the configuration, the one line describing the setup,
+/// and the MCP servers to stop when the run is over.
 fn spawn(
     config: Config,
     provider: Arc<dyn Provider>,
@@ -367,14 +372,15 @@ fn spawn(
     tokio::sync::mpsc::UnboundedReceiver<Event>,
     Output,
     String,
+    crate::toolbox::McpServers,
 ) {
     let describe = config.describe();
     output.prices = Arc::new(config.prices.clone());
     output.preset = config.run.preset.name.clone();
     output.limit = Some(config.run.concurrency);
-    let tools = config.toolbox();
+    let (tools, servers) = config.toolbox();
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
-    (engine, events, output, describe)
+    (engine, events, output, describe, servers)
 }
 
 /// How the report is printed.

@@ -1898,6 +1898,7 @@ fn attached_files_are_saved_with_the_run_and_kept_by_a_resume_that_sends_none() 
             path: "logo.png".into(),
             reason: "binary".into(),
         }],
+        ..Default::default()
     };
     writer
         .begin_run(first.clone())

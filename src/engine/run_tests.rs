@@ -2467,6 +2467,7 @@ fn attachments() -> crate::protocol::Attachments {
             path: "logo.png".into(),
             reason: "binary".into(),
         }],
+        ..Default::default()
     }
 }
 
