@@ -91,6 +91,21 @@ impl RunSettings {
         PlanRules::for_roles(&self.roles, self.max_subtasks)
     }
 
+    /// The model `spec`'s worker calls use: the subtask's own, else its role's, else the
+    /// run's worker model (as `start_task` picks it).
+    pub fn subtask_model(&self, spec: &PlannedSubtask) -> String {
+        if let Some(model) = &spec.model {
+            return model.clone();
+        }
+        if plan::custom_role_prompt(spec).is_some() {
+            return self.worker.model.clone();
+        }
+        roles::find(&self.roles, &spec.worker)
+            .or(self.roles.first())
+            .and_then(|r| r.model.clone())
+            .unwrap_or_else(|| self.worker.model.clone())
+    }
+
     /// Use `preset`'s roles and guidance.
     pub fn use_preset(&mut self, preset: &Preset) {
         self.roles.clone_from(&preset.roles);
