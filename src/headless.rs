@@ -488,6 +488,13 @@ async fn drive(
                             None => Some(RunCommand::ApprovePlan { plan: plan.clone() }),
                         }
                     }
+                    // The dialogue approves only plans without problems, so the engine should
+                    // never refuse one; if it did, nobody could answer again: end the run
+                    // rather than wait forever.
+                    EventKind::CommandRefused {
+                        refusal: crate::protocol::Refusal::PlanInvalid { .. },
+                        ..
+                    } if event.run == id => Some(RunCommand::CancelRun),
                     _ => None,
                 };
                 if let Some(command) = answer {
