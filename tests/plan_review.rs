@@ -93,7 +93,7 @@ fn review_without_a_terminal_is_a_usage_error_that_shows_the_file_workflow() {
 }
 
 #[test]
-fn a_reviewed_plan_file_keeps_its_subtask_model_and_plan_prints_it() {
+fn a_plan_files_subtask_model_is_the_one_its_worker_calls_use() {
     // `--plan FILE` honours a subtask's `model`: the mock sees it in that subtask's request.
     let rt = runtime();
     let server = rt.block_on(mock());
@@ -136,6 +136,61 @@ fn a_reviewed_plan_file_keeps_its_subtask_model_and_plan_prints_it() {
         models.contains(&("Beta shade".into(), "test".into())),
         "{models:?}"
     );
+}
+
+#[test]
+fn the_config_key_without_a_terminal_runs_the_plan_unreviewed_with_a_note() {
+    let rt = runtime();
+    let server = rt.block_on(mock());
+    let sandbox = Sandbox::new("[planner]\nreview = true\n");
+    let out = sandbox
+        .child(&[
+            "run",
+            "--provider",
+            "openai",
+            "--base-url",
+            &server.openai_base_url(),
+            "--model",
+            "test",
+            QUERY,
+        ])
+        .run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("no terminal to review the plan on; it runs unreviewed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(worker_requests(&server), 2);
+}
+
+#[test]
+fn maestro_plan_prints_a_subtask_model_only_when_the_planner_set_one() {
+    let rt = runtime();
+    let plan = json!({"subtasks": [
+        {"id": "a", "title": "Alpha cooling", "description": "Cooling.", "model": "big-model"},
+        {"id": "b", "title": "Beta shade", "description": "Shade."},
+    ]})
+    .to_string();
+    let server = rt.block_on(MockServer::start(move |_| Reply::text(plan.clone())));
+    let sandbox = Sandbox::new("");
+    let out = sandbox
+        .child(&[
+            "plan",
+            "--provider",
+            "openai",
+            "--base-url",
+            &server.openai_base_url(),
+            "--model",
+            "test",
+            QUERY,
+        ])
+        .run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let printed = out.json();
+    assert_eq!(printed["subtasks"][0]["model"], "big-model");
+    assert!(printed["subtasks"][1].get("model").is_none(), "{printed}");
 }
 
 // ---- on a terminal --------------------------------------------------------------------------
