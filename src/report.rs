@@ -978,6 +978,19 @@ impl RunReport {
                 self.notices.push("provider resumed".to_owned());
                 self.provider_paused = None;
             }
+            // Shown as a draft until approved: `PlanReady` makes it the plan.
+            EventKind::PlanAwaitingReview { plan } => {
+                if self.plan.is_none() {
+                    self.subtasks = plan
+                        .subtasks
+                        .iter()
+                        .map(|p| SubtaskReport {
+                            drafted: true,
+                            ..SubtaskReport::planned(p)
+                        })
+                        .collect();
+                }
+            }
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -1476,6 +1489,20 @@ impl RunReport {
 
     /// The synthesis, then a table of subtasks with status, role, time, tokens and attempts,
     /// then the errors. Model text is sanitised: this goes to terminals and files alike.
+    /// A subtask's role, with the model the plan gave it of its own (`research · gpt-4o`):
+    /// the one model that differs from what the run's settings say.
+    fn role_and_model(&self, s: &SubtaskReport) -> String {
+        let own = self
+            .plan
+            .as_ref()
+            .and_then(|p| p.subtasks.iter().find(|t| t.id == s.id))
+            .and_then(|t| t.model.as_deref());
+        match own {
+            Some(model) => format!("{} · {model}", s.worker),
+            None => s.worker.clone(),
+        }
+    }
+
     pub fn to_markdown(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
@@ -1540,7 +1567,7 @@ impl RunReport {
                 "| {} | {} | {} | {} | {} | {est}{}/{est}{} | {} |{cost}",
                 cell(s.id.as_str()),
                 cell(&s.title),
-                cell(&s.worker),
+                cell(&self.role_and_model(s)),
                 status_cell(s),
                 s.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
                 tokens(s.tokens_in),
@@ -1716,6 +1743,7 @@ mod tests {
                 priority: Priority::Medium,
                 reuse: None,
                 role_prompt: None,
+                model: None,
             }],
             synthesis_guidance: String::new(),
             complexity: None,
@@ -1777,6 +1805,7 @@ mod tests {
             priority: Priority::Medium,
             reuse: None,
             role_prompt: None,
+            model: None,
         }
     }
 

@@ -69,6 +69,9 @@ pub struct RunSettings {
     pub preset: RunPreset,
     /// What the run may spend before it stops starting subtasks (`[budget]`).
     pub budget: Budget,
+    /// Pause after planning until the plan is approved (`RunCommand::ApprovePlan`) or the
+    /// run cancelled (`--review`, `[planner] review`). Ignored with `stop_after_plan`.
+    pub review: bool,
 }
 
 /// What a run keeps of its preset besides the roles.
@@ -86,6 +89,21 @@ impl RunSettings {
     /// What plans of this run are checked against; see [`PlanRules::for_roles`].
     pub fn plan_rules(&self) -> PlanRules {
         PlanRules::for_roles(&self.roles, self.max_subtasks)
+    }
+
+    /// The model `spec`'s worker calls use: the subtask's own (the most specific choice),
+    /// else its role's, else the run's worker model.
+    pub fn subtask_model(&self, spec: &PlannedSubtask) -> String {
+        if let Some(model) = &spec.model {
+            return model.clone();
+        }
+        if plan::custom_role_prompt(spec).is_some() {
+            return self.worker.model.clone();
+        }
+        roles::find(&self.roles, &spec.worker)
+            .or(self.roles.first())
+            .and_then(|r| r.model.clone())
+            .unwrap_or_else(|| self.worker.model.clone())
     }
 
     /// Use `preset`'s roles and guidance.
@@ -209,6 +227,8 @@ pub enum Effect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Planning,
+    /// The plan waits for the person's approval (`RunSettings::review`); nothing runs.
+    Reviewing,
     Working,
     Synthesizing,
     Finished(RunStatus),
@@ -309,6 +329,11 @@ pub struct Run {
     cost: f64,
     /// Why the provider was paused, until `ResumeProvider`: subtasks wait.
     provider_paused: Option<String>,
+    /// When the plan review began, while the run waits for it.
+    review_started: Option<u64>,
+    /// Time spent waiting for plan reviews: not counted against the budget's deadline, which
+    /// is about the run's work, not the person's reading.
+    reviewed_ms: u64,
 }
 
 impl Run {
@@ -337,6 +362,8 @@ impl Run {
             budget_reached: false,
             cost: 0.0,
             provider_paused: None,
+            review_started: None,
+            reviewed_ms: 0,
         }
     }
 
@@ -716,6 +743,24 @@ impl Run {
 
     fn accept_plan(&mut self, mut checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
         self.check_reuse(&mut checked, out);
+        if self.settings.review && !self.settings.stop_after_plan {
+            // What the check repaired is said now, while the person can still change it.
+            for message in checked.warnings {
+                out.push(Effect::Emit(EventKind::Notice { message }));
+            }
+            self.phase = Phase::Reviewing;
+            self.review_started = Some(now);
+            out.push(Effect::Emit(EventKind::PlanAwaitingReview {
+                plan: checked.plan,
+            }));
+            return;
+        }
+        self.go_on_with(checked, now, out);
+    }
+
+    /// The plan is accepted (checked, reuse checked, approved if reviewed): install it and
+    /// start.
+    fn go_on_with(&mut self, checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
         self.install_plan(checked, out);
         if self.settings.stop_after_plan {
             self.finish(RunStatus::Succeeded, None, now, out);
@@ -983,9 +1028,8 @@ impl Run {
     fn start_task(&mut self, i: usize, now: u64, out: &mut Vec<Effect>) {
         let role = self.role(&self.tasks[i].spec);
         let mut spec = self.settings.worker.clone();
-        if let Some(model) = &role.model {
-            spec.model = model.clone();
-        }
+        // One rule for the model, shared with what a plan review shows.
+        spec.model = self.settings.subtask_model(&self.tasks[i].spec);
         if let Some(temperature) = role.temperature {
             spec.temperature = Some(temperature);
         }
@@ -1678,6 +1722,22 @@ impl Run {
 
     fn on_command(&mut self, command: RunCommand, now: u64, out: &mut Vec<Effect>) {
         let name = command.name();
+        if self.phase == Phase::Reviewing {
+            match command {
+                RunCommand::ApprovePlan { plan } => self.approve_plan(plan, now, out),
+                RunCommand::CancelRun => self.cancel_run(now, out),
+                RunCommand::RetrySubtask(_)
+                | RunCommand::RetryFailed
+                | RunCommand::CancelSubtask(_)
+                | RunCommand::EditSubtask { .. }
+                | RunCommand::Resynthesize
+                | RunCommand::Replan
+                | RunCommand::RaiseBudget { .. }
+                | RunCommand::SynthesizeNow
+                | RunCommand::ResumeProvider => refuse(out, name, Refusal::PlanInReview),
+            }
+            return;
+        }
         match command {
             RunCommand::RetrySubtask(id) => {
                 if let Some(i) = self.lookup(name, &id, out) {
@@ -1733,6 +1793,39 @@ impl Run {
             }
             RunCommand::SynthesizeNow => self.synthesize_now(now, out),
             RunCommand::ResumeProvider => self.resume_provider(now, out),
+            RunCommand::ApprovePlan { .. } => refuse(out, name, Refusal::NotReviewing),
+        }
+    }
+
+    /// The person approved `plan` (the one under review, possibly edited): it must have no
+    /// problem a review would show ([`plan::review_problems`]), which covers everything
+    /// [`plan::check_plan`] rejects; then it is checked as any plan and the run goes on. A
+    /// refused plan leaves the run waiting for another.
+    fn approve_plan(&mut self, plan: Plan, now: u64, out: &mut Vec<Effect>) {
+        let rules = self.settings.plan_rules();
+        let problems = plan::review_problems(&plan, &rules);
+        let checked = if problems.is_empty() {
+            plan::check_plan(plan, &rules).map_err(|e| e.to_string())
+        } else {
+            Err(problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "))
+        };
+        match checked {
+            Ok(mut checked) => {
+                if let Some(started) = self.review_started.take() {
+                    self.reviewed_ms += now.saturating_sub(started);
+                }
+                self.check_reuse(&mut checked, out);
+                self.go_on_with(checked, now, out);
+            }
+            Err(error) => refuse(
+                out,
+                CommandName::ApprovePlan,
+                Refusal::PlanInvalid { error },
+            ),
         }
     }
 
@@ -1759,7 +1852,7 @@ impl Run {
         }
         let spent = Spent {
             tokens: self.usage.total(),
-            elapsed: Duration::from_millis(now),
+            elapsed: Duration::from_millis(now.saturating_sub(self.reviewed_ms)),
             cost: self.cost + self.cost_of(out),
         };
         let Some(reason) = self.settings.budget.exceeded(&spent) else {
@@ -1814,6 +1907,7 @@ impl Run {
     fn synthesize_now(&mut self, now: u64, out: &mut Vec<Effect>) {
         let name = CommandName::SynthesizeNow;
         match self.phase {
+            Phase::Reviewing => refuse(out, name, Refusal::PlanInReview),
             Phase::Planning => refuse(out, name, Refusal::StillPlanning),
             Phase::Finished(_) => refuse(out, name, Refusal::RunFinished),
             // The report is being written already.
@@ -1886,6 +1980,7 @@ impl Run {
     fn replan(&mut self, out: &mut Vec<Effect>) {
         let name = CommandName::Replan;
         match self.phase {
+            Phase::Reviewing => refuse(out, name, Refusal::PlanInReview),
             Phase::Planning => refuse(out, name, Refusal::StillPlanning),
             Phase::Working | Phase::Synthesizing => refuse(out, name, Refusal::RunActive),
             Phase::Finished(_) if self.plan.is_some() => refuse(out, name, Refusal::PlanExists),
@@ -2109,6 +2204,7 @@ impl Run {
     fn resynthesize(&mut self, out: &mut Vec<Effect>) {
         let name = CommandName::Resynthesize;
         match self.phase {
+            Phase::Reviewing => refuse(out, name, Refusal::PlanInReview),
             Phase::Planning => refuse(out, name, Refusal::StillPlanning),
             Phase::Working => refuse(out, name, Refusal::SubtasksRunning),
             Phase::Synthesizing | Phase::Finished(_) => {
