@@ -337,3 +337,36 @@ async fn a_citation_of_a_page_never_fetched_or_a_missing_number_is_flagged_every
     );
     assert!(out.stderr.contains("⚠ 2 citations"), "{out:?}");
 }
+
+#[test]
+fn the_demo_cites_the_pages_its_simulated_fetches_got_and_flags_nothing() {
+    let sandbox = Sandbox::new("[demo]\ntokens_per_second = 5000\nfailure_rate = 0.0\n");
+    let out = sandbox
+        .child(&["run", "--no-save", "--format", "json", "electric buses"])
+        .run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = out.json();
+    let synthesis = report["synthesis"].as_str().unwrap_or("");
+    let ids: Vec<SubtaskId> = report["subtasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str().map(SubtaskId::from))
+        .collect();
+    let paragraphs = citations::paragraphs(synthesis, &ids);
+    let sources: Vec<u32> = paragraphs.iter().flat_map(|p| p.sources.clone()).collect();
+    let subtasks = paragraphs.iter().flat_map(|p| p.subtasks.clone()).count();
+    assert!(sources.contains(&1) && sources.contains(&2), "{synthesis}");
+    assert!(subtasks >= ids.len(), "{synthesis}");
+    assert_eq!(report["unverified_citations"], json!([]), "{synthesis}");
+    // The fetching worker cites what its tool results were numbered.
+    let cited = report["subtasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("sources").is_some())
+        .filter_map(|s| s["result"].as_str())
+        .map(citations::sources_cited)
+        .next();
+    assert_eq!(cited, Some(vec![1, 2]));
+}
