@@ -201,6 +201,13 @@ async fn every_citation_of_a_market_report_points_at_a_page_that_was_fetched() {
         .filter(|r| r.worker_title().as_deref() == Some(news_title()))
         .collect();
     assert_eq!(news.len(), 2, "the fetch, then the answer");
+    assert!(
+        news[0]
+            .user()
+            .contains("`Source [n]: LOCATION`. Put [n] right after each claim"),
+        "a worker with tools is told how to cite: {}",
+        news[0].user()
+    );
     let (_, text, _) = &news[1].tool_results()[0];
     let first_line = text.lines().next().unwrap_or("");
     assert!(
