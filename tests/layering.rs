@@ -73,13 +73,26 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "engine",
-        imports: Imports::Only(&["engine", "protocol", "llm", "sanitize", "defaults"]),
+        imports: Imports::Only(&[
+            "engine",
+            "protocol",
+            "llm",
+            "sanitize",
+            "defaults",
+            "citations",
+        ]),
         no_crates: TERMINAL,
     },
     Rule {
         module: "report",
         imports: Imports::Only(&[
-            "report", "engine", "protocol", "sanitize", "display", "timeline",
+            "report",
+            "engine",
+            "protocol",
+            "sanitize",
+            "display",
+            "timeline",
+            "citations",
         ]),
         no_crates: PLAIN_DATA,
     },
@@ -156,6 +169,11 @@ const RULES: &[Rule] = &[
     Rule {
         module: "presets",
         imports: Imports::Only(&["presets", "engine", "sanitize"]),
+        no_crates: PLAIN_DATA,
+    },
+    Rule {
+        module: "citations",
+        imports: Imports::Only(&["citations", "protocol"]),
         no_crates: PLAIN_DATA,
     },
     Rule {
