@@ -1086,6 +1086,51 @@ fn calls(effects: &[Effect]) -> Vec<&CallId> {
 }
 
 #[test]
+fn a_restored_run_lists_the_sources_of_its_kept_results_for_the_synthesis() {
+    let mut saved = saved(vec![task("a", &[]), task("c", &[])]);
+    saved.subtasks = vec![done("a", 2, "a finding [1]"), tried("c", 1)];
+    let source = |number: u32, location: &str| crate::protocol::Source {
+        number,
+        kind: crate::protocol::SourceKind::Url,
+        location: location.into(),
+        bytes: 10,
+        status: Some(200),
+        retrieved_ms: 1,
+    };
+    saved.sources = vec![
+        crate::protocol::SavedSource {
+            subtask: "a".into(),
+            attempt: 2,
+            source: source(1, "https://kept.example/a"),
+        },
+        crate::protocol::SavedSource {
+            subtask: "a".into(),
+            attempt: 1,
+            source: source(2, "https://dropped.example/first-try"),
+        },
+        crate::protocol::SavedSource {
+            subtask: "c".into(),
+            attempt: 1,
+            source: source(3, "https://dropped.example/failed"),
+        },
+    ];
+    let mut s = restored(saved);
+    s.at(500).reply("c", ok("C"));
+    let synthesis = s
+        .request_for(&CallTarget::Synthesis)
+        .expect("then the synthesis");
+    let text = user_text(synthesis);
+    assert!(
+        text.contains("[1] https://kept.example/a"),
+        "the kept result's source is citable: {text}"
+    );
+    assert!(
+        !text.contains("dropped.example"),
+        "sources of attempts whose results are gone are not offered: {text}"
+    );
+}
+
+#[test]
 fn a_restored_run_never_calls_finished_subtasks_and_runs_their_dependents() {
     let mut saved = saved(vec![task("a", &[]), task("b", &["a"]), task("c", &[])]);
     saved.subtasks = vec![done("a", 2, "the saved finding of a"), tried("c", 3)];
