@@ -26,6 +26,7 @@ use crate::tui::model::{
     Focus, Model, ModelList, Node, Overlay, PauseWhy, PickRole, Saved, SavedList, Scroll,
     ToastLevel,
 };
+use crate::tui::sources::{ReaderMove, scroll_reader as reader};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -200,6 +201,8 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
         && model.synthesis_scroll.follow
         && model.synthesis_live();
     let long_run_ended = model.apply(event);
+    model.sources.record(event);
+    crate::tui::provenance::on_event(model, event);
     match &event.kind {
         EventKind::BudgetReached { .. } | EventKind::ProviderPaused { .. } => {
             show_paused(model, event.run);
@@ -259,10 +262,18 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
         Some(Overlay::Paused { .. }) => return keymap::lookup(Context::Paused, key),
         Some(Overlay::Presets { .. }) => return keymap::lookup(Context::Presets, key),
+        Some(Overlay::Sources { .. }) => return keymap::lookup(Context::Sources, key),
+        Some(Overlay::Reader { .. }) => return keymap::lookup(Context::Reader, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => return None,
         None => {}
     }
     if let Some(action) = keymap::lookup(Context::Anywhere, key) {
+        return Some(action);
+    }
+    if model.focus != Focus::Query
+        && crate::tui::provenance::active(model)
+        && let Some(action) = keymap::lookup(Context::Paragraphs, key)
+    {
         return Some(action);
     }
     match model.focus {
@@ -298,6 +309,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         }
         // Their keys are in the key map; others do nothing there.
         Some(Overlay::Models { .. } | Overlay::Presets { .. }) => {}
+        Some(Overlay::Sources { .. } | Overlay::Reader { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
         Some(Overlay::Paused { raise, .. }) => type_raise(raise, key),
         None if model.focus == Focus::Query => {
@@ -498,6 +510,22 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::SynthesizeNow => decide_paused(model, actions, RunCommand::SynthesizeNow),
         KeyAction::CancelPaused => decide_paused(model, actions, RunCommand::CancelRun),
         KeyAction::ClosePaused => model.overlay = None,
+        KeyAction::NextParagraph => crate::tui::provenance::step(model, 1),
+        KeyAction::PreviousParagraph => crate::tui::provenance::step(model, -1),
+        KeyAction::ParagraphSources => crate::tui::sources::open(model, true),
+        KeyAction::LeaveParagraphs => crate::tui::provenance::leave(model),
+        KeyAction::OpenSources => crate::tui::sources::open(model, false),
+        KeyAction::SourceUp => crate::tui::sources::move_cursor(model, -1),
+        KeyAction::SourceDown => crate::tui::sources::move_cursor(model, 1),
+        KeyAction::ReadSource => crate::tui::sources::read(model),
+        KeyAction::CloseSources => model.overlay = None,
+        KeyAction::ReaderUp => reader(model, ReaderMove::Lines(-1)),
+        KeyAction::ReaderDown => reader(model, ReaderMove::Lines(1)),
+        KeyAction::ReaderPageUp => reader(model, ReaderMove::Pages(-1)),
+        KeyAction::ReaderPageDown => reader(model, ReaderMove::Pages(1)),
+        KeyAction::ReaderTop => reader(model, ReaderMove::Top),
+        KeyAction::ReaderBottom => reader(model, ReaderMove::Bottom),
+        KeyAction::CloseReader => crate::tui::sources::back(model),
     }
 }
 
@@ -1172,7 +1200,9 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             | Overlay::Models { .. }
             | Overlay::History { .. }
             | Overlay::Presets { .. }
-            | Overlay::Paused { .. }),
+            | Overlay::Paused { .. }
+            | Overlay::Sources { .. }
+            | Overlay::Reader { .. }),
         ) => model.overlay = Some(overlay),
         None => {}
     }
