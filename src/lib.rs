@@ -30,6 +30,8 @@
 //! - [`sanitize`]: strips escape sequences from model text before it reaches a terminal.
 //! - [`mcp`]: MCP servers as a tool source: started on demand, their tools listed and called.
 //! - [`store`]: saved runs in SQLite: a writer thread fed by events, history queries.
+//! - [`citations`]: the citation syntax of reports and answers (`[n]`, `[subtask: id]`), the
+//!   paragraphs a reader moves through and the citations that point at nothing retrieved.
 //! - [`tools`]: the built-in tools a worker model may call (`fetch_url`, `read_file`,
 //!   `list_dir`) and their policies: which hosts and folders, what sizes.
 //!
@@ -41,6 +43,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cache;
+pub mod citations;
 pub mod cli;
 pub mod compare;
 pub mod config;

@@ -159,6 +159,11 @@ const RULES: &[Rule] = &[
         no_crates: PLAIN_DATA,
     },
     Rule {
+        module: "citations",
+        imports: Imports::Only(&["citations", "protocol"]),
+        no_crates: PLAIN_DATA,
+    },
+    Rule {
         module: "tools",
         imports: Imports::Only(&["tools", "sanitize", "defaults", "protocol"]),
         no_crates: TERMINAL,
