@@ -11,8 +11,8 @@ use std::ops::Range;
 
 use ratatui::text::{Line, Span};
 
-use self::placeholder as citations;
-pub use self::placeholder::{Paragraph, Unverified};
+use crate::citations;
+pub use crate::citations::{Paragraph, Unverified};
 use crate::protocol::{RunId, SubtaskId};
 use crate::tui::model::{Model, RunView, ToastLevel};
 
@@ -331,122 +331,5 @@ pub fn cites_label(paragraph: &Paragraph) -> String {
         "cites nothing".to_owned()
     } else {
         format!("cites: {}", parts.join(" · "))
-    }
-}
-
-/// Until `citations` reads the report: paragraphs split on blank lines (code fences kept
-/// whole), `[n]` a source, `[subtask: id]` or `[id]` of a known id a subtask.
-mod placeholder {
-    use std::ops::Range;
-
-    use crate::protocol::{Source, SubtaskId};
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Paragraph {
-        pub lines: Range<usize>,
-        pub subtasks: Vec<SubtaskId>,
-        pub sources: Vec<u32>,
-    }
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Unverified {
-        pub cited: String,
-        pub line: usize,
-        pub why: String,
-    }
-
-    enum Cite {
-        Source(u32),
-        Subtask(String),
-    }
-
-    fn cites(line: &str) -> Vec<Cite> {
-        let mut out = Vec::new();
-        let mut rest = line;
-        while let Some(open) = rest.find('[') {
-            let after = &rest[open + 1..];
-            let Some(close) = after.find(']') else { break };
-            for part in after[..close].split([',', ';']) {
-                let part = part.trim();
-                if let Some(id) = part.strip_prefix("subtask:") {
-                    out.push(Cite::Subtask(id.trim().to_owned()));
-                } else if let Ok(n) = part.parse::<u32>() {
-                    out.push(Cite::Source(n));
-                } else if !part.is_empty() {
-                    out.push(Cite::Subtask(part.to_owned()));
-                }
-            }
-            rest = &after[close + 1..];
-        }
-        out
-    }
-
-    pub fn paragraphs(report: &str, known: &[SubtaskId]) -> Vec<Paragraph> {
-        let mut out: Vec<Paragraph> = Vec::new();
-        let mut open: Option<Paragraph> = None;
-        let mut fence = false;
-        for (i, line) in report.lines().enumerate() {
-            let fenced = line.trim_start().starts_with("```");
-            if line.trim().is_empty() && !fence {
-                out.extend(open.take());
-                continue;
-            }
-            let p = open.get_or_insert_with(|| Paragraph {
-                lines: i..i,
-                subtasks: Vec::new(),
-                sources: Vec::new(),
-            });
-            p.lines.end = i + 1;
-            if fenced {
-                fence = !fence;
-            }
-            if fence || fenced {
-                continue;
-            }
-            for cite in cites(line) {
-                match cite {
-                    Cite::Source(n) if !p.sources.contains(&n) => p.sources.push(n),
-                    Cite::Subtask(id) => {
-                        if let Some(k) = known.iter().find(|k| k.as_str() == id)
-                            && !p.subtasks.contains(k)
-                        {
-                            p.subtasks.push(k.clone());
-                        }
-                    }
-                    Cite::Source(_) => {}
-                }
-            }
-        }
-        out.extend(open);
-        out
-    }
-
-    pub fn unverified(report: &str, sources: &[Source], known: &[SubtaskId]) -> Vec<Unverified> {
-        let mut out = Vec::new();
-        for (i, line) in report.lines().enumerate() {
-            for cite in cites(line) {
-                match cite {
-                    Cite::Source(n) if !sources.iter().any(|s| s.number == n) => {
-                        out.push(Unverified {
-                            cited: format!("[{n}]"),
-                            line: i + 1,
-                            why: "no source of this run has that number".to_owned(),
-                        })
-                    }
-                    Cite::Subtask(id)
-                        if line.contains("[subtask:")
-                            && !known.iter().any(|k| k.as_str() == id) =>
-                    {
-                        out.push(Unverified {
-                            cited: format!("subtask {id}"),
-                            line: i + 1,
-                            why: "no subtask of this run has that id".to_owned(),
-                        })
-                    }
-                    _ => {}
-                }
-            }
-        }
-        out
     }
 }

@@ -201,12 +201,26 @@ pub fn list(report: &RunReport) -> Vec<Listed> {
     out
 }
 
-/// Every source of the run as the reports record them (for checking citations).
+/// Every source of the run, and the files attached to it (which its workers read as context,
+/// so citing them is not flagged): what citations are checked against.
 pub fn all(report: &RunReport) -> Vec<Source> {
-    report
-        .subtasks
-        .iter()
-        .flat_map(|s| s.sources.iter().cloned())
+    let attached = report.context.iter().map(|f| Source {
+        number: 0,
+        kind: SourceKind::File,
+        location: f.path.clone(),
+        bytes: f.bytes,
+        status: None,
+        retrieved_ms: 0,
+    });
+    // Numbered as the list shows them, so a source read before numbering is cited by the
+    // number the list gives it.
+    list(report)
+        .into_iter()
+        .map(|l| Source {
+            number: l.number,
+            ..l.source
+        })
+        .chain(attached)
         .collect()
 }
 
