@@ -308,16 +308,17 @@ pub async fn resume(
             sanitize_line(&why)
         ));
     }
+    let mut output = Output::new(
+        args.format,
+        args.quiet,
+        saved.summary.parent,
+        history::saved_calls(saved),
+    );
+    output.restored_sources = history::restored_sources(saved);
     let (engine, events, output, describe) = spawn(
-        config,
-        provider,
+        config, provider,
         // What the saved calls spent: the resumed run restates results, not calls.
-        Output::new(
-            args.format,
-            args.quiet,
-            saved.summary.parent,
-            history::saved_calls(saved),
-        ),
+        output,
     );
     match history::resume_input(saved, parent) {
         Some(input) => {
@@ -392,6 +393,12 @@ struct Output {
     prices: Arc<crate::engine::cost::PriceTable>,
     /// Calls made before this process (a resumed run's), so its cost is the whole run's.
     earlier_calls: Vec<crate::report::CallSpend>,
+    /// The sources of a resumed run's saved results, so its report still lists them.
+    restored_sources: Vec<(
+        crate::protocol::SubtaskId,
+        u32,
+        Vec<crate::protocol::Source>,
+    )>,
 }
 
 impl Output {
@@ -410,6 +417,7 @@ impl Output {
             limit: None,
             prices: Arc::default(),
             earlier_calls,
+            restored_sources: Vec::new(),
         }
     }
 }
@@ -437,6 +445,7 @@ async fn drive(
     report.preset = args.preset;
     report.limit = args.limit;
     report.calls = args.earlier_calls.clone();
+    report.restored_sources = args.restored_sources.clone();
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;

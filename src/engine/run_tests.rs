@@ -1022,6 +1022,7 @@ fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
         synthesis_attempts: 0,
         follow_up: None,
         context: Default::default(),
+        sources: Vec::new(),
         report: None,
         usage: Usage {
             tokens_in: 100,

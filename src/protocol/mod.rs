@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use plan::{Complexity, Plan, PlannedSubtask, Priority};
-pub use saved::{SavedReport, SavedResult, SavedRun, SavedSubtask};
+pub use saved::{SavedReport, SavedResult, SavedRun, SavedSource, SavedSubtask};
 
 /// Identifies one run (one query and everything done for it). Time-sortable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
