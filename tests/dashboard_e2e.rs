@@ -1027,7 +1027,8 @@ fn an_at_path_in_the_query_box_attaches_the_file_or_says_what_is_wrong() {
 // ---- sources -------------------------------------------------------------------------------
 
 /// A researcher fetches a page of the local fixture site (its host allowed), the report cites
-/// it, and in the dashboard `o` lists the page as source [1] and Enter shows the page's text.
+/// it, and in the dashboard `o` lists the page as source [1] and Enter shows the page's text;
+/// the run opened from history in a new dashboard shows it again, read from the store.
 #[test]
 fn a_fetched_page_is_listed_as_a_source_and_enter_shows_its_text() {
     if !tmux_ready() {
@@ -1081,10 +1082,11 @@ fn a_fetched_page_is_listed_as_a_source_and_enter_shows_its_text() {
     };
     let binary = quote(env!("CARGO_BIN_EXE_maestro"));
     let base_url = quote(&server.openai_base_url());
-    tmux.start(&format!(
+    let dashboard = format!(
         "{binary} --provider openai --base-url {base_url} --model test --retries 0 \
          --allow-host 127.0.0.1; echo {EXITED}$?; exec sleep 60"
-    ));
+    );
+    tmux.start(&dashboard);
     tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
     tmux.type_text("When is high water?");
     tmux.send_keys(&["Enter"]);
@@ -1112,6 +1114,35 @@ fn a_fetched_page_is_listed_as_a_source_and_enter_shows_its_text() {
         !screen.contains("secretToken"),
         "the page's script is not its text:\n{screen}"
     );
+    for key in ["Escape", "Escape", "q"] {
+        tmux.send_keys(&[key]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+
+    // A new dashboard on the same database opens the run from history: the page's text comes
+    // from the store.
+    tmux.run(&["respawn-pane", "-k", "-t", "e2e", &dashboard]);
+    tmux.wait_for("the new dashboard", |s| s.contains("No runs yet"));
+    tmux.send_keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.send_keys(&["H"]);
+    tmux.wait_for("the saved run in history", |s| {
+        s.contains("History") && s.contains("When is high water?")
+    });
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for("the opened run", |s| {
+        s.contains("#1 succeeded") && s.contains("High water is at noon")
+    });
+    tmux.send_keys(&["o"]);
+    tmux.wait_for("the saved source listed", |s| {
+        s.contains(&format!("[1] {page}"))
+    });
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the saved page's text in the reader", |s| {
+        s.contains("Source [1]") && s.contains("Tide tables")
+    });
+    println!("--- the reader of the saved run ---\n{screen}");
     for key in ["Escape", "Escape", "q"] {
         tmux.send_keys(&[key]);
         std::thread::sleep(Duration::from_millis(300));

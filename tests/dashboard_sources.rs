@@ -9,7 +9,7 @@ mod dashboard_support;
 use dashboard_support::*;
 use maestro::protocol::{Event, EventKind, RunId, Source, SourceKind, SubtaskId, Usage};
 use maestro::tui::model::{Focus, Model, Overlay};
-use maestro::tui::update::{Msg, update};
+use maestro::tui::update::{Action, Msg, update};
 use maestro::tui::{provenance, view};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -543,4 +543,97 @@ fn snapshot_source_reader() {
         let terminal = render(&mut model, w, h);
         insta::assert_snapshot!(format!("source_reader_{w}x{h}"), terminal.backend());
     }
+}
+
+// ---- a run opened from history -----------------------------------------------------------------
+
+/// The finished run as history reads it back: its report with the sources, none of the texts
+/// (this dashboard never saw its events).
+fn opened_from_history() -> Model {
+    let mut scratch = dashboard_support::model(false, (160, 48));
+    send_all(&mut scratch, sourced_run(run_id(1)));
+    let report = scratch.runs[0].report.clone();
+    let mut model = dashboard_support::model(false, (160, 48));
+    update(
+        &mut model,
+        Msg::SavedOpened(Ok(Box::new((
+            report,
+            maestro::tui::model::Saved {
+                status: maestro::store::SavedRunStatus::Succeeded,
+                resume: None,
+            },
+        )))),
+    );
+    model
+}
+
+#[test]
+fn a_saved_run_reads_a_source_text_from_the_store_once_and_shows_it() {
+    let mut model = opened_from_history();
+    assert_eq!(model.focus, Focus::Tree);
+    ch(&mut model, 'o');
+    let actions = key(&mut model, KeyCode::Enter);
+    match actions.as_slice() {
+        [
+            Action::ReadSourceText {
+                run,
+                subtask,
+                source,
+            },
+        ] => {
+            assert_eq!(
+                (*run, subtask.as_str(), source.location.as_str()),
+                (run_id(1), "emissions", AIR)
+            );
+            assert_eq!(
+                source.retrieved_ms,
+                NOW - 36_000,
+                "the read it was saved with"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = screen(&mut model, 160, 48);
+    assert!(text.contains("Reading the saved text…"), "{text}");
+    update(
+        &mut model,
+        Msg::SourceTextRead {
+            run: run_id(1),
+            location: AIR.to_owned(),
+            result: Ok(Some("Saved air page.\u{1b}[2J".to_owned())),
+        },
+    );
+    let text = screen(&mut model, 160, 48);
+    assert!(text.contains("Saved air page."), "{text}");
+    assert!(!text.contains('\u{1b}'));
+    // Back and in again: the text is here, nothing is asked.
+    key(&mut model, KeyCode::Esc);
+    assert!(key(&mut model, KeyCode::Enter).is_empty());
+    // A source the store has no text for says so.
+    key(&mut model, KeyCode::Esc);
+    key(&mut model, KeyCode::Down);
+    assert_eq!(key(&mut model, KeyCode::Enter).len(), 1);
+    update(
+        &mut model,
+        Msg::SourceTextRead {
+            run: run_id(1),
+            location: NOISE.to_owned(),
+            result: Ok(None),
+        },
+    );
+    let text = screen(&mut model, 160, 48);
+    assert!(text.contains("is not kept"), "{text}");
+}
+
+#[test]
+fn a_saved_run_is_read_by_paragraph_and_counts_its_unverified_citations() {
+    let mut model = opened_from_history();
+    select_citing(&mut model, "costs");
+    assert_eq!(
+        provenance::cited_subtasks(&model),
+        Some((run_id(1), vec![sid("costs")]))
+    );
+    let text = screen(&mut model, 160, 48);
+    assert!(text.contains("◆ ✓ costs"), "{text}");
+    assert!(text.contains("⚠ 1 unverified"), "{text}");
 }

@@ -291,13 +291,18 @@ pub fn draw_reader(
     frame.render_widget(Paragraph::new(header), header_area);
     let text_area = text_area.intersection(inside);
     if total == 0 {
+        let message = match model.sources.state(run, location) {
+            sources::TextState::Reading => "Reading the saved text…",
+            sources::TextState::Kept => "The source retrieved no text.",
+            sources::TextState::Missing => {
+                "The text this source retrieved is not kept (a run saved without it, or more \
+                 than the dashboard keeps per run)."
+            }
+        };
         frame.render_widget(
-            Paragraph::new(
-                "The text this source retrieved is not kept here (a run opened from history \
-                 saved without it, an empty page, or more than the dashboard keeps per run).",
-            )
-            .style(model.theme.dim())
-            .wrap(ratatui::widgets::Wrap { trim: true }),
+            Paragraph::new(message)
+                .style(model.theme.dim())
+                .wrap(ratatui::widgets::Wrap { trim: true }),
             text_area,
         );
         return;

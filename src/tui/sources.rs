@@ -7,7 +7,7 @@
 //! [`SourceTexts::insert`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ratatui::layout::Rect;
@@ -30,6 +30,19 @@ pub struct SourceTexts {
     runs: HashMap<RunId, RunTexts>,
     /// The reader's wrapped lines of the one source it shows, reused between frames.
     wrapped: RefCell<Wrapped>,
+    /// Texts asked of the run store (a run opened from history), and those it did not have.
+    asked: HashSet<(RunId, String)>,
+    not_saved: HashSet<(RunId, String)>,
+}
+
+/// Where the reader's text stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextState {
+    Kept,
+    /// Being read from the run store.
+    Reading,
+    /// Neither seen here nor saved.
+    Missing,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +122,20 @@ impl SourceTexts {
     /// Forget a run's texts.
     pub fn forget(&mut self, run: RunId) {
         self.runs.remove(&run);
+        self.asked.retain(|(r, _)| *r != run);
+        self.not_saved.retain(|(r, _)| *r != run);
+    }
+
+    /// Whether the text of `location` is here, being read, or not to be had.
+    pub fn state(&self, run: RunId, location: &str) -> TextState {
+        let key = (run, location.to_owned());
+        if self.text(run, location).is_some() {
+            TextState::Kept
+        } else if self.asked.contains(&key) && !self.not_saved.contains(&key) {
+            TextState::Reading
+        } else {
+            TextState::Missing
+        }
     }
 }
 
@@ -316,8 +343,9 @@ pub fn move_cursor(model: &mut Model, step: isize) {
     }
 }
 
-/// Open the reader on the highlighted source.
-pub fn read(model: &mut Model) {
+/// Open the reader on the highlighted source; a text this dashboard did not see arrive (a run
+/// opened from history) is asked of the run store, once.
+pub fn read(model: &mut Model, actions: &mut Vec<crate::tui::update::Action>) {
     let Some(Overlay::Sources {
         run,
         cursor,
@@ -329,6 +357,18 @@ pub fn read(model: &mut Model) {
     let Some(listed) = shown(model, run, paragraph).0.into_iter().nth(cursor) else {
         return;
     };
+    let key = (run, listed.source.location.clone());
+    if model.sources.text(run, &key.1).is_none()
+        && !model.sources.asked.contains(&key)
+        && let Some(subtask) = listed.subtasks.first()
+    {
+        model.sources.asked.insert(key);
+        actions.push(crate::tui::update::Action::ReadSourceText {
+            run,
+            subtask: subtask.clone(),
+            source: listed.source.clone(),
+        });
+    }
     model.overlay = Some(Overlay::Reader {
         run,
         number: listed.number,
@@ -337,6 +377,37 @@ pub fn read(model: &mut Model) {
         cursor,
         paragraph,
     });
+}
+
+/// The run store answered for a source's text.
+pub fn text_read(
+    model: &mut Model,
+    run: RunId,
+    location: &str,
+    result: Result<Option<String>, String>,
+) {
+    match result {
+        Ok(Some(text)) => {
+            model.sources.insert(run, location, &text);
+            if model.sources.text(run, location).is_none() {
+                // Over what the dashboard keeps per run.
+                model.sources.not_saved.insert((run, location.to_owned()));
+            }
+        }
+        Ok(None) => {
+            model.sources.not_saved.insert((run, location.to_owned()));
+        }
+        Err(why) => {
+            model.sources.not_saved.insert((run, location.to_owned()));
+            model.toast(
+                format!(
+                    "could not read the source's text: {}",
+                    crate::sanitize::sanitize_line(&why)
+                ),
+                ToastLevel::Error,
+            );
+        }
+    }
 }
 
 /// From the reader back to the list it was opened from.

@@ -70,6 +70,13 @@ pub enum Msg {
     /// The statistics of the saved runs, or why they could not be read: the answer to
     /// `Action::ReadStats`.
     StatsRead(Result<Box<crate::stats::Stats>, String>),
+    /// The saved text of a source of run `run` read at `location`: `Ok(None)` when none was
+    /// saved. The answer to `Action::ReadSourceText`.
+    SourceTextRead {
+        run: RunId,
+        location: String,
+        result: Result<Option<String>, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +133,13 @@ pub enum Action {
     Quit,
     /// Read the statistics of the saved runs; answer with `Msg::StatsRead`.
     ReadStats,
+    /// Read the saved text of `source`, as `subtask` of run `run` read it (a run opened from
+    /// history: its texts were not seen as events here); answer with `Msg::SourceTextRead`.
+    ReadSourceText {
+        run: RunId,
+        subtask: crate::protocol::SubtaskId,
+        source: crate::protocol::Source,
+    },
 }
 
 pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
@@ -161,6 +175,11 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
             result,
         } => context_read(model, &mut actions, query, models, follow_up, result),
         Msg::StatsRead(result) => model.stats = Some(result.map(|s| *s)),
+        Msg::SourceTextRead {
+            run,
+            location,
+            result,
+        } => crate::tui::sources::text_read(model, run, &location, result),
         Msg::SavedOpened(result) => match result {
             Ok(opened) => {
                 let (report, saved) = *opened;
@@ -517,7 +536,7 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::OpenSources => crate::tui::sources::open(model, false),
         KeyAction::SourceUp => crate::tui::sources::move_cursor(model, -1),
         KeyAction::SourceDown => crate::tui::sources::move_cursor(model, 1),
-        KeyAction::ReadSource => crate::tui::sources::read(model),
+        KeyAction::ReadSource => crate::tui::sources::read(model, actions),
         KeyAction::CloseSources => model.overlay = None,
         KeyAction::ReaderUp => reader(model, ReaderMove::Lines(-1)),
         KeyAction::ReaderDown => reader(model, ReaderMove::Lines(1)),
