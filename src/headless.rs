@@ -505,6 +505,9 @@ async fn drive(
     engine.send(crate::protocol::Command::Shutdown);
     saving.close();
     progress.finish(&report);
+    if let Some(line) = unverified_line(report.unverified_citations().len()) {
+        progress.say(&line);
+    }
     let mut output_failed = false;
     if let Some(e) = events_error {
         output_failed = true;
@@ -775,6 +778,18 @@ impl Progress {
         }
         self.drawn = 0;
         self.emit(format!("maestro: {line}\n").as_bytes());
+    }
+}
+
+/// The warning for a report with citations that point at nothing the run retrieved; shown
+/// even with `--quiet`, like errors, since it is about whether the report can be trusted.
+fn unverified_line(count: usize) -> Option<String> {
+    match count {
+        0 => None,
+        1 => Some("maestro: ⚠ 1 citation points at nothing this run retrieved".to_owned()),
+        n => Some(format!(
+            "maestro: ⚠ {n} citations point at nothing this run retrieved"
+        )),
     }
 }
 

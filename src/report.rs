@@ -299,6 +299,10 @@ pub struct RunReport {
     pub subtasks: Vec<SubtaskReport>,
     /// The synthesis as far as it has streamed, or the finished report.
     pub synthesis: String,
+    /// Every source the run's tools read (any attempt), each once per number and location,
+    /// with the URL a fetch asked for under the same number when it was redirected: what a
+    /// citation may point at.
+    pub retrieved: Vec<Source>,
     pub synthesis_model: Option<String>,
     pub synthesizing: bool,
     /// False when the report is the unsynthesised fallback.
@@ -680,6 +684,7 @@ impl RunReport {
                 source,
                 text: _,
             } => {
+                let mut asked = None;
                 if let Some(s) = self.subtask_mut(subtask)
                     && s.attempts == *attempt
                 {
@@ -698,6 +703,10 @@ impl RunReport {
                             ms: *ms,
                             summary: summary.clone(),
                         });
+                        asked = Some(call.arguments.clone());
+                    }
+                    if let Some(source) = source {
+                        self.note_retrieved(source, asked.as_deref());
                     }
                 }
             }
@@ -1022,6 +1031,7 @@ impl RunReport {
         for s in &self.subtasks {
             match (s.status, &s.result) {
                 (SubtaskStatus::Succeeded, Some(result)) => findings.push(Finding {
+                    id: s.id.as_str(),
                     title: &s.title,
                     result,
                     cut_off: s.cut_off,
@@ -1262,6 +1272,8 @@ impl RunReport {
         let end = self.end_ts(self.start_ts().unwrap_or(0));
         let timeline = self.timeline(end);
         let since = |ts: u64| ts.saturating_sub(timeline.start_ts);
+        let citable = self.citable();
+        let ids = self.subtask_ids();
         self.subtasks
             .iter()
             .enumerate()
@@ -1302,6 +1314,11 @@ impl RunReport {
                     finished_ms: timeline.finish(track).map(since),
                     attempt_times,
                     cost_usd: self.subtask_spend(&s.id).usd(),
+                    unverified_citations: s
+                        .result
+                        .as_deref()
+                        .map(|r| crate::citations::unverified(r, &citable, &ids))
+                        .unwrap_or_default(),
                 }
             })
             .collect()
@@ -1322,6 +1339,10 @@ pub struct JsonSubtask<'a> {
     /// What every attempt's calls cost, failed ones included; `null` when its model has no
     /// price.
     pub cost_usd: Option<f64>,
+    /// Citations in its result that point at nothing the run retrieved (`line` from 1,
+    /// counted in `result`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unverified_citations: Vec<crate::citations::Unverified>,
 }
 
 /// One attempt's times, in ms from the run's start; `wait_ms` is the back-off before it.
@@ -1369,6 +1390,9 @@ pub struct JsonReport<'a> {
     /// Subtasks that did not run because the budget was reached.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_for_budget: Vec<&'a SubtaskId>,
+    /// Citations in `synthesis` that point at nothing the run retrieved (`line` from 1,
+    /// counted in `synthesis`).
+    pub unverified_citations: Vec<crate::citations::Unverified>,
 }
 
 /// `context` of the JSON report: each attached file's path and size, and the files left out
@@ -1403,6 +1427,99 @@ impl RunReport {
         }
     }
 
+    /// Keep a source among those the run retrieved; a fetch's `asked` URL (its call's
+    /// argument) under the same number when the fetch ended elsewhere.
+    fn note_retrieved(&mut self, source: &Source, asked: Option<&str>) {
+        let mut add = |source: Source| {
+            if !self
+                .retrieved
+                .iter()
+                .any(|r| r.number == source.number && r.location == source.location)
+            {
+                self.retrieved.push(source);
+            }
+        };
+        add(source.clone());
+        // Arguments are cut for display (`…`); a cut one is not the URL asked for.
+        if let Some(asked) = asked
+            && source.kind == crate::protocol::SourceKind::Url
+            && asked.contains("://")
+            && !asked.ends_with('…')
+            && !asked.contains(char::is_whitespace)
+        {
+            add(Source {
+                location: asked.to_owned(),
+                ..source.clone()
+            });
+        }
+    }
+
+    /// Everything a citation in this run may point at: what its tools read (the latest
+    /// attempts' sources too, for a run loaded without its events) and the attached files.
+    pub fn citable(&self) -> Vec<Source> {
+        let mut out = self.retrieved.clone();
+        for source in self.subtasks.iter().flat_map(|s| &s.sources) {
+            if !out
+                .iter()
+                .any(|r| r.number == source.number && r.location == source.location)
+            {
+                out.push(source.clone());
+            }
+        }
+        out.extend(self.context.iter().map(|f| Source {
+            number: 0,
+            kind: crate::protocol::SourceKind::File,
+            location: f.path.clone(),
+            bytes: f.bytes,
+            status: None,
+            retrieved_ms: 0,
+        }));
+        out
+    }
+
+    /// The run's subtask ids, as citations name them.
+    pub fn subtask_ids(&self) -> Vec<SubtaskId> {
+        self.subtasks.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// The report's citations that point at nothing this run retrieved (lines counted in the
+    /// report text, `synthesis`); none while it is still being written.
+    pub fn unverified_citations(&self) -> Vec<crate::citations::Unverified> {
+        if self.synthesizing || self.synthesis.trim().is_empty() {
+            return Vec::new();
+        }
+        crate::citations::unverified(&self.synthesis, &self.citable(), &self.subtask_ids())
+    }
+
+    /// The `## Sources` list: every numbered source once, by number, with the subtasks whose
+    /// latest answer read it; then sources without a number (saved before numbering), each
+    /// under the subtask that read it.
+    pub fn sources_list(&self) -> Vec<(&Source, Vec<&SubtaskId>)> {
+        let mut out: Vec<(&Source, Vec<&SubtaskId>)> = Vec::new();
+        for s in &self.subtasks {
+            for source in &s.sources {
+                let same = out.iter_mut().find(|(o, _)| {
+                    if source.number == 0 {
+                        o.number == 0 && o.location == source.location
+                    } else {
+                        o.number == source.number
+                    }
+                });
+                match same {
+                    Some((_, ids)) => {
+                        if !ids.contains(&&s.id) {
+                            ids.push(&s.id);
+                        }
+                    }
+                    None => out.push((source, vec![&s.id])),
+                }
+            }
+        }
+        // Unnumbered sources last, in the order they came (a stable sort keeps it).
+        out.sort_by_key(|(source, _)| (source.number == 0, source.number));
+        out
+    }
+
     pub fn to_json(&self) -> JsonReport<'_> {
         JsonReport {
             run_id: self.id,
@@ -1427,6 +1544,7 @@ impl RunReport {
             cost: self.cost_report(),
             budget_reached: self.budget_reached.as_ref(),
             skipped_for_budget: self.skipped_for_budget(),
+            unverified_citations: self.unverified_citations(),
         }
     }
 
@@ -1502,6 +1620,29 @@ impl RunReport {
             let _ = writeln!(out, "_No report: {}._\n", sanitize_line(why));
         } else {
             let _ = writeln!(out, "{synthesis}\n");
+            // Lines count in the report as printed: the note above shifts them.
+            let shift = out.lines().count() - synthesis.lines().count() - 1;
+            let unverified = match joined {
+                Some(_) => Vec::new(),
+                None => self.unverified_citations(),
+            };
+            if !unverified.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "## Unverified citations\n\n\
+                     These point at nothing this run retrieved:\n"
+                );
+                for u in &unverified {
+                    let _ = writeln!(
+                        out,
+                        "- ⚠ line {}: `{}` — {}",
+                        u.line + shift,
+                        sanitize_line(&u.cited).replace('`', "'"),
+                        sanitize_line(&u.why)
+                    );
+                }
+                let _ = writeln!(out);
+            }
         }
         let context = self.context_markdown();
         if !context.is_empty() {
@@ -1572,11 +1713,6 @@ impl RunReport {
                 let _ = writeln!(out, "- **{}**: {}", cell(s.id.as_str()), sanitize_line(why));
             }
         }
-        let sourced: Vec<&SubtaskReport> = self
-            .subtasks
-            .iter()
-            .filter(|s| !s.sources.is_empty())
-            .collect();
         let skipped = self.skipped_for_budget();
         if !skipped.is_empty() {
             let ids: Vec<String> = skipped
@@ -1611,25 +1747,35 @@ impl RunReport {
             self.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
             self.cost_sentence(),
         );
-        if !sourced.is_empty() {
+        let sources = self.sources_list();
+        if !sources.is_empty() {
             let _ = writeln!(out, "\n## Sources\n");
-            let mut n = 0;
-            for s in sourced {
-                for source in &s.sources {
-                    n += 1;
-                    let status = source
-                        .status
-                        .map(|code| format!("HTTP {code}, "))
-                        .unwrap_or_default();
-                    let _ = writeln!(
-                        out,
-                        "{n}. {} ({status}{} bytes, {}) — subtask `{}`",
-                        cell(&source.location),
-                        source.bytes,
-                        crate::display::utc(source.retrieved_ms),
-                        cell(s.id.as_str())
-                    );
-                }
+            for (source, ids) in sources {
+                let status = source
+                    .status
+                    .map(|code| format!("HTTP {code}, "))
+                    .unwrap_or_default();
+                let number = match source.number {
+                    0 => String::new(),
+                    n => format!("[{n}] "),
+                };
+                let ids: Vec<String> = ids
+                    .iter()
+                    .map(|id| format!("`{}`", cell(id.as_str())))
+                    .collect();
+                let word = if ids.len() == 1 {
+                    "subtask"
+                } else {
+                    "subtasks"
+                };
+                let _ = writeln!(
+                    out,
+                    "- {number}{} ({status}{} bytes, {}) — {word} {}",
+                    cell(&source.location),
+                    source.bytes,
+                    crate::display::utc(source.retrieved_ms),
+                    ids.join(", ")
+                );
             }
         }
         if let Some(chart) = self.timeline_chart() {

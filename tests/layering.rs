@@ -79,7 +79,13 @@ const RULES: &[Rule] = &[
     Rule {
         module: "report",
         imports: Imports::Only(&[
-            "report", "engine", "protocol", "sanitize", "display", "timeline",
+            "report",
+            "engine",
+            "protocol",
+            "sanitize",
+            "display",
+            "timeline",
+            "citations",
         ]),
         no_crates: PLAIN_DATA,
     },

@@ -308,7 +308,11 @@ async fn a_worker_calls_a_tool_reads_its_result_and_answers(
     assert_eq!(workers[0].tools(), ["lookup", "hang"]);
     let results = workers[1].tool_results();
     assert_eq!(results.len(), 1);
-    assert_eq!(results[0].1, "found: alpha");
+    // The tool read a source: the model reads its run-wide number first, to cite it.
+    assert_eq!(
+        results[0].1,
+        "Source [1]: https://example.test/alpha\n\nfound: alpha"
+    );
     // The planner and the synthesis are offered nothing.
     for r in run.server.requests() {
         if r.is_planner() || r.is_synthesis() {
@@ -655,11 +659,11 @@ fn tools_none_runs_the_demo_without_tool_calls_and_markdown_lists_sources_otherw
         .nth(1)
         .expect("a sources section");
     assert!(
-        sources.contains("1. https://example.org/demo/"),
+        sources.contains("- [1] https://example.org/demo/"),
         "{sources}"
     );
     assert!(
-        sources.contains("2. https://example.org/demo/"),
+        sources.contains("- [2] https://example.org/demo/"),
         "{sources}"
     );
     assert!(sources.contains("HTTP 200"), "{sources}");

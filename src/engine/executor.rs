@@ -39,7 +39,7 @@ use crate::llm::{
 };
 use crate::protocol::{
     CallRole, Command, CommandName, Event, EventKind, ModelOverrides, Plan, Refusal, RunCommand,
-    RunId, SavedRun, Usage,
+    RunId, SavedRun, Source, SourceKind, Usage,
 };
 
 /// How the executor treats calls.
@@ -205,6 +205,8 @@ struct Slot {
     created: Instant,
     /// When the run last finished, in the order runs finished; `None` while it is open.
     finished: Option<u64>,
+    /// The run's source numbers, shared by its calls.
+    sources: SharedNumbers,
 }
 
 /// A call in flight: its cancellation, and the stop for the tool calls of its current round.
@@ -280,6 +282,7 @@ impl Executor {
                             .attaching(context),
                         created: Instant::now(),
                         finished: None,
+                        sources: SharedNumbers::default(),
                     },
                 );
                 self.feed(id, Input::Start);
@@ -302,6 +305,9 @@ impl Executor {
                         run: Run::restore(*saved, settings),
                         created: Instant::now(),
                         finished: None,
+                        // Saved runs do not carry their sources yet; once they do, the
+                        // numbers go on after theirs: `SourceNumbers::seeded(&sources)`.
+                        sources: SharedNumbers::default(),
                     },
                 );
                 self.feed(id, Input::Start);
@@ -505,6 +511,11 @@ impl Executor {
                         tool_stop: tools,
                         role_tools,
                         settings: self.executor.clone(),
+                        sources: self
+                            .runs
+                            .get(&id)
+                            .map(|slot| slot.sources.clone())
+                            .unwrap_or_default(),
                     },
                     request,
                     token,
@@ -544,7 +555,48 @@ struct Caller {
     /// The tools the call's worker role may use (see `Effect::Call`).
     role_tools: Vec<String>,
     settings: ExecutorSettings,
+    /// The run's source numbers.
+    sources: SharedNumbers,
 }
+
+/// The run-wide numbers of the sources a run's tools read: from 1 in the order reads return,
+/// the same location (same kind, same text) keeping its number. Workers cite these as `[n]`,
+/// since every tool result that read something starts with `Source [n]: LOCATION`.
+#[derive(Debug, Default)]
+pub struct SourceNumbers {
+    numbers: HashMap<(SourceKind, String), u32>,
+    highest: u32,
+}
+
+impl SourceNumbers {
+    /// Numbers that go on after a resumed run's: its saved sources keep theirs (unnumbered
+    /// ones are left out), new ones start after the highest.
+    pub fn seeded(saved: &[Source]) -> Self {
+        let mut numbers = Self::default();
+        for source in saved.iter().filter(|s| s.number > 0) {
+            numbers
+                .numbers
+                .entry((source.kind, source.location.clone()))
+                .or_insert(source.number);
+            numbers.highest = numbers.highest.max(source.number);
+        }
+        numbers
+    }
+
+    /// The number of a location: the one it has, or the next.
+    pub fn number(&mut self, kind: SourceKind, location: &str) -> u32 {
+        if let Some(n) = self.numbers.get(&(kind, location.to_owned())) {
+            return *n;
+        }
+        self.highest += 1;
+        self.numbers
+            .insert((kind, location.to_owned()), self.highest);
+        self.highest
+    }
+}
+
+/// One run's [`SourceNumbers`], shared by its calls in flight.
+type SharedNumbers = Arc<Mutex<SourceNumbers>>;
 
 /// What the call's work reports besides streamed text: tool events, in order with the text.
 type Notes = mpsc::UnboundedSender<ToolEvent>;
@@ -694,6 +746,7 @@ async fn call_with_tools(
     if specs.is_empty() {
         return caller.provider.complete(request, sink).await;
     }
+    request.system = format!("{}\n\n{}", request.system, super::prompt::CITE_SOURCES);
     let max_rounds = caller.settings.max_tool_rounds;
     let mut tools_refused = false;
     let mut rounds = Rounds::default();
@@ -909,6 +962,7 @@ async fn run_tool(
         }
     };
     let ms = started.elapsed().as_millis() as u64;
+    let outcome = numbered(outcome, &caller.sources);
     let _ = notes.send(ToolEvent::Finished {
         call_id: call_id.clone(),
         ok: !outcome.is_error,
@@ -923,6 +977,23 @@ async fn run_tool(
         content: outcome.content,
         is_error: outcome.is_error,
     }
+}
+
+/// A tool's outcome with its source numbered and the number on the text's first line, so the
+/// model can cite it as it reads it.
+fn numbered(mut outcome: ToolOutcome, numbers: &SharedNumbers) -> ToolOutcome {
+    let Some(source) = &mut outcome.source else {
+        return outcome;
+    };
+    let Ok(mut numbers) = numbers.lock() else {
+        return outcome;
+    };
+    source.number = numbers.number(source.kind, &source.location);
+    outcome.content = format!(
+        "Source [{}]: {}\n\n{}",
+        source.number, source.location, outcome.content
+    );
+    outcome
 }
 
 /// The arguments in one short line: a lone string argument (a URL, a path) as itself,
@@ -974,6 +1045,43 @@ fn cut(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::llm::tools::ToolCall;
+
+    fn read(kind: SourceKind, location: &str) -> ToolOutcome {
+        ToolOutcome::ok("page text").with_source(Source {
+            number: 0,
+            kind,
+            location: location.into(),
+            bytes: 9,
+            status: None,
+            retrieved_ms: 0,
+        })
+    }
+
+    #[test]
+    fn sources_are_numbered_in_the_order_they_return_and_keep_their_number() {
+        let numbers = SharedNumbers::default();
+        let first = numbered(read(SourceKind::Url, "http://h/a"), &numbers);
+        let second = numbered(read(SourceKind::File, "http://h/a"), &numbers);
+        let again = numbered(read(SourceKind::Url, "http://h/a"), &numbers);
+        let nothing = numbered(ToolOutcome::error("refused"), &numbers);
+        assert_eq!(first.source.as_ref().map(|s| s.number), Some(1));
+        assert_eq!(second.source.as_ref().map(|s| s.number), Some(2));
+        assert_eq!(again.source.as_ref().map(|s| s.number), Some(1));
+        assert_eq!(first.content, "Source [1]: http://h/a\n\npage text");
+        assert_eq!(nothing.content, "refused");
+    }
+
+    #[test]
+    fn seeded_numbers_go_on_after_the_saved_ones() {
+        let mut saved = read(SourceKind::Url, "http://h/a")
+            .source
+            .into_iter()
+            .collect::<Vec<_>>();
+        saved[0].number = 4;
+        let mut numbers = SourceNumbers::seeded(&saved);
+        assert_eq!(numbers.number(SourceKind::Url, "http://h/a"), 4);
+        assert_eq!(numbers.number(SourceKind::Url, "http://h/b"), 5);
+    }
 
     #[test]
     fn a_preset_picked_for_one_run_brings_its_validation_unless_the_person_set_it() {

@@ -361,6 +361,8 @@ fn attribute(path: &str) -> String {
 /// One finished subtask as the synthesis sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Finding<'a> {
+    /// The subtask's id, which the report cites it by (`[subtask: id]`).
+    pub id: &'a str,
     pub title: &'a str,
     pub result: &'a str,
     /// The model stopped at the token limit: the result may end mid-way.
@@ -379,15 +381,24 @@ pub struct Gap<'a> {
     pub why: &'a str,
 }
 
-/// The synthesis request: the query, the guidance, every finding in full, and the gaps. The
-/// preset's `structure` (if any) is added to the system prompt, the plan's `guidance` to the
-/// user message.
+/// What a worker with tools is told about citing what it reads: each tool result that read
+/// something starts with `Source [n]: LOCATION` (numbered by the executor), and the report's
+/// checks flag a number or URL the run never retrieved.
+pub const CITE_SOURCES: &str = "Citing: every tool result that read something starts with \
+     `Source [n]: LOCATION`. Put [n] right after each claim that rests on that source ([1, 3] \
+     for several). Cite only sources you retrieved here; never invent a number or a URL.";
+
+/// The synthesis request: the query, the guidance, every finding in full (with the id it is
+/// cited by), the gaps, and the run's numbered `sources` (number, location). The preset's
+/// `structure` (if any) is added to the system prompt, the plan's `guidance` to the user
+/// message.
 pub fn synthesis_request(
     query: &str,
     structure: &str,
     guidance: &str,
     findings: &[Finding<'_>],
     gaps: &[Gap<'_>],
+    sources: &[(u32, &str)],
     spec: &CallSpec,
 ) -> ChatRequest {
     let mut user = String::new();
@@ -404,7 +415,13 @@ pub fn synthesis_request(
         let _ = writeln!(user, "\nNo part of the work produced a result.");
     }
     for (n, finding) in findings.iter().enumerate() {
-        let _ = writeln!(user, "\n## {}. {}\n", n + 1, one_line(finding.title));
+        let _ = writeln!(
+            user,
+            "\n## {}. [subtask: {}] {}\n",
+            n + 1,
+            one_line(finding.id),
+            one_line(finding.title)
+        );
         if finding.cut_off {
             let _ = writeln!(
                 user,
@@ -435,7 +452,20 @@ pub fn synthesis_request(
             let _ = writeln!(user, "- {} ({})", one_line(gap.title), one_line(gap.why));
         }
     }
-    let _ = write!(user, "\nWrite the report now.");
+    if !sources.is_empty() {
+        let _ = writeln!(
+            user,
+            "\n# Sources\n\nWhat the work retrieved, by the numbers the findings cite:\n"
+        );
+        for (number, location) in sources {
+            let _ = writeln!(user, "[{number}] {}", one_line(location));
+        }
+    }
+    let _ = write!(
+        user,
+        "\nWrite the report now. End each paragraph with the findings it draws on, as \
+         [subtask: id], and the sources behind its claims as [n], keeping the numbers above."
+    );
     let mut system = SYNTHESIS_PROMPT.trim().to_owned();
     if !structure.trim().is_empty() {
         let _ = write!(
@@ -798,12 +828,20 @@ mod tests {
 
     #[test]
     fn the_preset_structure_goes_into_the_synthesis_system_prompt() {
-        let req = synthesis_request(QUERY, "1. Summary\n2. Risks", "lead", &[], &[], &spec());
+        let req = synthesis_request(
+            QUERY,
+            "1. Summary\n2. Risks",
+            "lead",
+            &[],
+            &[],
+            &[],
+            &spec(),
+        );
         assert!(
             req.system
                 .ends_with("## The report's structure\n\n1. Summary\n2. Risks")
         );
-        let plain = synthesis_request(QUERY, "", "lead", &[], &[], &spec());
+        let plain = synthesis_request(QUERY, "", "lead", &[], &[], &[], &spec());
         assert_eq!(plain.system, SYNTHESIS_PROMPT.trim());
     }
 
@@ -891,12 +929,14 @@ mod tests {
         let long = "Detail. ".repeat(3000);
         let findings = [
             Finding {
+                id: "emissions",
                 title: "Emissions",
                 result: &long,
                 cut_off: false,
                 flagged: None,
             },
             Finding {
+                id: "grid-load",
                 title: "Grid load",
                 result: "Peak demand rises 5–10%.",
                 cut_off: false,
@@ -913,7 +953,16 @@ mod tests {
                 why: "blocked",
             },
         ];
-        let req = synthesis_request(QUERY, "", "Lead with emissions.", &findings, &gaps, &spec());
+        let sources = [(1, "https://a.example/report"), (2, "notes.md")];
+        let req = synthesis_request(
+            QUERY,
+            "",
+            "Lead with emissions.",
+            &findings,
+            &gaps,
+            &sources,
+            &spec(),
+        );
         assert_eq!(req.role, CallRole::Synthesizer);
         assert_eq!(req.model, "test-model");
         assert!(req.system.contains("markdown"));
@@ -921,12 +970,20 @@ mod tests {
         let user = &req.messages[0].content;
         assert!(user.contains(QUERY));
         assert!(user.contains("Lead with emissions."));
-        assert!(user.contains("## 1. Emissions"));
-        assert!(user.contains("## 2. Grid load"));
+        assert!(user.contains("## 1. [subtask: emissions] Emissions"));
+        assert!(user.contains("## 2. [subtask: grid-load] Grid load"));
         assert!(user.contains(&format!("<finding>\n{long}\n</finding>")));
         assert!(user.contains("Peak demand rises 5–10%."));
         assert!(user.contains("- Costs (failed: HTTP 500 upstream error)"));
         assert!(user.contains("- Jobs (blocked)"));
+        // What the report cites by: subtask ids and the run's source numbers, as given.
+        assert!(user.contains("# Sources"));
+        assert!(user.contains("[1] https://a.example/report\n[2] notes.md\n"));
+        assert!(user.contains("[subtask: id]"));
+        assert!(
+            req.system
+                .contains("never add a URL or a number of your own")
+        );
     }
 
     #[test]
@@ -941,12 +998,13 @@ mod tests {
     #[test]
     fn synthesis_request_says_when_nothing_is_missing_or_no_guidance_given() {
         let findings = [Finding {
+            id: "a",
             title: "A",
             result: "a",
             cut_off: false,
             flagged: None,
         }];
-        let req = synthesis_request(QUERY, "", "  ", &findings, &[], &spec());
+        let req = synthesis_request(QUERY, "", "  ", &findings, &[], &[], &spec());
         let user = &req.messages[0].content;
         assert!(user.contains("None given"));
         assert!(user.contains("Nothing: every part of the work produced a result."));
@@ -956,12 +1014,14 @@ mod tests {
     fn unsynthesized_report_marks_itself_and_lists_findings_and_gaps() {
         let findings = [
             Finding {
+                id: "emissions",
                 title: "Emissions",
                 result: "CO2 falls.\n",
                 cut_off: false,
                 flagged: None,
             },
             Finding {
+                id: "grid-load",
                 title: "Grid load",
                 result: "Peaks rise.",
                 cut_off: false,
@@ -1064,7 +1124,7 @@ mod tests {
 
     #[test]
     fn the_synthesis_is_asked_to_name_conflicting_findings() {
-        let req = synthesis_request(QUERY, "", "", &[], &[], &spec());
+        let req = synthesis_request(QUERY, "", "", &[], &[], &[], &spec());
         assert!(req.system.contains("## Conflicting findings"));
     }
 

@@ -273,6 +273,9 @@ struct Single {
 #[derive(Debug, Clone)]
 pub struct Run {
     query: String,
+    /// The run's numbered sources (number, location) in the order they were read, each once:
+    /// what the synthesis may cite.
+    sources: Vec<(u32, String)>,
     settings: RunSettings,
     phase: Phase,
     given_plan: Option<Plan>,
@@ -314,6 +317,7 @@ impl Run {
         let rng = settings.seed | 1;
         Self {
             query: query.into(),
+            sources: Vec::new(),
             settings,
             phase: Phase::Planning,
             given_plan: plan,
@@ -426,6 +430,15 @@ impl Run {
             CallTarget::Planner | CallTarget::Synthesis | CallTarget::Validation(_) => return,
         };
         let attempt = call.attempt;
+        if let ToolEvent::Finished {
+            source: Some(source),
+            ..
+        } = &event
+            && source.number > 0
+            && !self.sources.iter().any(|(n, _)| *n == source.number)
+        {
+            self.sources.push((source.number, source.location.clone()));
+        }
         out.push(Effect::Emit(match event {
             ToolEvent::Started {
                 call_id,
@@ -1272,6 +1285,7 @@ impl Run {
         for t in &self.tasks {
             match (&t.status, &t.result) {
                 (SubtaskStatus::Succeeded, Some(result)) => findings.push(Finding {
+                    id: t.spec.id.as_str(),
                     title: &t.spec.title,
                     result,
                     cut_off: t.cut_off,
@@ -1324,12 +1338,18 @@ impl Run {
             .map(|p| p.synthesis_guidance.as_str())
             .unwrap_or("");
         let (findings, gaps) = self.findings_and_gaps();
+        let sources: Vec<(u32, &str)> = self
+            .sources
+            .iter()
+            .map(|(n, location)| (*n, location.as_str()))
+            .collect();
         let request = prompt::synthesis_request(
             &self.query,
             &self.settings.preset.synthesis_guidance,
             guidance,
             &findings,
             &gaps,
+            &sources,
             &self.settings.synthesizer,
         );
         self.synthesis.attempt += 1;

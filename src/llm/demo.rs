@@ -151,10 +151,11 @@ impl Demo {
                 let (files, _) = attached_in(user);
                 text.push_str(&files_note(&files));
                 if fetched {
-                    text.push_str(
+                    text.push_str(&format!(
                         "\n\nThe two pages fetched above (simulated) agree on the broad \
-                         picture; see the Sources list.\n",
-                    );
+                         picture{}.\n",
+                        citation(&fetched_numbers(&request))
+                    ));
                 }
                 (text, fail)
             }
@@ -180,6 +181,7 @@ impl Demo {
                 } else {
                     synthesis_text(&query, &found, &missing)
                 };
+                let text = with_citations(&text, &findings_in(last_user));
                 (text, false)
             }
         };
@@ -707,6 +709,142 @@ fn synthesis_text(query: &str, titles: &[String], missing: &[String]) -> String 
                 "- **{title}** produced no result; re-run it to fill the gap.\n"
             ));
         }
+    }
+    out
+}
+
+// ---- citations --------------------------------------------------------------------------------
+
+/// The source numbers the tool results of this conversation start with (`Source [n]: …`, as
+/// the executor numbers every source of a run), in order, each once.
+fn fetched_numbers(request: &ChatRequest) -> Vec<u32> {
+    let mut out = Vec::new();
+    for result in request.messages.iter().flat_map(|m| &m.tool_results) {
+        let number = result
+            .content
+            .strip_prefix("Source [")
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(n, _)| n.parse::<u32>().ok());
+        if let Some(n) = number
+            && !out.contains(&n)
+        {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// ` [1, 2]`, or nothing for no numbers.
+fn citation(numbers: &[u32]) -> String {
+    if numbers.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
+    format!(" [{}]", list.join(", "))
+}
+
+/// One finding of a synthesis prompt: the id it is cited by, its title, and the source
+/// numbers its text cites.
+struct CitedFinding {
+    id: String,
+    title: String,
+    sources: Vec<u32>,
+}
+
+/// The findings of a synthesis prompt, from their headings (`## 1. [subtask: id] Title`) and
+/// the `[n]` in their text.
+fn findings_in(user: &str) -> Vec<CitedFinding> {
+    let mut out: Vec<CitedFinding> = Vec::new();
+    for line in section(user, "# Findings", "\n# ").lines() {
+        let heading = line
+            .strip_prefix("## ")
+            .and_then(|rest| rest.split_once(". [subtask: "))
+            .and_then(|(_, rest)| rest.split_once("] "));
+        if let Some((id, title)) = heading {
+            out.push(CitedFinding {
+                id: id.to_owned(),
+                title: title.trim().to_owned(),
+                sources: Vec::new(),
+            });
+        } else if let Some(last) = out.last_mut() {
+            for n in bracketed_numbers(line) {
+                if !last.sources.contains(&n) {
+                    last.sources.push(n);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The numbers of `[n]` and `[n, m]` on a line.
+fn bracketed_numbers(line: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for piece in line.split('[').skip(1) {
+        let Some((inside, _)) = piece.split_once(']') else {
+            continue;
+        };
+        let numbers: Option<Vec<u32>> = inside.split(',').map(|n| n.trim().parse().ok()).collect();
+        out.extend(numbers.unwrap_or_default());
+    }
+    out
+}
+
+/// The report with citations, as a model following the synthesis prompt writes them: a line
+/// that names a finding's title (or the first line of prose under a heading that does) ends
+/// with `[subtask: id]` and the finding's sources; the summary cites every finding.
+fn with_citations(report: &str, findings: &[CitedFinding]) -> String {
+    if findings.is_empty() {
+        return report.to_owned();
+    }
+    let cite = |found: &[&CitedFinding]| {
+        let ids: Vec<&str> = found.iter().map(|f| f.id.as_str()).collect();
+        let text = match ids.as_slice() {
+            [one] => format!(" [subtask: {one}]"),
+            several => format!(" [subtasks: {}]", several.join(", ")),
+        };
+        let mut sources = Vec::new();
+        for f in found {
+            for n in &f.sources {
+                if !sources.contains(n) {
+                    sources.push(*n);
+                }
+            }
+        }
+        text + &citation(&sources)
+    };
+    let mut out = String::with_capacity(report.len() + 200);
+    let mut pending: Vec<&CitedFinding> = Vec::new();
+    let mut in_code = false;
+    for line in report.lines() {
+        let trimmed = line.trim_start();
+        let named: Vec<&CitedFinding> = findings
+            .iter()
+            .filter(|f| line.contains(f.title.as_str()))
+            .collect();
+        out.push_str(line);
+        let fence = trimmed.starts_with("```");
+        in_code ^= fence;
+        let prose = !(in_code
+            || fence
+            || trimmed.is_empty()
+            || trimmed.starts_with('|')
+            || trimmed.starts_with('>'));
+        if trimmed.starts_with('#') && !in_code {
+            let summary = trimmed.to_lowercase().contains("summary");
+            pending = if summary {
+                findings.iter().collect()
+            } else {
+                named
+            };
+        } else if prose && !named.is_empty() {
+            out.push_str(&cite(&named));
+            pending.clear();
+        } else if prose && !pending.is_empty() {
+            out.push_str(&cite(&pending));
+            pending.clear();
+        }
+        out.push('\n');
     }
     out
 }

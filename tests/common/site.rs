@@ -3,8 +3,9 @@
 //! and a loop, redirects to a loopback address that is not allowed and to `file://`, an
 //! endless body, binaries, a 404 and a page that never answers.
 //!
-//! It counts the requests it receives (so a test can show a refusal sent nothing) and the
-//! bytes of the endless body it handed out. Self-contained: axum, tokio, futures-util and std.
+//! It counts the requests it receives (so a test can show a refusal sent nothing), keeps the
+//! path of each (so a test can show what was really fetched) and counts the bytes of the
+//! endless body it handed out. Self-contained: axum, tokio, futures-util and std.
 
 #![allow(dead_code)]
 
@@ -40,6 +41,8 @@ pub const JSON: &str = r#"{"name": "fixture", "items": [1, 2, 3]}"#;
 #[derive(Debug, Default)]
 pub struct Counters {
     pub requests: AtomicU64,
+    /// The path of every request, in order.
+    pub paths: std::sync::Mutex<Vec<String>>,
     /// Bytes of `/endless` handed to the connection.
     pub endless_bytes: AtomicU64,
 }
@@ -157,6 +160,15 @@ impl Site {
     pub fn requests(&self) -> u64 {
         self.counters.requests.load(Ordering::SeqCst)
     }
+
+    /// The URL of every request the site answered, in order.
+    pub fn fetched(&self) -> Vec<String> {
+        self.counters
+            .paths
+            .lock()
+            .map(|paths| paths.iter().map(|p| self.url(p)).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Site {
@@ -167,6 +179,9 @@ impl Drop for Site {
 
 async fn count(State(state): State<SiteState>, request: Request, next: Next) -> Response {
     state.counters.requests.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut paths) = state.counters.paths.lock() {
+        paths.push(request.uri().path().to_owned());
+    }
     next.run(request).await
 }
 
