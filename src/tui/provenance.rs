@@ -52,7 +52,13 @@ struct Blocks {
 pub const GUTTER: u16 = 2;
 
 fn key_of(view: &RunView) -> Option<Key> {
-    let sources = view.report.subtasks.iter().map(|s| s.sources.len()).sum();
+    let sources = view
+        .report
+        .subtasks
+        .iter()
+        .map(|s| s.sources.len())
+        .sum::<usize>()
+        + view.report.retrieved.len();
     Some((
         view.id()?,
         view.synthesis_version,
@@ -75,11 +81,8 @@ pub fn with_analysis<T>(model: &Model, view: &RunView, f: impl FnOnce(&Analysis)
         let known: Vec<SubtaskId> = view.report.subtasks.iter().map(|s| s.id.clone()).collect();
         let text = &view.report.synthesis;
         cache.paragraphs = citations::paragraphs(text, &known);
-        cache.unverified = if readable(view) {
-            citations::unverified(text, &crate::tui::sources::all(&view.report), &known)
-        } else {
-            Vec::new()
-        };
+        // As the reports flag them, so the count matches the JSON and the printed report.
+        cache.unverified = view.report.unverified_citations();
         cache.key = key;
     }
     f(cache)

@@ -228,29 +228,6 @@ pub fn list(report: &RunReport) -> Vec<Listed> {
     out
 }
 
-/// Every source of the run, and the files attached to it (which its workers read as context,
-/// so citing them is not flagged): what citations are checked against.
-pub fn all(report: &RunReport) -> Vec<Source> {
-    let attached = report.context.iter().map(|f| Source {
-        number: 0,
-        kind: SourceKind::File,
-        location: f.path.clone(),
-        bytes: f.bytes,
-        status: None,
-        retrieved_ms: 0,
-    });
-    // Numbered as the list shows them, so a source read before numbering is cited by the
-    // number the list gives it.
-    list(report)
-        .into_iter()
-        .map(|l| Source {
-            number: l.number,
-            ..l.source
-        })
-        .chain(attached)
-        .collect()
-}
-
 /// `HTTP 200`, `file`, or `HTTP ?` for a fetch whose status is not known.
 pub fn status_label(source: &Source) -> String {
     match (source.kind, source.status) {
