@@ -120,7 +120,7 @@ pub fn cited_subtasks(model: &Model) -> Option<(RunId, Vec<SubtaskId>)> {
 }
 
 /// Calls `f` with the report of `view` rendered in blocks at `width` (gutter included), when
-/// the pane reads it paragraph by paragraph; `None` otherwise.
+/// the pane reads it paragraph by paragraph; otherwise `f` comes back unused.
 pub fn with_block_lines<T, F: FnOnce(&[Line<'static>]) -> T>(
     model: &Model,
     view: &RunView,
@@ -134,12 +134,13 @@ pub fn with_block_lines<T, F: FnOnce(&[Line<'static>]) -> T>(
 }
 
 fn with_blocks<T>(model: &Model, view: &RunView, width: u16, f: impl FnOnce(&Blocks) -> T) -> T {
-    let paragraphs = with_analysis(model, view, |a| (a.key, a.paragraphs.clone()));
+    let key = with_analysis(model, view, |a| a.key).map(|k| (k, width));
     let mut cache = model.provenance.blocks.borrow_mut();
     let cache = cache.get_or_insert_with(Blocks::default);
-    let key = paragraphs.0.map(|k| (k, width));
     if cache.key != key || key.is_none() {
-        let (lines, ranges) = render_blocks(&view.report.synthesis, &paragraphs.1, width);
+        let (lines, ranges) = with_analysis(model, view, |a| {
+            render_blocks(&view.report.synthesis, &a.paragraphs, width)
+        });
         cache.lines = lines;
         cache.ranges = ranges;
         cache.key = key;
