@@ -2179,4 +2179,130 @@ mod tests {
         assert!(!md.contains("No report"), "{md}");
         assert!(md.contains("| b | B |"), "the table follows: {md}");
     }
+
+    fn fetched(id: &str, call: &str, asked: &str, number: u32, location: &str) -> [EventKind; 2] {
+        [
+            EventKind::ToolCallStarted {
+                subtask: id.into(),
+                attempt: 1,
+                call_id: call.into(),
+                tool: "fetch_url".into(),
+                arguments: asked.into(),
+            },
+            EventKind::ToolCallFinished {
+                subtask: id.into(),
+                attempt: 1,
+                call_id: call.into(),
+                ok: true,
+                bytes: 10,
+                ms: 1,
+                summary: String::new(),
+                source: Some(Source {
+                    number,
+                    kind: crate::protocol::SourceKind::Url,
+                    location: location.into(),
+                    bytes: 10,
+                    status: Some(200),
+                    retrieved_ms: 0,
+                }),
+                text: String::new(),
+            },
+        ]
+    }
+
+    /// Two subtasks: `a` read pages 2 and 1 (page 1 through a redirect from `/old`), `b`
+    /// read page 2 again; the report is `synthesis`.
+    fn cited(synthesis: &str) -> RunReport {
+        let mut r = RunReport::default();
+        let plan = Plan {
+            query_analysis: String::new(),
+            subtasks: vec![planned("a", &[]), planned("b", &[])],
+            synthesis_guidance: String::new(),
+            complexity: None,
+        };
+        let mut kinds = vec![
+            EventKind::RunStarted { query: "q".into() },
+            EventKind::PlanReady { plan },
+            started("a", 1),
+            started("b", 1),
+        ];
+        kinds.extend(fetched("a", "c1", "http://h/two", 2, "http://h/two"));
+        kinds.extend(fetched("a", "c2", "http://h/old", 1, "http://h/one"));
+        kinds.extend(fetched("b", "c3", "http://h/two", 2, "http://h/two"));
+        kinds.push(succeeded("a", 1));
+        kinds.push(succeeded("b", 1));
+        kinds.push(EventKind::SynthesisFinished {
+            attempt: 1,
+            text: synthesis.into(),
+            synthesized: true,
+            usage: usage(1),
+            error: None,
+        });
+        for kind in kinds {
+            r.apply(&event(kind));
+        }
+        r
+    }
+
+    #[test]
+    fn the_sources_list_is_by_number_each_once_with_the_subtasks_that_read_it() {
+        let md = cited("# R\n\nText [1] [2].").to_markdown();
+        let list = md.split("## Sources").nth(1).expect("a sources list");
+        let one = list.find("- [1] http://h/one").expect("source 1");
+        let two = list.find("- [2] http://h/two").expect("source 2");
+        assert!(one < two, "{list}");
+        assert_eq!(list.matches("http://h/two").count(), 1, "{list}");
+        assert!(list.contains("— subtasks `a`, `b`"), "{list}");
+        assert!(!md.contains("Unverified"), "{md}");
+    }
+
+    #[test]
+    fn unverified_citations_are_listed_with_their_line_in_the_printed_report() {
+        let text = "# R\n\nFrom http://h/old and http://h/one [1].\n\nAlso [7] and \
+                    [subtask: ghost] and http://h/three [subtask: b].";
+        let mut r = cited(text);
+        let json = serde_json::to_value(r.to_json()).expect("JSON");
+        let flagged: Vec<(String, u64)> = json["unverified_citations"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|u| {
+                (
+                    u["cited"].as_str().unwrap_or("").to_owned(),
+                    u["line"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            flagged,
+            [
+                ("[7]".to_owned(), 5),
+                ("subtask: ghost".to_owned(), 5),
+                ("http://h/three".to_owned(), 5)
+            ]
+        );
+        let md = r.to_markdown();
+        assert!(md.contains("## Unverified citations"), "{md}");
+        assert!(
+            md.contains("- ⚠ line 5: `[7]` — no source [7] in this run"),
+            "{md}"
+        );
+        // The note of a cancelled run comes first: lines count in the printed report.
+        r.status = Some(RunStatus::Cancelled);
+        let md = r.to_markdown();
+        assert!(md.lines().nth(6).is_some_and(|l| l.contains("[7]")), "{md}");
+        assert!(md.contains("- ⚠ line 7: `[7]`"), "{md}");
+    }
+
+    #[test]
+    fn a_worker_result_citing_a_missing_source_is_flagged_in_its_subtask() {
+        let mut r = cited("# R");
+        r.subtasks[1].result = Some("Prices fell [2][5].".into());
+        let json = serde_json::to_value(r.to_json()).expect("JSON");
+        assert!(json["subtasks"][0].get("unverified_citations").is_none());
+        assert_eq!(
+            json["subtasks"][1]["unverified_citations"][0]["cited"],
+            "[5]"
+        );
+    }
 }

@@ -201,6 +201,13 @@ async fn every_citation_of_a_market_report_points_at_a_page_that_was_fetched() {
         .filter(|r| r.worker_title().as_deref() == Some(news_title()))
         .collect();
     assert_eq!(news.len(), 2, "the fetch, then the answer");
+    assert!(
+        news[0]
+            .user()
+            .contains("`Source [n]: LOCATION`. Put [n] right after each claim"),
+        "a worker with tools is told how to cite: {}",
+        news[0].user()
+    );
     let (_, text, _) = &news[1].tool_results()[0];
     let first_line = text.lines().next().unwrap_or("");
     assert!(
@@ -336,4 +343,37 @@ async fn a_citation_of_a_page_never_fetched_or_a_missing_number_is_flagged_every
         "line {line} of {synthesis}"
     );
     assert!(out.stderr.contains("⚠ 2 citations"), "{out:?}");
+}
+
+#[test]
+fn the_demo_cites_the_pages_its_simulated_fetches_got_and_flags_nothing() {
+    let sandbox = Sandbox::new("[demo]\ntokens_per_second = 5000\nfailure_rate = 0.0\n");
+    let out = sandbox
+        .child(&["run", "--no-save", "--format", "json", "electric buses"])
+        .run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = out.json();
+    let synthesis = report["synthesis"].as_str().unwrap_or("");
+    let ids: Vec<SubtaskId> = report["subtasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str().map(SubtaskId::from))
+        .collect();
+    let paragraphs = citations::paragraphs(synthesis, &ids);
+    let sources: Vec<u32> = paragraphs.iter().flat_map(|p| p.sources.clone()).collect();
+    let subtasks = paragraphs.iter().flat_map(|p| p.subtasks.clone()).count();
+    assert!(sources.contains(&1) && sources.contains(&2), "{synthesis}");
+    assert!(subtasks >= ids.len(), "{synthesis}");
+    assert_eq!(report["unverified_citations"], json!([]), "{synthesis}");
+    // The fetching worker cites what its tool results were numbered.
+    let cited = report["subtasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("sources").is_some())
+        .filter_map(|s| s["result"].as_str())
+        .map(citations::sources_cited)
+        .next();
+    assert_eq!(cited, Some(vec![1, 2]));
 }

@@ -746,7 +746,7 @@ async fn call_with_tools(
     if specs.is_empty() {
         return caller.provider.complete(request, sink).await;
     }
-    request.system = format!("{}\n\n{}", request.system, super::prompt::CITE_SOURCES);
+    super::prompt::cite_sources(&mut request);
     let max_rounds = caller.settings.max_tool_rounds;
     let mut tools_refused = false;
     let mut rounds = Rounds::default();

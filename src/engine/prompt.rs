@@ -384,9 +384,27 @@ pub struct Gap<'a> {
 /// What a worker with tools is told about citing what it reads: each tool result that read
 /// something starts with `Source [n]: LOCATION` (numbered by the executor), and the report's
 /// checks flag a number or URL the run never retrieved.
-pub const CITE_SOURCES: &str = "Citing: every tool result that read something starts with \
+const CITE_SOURCES: &str = "Citing: every tool result that read something starts with \
      `Source [n]: LOCATION`. Put [n] right after each claim that rests on that source ([1, 3] \
      for several). Cite only sources you retrieved here; never invent a number or a URL.";
+
+/// Tell a worker that is offered tools how to cite what they read, at the end of its last
+/// user message: after the task, where the role's own prompt (which may say nothing of
+/// tools) is left as the preset wrote it.
+pub fn cite_sources(request: &mut ChatRequest) {
+    let last = request
+        .messages
+        .iter_mut()
+        .rev()
+        .find(|m| m.role == crate::llm::MessageRole::User && m.tool_results.is_empty());
+    match last {
+        Some(message) => {
+            message.content.push_str("\n\n");
+            message.content.push_str(CITE_SOURCES);
+        }
+        None => request.messages.push(Message::user(CITE_SOURCES)),
+    }
+}
 
 /// The synthesis request: the query, the guidance, every finding in full (with the id it is
 /// cited by), the gaps, and the run's numbered `sources` (number, location). The preset's
@@ -464,7 +482,12 @@ pub fn synthesis_request(
     let _ = write!(
         user,
         "\nWrite the report now. End each paragraph with the findings it draws on, as \
-         [subtask: id], and the sources behind its claims as [n], keeping the numbers above."
+         [subtask: id]{}.",
+        if sources.is_empty() {
+            ""
+        } else {
+            ", and the sources behind its claims as [n], keeping the numbers above"
+        }
     );
     let mut system = SYNTHESIS_PROMPT.trim().to_owned();
     if !structure.trim().is_empty() {
@@ -993,6 +1016,36 @@ mod tests {
         let cut = bound_result("ééééé tail", Some(3));
         assert!(cut.starts_with("ééé\n\n[… 7 more characters"), "{cut}");
         assert!(cut.contains("limits.max_dependency_chars"));
+    }
+
+    #[test]
+    fn a_worker_with_tools_is_told_to_cite_source_numbers_after_its_task() {
+        let sub = subtask("a", "A");
+        let role = custom_role("Be precise.");
+        let mut req = worker_request(QUERY, &sub, &role, &[], &spec());
+        let system = req.system.clone();
+        cite_sources(&mut req);
+        assert_eq!(req.system, system, "the role's prompt stays as written");
+        let user = &req.messages[0].content;
+        assert!(user.starts_with("The user's query"), "{user}");
+        assert!(user.ends_with(CITE_SOURCES), "{user}");
+        assert!(user.contains("`Source [n]: LOCATION`") && user.contains("never invent"));
+    }
+
+    #[test]
+    fn without_sources_the_synthesis_is_asked_for_subtask_citations_only() {
+        let findings = [Finding {
+            id: "a",
+            title: "A",
+            result: "r",
+            cut_off: false,
+            flagged: None,
+        }];
+        let req = synthesis_request(QUERY, "", "", &findings, &[], &[], &spec());
+        let user = &req.messages[0].content;
+        assert!(!user.contains("# Sources"), "{user}");
+        assert!(user.contains("as [subtask: id]."), "{user}");
+        assert!(!user.contains("keeping the numbers"), "{user}");
     }
 
     #[test]
