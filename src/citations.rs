@@ -10,7 +10,8 @@
 //!
 //! - **Sources** by their run-wide number: `[3]`, `[1, 3]`, `[1][3]`, a range `[1-3]` (also
 //!   with an en dash), with an optional word: `[source 3]`, `[Sources: 1, 2]`, a footnote
-//!   caret `[^3]`. The number is the one the tool result gave the worker (`Source [3]: …`).
+//!   caret `[^3]`. The number is the one the tool result gave the worker (`Source [3]: …`);
+//!   four digits and more (`[2019]`) are years, not sources.
 //! - **Subtasks** by id, explicitly: `[subtask: market-size]`, `[subtask market-size]`,
 //!   `[subtasks: a, b]`, `[§a]`, `[§a, §b]`. A bare `[market-size]` also counts when it is
 //!   the id of a subtask of the run (compared without case) and not made of digits only: an
@@ -453,9 +454,10 @@ fn prefix(item: &str) -> Option<(Mode, &str)> {
 /// `3`, `1-3`, `1–3`: the numbers, or `None` when the item is not that.
 fn numbers(item: &str) -> Option<Vec<u32>> {
     let item = item.trim();
+    // A run reads tens of sources, not a thousand: `[2019]` is a year.
     let one = |s: &str| -> Option<u32> {
         let s = s.trim();
-        if s.is_empty() || s.len() > 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         s.parse().ok()
@@ -465,8 +467,8 @@ fn numbers(item: &str) -> Option<Vec<u32>> {
     }
     let (a, b) = item.split_once(['-', '–', '—'])?;
     let (a, b) = (one(a)?, one(b)?);
-    // A long or backwards range, or one of years, is not a run's sources.
-    (a <= b && b - a <= 50 && b < 1000).then(|| (a..=b).collect())
+    // A long or backwards range is not a run's sources.
+    (a <= b && b - a <= 50).then(|| (a..=b).collect())
 }
 
 fn known_id<'a>(item: &str, known: &'a [SubtaskId]) -> Option<&'a SubtaskId> {
@@ -690,7 +692,7 @@ mod tests {
             "[Source: Wikipedia] and [file not found] and [subtask was slow]",
             "`[3]` in code, ``a [4] b`` too",
             "items[0] and self.values[2] and f(x)[1] and a_b[3]",
-            "years [1990-2020] and escaped \\[5]",
+            "years [1990-2020], [2019] and escaped \\[5]",
             "link [the report](#section)",
         ] {
             assert_eq!(cited(text, &known), vec![], "{text}");

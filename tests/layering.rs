@@ -73,7 +73,14 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "engine",
-        imports: Imports::Only(&["engine", "protocol", "llm", "sanitize", "defaults"]),
+        imports: Imports::Only(&[
+            "engine",
+            "protocol",
+            "llm",
+            "sanitize",
+            "defaults",
+            "citations",
+        ]),
         no_crates: TERMINAL,
     },
     Rule {

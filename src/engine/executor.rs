@@ -299,15 +299,18 @@ impl Executor {
                     return;
                 }
                 let settings = self.settings_for(id);
+                // Saved runs do not carry their sources yet (once they do, the numbers go on
+                // after theirs: `SourceNumbers::seeded(&sources)`); meanwhile new numbers start
+                // after the highest one the saved results cite, so no old `[n]` is reused.
+                let mut numbers = SourceNumbers::default();
+                numbers.continue_after(highest_cited(&saved));
                 self.runs.insert(
                     id,
                     Slot {
                         run: Run::restore(*saved, settings),
                         created: Instant::now(),
                         finished: None,
-                        // Saved runs do not carry their sources yet; once they do, the
-                        // numbers go on after theirs: `SourceNumbers::seeded(&sources)`.
-                        sources: SharedNumbers::default(),
+                        sources: Arc::new(Mutex::new(numbers)),
                     },
                 );
                 self.feed(id, Input::Start);
@@ -583,6 +586,11 @@ impl SourceNumbers {
         numbers
     }
 
+    /// New numbers start after `highest` (or after the highest known, if that is more).
+    pub fn continue_after(&mut self, highest: u32) {
+        self.highest = self.highest.max(highest);
+    }
+
     /// The number of a location: the one it has, or the next.
     pub fn number(&mut self, kind: SourceKind, location: &str) -> u32 {
         if let Some(n) = self.numbers.get(&(kind, location.to_owned())) {
@@ -593,6 +601,19 @@ impl SourceNumbers {
             .insert((kind, location.to_owned()), self.highest);
         self.highest
     }
+}
+
+/// The highest source number a saved run's results and report cite.
+fn highest_cited(saved: &SavedRun) -> u32 {
+    let texts = saved
+        .subtasks
+        .iter()
+        .filter_map(|s| s.result.as_ref().map(|r| r.text.as_str()))
+        .chain(saved.report.as_ref().map(|r| r.text.as_str()));
+    texts
+        .flat_map(crate::citations::sources_cited)
+        .max()
+        .unwrap_or(0)
 }
 
 /// One run's [`SourceNumbers`], shared by its calls in flight.
@@ -1069,6 +1090,24 @@ mod tests {
         assert_eq!(again.source.as_ref().map(|s| s.number), Some(1));
         assert_eq!(first.content, "Source [1]: http://h/a\n\npage text");
         assert_eq!(nothing.content, "refused");
+    }
+
+    #[test]
+    fn a_resumed_run_numbers_new_sources_after_those_its_saved_results_cite() {
+        // From JSON, as a store reads it back: fields added later take their defaults.
+        let saved: SavedRun = serde_json::from_value(serde_json::json!({
+            "query": "q",
+            "plan": {"query_analysis": "", "subtasks": [], "synthesis_guidance": ""},
+            "subtasks": [
+                {"id": "a", "attempts": 1, "result": {"text": "a [2] b [1, 4]"}},
+                {"id": "b", "attempts": 1, "result": {"text": "`[9]` is code"}},
+            ],
+        }))
+        .expect("a saved run");
+        assert_eq!(highest_cited(&saved), 4);
+        let mut numbers = SourceNumbers::default();
+        numbers.continue_after(highest_cited(&saved));
+        assert_eq!(numbers.number(SourceKind::Url, "http://h/new"), 5);
     }
 
     #[test]
