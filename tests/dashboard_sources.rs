@@ -637,3 +637,16 @@ fn a_saved_run_is_read_by_paragraph_and_counts_its_unverified_citations() {
     assert!(text.contains("◆ ✓ costs"), "{text}");
     assert!(text.contains("⚠ 1 unverified"), "{text}");
 }
+
+#[test]
+fn the_unverified_count_is_in_the_warning_colour() {
+    let mut model = scene((160, 48));
+    model.theme = maestro::tui::theme::Theme { color: true };
+    let terminal = render(&mut model, 160, 48);
+    let buffer = terminal.backend().buffer();
+    let y = buffer.area.height - 1;
+    let x = (0..buffer.area.width)
+        .find(|x| buffer[(*x, y)].symbol() == "⚠")
+        .expect("the count on the status line");
+    assert_eq!(buffer[(x, y)].fg, ratatui::style::Color::Yellow);
+}
