@@ -573,7 +573,9 @@ fn a_saved_run_is_opened_from_history_rerun_and_its_report_compared() {
     tmux.wait_for("the new dashboard", |s| {
         s.contains("Ask a question") && s.contains("No runs yet")
     });
+    // Esc and H apart: a terminal reads them together as Alt+H.
     tmux.send_keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
     tmux.send_keys(&["H"]);
     let screen = tmux.wait_for("the saved run in history", |s| {
         s.contains("History") && s.contains("partial") && s.contains(QUERY)
@@ -1116,4 +1118,133 @@ fn a_dashboard_worker_calls_an_mcp_tool_and_quitting_stops_the_server() {
     assert!(!running(pid), "MCP server {pid} outlived the dashboard");
     drop(tmux);
     drop(server);
+}
+
+// ---- sources -------------------------------------------------------------------------------
+
+/// A researcher fetches a page of the local fixture site (its host allowed), the report cites
+/// it, and in the dashboard `o` lists the page as source [1] and Enter shows the page's text;
+/// the run opened from history in a new dashboard shows it again, read from the store.
+#[test]
+fn a_fetched_page_is_listed_as_a_source_and_enter_shows_its_text() {
+    if !tmux_ready() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let site = runtime.block_on(common::site::Site::start());
+    let page = site.url("/page.html");
+    let plan = json!({
+        "query_analysis": "Tides.",
+        "subtasks": [
+            {"id": "a", "worker": "research", "title": TITLE_A, "description": "Look it up.",
+             "focus_areas": [], "depends_on": [], "priority": "medium"},
+        ],
+        "synthesis_guidance": "Combine.",
+    })
+    .to_string();
+    let fetch = json!({ "url": page }).to_string();
+    let server = runtime.block_on(MockServer::start(move |r: &MockRequest| {
+        if r.is_planner() {
+            return Reply::text(plan.clone());
+        }
+        if r.is_synthesis() {
+            return Reply::text("# Tides\n\nHigh water is at noon [subtask: a] [1].\n");
+        }
+        match r.worker_title().as_deref() {
+            Some(TITLE_A) if !r.tools().is_empty() && r.tool_results().is_empty() => {
+                Reply::calls(&[("fetch_url", fetch.as_str())])
+            }
+            Some(TITLE_A) => Reply::text("High water is at noon [1]."),
+            _ => Reply::status(400, "mock: unexpected request"),
+        }
+    }));
+
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ntimeout_secs = 10\nidle_timeout_secs = 5\n\n[ui]\nbell = false\n",
+    )
+    .expect("write the config");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    let binary = quote(env!("CARGO_BIN_EXE_maestro"));
+    let base_url = quote(&server.openai_base_url());
+    let dashboard = format!(
+        "{binary} --provider openai --base-url {base_url} --model test --retries 0 \
+         --allow-host 127.0.0.1; echo {EXITED}$?; exec sleep 60"
+    );
+    tmux.start(&dashboard);
+    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
+    tmux.type_text("When is high water?");
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the run to succeed with its report", |s| {
+        s.contains("#1 succeeded") && s.contains("High water is at noon")
+    });
+    assert!(
+        !screen.contains("unverified"),
+        "the report cites only what was fetched:\n{screen}"
+    );
+    // Esc and `o` apart: together they read as Alt+o.
+    tmux.send_keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.send_keys(&["o"]);
+    let screen = tmux.wait_for("the page listed as source [1]", |s| {
+        s.contains(&format!("[1] {page}")) && s.contains("HTTP 200")
+    });
+    println!("--- the sources ---\n{screen}");
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the page's text in the reader", |s| {
+        s.contains("Source [1]") && s.contains("Tide tables") && s.contains("High water is at")
+    });
+    println!("--- the reader ---\n{screen}");
+    assert!(
+        !screen.contains("secretToken"),
+        "the page's script is not its text:\n{screen}"
+    );
+    for key in ["Escape", "Escape", "q"] {
+        tmux.send_keys(&[key]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+
+    // A new dashboard on the same database opens the run from history: the page's text comes
+    // from the store.
+    tmux.run(&["respawn-pane", "-k", "-t", "e2e", &dashboard]);
+    tmux.wait_for("the new dashboard", |s| s.contains("No runs yet"));
+    tmux.send_keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.send_keys(&["H"]);
+    tmux.wait_for("the saved run in history", |s| {
+        s.contains("History") && s.contains("When is high water?")
+    });
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for("the opened run", |s| {
+        s.contains("#1 succeeded") && s.contains("High water is at noon")
+    });
+    tmux.send_keys(&["o"]);
+    tmux.wait_for("the saved source listed", |s| {
+        s.contains(&format!("[1] {page}"))
+    });
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the saved page's text in the reader", |s| {
+        s.contains("Source [1]") && s.contains("Tide tables")
+    });
+    println!("--- the reader of the saved run ---\n{screen}");
+    for key in ["Escape", "Escape", "q"] {
+        tmux.send_keys(&[key]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+    drop(tmux);
+    drop(server);
+    drop(site);
 }

@@ -1007,12 +1007,25 @@ fn state(model: &Model) -> String {
         }
         Some(Overlay::Stats { scroll }) => format!("stats {scroll} {:?}", model.stats),
         Some(Overlay::Paused { run, why, raise }) => format!("paused {run} {why:?} {raise:?}"),
+        Some(Overlay::Sources {
+            run,
+            cursor,
+            paragraph,
+        }) => format!("sources {run} {cursor} {paragraph:?}"),
+        Some(Overlay::Reader {
+            run,
+            number,
+            location,
+            scroll,
+            cursor,
+            paragraph,
+        }) => format!("reader {run} {number} {location} {scroll} {cursor} {paragraph:?}"),
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(
         "focus {:?} overlay {overlay} selected {:?} offset {} detail {} {:?} synthesis {:?} \
          query {:?} {:?} history {:?} quit {} toast {:?} expanded {expanded:?} reasoning {} \
-         diff {} timeline {}",
+         diff {} timeline {} paragraph {:?}",
         model.focus,
         model.selected,
         model.tree_offset,
@@ -1027,7 +1040,50 @@ fn state(model: &Model) -> String {
         model.show_reasoning,
         model.show_diff,
         model.timeline,
+        model.provenance.selected,
     )
+}
+
+/// A finished run whose `emissions` subtask read two pages (sources 1 and 2, the first long)
+/// and whose report cites them in the second of its four paragraphs.
+fn sourced_report() -> Model {
+    let mut model = model(false, (160, 48));
+    let run = run_id(1);
+    let report = "# Report\n\nFirst [subtask: emissions] [1] [2].\n\nSecond.\n\nThird.";
+    send_all(&mut model, small_run_events(run, report));
+    for (n, url, lines) in [
+        (1, "https://example.org/a", 200),
+        (2, "https://example.org/b", 1),
+    ] {
+        let text: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
+        send(
+            &mut model,
+            at(
+                run,
+                0,
+                EventKind::ToolCallFinished {
+                    subtask: sid("emissions"),
+                    attempt: 1,
+                    call_id: format!("c{n}"),
+                    ok: true,
+                    bytes: text.len() as u64,
+                    ms: 10,
+                    summary: "HTTP 200".into(),
+                    source: Some(maestro::protocol::Source {
+                        number: n,
+                        kind: maestro::protocol::SourceKind::Url,
+                        location: url.into(),
+                        bytes: text.len() as u64,
+                        status: Some(200),
+                        retrieved_ms: NOW,
+                    }),
+                    text,
+                },
+            ),
+        );
+    }
+    key(&mut model, KeyCode::Esc);
+    model
 }
 
 /// Models in which the keys of `context` apply; between them, every key there has an effect.
@@ -1109,6 +1165,31 @@ fn setups(context: Context) -> Vec<Model> {
             vec![model]
         }
         Context::Paused => vec![budget_dialog()],
+        Context::Paragraphs => {
+            // The second paragraph of four, which cites both sources.
+            let mut model = sourced_report();
+            ch(&mut model, 'n');
+            ch(&mut model, 'n');
+            vec![model]
+        }
+        Context::Sources => {
+            let mut first = sourced_report();
+            ch(&mut first, 'o');
+            let mut second = sourced_report();
+            ch(&mut second, 'o');
+            key(&mut second, KeyCode::Down);
+            vec![first, second]
+        }
+        Context::Reader => {
+            // The long page, scrolled into its middle.
+            let mut model = sourced_report();
+            ch(&mut model, 'o');
+            key(&mut model, KeyCode::Enter);
+            for _ in 0..3 {
+                key(&mut model, KeyCode::Down);
+            }
+            vec![model]
+        }
     }
 }
 

@@ -501,6 +501,23 @@ fn perform(
             }
         }
         Action::Quit => {}
+        Action::ReadSourceText {
+            run,
+            subtask,
+            source,
+        } => {
+            let path = store.path.clone();
+            let internal = internal.clone();
+            tokio::task::spawn_blocking(move || {
+                let result =
+                    crate::history::saved_source_text(path.as_deref(), run, &subtask, &source);
+                let _ = internal.send(Msg::SourceTextRead {
+                    run,
+                    location: source.location,
+                    result,
+                });
+            });
+        }
     }
     None
 }

@@ -592,6 +592,11 @@ pub fn with_synthesis_lines<T>(
     let Some(view) = model.current_run() else {
         return f(&[]);
     };
+    // Read paragraph by paragraph, the report is drawn in blocks with a gutter.
+    let f = match crate::tui::provenance::with_block_lines(model, view, width, f) {
+        Ok(out) => return out,
+        Err(f) => f,
+    };
     if let Some(lines) = diff_shown(model, view, width) {
         return f(&lines);
     }

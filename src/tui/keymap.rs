@@ -35,6 +35,12 @@ pub enum Context {
     /// A paused run's dialog is open (budget reached, provider paused; other keys type the
     /// amount to raise the budget by).
     Paused,
+    /// A paragraph of the report is selected (n / N), outside the query box.
+    Paragraphs,
+    /// The sources pop-up is open.
+    Sources,
+    /// A source's retrieved text is open.
+    Reader,
 }
 
 impl Context {
@@ -51,6 +57,9 @@ impl Context {
             Context::History => "History (H; type to search)",
             Context::Presets => "Picking the preset (p)",
             Context::Paused => "A paused run (P; type the amount to raise the budget by)",
+            Context::Paragraphs => "Reading the report by paragraph (n)",
+            Context::Sources => "Sources (o)",
+            Context::Reader => "A source's text (Enter in the sources)",
         }
     }
 }
@@ -150,6 +159,29 @@ pub enum KeyAction {
     CancelPaused,
     /// Close the dialog; the run stays paused.
     ClosePaused,
+    /// Select the report's next paragraph (the first, on entering the mode).
+    NextParagraph,
+    /// Select the report's previous paragraph (the last, on entering the mode).
+    PreviousParagraph,
+    /// Open the sources the selected paragraph cites.
+    ParagraphSources,
+    /// Leave paragraph mode.
+    LeaveParagraphs,
+    /// Open the run's sources.
+    OpenSources,
+    SourceUp,
+    SourceDown,
+    /// Open the highlighted source's retrieved text.
+    ReadSource,
+    CloseSources,
+    ReaderUp,
+    ReaderDown,
+    ReaderPageUp,
+    ReaderPageDown,
+    ReaderTop,
+    ReaderBottom,
+    /// Back to the sources list.
+    CloseReader,
 }
 
 /// A key with the modifiers that matter for it.
@@ -439,6 +471,19 @@ pub const BINDINGS: &[Binding] = &[
         "the dialog of a paused run (budget, provider)",
     ),
     b(
+        C::Panes,
+        &[
+            (Chord::ch('n'), A::NextParagraph),
+            (Chord::ch('N'), A::PreviousParagraph),
+        ],
+        "read the report by paragraph, with what it cites",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('o'), A::OpenSources)],
+        "the run's sources and unverified citations",
+    ),
+    b(
         C::Tree,
         &[
             (Chord::key(K::Up), A::SelectUp),
@@ -629,6 +674,76 @@ pub const BINDINGS: &[Binding] = &[
         C::Paused,
         &[(Chord::key(K::Esc), A::ClosePaused)],
         "close (the run stays paused)",
+    ),
+    b(
+        C::Paragraphs,
+        &[
+            (Chord::ch('n'), A::NextParagraph),
+            (Chord::ch('N'), A::PreviousParagraph),
+        ],
+        "next / previous paragraph",
+    ),
+    b(
+        C::Paragraphs,
+        &[(Chord::key(K::Enter), A::ParagraphSources)],
+        "the sources the paragraph cites",
+    ),
+    b(
+        C::Paragraphs,
+        &[(Chord::key(K::Esc), A::LeaveParagraphs)],
+        "leave paragraph mode",
+    ),
+    b(
+        C::Sources,
+        &[
+            (Chord::key(K::Up), A::SourceUp),
+            (Chord::key(K::Down), A::SourceDown),
+            (Chord::ch('k'), A::SourceUp),
+            (Chord::ch('j'), A::SourceDown),
+        ],
+        "move through the sources",
+    ),
+    b(
+        C::Sources,
+        &[(Chord::key(K::Enter), A::ReadSource)],
+        "read the text the source retrieved",
+    ),
+    b(
+        C::Sources,
+        &[(Chord::key(K::Esc), A::CloseSources)],
+        "close",
+    ),
+    b(
+        C::Reader,
+        &[
+            (Chord::key(K::Up), A::ReaderUp),
+            (Chord::key(K::Down), A::ReaderDown),
+            (Chord::ch('k'), A::ReaderUp),
+            (Chord::ch('j'), A::ReaderDown),
+        ],
+        "scroll a line",
+    ),
+    b(
+        C::Reader,
+        &[
+            (Chord::key(K::PageUp), A::ReaderPageUp),
+            (Chord::key(K::PageDown), A::ReaderPageDown),
+            (Chord::ch(' '), A::ReaderPageDown),
+        ],
+        "scroll a page",
+    ),
+    b(
+        C::Reader,
+        &[
+            (Chord::key(K::Home), A::ReaderTop),
+            (Chord::key(K::End), A::ReaderBottom),
+        ],
+        "top / bottom",
+    ),
+    b(
+        C::Reader,
+        &[(Chord::key(K::Esc), A::CloseReader)],
+        "back to the sources",
     ),
 ];
 

@@ -59,13 +59,22 @@ pub fn render(text: &str, width: u16) -> Vec<Line<'static>> {
     out
 }
 
-/// Word-wrap one styled line into `out`. Words longer than the width are broken.
+/// Word-wrap one styled line into `out`. Words longer than the width are broken. A word ends
+/// at a blank, not where its style changes: the renderer hands `[1]` over as `[` and `1]`, and
+/// a citation must not be cut there.
 pub fn wrap_line(line: &Line<'_>, width: usize, out: &mut Vec<Line<'static>>) {
     let base = line.style;
     if line.width() <= width {
         out.push(owned(line));
         return;
     }
+    let chars: Vec<(char, Style)> = line
+        .spans
+        .iter()
+        .flat_map(|s| s.content.chars().map(move |c| (c, s.style)))
+        .collect();
+    let cols =
+        |run: &[(char, Style)]| -> usize { run.iter().map(|(c, _)| c.width().unwrap_or(0)).sum() };
     let mut current: Vec<Span<'static>> = Vec::new();
     let mut used = 0usize;
     let flush =
@@ -73,49 +82,40 @@ pub fn wrap_line(line: &Line<'_>, width: usize, out: &mut Vec<Line<'static>>) {
             out.push(Line::from(std::mem::take(current)).style(base));
             *used = 0;
         };
-    for span in &line.spans {
-        let style = span.style;
-        for word in span.content.split_inclusive(' ') {
-            let word_width: usize = word.chars().map(|c| c.width().unwrap_or(0)).sum();
-            let body = word.trim_end();
-            let body_width: usize = body.chars().map(|c| c.width().unwrap_or(0)).sum();
-            if body.is_empty() {
-                // Blanks at a break vanish instead of indenting the next line.
-                if used + word_width <= width {
-                    push_span(&mut current, word, style);
-                    used += word_width;
-                } else {
-                    flush(&mut current, &mut used, out);
-                }
-                continue;
-            }
-            if used > 0 && used + body_width > width {
+    let mut buf = [0u8; 4];
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        while i < chars.len() && chars[i].0 != ' ' {
+            i += 1;
+        }
+        let word = &chars[start..i];
+        let blanks_start = i;
+        while i < chars.len() && chars[i].0 == ' ' {
+            i += 1;
+        }
+        let blanks = &chars[blanks_start..i];
+        let word_width = cols(word);
+        if used > 0 && used + word_width > width {
+            flush(&mut current, &mut used, out);
+        }
+        for &(c, style) in word {
+            let w = c.width().unwrap_or(0);
+            // Only a word wider than the whole line gets here without room: break it
+            // wherever the line is full.
+            if used + w > width && used > 0 {
                 flush(&mut current, &mut used, out);
             }
-            if used + word_width <= width {
-                push_span(&mut current, word, style);
-                used += word_width;
-                continue;
+            push_span(&mut current, c.encode_utf8(&mut buf), style);
+            used += w;
+        }
+        // Blanks at a break vanish instead of indenting the next line.
+        for &(c, style) in blanks {
+            if used + 1 > width {
+                break;
             }
-            if used + body_width <= width {
-                // The word fits; its trailing blank would not and is dropped at the break.
-                push_span(&mut current, body, style);
-                used += body_width;
-                continue;
-            }
-            // A word wider than the whole line: break it wherever the line is full.
-            let mut piece = String::new();
-            for c in body.chars() {
-                let w = c.width().unwrap_or(0);
-                if used + w > width && used > 0 {
-                    push_span(&mut current, &piece, style);
-                    piece.clear();
-                    flush(&mut current, &mut used, out);
-                }
-                piece.push(c);
-                used += w;
-            }
-            push_span(&mut current, &piece, style);
+            push_span(&mut current, c.encode_utf8(&mut buf), style);
+            used += 1;
         }
     }
     if !current.is_empty() {
@@ -187,6 +187,21 @@ mod tests {
             "{:?}",
             text(&out)
         );
+    }
+
+    #[test]
+    fn a_word_made_of_several_spans_is_not_cut_where_its_style_changes() {
+        let line = Line::from(vec![
+            Span::raw("aaaa bbbb ["),
+            Span::styled(
+                "1]",
+                Style::new().add_modifier(ratatui::style::Modifier::BOLD),
+            ),
+            Span::raw(" cc"),
+        ]);
+        let mut out = Vec::new();
+        wrap_line(&line, 10, &mut out);
+        assert_eq!(text(&out), ["aaaa bbbb ", "[1] cc"]);
     }
 
     #[test]

@@ -85,6 +85,26 @@ pub enum Overlay {
         /// How much to raise the budget by, as typed (tokens, or a time such as `5m`).
         raise: String,
     },
+    /// The sources of run `run` by number, then its unverified citations.
+    Sources {
+        run: RunId,
+        /// Index into the sources listed.
+        cursor: usize,
+        /// Only the sources this paragraph of the report cites.
+        paragraph: Option<usize>,
+    },
+    /// The text a source of run `run` retrieved; Esc goes back to the list as it was.
+    Reader {
+        run: RunId,
+        /// The source's number and location.
+        number: u32,
+        location: String,
+        /// First wrapped line shown.
+        scroll: usize,
+        /// The list's cursor and paragraph, to go back to.
+        cursor: usize,
+        paragraph: Option<usize>,
+    },
 }
 
 /// Why a run waits, as its dialog shows it.
@@ -457,6 +477,10 @@ pub struct Model {
     pub timeline: bool,
     /// The statistics of the saved runs, as the app loop read them; `None` while it reads.
     pub stats: Option<Result<crate::stats::Stats, String>>,
+    /// The text each source retrieved, per run.
+    pub sources: crate::tui::sources::SourceTexts,
+    /// The report's paragraph being read, and what its citations say.
+    pub provenance: crate::tui::provenance::Provenance,
 }
 
 impl Model {
@@ -488,6 +512,8 @@ impl Model {
             follow_up: None,
             timeline: false,
             stats: None,
+            sources: Default::default(),
+            provenance: Default::default(),
         };
         model.reset_query();
         model

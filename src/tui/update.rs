@@ -26,6 +26,7 @@ use crate::tui::model::{
     Focus, Model, ModelList, Node, Overlay, PauseWhy, PickRole, Saved, SavedList, Scroll,
     ToastLevel,
 };
+use crate::tui::sources::{ReaderMove, scroll_reader as reader};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -69,6 +70,13 @@ pub enum Msg {
     /// The statistics of the saved runs, or why they could not be read: the answer to
     /// `Action::ReadStats`.
     StatsRead(Result<Box<crate::stats::Stats>, String>),
+    /// The saved text of a source of run `run` read at `location`: `Ok(None)` when none was
+    /// saved. The answer to `Action::ReadSourceText`.
+    SourceTextRead {
+        run: RunId,
+        location: String,
+        result: Result<Option<String>, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +133,13 @@ pub enum Action {
     Quit,
     /// Read the statistics of the saved runs; answer with `Msg::StatsRead`.
     ReadStats,
+    /// Read the saved text of `source`, as `subtask` of run `run` read it (a run opened from
+    /// history: its texts were not seen as events here); answer with `Msg::SourceTextRead`.
+    ReadSourceText {
+        run: RunId,
+        subtask: crate::protocol::SubtaskId,
+        source: crate::protocol::Source,
+    },
 }
 
 pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
@@ -160,6 +175,11 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
             result,
         } => context_read(model, &mut actions, query, models, follow_up, result),
         Msg::StatsRead(result) => model.stats = Some(result.map(|s| *s)),
+        Msg::SourceTextRead {
+            run,
+            location,
+            result,
+        } => crate::tui::sources::text_read(model, run, &location, result),
         Msg::SavedOpened(result) => match result {
             Ok(opened) => {
                 let (report, saved) = *opened;
@@ -200,6 +220,8 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
         && model.synthesis_scroll.follow
         && model.synthesis_live();
     let long_run_ended = model.apply(event);
+    model.sources.record(event);
+    crate::tui::provenance::on_event(model, event);
     match &event.kind {
         EventKind::BudgetReached { .. } | EventKind::ProviderPaused { .. } => {
             show_paused(model, event.run);
@@ -259,10 +281,18 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
         Some(Overlay::Paused { .. }) => return keymap::lookup(Context::Paused, key),
         Some(Overlay::Presets { .. }) => return keymap::lookup(Context::Presets, key),
+        Some(Overlay::Sources { .. }) => return keymap::lookup(Context::Sources, key),
+        Some(Overlay::Reader { .. }) => return keymap::lookup(Context::Reader, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => return None,
         None => {}
     }
     if let Some(action) = keymap::lookup(Context::Anywhere, key) {
+        return Some(action);
+    }
+    if model.focus != Focus::Query
+        && crate::tui::provenance::active(model)
+        && let Some(action) = keymap::lookup(Context::Paragraphs, key)
+    {
         return Some(action);
     }
     match model.focus {
@@ -298,6 +328,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         }
         // Their keys are in the key map; others do nothing there.
         Some(Overlay::Models { .. } | Overlay::Presets { .. }) => {}
+        Some(Overlay::Sources { .. } | Overlay::Reader { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
         Some(Overlay::Paused { raise, .. }) => type_raise(raise, key),
         None if model.focus == Focus::Query => {
@@ -498,6 +529,22 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::SynthesizeNow => decide_paused(model, actions, RunCommand::SynthesizeNow),
         KeyAction::CancelPaused => decide_paused(model, actions, RunCommand::CancelRun),
         KeyAction::ClosePaused => model.overlay = None,
+        KeyAction::NextParagraph => crate::tui::provenance::step(model, 1),
+        KeyAction::PreviousParagraph => crate::tui::provenance::step(model, -1),
+        KeyAction::ParagraphSources => crate::tui::sources::open(model, true),
+        KeyAction::LeaveParagraphs => crate::tui::provenance::leave(model),
+        KeyAction::OpenSources => crate::tui::sources::open(model, false),
+        KeyAction::SourceUp => crate::tui::sources::move_cursor(model, -1),
+        KeyAction::SourceDown => crate::tui::sources::move_cursor(model, 1),
+        KeyAction::ReadSource => crate::tui::sources::read(model, actions),
+        KeyAction::CloseSources => model.overlay = None,
+        KeyAction::ReaderUp => reader(model, ReaderMove::Lines(-1)),
+        KeyAction::ReaderDown => reader(model, ReaderMove::Lines(1)),
+        KeyAction::ReaderPageUp => reader(model, ReaderMove::Pages(-1)),
+        KeyAction::ReaderPageDown => reader(model, ReaderMove::Pages(1)),
+        KeyAction::ReaderTop => reader(model, ReaderMove::Top),
+        KeyAction::ReaderBottom => reader(model, ReaderMove::Bottom),
+        KeyAction::CloseReader => crate::tui::sources::back(model),
     }
 }
 
@@ -1172,7 +1219,9 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             | Overlay::Models { .. }
             | Overlay::History { .. }
             | Overlay::Presets { .. }
-            | Overlay::Paused { .. }),
+            | Overlay::Paused { .. }
+            | Overlay::Sources { .. }
+            | Overlay::Reader { .. }),
         ) => model.overlay = Some(overlay),
         None => {}
     }

@@ -56,6 +56,22 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         Some(Overlay::Paused { run, why, raise }) => {
             draw_paused(frame, model, area, *run, why, raise)
         }
+        Some(Overlay::Sources {
+            run,
+            cursor,
+            paragraph,
+        }) => {
+            crate::tui::provenance_view::draw_sources(frame, model, area, *run, *cursor, *paragraph)
+        }
+        Some(Overlay::Reader {
+            run,
+            number,
+            location,
+            scroll,
+            ..
+        }) => {
+            crate::tui::provenance_view::draw_reader(frame, model, *run, *number, location, *scroll)
+        }
         None => {}
     }
 }
@@ -191,6 +207,8 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
     }
     let height = inner_area.height as usize;
     let total = model.row_count();
+    // The subtasks the selected paragraph of the report cites are marked.
+    let cited = crate::tui::provenance_view::cited(model);
     let lines: Vec<Line> = model
         .visible_rows(model.tree_offset, height)
         .into_iter()
@@ -205,7 +223,15 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect) {
                     matches!(&model.selected, Some(Node::Files(id)) if Some(*id) == view.id()),
                 ),
                 Row::Subtask(view, s, widths) => (
-                    subtask_row(model, view, s, widths, inner_area.width),
+                    match &cited {
+                        Some((run, ids)) if Some(*run) == view.id() && ids.contains(&s.id) => {
+                            crate::tui::provenance_view::mark_cited(
+                                model,
+                                subtask_row(model, view, s, widths, inner_area.width),
+                            )
+                        }
+                        _ => subtask_row(model, view, s, widths, inner_area.width),
+                    },
                     matches!(&model.selected, Some(Node::Subtask(run, id))
                         if Some(*run) == view.id() && *id == s.id),
                 ),
@@ -520,11 +546,16 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
     let inner_area = layout::content(area);
     let height = inner_area.height as usize;
     let live = model.synthesis_live();
-    let (total, top, visible) = with_synthesis_lines(model, inner_area.width, |lines| {
+    let (total, top, mut visible) = with_synthesis_lines(model, inner_area.width, |lines| {
         let top = model.synthesis_scroll.top(lines.len(), height, live);
         let visible: Vec<Line<'static>> = lines.iter().skip(top).take(height).cloned().collect();
         (lines.len(), top, visible)
     });
+    crate::tui::provenance_view::highlight(model, inner_area.width, top, &mut visible);
+    if let Some(footer) = crate::tui::provenance_view::footer(model, area.width.saturating_sub(16))
+    {
+        block = block.title_bottom(footer);
+    }
     if total > height {
         let position = format!(" {}–{} of {total} ", top + 1, (top + height).min(total));
         block = block.title_bottom(
@@ -624,6 +655,16 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
             segments.push((2, vec![Span::raw(cost)]));
         }
         segments.push((2, vec![Span::raw(clock(model.run_elapsed(r)))]));
+        let unverified = crate::tui::provenance::unverified_count(model, view);
+        if unverified > 0 {
+            segments.push((
+                1,
+                vec![Span::styled(
+                    format!("⚠ {unverified} unverified"),
+                    theme.warning(),
+                )],
+            ));
+        }
     } else if model.info.demo {
         segments.push((5, vec![Span::styled("no model is called", theme.dim())]));
     }
@@ -696,7 +737,7 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
 
 /// A pop-up in `rect`: cleared, framed with its title and its keys along the bottom; the
 /// area inside the frame is where its content goes.
-fn popup(
+pub(crate) fn popup(
     frame: &mut Frame,
     rect: Rect,
     theme: &crate::tui::theme::Theme,
@@ -1287,7 +1328,13 @@ fn draw_paused(
 // ---- helpers ---------------------------------------------------------------------------------
 
 /// A scrollbar on the right border of a pane showing `height` of `total` lines from `top`.
-fn draw_scrollbar(frame: &mut Frame, area: Rect, total: usize, height: usize, top: usize) {
+pub(crate) fn draw_scrollbar(
+    frame: &mut Frame,
+    area: Rect,
+    total: usize,
+    height: usize,
+    top: usize,
+) {
     let mut state = ScrollbarState::new(total.saturating_sub(height)).position(top);
     frame.render_stateful_widget(
         Scrollbar::new(ScrollbarOrientation::VerticalRight),
@@ -1315,7 +1362,11 @@ fn join(ids: &[crate::protocol::SubtaskId]) -> String {
 }
 
 /// A pop-up list's selected row: highlighted across the whole `width`.
-fn selected_row<'a>(line: Line<'a>, theme: &crate::tui::theme::Theme, width: usize) -> Line<'a> {
+pub(crate) fn selected_row<'a>(
+    line: Line<'a>,
+    theme: &crate::tui::theme::Theme,
+    width: usize,
+) -> Line<'a> {
     let mut line = line.patch_style(theme.selected());
     let pad = width.saturating_sub(line.width());
     line.push_span(Span::styled(" ".repeat(pad), theme.selected()));
@@ -1324,7 +1375,13 @@ fn selected_row<'a>(line: Line<'a>, theme: &crate::tui::theme::Theme, width: usi
 
 /// A pop-up list's scrollbar, when its `len` rows do not fit: beside the list only, on the
 /// pop-up's (`rect`) right border.
-fn list_scrollbar(frame: &mut Frame, rect: Rect, list_area: Rect, len: usize, top: usize) {
+pub(crate) fn list_scrollbar(
+    frame: &mut Frame,
+    rect: Rect,
+    list_area: Rect,
+    len: usize,
+    top: usize,
+) {
     let height = usize::from(list_area.height);
     if len > height {
         let beside = Rect {
