@@ -10,6 +10,7 @@ pub mod keymap;
 pub mod layout;
 pub mod markdown;
 pub mod model;
+pub mod review;
 pub mod theme;
 pub mod timeline;
 pub mod update;

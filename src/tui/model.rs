@@ -85,6 +85,8 @@ pub enum Overlay {
         /// How much to raise the budget by, as typed (tokens, or a time such as `5m`).
         raise: String,
     },
+    /// The plan review of a run paused after planning (its state is the run's `review`).
+    Review { run: RunId },
 }
 
 /// Why a run waits, as its dialog shows it.
@@ -190,6 +192,9 @@ pub struct Models {
     /// What the models cost, for the estimates on screen. Empty (no figure) unless the app
     /// sets it from the config.
     pub prices: std::sync::Arc<crate::engine::cost::PriceTable>,
+    /// The most subtasks a plan may have (`[planner] max_subtasks`), for checking a reviewed
+    /// plan as the engine will.
+    pub max_subtasks: Option<usize>,
 }
 
 /// A preset as the picker lists it.
@@ -388,6 +393,8 @@ pub struct RunView {
     pub previous_synthesis: Option<String>,
     /// Opened from history and not resumed yet: the engine does not know this run.
     pub saved: Option<Saved>,
+    /// Paused after planning, waiting for its plan to be reviewed: the review so far.
+    pub review: Option<Box<crate::tui::review::Review>>,
 }
 
 impl RunView {
@@ -457,6 +464,12 @@ pub struct Model {
     pub timeline: bool,
     /// The statistics of the saved runs, as the app loop read them; `None` while it reads.
     pub stats: Option<Result<crate::stats::Stats, String>>,
+    /// Runs started from the query box pause after planning for a review (`V`, `--review`,
+    /// `[planner] review`).
+    pub review_next: bool,
+    /// The saved calls plan estimates are made from (read once, when a review first needs
+    /// them).
+    pub call_history: crate::tui::review::CallHistory,
 }
 
 impl Model {
@@ -488,6 +501,8 @@ impl Model {
             follow_up: None,
             timeline: false,
             stats: None,
+            review_next: false,
+            call_history: crate::tui::review::CallHistory::default(),
         };
         model.reset_query();
         model
@@ -736,6 +751,7 @@ impl Model {
             synthesis_version: 0,
             previous_synthesis: None,
             saved: None,
+            review: None,
         });
         self.selected = Some(Node::Run(id));
         self.synthesis_scroll = Scroll::default();
@@ -758,6 +774,7 @@ impl Model {
             synthesis_version: 0,
             previous_synthesis: None,
             saved: Some(saved),
+            review: None,
         });
         self.selected = Some(Node::Run(id));
         self.synthesis_scroll = Scroll::default();
@@ -880,10 +897,13 @@ impl Model {
     }
 
     /// The words for a run's state as the tree shows it: `interrupted` for a saved run whose
-    /// process stopped, else as [`Model::run_phase`].
+    /// process stopped, `reviewing` for a run whose plan waits for a review, else as
+    /// [`Model::run_phase`].
     pub fn view_phase(view: &RunView) -> &'static str {
         if view.interrupted() {
             "interrupted"
+        } else if view.review.is_some() && view.report.status.is_none() {
+            "reviewing"
         } else {
             Self::run_phase(&view.report)
         }

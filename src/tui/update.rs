@@ -22,10 +22,12 @@ use crate::store::{RunSummary, SavedRunStatus};
 use crate::tui::content;
 use crate::tui::keymap::{self, Context, KeyAction};
 use crate::tui::layout::{self, areas, inner};
+// Imported under another name: `update` must never spell the view module's path.
 use crate::tui::model::{
     Focus, Model, ModelList, Node, Overlay, PauseWhy, PickRole, Saved, SavedList, Scroll,
     ToastLevel,
 };
+use crate::tui::review as reviewing;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -69,6 +71,9 @@ pub enum Msg {
     /// The statistics of the saved runs, or why they could not be read: the answer to
     /// `Action::ReadStats`.
     StatsRead(Result<Box<crate::stats::Stats>, String>),
+    /// The saved calls plan estimates are made from, or why they could not be read: the
+    /// answer to `Action::ReadCalls`.
+    CallsRead(Result<std::sync::Arc<Vec<crate::store::CallRecord>>, String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +130,8 @@ pub enum Action {
     Quit,
     /// Read the statistics of the saved runs; answer with `Msg::StatsRead`.
     ReadStats,
+    /// Read the saved calls for plan estimates; answer with `Msg::CallsRead`.
+    ReadCalls,
 }
 
 pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
@@ -160,6 +167,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
             result,
         } => context_read(model, &mut actions, query, models, follow_up, result),
         Msg::StatsRead(result) => model.stats = Some(result.map(|s| *s)),
+        Msg::CallsRead(result) => reviewing::calls_read(model, result),
         Msg::SavedOpened(result) => match result {
             Ok(opened) => {
                 let (report, saved) = *opened;
@@ -259,6 +267,12 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::History { .. }) => return keymap::lookup(Context::History, key),
         Some(Overlay::Paused { .. }) => return keymap::lookup(Context::Paused, key),
         Some(Overlay::Presets { .. }) => return keymap::lookup(Context::Presets, key),
+        // A confirmation inside the review keeps its own rule (y, or any key back).
+        Some(Overlay::Review { .. }) if reviewing::confirming(model) => return None,
+        Some(Overlay::Review { .. }) if reviewing::editing(model) => {
+            return keymap::lookup(Context::ReviewForm, key);
+        }
+        Some(Overlay::Review { .. }) => return keymap::lookup(Context::Review, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => return None,
         None => {}
     }
@@ -300,6 +314,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         Some(Overlay::Models { .. } | Overlay::Presets { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
         Some(Overlay::Paused { raise, .. }) => type_raise(raise, key),
+        Some(Overlay::Review { .. }) => reviewing::type_key(model, key, actions),
         None if model.focus == Focus::Query => {
             model.query.input(key);
         }
@@ -493,11 +508,37 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
             }
         }
         KeyAction::ClosePresets => model.overlay = None,
-        KeyAction::OpenPaused => open_paused(model),
+        KeyAction::OpenPaused => {
+            if !reviewing::open(model) {
+                open_paused(model);
+            }
+        }
         KeyAction::RaiseOrResume => raise_or_resume(model, actions),
         KeyAction::SynthesizeNow => decide_paused(model, actions, RunCommand::SynthesizeNow),
         KeyAction::CancelPaused => decide_paused(model, actions, RunCommand::CancelRun),
         KeyAction::ClosePaused => model.overlay = None,
+        KeyAction::ToggleReview => {
+            model.review_next = !model.review_next;
+            let text = if model.review_next {
+                "review on: the next runs wait after planning for their plan to be approved"
+            } else {
+                "review off: the next runs go on as soon as they are planned"
+            };
+            model.toast(text.into(), ToastLevel::Info);
+        }
+        KeyAction::ReviewUp
+        | KeyAction::ReviewDown
+        | KeyAction::ReviewEdit
+        | KeyAction::ReviewAdd
+        | KeyAction::ReviewDelete
+        | KeyAction::ApprovePlan
+        | KeyAction::CancelReview
+        | KeyAction::FormNextField
+        | KeyAction::FormPreviousField
+        | KeyAction::FormSave
+        | KeyAction::FormNewLine
+        | KeyAction::FormSuggest
+        | KeyAction::FormBack => reviewing::perform(model, action, key, actions),
     }
 }
 
@@ -1172,7 +1213,8 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             | Overlay::Models { .. }
             | Overlay::History { .. }
             | Overlay::Presets { .. }
-            | Overlay::Paused { .. }),
+            | Overlay::Paused { .. }
+            | Overlay::Review { .. }),
         ) => model.overlay = Some(overlay),
         None => {}
     }
@@ -1459,6 +1501,7 @@ fn on_paste(model: &mut Model, text: &str, actions: &mut Vec<Action>) {
             area.insert_str(&clean);
         }
         // Into the search, on one line.
+        Some(Overlay::Review { .. }) => reviewing::paste(model, &clean),
         Some(Overlay::History { search, .. }) => {
             let joined = clean.split_whitespace().collect::<Vec<_>>().join(" ");
             let search = format!("{search}{joined}");

@@ -56,6 +56,7 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         Some(Overlay::Paused { run, why, raise }) => {
             draw_paused(frame, model, area, *run, why, raise)
         }
+        Some(Overlay::Review { .. }) => crate::tui::review::draw(frame, model, area),
         None => {}
     }
 }
@@ -123,6 +124,11 @@ fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
         }
         None => title("Query"),
     };
+    let mut heading = vec![heading];
+    if model.review_next {
+        // The next run waits after planning: said where it is asked.
+        heading.push(Span::styled("review on ", model.theme.warning()));
+    }
     let block = pane(model, Focus::Query, Line::from(heading)).title(hint);
     let inner_area = block.inner(area);
     frame.render_widget(block, area);
@@ -634,6 +640,26 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
             vec![Span::raw(format!("preset {}", sanitize_line(preset)))],
         ));
     }
+    if model.review_next {
+        segments.push((2, vec![Span::styled("review on", theme.warning())]));
+    }
+    // A run waits for its plan to be reviewed while another is in view: say so.
+    let waiting: Vec<usize> = model
+        .runs
+        .iter()
+        .filter(|v| v.review.is_some() && v.report.status.is_none())
+        .filter(|v| v.id() != model.current_run().and_then(|c| c.id()))
+        .map(|v| v.number)
+        .collect();
+    if let Some(first) = waiting.first() {
+        segments.push((
+            0,
+            vec![Span::styled(
+                format!("#{first} waits for review (P on it)"),
+                theme.warning(),
+            )],
+        ));
+    }
     if model.unsaved.is_some() {
         // Runs are not being kept: worth more room than the figures.
         segments.push((1, vec![Span::styled("unsaved", theme.warning())]));
@@ -696,7 +722,7 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
 
 /// A pop-up in `rect`: cleared, framed with its title and its keys along the bottom; the
 /// area inside the frame is where its content goes.
-fn popup(
+pub(crate) fn popup(
     frame: &mut Frame,
     rect: Rect,
     theme: &crate::tui::theme::Theme,
@@ -717,7 +743,7 @@ fn popup(
     inside
 }
 
-fn centered(area: Rect, width: u16, height: u16) -> Rect {
+pub(crate) fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
         .flex(Flex::Center)
         .areas(area);
@@ -1315,7 +1341,11 @@ fn join(ids: &[crate::protocol::SubtaskId]) -> String {
 }
 
 /// A pop-up list's selected row: highlighted across the whole `width`.
-fn selected_row<'a>(line: Line<'a>, theme: &crate::tui::theme::Theme, width: usize) -> Line<'a> {
+pub(crate) fn selected_row<'a>(
+    line: Line<'a>,
+    theme: &crate::tui::theme::Theme,
+    width: usize,
+) -> Line<'a> {
     let mut line = line.patch_style(theme.selected());
     let pad = width.saturating_sub(line.width());
     line.push_span(Span::styled(" ".repeat(pad), theme.selected()));
