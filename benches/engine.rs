@@ -218,6 +218,7 @@ impl Scenario {
             validator: spec(WORKER_MODEL),
             preset: Default::default(),
             budget: Default::default(),
+            review: false,
         }
     }
 
@@ -243,6 +244,7 @@ fn subtask(id: String, depends_on: Vec<SubtaskId>) -> PlannedSubtask {
         priority: Priority::Medium,
         reuse: None,
         role_prompt: None,
+        model: None,
     }
 }
 

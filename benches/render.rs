@@ -142,6 +142,7 @@ fn big_model() -> (Model, RunId) {
             priority: Priority::Medium,
             reuse: None,
             role_prompt: None,
+            model: None,
         })
         .collect();
     let plan = Plan {

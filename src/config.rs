@@ -796,6 +796,7 @@ impl Config {
                     synthesis_guidance: preset.synthesis_guidance.clone(),
                 },
                 budget,
+                review: false,
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,

@@ -1140,6 +1140,9 @@ fn event_line(event: &Event, report: &RunReport) -> Option<String> {
             duration(*delay_ms),
             sanitize_line(reason)
         ),
+        EventKind::PlanAwaitingReview { plan } => {
+            format!("plan awaiting review: {} subtasks", plan.subtasks.len())
+        }
     })
 }
 
@@ -1200,6 +1203,7 @@ mod validation_tests {
                     priority: Priority::Medium,
                     reuse: None,
                     role_prompt: None,
+                    model: None,
                 }],
                 synthesis_guidance: String::new(),
                 complexity: None,

@@ -964,6 +964,19 @@ impl RunReport {
                 self.notices.push("provider resumed".to_owned());
                 self.provider_paused = None;
             }
+            // Shown as a draft until approved: `PlanReady` makes it the plan.
+            EventKind::PlanAwaitingReview { plan } => {
+                if self.plan.is_none() {
+                    self.subtasks = plan
+                        .subtasks
+                        .iter()
+                        .map(|p| SubtaskReport {
+                            drafted: true,
+                            ..SubtaskReport::planned(p)
+                        })
+                        .collect();
+                }
+            }
             EventKind::RunFinished {
                 status,
                 elapsed_ms,
@@ -1702,6 +1715,7 @@ mod tests {
                 priority: Priority::Medium,
                 reuse: None,
                 role_prompt: None,
+                model: None,
             }],
             synthesis_guidance: String::new(),
             complexity: None,
@@ -1763,6 +1777,7 @@ mod tests {
             priority: Priority::Medium,
             reuse: None,
             role_prompt: None,
+            model: None,
         }
     }
 

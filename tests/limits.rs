@@ -257,6 +257,7 @@ fn settings(concurrency: usize) -> RunSettings {
         validate: false,
         validator: spec("validator-model"),
         preset: Default::default(),
+        review: false,
     }
 }
 

@@ -103,6 +103,7 @@ fn picks_go_with_the_next_run_and_c_or_the_configured_model_unpicks() {
         worker: Some("tiny".into()),
         synthesizer: None,
         preset: None,
+        review: None,
     };
     assert_eq!(model.models.picked, wanted);
 
@@ -226,6 +227,7 @@ async fn a_run_started_with_picked_models_uses_them_and_the_next_run_does_not() 
         worker: Some("pick-worker".into()),
         synthesizer: None,
         preset: None,
+        review: None,
     });
     wait_for_end(&mut events, picked).await;
     let mut seen = std::mem::take(&mut *calls.lock().expect("calls"));

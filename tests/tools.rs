@@ -122,6 +122,7 @@ fn settings() -> RunSettings {
         validator: spec("validator-model"),
         preset: Default::default(),
         budget: Default::default(),
+        review: false,
     }
 }
 

@@ -197,6 +197,9 @@ fn with_models(
     if let Some(model) = &models.synthesizer {
         settings.synthesizer.model = model.clone();
     }
+    if let Some(review) = models.review {
+        settings.review = review;
+    }
     settings
 }
 

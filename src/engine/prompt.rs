@@ -719,6 +719,7 @@ mod tests {
             priority: Priority::Medium,
             reuse: None,
             role_prompt: None,
+            model: None,
         }
     }
 

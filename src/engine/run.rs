@@ -69,6 +69,9 @@ pub struct RunSettings {
     pub preset: RunPreset,
     /// What the run may spend before it stops starting subtasks (`[budget]`).
     pub budget: Budget,
+    /// Pause after planning until the plan is approved (`RunCommand::ApprovePlan`) or the
+    /// run cancelled (`--review`, `[planner] review`). Ignored with `stop_after_plan`.
+    pub review: bool,
 }
 
 /// What a run keeps of its preset besides the roles.
@@ -206,6 +209,8 @@ pub enum Effect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Planning,
+    /// The plan waits for the person's approval (`RunSettings::review`); nothing runs.
+    Reviewing,
     Working,
     Synthesizing,
     Finished(RunStatus),
@@ -712,6 +717,23 @@ impl Run {
 
     fn accept_plan(&mut self, mut checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
         self.check_reuse(&mut checked, out);
+        if self.settings.review && !self.settings.stop_after_plan {
+            // What the check repaired is said now, while the person can still change it.
+            for message in checked.warnings {
+                out.push(Effect::Emit(EventKind::Notice { message }));
+            }
+            self.phase = Phase::Reviewing;
+            out.push(Effect::Emit(EventKind::PlanAwaitingReview {
+                plan: checked.plan,
+            }));
+            return;
+        }
+        self.go_on_with(checked, now, out);
+    }
+
+    /// The plan is accepted (checked, reuse checked, approved if reviewed): install it and
+    /// start.
+    fn go_on_with(&mut self, checked: CheckedPlan, now: u64, out: &mut Vec<Effect>) {
         self.install_plan(checked, out);
         if self.settings.stop_after_plan {
             self.finish(RunStatus::Succeeded, None, now, out);
@@ -987,6 +1009,10 @@ impl Run {
         }
         if let Some(max_tokens) = role.max_tokens {
             spec.max_tokens = max_tokens;
+        }
+        // The plan's own choice for this subtask is the most specific one.
+        if let Some(model) = &self.tasks[i].spec.model {
+            spec.model = model.clone();
         }
         let bound = self.settings.max_dependency_chars;
         let bounded: Vec<(&PlannedSubtask, std::borrow::Cow<'_, str>)> = self.tasks[i]
@@ -1674,6 +1700,22 @@ impl Run {
 
     fn on_command(&mut self, command: RunCommand, now: u64, out: &mut Vec<Effect>) {
         let name = command.name();
+        if self.phase == Phase::Reviewing {
+            match command {
+                RunCommand::ApprovePlan { plan } => self.approve_plan(plan, now, out),
+                RunCommand::CancelRun => self.cancel_run(now, out),
+                RunCommand::RetrySubtask(_)
+                | RunCommand::RetryFailed
+                | RunCommand::CancelSubtask(_)
+                | RunCommand::EditSubtask { .. }
+                | RunCommand::Resynthesize
+                | RunCommand::Replan
+                | RunCommand::RaiseBudget { .. }
+                | RunCommand::SynthesizeNow
+                | RunCommand::ResumeProvider => refuse(out, name, Refusal::PlanInReview),
+            }
+            return;
+        }
         match command {
             RunCommand::RetrySubtask(id) => {
                 if let Some(i) = self.lookup(name, &id, out) {
@@ -1729,6 +1771,36 @@ impl Run {
             }
             RunCommand::SynthesizeNow => self.synthesize_now(now, out),
             RunCommand::ResumeProvider => self.resume_provider(now, out),
+            RunCommand::ApprovePlan { .. } => refuse(out, name, Refusal::NotReviewing),
+        }
+    }
+
+    /// The person approved `plan` (the one under review, possibly edited): it must have no
+    /// problem a review would show ([`plan::review_problems`]), which covers everything
+    /// [`plan::check_plan`] rejects; then it is checked as any plan and the run goes on. A
+    /// refused plan leaves the run waiting for another.
+    fn approve_plan(&mut self, plan: Plan, now: u64, out: &mut Vec<Effect>) {
+        let rules = self.settings.plan_rules();
+        let problems = plan::review_problems(&plan, &rules);
+        let checked = if problems.is_empty() {
+            plan::check_plan(plan, &rules).map_err(|e| e.to_string())
+        } else {
+            Err(problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "))
+        };
+        match checked {
+            Ok(mut checked) => {
+                self.check_reuse(&mut checked, out);
+                self.go_on_with(checked, now, out);
+            }
+            Err(error) => refuse(
+                out,
+                CommandName::ApprovePlan,
+                Refusal::PlanInvalid { error },
+            ),
         }
     }
 
@@ -1810,6 +1882,7 @@ impl Run {
     fn synthesize_now(&mut self, now: u64, out: &mut Vec<Effect>) {
         let name = CommandName::SynthesizeNow;
         match self.phase {
+            Phase::Reviewing => refuse(out, name, Refusal::PlanInReview),
             Phase::Planning => refuse(out, name, Refusal::StillPlanning),
             Phase::Finished(_) => refuse(out, name, Refusal::RunFinished),
             // The report is being written already.
@@ -1882,6 +1955,7 @@ impl Run {
     fn replan(&mut self, out: &mut Vec<Effect>) {
         let name = CommandName::Replan;
         match self.phase {
+            Phase::Reviewing => refuse(out, name, Refusal::PlanInReview),
             Phase::Planning => refuse(out, name, Refusal::StillPlanning),
             Phase::Working | Phase::Synthesizing => refuse(out, name, Refusal::RunActive),
             Phase::Finished(_) if self.plan.is_some() => refuse(out, name, Refusal::PlanExists),
@@ -2105,6 +2179,7 @@ impl Run {
     fn resynthesize(&mut self, out: &mut Vec<Effect>) {
         let name = CommandName::Resynthesize;
         match self.phase {
+            Phase::Reviewing => refuse(out, name, Refusal::PlanInReview),
             Phase::Planning => refuse(out, name, Refusal::StillPlanning),
             Phase::Working => refuse(out, name, Refusal::SubtasksRunning),
             Phase::Synthesizing | Phase::Finished(_) => {

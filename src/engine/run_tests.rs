@@ -33,6 +33,7 @@ pub(crate) fn settings() -> RunSettings {
         validator: spec("validator-model"),
         preset: Default::default(),
         budget: Default::default(),
+        review: false,
     }
 }
 
@@ -47,6 +48,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         priority: Priority::Medium,
         reuse: None,
         role_prompt: None,
+        model: None,
     }
 }
 
@@ -2724,4 +2726,171 @@ fn a_shared_wait_is_told_for_the_current_attempt_only() {
     );
     s.feed(waiting(7));
     assert!(s.events().is_empty(), "a stale attempt says nothing");
+}
+
+// ---- plan review -----------------------------------------------------------------------------
+
+fn reviewing() -> RunSettings {
+    RunSettings {
+        review: true,
+        ..settings()
+    }
+}
+
+fn refusals(s: &Story) -> Vec<Refusal> {
+    s.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EventKind::CommandRefused { refusal, .. } => Some(refusal.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn awaiting(s: &Story) -> Option<Plan> {
+    s.events().into_iter().find_map(|e| match e {
+        EventKind::PlanAwaitingReview { plan } => Some(plan.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_reviewed_run_waits_after_planning_and_starts_nothing_until_approved() {
+    let mut s = Story::new("q", reviewing(), None);
+    let plan_text = serde_json::to_string(&plan(vec![task("a", &[]), task("b", &["a"])]))
+        .expect("a plan serialises");
+    s.feed(Input::Reply {
+        call: CallId {
+            target: CallTarget::Planner,
+            attempt: 1,
+        },
+        result: ok(&plan_text),
+    });
+    let shown = awaiting(&s).expect("the plan waits for review");
+    assert_eq!(shown.subtasks.len(), 2);
+    assert!(s.started().is_empty(), "nothing starts before approval");
+    assert!(
+        !s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::PlanReady { .. })),
+        "not ready before approval"
+    );
+    assert!(!s.run.is_finished());
+
+    // Anything but an approval or a cancel is refused while in review.
+    s.feed(Input::Command(RunCommand::RetryFailed));
+    assert_eq!(refusals(&s), vec![Refusal::PlanInReview]);
+
+    // The person adds a subtask after `b` and gives `a` a model of its own.
+    let mut edited = shown.clone();
+    edited.subtasks[0].model = Some("special-model".into());
+    edited.subtasks.push(task("c", &["b"]));
+    s.feed(Input::Command(RunCommand::ApprovePlan { plan: edited }));
+    let ready = s
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EventKind::PlanReady { plan } => Some(plan.clone()),
+            _ => None,
+        })
+        .expect("ready after approval");
+    assert_eq!(ready.subtasks.len(), 3);
+    assert_eq!(s.started(), vec!["a"]);
+    let request = s
+        .request_for(&CallTarget::Subtask("a".into()))
+        .expect("a's call");
+    assert_eq!(request.model, "special-model", "the subtask's model wins");
+    assert!(s.events().iter().any(|e| matches!(
+        e,
+        EventKind::SubtaskStarted { model, .. } if model == "special-model"
+    )));
+
+    // Once running, another approval is not expected.
+    s.feed(Input::Command(RunCommand::ApprovePlan { plan: ready }));
+    assert_eq!(refusals(&s), vec![Refusal::NotReviewing]);
+}
+
+#[test]
+fn an_approved_plan_with_a_cycle_is_refused_naming_it_and_the_run_keeps_waiting() {
+    let mut s = Story::new(
+        "q",
+        reviewing(),
+        Some(plan(vec![task("a", &[]), task("b", &[])])),
+    );
+    let shown = awaiting(&s).expect("a given plan is reviewed too");
+    let mut cyclic = shown.clone();
+    cyclic.subtasks[0].depends_on = vec!["b".into()];
+    cyclic.subtasks[1].depends_on = vec!["a".into()];
+    s.feed(Input::Command(RunCommand::ApprovePlan { plan: cyclic }));
+    match refusals(&s).as_slice() {
+        [Refusal::PlanInvalid { error }] => {
+            assert!(error.contains("cycle: a → b → a"), "{error}");
+        }
+        other => panic!("expected plan_invalid, got {other:?}"),
+    }
+    assert!(s.started().is_empty());
+    assert!(!s.run.is_finished());
+
+    // A deleted subtask others depended on: refused naming the dependent.
+    let mut deleted = shown.clone();
+    deleted.subtasks[1].depends_on = vec!["a".into()];
+    deleted.subtasks.remove(0);
+    s.feed(Input::Command(RunCommand::ApprovePlan { plan: deleted }));
+    match refusals(&s).as_slice() {
+        [Refusal::PlanInvalid { error }] => {
+            assert!(
+                error.contains("subtask `b` depends on `a`, which is not in the plan"),
+                "{error}"
+            );
+        }
+        other => panic!("expected plan_invalid, got {other:?}"),
+    }
+
+    s.feed(Input::Command(RunCommand::ApprovePlan { plan: shown }));
+    assert!(refusals(&s).is_empty());
+    assert_eq!(s.started(), vec!["a", "b"]);
+}
+
+#[test]
+fn cancelling_a_run_in_review_ends_it_cancelled_without_a_call() {
+    let mut s = Story::new("q", reviewing(), Some(plan(vec![task("a", &[])])));
+    assert!(awaiting(&s).is_some());
+    s.feed(Input::Command(RunCommand::CancelRun));
+    assert_eq!(s.finished(), Some(RunStatus::Cancelled));
+    assert!(s.started().is_empty());
+    assert!(
+        !s.all_events
+            .iter()
+            .any(|e| matches!(e, EventKind::SubtaskStarted { .. }))
+    );
+}
+
+#[test]
+fn an_approved_straightforward_plan_of_one_subtask_is_answered_directly() {
+    let mut one = plan(vec![task("a", &[])]);
+    one.complexity = Some(Complexity::Straightforward);
+    let mut s = Story::new("q", reviewing(), Some(one.clone()));
+    assert!(
+        !s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::DirectAnswer { .. })),
+        "decided on approval, not before"
+    );
+    s.feed(Input::Command(RunCommand::ApprovePlan { plan: one }));
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::DirectAnswer { .. }))
+    );
+}
+
+#[test]
+fn a_plan_printed_by_maestro_plan_is_not_reviewed() {
+    let settings = RunSettings {
+        stop_after_plan: true,
+        ..reviewing()
+    };
+    let s = Story::new("q", settings, Some(plan(vec![task("a", &[])])));
+    assert!(awaiting(&s).is_none());
+    assert_eq!(s.finished(), Some(RunStatus::Succeeded));
 }

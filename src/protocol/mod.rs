@@ -223,6 +223,10 @@ pub struct ModelOverrides {
     /// configured preset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// Pause the run after planning for the plan to be reviewed (`PlanAwaitingReview`), or
+    /// not; `None` keeps the configured choice (`[planner] review`, `--review`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<bool>,
 }
 
 impl ModelOverrides {
@@ -231,6 +235,7 @@ impl ModelOverrides {
             && self.worker.is_none()
             && self.synthesizer.is_none()
             && self.preset.is_none()
+            && self.review.is_none()
     }
 }
 
@@ -358,6 +363,14 @@ pub enum RunCommand {
     /// Start calls again after the provider was paused (`ProviderPaused`). Answered by
     /// `ProviderResumed`, then as any run; refused when the run is not paused (`not_paused`).
     ResumeProvider,
+    /// Go on with a run waiting for its plan to be reviewed (`PlanAwaitingReview`), with this
+    /// plan (the one shown, possibly edited). It is checked as a plan file is, and more
+    /// strictly (see `engine::plan::review_problems`): a plan with problems is refused
+    /// (`plan_invalid`, naming every problem) and the run keeps waiting; a good one is
+    /// answered by `PlanReady`, then as any run. Refused for a run not in review
+    /// (`not_reviewing`). While a run is in review, only this and `CancelRun` are taken;
+    /// anything else is refused (`plan_in_review`).
+    ApprovePlan { plan: Plan },
 }
 
 impl RunCommand {
@@ -374,6 +387,7 @@ impl RunCommand {
             Self::RaiseBudget { .. } => CommandName::RaiseBudget,
             Self::SynthesizeNow => CommandName::SynthesizeNow,
             Self::ResumeProvider => CommandName::ResumeProvider,
+            Self::ApprovePlan { .. } => CommandName::ApprovePlan,
         }
     }
 }
@@ -394,6 +408,7 @@ pub enum CommandName {
     RaiseBudget,
     SynthesizeNow,
     ResumeProvider,
+    ApprovePlan,
 }
 
 /// Why a command changed nothing. Serialised flat into `CommandRefused` with a snake_case
@@ -440,6 +455,12 @@ pub enum Refusal {
     PlanExists,
     /// `ResumeProvider` for a run whose provider is not paused.
     NotPaused,
+    /// An approved plan that cannot run; `error` names every problem, `; `-separated.
+    PlanInvalid { error: String },
+    /// The run waits for its plan to be approved or the run cancelled; nothing else is taken.
+    PlanInReview,
+    /// `ApprovePlan` for a run that is not waiting for a review.
+    NotReviewing,
 }
 
 impl fmt::Display for Refusal {
@@ -487,6 +508,11 @@ impl fmt::Display for Refusal {
                 f.write_str("the run has a plan already; re-run its subtasks instead")
             }
             Self::NotPaused => f.write_str("the run's provider is not paused"),
+            Self::PlanInvalid { error } => write!(f, "the plan cannot run: {error}"),
+            Self::PlanInReview => {
+                f.write_str("the plan is waiting for review; approve it or cancel the run")
+            }
+            Self::NotReviewing => f.write_str("the run is not waiting for a plan review"),
         }
     }
 }
@@ -778,6 +804,12 @@ pub enum EventKind {
         delay_ms: u64,
         reason: String,
     },
+    /// The run is paused after planning (the plan parsed and checked, reuse checked) for the
+    /// plan to be reviewed: no subtask has started. `RunCommand::ApprovePlan` (with the plan,
+    /// possibly edited) goes on with `PlanReady`; `CancelRun` ends the run.
+    PlanAwaitingReview {
+        plan: Plan,
+    },
 }
 
 /// Which limit of a run's budget was reached, with the figures.
@@ -892,7 +924,8 @@ impl EventKind {
             | Self::BudgetRaised { .. }
             | Self::SubtasksSkipped { .. }
             | Self::ProviderPaused { .. }
-            | Self::ProviderResumed => None,
+            | Self::ProviderResumed
+            | Self::PlanAwaitingReview { .. } => None,
         }
     }
 }

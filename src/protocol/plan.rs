@@ -78,6 +78,10 @@ pub struct PlannedSubtask {
     /// wrote for it, because none of the preset's roles fitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_prompt: Option<String>,
+    /// The model this subtask's worker calls use, over its role's and the run's worker model
+    /// (set in a plan file or while reviewing a plan); `None` keeps those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[derive(

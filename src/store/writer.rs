@@ -866,6 +866,8 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         EventKind::ProviderResumed => notice(tx, run, ts, "provider resumed")?,
         // A wait before a call went out: the attempt's times say how long it took.
         EventKind::SubtaskWaiting { .. } => {}
+        // The plan is saved once approved, by `PlanReady`.
+        EventKind::PlanAwaitingReview { .. } => {}
         // A refused command changed nothing; it is kept with the notices, in the words a
         // person reads.
         EventKind::CommandRefused { refusal, .. } => {
@@ -1227,7 +1229,11 @@ fn apply_command(tx: &Connection, record: &CommandRecord) -> rusqlite::Result<()
         RunCommand::Replan => ("replan", None, None, None),
         // The events they answer with (`BudgetRaised`, `SubtasksSkipped`, `ProviderResumed`)
         // are kept as notices; the commands table's kinds stay those it was made with.
-        RunCommand::RaiseBudget { .. } | RunCommand::SynthesizeNow | RunCommand::ResumeProvider => {
+        // An approved plan is saved by the `PlanReady` that answers it.
+        RunCommand::RaiseBudget { .. }
+        | RunCommand::SynthesizeNow
+        | RunCommand::ResumeProvider
+        | RunCommand::ApprovePlan { .. } => {
             return Ok(());
         }
     };

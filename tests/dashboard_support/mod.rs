@@ -109,6 +109,7 @@ pub fn subtask(
         priority: Priority::Medium,
         reuse: None,
         role_prompt: None,
+        model: None,
     }
 }
 

@@ -9,7 +9,7 @@ use super::{CheckedPlan, Plan, PlanError, PlanRules, PlannedSubtask, backticked}
 use crate::engine::roles::{CUSTOM_ROLE, same_name};
 use crate::protocol::SubtaskId;
 
-fn clean_id(id: &str) -> String {
+pub(super) fn clean_id(id: &str) -> String {
     crate::sanitize::sanitize_line(id).trim().to_owned()
 }
 
@@ -31,6 +31,12 @@ pub fn check_plan(mut plan: Plan, rules: &PlanRules) -> Result<CheckedPlan, Plan
         trim_in_place(&mut task.worker);
         trim_in_place(&mut task.title);
         trim_in_place(&mut task.description);
+        // A blank model is no choice: the role's or the run's model is used.
+        task.model = task
+            .model
+            .take()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty());
         // Duplicates in depends_on say nothing the first mention did not; drop them quietly.
         let mut seen = HashSet::new();
         task.depends_on = std::mem::take(&mut task.depends_on)

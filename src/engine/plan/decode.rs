@@ -138,6 +138,7 @@ pub(super) fn decode_plan(value: &Value) -> Result<(Plan, Vec<String>), PlanErro
         let reuse = id_value(obj.get("reuse"), &at("reuse"))?.map(SubtaskId);
         // Whether it is used (only with the `custom` role, one per plan) is the check's.
         let role_prompt = text_value(obj.get("role_prompt"), &at("role_prompt"))?;
+        let model = text_value(obj.get("model"), &at("model"))?;
         subtasks.push(PlannedSubtask {
             id: SubtaskId(id),
             worker,
@@ -148,6 +149,7 @@ pub(super) fn decode_plan(value: &Value) -> Result<(Plan, Vec<String>), PlanErro
             priority,
             reuse,
             role_prompt,
+            model,
         });
     }
 

@@ -17,6 +17,9 @@
 //!   default role silently. A plan may hold one role the planner wrote itself: subtasks with
 //!   the role `custom` and the same `role_prompt` ([`custom_role_prompt`]).
 //!
+//! A plan a person reviews before it runs is held to more ([`review_problems`]): every
+//! problem at once, each on its subtask, and nothing repaired silently.
+//!
 //! While the answer streams, `draft_subtasks` reads the subtasks already complete in it, for
 //! front ends to show before the plan is checked; `plan_schema` is the shape asked of servers
 //! that support structured output.
@@ -27,10 +30,12 @@
 mod check;
 mod decode;
 mod extract;
+mod review;
 mod schema;
 
 pub use check::check_plan;
 pub use extract::{draft_subtasks, parse_plan, read_plan_text};
+pub use review::{PlanProblem, review_problems};
 pub use schema::plan_schema;
 // The types are re-exported for code inside the engine; everything outside it names them
 // through `protocol`.

@@ -39,6 +39,7 @@ fn task(id: &str, deps: &[&str]) -> PlannedSubtask {
         priority: Priority::Medium,
         reuse: None,
         role_prompt: None,
+        model: None,
     }
 }
 
@@ -77,6 +78,7 @@ fn expected_two_tasks() -> Plan {
                 priority: Priority::High,
                 reuse: None,
                 role_prompt: None,
+                model: None,
             },
             PlannedSubtask {
                 id: SubtaskId::new("task_2"),
@@ -88,6 +90,7 @@ fn expected_two_tasks() -> Plan {
                 priority: Priority::Low,
                 reuse: None,
                 role_prompt: None,
+                model: None,
             },
         ],
         synthesis_guidance: "lead with emissions".to_owned(),
@@ -749,4 +752,136 @@ fn a_second_custom_role_gets_the_default_role_with_a_notice() {
         checked.warnings[0].contains("`b`") && checked.warnings[0].contains("second custom role")
     );
     assert!(checked.warnings[1].contains("`c`") && checked.warnings[1].contains("role_prompt"));
+}
+
+// ---- review ----------------------------------------------------------------------------------
+
+fn messages(plan: &Plan) -> Vec<(Option<String>, String)> {
+    review_problems(plan, &rules())
+        .into_iter()
+        .map(|p| (p.subtask.map(|s| s.0), p.message))
+        .collect()
+}
+
+#[test]
+fn a_review_names_every_problem_on_its_subtask() {
+    let mut blank = task("d", &["d"]);
+    blank.title = " ".into();
+    blank.description = String::new();
+    blank.worker = "poet".into();
+    let plan = plan_of(vec![
+        task("a", &["c"]),
+        task("b", &["a", "ghost"]),
+        task("c", &["b"]),
+        blank,
+        task("a", &[]),
+    ]);
+    let found = messages(&plan);
+    let on = |id: &str| -> Vec<&str> {
+        found
+            .iter()
+            .filter(|(s, _)| s.as_deref() == Some(id))
+            .map(|(_, m)| m.as_str())
+            .collect()
+    };
+    assert_eq!(
+        on("b"),
+        vec!["subtask `b` depends on `ghost`, which is not in the plan"]
+    );
+    assert_eq!(
+        on("d"),
+        vec![
+            "subtask `d` has no title",
+            "subtask `d` has no description",
+            "subtask `d` has the unknown role `poet` (roles: analysis, research, compare, \
+             critique, writing)",
+            "subtask `d` depends on itself",
+        ]
+    );
+    assert!(
+        on("a").contains(&"two subtasks share the id `a`"),
+        "{found:?}"
+    );
+    assert!(
+        on("a").contains(&"the dependencies form a cycle: a → c → b → a"),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 7, "{found:?}");
+}
+
+#[test]
+fn every_separate_cycle_is_named_once() {
+    let plan = plan_of(vec![
+        task("a", &["b"]),
+        task("b", &["a"]),
+        task("c", &["d"]),
+        task("d", &["c"]),
+        task("e", &["a"]),
+    ]);
+    let found: Vec<String> = messages(&plan).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        found,
+        vec![
+            "the dependencies form a cycle: a → b → a",
+            "the dependencies form a cycle: c → d → c",
+        ]
+    );
+}
+
+#[test]
+fn a_review_and_the_check_agree_on_what_may_run() {
+    let mut custom = task("x", &[]);
+    custom.worker = "custom".into();
+    custom.role_prompt = Some("You are a tax lawyer.".into());
+    let cases = vec![
+        plan_of(vec![]),
+        plan_of(vec![task("a", &[]), task("b", &["a"])]),
+        plan_of(vec![task("a", &["a"])]),
+        plan_of(vec![task("a", &[]), task(" a ", &[])]),
+        plan_of(vec![task("", &[])]),
+        plan_of(vec![task("a", &["b"])]),
+        plan_of(vec![task("a", &["b"]), task("b", &["a"])]),
+        plan_of(vec![task("a", &[" "]), custom]),
+    ];
+    for plan in cases {
+        let problems = review_problems(&plan, &rules());
+        let checked = check_plan(plan.clone(), &rules());
+        if problems.is_empty() {
+            assert!(checked.is_ok(), "{plan:?}: {checked:?}");
+        } else {
+            // A review may refuse more than the check; never less.
+            if checked.is_err() {
+                continue;
+            }
+            assert!(
+                problems.iter().all(|p| !p.message.contains("cycle")
+                    && !p.message.contains("not in the plan")
+                    && !p.message.contains("share the id")),
+                "{problems:?}"
+            );
+        }
+    }
+    let too_many = plan_of((0..7).map(|i| task(&format!("t{i}"), &[])).collect());
+    assert_eq!(
+        messages(&too_many),
+        vec![(
+            None,
+            "the plan has 7 subtasks; at most 6 may run (max_subtasks)".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn a_subtask_model_is_read_from_a_plan_and_printed_only_when_set() {
+    let text = r#"{"subtasks": [
+        {"id": "a", "title": "A", "description": "Do a", "model": " big-model "},
+        {"id": "b", "title": "B", "description": "Do b", "model": ""}
+    ]}"#;
+    let (plan, _) = read_plan_text(text).expect("a plan");
+    let checked = check_plan(plan, &rules()).expect("a valid plan");
+    assert_eq!(checked.plan.subtasks[0].model.as_deref(), Some("big-model"));
+    assert_eq!(checked.plan.subtasks[1].model, None);
+    let json = serde_json::to_value(&checked.plan).expect("serialises");
+    assert_eq!(json["subtasks"][0]["model"], "big-model");
+    assert!(json["subtasks"][1].get("model").is_none());
 }
