@@ -72,6 +72,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         concurrency: Some(config.run.concurrency),
         prices: Arc::new(config.prices.clone()),
         max_subtasks: Some(config.run.max_subtasks),
+        review: config.run.review,
         ..Models::default()
     };
     let mouse = config.mouse;

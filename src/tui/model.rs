@@ -195,6 +195,9 @@ pub struct Models {
     /// The most subtasks a plan may have (`[planner] max_subtasks`), for checking a reviewed
     /// plan as the engine will.
     pub max_subtasks: Option<usize>,
+    /// Runs pause after planning for a review of their plan (`[planner] review`, `--review`);
+    /// `picked.review` is what `V` made of it for the next runs.
+    pub review: bool,
 }
 
 /// A preset as the picker lists it.
@@ -240,6 +243,16 @@ impl Models {
             PickRole::Worker => self.picked.worker = model,
             PickRole::Synthesizer => self.picked.synthesizer = model,
         }
+    }
+
+    /// The next runs pause after planning for their plan to be reviewed.
+    pub fn review_on(&self) -> bool {
+        self.picked.review.unwrap_or(self.review)
+    }
+
+    /// Review the next runs' plans, or not; the configured choice un-picks.
+    pub fn pick_review(&mut self, on: bool) {
+        self.picked.review = (on != self.review).then_some(on);
     }
 
     /// The preset the next run uses: the picked one, else the configured one.
@@ -464,9 +477,6 @@ pub struct Model {
     pub timeline: bool,
     /// The statistics of the saved runs, as the app loop read them; `None` while it reads.
     pub stats: Option<Result<crate::stats::Stats, String>>,
-    /// Runs started from the query box pause after planning for a review (`V`, `--review`,
-    /// `[planner] review`).
-    pub review_next: bool,
     /// The saved calls plan estimates are made from (read once, when a review first needs
     /// them).
     pub call_history: crate::tui::review::CallHistory,
@@ -501,7 +511,6 @@ impl Model {
             follow_up: None,
             timeline: false,
             stats: None,
-            review_next: false,
             call_history: crate::tui::review::CallHistory::default(),
         };
         model.reset_query();

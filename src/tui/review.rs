@@ -63,6 +63,8 @@ pub struct RowEstimate {
     /// Dollars; `None` when the model has no price (the row says `tokens only`).
     pub cost: Option<f64>,
     pub ms: u64,
+    /// The subtask takes an earlier run's result: no call.
+    pub reused: bool,
 }
 
 /// What the plan will likely spend, per subtask (in plan order) and in all.
@@ -200,11 +202,9 @@ fn text_box(text: &str) -> TextArea<'static> {
 // ---- what the plan's subtasks hold -----------------------------------------------------------
 
 /// The model a subtask asks for, if it names one.
-pub fn subtask_model(_subtask: &PlannedSubtask) -> Option<&str> {
-    None
+pub fn subtask_model(subtask: &PlannedSubtask) -> Option<&str> {
+    subtask.model.as_deref().filter(|m| !m.trim().is_empty())
 }
-
-fn set_subtask_model(_subtask: &mut PlannedSubtask, _model: Option<String>) {}
 
 /// The roles a subtask of run `run` may have: its preset's (and `custom` for a subtask the
 /// planner wrote a role for).
@@ -227,126 +227,53 @@ fn rules(model: &Model, run: RunId) -> PlanRules {
     }
 }
 
-/// The problems of `plan`: what would make the engine refuse it.
+/// The problems of `plan`: exactly what would make the engine refuse it.
 fn problems(plan: &Plan, rules: &PlanRules) -> Vec<Problem> {
-    use crate::engine::plan::PlanError;
-    let error = match crate::engine::plan::check_plan(plan.clone(), rules) {
-        Ok(_) => return Vec::new(),
-        Err(e) => e,
-    };
-    let subtask = match &error {
-        PlanError::UnknownDependency { subtask, .. } => Some(SubtaskId::new(subtask)),
-        PlanError::Cycle(ids) => ids.first().map(SubtaskId::new),
-        PlanError::DuplicateId(id) => Some(SubtaskId::new(id)),
-        PlanError::NoJson
-        | PlanError::Json(_)
-        | PlanError::MissingSubtasks(_)
-        | PlanError::Invalid { .. }
-        | PlanError::Empty => None,
-    };
-    vec![Problem {
-        subtask,
-        message: error.to_string(),
-    }]
+    crate::engine::plan::review_problems(plan, rules)
+        .into_iter()
+        .map(|p| Problem {
+            subtask: p.subtask,
+            message: p.message,
+        })
+        .collect()
 }
 
 /// What the plan will likely spend, from the saved calls of the same role and model where
-/// there are any, else from a rule of thumb.
+/// there are any, else from the stated rule of thumb (`stats::plan_estimate`).
 fn estimate(model: &Model, plan: &Plan) -> Estimate {
-    const THUMB_IN: u64 = 1_500;
-    const THUMB_OUT: u64 = 800;
-    const THUMB_MS: u64 = 20_000;
-    let calls = model.call_history.calls();
-    let mut from_history = 0;
-    let mut rows = Vec::with_capacity(plan.subtasks.len());
-    for task in &plan.subtasks {
-        let used = subtask_model(task).unwrap_or(&model.models.worker);
-        let (tokens_in, tokens_out, ms) = match crate::stats::estimate(calls, &task.worker, used) {
-            Some(e) => {
-                from_history += 1;
-                (e.median_tokens_in, e.median_tokens_out, e.median_ms)
-            }
-            None => (THUMB_IN, THUMB_OUT, THUMB_MS),
-        };
-        let usage = crate::protocol::Usage {
-            tokens_in,
-            tokens_out,
-            estimated: true,
-            cached_in: 0,
-        };
-        rows.push(RowEstimate {
-            tokens: tokens_in + tokens_out,
-            cost: model.models.prices.cost(used, &usage),
-            ms,
-        });
-    }
-    let total: u64 = rows.iter().map(|r| r.tokens).sum();
-    let priced: Vec<f64> = rows.iter().filter_map(|r| r.cost).collect();
-    let cost = if priced.is_empty() {
-        "tokens only".to_owned()
-    } else {
-        let plus = if priced.len() < rows.len() { "+" } else { "" };
-        format!(
-            "{}{plus}",
-            crate::engine::cost::show_usd(priced.iter().sum())
-        )
-    };
-    let ms = critical_path(plan, &rows);
-    let basis = if from_history == 0 {
-        format!(
-            "rule of thumb: {} tokens, {} a subtask",
-            tokens(THUMB_IN + THUMB_OUT),
-            duration(THUMB_MS)
-        )
-    } else {
-        format!("from history: {from_history} of {} subtasks", rows.len())
-    };
-    Estimate {
-        summary: format!(
-            "{} calls · ~{} tokens · {cost} · ~{} · {basis}",
-            rows.len() + 1,
-            tokens(total),
-            duration(ms)
-        ),
-        rows,
-    }
-}
-
-/// The longest chain of dependent subtasks, by their estimated times (a cycle counts once).
-fn critical_path(plan: &Plan, rows: &[RowEstimate]) -> u64 {
-    let index = |id: &SubtaskId| plan.subtasks.iter().position(|t| t.id == *id);
-    let mut done: Vec<Option<u64>> = vec![None; plan.subtasks.len()];
-    fn finish(
-        i: usize,
-        plan: &Plan,
-        rows: &[RowEstimate],
-        done: &mut Vec<Option<u64>>,
-        path: &mut Vec<usize>,
-        index: &dyn Fn(&SubtaskId) -> Option<usize>,
-    ) -> u64 {
-        if let Some(ms) = done[i] {
-            return ms;
-        }
-        if path.contains(&i) {
-            return 0;
-        }
-        path.push(i);
-        let before = plan.subtasks[i]
-            .depends_on
+    let worker = model
+        .models
+        .effective(crate::tui::model::PickRole::Worker)
+        .to_owned();
+    let inputs = crate::stats::EstimateInputs {
+        worker_models: plan
+            .subtasks
             .iter()
-            .filter_map(index)
-            .map(|j| finish(j, plan, rows, done, path, index))
-            .max()
-            .unwrap_or(0);
-        path.pop();
-        let ms = before + rows.get(i).map_or(0, |r| r.ms);
-        done[i] = Some(ms);
-        ms
+            .map(|t| subtask_model(t).unwrap_or(&worker).to_owned())
+            .collect(),
+        synthesis_model: model
+            .models
+            .effective(crate::tui::model::PickRole::Synthesizer)
+            .to_owned(),
+        validator_model: None,
+        direct: false,
+        prices: &model.models.prices,
+        concurrency: model.models.concurrency.unwrap_or(1).max(1),
+    };
+    let estimate = crate::stats::plan_estimate(plan, model.call_history.calls(), &inputs);
+    Estimate {
+        rows: estimate
+            .subtasks
+            .iter()
+            .map(|s| RowEstimate {
+                tokens: s.total.tokens_in + s.total.tokens_out,
+                cost: s.total.cost_usd,
+                ms: s.total.ms,
+                reused: matches!(s.total.basis, crate::stats::Basis::Reused),
+            })
+            .collect(),
+        summary: estimate.line(),
     }
-    (0..plan.subtasks.len())
-        .map(|i| finish(i, plan, rows, &mut done, &mut Vec::new(), &index))
-        .max()
-        .unwrap_or(0)
 }
 
 // ---- starting and ending a review ------------------------------------------------------------
@@ -827,11 +754,11 @@ fn save_form(model: &mut Model, run: RunId) {
             }
             task.worker = role.clone();
             task.depends_on = depends;
-            set_subtask_model(task, chosen_model);
+            task.model = chosen_model;
             format!("`{id}` changed")
         }
         None => {
-            let mut task = PlannedSubtask {
+            let task = PlannedSubtask {
                 id: id.clone(),
                 worker: role.clone(),
                 title,
@@ -841,8 +768,8 @@ fn save_form(model: &mut Model, run: RunId) {
                 priority: Priority::default(),
                 reuse: None,
                 role_prompt: None,
+                model: chosen_model,
             };
-            set_subtask_model(&mut task, chosen_model);
             review.plan.subtasks.push(task);
             review.cursor = review.plan.subtasks.len() - 1;
             format!("`{id}` added")
@@ -946,8 +873,8 @@ fn approve(model: &mut Model, run: RunId, actions: &mut Vec<Action>) {
     }));
 }
 
-fn approve_command(_plan: Plan) -> RunCommand {
-    RunCommand::CancelRun
+fn approve_command(plan: Plan) -> RunCommand {
+    RunCommand::ApprovePlan { plan }
 }
 
 // ---- drawing ---------------------------------------------------------------------------------
@@ -1120,6 +1047,7 @@ fn list_lines(model: &Model, review: &Review, width: usize) -> Vec<(Option<usize
         let mark = if selected { "▸ " } else { "  " };
         let est = review.estimate.rows.get(i);
         let figures = match est {
+            Some(e) if e.reused => format!(" {:>25}", "reused"),
             Some(e) => format!(
                 " {:>6} {:>11} {:>6}",
                 format!("~{}", tokens(e.tokens)),

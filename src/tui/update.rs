@@ -209,6 +209,20 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
         && model.synthesis_live();
     let long_run_ended = model.apply(event);
     match &event.kind {
+        EventKind::PlanAwaitingReview { plan } => {
+            reviewing::start(model, event.run, plan.clone(), actions);
+        }
+        // The plan was taken (approved) or the run ended: nothing is left to review.
+        EventKind::PlanReady { .. } | EventKind::RunFinished { .. } => {
+            reviewing::end(model, event.run);
+        }
+        EventKind::CommandRefused {
+            refusal: crate::protocol::Refusal::PlanInvalid { error },
+            ..
+        } => reviewing::refused(model, event.run, error),
+        _ => {}
+    }
+    match &event.kind {
         EventKind::BudgetReached { .. } | EventKind::ProviderPaused { .. } => {
             show_paused(model, event.run);
         }
@@ -518,8 +532,9 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::CancelPaused => decide_paused(model, actions, RunCommand::CancelRun),
         KeyAction::ClosePaused => model.overlay = None,
         KeyAction::ToggleReview => {
-            model.review_next = !model.review_next;
-            let text = if model.review_next {
+            let on = !model.models.review_on();
+            model.models.pick_review(on);
+            let text = if on {
                 "review on: the next runs wait after planning for their plan to be approved"
             } else {
                 "review off: the next runs go on as soon as they are planned"

@@ -125,7 +125,7 @@ fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
         None => title("Query"),
     };
     let mut heading = vec![heading];
-    if model.review_next {
+    if model.models.review_on() {
         // The next run waits after planning: said where it is asked.
         heading.push(Span::styled("review on ", model.theme.warning()));
     }
@@ -640,7 +640,7 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
             vec![Span::raw(format!("preset {}", sanitize_line(preset)))],
         ));
     }
-    if model.review_next {
+    if model.models.review_on() {
         segments.push((2, vec![Span::styled("review on", theme.warning())]));
     }
     // A run waits for its plan to be reviewed while another is in view: say so.

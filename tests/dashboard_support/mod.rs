@@ -780,9 +780,22 @@ pub fn review_plan() -> Plan {
 pub fn reviewing() -> Model {
     let mut model = model(false, (160, 48));
     model.models.worker = "gpt-4o-mini".to_owned();
+    model.models.synthesizer = "gpt-4o".to_owned();
+    model.models.concurrency = Some(4);
     model.models.prices = std::sync::Arc::new(maestro::engine::cost::PriceTable::shipped());
-    send_all(&mut model, planning_events(run_id(1)));
-    let mut actions = Vec::new();
-    maestro::tui::review::start(&mut model, run_id(1), review_plan(), &mut actions);
+    send_all(&mut model, review_events(run_id(1)));
     model
+}
+
+/// Planning, then the run pauses with `review_plan` for a review.
+pub fn review_events(run: RunId) -> Vec<Event> {
+    let mut events = planning_events(run);
+    events.push(at(
+        run,
+        38_000,
+        EventKind::PlanAwaitingReview {
+            plan: review_plan(),
+        },
+    ));
+    events
 }
