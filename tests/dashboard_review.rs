@@ -405,3 +405,30 @@ fn v_reviews_the_next_runs_and_their_start_carries_it() {
     assert!(!model.models.review_on());
     assert_eq!(model.models.picked.review, None);
 }
+
+#[test]
+fn model_text_on_the_review_screen_and_in_the_form_is_clean() {
+    let mut model = model(false, (160, 48));
+    send_all(&mut model, planning_events(run_id(1)));
+    let mut plan = review_plan();
+    plan.subtasks[0].title = "Evil\u{1b}]0;pwned\u{7} title".to_owned();
+    plan.subtasks[0].description = "Look \u{1b}[2Jhere.".to_owned();
+    plan.subtasks[0].model = Some("m\u{1b}[31mx".to_owned());
+    send(
+        &mut model,
+        at(run_id(1), 30_000, EventKind::PlanAwaitingReview { plan }),
+    );
+    let text = screen(&mut model);
+    assert!(text.contains("Evil title"), "{text}");
+    assert!(text.contains("Look here."), "{text}");
+    assert!(text.contains(" mx "), "{text}");
+    assert!(
+        !text.contains("pwned") && !text.contains('\u{1b}'),
+        "{text}"
+    );
+    ch(&mut model, 'e');
+    let form = review(&model).form.as_ref().expect("the form");
+    assert_eq!(form.title.lines(), ["Evil title"]);
+    assert_eq!(form.description.lines(), ["Look here."]);
+    assert_eq!(form.model.lines(), ["mx"]);
+}

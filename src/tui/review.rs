@@ -272,7 +272,8 @@ fn estimate(model: &Model, plan: &Plan) -> Estimate {
                 reused: matches!(s.total.basis, crate::stats::Basis::Reused),
             })
             .collect(),
-        summary: estimate.line(),
+        // Model names in it may come from the planner's plan.
+        summary: sanitize_line(&estimate.line()).into_owned(),
     }
 }
 
@@ -974,7 +975,7 @@ pub fn draw(frame: &mut Frame, model: &Model, area: Rect) {
     let note = match (&review.note, review.sent) {
         (_, true) => Line::from(Span::styled("Approved: waiting for the run…", theme.dim())),
         (Some((text, error)), false) => Line::from(Span::styled(
-            truncate(text, note_area.width as usize),
+            truncate(&sanitize_line(text), note_area.width as usize),
             if *error { theme.error() } else { theme.dim() },
         )),
         (None, false) => Line::default(),
