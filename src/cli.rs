@@ -298,6 +298,10 @@ pub struct RunArgs {
     /// the workers to read; repeatable. `@path` in the query does the same
     #[arg(long, value_name = "PATH")]
     pub context: Vec<PathBuf>,
+    /// Pause after planning to review the plan and its estimate on the terminal: approve it,
+    /// edit it in $EDITOR, or cancel (`[planner] review`). Needs a terminal
+    #[arg(long)]
+    pub review: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

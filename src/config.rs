@@ -210,6 +210,8 @@ pub struct PlannerSection {
     pub structured: Option<crate::llm::structured::Structured>,
     /// Answer a straightforward query with one worker call and no synthesis.
     pub direct: Option<bool>,
+    /// Pause each run after planning for the plan to be reviewed.
+    pub review: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -796,7 +798,7 @@ impl Config {
                     synthesis_guidance: preset.synthesis_guidance.clone(),
                 },
                 budget,
-                review: false,
+                review: file.planner.review.unwrap_or(false),
             },
             executor: ExecutorSettings {
                 call_timeout: timeout,

@@ -255,11 +255,11 @@ pub async fn run(
             sanitize_line(&why)
         ));
     }
-    let (engine, events, output, describe) = spawn(
-        config,
-        provider,
-        Output::new(args.format, args.quiet, parent, Vec::new()),
-    );
+    let mut output = Output::new(args.format, args.quiet, parent, Vec::new());
+    if config.run.review {
+        output.review = Some(ReviewSetup::for_config(&config));
+    }
+    let (engine, events, output, describe) = spawn(config, provider, output);
     engine.send(Command::StartRun {
         id,
         query,
@@ -284,7 +284,7 @@ pub async fn run(
 /// `maestro resume`: go on with a saved run under its old id. Saved results are facts; only
 /// what has none is called again. A run saved before it had a plan is planned again.
 pub async fn resume(
-    config: Config,
+    mut config: Config,
     provider: Arc<dyn Provider>,
     saved: &crate::store::SavedRun,
     parent: Option<&crate::store::SavedRun>,
@@ -292,6 +292,8 @@ pub async fn resume(
     args: &ResumeArgs,
     engine_args: &EngineArgs,
 ) -> anyhow::Result<i32> {
+    // A resumed run was reviewed when it started, if it was to be.
+    config.run.review = false;
     let signals = Signals::install();
     let mut saving = open_saving(&config);
     let id = saved.summary.id;
@@ -392,6 +394,8 @@ struct Output {
     prices: Arc<crate::engine::cost::PriceTable>,
     /// Calls made before this process (a resumed run's), so its cost is the whole run's.
     earlier_calls: Vec<crate::report::CallSpend>,
+    /// The plan is reviewed on the terminal before the run goes on (`--review`).
+    review: Option<ReviewSetup>,
 }
 
 impl Output {
@@ -410,6 +414,7 @@ impl Output {
             limit: None,
             prices: Arc::default(),
             earlier_calls,
+            review: None,
         }
     }
 }
@@ -444,6 +449,8 @@ async fn drive(
     // The provider was paused: nobody is here to resume it, so the run ends, its finished
     // work saved, and the exit code says it failed.
     let mut provider_paused = false;
+    // The person's answer to the plan under review, while it is awaited.
+    let mut reviewing: Option<tokio::sync::oneshot::Receiver<Option<Plan>>> = None;
 
     loop {
         tokio::select! {
@@ -469,12 +476,41 @@ async fn drive(
                         provider_paused = true;
                         Some(RunCommand::CancelRun)
                     }
+                    EventKind::PlanAwaitingReview { plan } if event.run == id => {
+                        match &args.review {
+                            Some(setup) => {
+                                // The live block would draw over the dialogue.
+                                progress.clear();
+                                reviewing = Some(start_review(setup.clone(), plan.clone()));
+                                None
+                            }
+                            // Nobody asked to review here: the plan runs as it is.
+                            None => Some(RunCommand::ApprovePlan { plan: plan.clone() }),
+                        }
+                    }
                     _ => None,
                 };
                 if let Some(command) = answer {
                     saving.command(id, &command);
                     engine.steer(id, command);
                 }
+            }
+            answer = async {
+                match reviewing.as_mut() {
+                    Some(rx) => rx.await.ok().flatten(),
+                    None => std::future::pending().await,
+                }
+            }, if reviewing.is_some() => {
+                reviewing = None;
+                let command = match answer {
+                    Some(plan) => RunCommand::ApprovePlan { plan },
+                    None => {
+                        progress.note("plan review cancelled");
+                        RunCommand::CancelRun
+                    }
+                };
+                saving.command(id, &command);
+                engine.steer(id, command);
             }
             signal = signals.next() => {
                 if interrupted.is_some() {
@@ -490,7 +526,7 @@ async fn drive(
                 saving.command(id, &RunCommand::CancelRun);
                 engine.steer(id, RunCommand::CancelRun);
             }
-            _ = ticker.tick(), if progress.live => progress.redraw(&report),
+            _ = ticker.tick(), if progress.live && reviewing.is_none() => progress.redraw(&report),
         }
     }
     engine.send(crate::protocol::Command::Shutdown);
@@ -596,6 +632,271 @@ pub async fn plan(
             Ok(exit::FAILED)
         }
     }
+}
+
+// ---- plan review ------------------------------------------------------------------------------
+
+/// `maestro run --review` without a terminal: what to do instead, with the query quoted for a
+/// POSIX shell.
+pub fn review_needs_terminal(query: &str) -> String {
+    format!(
+        "maestro: --review needs a terminal (stdin and stderr) to review the plan on; \
+         review it in a file instead:\n  maestro plan {} > plan.json; $EDITOR plan.json; \
+         maestro run --plan plan.json",
+        shell_quote(&sanitize_line(query))
+    )
+}
+
+/// `text` as one word for a POSIX shell: in single quotes, each `'` written `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// What a headless review needs: the run's settings (roles, models, limits), prices and the
+/// saved calls the estimate learns from.
+#[derive(Clone)]
+pub struct ReviewSetup {
+    pub settings: crate::engine::run::RunSettings,
+    pub prices: Arc<crate::engine::cost::PriceTable>,
+    pub history: Arc<Vec<crate::store::CallRecord>>,
+}
+
+impl ReviewSetup {
+    /// For `config`, with the saved calls of its store (none when it cannot be read).
+    pub fn for_config(config: &Config) -> Self {
+        let history = crate::stats::load(&config.store, None).unwrap_or_default();
+        Self {
+            settings: config.run.clone(),
+            prices: Arc::new(config.prices.clone()),
+            history: Arc::new(history),
+        }
+    }
+}
+
+/// Review `plan` on the terminal in a thread of its own (reading stdin blocks); the answer
+/// is the plan to approve, or `None` to cancel. A thread rather than a blocking task, so a
+/// signal that ends the run does not wait for the person's next key.
+fn start_review(setup: ReviewSetup, plan: Plan) -> tokio::sync::oneshot::Receiver<Option<Plan>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("plan-review".into())
+        .spawn(move || {
+            let mut input = std::io::stdin().lock();
+            let mut err = std::io::stderr();
+            let answer = review_session(&setup, plan, &mut input, &mut err, &run_editor);
+            let _ = tx.send(answer);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the plan review");
+    }
+    rx
+}
+
+/// The plan as a compact table: id, role, model, dependencies, title; sanitised.
+pub fn review_table(plan: &Plan, settings: &crate::engine::run::RunSettings) -> Vec<String> {
+    let rows: Vec<[String; 5]> = plan
+        .subtasks
+        .iter()
+        .map(|s| {
+            let deps: Vec<&str> = s.depends_on.iter().map(|d| d.as_str()).collect();
+            [
+                sanitize_line(s.id.as_str()).into_owned(),
+                sanitize_line(&s.worker).into_owned(),
+                sanitize_line(&settings.subtask_model(s)).into_owned(),
+                if deps.is_empty() {
+                    "-".to_owned()
+                } else {
+                    sanitize_line(&deps.join(",")).into_owned()
+                },
+                truncate(&sanitize_line(&s.title), 60),
+            ]
+        })
+        .collect();
+    let header = ["id", "role", "model", "deps", "title"].map(str::to_owned);
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    std::iter::once(&header)
+        .chain(&rows)
+        .map(|row| {
+            let mut line = String::from("  ");
+            for (w, cell) in widths.iter().zip(row.iter()) {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+            line.push_str(&row[4]);
+            line
+        })
+        .collect()
+}
+
+/// Runs the editor on a file; `Err` says why it could not.
+type Editor<'a> = dyn Fn(&Path) -> Result<(), String> + 'a;
+
+/// `$VISUAL`, else `$EDITOR`, else `vi`, through `sh` (so `EDITOR="code -w"` works), on the
+/// terminal: its output goes to stderr, as the report owns stdout.
+fn run_editor(path: &Path) -> Result<(), String> {
+    let editor = ["VISUAL", "EDITOR"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()))
+        .unwrap_or_else(|| "vi".to_owned());
+    #[cfg(unix)]
+    let mut command = {
+        use std::os::fd::AsFd;
+        let stdout = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?;
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("{editor} \"$1\""))
+            .arg("sh")
+            .arg(path)
+            .stdout(std::process::Stdio::from(stdout));
+        command
+    };
+    #[cfg(not(unix))]
+    let mut command = {
+        let mut command = std::process::Command::new(&editor);
+        command.arg(path);
+        command
+    };
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {editor}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{editor} exited with {status}"))
+    }
+}
+
+/// The review dialogue: show the plan and its estimate, then `a` approves, `e` edits it in the
+/// editor (read back as `--plan` is, every problem shown), `c` or the end of input cancels.
+/// Returns the plan to approve, which has no problem.
+fn review_session(
+    setup: &ReviewSetup,
+    plan: Plan,
+    input: &mut dyn std::io::BufRead,
+    out: &mut dyn Write,
+    editor: &Editor<'_>,
+) -> Option<Plan> {
+    let rules = setup.settings.plan_rules();
+    let mut plan = plan;
+    // The text last edited, so a plan with problems is edited again where it was left.
+    let mut text: Option<String> = None;
+    let mut problems = crate::engine::plan::review_problems(&plan, &rules);
+    let mut show = true;
+    loop {
+        if show {
+            let _ = writeln!(out, "\nplan for review: {} subtasks", plan.subtasks.len());
+            for line in review_table(&plan, &setup.settings) {
+                let _ = writeln!(out, "{line}");
+            }
+            let inputs =
+                crate::stats::EstimateInputs::for_run(&setup.settings, &plan, &setup.prices);
+            let estimate = crate::stats::plan_estimate(&plan, &setup.history, &inputs);
+            let _ = writeln!(out, "{}", estimate.line());
+            show_problems(&problems, out);
+        }
+        show = false;
+        let _ = write!(out, "approve [a] · edit in $EDITOR [e] · cancel [c] › ");
+        let _ = out.flush();
+        let mut line = String::new();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                let _ = writeln!(out);
+                return None;
+            }
+            Ok(_) => {}
+        }
+        match line.trim().to_lowercase().as_str() {
+            "a" | "approve" => {
+                if problems.is_empty() {
+                    return Some(plan);
+                }
+                let _ = writeln!(out, "the plan cannot run yet:");
+                show_problems(&problems, out);
+            }
+            "c" | "cancel" | "q" => return None,
+            "e" | "edit" => {
+                let current = match text.take() {
+                    Some(t) => t,
+                    None => match serde_json::to_string_pretty(&plan) {
+                        Ok(t) => t + "\n",
+                        Err(e) => {
+                            let _ = writeln!(out, "cannot write the plan: {e}");
+                            continue;
+                        }
+                    },
+                };
+                match edit_text(&current, editor) {
+                    Err(e) => {
+                        let _ = writeln!(out, "{}", sanitize_line(&e));
+                        text = Some(current);
+                    }
+                    Ok(edited) => match crate::engine::plan::read_plan_text(&edited) {
+                        Err(e) => {
+                            let _ = writeln!(
+                                out,
+                                "the edited plan is not valid: {}",
+                                sanitize_line(&e.to_string())
+                            );
+                            text = Some(edited);
+                        }
+                        Ok((edited_plan, warnings)) => {
+                            for warning in warnings {
+                                let _ = writeln!(out, "note: {}", sanitize_line(&warning));
+                            }
+                            problems = crate::engine::plan::review_problems(&edited_plan, &rules);
+                            if !problems.is_empty() {
+                                text = Some(edited);
+                            }
+                            plan = edited_plan;
+                            show = true;
+                        }
+                    },
+                }
+            }
+            "" => {}
+            other => {
+                let _ = writeln!(out, "unknown answer `{}`", sanitize_line(other));
+            }
+        }
+    }
+}
+
+fn show_problems(problems: &[crate::engine::plan::PlanProblem], out: &mut dyn Write) {
+    for problem in problems {
+        let _ = writeln!(out, "  ✗ {}", sanitize_line(&problem.message));
+    }
+}
+
+/// Write `text` to a new temporary file, let the editor change it, read it back; the file is
+/// removed either way.
+fn edit_text(text: &str, editor: &Editor<'_>) -> Result<String, String> {
+    let path = std::env::temp_dir().join(format!(
+        "maestro-plan-{}-{}.json",
+        std::process::id(),
+        now_ms()
+    ));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        drop(file);
+        editor(&path)?;
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Progress on stderr: a line per event, or a live block redrawn in place on a terminal.

@@ -9,6 +9,7 @@
 // fail is written through `Write` and its errors handled.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -80,6 +81,21 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(q) => q,
                 Err(e) => return usage_error(e),
             };
+            let mut config = config;
+            if args.review || config.run.review {
+                let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+                if !terminal {
+                    if args.review {
+                        say(&headless::review_needs_terminal(&query));
+                        return exit::USAGE;
+                    }
+                    say(
+                        "maestro: note: [planner] review is on, but there is no terminal to \
+                         review the plan on; it runs unreviewed",
+                    );
+                }
+                config.run.review = terminal;
+            }
             let plan = match args.plan.as_deref().map(|path| {
                 let plan = headless::read_plan(path)?;
                 headless::validate_plan(&plan, path, &config)?;

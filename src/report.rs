@@ -1475,6 +1475,20 @@ impl RunReport {
 
     /// The synthesis, then a table of subtasks with status, role, time, tokens and attempts,
     /// then the errors. Model text is sanitised: this goes to terminals and files alike.
+    /// A subtask's role, with the model the plan gave it of its own (`research · gpt-4o`):
+    /// the one model that differs from what the run's settings say.
+    fn role_and_model(&self, s: &SubtaskReport) -> String {
+        let own = self
+            .plan
+            .as_ref()
+            .and_then(|p| p.subtasks.iter().find(|t| t.id == s.id))
+            .and_then(|t| t.model.as_deref());
+        match own {
+            Some(model) => format!("{} · {model}", s.worker),
+            None => s.worker.clone(),
+        }
+    }
+
     pub fn to_markdown(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
@@ -1539,7 +1553,7 @@ impl RunReport {
                 "| {} | {} | {} | {} | {} | {est}{}/{est}{} | {} |{cost}",
                 cell(s.id.as_str()),
                 cell(&s.title),
-                cell(&s.worker),
+                cell(&self.role_and_model(s)),
                 status_cell(s),
                 s.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
                 tokens(s.tokens_in),

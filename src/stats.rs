@@ -354,6 +354,28 @@ pub struct EstimateInputs<'a> {
     pub concurrency: usize,
 }
 
+impl<'a> EstimateInputs<'a> {
+    /// The inputs of a run with `settings` (after its overrides) for `plan`.
+    pub fn for_run(
+        settings: &crate::engine::run::RunSettings,
+        plan: &Plan,
+        prices: &'a PriceTable,
+    ) -> Self {
+        Self {
+            worker_models: plan
+                .subtasks
+                .iter()
+                .map(|s| settings.subtask_model(s))
+                .collect(),
+            synthesis_model: settings.synthesizer.model.clone(),
+            validator_model: settings.validate.then(|| settings.validator.model.clone()),
+            direct: settings.direct,
+            prices,
+            concurrency: settings.concurrency,
+        }
+    }
+}
+
 /// Where an estimated figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "from", rename_all = "snake_case")]

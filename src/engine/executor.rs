@@ -979,6 +979,21 @@ mod tests {
     use crate::llm::tools::ToolCall;
 
     #[test]
+    fn a_review_asked_for_one_run_overrides_the_configured_choice_either_way() {
+        let executor = ExecutorSettings::default();
+        let mut settings = crate::engine::run::tests::settings();
+        let review = |on: Option<bool>| ModelOverrides {
+            review: on,
+            ..ModelOverrides::default()
+        };
+        assert!(with_models(settings.clone(), &review(Some(true)), &executor).review);
+        assert!(!with_models(settings.clone(), &review(None), &executor).review);
+        settings.review = true;
+        assert!(with_models(settings.clone(), &review(None), &executor).review);
+        assert!(!with_models(settings, &review(Some(false)), &executor).review);
+    }
+
+    #[test]
     fn a_preset_picked_for_one_run_brings_its_validation_unless_the_person_set_it() {
         let settings = crate::engine::run::tests::settings();
         let general = ModelOverrides {

@@ -91,6 +91,21 @@ impl RunSettings {
         PlanRules::for_roles(&self.roles, self.max_subtasks)
     }
 
+    /// The model `spec`'s worker calls use: the subtask's own, else its role's, else the
+    /// run's worker model (as `start_task` picks it).
+    pub fn subtask_model(&self, spec: &PlannedSubtask) -> String {
+        if let Some(model) = &spec.model {
+            return model.clone();
+        }
+        if plan::custom_role_prompt(spec).is_some() {
+            return self.worker.model.clone();
+        }
+        roles::find(&self.roles, &spec.worker)
+            .or(self.roles.first())
+            .and_then(|r| r.model.clone())
+            .unwrap_or_else(|| self.worker.model.clone())
+    }
+
     /// Use `preset`'s roles and guidance.
     pub fn use_preset(&mut self, preset: &Preset) {
         self.roles.clone_from(&preset.roles);
@@ -311,6 +326,11 @@ pub struct Run {
     cost: f64,
     /// Why the provider was paused, until `ResumeProvider`: subtasks wait.
     provider_paused: Option<String>,
+    /// When the plan review began, while the run waits for it.
+    review_started: Option<u64>,
+    /// Time spent waiting for plan reviews: not counted against the budget's deadline, which
+    /// is about the run's work, not the person's reading.
+    reviewed_ms: u64,
 }
 
 impl Run {
@@ -339,6 +359,8 @@ impl Run {
             budget_reached: false,
             cost: 0.0,
             provider_paused: None,
+            review_started: None,
+            reviewed_ms: 0,
         }
     }
 
@@ -723,6 +745,7 @@ impl Run {
                 out.push(Effect::Emit(EventKind::Notice { message }));
             }
             self.phase = Phase::Reviewing;
+            self.review_started = Some(now);
             out.push(Effect::Emit(EventKind::PlanAwaitingReview {
                 plan: checked.plan,
             }));
@@ -1793,6 +1816,9 @@ impl Run {
         };
         match checked {
             Ok(mut checked) => {
+                if let Some(started) = self.review_started.take() {
+                    self.reviewed_ms += now.saturating_sub(started);
+                }
                 self.check_reuse(&mut checked, out);
                 self.go_on_with(checked, now, out);
             }
@@ -1827,7 +1853,7 @@ impl Run {
         }
         let spent = Spent {
             tokens: self.usage.total(),
-            elapsed: Duration::from_millis(now),
+            elapsed: Duration::from_millis(now.saturating_sub(self.reviewed_ms)),
             cost: self.cost + self.cost_of(out),
         };
         let Some(reason) = self.settings.budget.exceeded(&spent) else {

@@ -2894,3 +2894,37 @@ fn a_plan_printed_by_maestro_plan_is_not_reviewed() {
     assert!(awaiting(&s).is_none());
     assert_eq!(s.finished(), Some(RunStatus::Succeeded));
 }
+
+#[test]
+fn time_spent_in_review_does_not_count_against_the_deadline() {
+    let settings = RunSettings {
+        review: true,
+        ..with_budget(None, Some(10_000))
+    };
+    let mut s = Story::new(
+        "q",
+        settings,
+        Some(plan(vec![task("a", &[]), task("b", &[])])),
+    );
+    let shown = awaiting(&s).expect("in review");
+    // A minute of reading, with a ten-second deadline.
+    s.at(60_000)
+        .feed(Input::Command(RunCommand::ApprovePlan { plan: shown }));
+    assert_eq!(s.started(), vec!["a"]);
+    assert!(
+        !s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::BudgetReached { .. })),
+        "{:?}",
+        s.events()
+    );
+    // The deadline still holds for the work itself.
+    s.at(75_000).reply("a", ok("done"));
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| matches!(e, EventKind::BudgetReached { .. })),
+        "{:?}",
+        s.events()
+    );
+}

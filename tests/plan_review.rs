@@ -1,0 +1,407 @@
+//! `maestro run --review` through the real binary and the in-process mock: without a terminal
+//! it is a usage error that says how to review a plan in a file; on a terminal (a tmux pane)
+//! the run pauses after planning (no worker request reaches the mock), the plan is edited in
+//! `$EDITOR` (a script that writes prepared plans: a cycle, a deleted dependency, then a fixed
+//! plan with an added subtask on a model of its own), every problem is shown, and the approved
+//! plan runs with that model; or the review is cancelled and nothing runs.
+//!
+//! Needs `tmux` for the terminal tests, as the dashboard's end-to-end tests do.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+use common::mock::{MockServer, Reply};
+use serde_json::json;
+
+const QUERY: &str = "How do cities adapt to heat waves?";
+const WAIT: Duration = Duration::from_secs(20);
+const EXITED: &str = "EXITED:";
+
+fn plan_json() -> String {
+    json!({
+        "query_analysis": "Heat.",
+        "subtasks": [
+            {"id": "a", "worker": "research", "title": "Alpha cooling", "description": "Cooling."},
+            {"id": "b", "worker": "research", "title": "Beta shade", "description": "Shade.",
+             "depends_on": ["a"]},
+        ],
+        "synthesis_guidance": "Combine.",
+    })
+    .to_string()
+}
+
+/// Planner: the plan; workers and synthesis: short texts.
+async fn mock() -> MockServer {
+    let plan = plan_json();
+    MockServer::start(move |r| {
+        if r.is_planner() {
+            Reply::text(plan.clone())
+        } else if r.is_synthesis() {
+            Reply::text("# Heat report\n\nShade helps.\n")
+        } else {
+            Reply::text(format!(
+                "Findings of {}.",
+                r.worker_title().unwrap_or_default()
+            ))
+        }
+    })
+    .await
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+// ---- without a terminal ---------------------------------------------------------------------
+
+#[test]
+fn review_without_a_terminal_is_a_usage_error_that_shows_the_file_workflow() {
+    let rt = runtime();
+    let server = rt.block_on(mock());
+    let sandbox = Sandbox::new("");
+    let query = "Heat in cities: what's cheap?";
+    let out = sandbox
+        .child(&[
+            "run",
+            "--review",
+            "--provider",
+            "openai",
+            "--base-url",
+            &server.openai_base_url(),
+            "--model",
+            "test",
+            query,
+        ])
+        .run_blocking();
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            r#"maestro plan 'Heat in cities: what'\''s cheap?' > plan.json; $EDITOR plan.json; maestro run --plan plan.json"#
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.request_count(), 0, "nothing was asked");
+}
+
+#[test]
+fn a_reviewed_plan_file_keeps_its_subtask_model_and_plan_prints_it() {
+    // `--plan FILE` honours a subtask's `model`: the mock sees it in that subtask's request.
+    let rt = runtime();
+    let server = rt.block_on(mock());
+    let sandbox = Sandbox::new("");
+    let file = sandbox.path("plan.json");
+    let plan = json!({
+        "subtasks": [
+            {"id": "a", "title": "Alpha cooling", "description": "Cooling.", "model": "special-model"},
+            {"id": "b", "title": "Beta shade", "description": "Shade."},
+        ],
+    });
+    std::fs::write(&file, plan.to_string()).expect("write the plan");
+    let out = sandbox
+        .child(&[
+            "run",
+            "--plan",
+            file.to_str().expect("a UTF-8 path"),
+            "--provider",
+            "openai",
+            "--base-url",
+            &server.openai_base_url(),
+            "--model",
+            "test",
+            "--format",
+            "json",
+            QUERY,
+        ])
+        .run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let models: Vec<(String, String)> = server
+        .requests()
+        .iter()
+        .filter_map(|r| r.worker_title().map(|t| (t, r.model())))
+        .collect();
+    assert!(
+        models.contains(&("Alpha cooling".into(), "special-model".into())),
+        "{models:?}"
+    );
+    assert!(
+        models.contains(&("Beta shade".into(), "test".into())),
+        "{models:?}"
+    );
+}
+
+// ---- on a terminal --------------------------------------------------------------------------
+
+struct Tmux {
+    socket: [String; 2],
+    env: Vec<(String, String)>,
+}
+
+impl Tmux {
+    fn new(home: &Path, editor: &Path) -> Self {
+        let sock = home.join("tmux.sock");
+        let socket = if sock.as_os_str().len() < 100 {
+            ["-S".into(), sock.to_string_lossy().into_owned()]
+        } else {
+            [
+                "-L".into(),
+                format!("maestro-review-{}", std::process::id()),
+            ]
+        };
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let env = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("HOME".into(), path(home)),
+            ("XDG_DATA_HOME".into(), path(&home.join("data"))),
+            ("XDG_CONFIG_HOME".into(), path(&home.join("config"))),
+            ("MAESTRO_CONFIG".into(), path(&home.join("config.toml"))),
+            ("EDITOR".into(), path(editor)),
+        ];
+        Self { socket, env }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start(&self, shell_command: &str) {
+        self.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "review",
+            "-x",
+            "160",
+            "-y",
+            "50",
+            shell_command,
+        ]);
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "review"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// The pane with its scrollback, so lines that scrolled away still count.
+    fn capture(&self) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-S", "-500", "-t", "review"])
+    }
+
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.capture();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- screen ---\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(&self.socket)
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn tmux_ready() -> bool {
+    let here = Command::new("tmux")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if here {
+        return true;
+    }
+    if std::env::var("MAESTRO_SKIP_TMUX_TESTS").as_deref() == Ok("1") {
+        eprintln!("notice: tmux is not installed; skipping the terminal review tests");
+        return false;
+    }
+    panic!("the terminal review tests need tmux (or MAESTRO_SKIP_TMUX_TESTS=1 to skip them)");
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// An editor that replaces the file with `edits[n]` on its n-th run.
+fn editor(home: &Path, edits: &[String]) -> PathBuf {
+    for (i, edit) in edits.iter().enumerate() {
+        std::fs::write(home.join(format!("edit{}.json", i + 1)), edit).expect("write an edit");
+    }
+    let script = home.join("editor.sh");
+    let dir = quote(&home.to_string_lossy());
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat {dir}/count 2>/dev/null || echo 0)\nn=$((n+1))\n\
+             echo $n > {dir}/count\ncp {dir}/edit$n.json \"$1\"\n"
+        ),
+    )
+    .expect("write the editor");
+    let status = Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+    script
+}
+
+fn start_review(tmux: &Tmux, home: &Path, server: &MockServer) {
+    let binary = quote(env!("CARGO_BIN_EXE_maestro"));
+    let report = quote(&home.join("report.md").to_string_lossy());
+    tmux.start(&format!(
+        "{binary} run --review --provider openai --base-url {} --model test {} > {report}; \
+         echo {EXITED}$?; exec sleep 60",
+        quote(&server.openai_base_url()),
+        quote(QUERY)
+    ));
+}
+
+fn worker_requests(server: &MockServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.worker_title().is_some())
+        .count()
+}
+
+#[test]
+fn a_terminal_review_edits_the_plan_in_the_editor_until_it_is_valid_then_runs_it() {
+    if !tmux_ready() {
+        return;
+    }
+    let rt = runtime();
+    let server = rt.block_on(mock());
+    let sandbox = Sandbox::new("");
+    let home = sandbox.home();
+    let subtask = |id: &str, title: &str, deps: &[&str]| {
+        json!({"id": id, "worker": "research", "title": title, "description": title,
+               "depends_on": deps})
+    };
+    let cycle = json!({"subtasks": [
+        subtask("a", "Alpha cooling", &["b"]),
+        subtask("b", "Beta shade", &["a"]),
+    ]});
+    let deleted = json!({"subtasks": [subtask("b", "Beta shade", &["a"])]});
+    let mut added = subtask("c", "Gamma costs", &["a", "b"]);
+    added["model"] = json!("special-model");
+    let fixed = json!({"subtasks": [
+        subtask("a", "Alpha cooling", &[]),
+        subtask("b", "Beta shade", &["a"]),
+        added,
+    ]});
+    let editor = editor(
+        home,
+        &[cycle.to_string(), deleted.to_string(), fixed.to_string()],
+    );
+    let tmux = Tmux::new(home, &editor);
+    start_review(&tmux, home, &server);
+
+    let screen = tmux.wait_for("the review prompt", |s| {
+        s.contains("approve [a] · edit in $EDITOR [e] · cancel [c]")
+    });
+    assert!(screen.contains("plan for review: 2 subtasks"), "{screen}");
+    assert!(screen.contains("≈ 3 calls"), "{screen}");
+    assert!(screen.contains("(rule of thumb)"), "{screen}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(worker_requests(&server), 0, "nothing runs before approval");
+
+    tmux.keys(&["e", "Enter"]);
+    tmux.wait_for("the cycle named", |s| {
+        s.contains("✗ the dependencies form a cycle: a → b → a")
+    });
+    // Approving a plan with problems is refused on the spot.
+    tmux.keys(&["a", "Enter"]);
+    tmux.wait_for("the refusal", |s| s.contains("the plan cannot run yet:"));
+
+    tmux.keys(&["e", "Enter"]);
+    tmux.wait_for("the missing dependency named", |s| {
+        s.contains("✗ subtask `b` depends on `a`, which is not in the plan")
+    });
+    assert_eq!(worker_requests(&server), 0);
+
+    tmux.keys(&["e", "Enter"]);
+    let screen = tmux.wait_for("the fixed plan", |s| {
+        s.contains("plan for review: 3 subtasks") && s.contains("special-model")
+    });
+    assert!(screen.contains("≈ 4 calls"), "{screen}");
+    tmux.keys(&["a", "Enter"]);
+    let screen = tmux.wait_for("the run to end", |s| s.contains(EXITED));
+    assert!(screen.contains(&format!("{EXITED}0")), "{screen}");
+
+    let models: Vec<(String, String)> = server
+        .requests()
+        .iter()
+        .filter_map(|r| r.worker_title().map(|t| (t, r.model())))
+        .collect();
+    assert_eq!(models.len(), 3, "{models:?}");
+    assert!(
+        models.contains(&("Gamma costs".into(), "special-model".into())),
+        "{models:?}"
+    );
+    let report = std::fs::read_to_string(home.join("report.md")).expect("the report");
+    assert!(report.contains("Shade helps."), "{report}");
+    assert!(
+        report.contains("| Gamma costs | research · special-model |"),
+        "the report names the subtask's own model: {report}"
+    );
+}
+
+#[test]
+fn cancelling_a_terminal_review_runs_nothing_and_exits_130() {
+    if !tmux_ready() {
+        return;
+    }
+    let rt = runtime();
+    let server = rt.block_on(mock());
+    let sandbox = Sandbox::new("");
+    let home = sandbox.home();
+    let editor = editor(home, &[]);
+    let tmux = Tmux::new(home, &editor);
+    start_review(&tmux, home, &server);
+    tmux.wait_for("the review prompt", |s| s.contains("cancel [c]"));
+    tmux.keys(&["c", "Enter"]);
+    let screen = tmux.wait_for("the run to end", |s| s.contains(EXITED));
+    assert!(screen.contains(&format!("{EXITED}130")), "{screen}");
+    assert_eq!(worker_requests(&server), 0);
+    assert_eq!(server.request_count(), 1, "the planner only");
+}
