@@ -16,7 +16,7 @@
 //! Two more tests send SIGTERM and SIGHUP to the dashboard's pid mid-run and check its exit
 //! code (143, 129) and that the terminal was restored.
 //!
-//! Another turns plan review on with `V`, edits a subtask's title and model on the review
+//! Another starts with `--review`, edits a subtask's title and model on the review
 //! screen, approves with Ctrl+S, and finds the edit in the server's requests.
 //!
 //! One more types `@path` queries on the demo provider: a missing file is an error line with
@@ -1027,7 +1027,8 @@ fn an_at_path_in_the_query_box_attaches_the_file_or_says_what_is_wrong() {
 
 // ---- plan review ----------------------------------------------------------------------------
 
-/// `V` turns review on; the next run pauses with its plan on the review screen. b is edited
+/// Started with `--review`, the dashboard says `review on` and its run pauses with its plan on
+/// the review screen. b is edited
 /// (a new title and a model of its own), Ctrl+S approves, the run completes, and the server saw
 /// b's worker request with the new title on that model.
 #[test]
@@ -1068,16 +1069,14 @@ fn a_reviewed_plan_is_edited_and_approved_and_the_run_uses_the_edit() {
         log: home.join("data").join("maestro").join("maestro.log"),
     };
     tmux.start(&format!(
-        "{} --provider openai --base-url {} --model test; echo {EXITED}$?; exec sleep 60",
+        "{} --review --provider openai --base-url {} --model test; echo {EXITED}$?; \
+         exec sleep 60",
         quote(env!("CARGO_BIN_EXE_maestro")),
         quote(&server.openai_base_url())
     ));
-    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
-    // Out of the query box, V; back, ask.
-    tmux.send_keys(&["Escape"]);
-    tmux.send_keys(&["V"]);
-    tmux.wait_for("review on", |s| s.contains("review on"));
-    tmux.send_keys(&["/"]);
+    tmux.wait_for("the query pane, review on", |s| {
+        s.contains("Ask a question") && s.contains("Query review on")
+    });
     tmux.type_text(QUERY);
     tmux.send_keys(&["Enter"]);
     let screen = tmux.wait_for("the review screen with the plan", |s| {
