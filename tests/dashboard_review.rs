@@ -432,3 +432,32 @@ fn model_text_on_the_review_screen_and_in_the_form_is_clean() {
     assert_eq!(form.description.lines(), ["Look here."]);
     assert_eq!(form.model.lines(), ["mx"]);
 }
+
+#[test]
+fn the_estimate_follows_the_configured_roles_models_and_validation() {
+    let text = "[models]\nworker = \"gpt-4o-mini\"\n\n[validation]\nenabled = true\n\n\
+                [roles.writing]\nmodel = \"gpt-4o\"\n";
+    let file = maestro::config::FileConfig::parse(text, std::path::Path::new("config.toml"))
+        .expect("a config file");
+    let config =
+        maestro::config::Config::merge(&maestro::cli::EngineArgs::default(), file, &|_: &str| None)
+            .expect("a config");
+    let mut model = reviewing();
+    let plain = review(&model).estimate.clone();
+    model.models.settings = Some(std::sync::Arc::new(config.run.clone()));
+    // Estimated again on the next edit: the same title typed back.
+    edit_field(&mut model, 0, "Background and definitions");
+    let configured = review(&model).estimate.clone();
+    // `policy` is written by a role with a model of its own, dearer than the workers'.
+    let cost = |e: &maestro::tui::review::Estimate, i: usize| e.rows[i].cost.expect("a price");
+    assert!(
+        cost(&configured, 2) > cost(&configured, 1) * 5.0,
+        "{configured:?}"
+    );
+    // Every subtask is checked by a validator call too.
+    assert!(
+        configured.summary.starts_with("≈ 7 calls"),
+        "{configured:?}"
+    );
+    assert!(plain.summary.starts_with("≈ 4 calls"), "{plain:?}");
+}

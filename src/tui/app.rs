@@ -73,6 +73,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         prices: Arc::new(config.prices.clone()),
         max_subtasks: Some(config.run.max_subtasks),
         review: config.run.review,
+        settings: Some(Arc::new(config.run.clone())),
         ..Models::default()
     };
     let mouse = config.mouse;

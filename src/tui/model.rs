@@ -195,6 +195,9 @@ pub struct Models {
     /// The most subtasks a plan may have (`[planner] max_subtasks`), for checking a reviewed
     /// plan as the engine will.
     pub max_subtasks: Option<usize>,
+    /// The configured run settings (roles and their models, validation, direct answers,
+    /// concurrency), for a reviewed plan's estimate; `None` in tests that set the models alone.
+    pub settings: Option<std::sync::Arc<crate::engine::run::RunSettings>>,
     /// Runs pause after planning for a review of their plan (`[planner] review`, `--review`);
     /// `picked.review` is what `V` made of it for the next runs.
     pub review: bool,

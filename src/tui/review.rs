@@ -245,20 +245,41 @@ fn estimate(model: &Model, plan: &Plan) -> Estimate {
         .models
         .effective(crate::tui::model::PickRole::Worker)
         .to_owned();
-    let inputs = crate::stats::EstimateInputs {
-        worker_models: plan
-            .subtasks
-            .iter()
-            .map(|t| subtask_model(t).unwrap_or(&worker).to_owned())
-            .collect(),
-        synthesis_model: model
-            .models
-            .effective(crate::tui::model::PickRole::Synthesizer)
-            .to_owned(),
-        validator_model: None,
-        direct: false,
-        prices: &model.models.prices,
-        concurrency: model.models.concurrency.unwrap_or(1).max(1),
+    let settings = model.models.settings.as_deref().map(|configured| {
+        // The models picked for the next runs, as the engine applies them to a run: a picked
+        // worker model is every role's.
+        let mut settings = configured.clone();
+        let picked = &model.models.picked;
+        if let Some(m) = &picked.worker {
+            settings.worker.model.clone_from(m);
+            for role in &mut settings.roles {
+                role.model = None;
+            }
+        }
+        if let Some(m) = &picked.synthesizer {
+            settings.synthesizer.model.clone_from(m);
+        }
+        settings
+    });
+    let inputs = match &settings {
+        Some(settings) => {
+            crate::stats::EstimateInputs::for_run(settings, plan, &model.models.prices)
+        }
+        None => crate::stats::EstimateInputs {
+            worker_models: plan
+                .subtasks
+                .iter()
+                .map(|t| subtask_model(t).unwrap_or(&worker).to_owned())
+                .collect(),
+            synthesis_model: model
+                .models
+                .effective(crate::tui::model::PickRole::Synthesizer)
+                .to_owned(),
+            validator_model: None,
+            direct: false,
+            prices: &model.models.prices,
+            concurrency: model.models.concurrency.unwrap_or(1).max(1),
+        },
     };
     let estimate = crate::stats::plan_estimate(plan, model.call_history.calls(), &inputs);
     Estimate {
