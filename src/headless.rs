@@ -488,6 +488,13 @@ async fn drive(
                             None => Some(RunCommand::ApprovePlan { plan: plan.clone() }),
                         }
                     }
+                    // The dialogue approves only plans without problems, so the engine should
+                    // never refuse one; if it did, nobody could answer again: end the run
+                    // rather than wait forever.
+                    EventKind::CommandRefused {
+                        refusal: crate::protocol::Refusal::PlanInvalid { .. },
+                        ..
+                    } if event.run == id => Some(RunCommand::CancelRun),
                     _ => None,
                 };
                 if let Some(command) = answer {
@@ -1541,5 +1548,114 @@ mod validation_tests {
         );
         let line = event_line(&flagged, &report).expect("a progress line");
         assert!(line.contains("flagged: no sources"), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+    use crate::protocol::{PlannedSubtask, Priority, SubtaskId};
+
+    fn subtask(id: &str, deps: &[&str]) -> PlannedSubtask {
+        PlannedSubtask {
+            id: SubtaskId::new(id),
+            worker: "research".to_owned(),
+            title: format!("Title {id}"),
+            description: format!("Do {id}."),
+            focus_areas: Vec::new(),
+            depends_on: deps.iter().map(|d| SubtaskId::new(*d)).collect(),
+            priority: Priority::Medium,
+            reuse: None,
+            role_prompt: None,
+            model: None,
+        }
+    }
+
+    fn setup() -> ReviewSetup {
+        ReviewSetup {
+            settings: crate::engine::run::tests::settings(),
+            prices: Arc::default(),
+            history: Arc::default(),
+        }
+    }
+
+    fn plan(subtasks: Vec<PlannedSubtask>) -> Plan {
+        Plan {
+            query_analysis: String::new(),
+            subtasks,
+            synthesis_guidance: String::new(),
+            complexity: None,
+        }
+    }
+
+    /// Runs the dialogue on `answers`, with an editor that writes `edits` in turn.
+    fn session(answers: &str, edits: Vec<String>) -> (Option<Plan>, String) {
+        let edits = std::cell::RefCell::new(edits.into_iter());
+        let editor = |path: &Path| -> Result<(), String> {
+            let next = edits.borrow_mut().next().ok_or("no more edits")?;
+            std::fs::write(path, next).map_err(|e| e.to_string())
+        };
+        let mut out = Vec::new();
+        let answer = review_session(
+            &setup(),
+            plan(vec![subtask("a", &[]), subtask("b", &["a"])]),
+            &mut answers.as_bytes(),
+            &mut out,
+            &editor,
+        );
+        (answer, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn an_edit_with_problems_lists_them_all_and_only_a_plan_without_any_is_approved() {
+        let broken = r#"{"subtasks": [
+            {"id": "a", "title": "A", "description": "Do a.", "depends_on": ["b"]},
+            {"id": "b", "title": "B", "description": "Do b.", "depends_on": ["a", "x"]}
+        ]}"#;
+        let fixed = r#"{"subtasks": [
+            {"id": "a", "title": "A", "description": "Do a."},
+            {"id": "c", "title": "C", "description": "Do c.", "depends_on": ["a"],
+             "model": "big-model"}
+        ]}"#;
+        let (answer, out) = session("e\na\ne\na\n", vec![broken.into(), fixed.into()]);
+        assert!(
+            out.contains("✗ subtask `b` depends on `x`, which is not in the plan"),
+            "{out}"
+        );
+        assert!(
+            out.contains("✗ the dependencies form a cycle: a → b → a"),
+            "{out}"
+        );
+        assert!(out.contains("the plan cannot run yet:"), "{out}");
+        let approved = answer.expect("approved after the fix");
+        let ids: Vec<&str> = approved.subtasks.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(approved.subtasks[1].model.as_deref(), Some("big-model"));
+        assert!(
+            out.contains("big-model"),
+            "the table names the model: {out}"
+        );
+    }
+
+    #[test]
+    fn the_end_of_input_or_c_cancels_and_a_failed_editor_asks_again() {
+        assert_eq!(session("", vec![]).0, None);
+        let (answer, out) = session("e\nc\n", vec![]);
+        assert_eq!(answer, None);
+        assert!(out.contains("no more edits"), "{out}");
+        let (answer, out) = session("x\na\n", vec![]);
+        assert!(out.contains("unknown answer `x`"), "{out}");
+        assert_eq!(answer.map(|p| p.subtasks.len()), Some(2));
+    }
+
+    #[test]
+    fn the_file_workflow_quotes_the_query_for_the_shell() {
+        let text = review_needs_terminal("it's \u{1b}[31mred");
+        assert!(
+            text.ends_with(
+                r#"maestro plan 'it'\''s red' > plan.json; $EDITOR plan.json; maestro run --plan plan.json"#
+            ),
+            "{text}"
+        );
     }
 }

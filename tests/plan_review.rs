@@ -93,7 +93,7 @@ fn review_without_a_terminal_is_a_usage_error_that_shows_the_file_workflow() {
 }
 
 #[test]
-fn a_reviewed_plan_file_keeps_its_subtask_model_and_plan_prints_it() {
+fn a_plan_files_subtask_model_is_the_one_its_worker_calls_use() {
     // `--plan FILE` honours a subtask's `model`: the mock sees it in that subtask's request.
     let rt = runtime();
     let server = rt.block_on(mock());
@@ -136,6 +136,61 @@ fn a_reviewed_plan_file_keeps_its_subtask_model_and_plan_prints_it() {
         models.contains(&("Beta shade".into(), "test".into())),
         "{models:?}"
     );
+}
+
+#[test]
+fn the_config_key_without_a_terminal_runs_the_plan_unreviewed_with_a_note() {
+    let rt = runtime();
+    let server = rt.block_on(mock());
+    let sandbox = Sandbox::new("[planner]\nreview = true\n");
+    let out = sandbox
+        .child(&[
+            "run",
+            "--provider",
+            "openai",
+            "--base-url",
+            &server.openai_base_url(),
+            "--model",
+            "test",
+            QUERY,
+        ])
+        .run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("no terminal to review the plan on; it runs unreviewed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(worker_requests(&server), 2);
+}
+
+#[test]
+fn maestro_plan_prints_a_subtask_model_only_when_the_planner_set_one() {
+    let rt = runtime();
+    let plan = json!({"subtasks": [
+        {"id": "a", "title": "Alpha cooling", "description": "Cooling.", "model": "big-model"},
+        {"id": "b", "title": "Beta shade", "description": "Shade."},
+    ]})
+    .to_string();
+    let server = rt.block_on(MockServer::start(move |_| Reply::text(plan.clone())));
+    let sandbox = Sandbox::new("");
+    let out = sandbox
+        .child(&[
+            "plan",
+            "--provider",
+            "openai",
+            "--base-url",
+            &server.openai_base_url(),
+            "--model",
+            "test",
+            QUERY,
+        ])
+        .run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let printed = out.json();
+    assert_eq!(printed["subtasks"][0]["model"], "big-model");
+    assert!(printed["subtasks"][1].get("model").is_none(), "{printed}");
 }
 
 // ---- on a terminal --------------------------------------------------------------------------
@@ -404,4 +459,62 @@ fn cancelling_a_terminal_review_runs_nothing_and_exits_130() {
     assert!(screen.contains(&format!("{EXITED}130")), "{screen}");
     assert_eq!(worker_requests(&server), 0);
     assert_eq!(server.request_count(), 1, "the planner only");
+}
+
+#[test]
+fn a_resumed_run_keeps_a_subtasks_own_model() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rt = runtime();
+    let healthy = Arc::new(AtomicBool::new(false));
+    let up = healthy.clone();
+    let server = rt.block_on(MockServer::start(move |r| {
+        if r.is_synthesis() {
+            return Reply::text("# Report\n\nDone.\n");
+        }
+        match r.worker_title().as_deref() {
+            Some("Beta shade") if !up.load(Ordering::SeqCst) => Reply::status(500, "down"),
+            Some(title) => Reply::text(format!("Findings of {title}.")),
+            None => Reply::status(400, "mock: unexpected request"),
+        }
+    }));
+    let sandbox = Sandbox::new("");
+    let file = sandbox.path("plan.json");
+    let plan = json!({"subtasks": [
+        {"id": "a", "title": "Alpha cooling", "description": "Cooling."},
+        {"id": "b", "title": "Beta shade", "description": "Shade.", "model": "special-model"},
+    ]});
+    std::fs::write(&file, plan.to_string()).expect("write the plan");
+    let base_url = server.openai_base_url();
+    let common = [
+        "--provider",
+        "openai",
+        "--base-url",
+        base_url.as_str(),
+        "--model",
+        "test",
+        "--retries",
+        "0",
+    ];
+    let mut args = vec!["run", "--plan", file.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["--format", "json", QUERY]);
+    let out = sandbox.child(&args).run_blocking();
+    assert_eq!(out.code, Some(3), "b failed: {out:?}");
+    let id = out.json()["run_id"].as_str().expect("a run id").to_owned();
+
+    healthy.store(true, Ordering::SeqCst);
+    let before = server.request_count();
+    let mut args = vec!["resume", id.as_str()];
+    args.extend_from_slice(&common);
+    let out = sandbox.child(&args).run_blocking();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let again: Vec<(String, String)> = server.requests()[before..]
+        .iter()
+        .filter_map(|r| r.worker_title().map(|t| (t, r.model())))
+        .collect();
+    assert_eq!(
+        again,
+        vec![("Beta shade".to_owned(), "special-model".to_owned())]
+    );
 }

@@ -91,8 +91,8 @@ impl RunSettings {
         PlanRules::for_roles(&self.roles, self.max_subtasks)
     }
 
-    /// The model `spec`'s worker calls use: the subtask's own, else its role's, else the
-    /// run's worker model (as `start_task` picks it).
+    /// The model `spec`'s worker calls use: the subtask's own (the most specific choice),
+    /// else its role's, else the run's worker model.
     pub fn subtask_model(&self, spec: &PlannedSubtask) -> String {
         if let Some(model) = &spec.model {
             return model.clone();
@@ -1024,18 +1024,13 @@ impl Run {
     fn start_task(&mut self, i: usize, now: u64, out: &mut Vec<Effect>) {
         let role = self.role(&self.tasks[i].spec);
         let mut spec = self.settings.worker.clone();
-        if let Some(model) = &role.model {
-            spec.model = model.clone();
-        }
+        // One rule for the model, shared with what a plan review shows.
+        spec.model = self.settings.subtask_model(&self.tasks[i].spec);
         if let Some(temperature) = role.temperature {
             spec.temperature = Some(temperature);
         }
         if let Some(max_tokens) = role.max_tokens {
             spec.max_tokens = max_tokens;
-        }
-        // The plan's own choice for this subtask is the most specific one.
-        if let Some(model) = &self.tasks[i].spec.model {
-            spec.model = model.clone();
         }
         let bound = self.settings.max_dependency_chars;
         let bounded: Vec<(&PlannedSubtask, std::borrow::Cow<'_, str>)> = self.tasks[i]

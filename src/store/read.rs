@@ -221,6 +221,9 @@ pub struct SavedPlannedSubtask {
     /// The earlier run's subtask whose result a follow-up's subtask took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<SubtaskId>,
+    /// The model the plan gave this subtask of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 fn medium() -> String {
@@ -377,6 +380,11 @@ impl SavedRun {
                         .iter()
                         .find(|planned| planned.id == s.id)
                         .and_then(|planned| planned.reuse.clone()),
+                    model: p
+                        .subtasks
+                        .iter()
+                        .find(|planned| planned.id == s.id)
+                        .and_then(|planned| planned.model.clone()),
                 })
                 .collect(),
             synthesis_guidance: p.synthesis_guidance.clone(),
