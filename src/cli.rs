@@ -422,9 +422,9 @@ pub struct EngineArgs {
     )]
     pub validator_model: Option<String>,
     #[arg(long, env = "MAESTRO_TOOLS", value_name = "WHICH", global = true,
-          value_parser = ["none", "fetch", "files", "all"],
           help = with_default(
-              "Tools workers may call: none, fetch (web pages), files (local files), all",
+              "Tools workers may call: none, fetch (web pages), files (local files), mcp (every \
+               MCP server's), mcp:SERVER/* or mcp:SERVER/TOOL, all; several with commas",
               defaults::TOOLS_ENABLED,
           ))]
     pub tools: Option<String>,

@@ -369,6 +369,8 @@ mod tests {
             commands: Vec::new(),
             notices: Vec::new(),
             context: Default::default(),
+            tool_calls: Vec::new(),
+            sources: Vec::new(),
         }
     }
 

@@ -524,14 +524,25 @@ pub const DEFAULT_OPENAI_URL: &str = defaults::OPENAI_URL;
 pub const DEFAULT_ANTHROPIC_URL: &str = defaults::ANTHROPIC_URL;
 
 impl Config {
-    /// The tools workers may call: the demo's simulated ones on the demo provider (nothing
-    /// there touches the network), the built-in tools on real servers (`fetch_url`; `read_file`
-    /// and `list_dir` when folders are allowed), confined by `[tools]`.
-    pub fn toolbox(&self) -> std::sync::Arc<dyn crate::llm::tools::ToolBox> {
+    /// The tools workers may call, and the MCP servers behind them for the front end to stop
+    /// when it ends: the demo's simulated ones on the demo provider (nothing there touches the
+    /// network or starts a process), on real servers the built-in tools (`fetch_url`;
+    /// `read_file` and `list_dir` when folders are allowed or a run has files), confined by
+    /// `[tools]`, and the tools of the `[[mcp.servers]]`, each started when a worker first
+    /// needs it.
+    pub fn toolbox(
+        &self,
+    ) -> (
+        std::sync::Arc<dyn crate::llm::tools::ToolBox>,
+        crate::toolbox::McpServers,
+    ) {
         match &self.provider {
-            ProviderConfig::Demo(_) => std::sync::Arc::new(crate::llm::demo::toolbox()),
+            ProviderConfig::Demo(_) => (
+                std::sync::Arc::new(crate::llm::demo::toolbox()),
+                crate::toolbox::McpServers::default(),
+            ),
             ProviderConfig::OpenAi(_) | ProviderConfig::Anthropic(_) => {
-                std::sync::Arc::new(builtin_toolbox(crate::tools::Tools::new(&self.tools)))
+                crate::toolbox::workers(&self.tools, &self.mcp)
             }
         }
     }
@@ -805,12 +816,12 @@ impl Config {
                 presets: presets.entries.iter().map(|e| e.preset.clone()).collect(),
                 validate: validate_setting,
                 max_tool_rounds: file.tools.max_rounds.unwrap_or(defaults::TOOL_MAX_ROUNDS),
-                tools: args
-                    .tools
-                    .as_deref()
-                    .and_then(crate::llm::tools::ToolChoice::parse)
-                    .or(file.tools.enabled)
-                    .map(crate::llm::tools::ToolChoice::names),
+                tools: match args.tools.as_deref() {
+                    Some(text) => Some(
+                        crate::llm::tools::parse_selection(text).map_err(ConfigError::Invalid)?,
+                    ),
+                    None => file.tools.enabled.map(crate::llm::tools::ToolChoice::names),
+                },
                 provider_key,
                 rate: RateSettings {
                     max_in_flight,
@@ -1077,58 +1088,6 @@ fn apply_sampling(role: &mut WorkerRole, section: &RoleSection) {
     }
 }
 
-/// The built-in tools as the executor offers them: `fetch_url` in the `fetch` group, the file
-/// tools in `files`, so a role's `tools = ["fetch"]` or `--tools files` selects them. Lives
-/// here because `tools` may not import `llm` and `llm` must not know the tools.
-fn builtin_toolbox(tools: crate::tools::Tools) -> crate::llm::tools::ToolSet {
-    use crate::llm::tools::{ToolOutcome, ToolSet, ToolSpec};
-    let tools = std::sync::Arc::new(tools);
-    let mut set = ToolSet::new();
-    for spec in tools.specs() {
-        let group = if spec.name == crate::tools::FetchUrl::NAME {
-            "fetch"
-        } else {
-            "files"
-        };
-        let name = spec.name;
-        let shared = tools.clone();
-        set.register(
-            ToolSpec {
-                name: spec.name.to_owned(),
-                description: spec.description.to_owned(),
-                parameters: spec.parameters,
-            },
-            group,
-            std::sync::Arc::new(move |args, cancel| {
-                let tools = shared.clone();
-                Box::pin(async move {
-                    let output = tokio::select! {
-                        output = tools.call(name, &args) => output,
-                        _ = cancel.cancelled() => return ToolOutcome::error("cancelled"),
-                    };
-                    let source = output.source.map(|s| crate::protocol::Source {
-                        number: 0,
-                        kind: match s.kind {
-                            crate::tools::SourceKind::Url => crate::protocol::SourceKind::Url,
-                            crate::tools::SourceKind::File => crate::protocol::SourceKind::File,
-                        },
-                        location: s.location,
-                        bytes: s.bytes,
-                        status: s.status,
-                        retrieved_ms: crate::display::now_ms(),
-                    });
-                    ToolOutcome {
-                        content: output.text,
-                        is_error: output.is_error,
-                        source,
-                    }
-                })
-            }),
-        );
-    }
-    set
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1163,6 +1122,21 @@ mod tests {
         };
         let none = Config::merge(&args, file(), &no_env).expect("valid");
         assert_eq!(none.executor.tools, Some(Vec::new()));
+        let args = EngineArgs {
+            tools: Some("fetch,mcp:gh/*".into()),
+            ..EngineArgs::default()
+        };
+        let listed = Config::merge(&args, file(), &no_env).expect("valid");
+        assert_eq!(
+            listed.executor.tools,
+            Some(vec!["fetch".to_owned(), "mcp:gh/*".to_owned()])
+        );
+        let args = EngineArgs {
+            tools: Some("everything".into()),
+            ..EngineArgs::default()
+        };
+        let error = Config::merge(&args, file(), &no_env).expect_err("refused");
+        assert!(error.to_string().contains("\"everything\""), "{error}");
         let error = parse("[tools]\nenabled = \"everything\"\n").expect_err("refused");
         assert!(error.to_string().contains("enabled"), "{error}");
     }

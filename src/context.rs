@@ -164,6 +164,13 @@ pub fn gather(query: &str, extra: &[PathBuf], max_bytes: u64) -> Result<Attachme
     };
     for (origin, shown, path) in named {
         reader.add(origin, &shown, &path)?;
+        // Named on purpose, so readable by the run's file tools, ignored files and all.
+        if let Ok(root) = std::fs::canonicalize(&path) {
+            let root = root.to_string_lossy().into_owned();
+            if !reader.out.roots.contains(&root) {
+                reader.out.roots.push(root);
+            }
+        }
     }
     let total: u64 = reader.out.bytes() + reader.over.iter().map(|(_, b)| b).sum::<u64>();
     if total > max_bytes {

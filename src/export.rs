@@ -1,6 +1,8 @@
 //! `maestro export`: a saved run as a full report a person can keep or send — query, plan,
-//! synthesis, every subtask's result, a table of timings, tokens and attempts, and (in
-//! markdown) the run's timeline — in markdown or JSON, on stdout or in a file.
+//! synthesis, every subtask's result, a table of timings, tokens and attempts, the workers'
+//! tool calls and the sources they read, and (in markdown) the run's timeline — in markdown
+//! or JSON, on stdout or in a file. A source's text is not exported: it can be long, the
+//! export is a report to read or send, and the database keeps the text for the dashboard.
 //!
 //! Built from what the store saved ([`history::report_of`] and the saved attempts); it reads
 //! only, decides nothing about a run and talks to no provider. Model text is sanitised: the
@@ -246,6 +248,68 @@ pub fn markdown(saved: &SavedRun, parent: Option<&SavedRun>) -> String {
         out.push('\n');
     }
 
+    if !saved.tool_calls.is_empty() {
+        let _ = writeln!(out, "### Tool calls\n");
+        let _ = writeln!(
+            out,
+            "| subtask | attempt | tool | arguments | time | outcome | bytes |\n\
+             |---|---:|---|---|---:|---|---:|"
+        );
+        for c in &saved.tool_calls {
+            let outcome = match (c.ok, &c.summary) {
+                (Some(true), Some(summary)) => cell(summary),
+                (Some(false), Some(summary)) => format!("failed: {}", cell(summary)),
+                _ => "no answer".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                cell(c.subtask.as_str()),
+                c.attempt,
+                cell(&c.tool),
+                cell(&c.arguments),
+                c.elapsed_ms.map(duration).unwrap_or_else(|| "—".into()),
+                outcome,
+                c.bytes.map(|b| b.to_string()).unwrap_or_else(|| "—".into())
+            );
+        }
+        out.push('\n');
+    }
+
+    let sourced: Vec<(&str, &crate::protocol::Source)> = report
+        .subtasks
+        .iter()
+        .flat_map(|t| t.sources.iter().map(move |src| (t.id.as_str(), src)))
+        .collect();
+    if !sourced.is_empty() {
+        // The sources behind the results (each subtask's latest attempt), as the run's own
+        // report lists them; their text stays in the database.
+        let _ = writeln!(out, "## Sources\n");
+        let _ = writeln!(
+            out,
+            "| # | location | subtask | status | bytes | retrieved |\n|---:|---|---|---|---:|---|"
+        );
+        for (n, (subtask, src)) in sourced.into_iter().enumerate() {
+            let number = if src.number == 0 {
+                n as u32 + 1
+            } else {
+                src.number
+            };
+            let _ = writeln!(
+                out,
+                "| {number} | {} | {} | {} | {} | {} |",
+                cell(&src.location),
+                cell(subtask),
+                src.status
+                    .map(|code| format!("HTTP {code}"))
+                    .unwrap_or_else(|| "—".into()),
+                src.bytes,
+                crate::display::utc(src.retrieved_ms)
+            );
+        }
+        out.push('\n');
+    }
+
     let _ = writeln!(out, "## Appendix: subtask results\n");
     if saved.subtasks.is_empty() {
         let _ = writeln!(out, "_No subtasks._\n");
@@ -354,6 +418,37 @@ pub struct ExportJson<'a> {
     /// The files attached to the run (path and size) and those skipped; absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextJson>,
+    /// Every tool call of every worker attempt, in the order they started, with the source
+    /// it read (its text is not exported: it stays in the database).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolCallJson<'a> {
+    pub subtask: &'a str,
+    pub attempt: u32,
+    pub call_id: &'a str,
+    pub tool: &'a str,
+    pub arguments: &'a str,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub elapsed_ms: Option<u64>,
+    pub ok: Option<bool>,
+    pub bytes: Option<u64>,
+    pub summary: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceJson<'a>>,
+}
+
+/// A source as `maestro run --format json` gives it, and how long its text was.
+#[derive(Debug, Serialize)]
+pub struct SourceJson<'a> {
+    #[serde(flatten)]
+    pub source: &'a crate::protocol::Source,
+    /// Bytes of text handed to the model (the database keeps up to
+    /// [`store::SOURCE_TEXT_MAX`] of them).
+    pub text_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -410,6 +505,9 @@ pub struct SubtaskJson<'a> {
     pub finished_ms: Option<u64>,
     /// Each attempt's start, end and the back-off before it, in the same ms.
     pub attempt_times: Vec<AttemptTime>,
+    /// What the latest attempt's tools read, as `maestro run --format json` lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::protocol::Source>,
 }
 
 #[derive(Debug, Serialize)]
@@ -489,6 +587,7 @@ pub fn json<'a>(saved: &'a SavedRun, parent: Option<&SavedRun>) -> ExportJson<'a
                 attempt_times: times(t)
                     .map(|j| j.attempt_times.clone())
                     .unwrap_or_default(),
+                sources: saved.sources_of(&t.id, t.attempts),
             })
             .collect(),
         attempts: saved
@@ -510,6 +609,34 @@ pub fn json<'a>(saved: &'a SavedRun, parent: Option<&SavedRun>) -> ExportJson<'a
             files: saved.context.listed(),
             skipped: saved.context.skipped.clone(),
         }),
+        tool_calls: saved
+            .tool_calls
+            .iter()
+            .map(|c| ToolCallJson {
+                subtask: c.subtask.as_str(),
+                attempt: c.attempt,
+                call_id: &c.call_id,
+                tool: &c.tool,
+                arguments: &c.arguments,
+                started_ms: c.started_ms,
+                finished_ms: c.finished_ms,
+                elapsed_ms: c.elapsed_ms,
+                ok: c.ok,
+                bytes: c.bytes,
+                summary: c.summary.as_deref(),
+                source: saved
+                    .sources
+                    .iter()
+                    .rev()
+                    .find(|s| {
+                        s.subtask == c.subtask && s.attempt == c.attempt && s.call_id == c.call_id
+                    })
+                    .map(|s| SourceJson {
+                        source: &s.source,
+                        text_bytes: s.text_bytes,
+                    }),
+            })
+            .collect(),
     }
 }
 

@@ -259,7 +259,7 @@ pub async fn run(
     if config.run.review {
         output.review = Some(ReviewSetup::for_config(&config));
     }
-    let (engine, events, output, describe) = spawn(config, provider, output);
+    let (engine, events, output, describe, servers) = spawn(config, provider, output);
     engine.send(Command::StartRun {
         id,
         query,
@@ -268,7 +268,7 @@ pub async fn run(
         follow_up: follow_up.map(Box::new),
         context,
     });
-    drive(
+    let code = drive(
         engine,
         events,
         id,
@@ -278,7 +278,9 @@ pub async fn run(
         output,
         describe,
     )
-    .await
+    .await;
+    servers.stop().await;
+    code
 }
 
 /// `maestro resume`: go on with a saved run under its old id. Saved results are facts; only
@@ -310,17 +312,16 @@ pub async fn resume(
             sanitize_line(&why)
         ));
     }
-    let (engine, events, output, describe) = spawn(
-        config,
-        provider,
-        // What the saved calls spent: the resumed run restates results, not calls.
-        Output::new(
-            args.format,
-            args.quiet,
-            saved.summary.parent,
-            history::saved_calls(saved),
-        ),
+    // What the saved calls spent, and the sources behind the saved results: the resumed run
+    // restates results, not calls.
+    let mut output = Output::new(
+        args.format,
+        args.quiet,
+        saved.summary.parent,
+        history::saved_calls(saved),
     );
+    output.restored_sources = history::restored_sources(saved);
+    let (engine, events, output, describe, servers) = spawn(config, provider, output);
     match history::resume_input(saved, parent) {
         Some(input) => {
             saving.resuming(id, &input);
@@ -335,7 +336,7 @@ pub async fn resume(
             context: history::context_of(saved),
         }),
     }
-    drive(
+    let code = drive(
         engine,
         events,
         id,
@@ -345,7 +346,9 @@ pub async fn resume(
         output,
         describe,
     )
-    .await
+    .await;
+    servers.stop().await;
+    code
 }
 
 fn open_saving(config: &Config) -> Saving {
@@ -360,7 +363,8 @@ fn open_saving(config: &Config) -> Saving {
 }
 
 /// The engine of one headless run (with the tools the configuration gives workers), the
-/// report's settings completed from the configuration, and the one line describing the setup.
+/// report's settings completed from the configuration, the one line describing the setup,
+/// and the MCP servers to stop when the run is over.
 fn spawn(
     config: Config,
     provider: Arc<dyn Provider>,
@@ -370,14 +374,15 @@ fn spawn(
     tokio::sync::mpsc::UnboundedReceiver<Event>,
     Output,
     String,
+    crate::toolbox::McpServers,
 ) {
     let describe = config.describe();
     output.prices = Arc::new(config.prices.clone());
     output.preset = config.run.preset.name.clone();
     output.limit = Some(config.run.concurrency);
-    let tools = config.toolbox();
+    let (tools, servers) = config.toolbox();
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
-    (engine, events, output, describe)
+    (engine, events, output, describe, servers)
 }
 
 /// How the report is printed.
@@ -394,6 +399,12 @@ struct Output {
     prices: Arc<crate::engine::cost::PriceTable>,
     /// Calls made before this process (a resumed run's), so its cost is the whole run's.
     earlier_calls: Vec<crate::report::CallSpend>,
+    /// The sources of a resumed run's saved results, so its report still lists them.
+    restored_sources: Vec<(
+        crate::protocol::SubtaskId,
+        u32,
+        Vec<crate::protocol::Source>,
+    )>,
     /// The plan is reviewed on the terminal before the run goes on (`--review`).
     review: Option<ReviewSetup>,
 }
@@ -414,6 +425,7 @@ impl Output {
             limit: None,
             prices: Arc::default(),
             earlier_calls,
+            restored_sources: Vec::new(),
             review: None,
         }
     }
@@ -442,6 +454,7 @@ async fn drive(
     report.preset = args.preset;
     report.limit = args.limit;
     report.calls = args.earlier_calls.clone();
+    report.restored_sources = args.restored_sources.clone();
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupted: Option<Interrupt> = None;

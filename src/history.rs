@@ -22,7 +22,9 @@ use crate::engine::cost::{PriceTable, Spend};
 use crate::protocol::{
     CallRole, Event, EventKind, Plan, RunCommand, RunId, RunStatus, SubtaskId, SubtaskStatus,
 };
-use crate::report::{AttemptOutcome, AttemptRecord, CallSpend, RunReport};
+use crate::report::{
+    AttemptOutcome, AttemptRecord, CallSpend, RunReport, ToolCallEnd, ToolCallRecord,
+};
 use crate::sanitize::sanitize_line;
 use crate::store::{
     self, CommandRecord, RunFilter, RunMeta, SavedRunStatus, SavedSubtaskStatus, Store,
@@ -426,6 +428,8 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
     report.parent = saved.summary.parent;
     report.preset = saved.preset.clone().unwrap_or_default();
     report.calls = saved_calls(saved);
+    // Kept through a resume of this report, which restates the results.
+    report.restored_sources = restored_sources(saved);
     report.apply(&event(
         started,
         EventKind::RunStarted {
@@ -503,9 +507,16 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
                 outcome: attempt_outcome(a),
                 // Reasoning streams but is not saved.
                 reasoning: String::new(),
-                tools: Vec::new(),
+                tools: tools_of(
+                    saved,
+                    &s.id,
+                    a.attempt,
+                    a.outcome == store::AttemptOutcome::Running,
+                ),
             })
             .collect();
+        // As the live report keeps them: the latest attempt's.
+        r.sources = saved.sources_of(&s.id, s.attempts);
     }
     if let Some(last) = saved.syntheses.last() {
         report.apply(&event(
@@ -561,6 +572,46 @@ pub fn report_of(saved: &store::SavedRun) -> RunReport {
     report.planner_calls = calls(CallRole::Planner);
     report.synthesis_calls = calls(CallRole::Synthesizer);
     report
+}
+
+/// A subtask attempt's saved tool calls as the detail view lists them. Where a call stood in
+/// the streamed text is not saved: a finished attempt lists its calls above the result. A
+/// call of an attempt that ended without its answer (its process stopped) ended unanswered.
+fn tools_of(
+    saved: &store::SavedRun,
+    subtask: &SubtaskId,
+    attempt: u32,
+    running: bool,
+) -> Vec<ToolCallRecord> {
+    saved
+        .tool_calls
+        .iter()
+        .filter(|c| &c.subtask == subtask && c.attempt == attempt)
+        .map(|c| ToolCallRecord {
+            call_id: c.call_id.clone(),
+            tool: c.tool.clone(),
+            arguments: c.arguments.clone(),
+            at: 0,
+            started_ts: c.started_ms,
+            finished: match c.finished_ms {
+                Some(finished) => Some(ToolCallEnd {
+                    ok: c.ok.unwrap_or(false),
+                    bytes: c.bytes.unwrap_or(0),
+                    ms: c
+                        .elapsed_ms
+                        .unwrap_or_else(|| finished.saturating_sub(c.started_ms)),
+                    summary: c.summary.clone().unwrap_or_default(),
+                }),
+                None if running => None,
+                None => Some(ToolCallEnd {
+                    ok: false,
+                    bytes: 0,
+                    ms: 0,
+                    summary: "no answer was saved".to_owned(),
+                }),
+            },
+        })
+        .collect()
 }
 
 fn subtask_status(status: SavedSubtaskStatus) -> SubtaskStatus {
@@ -707,7 +758,52 @@ pub fn resume_input(
         elapsed_ms: elapsed_of(saved),
         follow_up: parent.map(follow_up_of),
         context: context_of(saved),
+        sources: saved
+            .sources
+            .iter()
+            .map(|s| crate::protocol::SavedSource {
+                subtask: s.subtask.clone(),
+                attempt: s.attempt,
+                source: s.source.clone(),
+            })
+            .collect(),
     })
+}
+
+/// The sources behind a saved run's results (each succeeded subtask's last attempt), for
+/// [`RunReport::restored_sources`]: a resumed run's report lists them with the new ones.
+pub fn restored_sources(
+    saved: &store::SavedRun,
+) -> Vec<(SubtaskId, u32, Vec<crate::protocol::Source>)> {
+    saved
+        .subtasks
+        .iter()
+        .filter(|s| s.status == SavedSubtaskStatus::Succeeded && s.result.is_some())
+        .map(|s| {
+            // The engine restates a result as its attempt, at least the first.
+            let attempt = s.attempts.max(1);
+            (s.id.clone(), attempt, saved.sources_of(&s.id, s.attempts))
+        })
+        .filter(|(_, _, sources)| !sources.is_empty())
+        .collect()
+}
+
+/// The text a saved run's source was read with (as `subtask`'s report lists `source`), for a
+/// source reader; `Ok(None)` when none was saved (a run saved before sources were, or a
+/// database that does not exist). Raw: sanitise it before it reaches a terminal. Blocking:
+/// call it off the drawing path.
+pub fn saved_source_text(
+    path: Option<&std::path::Path>,
+    run: RunId,
+    subtask: &SubtaskId,
+    source: &crate::protocol::Source,
+) -> Result<Option<String>, String> {
+    let Some(path) = path.filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    let db = Store::open(path).map_err(|e| e.to_string())?;
+    db.text_of_source(run, subtask, source)
+        .map_err(|e| e.to_string())
 }
 
 /// The files attached to a saved run, with their text: what its workers saw, and see again

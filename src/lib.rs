@@ -62,5 +62,6 @@ pub mod sanitize;
 pub mod stats;
 pub mod store;
 pub mod timeline;
+pub mod toolbox;
 pub mod tools;
 pub mod tui;

@@ -146,6 +146,9 @@ fn is_tool_name(name: &str) -> bool {
 pub struct McpToolSpec {
     /// `mcp:SERVER/TOOL`
     pub name: String,
+    /// The name models call it by (`mcp__SERVER__TOOL`): providers take only letters,
+    /// digits, `_` and `-`, at most 64. Unique within a hub; see [`function_name`].
+    pub function: String,
     pub description: String,
     /// The tool's input JSON schema.
     pub parameters: Value,
@@ -204,6 +207,85 @@ fn servers_named(patterns: &[impl AsRef<str>]) -> BTreeSet<&str> {
         .collect()
 }
 
+// ---- function names ---------------------------------------------------------------------
+
+/// The prefix of the function names MCP tools are offered to models by.
+pub const FUNCTION_PREFIX: &str = "mcp__";
+/// The longest function name OpenAI and Anthropic accept.
+const FUNCTION_MAX: usize = 64;
+
+/// `mcp:SERVER/TOOL` as a function name providers accept (`^[a-zA-Z0-9_-]{1,64}$`):
+/// `mcp__SERVER__TOOL`, any other character as `_`. Longer than 64, it is cut and ends with
+/// `_` and a hash of the whole name. A hub makes it unique (the same plain name for
+/// `mcp:a/b.c` and `mcp:a/b_c`) by giving a later one a hashed name.
+pub fn function_name(tool: &str) -> String {
+    let plain = plain_function_name(tool);
+    if plain.len() <= FUNCTION_MAX {
+        plain
+    } else {
+        hashed_function_name(&plain, tool, 0)
+    }
+}
+
+fn plain_function_name(tool: &str) -> String {
+    let body = tool
+        .strip_prefix(PREFIX)
+        .unwrap_or(tool)
+        .replacen('/', "__", 1);
+    let body: String = body
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{FUNCTION_PREFIX}{body}")
+}
+
+/// `plain` cut to leave room for `_` and 8 hex digits of a hash of `tool` (and `salt`, to
+/// step past a clash).
+fn hashed_function_name(plain: &str, tool: &str, salt: u32) -> String {
+    // FNV-1a: stable across runs and builds, so a name means the same tool in saved runs.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in tool.bytes().chain(salt.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let keep = FUNCTION_MAX - 9;
+    // `plain` is ASCII, so any byte index is a character boundary.
+    format!("{}_{:08x}", &plain[..plain.len().min(keep)], hash as u32)
+}
+
+/// Function names given so far, both ways, so that each stands for one tool.
+#[derive(Debug, Default)]
+struct FunctionNames {
+    by_tool: BTreeMap<String, String>,
+    by_function: BTreeMap<String, String>,
+}
+
+impl FunctionNames {
+    /// The function name of `tool` (`mcp:SERVER/TOOL`): the one it was given before, else
+    /// [`function_name`], else (taken by another tool) a hashed one.
+    fn assign(&mut self, tool: &str) -> String {
+        if let Some(function) = self.by_tool.get(tool) {
+            return function.clone();
+        }
+        let plain = plain_function_name(tool);
+        let mut function = function_name(tool);
+        let mut salt = 0;
+        while self.by_function.contains_key(&function) {
+            salt += 1;
+            function = hashed_function_name(&plain, tool, salt);
+        }
+        self.by_tool.insert(tool.to_owned(), function.clone());
+        self.by_function.insert(function.clone(), tool.to_owned());
+        function
+    }
+}
+
 // ---- the hub ----------------------------------------------------------------------------
 
 /// The configured servers, each started on first use and kept running until `shutdown` or
@@ -211,6 +293,7 @@ fn servers_named(patterns: &[impl AsRef<str>]) -> BTreeSet<&str> {
 pub struct McpHub {
     servers: Vec<Slot>,
     notices: Mutex<Notices>,
+    functions: Mutex<FunctionNames>,
     start_timeout: Duration,
     call_timeout: Duration,
 }
@@ -256,6 +339,7 @@ impl McpHub {
                 })
                 .collect(),
             notices: Mutex::new(Notices::default()),
+            functions: Mutex::new(FunctionNames::default()),
             start_timeout: DEFAULT_START_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
@@ -280,6 +364,12 @@ impl McpHub {
     pub fn take_notices(&self) -> Vec<String> {
         let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut notices.pending)
+    }
+
+    /// The tool (`mcp:SERVER/TOOL`) a function name stands for, once its server has listed it.
+    pub fn tool_for_function(&self, function: &str) -> Option<String> {
+        let functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        functions.by_function.get(function).cloned()
     }
 
     fn notice(&self, text: String) {
@@ -399,7 +489,8 @@ impl McpHub {
 
     /// Stop every started server: close its stdin, wait a little, then kill it.
     pub async fn shutdown(&self) {
-        for slot in &self.servers {
+        // Side by side, so servers slow to exit cost one wait, not one each.
+        futures_util::future::join_all(self.servers.iter().map(|slot| async {
             let mut state = slot.state.lock().await;
             if let State::Running(mut running) =
                 std::mem::replace(&mut *state, State::Down("MCP servers were stopped".into()))
@@ -408,7 +499,8 @@ impl McpHub {
                 // is slow, dropping the service drops the child, which kills it.
                 let _ = running.service.close_with_timeout(STOP_TIMEOUT * 2).await;
             }
-        }
+        }))
+        .await;
     }
 
     fn slot(&self, server: &str) -> Option<&Slot> {
@@ -418,10 +510,19 @@ impl McpHub {
     async fn server_tools(&self, slot: &Slot) -> Vec<McpToolSpec> {
         let mut state = slot.state.lock().await;
         self.ensure_started(slot, &mut state).await;
-        match &*state {
-            State::Running(running) => running.tools.iter().map(|(_, s)| s.clone()).collect(),
-            State::NotStarted | State::Down(_) => Vec::new(),
-        }
+        let stopped = match &*state {
+            State::Running(running) if running.service.peer().is_transport_closed() => {
+                stopped_reason(&slot.config.name.0, &running.stderr)
+            }
+            State::Running(running) => {
+                return running.tools.iter().map(|(_, s)| s.clone()).collect();
+            }
+            State::NotStarted | State::Down(_) => return Vec::new(),
+        };
+        // It died between calls: its tools are no longer offered.
+        self.notice(stopped.clone());
+        *state = State::Down(stopped);
+        Vec::new()
     }
 
     /// The connection to use for a call of `tool`, or why there is none.
@@ -472,7 +573,15 @@ impl McpHub {
         }
         let name = &slot.config.name.0;
         *state = match start(&slot.config, self.start_timeout).await {
-            Ok(running) => {
+            Ok(mut running) => {
+                let mut functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+                for (_, spec) in &mut running.0.tools {
+                    spec.function = functions.assign(&spec.name);
+                }
+                drop(functions);
+                if running.0.tools.is_empty() {
+                    self.notice(format!("MCP server `{name}` started but offers no tools"));
+                }
                 for skipped in &running.1 {
                     self.notice(format!(
                         "MCP server `{name}`: tool {skipped:?} skipped (its name is not \
@@ -565,7 +674,16 @@ async fn start(
     };
     let started = tokio::time::timeout(timeout, async {
         let service = connect.await?;
-        let tools = service.list_all_tools().await.map_err(|e| e.to_string())?;
+        // A server that says it has no tools is not asked for them (it would answer "method
+        // not found"): it is up, with nothing to offer.
+        let offers_tools = service
+            .peer_info()
+            .is_none_or(|info| info.capabilities.tools.is_some());
+        let tools = if offers_tools {
+            service.list_all_tools().await.map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
         Ok::<_, String>((service, tools))
     })
     .await;
@@ -628,6 +746,8 @@ fn specs_of(
             tool.name.to_string(),
             McpToolSpec {
                 name: format!("{PREFIX}{}/{}", config.name.0, tool.name),
+                // Given by the hub, which knows every server's names.
+                function: String::new(),
                 description: sanitize(tool.description.as_deref().unwrap_or_default()).into_owned(),
                 parameters,
             },
@@ -769,6 +889,7 @@ mod tests {
     fn spec(name: &str) -> McpToolSpec {
         McpToolSpec {
             name: name.to_owned(),
+            function: function_name(name),
             description: String::new(),
             parameters: Value::Null,
         }
@@ -794,6 +915,54 @@ mod tests {
         assert_eq!(names(&["mcp:a/*"]), ["mcp:a/x", "mcp:a/y"]);
         assert_eq!(names(&["mcp:b/x", "fetch_url"]), ["mcp:b/x"]);
         assert_eq!(names(&["mcp:b/y", "mcp:*/x"]), Vec::<String>::new());
+    }
+
+    fn provider_accepts(function: &str) -> bool {
+        (1..=64).contains(&function.len())
+            && function
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+
+    #[test]
+    fn function_names_are_what_providers_accept() {
+        assert_eq!(
+            function_name("mcp:github/search_issues"),
+            "mcp__github__search_issues"
+        );
+        assert_eq!(function_name("mcp:fs/read.file"), "mcp__fs__read_file");
+        let long = format!("mcp:{}/{}", "s".repeat(64), "t".repeat(64));
+        let function = function_name(&long);
+        assert_eq!(function.len(), 64);
+        assert!(function.starts_with("mcp__sss"), "{function}");
+        assert!(provider_accepts(&function), "{function}");
+        // The hash tells long names with the same beginning apart.
+        let other = format!("mcp:{}/{}", "s".repeat(64), "u".repeat(64));
+        assert_ne!(function_name(&other), function);
+    }
+
+    #[test]
+    fn function_names_are_unique_both_ways() {
+        let mut names = FunctionNames::default();
+        let tools = [
+            "mcp:a/b__c",
+            "mcp:a__b/c",
+            "mcp:fs/read.file",
+            "mcp:fs/read_file",
+            "mcp:fs/read-file",
+        ];
+        let functions: Vec<String> = tools.iter().map(|t| names.assign(t)).collect();
+        let distinct: BTreeSet<&String> = functions.iter().collect();
+        assert_eq!(distinct.len(), tools.len(), "{functions:?}");
+        assert_eq!(
+            functions[0], "mcp__a__b__c",
+            "the first keeps the plain name"
+        );
+        for (tool, function) in tools.iter().zip(&functions) {
+            assert!(provider_accepts(function), "{function}");
+            assert_eq!(names.by_function[function], *tool);
+            assert_eq!(names.assign(tool), *function, "asked again, the same name");
+        }
     }
 
     #[test]

@@ -341,6 +341,10 @@ pub struct RunReport {
     pub budget_reached: Option<BudgetReason>,
     /// Why the provider is paused, until it is resumed.
     pub provider_paused: Option<String>,
+    /// The saved sources of a resumed run's results, by subtask and attempt: a result the
+    /// engine restates (`SubtaskSucceeded` of that attempt) gets them back, as no tool call
+    /// is made again. No event carries them: whoever resumes the run sets them.
+    pub restored_sources: Vec<(SubtaskId, u32, Vec<Source>)>,
 }
 
 /// Close the last of `calls` if it is still running.
@@ -740,7 +744,17 @@ impl RunReport {
                 cached,
             } => {
                 self.usage_since.add(*usage);
+                let restored = self
+                    .restored_sources
+                    .iter()
+                    .find(|(id, a, _)| id == subtask && a == attempt)
+                    .map(|(_, _, sources)| sources.clone());
                 if let Some(s) = self.subtask_mut(subtask) {
+                    if let Some(sources) = restored
+                        && s.sources.is_empty()
+                    {
+                        s.sources = sources;
+                    }
                     s.close_attempt(*attempt, event.ts_ms, AttemptOutcome::Succeeded);
                     s.status = SubtaskStatus::Succeeded;
                     s.elapsed_ms = Some(*elapsed_ms);

@@ -1,7 +1,8 @@
 //! The built-in tools against real things: `fetch_url` against a small web site on 127.0.0.1
 //! (allowed explicitly, as a person would allow an intranet host), `read_file` and `list_dir`
-//! against real temp folders with real symbolic links, and the tool flags through the real
-//! binary. Offline: nothing leaves this machine.
+//! against real temp folders with real symbolic links, the tool flags through the real
+//! binary, and the files given to a run (`--context`) as that run's read roots. Offline:
+//! nothing leaves this machine.
 
 mod common;
 
@@ -630,4 +631,223 @@ fn the_tool_flags_are_in_the_help() {
     let out = Sandbox::new("").child(&["run", "--help"]).run_blocking();
     assert!(out.stdout.contains("--allow-host <HOST>"), "{}", out.stdout);
     assert!(out.stdout.contains("--allow-dir <DIR>"), "{}", out.stdout);
+}
+
+// ---- the files a run was given are readable by its workers ------------------------------------
+
+mod context_roots {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use crate::common::mock::{MockRequest, MockServer, Reply};
+    use crate::common::plans::{plan_value, result_for, title};
+    use crate::common::{Output, Sandbox};
+    use maestro::protocol::{AttachedFile, Attachments, Command, EventKind, RunId};
+
+    const QUERY: &str = "Review the notes.";
+
+    /// A worker offered tools and not yet given results makes `calls`, then answers.
+    fn script(calls: Vec<(&'static str, String)>) -> impl Fn(&MockRequest) -> Reply + Send + Sync {
+        let plan = plan_value(&["a"]).to_string();
+        move |r| {
+            if r.is_planner() {
+                return Reply::text(plan.clone());
+            }
+            if r.is_synthesis() {
+                return Reply::text("# Report\n\nDone.");
+            }
+            match r.worker_title() {
+                Some(_) if !r.tools().is_empty() && r.tool_results().is_empty() => {
+                    let calls: Vec<(&str, &str)> =
+                        calls.iter().map(|(n, a)| (*n, a.as_str())).collect();
+                    Reply::calls(&calls)
+                }
+                Some(t) => Reply::text(result_for(&t)),
+                None => Reply::status(400, "mock: unexpected request"),
+            }
+        }
+    }
+
+    fn config(server: &MockServer) -> String {
+        format!(
+            "provider = \"openai\"\n[openai]\nbase_url = \"{}\"\nstarts_per_second = 0\n\
+             [limits]\nretries = 0\n[roles.research]\ntools = [\"files\"]\n",
+            server.openai_base_url()
+        )
+    }
+
+    async fn run(sandbox: &Sandbox, extra: &[&str]) -> Output {
+        let mut args = vec!["run", "--no-save", "--no-cache", "--format", "json"];
+        args.extend_from_slice(extra);
+        args.push(QUERY);
+        sandbox
+            .child(&args)
+            .env("OPENAI_API_KEY", "openai-test-key")
+            .limit(Duration::from_secs(60))
+            .run()
+            .await
+    }
+
+    fn worker_requests(server: &MockServer) -> Vec<MockRequest> {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.worker_title().as_deref() == Some(title("a").as_str()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_context_folder_is_readable_without_allow_dir_and_nothing_outside_it() {
+        let sandbox = Sandbox::new("");
+        std::fs::create_dir(sandbox.path("proj")).expect("mkdir");
+        std::fs::write(sandbox.path("proj/notes.txt"), "the notes body\n").expect("write");
+        std::fs::write(sandbox.path("secret.txt"), "the secret\n").expect("write");
+        let secret = sandbox.path("secret.txt").display().to_string();
+        let server = MockServer::start(script(vec![
+            ("read_file", json!({ "path": "proj/notes.txt" }).to_string()),
+            ("list_dir", json!({ "path": "proj" }).to_string()),
+            ("read_file", json!({ "path": secret }).to_string()),
+            (
+                "read_file",
+                json!({ "path": "proj/../secret.txt" }).to_string(),
+            ),
+        ]))
+        .await;
+        std::fs::write(sandbox.config_path(), config(&server)).expect("write the config");
+
+        let out = run(&sandbox, &["--context", "proj"]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let a = worker_requests(&server);
+        assert_eq!(a.len(), 2, "the calls, then the answer");
+        assert_eq!(a[0].tools(), ["read_file", "list_dir"]);
+        let results: Vec<String> = a[1].tool_results().into_iter().map(|r| r.1).collect();
+        assert_eq!(results.len(), 4, "{results:?}");
+        assert!(results[0].starts_with("the notes body"), "{results:?}");
+        assert!(results[1].contains("notes.txt"), "{results:?}");
+        assert!(results[2].contains("refused"), "{results:?}");
+        // Inside the folder `..` is folded first: this names proj/secret.txt, which is not there.
+        assert!(results[3].contains("does not exist"), "{results:?}");
+        assert!(
+            results.iter().all(|r| !r.contains("the secret")),
+            "{results:?}"
+        );
+
+        // Without the folder, no folder is readable, so the file tools are not offered.
+        let server = MockServer::start(script(Vec::new())).await;
+        std::fs::write(sandbox.config_path(), config(&server)).expect("write the config");
+        let out = run(&sandbox, &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(worker_requests(&server)[0].tools().is_empty());
+    }
+
+    /// Two runs of one engine (as in the dashboard), each given its own folder: each reads its
+    /// own and is refused the other's.
+    #[tokio::test]
+    async fn two_runs_of_one_engine_read_only_their_own_files() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let canonical = |name: &str| {
+            std::fs::canonicalize(dir.path().join(name))
+                .expect("canonical")
+                .display()
+                .to_string()
+        };
+        for (name, text) in [("alpha", "alpha body"), ("beta", "beta body")] {
+            std::fs::create_dir(dir.path().join(name)).expect("mkdir");
+            std::fs::write(dir.path().join(name).join("f.txt"), text).expect("write");
+        }
+        let alpha = format!("{}/f.txt", canonical("alpha"));
+        let beta = format!("{}/f.txt", canonical("beta"));
+        let server = MockServer::start(script(vec![
+            ("read_file", json!({ "path": alpha }).to_string()),
+            ("read_file", json!({ "path": beta }).to_string()),
+        ]))
+        .await;
+        let file =
+            maestro::config::FileConfig::parse(&config(&server), std::path::Path::new("test.toml"))
+                .expect("a valid config");
+        let env = |name: &str| (name == "OPENAI_API_KEY").then(|| "openai-test-key".to_owned());
+        let config = maestro::config::Config::merge(&Default::default(), file, &env)
+            .expect("a valid config");
+        let (tools, servers) = config.toolbox();
+        let (engine, mut events) = maestro::engine::executor::Engine::spawn_with_tools(
+            config.provider.build(),
+            tools,
+            config.run,
+            config.executor,
+        );
+        let start = |name: &str| {
+            let id = RunId::new();
+            engine.send(Command::StartRun {
+                id,
+                query: format!("{QUERY} ({name})"),
+                plan: None,
+                models: Default::default(),
+                follow_up: None,
+                context: Attachments {
+                    files: vec![AttachedFile {
+                        path: format!("{name}/f.txt"),
+                        text: format!("{name} body"),
+                    }],
+                    roots: vec![canonical(name)],
+                    ..Default::default()
+                },
+            });
+            id
+        };
+        let runs = [start("alpha"), start("beta")];
+        let mut finished: Vec<RunId> = Vec::new();
+        let mut calls: Vec<(RunId, bool)> = Vec::new();
+        while finished.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+                .await
+                .expect("events in time")
+                .expect("the engine runs");
+            match event.kind {
+                EventKind::ToolCallFinished { ok, .. } => calls.push((event.run, ok)),
+                EventKind::RunFinished { .. } => finished.push(event.run),
+                _ => {}
+            }
+        }
+        servers.stop().await;
+        let oks = |run: RunId| -> Vec<bool> {
+            calls
+                .iter()
+                .filter(|(r, _)| *r == run)
+                .map(|(_, ok)| *ok)
+                .collect()
+        };
+        // Tool calls finish in either order within a round: count them.
+        for run in runs {
+            let mut run_oks = oks(run);
+            run_oks.sort();
+            assert_eq!(run_oks, [false, true], "one read, one refused: {calls:?}");
+        }
+        let answered: Vec<Value> = server
+            .requests()
+            .iter()
+            .filter(|r| !r.tool_results().is_empty())
+            .map(|r| {
+                let results: Vec<String> = r.tool_results().into_iter().map(|t| t.1).collect();
+                json!({ "user": r.user(), "results": results })
+            })
+            .collect();
+        assert_eq!(answered.len(), 2, "{answered:?}");
+        for request in &answered {
+            let user = request["user"].as_str().unwrap_or_default();
+            let results = &request["results"];
+            let (own, other) = if user.contains("(alpha)") {
+                (0, 1)
+            } else {
+                (1, 0)
+            };
+            let own_text = results[own].as_str().unwrap_or_default();
+            let other_text = results[other].as_str().unwrap_or_default();
+            assert!(own_text.contains("body"), "{request}");
+            assert!(
+                other_text.contains("refused") && !other_text.contains("body"),
+                "{request}"
+            );
+        }
+    }
 }

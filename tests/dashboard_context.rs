@@ -131,7 +131,7 @@ fn a_query_with_an_at_path_is_read_by_the_app_before_the_run_starts() {
             path: "notes.md".into(),
             text: "the notes".into(),
         }],
-        skipped: vec![],
+        ..Default::default()
     };
     let actions = update(
         &mut model,

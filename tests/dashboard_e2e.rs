@@ -22,6 +22,9 @@
 //! One more types `@path` queries on the demo provider: a missing file is an error line with
 //! the query kept, an existing one shows under the run and in the demo's plan.
 //!
+//! One more has a worker call an MCP server's tool: the detail pane names it `mcp:t/echo`, and
+//! the server's process is gone once the dashboard quits.
+//!
 //! Needs `tmux` (`.ci/run` installs it). Without it the test fails, unless
 //! `MAESTRO_SKIP_TMUX_TESTS=1` is set, which skips it with a notice.
 
@@ -1023,6 +1026,99 @@ fn an_at_path_in_the_query_box_attaches_the_file_or_says_what_is_wrong() {
     tmux.send_keys(&["C-c"]);
     tmux.send_keys(&["C-c"]);
     tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+}
+
+// ---- MCP servers ----------------------------------------------------------------------------
+
+/// A worker of a dashboard run calls a tool of a configured MCP server: the screen names it
+/// `mcp:t/echo`, and quitting stops the server's process.
+#[test]
+fn a_dashboard_worker_calls_an_mcp_tool_and_quitting_stops_the_server() {
+    if !tmux_ready() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let plan = json!({
+        "query_analysis": "Heat adaptation.",
+        "subtasks": [{
+            "id": "a", "worker": "research", "title": TITLE_A,
+            "description": "Find out.", "focus_areas": [], "depends_on": [],
+            "priority": "medium",
+        }],
+        "synthesis_guidance": "Combine.",
+    })
+    .to_string();
+    let server = runtime.block_on(MockServer::start(move |r: &MockRequest| {
+        if r.is_planner() {
+            return Reply::text(plan.clone());
+        }
+        if r.is_synthesis() {
+            return Reply::text(format!("# Heat report\n\n{}\n", synthesis_mark(1)));
+        }
+        if !r.tools().is_empty() && r.tool_results().is_empty() {
+            return Reply::calls(&[("mcp__t__echo", r#"{"text": "echoed by the server"}"#)]);
+        }
+        Reply::text("Alpha findings: the server echoed.")
+    }));
+
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let pid_file = home.join("server.pid");
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ui]\nbell = false\n\n[roles.research]\ntools = [\"mcp:t/echo\"]\n\n\
+             [[mcp.servers]]\nname = \"t\"\ncommand = {:?}\nargs = [\"--pid-file\", {:?}]\n",
+            env!("CARGO_BIN_EXE_mcp-test-server"),
+            pid_file.to_string_lossy()
+        ),
+    )
+    .expect("write the config");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    tmux.start(&format!(
+        "{} --provider openai --base-url {} --model test; echo {EXITED}$?; exec sleep 60",
+        quote(env!("CARGO_BIN_EXE_maestro")),
+        quote(&server.openai_base_url())
+    ));
+    tmux.wait_for("the query pane", |s| s.contains("Ask a question"));
+    tmux.type_text(QUERY);
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the run done, the MCP call shown", |s| {
+        s.contains("#1 succeeded") && s.contains(&synthesis_mark(1)) && s.contains("mcp:t/echo")
+    });
+    println!("--- the run ---\n{screen}");
+    assert!(!screen.contains("mcp__t__echo"), "{screen}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the server started")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let running = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+    };
+    assert!(running(pid), "the server runs while the dashboard does");
+
+    tmux.send_keys(&["q"]);
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running(pid), "MCP server {pid} outlived the dashboard");
+    drop(tmux);
+    drop(server);
 }
 
 // ---- plan review ----------------------------------------------------------------------------

@@ -132,6 +132,7 @@ fn saved_report(id: RunId, status: SavedRunStatus) -> (RunReport, Saved) {
         synthesis_attempts: 1,
         follow_up: None,
         context: Default::default(),
+        sources: Vec::new(),
         report: None,
         usage: Usage::default(),
         elapsed_ms: 41_000,
@@ -658,4 +659,162 @@ fn opened_interrupted_run_snapshots() {
         );
         model
     });
+}
+
+// ---- a saved run's tool calls ----------------------------------------------------------------
+
+/// A run whose `emissions` worker fetched a page and failed to read a file, saved by the real
+/// writer into a temporary database and read back as the app loop reads it: the detail of
+/// the opened subtask lists both calls, as it did live.
+#[test]
+fn an_opened_saved_run_lists_its_tool_calls_in_the_detail() {
+    use maestro::protocol::{Source, SourceKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("runs.db");
+    let id = run_id(7);
+    let mut events = small_run_events(id, "# Report\n\nText.\n");
+    let started = events
+        .iter()
+        .position(|e| {
+            matches!(&e.kind, EventKind::SubtaskStarted { subtask, .. }
+                if *subtask == sid("emissions"))
+        })
+        .expect("emissions starts");
+    let tool_events = [
+        at(
+            id,
+            36_000,
+            EventKind::ToolCallStarted {
+                subtask: sid("emissions"),
+                attempt: 1,
+                call_id: "call_1".into(),
+                tool: "fetch_url".into(),
+                arguments: "https://example.org/air".into(),
+            },
+        ),
+        at(
+            id,
+            35_600,
+            EventKind::ToolCallFinished {
+                subtask: sid("emissions"),
+                attempt: 1,
+                call_id: "call_1".into(),
+                ok: true,
+                bytes: 12_345,
+                ms: 400,
+                summary: "HTTP 200 · https://example.org/air".into(),
+                source: Some(Source {
+                    number: 1,
+                    kind: SourceKind::Url,
+                    location: "https://example.org/air".into(),
+                    bytes: 12_345,
+                    status: Some(200),
+                    retrieved_ms: NOW - 35_600,
+                }),
+                text: "Air quality in cities.".into(),
+            },
+        ),
+        at(
+            id,
+            35_500,
+            EventKind::ToolCallStarted {
+                subtask: sid("emissions"),
+                attempt: 1,
+                call_id: "call_2".into(),
+                tool: "read_file".into(),
+                arguments: "notes.md".into(),
+            },
+        ),
+        at(
+            id,
+            35_490,
+            EventKind::ToolCallFinished {
+                subtask: sid("emissions"),
+                attempt: 1,
+                call_id: "call_2".into(),
+                ok: false,
+                bytes: 0,
+                ms: 10,
+                summary: "no such file: notes.md".into(),
+                source: None,
+                text: String::new(),
+            },
+        ),
+    ];
+    events.splice(started + 1..started + 1, tool_events);
+    let live = {
+        let mut live = model(false, (160, 48));
+        send_all(&mut live, events.clone());
+        live.runs[0].report.subtasks[0].history[0].tools.clone()
+    };
+    {
+        let writer = maestro::store::StoreWriter::spawn(&path).expect("writer");
+        for event in &events {
+            writer.event(event);
+        }
+        writer
+            .flush()
+            .wait(std::time::Duration::from_secs(10))
+            .expect("saved");
+        writer.close();
+    }
+
+    let db = maestro::store::Store::open(&path).expect("open");
+    let saved = db.load_run(id).expect("load");
+    let report = maestro::history::report_of(&saved);
+    let state = Saved {
+        status: saved.summary.status,
+        resume: maestro::history::resume_input(&saved, None).map(Box::new),
+    };
+    let mut model = model(false, (160, 48));
+    update(&mut model, Msg::SavedOpened(Ok(Box::new((report, state)))));
+    let view = model.run(id).expect("opened");
+    let emissions = &view.report.subtasks[0];
+    assert_eq!(
+        emissions.history[0].tools, live,
+        "the calls as they were live"
+    );
+    assert_eq!(emissions.sources.len(), 1);
+
+    select_subtask(&mut model, id, "emissions");
+    let detail = text_of(&content::detail_lines(&model, 120));
+    assert!(detail.contains("Tool calls"), "{detail}");
+    assert!(
+        detail.contains("✓ fetch_url example.org/air")
+            && detail.contains("12.1 KB · HTTP 200 · https://example.org/air"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("✗ read_file notes.md") && detail.contains("no such file: notes.md"),
+        "{detail}"
+    );
+
+    // Resumed, the engine restates the plan and the saved results: the source stays with its
+    // result, as no call reads it again.
+    let plan = model
+        .run(id)
+        .and_then(|v| v.report.plan.clone())
+        .expect("plan");
+    send_all(
+        &mut model,
+        [
+            at(id, 1_000, EventKind::PlanReady { plan }),
+            at(
+                id,
+                1_000,
+                EventKind::SubtaskSucceeded {
+                    subtask: sid("emissions"),
+                    attempt: 1,
+                    elapsed_ms: 7_000,
+                    usage: Usage::default(),
+                    result: "Findings on emissions.".into(),
+                    cut_off: false,
+                    cached: false,
+                },
+            ),
+        ],
+    );
+    let sources = &model.run(id).expect("run").report.subtasks[0].sources;
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].location, "https://example.org/air");
 }

@@ -1691,6 +1691,7 @@ fn saved_run(tasks: &[(&str, &[&str])]) -> SavedRun {
         synthesis_attempts: 0,
         follow_up: None,
         context: Default::default(),
+        sources: Vec::new(),
         report: None,
         usage: Usage::default(),
         elapsed_ms: 0,

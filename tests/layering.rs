@@ -163,6 +163,11 @@ const RULES: &[Rule] = &[
         imports: Imports::Only(&["tools", "sanitize", "defaults", "protocol"]),
         no_crates: TERMINAL,
     },
+    Rule {
+        module: "toolbox",
+        imports: Imports::Only(&["toolbox", "llm", "tools", "mcp", "protocol", "display"]),
+        no_crates: TERMINAL,
+    },
 ];
 
 #[test]

@@ -2,7 +2,8 @@
 //! built with the SDK's server side), started by the hub as a child process. Covers listing,
 //! calls and their errors, servers that crash at start, answer garbage or die mid-run, and
 //! that no server process outlives the hub; a streamable HTTP server (the SDK's, in process);
-//! and `maestro mcp list` run as the real binary.
+//! `maestro mcp list` run as the real binary; and workers of `maestro run` calling MCP tools
+//! through the mock LLM server (OpenAI and Anthropic), by the function names providers accept.
 
 mod common;
 
@@ -272,6 +273,67 @@ async fn a_server_killed_mid_run_turns_calls_into_errors() {
     hub.shutdown().await;
 }
 
+/// The workers' tool box over a hub: tools offered by function name and shown by their own,
+/// calls that reach the server, and a server killed between calls: an error result the model
+/// reads, one notice, and its tools no longer offered.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_workers_tool_box_offers_calls_and_drops_a_server_that_died() {
+    use maestro::llm::tools::ToolCall;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pid_file = dir.path().join("pid");
+    let config = McpConfig {
+        servers: vec![server(
+            "t",
+            &["--pid-file", pid_file.to_str().expect("a utf-8 path")],
+        )],
+    };
+    let (tools, servers) = maestro::toolbox::workers(&Default::default(), &config);
+    let names = vec!["mcp:t/echo".to_owned(), "fetch".to_owned()];
+    assert!(
+        tools.specs(&names).iter().all(|s| s.name == "fetch_url"),
+        "nothing of the server's before it is prepared"
+    );
+    tools.prepare(&names).await;
+    let offered: Vec<String> = tools.specs(&names).into_iter().map(|s| s.name).collect();
+    assert_eq!(offered, ["fetch_url", "mcp__t__echo"]);
+    assert_eq!(tools.label("mcp__t__echo"), "mcp:t/echo");
+    assert_eq!(tools.label("fetch_url"), "fetch_url");
+    let echo = |text: &str| {
+        ToolCall::from_text(
+            "c1".into(),
+            "mcp__t__echo".into(),
+            &json!({ "text": text }).to_string(),
+        )
+    };
+    let outcome = tools.call(echo("hello"), CancellationToken::new()).await;
+    assert_eq!(
+        (outcome.content.as_str(), outcome.is_error),
+        ("hello", false)
+    );
+    assert_eq!(outcome.source, None);
+    assert!(tools.take_notices().is_empty());
+
+    let pid = read_pid(&pid_file);
+    // SAFETY: a plain syscall on a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(wait_until_gone(pid, Duration::from_secs(5)));
+    let outcome = tools.call(echo("again"), CancellationToken::new()).await;
+    assert!(outcome.is_error, "{outcome:?}");
+    assert!(outcome.content.contains("`t` stopped"), "{outcome:?}");
+    tools.prepare(&names).await;
+    let offered: Vec<String> = tools.specs(&names).into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        offered,
+        ["fetch_url"],
+        "a stopped server's tools are not offered"
+    );
+    let notices = tools.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    servers.stop().await;
+}
+
 #[tokio::test]
 async fn a_slow_call_times_out_or_is_cancelled_and_the_server_stays_usable() {
     let hub = McpHub::new(&McpConfig {
@@ -515,4 +577,309 @@ async fn a_streamable_http_server_is_listed_and_called() {
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(notices[0].contains("`closed` did not start"), "{notices:?}");
     hub.shutdown().await;
+}
+
+// ---- MCP tools in the workers' hands, through the binary and the mock -----------------------
+
+mod workers {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::{SERVER, read_pid, wait_until_gone};
+    use crate::common::mock::{MockRequest, MockServer, Protocol, Reply};
+    use crate::common::plans::{plan_value, result_for, title};
+    use crate::common::{Output, Sandbox};
+
+    const QUERY: &str = "What about a and b?";
+
+    /// A `[[mcp.servers]]` entry for the test server with these arguments.
+    fn server_entry(name: &str, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+        format!(
+            "[[mcp.servers]]\nname = \"{name}\"\ncommand = {SERVER:?}\nargs = [{}]\n",
+            args.join(", ")
+        )
+    }
+
+    /// Plans subtasks `a` and `b` (both `research`); a worker offered tools and not yet given
+    /// results makes `calls`; everything else answers.
+    fn script(calls: Vec<(String, String)>) -> impl Fn(&MockRequest) -> Reply + Send + Sync {
+        let plan = plan_value(&["a", "b"]).to_string();
+        move |r| {
+            if r.is_planner() {
+                return match r.forced_tool() {
+                    Some(tool) => Reply::tool_call(&tool, plan.clone()),
+                    None => Reply::text(plan.clone()),
+                };
+            }
+            if r.is_synthesis() {
+                return Reply::text("# Report\n\nDone.");
+            }
+            match r.worker_title() {
+                Some(_)
+                    if !calls.is_empty()
+                        && !r.tools().is_empty()
+                        && r.tool_results().is_empty() =>
+                {
+                    let calls: Vec<(&str, &str)> = calls
+                        .iter()
+                        .map(|(n, a)| (n.as_str(), a.as_str()))
+                        .collect();
+                    Reply::calls(&calls)
+                }
+                Some(t) => Reply::text(result_for(&t)),
+                None => Reply::status(400, "mock: unexpected request"),
+            }
+        }
+    }
+
+    fn config(server: &MockServer, protocol: Protocol, rest: &str) -> String {
+        let (name, url) = match protocol {
+            Protocol::OpenAi => ("openai", server.openai_base_url()),
+            Protocol::Anthropic => ("anthropic", server.anthropic_base_url()),
+        };
+        format!(
+            "provider = \"{name}\"\n[{name}]\nbase_url = \"{url}\"\nstarts_per_second = 0\n\
+             [limits]\nretries = 0\n{rest}"
+        )
+    }
+
+    async fn run(sandbox: &Sandbox, protocol: Protocol, extra: &[&str]) -> Output {
+        let events = sandbox.path("events.jsonl");
+        let events = events.to_str().expect("a utf-8 path").to_owned();
+        let mut args = vec![
+            "run",
+            "--no-save",
+            "--no-cache",
+            "--format",
+            "json",
+            "--events",
+            &events,
+        ];
+        args.extend_from_slice(extra);
+        args.push(QUERY);
+        let (key, value) = match protocol {
+            Protocol::OpenAi => ("OPENAI_API_KEY", "openai-test-key"),
+            Protocol::Anthropic => ("ANTHROPIC_API_KEY", "anthropic-test-key"),
+        };
+        sandbox
+            .child(&args)
+            .env(key, value)
+            .limit(Duration::from_secs(60))
+            .run()
+            .await
+    }
+
+    fn events(sandbox: &Sandbox) -> Vec<Value> {
+        std::fs::read_to_string(sandbox.path("events.jsonl"))
+            .expect("the events file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+        events.iter().filter(|e| e["type"] == kind).collect()
+    }
+
+    fn notices(events: &[Value]) -> Vec<String> {
+        of_type(events, "notice")
+            .iter()
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn worker_requests(server: &MockServer, id: &str) -> Vec<MockRequest> {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.worker_title().as_deref() == Some(title(id).as_str()))
+            .collect()
+    }
+
+    fn pid_arg(sandbox: &Sandbox) -> String {
+        sandbox
+            .path("server.pid")
+            .to_str()
+            .expect("a utf-8 path")
+            .to_owned()
+    }
+
+    fn gone_after_exit(pid_file: &Path) {
+        let pid = read_pid(pid_file);
+        assert!(
+            wait_until_gone(pid, Duration::from_secs(2)),
+            "MCP server {pid} outlived maestro"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worker_calls_an_mcp_tool_by_its_function_name_openai() {
+        let server = MockServer::start(script(vec![(
+            "mcp__t__echo".to_owned(),
+            json!({ "text": "ping from the model" }).to_string(),
+        )]))
+        .await;
+        let sandbox = Sandbox::new("");
+        let pid = pid_arg(&sandbox);
+        let rest = format!(
+            "[roles.research]\ntools = [\"mcp:t/*\"]\n{}",
+            server_entry("t", &["--pid-file", &pid])
+        );
+        std::fs::write(
+            sandbox.config_path(),
+            config(&server, Protocol::OpenAi, &rest),
+        )
+        .expect("write the config");
+        let out = run(&sandbox, Protocol::OpenAi, &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+
+        let a = worker_requests(&server, "a");
+        assert_eq!(a.len(), 2, "the call, then the answer");
+        let mut offered = a[0].tools();
+        offered.sort();
+        assert_eq!(
+            offered,
+            [
+                "mcp__t__add",
+                "mcp__t__echo",
+                "mcp__t__env_var",
+                "mcp__t__picture",
+                "mcp__t__slow"
+            ],
+            "the role's MCP tools and nothing else"
+        );
+        // The echo ran in the server process and its answer reached the model.
+        let results = a[1].tool_results();
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!(results[0].1, "ping from the model");
+
+        let events = events(&sandbox);
+        let started = of_type(&events, "tool_call_started");
+        assert_eq!(started.len(), 2, "a and b each called it: {events:?}");
+        assert!(
+            started.iter().all(|e| e["tool"] == "mcp:t/echo"),
+            "{started:?}"
+        );
+        assert_eq!(started[0]["arguments"], "ping from the model");
+        let finished = of_type(&events, "tool_call_finished");
+        assert!(finished.iter().all(|e| e["ok"] == true), "{finished:?}");
+        assert!(
+            finished
+                .iter()
+                .all(|e| e.get("source").is_none_or(Value::is_null)),
+            "an MCP result names no source: {finished:?}"
+        );
+        assert!(notices(&events).is_empty(), "{events:?}");
+        gone_after_exit(&sandbox.path("server.pid"));
+    }
+
+    #[tokio::test]
+    async fn a_role_limited_to_one_mcp_tool_is_offered_only_that_anthropic() {
+        let server = MockServer::start(script(vec![(
+            "mcp__t__add".to_owned(),
+            json!({ "a": 2, "b": 40 }).to_string(),
+        )]))
+        .await;
+        let sandbox = Sandbox::new("");
+        let rest = format!(
+            "[roles.research]\ntools = [\"mcp:t/add\"]\n{}",
+            server_entry("t", &[])
+        );
+        std::fs::write(
+            sandbox.config_path(),
+            config(&server, Protocol::Anthropic, &rest),
+        )
+        .expect("write the config");
+        let out = run(&sandbox, Protocol::Anthropic, &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let a = worker_requests(&server, "a");
+        assert_eq!(a[0].tools(), ["mcp__t__add"]);
+        let results = a[1].tool_results();
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!((results[0].1.as_str(), results[0].2), ("42", false));
+        let events = events(&sandbox);
+        let started = of_type(&events, "tool_call_started");
+        assert!(
+            !started.is_empty() && started.iter().all(|e| e["tool"] == "mcp:t/add"),
+            "{started:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_crashes_at_start_is_one_notice_and_the_run_goes_on() {
+        let server = MockServer::start(script(Vec::new())).await;
+        let sandbox = Sandbox::new("");
+        let rest = format!(
+            "[roles.research]\ntools = [\"mcp:bad/*\", \"fetch\"]\n{}",
+            server_entry("bad", &["--crash-at-start"])
+        );
+        std::fs::write(
+            sandbox.config_path(),
+            config(&server, Protocol::OpenAi, &rest),
+        )
+        .expect("write the config");
+        let out = run(&sandbox, Protocol::OpenAi, &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        for id in ["a", "b"] {
+            let requests = worker_requests(&server, id);
+            assert_eq!(
+                requests[0].tools(),
+                ["fetch_url"],
+                "without the server's tools"
+            );
+        }
+        let told = notices(&events(&sandbox));
+        assert_eq!(told.len(), 1, "once, for two workers: {told:?}");
+        assert!(
+            told[0].contains("MCP server `bad` did not start")
+                && told[0].contains("crashing on purpose"),
+            "{told:?}"
+        );
+        let report = out.json();
+        assert_eq!(
+            report["notices"].as_array().map(Vec::len),
+            Some(1),
+            "{report}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_without_tools_is_a_notice_and_no_tools() {
+        let server = MockServer::start(script(Vec::new())).await;
+        let sandbox = Sandbox::new("");
+        let pid = pid_arg(&sandbox);
+        let rest = server_entry("bare", &["--pid-file", &pid, "--no-tools"]);
+        std::fs::write(
+            sandbox.config_path(),
+            config(&server, Protocol::OpenAi, &rest),
+        )
+        .expect("write the config");
+        // `--tools mcp`: every configured server's tools, for every worker.
+        let out = run(&sandbox, Protocol::OpenAi, &["--tools", "mcp"]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let workers: Vec<MockRequest> = server
+            .requests()
+            .into_iter()
+            .filter(|r| r.worker_title().is_some())
+            .collect();
+        assert_eq!(workers.len(), 2);
+        assert!(workers.iter().all(|r| r.tools().is_empty()));
+        let told = notices(&events(&sandbox));
+        assert_eq!(told, ["MCP server `bare` started but offers no tools"]);
+        gone_after_exit(&sandbox.path("server.pid"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_tools_flag_is_a_usage_error() {
+        let sandbox = Sandbox::new("provider = \"demo\"\n");
+        let out = sandbox
+            .child(&["run", "--no-save", "--tools", "mcp:nothing", QUERY])
+            .run()
+            .await;
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(out.stderr.contains("\"mcp:nothing\""), "{}", out.stderr);
+    }
 }

@@ -740,3 +740,168 @@ async fn rm_deletes_runs_by_prefix_and_gc_deletes_old_ones() {
     assert!(out.stderr.contains("--older-than"), "{out:?}");
     server.shutdown().await;
 }
+
+// ---- tool calls and sources ------------------------------------------------------------------
+
+/// `a` (a researcher) fetches two pages of the fixture site, one per round (the mock names
+/// both calls `call_1`), then answers; `b` answers at once, or fails while `b_fails`.
+fn fetching_script(
+    site: &common::site::Site,
+    b_fails: bool,
+) -> impl Fn(&MockRequest) -> Reply + Send + Sync + 'static {
+    let plan = plan_value(&["a", "b"]).to_string();
+    let pages = [site.url("/page.html"), site.url("/plain.txt")];
+    move |r| {
+        if r.is_planner() {
+            return Reply::text(plan.clone()).usage(100, 50);
+        }
+        if r.is_synthesis() {
+            return Reply::text(SYNTHESIS).usage(300, 80);
+        }
+        match r.worker_title() {
+            Some(t) if t == title("a") && !r.tools().is_empty() => {
+                match pages.get(r.tool_results().len()) {
+                    Some(page) => {
+                        let args = json!({ "url": page }).to_string();
+                        Reply::calls(&[("fetch_url", args.as_str())]).usage(20, 5)
+                    }
+                    None => Reply::text(result_for(&t)).usage(20, 10),
+                }
+            }
+            Some(t) if t == title("b") && b_fails => Reply::status(500, "b's upstream is broken"),
+            Some(t) => Reply::text(result_for(&t)).usage(20, 10),
+            None => Reply::status(400, "mock: unexpected request"),
+        }
+    }
+}
+
+fn sources_of(report: &Value, id: &str) -> Value {
+    report["subtasks"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id))
+        .map(|s| s["sources"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_run_that_fetches_saves_its_tool_calls_and_sources_and_show_lists_them_as_it_did() {
+    let site = common::site::Site::start().await;
+    let server = MockServer::start(fetching_script(&site, false)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let out = sandbox
+        .run(
+            &[
+                "run",
+                "-q",
+                "--format",
+                "json",
+                "--allow-host",
+                "127.0.0.1",
+                QUERY,
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let ran = out.json();
+    let live = sources_of(&ran, "a");
+    assert_eq!(live.as_array().map(Vec::len), Some(2), "{ran}");
+    assert_eq!(live[0]["location"], site.url("/page.html").as_str());
+    assert_eq!(live[1]["location"], site.url("/plain.txt").as_str());
+    assert_eq!(site.requests(), 2);
+
+    let conn = sandbox.open_db();
+    assert_eq!(
+        query_strings(
+            &conn,
+            "SELECT tool || ' ' || call_id || ' ' || ok || ' ' || summary FROM tool_calls
+             WHERE subtask_id = 'a' ORDER BY id"
+        ),
+        [
+            format!("fetch_url call_1 1 HTTP 200 · {}", site.url("/page.html")),
+            format!("fetch_url call_1 1 HTTP 200 · {}", site.url("/plain.txt")),
+        ]
+    );
+    let texts = query_strings(
+        &conn,
+        "SELECT text FROM sources WHERE subtask_id = 'a' ORDER BY id",
+    );
+    assert_eq!(texts.len(), 2);
+    assert!(
+        texts[0].contains("High water is at") && !texts[0].contains("secretToken"),
+        "the text the model was handed: {}",
+        texts[0]
+    );
+    assert!(texts[1].contains("second line"), "{}", texts[1]);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM sources WHERE subtask_id = 'b'"),
+        0
+    );
+
+    // `show` lists the same sources, field by field, as the live run did.
+    let id = ran["run_id"].as_str().expect("id").to_owned();
+    let out = sandbox.run(&["show", &id, "--format", "json"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let shown = out.json();
+    assert_eq!(sources_of(&shown, "a"), live);
+    assert_eq!(sources_of(&shown, "b"), Value::Null);
+    let out = sandbox.run(&["show", &id], &[]).await;
+    assert!(out.stdout.contains("## Sources"), "{out:?}");
+    assert!(out.stdout.contains(&site.url("/plain.txt")), "{out:?}");
+
+    // The export has every call with its source and no text.
+    let out = sandbox.run(&["export", &id, "--format", "json"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let exported = out.json();
+    let calls = exported["tool_calls"].as_array().expect("tool calls");
+    assert_eq!(calls.len(), 2, "{exported}");
+    assert_eq!(
+        calls[1]["source"]["location"],
+        site.url("/plain.txt").as_str()
+    );
+    assert_eq!(calls[1]["source"]["text_bytes"], texts[1].len());
+    assert_eq!(sources_of(&exported, "a"), live);
+    assert!(!out.stdout.contains("High water is at"), "no source text");
+    let out = sandbox.run(&["export", &id], &[]).await;
+    assert!(out.stdout.contains("### Tool calls"), "{out:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_resumed_run_keeps_the_sources_of_the_results_it_kept() {
+    let site = common::site::Site::start().await;
+    let server = MockServer::start(fetching_script(&site, true)).await;
+    let sandbox = Sandbox::new(&openai_config(&server, ""));
+    let allow = ["--allow-host", "127.0.0.1"];
+    let mut args = vec!["run", "-q", "--format", "json"];
+    args.extend(allow);
+    args.push(QUERY);
+    let out = sandbox.run(&args, &[]).await;
+    assert_eq!(out.code, Some(3), "b failed: {out:?}");
+    let ran = out.json();
+    let live = sources_of(&ran, "a");
+    assert_eq!(live.as_array().map(Vec::len), Some(2), "{ran}");
+
+    server.set_script(fetching_script(&site, false));
+    let id = ran["run_id"].as_str().expect("id").to_owned();
+    let before = server.requests().len();
+    let mut args = vec!["resume", &id, "-q", "--format", "json"];
+    args.extend(allow);
+    let out = sandbox.run(&args, &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let after = &server.requests()[before..];
+    assert_eq!(worker_calls(after, "a"), 0, "a's result is kept");
+    assert_eq!(site.requests(), 2, "nothing fetched again");
+    let resumed = out.json();
+    assert_eq!(sources_of(&resumed, "a"), live, "{resumed}");
+
+    let conn = sandbox.open_db();
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM sources"),
+        2,
+        "saved once"
+    );
+    let out = sandbox.run(&["show", &id, "--format", "json"], &[]).await;
+    assert_eq!(sources_of(&out.json(), "a"), live);
+    server.shutdown().await;
+}

@@ -1749,6 +1749,58 @@ fn store_figures() {
     );
 }
 
+/// What saving sources costs: 500 tool calls (one round each), 20 of them handed a 1 MB page
+/// (saved cut at the cap), the others 20 KB pages; how long the writer takes and how large the
+/// file grows. `cargo test --test store -- --ignored --nocapture source_figures`
+#[test]
+#[ignore = "a measurement, not a check"]
+fn source_figures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db(&dir);
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    let run = RunId::new();
+    writer
+        .begin_run(meta(run, "figures"))
+        .wait(WAIT)
+        .expect("row");
+    writer.event(&ev(run, 1, plan(1)));
+    let small = "tide tables and harbour notes ".repeat(700); // ~20 KB
+    let big = "x".repeat(1 << 20);
+    let n = 500;
+    let start = Instant::now();
+    let mut handed = 0usize;
+    for i in 0..n {
+        let call = format!("call_{i}");
+        let url = format!("https://a.test/{i}");
+        let text = if i % 25 == 0 { &big } else { &small };
+        handed += text.len();
+        writer.event(&ev(run, 2, tool_started("t0", 1, &call, &url)));
+        writer.event(&ev(run, 3, tool_finished("t0", 1, &call, &url, text)));
+    }
+    writer
+        .flush()
+        .wait(Duration::from_secs(120))
+        .expect("flush");
+    let elapsed = start.elapsed();
+    drop(writer);
+    raw(&path)
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .expect("checkpoint");
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let kept = count(
+        &raw(&path),
+        "SELECT sum(length(CAST(text AS BLOB))) FROM sources",
+    );
+    println!(
+        "{n} tool calls with sources in {elapsed:?} ({:.0} calls/s); {:.1} MB handed to the \
+         model, {:.1} MB of text kept; the file is {:.1} MB",
+        n as f64 / elapsed.as_secs_f64(),
+        handed as f64 / 1e6,
+        kept as f64 / 1e6,
+        size as f64 / 1e6,
+    );
+}
+
 #[test]
 fn a_message_that_cannot_be_applied_is_skipped_and_the_rest_saved() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1819,7 +1871,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(version, maestro::store::latest_version() as i64);
-    assert_eq!(maestro::store::latest_version(), 6);
+    assert_eq!(maestro::store::latest_version(), 7);
     let runs = store.list_runs(&RunFilter::default()).expect("runs");
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].id, id);
@@ -1846,6 +1898,7 @@ fn attached_files_are_saved_with_the_run_and_kept_by_a_resume_that_sends_none() 
             path: "logo.png".into(),
             reason: "binary".into(),
         }],
+        ..Default::default()
     };
     writer
         .begin_run(first.clone())
@@ -1941,4 +1994,420 @@ fn server_facts_are_saved_changed_only_when_their_value_changes_and_forgotten() 
         [fact(b, "m", "text", 30)]
     );
     assert_eq!(store.forget_server_facts(None).expect("forget"), 1);
+}
+
+// ---- tool calls and sources -----------------------------------------------------------------
+
+fn tool_started(subtask: &str, attempt: u32, call: &str, url: &str) -> Value {
+    json!({"type": "tool_call_started", "subtask": subtask, "attempt": attempt,
+           "call_id": call, "tool": "fetch_url", "arguments": url})
+}
+
+fn tool_finished(subtask: &str, attempt: u32, call: &str, url: &str, text: &str) -> Value {
+    json!({"type": "tool_call_finished", "subtask": subtask, "attempt": attempt,
+           "call_id": call, "ok": true, "bytes": text.len(), "ms": 40,
+           "summary": format!("HTTP 200 · {url}"), "text": text,
+           "source": {"number": 0, "kind": "url", "location": url, "bytes": text.len(),
+                      "status": 200, "retrieved_ms": 5_000}})
+}
+
+/// A worker fetches two pages in two rounds (the model reuses the id `call_1`, as providers
+/// do), a file read fails; a retried attempt fetches again. Every call and source is saved,
+/// the text of each source is read back on its own, and a text over the cap is cut with the
+/// marker.
+#[test]
+fn tool_calls_and_sources_are_saved_with_their_text_and_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db(&dir);
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    let run = RunId::new();
+    writer
+        .begin_run(meta(run, "Tides?"))
+        .wait(WAIT)
+        .expect("run row");
+    let long = format!(
+        "{}€ and more",
+        "x".repeat(maestro::store::SOURCE_TEXT_MAX - 1)
+    );
+    let failed_read = json!({"type": "tool_call_finished", "subtask": "t0", "attempt": 2,
+        "call_id": "call_2", "ok": false, "bytes": 0, "ms": 3,
+        "summary": "no such file: notes.md"});
+    let events = [
+        (1000, json!({"type": "run_started", "query": "Tides?"})),
+        (1100, plan(1)),
+        (
+            1200,
+            json!({"type": "subtask_started", "subtask": "t0", "attempt": 1,
+                      "worker": "research", "model": "work-m"}),
+        ),
+        (1300, tool_started("t0", 1, "call_1", "https://a.test/one")),
+        (
+            1340,
+            tool_finished("t0", 1, "call_1", "https://a.test/one", "page one"),
+        ),
+        (
+            1400,
+            json!({"type": "subtask_retrying", "subtask": "t0", "attempt": 1,
+                      "delay_ms": 10, "reason": "HTTP 500", "error": "HTTP 500"}),
+        ),
+        (
+            1500,
+            json!({"type": "subtask_started", "subtask": "t0", "attempt": 2,
+                      "worker": "research", "model": "work-m"}),
+        ),
+        (1600, tool_started("t0", 2, "call_1", "https://a.test/one")),
+        (
+            1640,
+            tool_finished("t0", 2, "call_1", "https://a.test/one", "page one again"),
+        ),
+        (1700, tool_started("t0", 2, "call_1", "https://a.test/long")),
+        (
+            1740,
+            tool_finished("t0", 2, "call_1", "https://a.test/long", &long),
+        ),
+        (
+            1750,
+            json!({"type": "tool_call_started", "subtask": "t0", "attempt": 2,
+                      "call_id": "call_2", "tool": "read_file", "arguments": "notes.md"}),
+        ),
+        (1753, failed_read),
+        (
+            1900,
+            json!({"type": "subtask_succeeded", "subtask": "t0", "attempt": 2,
+                      "elapsed_ms": 400, "usage": usage(10, 20), "result": "high water"}),
+        ),
+    ];
+    for (ts, kind) in events {
+        writer.event(&ev(run, ts, kind));
+    }
+    writer.flush().wait(WAIT).expect("flushed");
+
+    let conn = raw(&path);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT subtask_id, attempt, call_id, tool, arguments, started_at, finished_at,
+                    elapsed_ms, ok, bytes, summary FROM tool_calls ORDER BY id"
+        ),
+        vec![
+            vec![
+                json!("t0"),
+                json!(1),
+                json!("call_1"),
+                json!("fetch_url"),
+                json!("https://a.test/one"),
+                json!(1300),
+                json!(1340),
+                json!(40),
+                json!(1),
+                json!(8),
+                json!("HTTP 200 · https://a.test/one"),
+            ],
+            vec![
+                json!("t0"),
+                json!(2),
+                json!("call_1"),
+                json!("fetch_url"),
+                json!("https://a.test/one"),
+                json!(1600),
+                json!(1640),
+                json!(40),
+                json!(1),
+                json!(14),
+                json!("HTTP 200 · https://a.test/one"),
+            ],
+            vec![
+                json!("t0"),
+                json!(2),
+                json!("call_1"),
+                json!("fetch_url"),
+                json!("https://a.test/long"),
+                json!(1700),
+                json!(1740),
+                json!(40),
+                json!(1),
+                json!(long.len()),
+                json!("HTTP 200 · https://a.test/long"),
+            ],
+            vec![
+                json!("t0"),
+                json!(2),
+                json!("call_2"),
+                json!("read_file"),
+                json!("notes.md"),
+                json!(1750),
+                json!(1753),
+                json!(3),
+                json!(0),
+                json!(0),
+                json!("no such file: notes.md"),
+            ],
+        ]
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT attempt, call_id, number, kind, location, bytes, status, retrieved_at,
+                    text_bytes FROM sources ORDER BY id"
+        ),
+        vec![
+            vec![
+                json!(1),
+                json!("call_1"),
+                json!(0),
+                json!("url"),
+                json!("https://a.test/one"),
+                json!(8),
+                json!(200),
+                json!(5000),
+                json!(8),
+            ],
+            vec![
+                json!(2),
+                json!("call_1"),
+                json!(0),
+                json!("url"),
+                json!("https://a.test/one"),
+                json!(14),
+                json!(200),
+                json!(5000),
+                json!(14),
+            ],
+            vec![
+                json!(2),
+                json!("call_1"),
+                json!(0),
+                json!("url"),
+                json!("https://a.test/long"),
+                json!(long.len()),
+                json!(200),
+                json!(5000),
+                json!(long.len()),
+            ],
+        ]
+    );
+
+    let store = Store::open(&path).expect("open");
+    let saved = store.load_run(run).expect("loads");
+    assert_eq!(saved.tool_calls.len(), 4);
+    assert_eq!(saved.tool_calls[3].ok, Some(false));
+    assert_eq!(saved.sources.len(), 3);
+    // The report's sources are the latest attempt's, in the order their calls finished.
+    let latest: Vec<String> = saved
+        .sources_of(&SubtaskId("t0".into()), 2)
+        .into_iter()
+        .map(|s| s.location)
+        .collect();
+    assert_eq!(latest, ["https://a.test/one", "https://a.test/long"]);
+    assert_eq!(saved.sources[2].text_bytes, long.len() as u64);
+    assert_eq!(saved.last_source_number(), 0, "nothing numbered yet");
+
+    let t0 = SubtaskId("t0".into());
+    assert_eq!(
+        store.source_text(run, &t0, 1, "call_1").expect("read"),
+        Some("page one".to_owned())
+    );
+    // The id repeats in attempt 2: the latest call of it.
+    let cut = store
+        .source_text(run, &t0, 2, "call_1")
+        .expect("read")
+        .expect("a text");
+    assert_eq!(
+        cut,
+        format!(
+            "{}{}",
+            "x".repeat(maestro::store::SOURCE_TEXT_MAX - 1),
+            maestro::store::SOURCE_TEXT_CUT
+        ),
+        "cut before the character that crosses the cap"
+    );
+    assert_eq!(
+        store.source_text(run, &t0, 2, "call_2").expect("read"),
+        None
+    );
+    // As a report holds a source (no call id): by location and time read, the latest read.
+    let listed = saved.sources_of(&t0, 1).remove(0);
+    assert_eq!(
+        store.text_of_source(run, &t0, &listed).expect("read"),
+        Some("page one again".to_owned()),
+        "attempt 2 read the same page at the same time: the latest"
+    );
+    let mut other = listed.clone();
+    other.retrieved_ms += 1;
+    assert_eq!(store.text_of_source(run, &t0, &other).expect("read"), None);
+    assert_eq!(
+        maestro::history::saved_source_text(Some(&path), run, &t0, &saved.sources[2].source),
+        Ok(Some(cut.clone()))
+    );
+    assert_eq!(
+        maestro::history::saved_source_text(Some(&dir.path().join("none.db")), run, &t0, &listed),
+        Ok(None),
+        "no database, no text, and none created"
+    );
+    assert!(!dir.path().join("none.db").exists());
+    assert_eq!(store.numbered_source_text(run, 0).expect("read"), None);
+
+    // Deleting the run deletes its calls and sources.
+    assert_eq!(store.delete_runs(&[run]).expect("deleted"), 1);
+    assert_eq!(
+        count(store.connection(), "SELECT count(*) FROM tool_calls"),
+        0
+    );
+    assert_eq!(count(store.connection(), "SELECT count(*) FROM sources"), 0);
+    writer.close();
+}
+
+/// Numbers given by the engine are kept; a resume learns the highest one, and a source's
+/// text can be found by its number.
+#[test]
+fn numbered_sources_are_kept_and_the_highest_number_is_known() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db(&dir);
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    let run = RunId::new();
+    writer.begin_run(meta(run, "q")).wait(WAIT).expect("row");
+    let mut second = tool_finished("t1", 1, "call_1", "https://b.test/", "bee");
+    second["source"]["number"] = json!(2);
+    let mut first = tool_finished("t0", 1, "call_1", "https://a.test/", "ay");
+    first["source"]["number"] = json!(1);
+    for (ts, kind) in [
+        (1000, json!({"type": "run_started", "query": "q"})),
+        (1100, plan(2)),
+        (1200, tool_started("t0", 1, "call_1", "https://a.test/")),
+        (1210, first),
+        (1300, tool_started("t1", 1, "call_1", "https://b.test/")),
+        (1310, second),
+    ] {
+        writer.event(&ev(run, ts, kind));
+    }
+    writer.flush().wait(WAIT).expect("flushed");
+    let store = Store::open(&path).expect("open");
+    let saved = store.load_run(run).expect("loads");
+    assert_eq!(saved.last_source_number(), 2);
+    assert_eq!(
+        store.numbered_source_text(run, 2).expect("read"),
+        Some("bee".to_owned())
+    );
+    assert_eq!(store.numbered_source_text(run, 3).expect("read"), None);
+    writer.close();
+}
+
+/// A database an older build left at version 6, with a finished run, opens under this build:
+/// the two new tables are there, empty, and the run reads back with no tool calls.
+#[test]
+fn a_version_6_database_is_migrated_to_tool_calls_and_sources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v6.db");
+    let id = RunId::new();
+    {
+        let mut conn = Connection::open(&path).expect("create");
+        maestro::store::migrations_up_to(6)
+            .to_latest(&mut conn)
+            .expect("the version 6 schema");
+        conn.execute(
+            "INSERT INTO runs (id, query, status, started_at, finished_at)
+             VALUES (?1, 'a question from before', 'succeeded', 1000, 2000)",
+            [id.to_string()],
+        )
+        .expect("a run");
+        conn.execute(
+            "INSERT INTO subtasks (run_id, id, position, worker, title, description, status,
+                                   attempts, result)
+             VALUES (?1, 'a', 0, 'research', 'A', 'd', 'succeeded', 1, 'found')",
+            [id.to_string()],
+        )
+        .expect("a subtask");
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM sqlite_schema WHERE name IN ('tool_calls', 'sources')"
+            ),
+            0
+        );
+    }
+    let store = Store::open(&path).expect("opens and migrates");
+    let conn = store.connection();
+    assert_eq!(count(conn, "PRAGMA user_version"), 7);
+    assert_eq!(
+        count(
+            conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('tool_calls', 'sources')"
+        ),
+        2
+    );
+    let saved = store.load_run(id).expect("loads");
+    assert_eq!(saved.subtasks[0].result.as_deref(), Some("found"));
+    assert!(saved.tool_calls.is_empty() && saved.sources.is_empty());
+}
+
+/// The migration is one transaction: when it cannot finish (a table of that name is in the
+/// way), nothing of it stays and the file is still at version 6 with its runs.
+#[test]
+fn a_migration_to_version_7_that_fails_leaves_version_6_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v6.db");
+    let id = RunId::new();
+    {
+        let mut conn = Connection::open(&path).expect("create");
+        maestro::store::migrations_up_to(6)
+            .to_latest(&mut conn)
+            .expect("the version 6 schema");
+        conn.execute(
+            "INSERT INTO runs (id, query, status, started_at) VALUES (?1, 'q', 'succeeded', 1)",
+            [id.to_string()],
+        )
+        .expect("a run");
+        // `sources` is created after `tool_calls`: the first table must be rolled back.
+        conn.execute_batch("CREATE TABLE sources (x INTEGER);")
+            .expect("a table in the way");
+    }
+    assert!(Store::open(&path).is_err(), "the migration cannot finish");
+    let conn = raw(&path);
+    assert_eq!(count(&conn, "PRAGMA user_version"), 6);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'tool_calls'"
+        ),
+        0,
+        "no part of version 7 stays"
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+}
+
+/// A tool call in flight when its writer stopped (the process quit mid-call) has no end saved;
+/// read back, its attempt is interrupted and the call reads as ended without an answer, not as
+/// one still running.
+#[test]
+fn a_tool_call_cut_off_by_the_end_of_its_process_reads_as_unanswered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db(&dir);
+    let writer = StoreWriter::spawn(&path).expect("writer");
+    let run = RunId::new();
+    writer.begin_run(meta(run, "q")).wait(WAIT).expect("row");
+    for (ts, kind) in [
+        (1000, json!({"type": "run_started", "query": "q"})),
+        (1100, plan(1)),
+        (
+            1200,
+            json!({"type": "subtask_started", "subtask": "t0", "attempt": 1,
+                   "worker": "research", "model": "work-m"}),
+        ),
+        (1300, tool_started("t0", 1, "call_1", "https://a.test/slow")),
+    ] {
+        writer.event(&ev(run, ts, kind));
+    }
+    writer.close();
+
+    let store = Store::open(&path).expect("open");
+    let saved = store.load_run(run).expect("loads");
+    assert_eq!(saved.summary.status, SavedRunStatus::Interrupted);
+    assert_eq!(saved.tool_calls.len(), 1);
+    assert_eq!(saved.tool_calls[0].finished_ms, None);
+    let report = maestro::history::report_of(&saved);
+    let call = &report.subtasks[0].history[0].tools[0];
+    let end = call.finished.as_ref().expect("ended");
+    assert!(!end.ok);
+    assert_eq!(end.summary, "no answer was saved");
+    assert!(report.subtasks[0].sources.is_empty());
 }

@@ -205,6 +205,8 @@ fn with_models(
 
 struct Slot {
     run: Run,
+    /// The run's tool box: the engine's, or one reading the run's attached files too.
+    tools: Arc<dyn ToolBox>,
     created: Instant,
     /// When the run last finished, in the order runs finished; `None` while it is open.
     finished: Option<u64>,
@@ -275,9 +277,11 @@ impl Executor {
                 context,
             } => {
                 let settings = with_models(self.settings_for(id), &models, &self.executor);
+                let tools = self.tools_for(&context);
                 self.runs.insert(
                     id,
                     Slot {
+                        tools,
                         run: Run::new(query, settings, plan)
                             .following(follow_up.map(|f| *f))
                             .attaching(context),
@@ -299,9 +303,11 @@ impl Executor {
                     return;
                 }
                 let settings = self.settings_for(id);
+                let tools = self.tools_for(&saved.context);
                 self.runs.insert(
                     id,
                     Slot {
+                        tools,
                         run: Run::restore(*saved, settings),
                         created: Instant::now(),
                         finished: None,
@@ -444,6 +450,13 @@ impl Executor {
         }
     }
 
+    /// The tool box of a run given `context`.
+    fn tools_for(&self, context: &crate::protocol::Attachments) -> Arc<dyn ToolBox> {
+        self.tools
+            .for_run(context)
+            .unwrap_or_else(|| self.tools.clone())
+    }
+
     /// Keep at most `keep_finished` finished runs, dropping those that finished first.
     fn drop_old_runs(&mut self) {
         let mut finished: Vec<(u64, RunId)> = self
@@ -504,7 +517,10 @@ impl Executor {
                     Caller {
                         limiter: self.limiter.clone(),
                         provider: self.provider.clone(),
-                        tools: self.tools.clone(),
+                        tools: self
+                            .runs
+                            .get(&id)
+                            .map_or_else(|| self.tools.clone(), |slot| slot.tools.clone()),
                         tool_stop: tools,
                         role_tools,
                         settings: self.executor.clone(),
@@ -685,13 +701,18 @@ async fn call_with_tools(
     cancel: CancellationToken,
 ) -> Result<Completion, CallError> {
     let specs = match request.role {
-        CallRole::Worker => caller.tools.specs(
-            caller
+        CallRole::Worker => {
+            let names = caller
                 .settings
                 .tools
                 .as_deref()
-                .unwrap_or(&caller.role_tools),
-        ),
+                .unwrap_or(&caller.role_tools);
+            // MCP servers start here, at the first call that needs them, inside the call's
+            // timeout and cancellation.
+            caller.tools.prepare(names).await;
+            tell_notices(&caller, &notes);
+            caller.tools.specs(names)
+        }
         CallRole::Planner | CallRole::Synthesizer | CallRole::Validator => Vec::new(),
     };
     if specs.is_empty() {
@@ -750,7 +771,15 @@ async fn call_with_tools(
                 .map(|c| run_tool(&caller, c, &notes, &cancel, &stop)),
         )
         .await;
+        // A tool source that stopped during the round says so once.
+        tell_notices(&caller, &notes);
         request.messages.push(Message::tool_results(results));
+    }
+}
+
+fn tell_notices(caller: &Caller, notes: &Notes) {
+    for message in caller.tools.take_notices() {
+        let _ = notes.send(ToolEvent::Notice { message });
     }
 }
 
@@ -890,7 +919,7 @@ async fn run_tool(
     let call_id = call.id.clone();
     let _ = notes.send(ToolEvent::Started {
         call_id: call_id.clone(),
-        tool: crate::sanitize::sanitize_line(&call.name).into_owned(),
+        tool: crate::sanitize::sanitize_line(&caller.tools.label(&call.name)).into_owned(),
         arguments: short_arguments(&call),
     });
     let started = tokio::time::Instant::now();

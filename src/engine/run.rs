@@ -200,6 +200,9 @@ pub enum ToolEvent {
     },
     /// The server refused the request for its tools; the call goes on without them.
     Unsupported { message: String },
+    /// Something about the tools themselves (an MCP server that did not start or stopped),
+    /// told once per process, whichever call came upon it.
+    Notice { message: String },
 }
 
 /// What the executor must do.
@@ -487,6 +490,7 @@ impl Run {
             ToolEvent::Unsupported { message } => EventKind::Notice {
                 message: format!("subtask `{subtask}`: {message}"),
             },
+            ToolEvent::Notice { message } => EventKind::Notice { message },
         }));
     }
 

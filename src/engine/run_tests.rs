@@ -1024,6 +1024,7 @@ fn saved(tasks: Vec<PlannedSubtask>) -> SavedRun {
         synthesis_attempts: 0,
         follow_up: None,
         context: Default::default(),
+        sources: Vec::new(),
         report: None,
         usage: Usage {
             tokens_in: 100,
@@ -2468,6 +2469,7 @@ fn attachments() -> crate::protocol::Attachments {
             path: "logo.png".into(),
             reason: "binary".into(),
         }],
+        ..Default::default()
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::Source;
+use crate::protocol::{Attachments, Source};
 
 /// A tool a model may call: its name, what it does, and its parameters as a JSON Schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +129,32 @@ pub trait ToolBox: Send + Sync {
     /// Run `call`. A tool that cannot do what was asked returns an error outcome (the model
     /// reads it) rather than failing; `cancel` fires when the call is no longer wanted.
     fn call(&self, call: ToolCall, cancel: CancellationToken) -> BoxFuture<'static, ToolOutcome>;
+
+    /// Get ready to offer the tools named in `role_tools` (start the MCP servers they need),
+    /// before `specs` is asked for them; what goes wrong is told by `take_notices`.
+    fn prepare<'a>(&'a self, role_tools: &'a [String]) -> BoxFuture<'a, ()> {
+        let _ = role_tools;
+        Box::pin(std::future::ready(()))
+    }
+
+    /// What people should hear about since the last time asked (a tool source that did not
+    /// start or stopped), each told once.
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The name a tool is shown by: `name` is what the model calls it, which provider rules
+    /// may have made less readable than the tool's own name.
+    fn label(&self, name: &str) -> String {
+        name.to_owned()
+    }
+
+    /// The tool box for one run given `context` (its files become readable), when that
+    /// differs from this one; `None`: this one serves the run.
+    fn for_run(&self, context: &Attachments) -> Option<Arc<dyn ToolBox>> {
+        let _ = context;
+        None
+    }
 }
 
 /// A tool box with no tools: the executor's default.
@@ -231,6 +257,8 @@ pub enum ToolChoice {
     /// Every tool.
     #[default]
     All,
+    /// The tools of every configured MCP server only.
+    Mcp,
 }
 
 impl ToolChoice {
@@ -241,6 +269,7 @@ impl ToolChoice {
             ToolChoice::Fetch => vec!["fetch".to_owned()],
             ToolChoice::Files => vec!["files".to_owned()],
             ToolChoice::All => vec!["all".to_owned()],
+            ToolChoice::Mcp => vec!["mcp".to_owned()],
         }
     }
 
@@ -250,14 +279,48 @@ impl ToolChoice {
             ToolChoice::Fetch => "fetch",
             ToolChoice::Files => "files",
             ToolChoice::All => "all",
+            ToolChoice::Mcp => "mcp",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::None, Self::Fetch, Self::Files, Self::All]
+        [Self::None, Self::Fetch, Self::Files, Self::All, Self::Mcp]
             .into_iter()
             .find(|c| c.as_str().eq_ignore_ascii_case(text.trim()))
     }
+}
+
+/// The tool names a `--tools` value selects: a comma-separated list of `none`, `fetch`,
+/// `files`, `all`, `mcp` (every MCP server's tools), `mcp:SERVER/*` and `mcp:SERVER/TOOL`;
+/// `none` alone selects nothing. An item that is none of these is an error naming it.
+pub fn parse_selection(text: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&str> = text.split(',').map(str::trim).collect();
+    if items.len() == 1 && items[0].eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let known = ["fetch", "files", "all", "mcp"]
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(item));
+            if let Some(known) = known {
+                return Ok((*known).to_owned());
+            }
+            let mcp = item
+                .strip_prefix("mcp:")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(server, tool)| !server.is_empty() && !tool.is_empty());
+            if mcp {
+                Ok(item.to_owned())
+            } else {
+                Err(format!(
+                    "--tools: {item:?} is not a tool choice; use none, fetch, files, all, mcp, \
+                     mcp:SERVER/* or mcp:SERVER/TOOL (several separated by commas)"
+                ))
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -303,6 +366,29 @@ mod tests {
         let outcome = set.call(call, CancellationToken::new()).await;
         assert!(outcome.is_error);
         assert!(outcome.content.contains("delete_all"));
+    }
+
+    #[test]
+    fn a_tools_flag_is_a_list_of_choices_and_mcp_patterns() {
+        assert_eq!(parse_selection("none"), Ok(Vec::new()));
+        assert_eq!(parse_selection("ALL"), Ok(vec!["all".to_owned()]));
+        assert_eq!(
+            parse_selection("fetch, mcp:gh/*,mcp:fs/read"),
+            Ok(vec![
+                "fetch".into(),
+                "mcp:gh/*".into(),
+                "mcp:fs/read".into()
+            ])
+        );
+        assert_eq!(parse_selection("mcp"), Ok(vec!["mcp".to_owned()]));
+        // `[tools] enabled` takes one choice, with the same names.
+        let enabled: std::collections::BTreeMap<String, ToolChoice> =
+            toml::from_str("enabled = \"mcp\"").expect("parses");
+        assert_eq!(enabled["enabled"].names(), ["mcp"]);
+        for bad in ["everything", "mcp:gh", "mcp:/x", "fetch,", "none,fetch"] {
+            let error = parse_selection(bad).expect_err(bad);
+            assert!(error.starts_with("--tools: "), "{error}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use plan::{Complexity, Plan, PlannedSubtask, Priority};
-pub use saved::{SavedReport, SavedResult, SavedRun, SavedSubtask};
+pub use saved::{SavedReport, SavedResult, SavedRun, SavedSource, SavedSubtask};
 
 /// Identifies one run (one query and everything done for it). Time-sortable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -176,6 +176,8 @@ pub enum CallRole {
 }
 
 /// Requests into the engine. Each says which events answer it.
+// A few commands per run, moved once each: `StartRun`'s size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Start a new run. Answered by `RunStarted`, then planning events (or `PlanReady` at once
@@ -271,6 +273,10 @@ pub struct Attachments {
     /// Files that were found but not attached (binary, not UTF-8, unreadable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedFile>,
+    /// The files and folders as named, absolute and with links resolved: where the run's
+    /// `read_file` and `list_dir` may read (besides `--allow-dir`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<String>,
 }
 
 impl Attachments {

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Attachments, FollowUp, Plan, SubtaskId, Usage};
+use crate::protocol::{Attachments, FollowUp, Plan, Source, SubtaskId, Usage};
 
 /// What a restored run starts from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,19 @@ pub struct SavedRun {
     /// The files attached to the run, so what still runs sees the same material.
     #[serde(default)]
     pub context: Attachments,
+    /// Every source the run's tools read so far (every attempt's, oldest first), with the
+    /// number it was given: new sources are numbered after the highest one here, and a
+    /// location read before keeps its number. Empty for a run saved before sources were.
+    #[serde(default)]
+    pub sources: Vec<SavedSource>,
+}
+
+/// A source a saved run's tool call read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSource {
+    pub subtask: SubtaskId,
+    pub attempt: u32,
+    pub source: Source,
 }
 
 /// One subtask as saved.

@@ -4,7 +4,8 @@
 //! - `schema`: migrations, pragmas, opening a file with precise errors (`error`).
 //! - `writer`: [`StoreWriter`], the thread that turns `protocol::Event`s into rows, batched,
 //!   never blocking its senders.
-//! - `read`: plain structs for the history list, a whole run, and a resume.
+//! - `read`: plain structs for the history list, a whole run (its workers' tool calls and
+//!   sources included, a source's text by a query of its own), and a resume.
 //! - `facts`: what the providers learnt about each server and model ([`ServerFact`]).
 //! - `owner`: which live process owns a running run, so runs of dead processes can be
 //!   marked `interrupted`.
@@ -34,15 +35,16 @@ pub use facts::ServerFact;
 pub use read::{
     AttemptOutcome, CallRecord, ResumeState, RunFilter, RunSummary, SavedAttempt, SavedCommand,
     SavedNotice, SavedPlan, SavedPlannedSubtask, SavedResult, SavedRun, SavedRunStatus,
-    SavedSubtask, SavedSubtaskStatus, SavedSynthesis,
+    SavedSource, SavedSubtask, SavedSubtaskStatus, SavedSynthesis, SavedToolCall,
 };
 pub use schema::{APPLICATION_ID, BUSY_TIMEOUT, latest_version, migrations_up_to};
 pub use writer::{
-    BATCH_MAX, BATCH_WINDOW, CommandRecord, Pending, RETRY_EVERY, RunMeta, StoreSender,
-    StoreStatus, StoreWriter, WriterStats, scrub_secrets,
+    BATCH_MAX, BATCH_WINDOW, CommandRecord, Pending, RETRY_EVERY, RunMeta, SOURCE_TEXT_CUT,
+    SOURCE_TEXT_MAX, StoreSender, StoreStatus, StoreWriter, WriterStats, capped_text,
+    scrub_secrets,
 };
 
-use crate::protocol::RunId;
+use crate::protocol::{RunId, SubtaskId};
 
 /// The file name of the database in the platform data folder.
 pub const DB_FILE: &str = "maestro.db";
@@ -143,6 +145,45 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound {
                 prefix: id.to_string(),
             })
+    }
+
+    /// The saved text of the source a tool call read (`call_id` of a subtask's attempt): what
+    /// the model was handed, raw (sanitise it before it reaches a terminal), cut at
+    /// [`SOURCE_TEXT_MAX`]. Kept out of [`Store::load_run`] because it can be long. `None`
+    /// when the call read no source.
+    pub fn source_text(
+        &self,
+        run: RunId,
+        subtask: &SubtaskId,
+        attempt: u32,
+        call_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        read::source_text(&self.conn, run, subtask, attempt, call_id).map_err(|e| self.fail(e))
+    }
+
+    /// The saved text of a source as a report lists it under `subtask` (what a source reader
+    /// has in hand: no call id), found by its location and the time it was read. See
+    /// [`Store::source_text`].
+    pub fn text_of_source(
+        &self,
+        run: RunId,
+        subtask: &SubtaskId,
+        source: &crate::protocol::Source,
+    ) -> Result<Option<String>, StoreError> {
+        read::text_of_source(&self.conn, run, subtask, source).map_err(|e| self.fail(e))
+    }
+
+    /// The saved text of the run's source numbered `number` (see [`Store::source_text`]);
+    /// `None` when none has that number (sources saved before numbering have 0).
+    pub fn numbered_source_text(
+        &self,
+        run: RunId,
+        number: u32,
+    ) -> Result<Option<String>, StoreError> {
+        if number == 0 {
+            return Ok(None);
+        }
+        read::numbered_source_text(&self.conn, run, number).map_err(|e| self.fail(e))
     }
 
     /// What resuming a run needs (see [`ResumeState`]).

@@ -5,7 +5,9 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use super::error::{Candidate, StoreError};
-use crate::protocol::{Attachments, CallRole, RunId, RunStatus, SubtaskId, SubtaskStatus, Usage};
+use crate::protocol::{
+    Attachments, CallRole, RunId, RunStatus, Source, SourceKind, SubtaskId, SubtaskStatus, Usage,
+};
 
 /// A run's status as saved: the engine's outcomes plus `running` and `interrupted` (its
 /// process stopped before the run finished).
@@ -310,6 +312,41 @@ pub struct SavedNotice {
     pub message: String,
 }
 
+/// One tool call of a worker attempt, as saved. `finished_ms` and what follows are `None`
+/// while it runs (or when its process stopped first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SavedToolCall {
+    pub subtask: SubtaskId,
+    pub attempt: u32,
+    /// The model's id of the call, unique within its attempt.
+    pub call_id: String,
+    pub tool: String,
+    /// The short, sanitised rendering of what the model passed.
+    pub arguments: String,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub elapsed_ms: Option<u64>,
+    pub ok: Option<bool>,
+    /// Bytes of content handed back to the model.
+    pub bytes: Option<u64>,
+    pub summary: Option<String>,
+}
+
+/// A source a tool call read, as saved, without its text (which can be long: read it with
+/// [`super::Store::source_text`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SavedSource {
+    pub subtask: SubtaskId,
+    pub attempt: u32,
+    /// The tool call that read it.
+    pub call_id: String,
+    /// As the event carried it (`number` 0: not numbered).
+    pub source: Source,
+    /// The size of the text handed to the model; more than the saved text when it was cut at
+    /// [`super::SOURCE_TEXT_MAX`].
+    pub text_bytes: u64,
+}
+
 /// Everything saved about one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SavedRun {
@@ -332,6 +369,32 @@ pub struct SavedRun {
     pub notices: Vec<SavedNotice>,
     /// The files attached to the run, with their text (empty when none were).
     pub context: Attachments,
+    /// Every tool call of every worker attempt, in the order they started.
+    pub tool_calls: Vec<SavedToolCall>,
+    /// Every source read, of every attempt, in the order their calls finished.
+    pub sources: Vec<SavedSource>,
+}
+
+impl SavedRun {
+    /// The sources of a subtask's attempt, in the order their calls finished: what the
+    /// report lists for the subtask when `attempt` is its latest.
+    pub fn sources_of(&self, subtask: &SubtaskId, attempt: u32) -> Vec<Source> {
+        self.sources
+            .iter()
+            .filter(|s| &s.subtask == subtask && s.attempt == attempt)
+            .map(|s| s.source.clone())
+            .collect()
+    }
+
+    /// The highest source number saved for the run (0: none numbered), after which a resumed
+    /// run numbers new sources.
+    pub fn last_source_number(&self) -> u32 {
+        self.sources
+            .iter()
+            .map(|s| s.source.number)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A finished subtask's result, which a resumed run keeps instead of calling again.
@@ -872,6 +935,9 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(map)?;
 
+    let tool_calls = tool_calls(conn, &id).map_err(map)?;
+    let sources = sources(conn, &id).map_err(map)?;
+
     Ok(Some(SavedRun {
         summary,
         planner_model,
@@ -887,7 +953,129 @@ pub(crate) fn load_run(conn: &Connection, run: RunId) -> Result<Option<SavedRun>
         commands,
         notices,
         context,
+        tool_calls,
+        sources,
     }))
+}
+
+fn tool_calls(conn: &Connection, run: &str) -> rusqlite::Result<Vec<SavedToolCall>> {
+    let mut stmt = conn.prepare(
+        "SELECT subtask_id, attempt, call_id, tool, arguments, started_at, finished_at,
+                elapsed_ms, ok, bytes, summary
+         FROM tool_calls WHERE run_id = ?1 ORDER BY id",
+    )?;
+    stmt.query_map([run], |r| {
+        Ok(SavedToolCall {
+            subtask: SubtaskId(r.get(0)?),
+            attempt: r.get(1)?,
+            call_id: r.get(2)?,
+            tool: r.get(3)?,
+            arguments: r.get(4)?,
+            started_ms: r.get::<_, i64>(5)?.max(0) as u64,
+            finished_ms: u64_of(r.get(6)?),
+            elapsed_ms: u64_of(r.get(7)?),
+            ok: r.get(8)?,
+            bytes: u64_of(r.get(9)?),
+            summary: r.get(10)?,
+        })
+    })?
+    .collect()
+}
+
+/// Rows of a kind this build does not know are left out rather than failing the run.
+fn sources(conn: &Connection, run: &str) -> rusqlite::Result<Vec<SavedSource>> {
+    let mut stmt = conn.prepare(
+        "SELECT subtask_id, attempt, call_id, number, kind, location, bytes, status,
+                retrieved_at, text_bytes
+         FROM sources WHERE run_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([run], |r| {
+        let kind = match r.get::<_, String>(4)?.as_str() {
+            "url" => SourceKind::Url,
+            "file" => SourceKind::File,
+            _ => return Ok(None),
+        };
+        Ok(Some(SavedSource {
+            subtask: SubtaskId(r.get(0)?),
+            attempt: r.get(1)?,
+            call_id: r.get(2)?,
+            source: Source {
+                number: r.get::<_, i64>(3)?.clamp(0, u32::MAX as i64) as u32,
+                kind,
+                location: r.get(5)?,
+                bytes: r.get::<_, i64>(6)?.max(0) as u64,
+                status: r
+                    .get::<_, Option<i64>>(7)?
+                    .and_then(|v| u16::try_from(v).ok()),
+                retrieved_ms: r.get::<_, i64>(8)?.max(0) as u64,
+            },
+            text_bytes: r.get::<_, i64>(9)?.max(0) as u64,
+        }))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Some(source) = row? {
+            out.push(source);
+        }
+    }
+    Ok(out)
+}
+
+/// The saved text of the source `call_id` of a subtask's attempt read (the latest, should
+/// the id repeat); `None` when there is no such source.
+pub(crate) fn source_text(
+    conn: &Connection,
+    run: RunId,
+    subtask: &SubtaskId,
+    attempt: u32,
+    call_id: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT text FROM sources
+         WHERE run_id = ?1 AND subtask_id = ?2 AND attempt = ?3 AND call_id = ?4
+         ORDER BY id DESC LIMIT 1",
+        rusqlite::params![run.to_string(), subtask.as_str(), attempt, call_id],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// The saved text of `source` as a subtask's report holds it (matched by location and the
+/// time it was read; the latest such read); `None` when it was not saved.
+pub(crate) fn text_of_source(
+    conn: &Connection,
+    run: RunId,
+    subtask: &SubtaskId,
+    source: &Source,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT text FROM sources
+         WHERE run_id = ?1 AND subtask_id = ?2 AND location = ?3 AND retrieved_at = ?4
+         ORDER BY id DESC LIMIT 1",
+        rusqlite::params![
+            run.to_string(),
+            subtask.as_str(),
+            source.location,
+            source.retrieved_ms as i64
+        ],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// The saved text of the run's source numbered `number` (the first read of it); `None`
+/// when no source has that number.
+pub(crate) fn numbered_source_text(
+    conn: &Connection,
+    run: RunId,
+    number: u32,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT text FROM sources WHERE run_id = ?1 AND number = ?2 ORDER BY id LIMIT 1",
+        rusqlite::params![run.to_string(), number],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 #[cfg(test)]

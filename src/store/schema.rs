@@ -186,8 +186,47 @@ const V6: &str = r#"
 ALTER TABLE attempts ADD COLUMN tokens_cached INTEGER;
 "#;
 
+/// What workers' tools did: every tool call of a worker attempt, and every source one read
+/// (a page fetched, a file read) with the text handed to the model, capped at
+/// `SOURCE_TEXT_MAX` bytes (`text_bytes` is the size before the cap).
+const V7: &str = r#"
+CREATE TABLE tool_calls (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    subtask_id  TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    call_id     TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    arguments   TEXT NOT NULL DEFAULT '',
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    elapsed_ms  INTEGER,
+    ok          INTEGER,
+    bytes       INTEGER,
+    summary     TEXT
+);
+CREATE INDEX tool_calls_by_call ON tool_calls(run_id, subtask_id, attempt, call_id);
+
+CREATE TABLE sources (
+    id           INTEGER PRIMARY KEY,
+    run_id       TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    subtask_id   TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    call_id      TEXT NOT NULL,
+    number       INTEGER NOT NULL DEFAULT 0,
+    kind         TEXT NOT NULL CHECK (kind IN ('url', 'file')),
+    location     TEXT NOT NULL,
+    bytes        INTEGER NOT NULL DEFAULT 0,
+    status       INTEGER,
+    retrieved_at INTEGER NOT NULL,
+    text         TEXT NOT NULL DEFAULT '',
+    text_bytes   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sources_by_run ON sources(run_id, subtask_id, attempt);
+"#;
+
 /// Every schema version's SQL, oldest first; the database's version is the count applied.
-const VERSIONS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
+const VERSIONS: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
 
 /// Every schema version, oldest first; the database's version is its count.
 pub fn migrations() -> Migrations<'static> {

@@ -7,7 +7,8 @@
 //! may pass (disk full, lock held too long, read-only), the batch is kept and tried again
 //! every `RETRY_EVERY`, and `status()` says "unsaved" meanwhile; the run goes on. A message
 //! that fails for any other reason (a bug, odd data) is skipped and counted, so one bad
-//! event cannot stop a run from being saved. Streamed deltas are never stored.
+//! event cannot stop a run from being saved. Streamed deltas are never stored; a tool call's
+//! source is, with the text handed to the model up to [`SOURCE_TEXT_MAX`] bytes.
 //!
 //! This must not decide anything about runs; it records what the events say.
 
@@ -24,7 +25,7 @@ use super::error::{StoreError, classify, is_transient_sqlite};
 use super::owner::OwnerLock;
 use super::schema::{BUSY_TIMEOUT, open_connection};
 use crate::protocol::{
-    Attachments, CallRole, Event, EventKind, RunCommand, RunId, SubtaskId, Usage,
+    Attachments, CallRole, Event, EventKind, RunCommand, RunId, SourceKind, SubtaskId, Usage,
 };
 
 /// How long the first message of a batch waits for others before the batch commits.
@@ -33,6 +34,26 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(40);
 pub const BATCH_MAX: usize = 512;
 /// How often a batch that failed for a passing reason is tried again.
 pub const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// A source's text is saved up to this many bytes (cut at a character boundary, with
+/// [`SOURCE_TEXT_CUT`] after it): enough for any page a tool hands a model whole, while one
+/// odd source cannot grow the file by megabytes.
+pub const SOURCE_TEXT_MAX: usize = 256 * 1024;
+
+/// The line that follows a source's text cut at [`SOURCE_TEXT_MAX`].
+pub const SOURCE_TEXT_CUT: &str = "\n[… cut here: the store keeps the first 256 KiB of a source]";
+
+/// `text` as saved: whole, or its first [`SOURCE_TEXT_MAX`] bytes and the marker.
+pub fn capped_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= SOURCE_TEXT_MAX {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = SOURCE_TEXT_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{SOURCE_TEXT_CUT}", &text[..end]))
+}
 
 /// What is known about a run before its first event: written as the run's row before the
 /// first provider call (see [`StoreSender::begin_run`]).
@@ -920,8 +941,99 @@ fn apply_event(tx: &Connection, owner: &str, event: &Event) -> rusqlite::Result<
         | EventKind::PlanDrafted { .. } => {}
         // The files and their text came with the run's row (`RunMeta::context`).
         EventKind::ContextAttached { .. } => {}
-        // Not saved yet: a saved run shows its results without the tool calls behind them.
-        EventKind::ToolCallStarted { .. } | EventKind::ToolCallFinished { .. } => {}
+        EventKind::ToolCallStarted {
+            subtask,
+            attempt,
+            call_id,
+            tool,
+            arguments,
+        } => {
+            tx.execute(
+                "INSERT INTO tool_calls (run_id, subtask_id, attempt, call_id, tool, arguments,
+                                         started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![run, subtask.as_str(), attempt, call_id, tool, arguments, ts],
+            )?;
+        }
+        EventKind::ToolCallFinished {
+            subtask,
+            attempt,
+            call_id,
+            ok,
+            bytes,
+            ms,
+            summary,
+            source,
+            text,
+        } => {
+            // The latest unfinished call of that id: a model may reuse an id in a later round.
+            let closed = tx.execute(
+                "UPDATE tool_calls SET finished_at = ?5, elapsed_ms = ?6, ok = ?7, bytes = ?8,
+                     summary = ?9
+                 WHERE id = (SELECT max(id) FROM tool_calls
+                             WHERE run_id = ?1 AND subtask_id = ?2 AND attempt = ?3
+                               AND call_id = ?4 AND finished_at IS NULL)",
+                params![
+                    run,
+                    subtask.as_str(),
+                    attempt,
+                    call_id,
+                    ts,
+                    *ms as i64,
+                    ok,
+                    *bytes as i64,
+                    summary
+                ],
+            )?;
+            if closed == 0 {
+                // Its start was not saved (an events file cut at the front): the end says
+                // enough to keep the call.
+                tx.execute(
+                    "INSERT INTO tool_calls (run_id, subtask_id, attempt, call_id, tool,
+                                             started_at, finished_at, elapsed_ms, ok, bytes,
+                                             summary)
+                     VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        run,
+                        subtask.as_str(),
+                        attempt,
+                        call_id,
+                        ts.saturating_sub(*ms as i64),
+                        ts,
+                        *ms as i64,
+                        ok,
+                        *bytes as i64,
+                        summary
+                    ],
+                )?;
+            }
+            if let Some(source) = source {
+                let kind = match source.kind {
+                    SourceKind::Url => "url",
+                    SourceKind::File => "file",
+                };
+                tx.execute(
+                    "INSERT INTO sources (run_id, subtask_id, attempt, call_id, number, kind,
+                                          location, bytes, status, retrieved_at, text,
+                                          text_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        run,
+                        subtask.as_str(),
+                        attempt,
+                        call_id,
+                        source.number,
+                        kind,
+                        source.location,
+                        source.bytes as i64,
+                        source.status,
+                        source.retrieved_ms as i64,
+                        capped_text(text),
+                        text.len() as i64,
+                    ],
+                )?;
+            }
+        }
         EventKind::SubtaskRetrying {
             subtask,
             attempt,
@@ -1294,6 +1406,20 @@ mod tests {
                 "openai": {"api_key_env": "OPENAI_API_KEY", "base_url": "http://localhost"},
                 "list": [{"tokens": 5, "max_tokens": 9}],
             })
+        );
+    }
+
+    #[test]
+    fn a_long_source_text_is_cut_at_a_character_boundary_with_the_marker() {
+        assert_eq!(capped_text("short"), "short");
+        let exact = "a".repeat(SOURCE_TEXT_MAX);
+        assert_eq!(capped_text(&exact), exact.as_str());
+        // A three-byte character straddles the limit: the cut comes before it.
+        let long = format!("{}€tail", "a".repeat(SOURCE_TEXT_MAX - 1));
+        let cut = capped_text(&long);
+        assert_eq!(
+            cut,
+            format!("{}{SOURCE_TEXT_CUT}", "a".repeat(SOURCE_TEXT_MAX - 1))
         );
     }
 

@@ -95,16 +95,20 @@ impl Roots {
     }
 
     /// The canonical path `asked` names, if it is under a root. A relative path is taken
-    /// from each folder root in turn; the first where it exists wins.
+    /// from each folder root in turn, then from the current folder (attached files are shown
+    /// to the model by their path from there); the first where it exists wins.
     fn resolve(&self, asked: &str) -> Result<PathBuf, PathError> {
         let asked_path = Path::new(asked);
         let candidates: Vec<PathBuf> = if asked_path.is_absolute() {
             vec![normalise(asked_path)]
         } else {
+            let current = std::env::current_dir().and_then(std::fs::canonicalize).ok();
             self.0
                 .iter()
                 .filter(|r| r.is_dir)
-                .map(|r| normalise(&r.path.join(asked_path)))
+                .map(|r| r.path.as_path())
+                .chain(current.as_deref())
+                .map(|base| normalise(&base.join(asked_path)))
                 .collect()
         };
         let inside: Vec<&PathBuf> = candidates

@@ -141,23 +141,37 @@ pub struct Tools {
     fetch: FetchUrl,
     read: Option<ReadFile>,
     list: Option<ListDir>,
+    /// What they were made from, for [`Tools::with_roots`].
+    config: ToolsConfig,
 }
 
 impl Tools {
     pub fn new(config: &ToolsConfig) -> Self {
-        let roots = files::Roots::new(&config.allow_dirs);
-        let (read, list) = if roots.is_empty() {
-            (None, None)
-        } else {
-            (
-                Some(ReadFile::new(roots.clone(), config)),
-                Some(ListDir::new(roots, config)),
-            )
-        };
+        let (read, list) = file_tools(config);
         Self {
             fetch: FetchUrl::new(config),
             read,
             list,
+            config: config.clone(),
+        }
+    }
+
+    /// The same tools, with `read_file` and `list_dir` also reading under `extra` (the files
+    /// and folders a run was given): one run's tools, beside the others'. The same checks
+    /// apply under every root; the fetch client is shared.
+    pub fn with_roots(&self, extra: &[PathBuf]) -> Self {
+        let mut config = self.config.clone();
+        for root in extra {
+            if !config.allow_dirs.contains(root) {
+                config.allow_dirs.push(root.clone());
+            }
+        }
+        let (read, list) = file_tools(&config);
+        Self {
+            fetch: self.fetch.clone(),
+            read,
+            list,
+            config,
         }
     }
 
@@ -199,6 +213,19 @@ impl Tools {
                 ))
             }
         }
+    }
+}
+
+/// `read_file` and `list_dir` over the configured roots, when there are any.
+fn file_tools(config: &ToolsConfig) -> (Option<ReadFile>, Option<ListDir>) {
+    let roots = files::Roots::new(&config.allow_dirs);
+    if roots.is_empty() {
+        (None, None)
+    } else {
+        (
+            Some(ReadFile::new(roots.clone(), config)),
+            Some(ListDir::new(roots, config)),
+        )
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
         saving,
         context_max_bytes: config.context_max_bytes,
     };
-    let tools = config.toolbox();
+    let (tools, mcp_servers) = config.toolbox();
     let (engine, events) = Engine::spawn_with_tools(provider, tools, config.run, config.executor);
 
     // Our own set-up instead of `ratatui::init`, whose panic hook restores the terminal when
@@ -150,6 +150,7 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
     );
     ratatui::restore();
     engine.send(Command::Shutdown);
+    mcp_servers.stop().await;
     result.map(|end| match end {
         End::Quit => 0,
         End::Signal(code) => code,

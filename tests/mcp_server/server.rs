@@ -3,7 +3,8 @@
 //! misbehave on purpose: `--crash-at-start` exits before the handshake, `--garbage` answers
 //! with lines that are not JSON-RPC, `--pid-file PATH` writes its process id so a test can
 //! kill it mid-run, `--linger` keeps it alive for a minute after its stdin closes (as some
-//! servers do), so only a kill stops it. It is built only with the `mcp-test-server` feature and is not part of
+//! servers do), so only a kill stops it; `--no-tools` starts a server without the tools
+//! capability (prompts only), which answers a tool listing with "method not found". It is built only with the `mcp-test-server` feature and is not part of
 //! maestro.
 
 use std::io::Write;
@@ -81,6 +82,16 @@ impl ServerHandler for TestServer {
     }
 }
 
+/// A server that supports no tools: only the handshake.
+#[derive(Debug, Clone)]
+struct NoToolsServer;
+
+impl ServerHandler for NoToolsServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_prompts().build())
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -110,6 +121,13 @@ async fn main() -> std::process::ExitCode {
                 }
             }
             "--linger" => linger = true,
+            "--no-tools" => {
+                let Ok(service) = NoToolsServer.serve(rmcp::transport::stdio()).await else {
+                    return std::process::ExitCode::from(1);
+                };
+                let _ = service.waiting().await;
+                return std::process::ExitCode::SUCCESS;
+            }
             _ => {}
         }
     }
