@@ -39,6 +39,10 @@ pub struct Cli {
     pub engine: EngineArgs,
     #[command(subcommand)]
     pub command: Option<CommandLine>,
+    /// The dashboard: runs pause after planning for their plan to be reviewed (`V` turns it
+    /// off and on again; `[planner] review`)
+    #[arg(long)]
+    pub review: bool,
 }
 
 #[derive(Debug, Subcommand)]

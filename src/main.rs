@@ -165,7 +165,11 @@ async fn dispatch(cli: Cli) -> i32 {
         | Some(CommandLine::Presets(_))
         | Some(CommandLine::Stats(_))
         | Some(CommandLine::Mcp(_)) => return exit::USAGE,
-        None => maestro::tui::run(config, provider).await,
+        None => {
+            let mut config = config;
+            config.run.review |= cli.review;
+            maestro::tui::run(config, provider).await
+        }
     };
     match result {
         Ok(code) => code,

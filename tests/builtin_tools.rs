@@ -723,7 +723,10 @@ mod context_roots {
         assert_eq!(a[0].tools(), ["read_file", "list_dir"]);
         let results: Vec<String> = a[1].tool_results().into_iter().map(|r| r.1).collect();
         assert_eq!(results.len(), 4, "{results:?}");
-        assert!(results[0].starts_with("the notes body"), "{results:?}");
+        assert!(
+            results[0].starts_with("Source [1]: ") && results[0].contains("\n\nthe notes body"),
+            "{results:?}"
+        );
         assert!(results[1].contains("notes.txt"), "{results:?}");
         assert!(results[2].contains("refused"), "{results:?}");
         // Inside the folder `..` is folded first: this names proj/secret.txt, which is not there.

@@ -16,6 +16,9 @@
 //! Two more tests send SIGTERM and SIGHUP to the dashboard's pid mid-run and check its exit
 //! code (143, 129) and that the terminal was restored.
 //!
+//! Another starts with `--review`, edits a subtask's title and model on the review
+//! screen, approves with Ctrl+S, and finds the edit in the server's requests.
+//!
 //! One more types `@path` queries on the demo provider: a missing file is an error line with
 //! the query kept, an existing one shows under the run and in the demo's plan.
 //!
@@ -1247,4 +1250,111 @@ fn a_fetched_page_is_listed_as_a_source_and_enter_shows_its_text() {
     drop(tmux);
     drop(server);
     drop(site);
+}
+
+// ---- plan review ----------------------------------------------------------------------------
+
+/// Started with `--review`, the dashboard says `review on` and its run pauses with its plan on
+/// the review screen. b is edited
+/// (a new title and a model of its own), Ctrl+S approves, the run completes, and the server saw
+/// b's worker request with the new title on that model.
+#[test]
+fn a_reviewed_plan_is_edited_and_approved_and_the_run_uses_the_edit() {
+    if !tmux_ready() {
+        return;
+    }
+    const EDITED: &str = "Beta shade costs, edited";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let plan = plan();
+    let server = runtime.block_on(MockServer::start(move |r: &MockRequest| {
+        if r.is_planner() {
+            return Reply::text(plan.clone());
+        }
+        if r.is_synthesis() {
+            return Reply::text(format!("# Heat report\n\n{}\n", synthesis_mark(1)));
+        }
+        match r.worker_title() {
+            Some(title) => Reply::text(format!("Findings on {title}.")),
+            None => Reply::status(400, "mock: unexpected request"),
+        }
+    }));
+    let sandbox = TempDir::new().expect("a temp dir");
+    let home = sandbox.path();
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ntimeout_secs = 10\n\n[ui]\nbell = false\n",
+    )
+    .expect("write the config");
+    let tmux = Tmux {
+        socket: socket_args(home),
+        env: sandbox_env(home, &config),
+        log: home.join("data").join("maestro").join("maestro.log"),
+    };
+    tmux.start(&format!(
+        "{} --review --provider openai --base-url {} --model test; echo {EXITED}$?; \
+         exec sleep 60",
+        quote(env!("CARGO_BIN_EXE_maestro")),
+        quote(&server.openai_base_url())
+    ));
+    tmux.wait_for("the query pane, review on", |s| {
+        s.contains("Ask a question") && s.contains("Query review on")
+    });
+    tmux.type_text(QUERY);
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the review screen with the plan", |s| {
+        s.contains("Review the plan of #1") && s.contains(TITLE_B) && s.contains("Estimate:")
+    });
+    println!("--- review ---\n{screen}");
+    assert!(screen.contains("reviewing"), "{screen}");
+    assert!(
+        server.requests().iter().all(|r| r.worker_title().is_none()),
+        "no worker is called before the approval"
+    );
+
+    // b: a new title and a model of its own.
+    tmux.send_keys(&["j", "e"]);
+    tmux.wait_for("the form on b", |s| s.contains("Edit b"));
+    let backspaces = vec!["BSpace"; TITLE_B.len() + 2];
+    tmux.send_keys(&backspaces);
+    tmux.type_text(EDITED);
+    tmux.send_keys(&["Tab", "Tab"]);
+    tmux.type_text("edited-model");
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the edited row", |s| {
+        s.contains(EDITED) && s.contains("edited-model") && !s.contains("Edit b")
+    });
+    println!("--- edited ---\n{screen}");
+
+    tmux.send_keys(&["C-s"]);
+    let screen = tmux.wait_for("the run to succeed", |s| {
+        s.contains("#1 succeeded") && s.contains(&synthesis_mark(1))
+    });
+    println!("--- done ---\n{screen}");
+    let requests = server.requests();
+    let edited: Vec<&MockRequest> = requests
+        .iter()
+        .filter(|r| r.worker_title().as_deref() == Some(EDITED))
+        .collect();
+    assert_eq!(edited.len(), 1, "b ran once, with its new title");
+    assert_eq!(edited[0].model(), "edited-model");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.worker_title().as_deref() != Some(TITLE_B)),
+        "the old title was never asked"
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.worker_title().as_deref() == Some(TITLE_A))
+            .all(|r| r.model() == "test"),
+        "the others keep the run's model"
+    );
+    tmux.send_keys(&["q"]);
+    tmux.wait_for("the binary to exit", |s| s.contains(EXITED));
 }

@@ -1020,6 +1020,10 @@ fn state(model: &Model) -> String {
             cursor,
             paragraph,
         }) => format!("reader {run} {number} {location} {scroll} {cursor} {paragraph:?}"),
+        Some(Overlay::Review { run }) => format!(
+            "review {run} {:?}",
+            model.run(*run).and_then(|v| v.review.as_ref())
+        ),
     };
     let expanded: Vec<bool> = model.runs.iter().map(|r| r.expanded).collect();
     format!(
@@ -1189,6 +1193,21 @@ fn setups(context: Context) -> Vec<Model> {
                 key(&mut model, KeyCode::Down);
             }
             vec![model]
+        }
+        Context::Review => {
+            // The middle of three subtasks selected, nothing wrong with the plan.
+            let mut model = reviewing();
+            ch(&mut model, 'j');
+            vec![model]
+        }
+        Context::ReviewForm => {
+            // The form on the title, and on the role (where Ctrl+N has choices).
+            let mut on_title = reviewing();
+            ch(&mut on_title, 'e');
+            let mut on_role = reviewing();
+            ch(&mut on_role, 'e');
+            key(&mut on_role, KeyCode::Tab);
+            vec![on_title, on_role]
         }
     }
 }

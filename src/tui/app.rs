@@ -71,6 +71,9 @@ pub async fn run(config: Config, provider: Arc<dyn Provider>) -> anyhow::Result<
             .collect(),
         concurrency: Some(config.run.concurrency),
         prices: Arc::new(config.prices.clone()),
+        max_subtasks: Some(config.run.max_subtasks),
+        review: config.run.review,
+        settings: Some(Arc::new(config.run.clone())),
         ..Models::default()
     };
     let mouse = config.mouse;
@@ -440,6 +443,14 @@ fn perform(
                 let _ = internal.send(Msg::StatsRead(result));
             });
         }
+        Action::ReadCalls => {
+            let path = store.path.clone();
+            let internal = internal.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = read_calls(path.as_deref()).map(Arc::new);
+                let _ = internal.send(Msg::CallsRead(result));
+            });
+        }
         Action::OpenSaved(id) => {
             let path = store.path.clone();
             let internal = internal.clone();
@@ -561,6 +572,19 @@ fn read_stats(
     let db = crate::store::Store::open(path).map_err(|e| e.to_string())?;
     let calls = db.calls(None).map_err(|e| e.to_string())?;
     Ok(Box::new(crate::stats::compute(&calls, prices, None)))
+}
+
+/// Every saved call, for plan estimates; none when nothing was saved yet (the database is not
+/// created for reading).
+fn read_calls(path: Option<&std::path::Path>) -> Result<Vec<crate::store::CallRecord>, String> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = crate::store::Store::open(path).map_err(|e| e.to_string())?;
+    db.calls(None).map_err(|e| e.to_string())
 }
 
 /// A saved run as the panes show it, and what it resumes from.

@@ -41,6 +41,10 @@ pub enum Context {
     Sources,
     /// A source's retrieved text is open.
     Reader,
+    /// A plan review is open (a run paused after planning).
+    Review,
+    /// The form editing or adding a subtask of a reviewed plan is open (other keys type).
+    ReviewForm,
 }
 
 impl Context {
@@ -60,6 +64,8 @@ impl Context {
             Context::Paragraphs => "Reading the report by paragraph (n)",
             Context::Sources => "Sources (o)",
             Context::Reader => "A source's text (Enter in the sources)",
+            Context::Review => "Reviewing a plan (runs started with review on; P reopens)",
+            Context::ReviewForm => "A subtask of a reviewed plan (e, a; other keys type)",
         }
     }
 }
@@ -182,6 +188,30 @@ pub enum KeyAction {
     ReaderBottom,
     /// Back to the sources list.
     CloseReader,
+    /// Pause the next runs after planning for a review of their plan, or not.
+    ToggleReview,
+    ReviewUp,
+    ReviewDown,
+    /// Open the form on the selected subtask of the reviewed plan.
+    ReviewEdit,
+    /// Open the form on a new subtask.
+    ReviewAdd,
+    /// Delete the selected subtask (asks first when others depend on it).
+    ReviewDelete,
+    /// Send the reviewed plan: the run goes on with it.
+    ApprovePlan,
+    /// Ask whether to cancel the run under review.
+    CancelReview,
+    FormNextField,
+    FormPreviousField,
+    /// Save the form into the reviewed plan.
+    FormSave,
+    /// A new line in the description (on another field: the next field).
+    FormNewLine,
+    /// The next choice for the field: a role of the preset, a model the server lists.
+    FormSuggest,
+    /// Close the form without saving.
+    FormBack,
 }
 
 /// A key with the modifiers that matter for it.
@@ -468,7 +498,12 @@ pub const BINDINGS: &[Binding] = &[
     b(
         C::Panes,
         &[(Chord::ch('P'), A::OpenPaused)],
-        "the dialog of a paused run (budget, provider)",
+        "a waiting run's dialog: budget, provider, plan review",
+    ),
+    b(
+        C::Panes,
+        &[(Chord::ch('V'), A::ToggleReview)],
+        "review the next runs' plans before they run, or not",
     ),
     b(
         C::Panes,
@@ -744,6 +779,78 @@ pub const BINDINGS: &[Binding] = &[
         C::Reader,
         &[(Chord::key(K::Esc), A::CloseReader)],
         "back to the sources",
+    ),
+    b(
+        C::Review,
+        &[
+            (Chord::key(K::Up), A::ReviewUp),
+            (Chord::key(K::Down), A::ReviewDown),
+            (Chord::ch('k'), A::ReviewUp),
+            (Chord::ch('j'), A::ReviewDown),
+        ],
+        "move through the subtasks",
+    ),
+    b(
+        C::Review,
+        &[
+            (Chord::ch('e'), A::ReviewEdit),
+            (Chord::key(K::Enter), A::ReviewEdit),
+        ],
+        "edit the selected subtask",
+    ),
+    b(
+        C::Review,
+        &[(Chord::ch('a'), A::ReviewAdd)],
+        "add a subtask",
+    ),
+    b(
+        C::Review,
+        &[(Chord::ch('d'), A::ReviewDelete)],
+        "delete the subtask (asks when others depend on it)",
+    ),
+    b(
+        C::Review,
+        &[(Chord::ctrl('s'), A::ApprovePlan)],
+        "approve: the run goes on with this plan",
+    ),
+    b(
+        C::Review,
+        &[
+            (Chord::key(K::Esc), A::CancelReview),
+            (Chord::ctrl('x'), A::CancelReview),
+        ],
+        "cancel the run (asks; l there leaves it waiting)",
+    ),
+    b(
+        C::ReviewForm,
+        &[
+            (Chord::key(K::Tab), A::FormNextField),
+            (Chord::key(K::BackTab), A::FormPreviousField),
+        ],
+        "next / previous field",
+    ),
+    b(
+        C::ReviewForm,
+        &[(Chord::ctrl('n'), A::FormSuggest)],
+        "next role of the preset / model of the server",
+    ),
+    b(
+        C::ReviewForm,
+        &[(Chord::key(K::Enter), A::FormSave)],
+        "save the subtask into the plan",
+    ),
+    b(
+        C::ReviewForm,
+        &[
+            (Chord::alt(K::Enter), A::FormNewLine),
+            (Chord::shift(K::Enter), A::FormNewLine),
+        ],
+        "new line in the description",
+    ),
+    b(
+        C::ReviewForm,
+        &[(Chord::key(K::Esc), A::FormBack)],
+        "back to the plan, unsaved",
     ),
 ];
 

@@ -12,6 +12,7 @@ pub mod markdown;
 pub mod model;
 pub mod provenance;
 pub mod provenance_view;
+pub mod review;
 pub mod sources;
 pub mod theme;
 pub mod timeline;

@@ -105,6 +105,8 @@ pub enum Overlay {
         cursor: usize,
         paragraph: Option<usize>,
     },
+    /// The plan review of a run paused after planning (its state is the run's `review`).
+    Review { run: RunId },
 }
 
 /// Why a run waits, as its dialog shows it.
@@ -210,6 +212,15 @@ pub struct Models {
     /// What the models cost, for the estimates on screen. Empty (no figure) unless the app
     /// sets it from the config.
     pub prices: std::sync::Arc<crate::engine::cost::PriceTable>,
+    /// The most subtasks a plan may have (`[planner] max_subtasks`), for checking a reviewed
+    /// plan as the engine will.
+    pub max_subtasks: Option<usize>,
+    /// The configured run settings (roles and their models, validation, direct answers,
+    /// concurrency), for a reviewed plan's estimate; `None` in tests that set the models alone.
+    pub settings: Option<std::sync::Arc<crate::engine::run::RunSettings>>,
+    /// Runs pause after planning for a review of their plan (`[planner] review`, `--review`);
+    /// `picked.review` is what `V` made of it for the next runs.
+    pub review: bool,
 }
 
 /// A preset as the picker lists it.
@@ -255,6 +266,16 @@ impl Models {
             PickRole::Worker => self.picked.worker = model,
             PickRole::Synthesizer => self.picked.synthesizer = model,
         }
+    }
+
+    /// The next runs pause after planning for their plan to be reviewed.
+    pub fn review_on(&self) -> bool {
+        self.picked.review.unwrap_or(self.review)
+    }
+
+    /// Review the next runs' plans, or not; the configured choice un-picks.
+    pub fn pick_review(&mut self, on: bool) {
+        self.picked.review = (on != self.review).then_some(on);
     }
 
     /// The preset the next run uses: the picked one, else the configured one.
@@ -408,6 +429,8 @@ pub struct RunView {
     pub previous_synthesis: Option<String>,
     /// Opened from history and not resumed yet: the engine does not know this run.
     pub saved: Option<Saved>,
+    /// Paused after planning, waiting for its plan to be reviewed: the review so far.
+    pub review: Option<Box<crate::tui::review::Review>>,
 }
 
 impl RunView {
@@ -481,6 +504,9 @@ pub struct Model {
     pub sources: crate::tui::sources::SourceTexts,
     /// The report's paragraph being read, and what its citations say.
     pub provenance: crate::tui::provenance::Provenance,
+    /// The saved calls plan estimates are made from (read once, when a review first needs
+    /// them).
+    pub call_history: crate::tui::review::CallHistory,
 }
 
 impl Model {
@@ -514,6 +540,7 @@ impl Model {
             stats: None,
             sources: Default::default(),
             provenance: Default::default(),
+            call_history: crate::tui::review::CallHistory::default(),
         };
         model.reset_query();
         model
@@ -762,6 +789,7 @@ impl Model {
             synthesis_version: 0,
             previous_synthesis: None,
             saved: None,
+            review: None,
         });
         self.selected = Some(Node::Run(id));
         self.synthesis_scroll = Scroll::default();
@@ -784,6 +812,7 @@ impl Model {
             synthesis_version: 0,
             previous_synthesis: None,
             saved: Some(saved),
+            review: None,
         });
         self.selected = Some(Node::Run(id));
         self.synthesis_scroll = Scroll::default();
@@ -906,10 +935,13 @@ impl Model {
     }
 
     /// The words for a run's state as the tree shows it: `interrupted` for a saved run whose
-    /// process stopped, else as [`Model::run_phase`].
+    /// process stopped, `reviewing` for a run whose plan waits for a review, else as
+    /// [`Model::run_phase`].
     pub fn view_phase(view: &RunView) -> &'static str {
         if view.interrupted() {
             "interrupted"
+        } else if view.review.is_some() && view.report.status.is_none() {
+            "reviewing"
         } else {
             Self::run_phase(&view.report)
         }

@@ -22,10 +22,12 @@ use crate::store::{RunSummary, SavedRunStatus};
 use crate::tui::content;
 use crate::tui::keymap::{self, Context, KeyAction};
 use crate::tui::layout::{self, areas, inner};
+// Imported under another name: `update` must never spell the view module's path.
 use crate::tui::model::{
     Focus, Model, ModelList, Node, Overlay, PauseWhy, PickRole, Saved, SavedList, Scroll,
     ToastLevel,
 };
+use crate::tui::review as reviewing;
 use crate::tui::sources::{ReaderMove, scroll_reader as reader};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +79,9 @@ pub enum Msg {
         location: String,
         result: Result<Option<String>, String>,
     },
+    /// The saved calls plan estimates are made from, or why they could not be read: the
+    /// answer to `Action::ReadCalls`.
+    CallsRead(Result<std::sync::Arc<Vec<crate::store::CallRecord>>, String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +145,8 @@ pub enum Action {
         subtask: crate::protocol::SubtaskId,
         source: crate::protocol::Source,
     },
+    /// Read the saved calls for plan estimates; answer with `Msg::CallsRead`.
+    ReadCalls,
 }
 
 pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
@@ -180,6 +187,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Action> {
             location,
             result,
         } => crate::tui::sources::text_read(model, run, &location, result),
+        Msg::CallsRead(result) => reviewing::calls_read(model, result),
         Msg::SavedOpened(result) => match result {
             Ok(opened) => {
                 let (report, saved) = *opened;
@@ -222,6 +230,20 @@ fn on_engine(model: &mut Model, event: &Event, actions: &mut Vec<Action>) {
     let long_run_ended = model.apply(event);
     model.sources.record(event);
     crate::tui::provenance::on_event(model, event);
+    match &event.kind {
+        EventKind::PlanAwaitingReview { plan } => {
+            reviewing::start(model, event.run, plan.clone(), actions);
+        }
+        // The plan was taken (approved) or the run ended: nothing is left to review.
+        EventKind::PlanReady { .. } | EventKind::RunFinished { .. } => {
+            reviewing::end(model, event.run);
+        }
+        EventKind::CommandRefused {
+            refusal: crate::protocol::Refusal::PlanInvalid { error },
+            ..
+        } => reviewing::refused(model, event.run, error),
+        _ => {}
+    }
     match &event.kind {
         EventKind::BudgetReached { .. } | EventKind::ProviderPaused { .. } => {
             show_paused(model, event.run);
@@ -283,6 +305,12 @@ pub fn key_action(model: &Model, key: &KeyEvent) -> Option<KeyAction> {
         Some(Overlay::Presets { .. }) => return keymap::lookup(Context::Presets, key),
         Some(Overlay::Sources { .. }) => return keymap::lookup(Context::Sources, key),
         Some(Overlay::Reader { .. }) => return keymap::lookup(Context::Reader, key),
+        // A confirmation inside the review keeps its own rule (y, or any key back).
+        Some(Overlay::Review { .. }) if reviewing::confirming(model) => return None,
+        Some(Overlay::Review { .. }) if reviewing::editing(model) => {
+            return keymap::lookup(Context::ReviewForm, key);
+        }
+        Some(Overlay::Review { .. }) => return keymap::lookup(Context::Review, key),
         Some(Overlay::Help { .. } | Overlay::ConfirmQuit | Overlay::Stats { .. }) => return None,
         None => {}
     }
@@ -331,6 +359,7 @@ fn on_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
         Some(Overlay::Sources { .. } | Overlay::Reader { .. }) => {}
         Some(Overlay::History { .. }) => type_search(model, key, actions),
         Some(Overlay::Paused { raise, .. }) => type_raise(raise, key),
+        Some(Overlay::Review { .. }) => reviewing::type_key(model, key, actions),
         None if model.focus == Focus::Query => {
             model.query.input(key);
         }
@@ -524,7 +553,11 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
             }
         }
         KeyAction::ClosePresets => model.overlay = None,
-        KeyAction::OpenPaused => open_paused(model),
+        KeyAction::OpenPaused => {
+            if !reviewing::open(model) {
+                open_paused(model);
+            }
+        }
         KeyAction::RaiseOrResume => raise_or_resume(model, actions),
         KeyAction::SynthesizeNow => decide_paused(model, actions, RunCommand::SynthesizeNow),
         KeyAction::CancelPaused => decide_paused(model, actions, RunCommand::CancelRun),
@@ -545,6 +578,29 @@ fn perform(model: &mut Model, action: KeyAction, key: KeyEvent, actions: &mut Ve
         KeyAction::ReaderTop => reader(model, ReaderMove::Top),
         KeyAction::ReaderBottom => reader(model, ReaderMove::Bottom),
         KeyAction::CloseReader => crate::tui::sources::back(model),
+        KeyAction::ToggleReview => {
+            let on = !model.models.review_on();
+            model.models.pick_review(on);
+            let text = if on {
+                "review on: the next runs wait after planning for their plan to be approved"
+            } else {
+                "review off: the next runs go on as soon as they are planned"
+            };
+            model.toast(text.into(), ToastLevel::Info);
+        }
+        KeyAction::ReviewUp
+        | KeyAction::ReviewDown
+        | KeyAction::ReviewEdit
+        | KeyAction::ReviewAdd
+        | KeyAction::ReviewDelete
+        | KeyAction::ApprovePlan
+        | KeyAction::CancelReview
+        | KeyAction::FormNextField
+        | KeyAction::FormPreviousField
+        | KeyAction::FormSave
+        | KeyAction::FormNewLine
+        | KeyAction::FormSuggest
+        | KeyAction::FormBack => reviewing::perform(model, action, key, actions),
     }
 }
 
@@ -1221,7 +1277,8 @@ fn on_overlay_key(model: &mut Model, key: KeyEvent, actions: &mut Vec<Action>) {
             | Overlay::Presets { .. }
             | Overlay::Paused { .. }
             | Overlay::Sources { .. }
-            | Overlay::Reader { .. }),
+            | Overlay::Reader { .. }
+            | Overlay::Review { .. }),
         ) => model.overlay = Some(overlay),
         None => {}
     }
@@ -1508,6 +1565,7 @@ fn on_paste(model: &mut Model, text: &str, actions: &mut Vec<Action>) {
             area.insert_str(&clean);
         }
         // Into the search, on one line.
+        Some(Overlay::Review { .. }) => reviewing::paste(model, &clean),
         Some(Overlay::History { search, .. }) => {
             let joined = clean.split_whitespace().collect::<Vec<_>>().join(" ");
             let search = format!("{search}{joined}");

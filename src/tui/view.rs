@@ -72,6 +72,7 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         }) => {
             crate::tui::provenance_view::draw_reader(frame, model, *run, *number, location, *scroll)
         }
+        Some(Overlay::Review { .. }) => crate::tui::review::draw(frame, model, area),
         None => {}
     }
 }
@@ -139,6 +140,11 @@ fn draw_query(frame: &mut Frame, model: &Model, area: Rect) {
         }
         None => title("Query"),
     };
+    let mut heading = vec![heading];
+    if model.models.review_on() {
+        // The next run waits after planning: said where it is asked.
+        heading.push(Span::styled("review on ", model.theme.warning()));
+    }
     let block = pane(model, Focus::Query, Line::from(heading)).title(hint);
     let inner_area = block.inner(area);
     frame.render_widget(block, area);
@@ -675,6 +681,26 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
             vec![Span::raw(format!("preset {}", sanitize_line(preset)))],
         ));
     }
+    if model.models.review_on() {
+        segments.push((2, vec![Span::styled("review on", theme.warning())]));
+    }
+    // A run waits for its plan to be reviewed while another is in view: say so.
+    let waiting: Vec<usize> = model
+        .runs
+        .iter()
+        .filter(|v| v.review.is_some() && v.report.status.is_none())
+        .filter(|v| v.id() != model.current_run().and_then(|c| c.id()))
+        .map(|v| v.number)
+        .collect();
+    if let Some(first) = waiting.first() {
+        segments.push((
+            0,
+            vec![Span::styled(
+                format!("#{first} waits for review (P on it)"),
+                theme.warning(),
+            )],
+        ));
+    }
     if model.unsaved.is_some() {
         // Runs are not being kept: worth more room than the figures.
         segments.push((1, vec![Span::styled("unsaved", theme.warning())]));
@@ -758,7 +784,7 @@ pub(crate) fn popup(
     inside
 }
 
-fn centered(area: Rect, width: u16, height: u16) -> Rect {
+pub(crate) fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
         .flex(Flex::Center)
         .areas(area);

@@ -747,3 +747,55 @@ pub fn budget_reached_events(run: RunId) -> Vec<Event> {
     ));
     events
 }
+
+/// The plan of a run paused for review: `context`, then `emissions`, then `policy` after
+/// `emissions`.
+pub fn review_plan() -> Plan {
+    plan(vec![
+        subtask(
+            "context",
+            "research",
+            "Background and definitions",
+            "Define EV adoption and summarise where cities stand today.",
+            &[],
+        ),
+        subtask(
+            "emissions",
+            "analysis",
+            "Tailpipe and grid emissions",
+            "Compare lifecycle emissions of EVs and combustion cars in cities.",
+            &[],
+        ),
+        subtask(
+            "policy",
+            "writing",
+            "Policy recommendations",
+            "Recommend policies, drawing on the emissions findings.",
+            &["emissions"],
+        ),
+    ])
+}
+
+/// A model whose run 1 was planned and waits for its plan to be reviewed: the review is open.
+pub fn reviewing() -> Model {
+    let mut model = model(false, (160, 48));
+    model.models.worker = "gpt-4o-mini".to_owned();
+    model.models.synthesizer = "gpt-4o".to_owned();
+    model.models.concurrency = Some(4);
+    model.models.prices = std::sync::Arc::new(maestro::engine::cost::PriceTable::shipped());
+    send_all(&mut model, review_events(run_id(1)));
+    model
+}
+
+/// Planning, then the run pauses with `review_plan` for a review.
+pub fn review_events(run: RunId) -> Vec<Event> {
+    let mut events = planning_events(run);
+    events.push(at(
+        run,
+        38_000,
+        EventKind::PlanAwaitingReview {
+            plan: review_plan(),
+        },
+    ));
+    events
+}
