@@ -12,7 +12,8 @@
 //! block the engine puts first), which its plan and answers name so the feature can be seen;
 //! otherwise it answers generically and never parses prompts beyond that.
 //!
-//! When tools are offered, the "Evidence and data" worker plays tool calls: it asks to fetch
+//! When tools are offered, the "Evidence and data" worker (and a market plan's "Recent news
+//! and events" worker) plays tool calls: it asks to fetch
 //! two pages, through the demo tool box ([`toolbox`]), whose `fetch_url` answers with canned
 //! text after a pause, so the tool rows and the detail pane can be seen. Both say they are
 //! simulated; nothing touches the network.
@@ -136,7 +137,7 @@ impl Demo {
                     .next()
                     .unwrap_or_else(|| first_line(last_user));
                 let query = query_in(last_user);
-                let fetches = title == FETCHING_TITLE
+                let fetches = FETCHING_TITLES.contains(&title.as_str())
                     && !fetched
                     && request.tools.iter().any(|t| t.name == DEMO_TOOL);
                 if fetches {
@@ -295,8 +296,9 @@ impl Provider for Demo {
     }
 }
 
-/// The subtask whose worker plays tool calls.
-const FETCHING_TITLE: &str = "Evidence and data";
+/// The subtasks whose workers play tool calls: one in the general plan, one in the market
+/// plan, so a newcomer sees tools whichever question they ask first.
+const FETCHING_TITLES: [&str; 2] = ["Evidence and data", "Recent news and events"];
 /// The demo's one tool.
 const DEMO_TOOL: &str = "fetch_url";
 /// How long a simulated fetch takes: long enough to see the row.
@@ -1396,6 +1398,22 @@ mod tests {
         assert!(plan.contains("\"compare\"") && !plan.contains("\"sentiment\""));
         assert!(is_market_query("Who are the competitors of X?"));
         assert!(!is_market_query("Why is the sky blue?"));
+    }
+
+    #[test]
+    fn a_market_plan_and_a_general_plan_each_have_a_worker_that_fetches() {
+        for market in [true, false] {
+            let (_, titles) = market_plan("How is the e-bike market doing?", market);
+            assert!(
+                titles.iter().any(|t| FETCHING_TITLES.contains(&t.as_str())),
+                "{titles:?}"
+            );
+        }
+        let (_, titles) = plan_for("Why is the sky blue?", &[]);
+        assert!(
+            titles.iter().any(|t| FETCHING_TITLES.contains(&t.as_str())),
+            "{titles:?}"
+        );
     }
 
     #[test]

@@ -578,6 +578,9 @@ fn draw_synthesis(frame: &mut Frame, model: &Model, area: Rect) {
                 .as_deref()
                 .map(|e| format!("No report: {}", sanitize_line(e)))
                 .unwrap_or_else(|| "No report.".into()),
+            Some(v) if v.review.is_some() => {
+                "The plan waits for your review: approve it (Ctrl+S) and the subtasks start.".into()
+            }
             Some(v) if v.report.plan.is_none() => "Planning…".into(),
             Some(_) => "Waiting for the subtasks; the report streams in when they are done.".into(),
         };
