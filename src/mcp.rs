@@ -372,7 +372,8 @@ impl McpHub {
         functions.by_function.get(function).cloned()
     }
 
-    fn notice(&self, text: String) {
+    /// Tell `text` once per process, with the hub's other notices.
+    pub fn notice(&self, text: String) {
         let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
         if notices.told.insert(text.clone()) {
             notices.pending.push(text);

@@ -105,6 +105,27 @@ impl McpSide {
         for (server, tools) in listed {
             known.insert(server, tools);
         }
+        // A single tool a role names that its (running) server does not offer would select
+        // nothing without a word: say so, with what the server does offer.
+        for name in names.iter().map(|n| n.trim()) {
+            let Some((server, tool)) = crate::mcp::split_name(name) else {
+                continue;
+            };
+            let Some(offered) = known.get(server).filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            if tool == "*" || offered.iter().any(|spec| spec.name == name) {
+                continue;
+            }
+            let names: Vec<&str> = offered
+                .iter()
+                .filter_map(|spec| crate::mcp::split_name(&spec.name).map(|(_, t)| t))
+                .collect();
+            self.hub.notice(format!(
+                "MCP server `{server}` has no tool `{tool}`, which a role asks for; it offers: {}",
+                names.join(", ")
+            ));
+        }
     }
 
     fn specs(&self, names: &[String]) -> Vec<ToolSpec> {

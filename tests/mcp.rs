@@ -809,6 +809,35 @@ mod workers {
     }
 
     #[tokio::test]
+    async fn a_role_naming_a_tool_the_server_lacks_gets_a_notice_naming_what_it_offers() {
+        let server = MockServer::start(script(Vec::new())).await;
+        let sandbox = Sandbox::new("");
+        let rest = format!(
+            "[roles.research]\ntools = [\"mcp:t/nope\", \"mcp:t/add\"]\n{}",
+            server_entry("t", &[])
+        );
+        std::fs::write(
+            sandbox.config_path(),
+            config(&server, Protocol::OpenAi, &rest),
+        )
+        .expect("write the config");
+        let out = run(&sandbox, Protocol::OpenAi, &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let a = worker_requests(&server, "a");
+        assert_eq!(a[0].tools(), ["mcp__t__add"]);
+        let events = events(&sandbox);
+        let told: Vec<_> = notices(&events)
+            .into_iter()
+            .filter(|n| n.contains("no tool `nope`"))
+            .collect();
+        assert_eq!(told.len(), 1, "once for both workers: {events:?}");
+        assert!(
+            told[0].contains("echo") && told[0].contains("add"),
+            "{told:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_server_that_crashes_at_start_is_one_notice_and_the_run_goes_on() {
         let server = MockServer::start(script(Vec::new())).await;
         let sandbox = Sandbox::new("");
