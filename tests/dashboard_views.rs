@@ -346,6 +346,25 @@ fn the_budget_dialog_when_a_run_reached_its_token_budget() {
     });
 }
 
+#[test]
+fn the_provider_paused_dialog_after_the_circuit_breaker_tripped() {
+    snapshot_at_both_sizes("provider_paused_dialog", |size| {
+        let mut model = model(false, size);
+        let mut events = budget_reached_events(run_id(1));
+        events.pop();
+        events.push(at(
+            run_id(1),
+            30_000,
+            EventKind::ProviderPaused {
+                message: "3 calls were refused with 401 Unauthorized: check the API key".into(),
+            },
+        ));
+        send_all(&mut model, events);
+        assert!(matches!(model.overlay, Some(Overlay::Paused { .. })));
+        model
+    });
+}
+
 /// The every-state run with the model picker open on the workers, the planner already picked
 /// from a list longer than the 80×24 pop-up shows.
 fn model_picker(size: (u16, u16)) -> Model {

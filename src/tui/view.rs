@@ -1303,7 +1303,7 @@ fn draw_paused(
         }
     )));
     text.push(Line::default());
-    match why {
+    let enter = match why {
         PauseWhy::Budget(reason) => {
             let unit = match reason {
                 crate::protocol::BudgetReason::Tokens { .. } => "tokens",
@@ -1316,30 +1316,20 @@ fn draw_paused(
                 Span::raw(format!(" {unit}")),
             ]));
             text.push(Line::default());
-            text.push(Line::from(vec![
-                key("Enter"),
-                Span::raw(" raise   "),
-                key("Ctrl+S"),
-                Span::raw(" report now   "),
-                key("Ctrl+X"),
-                Span::raw(" cancel run   "),
-                key("Esc"),
-                Span::raw(" later (P)"),
-            ]));
+            " raise   "
         }
-        PauseWhy::Provider(_) => {
-            text.push(Line::from(vec![
-                key("Enter"),
-                Span::raw(" resume   "),
-                key("Ctrl+S"),
-                Span::raw(" report now   "),
-                key("Ctrl+X"),
-                Span::raw(" cancel run   "),
-                key("Esc"),
-                Span::raw(" later (P)"),
-            ]));
-        }
-    }
+        PauseWhy::Provider(_) => " resume   ",
+    };
+    text.push(Line::from(vec![
+        key("Enter"),
+        Span::raw(enter),
+        key("Ctrl+S"),
+        Span::raw(" report now   "),
+        key("Ctrl+X"),
+        Span::raw(" cancel run   "),
+        key("Esc"),
+        Span::raw(" later (P)"),
+    ]));
     let rect = centered(area, 76, text.len() as u16 + 2);
     frame.render_widget(Clear, rect);
     frame.render_widget(
