@@ -30,21 +30,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::mock::{MockRequest, MockServer, Reply};
+use common::tmux::{Tmux, WIDTH, quote};
 use serde_json::json;
 use tempfile::TempDir;
-
-const WIDTH: u16 = 120;
-const HEIGHT: u16 = 40;
-/// Longest any one wait may take; CI machines are slow and have two cores.
-const WAIT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(100);
 
 const QUERY: &str = "How do cities adapt to heat waves?";
 const TITLE_A: &str = "Alpha survey of cooling";
@@ -59,150 +53,8 @@ const EXITED: &str = "EXITED:";
 
 // ---- tmux ---------------------------------------------------------------------------------
 
-/// A private tmux server (its socket in a temp dir) running one session. Killed when dropped,
-/// so a failing test leaves nothing behind: the binary sees its terminal hang up and exits.
-struct Tmux {
-    /// `-S SOCKET` or, when the temp path is too long for a socket, `-L NAME`.
-    socket: [String; 2],
-    /// The environment of the tmux server, so of the binary: nothing from the developer's
-    /// shell (no API keys, no `MAESTRO_*`), home and XDG dirs in the sandbox.
-    env: Vec<(String, String)>,
-    /// The binary's log, shown when a wait times out.
-    log: PathBuf,
-}
-
-impl Tmux {
-    fn command(&self) -> Command {
-        let mut command = Command::new("tmux");
-        command
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .args(&self.socket)
-            .stdin(Stdio::null());
-        command
-    }
-
-    /// Run a tmux command; panic with its stderr when it fails.
-    fn run(&self, args: &[&str]) -> String {
-        let out = self
-            .command()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "tmux {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Start the session running `shell_command` in a `WIDTH`×`HEIGHT` window.
-    fn start(&self, shell_command: &str) {
-        let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
-        self.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            &w,
-            "-y",
-            &h,
-            shell_command,
-        ]);
-    }
-
-    /// Keys by tmux name (`Enter`, `j`, `q`).
-    fn send_keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "e2e"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    /// Text typed as is (`send-keys -l`).
-    fn type_text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "e2e", "-l", text]);
-    }
-
-    /// The visible screen as plain text.
-    fn capture(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "e2e"])
-    }
-
-    /// A `#{format}` of the pane.
-    fn display(&self, format: &str) -> String {
-        self.run(&["display-message", "-p", "-t", "e2e", format])
-            .trim_end()
-            .to_owned()
-    }
-
-    /// Poll the screen until `done` holds, and return that screen. Panics after `WAIT` with
-    /// `what`, the last screen and the end of the binary's log.
-    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.capture();
-            if done(&screen) {
-                return screen;
-            }
-            if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                panic!(
-                    "timed out after {WAIT:?} waiting for {what}\n\
-                     --- last screen ---\n{screen}\n--- end of the binary's log ---\n{}",
-                    tail.join("\n")
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self
-            .command()
-            .arg("kill-server")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Whether tmux is here; without it, a skip notice when `MAESTRO_SKIP_TMUX_TESTS=1`, else a
-/// failure that says how to get it.
 fn tmux_ready() -> bool {
-    if tmux_available() {
-        return true;
-    }
-    if std::env::var("MAESTRO_SKIP_TMUX_TESTS").as_deref() == Ok("1") {
-        eprintln!("notice: tmux is not installed; skipping the dashboard end-to-end test");
-        return false;
-    }
-    panic!(
-        "the dashboard end-to-end test needs tmux, which is not installed: install it \
-         (.ci/run does), or set MAESTRO_SKIP_TMUX_TESTS=1 to skip this test"
-    );
-}
-
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// `'text'` for `sh`.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+    common::tmux::ready("the dashboard end-to-end test")
 }
 
 // ---- reading the screen -------------------------------------------------------------------
@@ -359,11 +211,7 @@ fn dashboard_runs_fails_reruns_resynthesises_and_quits_cleanly() {
         "[limits]\ntimeout_secs = 10\nidle_timeout_secs = 5\n\n[ui]\nbell = false\n",
     )
     .expect("write the config");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     let binary = quote(env!("CARGO_BIN_EXE_maestro"));
     let base_url = quote(&server.openai_base_url());
     tmux.start(&format!(
@@ -528,11 +376,7 @@ fn a_saved_run_is_opened_from_history_rerun_and_its_report_compared() {
     )
     .expect("write the config");
     let db = home.join("runs.db");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     let dashboard = format!(
         "{} --provider openai --base-url {} --model test --retries 1 --db {}; \
          echo {EXITED}$?; exec sleep 60",
@@ -727,11 +571,7 @@ fn a_failed_planning_shows_the_answers_and_r_plans_again_with_subtasks_streaming
         "[limits]\ntimeout_secs = 15\nidle_timeout_secs = 5\n\n[ui]\nbell = false\n",
     )
     .expect("write the config");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     let binary = quote(env!("CARGO_BIN_EXE_maestro"));
     let base_url = quote(&server.openai_base_url());
     tmux.start(&format!(
@@ -785,11 +625,7 @@ fn dashboard_starts_on_a_database_it_cannot_open_and_says_unsaved() {
         .expect("write the config");
     let db = home.join("not-a-db.txt");
     std::fs::write(&db, "plain text, not SQLite\n".repeat(100)).expect("write the file");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     tmux.start(&format!(
         "{} --db {}; echo {EXITED}$?; exec sleep 60",
         quote(env!("CARGO_BIN_EXE_maestro")),
@@ -828,11 +664,7 @@ fn t_shows_the_run_as_a_timeline_that_grows_until_the_synthesis_and_t_brings_the
          [ui]\nbell = false\n",
     )
     .expect("write the config");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     tmux.start(&format!(
         "{} --no-save; echo {EXITED}$?; exec sleep 60",
         quote(env!("CARGO_BIN_EXE_maestro"))
@@ -880,11 +712,7 @@ fn exits_on_signal_with_the_terminal_restored(signal: &str, code: &str) {
     let config = home.join("config.toml");
     std::fs::write(&config, "provider = \"demo\"\n\n[ui]\nbell = false\n")
         .expect("write the config");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     let pid_file = home.join("maestro.pid");
     // The inner shell writes its pid and becomes the binary, so that pid is the dashboard's.
     let inner = format!(
@@ -943,40 +771,6 @@ fn sighup_restores_the_terminal_and_exits_129() {
     exits_on_signal_with_the_terminal_restored("HUP", "129");
 }
 
-/// `-S DIR/tmux.sock`, or a unique `-L` name when that path is too long for a Unix socket.
-fn socket_args(dir: &Path) -> [String; 2] {
-    let path = dir.join("tmux.sock");
-    if path.as_os_str().len() < 100 {
-        ["-S".into(), path.to_string_lossy().into_owned()]
-    } else {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        [
-            "-L".into(),
-            format!("maestro-e2e-{}-{nanos}", std::process::id()),
-        ]
-    }
-}
-
-/// A clean environment: `PATH` (to find `sh` and `sleep`), a UTF-8 locale, and home, XDG dirs
-/// and config in the sandbox. No API keys, no `MAESTRO_*` from the developer's shell.
-fn sandbox_env(home: &Path, config: &Path) -> Vec<(String, String)> {
-    let path = |p: &Path| p.to_string_lossy().into_owned();
-    vec![
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        ("LANG".into(), "C.UTF-8".into()),
-        ("HOME".into(), path(home)),
-        ("XDG_DATA_HOME".into(), path(&home.join("data"))),
-        ("XDG_CONFIG_HOME".into(), path(&home.join("config"))),
-        ("MAESTRO_CONFIG".into(), path(config)),
-        (
-            "MAESTRO_LOG".into(),
-            "debug,tui_markdown=warn,hyper_util=info".into(),
-        ),
-    ]
-}
-
 // ---- attached files -----------------------------------------------------------------------
 
 /// `@path` in the query box on the demo provider: a path that does not exist is an error line
@@ -996,11 +790,7 @@ fn an_at_path_in_the_query_box_attaches_the_file_or_says_what_is_wrong() {
     )
     .expect("write the config");
     std::fs::write(home.join("notes.md"), "# Heat plan\n\nShade first.\n").expect("notes");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     tmux.start(&format!(
         "cd {} && {}; echo {EXITED}$?; exec sleep 60",
         quote(&home.to_string_lossy()),
@@ -1081,11 +871,7 @@ fn a_dashboard_worker_calls_an_mcp_tool_and_quitting_stops_the_server() {
         ),
     )
     .expect("write the config");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     tmux.start(&format!(
         "{} --provider openai --base-url {} --model test; echo {EXITED}$?; exec sleep 60",
         quote(env!("CARGO_BIN_EXE_maestro")),
@@ -1174,11 +960,7 @@ fn a_fetched_page_is_listed_as_a_source_and_enter_shows_its_text() {
         "[limits]\ntimeout_secs = 10\nidle_timeout_secs = 5\n\n[ui]\nbell = false\n",
     )
     .expect("write the config");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     let binary = quote(env!("CARGO_BIN_EXE_maestro"));
     let base_url = quote(&server.openai_base_url());
     let dashboard = format!(
@@ -1290,11 +1072,7 @@ fn a_reviewed_plan_is_edited_and_approved_and_the_run_uses_the_edit() {
         "[limits]\ntimeout_secs = 10\n\n[ui]\nbell = false\n",
     )
     .expect("write the config");
-    let tmux = Tmux {
-        socket: socket_args(home),
-        env: sandbox_env(home, &config),
-        log: home.join("data").join("maestro").join("maestro.log"),
-    };
+    let tmux = Tmux::in_sandbox(home, &config);
     tmux.start(&format!(
         "{} --review --provider openai --base-url {} --model test; echo {EXITED}$?; \
          exec sleep 60",

@@ -10,15 +10,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::Sandbox;
 use common::mock::{MockServer, Reply};
+use common::tmux::{Tmux, quote};
 use serde_json::json;
 
 const QUERY: &str = "How do cities adapt to heat waves?";
-const WAIT: Duration = Duration::from_secs(20);
 const EXITED: &str = "EXITED:";
 
 fn plan_json() -> String {
@@ -195,125 +195,16 @@ fn maestro_plan_prints_a_subtask_model_only_when_the_planner_set_one() {
 
 // ---- on a terminal --------------------------------------------------------------------------
 
-struct Tmux {
-    socket: [String; 2],
-    env: Vec<(String, String)>,
-}
-
-impl Tmux {
-    fn new(home: &Path, editor: &Path) -> Self {
-        let sock = home.join("tmux.sock");
-        let socket = if sock.as_os_str().len() < 100 {
-            ["-S".into(), sock.to_string_lossy().into_owned()]
-        } else {
-            [
-                "-L".into(),
-                format!("maestro-review-{}", std::process::id()),
-            ]
-        };
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        let env = vec![
-            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("HOME".into(), path(home)),
-            ("XDG_DATA_HOME".into(), path(&home.join("data"))),
-            ("XDG_CONFIG_HOME".into(), path(&home.join("config"))),
-            ("MAESTRO_CONFIG".into(), path(&home.join("config.toml"))),
-            ("EDITOR".into(), path(editor)),
-        ];
-        Self { socket, env }
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .args(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn start(&self, shell_command: &str) {
-        self.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "review",
-            "-x",
-            "160",
-            "-y",
-            "50",
-            shell_command,
-        ]);
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "review"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    /// The pane with its scrollback, so lines that scrolled away still count.
-    fn capture(&self) -> String {
-        self.run(&["capture-pane", "-p", "-J", "-S", "-500", "-t", "review"])
-    }
-
-    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.capture();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n--- screen ---\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(&self.socket)
-            .arg("kill-server")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+/// A terminal whose `$EDITOR` is `editor`.
+fn terminal(home: &Path, editor: &Path) -> Tmux {
+    let mut tmux = Tmux::in_sandbox(home, &home.join("config.toml"));
+    tmux.env
+        .push(("EDITOR".into(), editor.to_string_lossy().into_owned()));
+    tmux
 }
 
 fn tmux_ready() -> bool {
-    let here = Command::new("tmux")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if here {
-        return true;
-    }
-    if std::env::var("MAESTRO_SKIP_TMUX_TESTS").as_deref() == Ok("1") {
-        eprintln!("notice: tmux is not installed; skipping the terminal review tests");
-        return false;
-    }
-    panic!("the terminal review tests need tmux (or MAESTRO_SKIP_TMUX_TESTS=1 to skip them)");
-}
-
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+    common::tmux::ready("the terminal review tests")
 }
 
 /// An editor that replaces the file with `edits[n]` on its n-th run.
@@ -388,10 +279,10 @@ fn a_terminal_review_edits_the_plan_in_the_editor_until_it_is_valid_then_runs_it
         home,
         &[cycle.to_string(), deleted.to_string(), fixed.to_string()],
     );
-    let tmux = Tmux::new(home, &editor);
+    let tmux = terminal(home, &editor);
     start_review(&tmux, home, &server);
 
-    let screen = tmux.wait_for("the review prompt", |s| {
+    let screen = tmux.wait_for_in_scrollback("the review prompt", |s| {
         s.contains("approve [a] · edit in $EDITOR [e] · cancel [c]")
     });
     assert!(screen.contains("plan for review: 2 subtasks"), "{screen}");
@@ -400,27 +291,27 @@ fn a_terminal_review_edits_the_plan_in_the_editor_until_it_is_valid_then_runs_it
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(worker_requests(&server), 0, "nothing runs before approval");
 
-    tmux.keys(&["e", "Enter"]);
-    tmux.wait_for("the cycle named", |s| {
+    tmux.send_keys(&["e", "Enter"]);
+    tmux.wait_for_in_scrollback("the cycle named", |s| {
         s.contains("✗ the dependencies form a cycle: a → b → a")
     });
     // Approving a plan with problems is refused on the spot.
-    tmux.keys(&["a", "Enter"]);
-    tmux.wait_for("the refusal", |s| s.contains("the plan cannot run yet:"));
+    tmux.send_keys(&["a", "Enter"]);
+    tmux.wait_for_in_scrollback("the refusal", |s| s.contains("the plan cannot run yet:"));
 
-    tmux.keys(&["e", "Enter"]);
-    tmux.wait_for("the missing dependency named", |s| {
+    tmux.send_keys(&["e", "Enter"]);
+    tmux.wait_for_in_scrollback("the missing dependency named", |s| {
         s.contains("✗ subtask `b` depends on `a`, which is not in the plan")
     });
     assert_eq!(worker_requests(&server), 0);
 
-    tmux.keys(&["e", "Enter"]);
-    let screen = tmux.wait_for("the fixed plan", |s| {
+    tmux.send_keys(&["e", "Enter"]);
+    let screen = tmux.wait_for_in_scrollback("the fixed plan", |s| {
         s.contains("plan for review: 3 subtasks") && s.contains("special-model")
     });
     assert!(screen.contains("≈ 4 calls"), "{screen}");
-    tmux.keys(&["a", "Enter"]);
-    let screen = tmux.wait_for("the run to end", |s| s.contains(EXITED));
+    tmux.send_keys(&["a", "Enter"]);
+    let screen = tmux.wait_for_in_scrollback("the run to end", |s| s.contains(EXITED));
     assert!(screen.contains(&format!("{EXITED}0")), "{screen}");
 
     let models: Vec<(String, String)> = server
@@ -451,11 +342,11 @@ fn cancelling_a_terminal_review_runs_nothing_and_exits_130() {
     let sandbox = Sandbox::new("");
     let home = sandbox.home();
     let editor = editor(home, &[]);
-    let tmux = Tmux::new(home, &editor);
+    let tmux = terminal(home, &editor);
     start_review(&tmux, home, &server);
-    tmux.wait_for("the review prompt", |s| s.contains("cancel [c]"));
-    tmux.keys(&["c", "Enter"]);
-    let screen = tmux.wait_for("the run to end", |s| s.contains(EXITED));
+    tmux.wait_for_in_scrollback("the review prompt", |s| s.contains("cancel [c]"));
+    tmux.send_keys(&["c", "Enter"]);
+    let screen = tmux.wait_for_in_scrollback("the run to end", |s| s.contains(EXITED));
     assert!(screen.contains(&format!("{EXITED}130")), "{screen}");
     assert_eq!(worker_requests(&server), 0);
     assert_eq!(server.request_count(), 1, "the planner only");

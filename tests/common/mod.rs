@@ -7,6 +7,7 @@ pub mod binary;
 pub mod mock;
 pub mod plans;
 pub mod site;
+pub mod tmux;
 
 pub use binary::{Maestro, Output, Running, Sandbox};
 pub use mock::{Call, MockRequest, MockServer, Protocol, Reply};
